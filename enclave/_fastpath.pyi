@@ -1,0 +1,41 @@
+"""Type stub for the compiled fast path (enclave/_fastpath.pyx)."""
+
+from typing import Final
+
+from typing_extensions import Buffer
+
+SODIUM_PATH: Final[str]
+KEY_BYTES: Final[int]
+NONCE_BYTES: Final[int]
+TAG_BYTES: Final[int]
+CIPHERS: Final[tuple[str, ...]]
+
+def check_symbol(name: str) -> None: ...
+def sodium_runtime_flags() -> dict[str, bool]: ...
+def aes256gcm_available() -> bool: ...
+def nonce_for(counter: int) -> bytes: ...
+
+class AeadKey:
+    """AEAD key for one direction; `cipher` is "aes256gcm" or "chacha20poly1305"."""
+
+    @property
+    def cipher(self) -> str: ...
+    def __init__(self, cipher: str, key: Buffer) -> None: ...
+    def seal_batch(
+        self,
+        buf: Buffer,
+        offsets: Buffer,
+        lengths: Buffer,
+        counters: Buffer,
+        headroom: int,
+    ) -> bytearray:
+        """offsets/lengths: uint32 buffers (array('I')); counters: uint64 (array('Q'))."""
+
+    def open_batch(
+        self,
+        buf: Buffer,
+        offsets: Buffer,
+        lengths: Buffer,
+        counters: Buffer,
+        headroom: int,
+    ) -> bytearray: ...

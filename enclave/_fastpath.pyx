@@ -1,0 +1,126 @@
+# cython: language_level=3
+"""enclave's compiled fast path: per-frame work with the GIL released.
+
+Import-time: libsodium is resolved from PyNaCl's bundled shared object (see _sodium.pxd); a
+missing symbol is an ImportError naming it. There is no Python fallback for the data path:
+callers that cannot import this module must report it and stop (``enclave info`` does).
+
+What lives here (each part in its own include file):
+
+    _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF seal/open in place, batched
+
+Outbound flow this is built for (inside -> outside, one batch per syscall round):
+
+    1. TAP read into buf[off + HEADROOM:]   (headroom left free for the wire header)
+    2. wire header written into buf[off:off + HEADROOM] by the session (counter included)
+    3. AeadKey.seal_batch: payload encrypted in place, 16-byte tag appended, header = AD
+    4. UDP send of buf[off:off + HEADROOM + len + TAG_BYTES]
+
+Inbound is the mirror image: UDP read, AeadKey.open_batch (header = AD), replay check after
+authentication, TAP write of the plaintext.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+from enclave._sodium cimport (
+    RTLD_NOLOAD,
+    RTLD_NOW,
+    aes_beforenm_fn,
+    aes_dec_afternm_fn,
+    aes_enc_afternm_fn,
+    chacha_dec_fn,
+    chacha_enc_fn,
+    dlerror,
+    dlopen,
+    dlsym,
+    free,
+    posix_memalign,
+    sodium_api,
+    sodium_flag_fn,
+    sodium_init_fn,
+    sodium_memzero_fn,
+    sodium_size_fn,
+)
+
+# PyNaCl's import runs sodium_init() and maps nacl/_sodium.abi3.so into the process.
+import nacl.bindings  # noqa: F401
+import nacl._sodium as _nacl_sodium
+
+SODIUM_PATH: str = _nacl_sodium.__file__
+
+cdef void *_sodium_handle = NULL
+cdef sodium_api _na
+
+
+cdef void *_sym(const char *name) except NULL:
+    """dlsym one libsodium symbol; ImportError that names it if it is missing."""
+    cdef void *p = dlsym(_sodium_handle, name)
+    if p == NULL:
+        raise ImportError(
+            f"libsodium symbol {name.decode()!r} not found in {SODIUM_PATH} "
+            "(PyNaCl >= 1.6 with its bundled libsodium 1.0.20 is required)"
+        )
+    return p
+
+
+cdef int _load_sodium() except -1:
+    global _sodium_handle
+    path = SODIUM_PATH.encode()
+    _sodium_handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if _sodium_handle == NULL:
+        err = dlerror()
+        raise ImportError(
+            f"cannot dlopen PyNaCl's libsodium at {SODIUM_PATH}: "
+            f"{err.decode() if err != NULL else 'unknown error'}"
+        )
+    _na.sodium_init = <sodium_init_fn>_sym(b"sodium_init")
+    _na.sodium_memzero = <sodium_memzero_fn>_sym(b"sodium_memzero")
+    _na.has_aesni = <sodium_flag_fn>_sym(b"sodium_runtime_has_aesni")
+    _na.has_pclmul = <sodium_flag_fn>_sym(b"sodium_runtime_has_pclmul")
+    _na.has_ssse3 = <sodium_flag_fn>_sym(b"sodium_runtime_has_ssse3")
+    _na.has_avx = <sodium_flag_fn>_sym(b"sodium_runtime_has_avx")
+    _na.has_avx2 = <sodium_flag_fn>_sym(b"sodium_runtime_has_avx2")
+    _na.aes_is_available = <sodium_flag_fn>_sym(
+        b"crypto_aead_aes256gcm_is_available")
+    _na.aes_statebytes = <sodium_size_fn>_sym(b"crypto_aead_aes256gcm_statebytes")
+    _na.aes_beforenm = <aes_beforenm_fn>_sym(b"crypto_aead_aes256gcm_beforenm")
+    _na.aes_encrypt_afternm = <aes_enc_afternm_fn>_sym(
+        b"crypto_aead_aes256gcm_encrypt_detached_afternm")
+    _na.aes_decrypt_afternm = <aes_dec_afternm_fn>_sym(
+        b"crypto_aead_aes256gcm_decrypt_detached_afternm")
+    _na.chacha_encrypt = <chacha_enc_fn>_sym(
+        b"crypto_aead_chacha20poly1305_ietf_encrypt_detached")
+    _na.chacha_decrypt = <chacha_dec_fn>_sym(
+        b"crypto_aead_chacha20poly1305_ietf_decrypt_detached")
+    # Idempotent; PyNaCl already did it. Needed for the runtime CPU checks below.
+    if _na.sodium_init() < 0:
+        raise ImportError("libsodium sodium_init() failed")
+    return 0
+
+
+_load_sodium()
+
+
+def check_symbol(name: str) -> None:
+    """Resolve ``name`` in the loaded libsodium; ImportError naming it if absent."""
+    _sym(name.encode())
+
+
+def sodium_runtime_flags() -> dict:
+    """libsodium's own CPU feature detection (sodium_runtime_has_*)."""
+    return {
+        "aesni": bool(_na.has_aesni()),
+        "pclmul": bool(_na.has_pclmul()),
+        "ssse3": bool(_na.has_ssse3()),
+        "avx": bool(_na.has_avx()),
+        "avx2": bool(_na.has_avx2()),
+    }
+
+
+def aes256gcm_available() -> bool:
+    """crypto_aead_aes256gcm_is_available(): AES-NI + PCLMUL usable by libsodium."""
+    return bool(_na.aes_is_available())
+
+
+include "_fp_aead.pxi"

@@ -1,0 +1,210 @@
+# AEAD seal/open in place over batches of frames (included by _fastpath.pyx).
+#
+# Frame layout inside the caller's buffer, at buf[off]:
+#
+#   off                off+headroom                 off+headroom+len   +TAG_BYTES
+#   |<--- headroom --->|<-------- payload ---------->|<--- tag (16) --->|
+#   | wire header = AD |  plaintext -> ciphertext    |  written by seal |
+#
+#   seal: `len` = plaintext length; the payload is encrypted in place and the 16-byte tag is
+#         written right after it, so the buffer must have TAG_BYTES of tailroom per frame.
+#   open: `len` = ciphertext length INCLUDING the tag (what came off the wire after the header);
+#         on success the payload holds the plaintext (len - TAG_BYTES bytes); on failure the
+#         payload bytes are unspecified (libsodium's AES-GCM zeroes them) and must be dropped.
+#
+# Associated data = the `headroom` bytes in front of the payload, i.e. the whole wire header
+# (including the counter it carries), so a header cannot be altered or swapped between frames.
+#
+# Nonce (12 bytes, the ONE place this layout is defined; both ciphers use it):
+#
+#   byte  0    1    2    3    4 ............................ 11
+#         +----+----+----+----+--------------------------------+
+#         | 00 | 00 | 00 | 00 |  counter, 64-bit little-endian |
+#         +----+----+----+----+--------------------------------+
+#
+# The counter must never repeat under one key; the session layer owns it (and rekeys long
+# before 2^64 and before libsodium's ~350 GB AES-GCM per-key guidance).
+
+from libc.string cimport memcpy
+cimport cython
+
+cdef enum:
+    _KEY_BYTES = 32
+    _NONCE_BYTES = 12
+    _TAG_BYTES = 16
+
+KEY_BYTES: int = _KEY_BYTES
+NONCE_BYTES: int = _NONCE_BYTES
+TAG_BYTES: int = _TAG_BYTES
+CIPHERS: tuple = ("aes256gcm", "chacha20poly1305")
+
+cdef enum:
+    FP_AES256GCM = 1
+    FP_CHACHA20POLY1305 = 2
+
+
+cdef inline void fp_nonce(unsigned char *n, uint64_t counter) noexcept nogil:
+    """Write the 12-byte nonce for `counter` (layout above) into n."""
+    cdef int i
+    n[0] = 0
+    n[1] = 0
+    n[2] = 0
+    n[3] = 0
+    for i in range(8):
+        n[4 + i] = <unsigned char>((counter >> (8 * i)) & 0xFF)
+
+
+def nonce_for(uint64_t counter) -> bytes:
+    """The 12-byte nonce used for `counter` (for tests and interop with other AEAD callers)."""
+    cdef unsigned char n[_NONCE_BYTES]
+    fp_nonce(n, counter)
+    return <bytes>n[:_NONCE_BYTES]
+
+
+@cython.final
+cdef class AeadKey:
+    """One direction's AEAD key, expanded once; usable from nogil loops via seal()/open().
+
+    AES256-GCM keeps libsodium's precomputed (beforenm) state in 16-byte aligned memory;
+    ChaCha20-Poly1305-IETF keeps the raw key. Both are wiped on deallocation. The state is
+    read-only after construction, so one AeadKey may be used from several threads at once.
+    """
+
+    cdef readonly str cipher
+    cdef int kind
+    cdef void *state          # AES: crypto_aead_aes256gcm_state; ChaCha: 32-byte key
+    cdef size_t state_len
+
+    def __cinit__(self, str cipher, const unsigned char[::1] key not None):
+        self.state = NULL
+        self.state_len = 0
+        if cipher == "aes256gcm":
+            self.kind = FP_AES256GCM
+            if not _na.aes_is_available():
+                raise RuntimeError("aes256gcm is not available on this CPU (libsodium needs "
+                                   "AES-NI and PCLMULQDQ); use chacha20poly1305")
+            self.state_len = _na.aes_statebytes()
+        elif cipher == "chacha20poly1305":
+            self.kind = FP_CHACHA20POLY1305
+            self.state_len = _KEY_BYTES
+        else:
+            raise ValueError(f"unknown cipher {cipher!r}; expected one of {CIPHERS}")
+        if key.shape[0] != _KEY_BYTES:
+            raise ValueError(f"key must be {_KEY_BYTES} bytes, got {key.shape[0]}")
+        self.cipher = cipher
+        if posix_memalign(&self.state, 64, self.state_len) != 0:
+            self.state = NULL
+            raise MemoryError()
+        if self.kind == FP_AES256GCM:
+            _na.aes_beforenm(self.state, &key[0])
+        else:
+            memcpy(self.state, &key[0], _KEY_BYTES)
+
+    def __dealloc__(self):
+        if self.state != NULL:
+            _na.sodium_memzero(self.state, self.state_len)
+            free(self.state)
+            self.state = NULL
+
+    def __repr__(self) -> str:
+        return f"AeadKey({self.cipher!r}, <key hidden>)"
+
+    def __reduce__(self):
+        raise TypeError("AeadKey holds key material and cannot be pickled")
+
+    cdef int seal(self, unsigned char *frame, size_t headroom, size_t plen,
+                  uint64_t counter) noexcept nogil:
+        """Encrypt frame[headroom:headroom+plen] in place, tag after it, AD = frame[:headroom].
+
+        Returns 0. The caller guarantees headroom + plen + TAG_BYTES bytes are writable.
+        """
+        cdef unsigned char nonce[_NONCE_BYTES]
+        cdef unsigned char *p = frame + headroom
+        fp_nonce(nonce, counter)
+        if self.kind == FP_AES256GCM:
+            return _na.aes_encrypt_afternm(p, p + plen, NULL, p, plen, frame, headroom,
+                                           NULL, nonce, self.state)
+        return _na.chacha_encrypt(p, p + plen, NULL, p, plen, frame, headroom, NULL, nonce,
+                                  <const unsigned char *>self.state)
+
+    cdef int open(self, unsigned char *frame, size_t headroom, size_t clen,
+                  uint64_t counter) noexcept nogil:
+        """Authenticate and decrypt frame[headroom:headroom+clen] (clen includes the tag).
+
+        Returns 0 when authentic (plaintext in place, clen - TAG_BYTES bytes), -1 otherwise.
+        """
+        cdef unsigned char nonce[_NONCE_BYTES]
+        cdef unsigned char *p = frame + headroom
+        cdef size_t mlen
+        if clen < _TAG_BYTES:
+            return -1
+        mlen = clen - _TAG_BYTES
+        fp_nonce(nonce, counter)
+        if self.kind == FP_AES256GCM:
+            return _na.aes_decrypt_afternm(p, NULL, p, mlen, p + mlen, frame, headroom, nonce,
+                                           self.state)
+        return _na.chacha_decrypt(p, NULL, p, mlen, p + mlen, frame, headroom, nonce,
+                                  <const unsigned char *>self.state)
+
+    def seal_batch(self, unsigned char[::1] buf not None,
+                   const uint32_t[::1] offsets not None,
+                   const uint32_t[::1] lengths not None,
+                   const uint64_t[::1] counters not None,
+                   size_t headroom) -> bytearray:
+        """Seal frame i at buf[offsets[i]] (headroom bytes of AD, lengths[i] bytes of payload)
+        with counters[i]. All frames are bounds-checked before any is touched (ValueError);
+        the GIL is released for the whole batch. Returns one ok flag (1/0) per frame.
+        """
+        return self._batch(buf, offsets, lengths, counters, headroom, 1)
+
+    def open_batch(self, unsigned char[::1] buf not None,
+                   const uint32_t[::1] offsets not None,
+                   const uint32_t[::1] lengths not None,
+                   const uint64_t[::1] counters not None,
+                   size_t headroom) -> bytearray:
+        """Open frame i at buf[offsets[i]] (lengths[i] = ciphertext + tag) with counters[i].
+        Returns one flag per frame: 1 = authentic (plaintext in place), 0 = reject (drop).
+        """
+        return self._batch(buf, offsets, lengths, counters, headroom, 0)
+
+    cdef object _batch(self, unsigned char[::1] buf, const uint32_t[::1] offsets,
+                       const uint32_t[::1] lengths, const uint64_t[::1] counters,
+                       size_t headroom, bint sealing):
+        cdef Py_ssize_t n = offsets.shape[0]
+        cdef Py_ssize_t i
+        cdef Py_ssize_t bad = -1
+        cdef size_t cap = <size_t>buf.shape[0]
+        cdef size_t extra = _TAG_BYTES if sealing else 0
+        cdef unsigned char *base
+        cdef unsigned char[::1] ok
+        if lengths.shape[0] != n or counters.shape[0] != n:
+            raise ValueError(f"offsets, lengths and counters differ in length "
+                             f"({n}, {lengths.shape[0]}, {counters.shape[0]})")
+        if headroom > cap:
+            raise ValueError(f"headroom {headroom} exceeds buffer size {cap}")
+        flags = bytearray(n)
+        if n == 0:
+            return flags
+        ok = flags
+        base = &buf[0] if cap > 0 else NULL
+        with nogil:
+            # Validate every frame first, so a bad batch leaves the buffer untouched.
+            for i in range(n):
+                if (offsets[i] > cap - headroom
+                        or <size_t>lengths[i] + extra > cap - headroom - offsets[i]):
+                    bad = i
+                    break
+            if bad < 0:
+                if sealing:
+                    for i in range(n):
+                        ok[i] = self.seal(base + offsets[i], headroom, lengths[i],
+                                          counters[i]) == 0
+                else:
+                    for i in range(n):
+                        ok[i] = self.open(base + offsets[i], headroom, lengths[i],
+                                          counters[i]) == 0
+        if bad >= 0:
+            raise ValueError(f"frame {bad} (offset {offsets[bad]}, length {lengths[bad]}, "
+                             f"headroom {headroom}{', +16 tag' if sealing else ''}) "
+                             f"exceeds the {cap}-byte buffer")
+        return flags
