@@ -1,0 +1,27 @@
+"""SystemIdentity: what a verified system certificate says about its holder."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SystemIdentity:
+    name: str  # short unique base32 system name, e.g. "V88RY"
+    org: str
+    overlay_ip: ipaddress.IPv4Address
+    overlay_prefix: int  # prefix length of the org's overlay range (e.g. 10 for 100.64.0.0/10)
+    mac: bytes  # 6 bytes, locally administered unicast, derived from the name
+    tags: tuple[str, ...]
+    public_key: bytes  # raw 32-byte Ed25519 public key
+    serial: int
+    not_before: datetime.datetime  # tz-aware UTC
+    not_after: datetime.datetime
+    gateway_routes: tuple[ipaddress.IPv4Network, ...] = ()  # empty unless allowed to be a gateway
+
+    @property
+    def overlay_interface(self) -> ipaddress.IPv4Interface:
+        """The overlay address with the org prefix, e.g. 100.64.12.7/10 (for the TAP device)."""
+        return ipaddress.IPv4Interface(f"{self.overlay_ip}/{self.overlay_prefix}")
