@@ -1,0 +1,319 @@
+"""The TAP device the data plane reads Ethernet frames from and writes them to.
+
+    /dev/net/tun --open--> fd --TUNSETIFF(IFF_TAP|IFF_NO_PI[|IFF_VNET_HDR])--> "enclave0"
+                           |--TUNSETVNETHDRSZ(10)   virtio_net_hdr in front of every frame
+                           |--TUNSETOFFLOAD(CSUM|TSO4|TSO6)  kernel may hand us TCP super-frames
+                           '--O_NONBLOCK: the fd goes to the compiled loops as a plain int
+    pyroute2 (rtnetlink): MAC, MTU, overlay IPv4/prefix, link up
+
+With ``vnet_hdr=True`` every read() returns, and every write() must start with, the 10-byte
+legacy ``struct virtio_net_hdr`` (fields in host byte order; little-endian on x86/arm64):
+
+    byte 0      1         2..3     4..5      6..7        8..9
+         flags  gso_type  hdr_len  gso_size  csum_start  csum_offset
+
+We use the 10-byte header, not the 12-byte virtio_net_hdr_v1 (which only appends num_buffers,
+meaningless for a TAP): it is the kernel's default for TAP and what wireguard-go uses. The
+size is nevertheless set explicitly with TUNSETVNETHDRSZ so the contract is visible.
+csum_start counts from the first byte of the Ethernet frame.
+
+The device is not persistent: closing the fd removes it, addresses and routes included, so a
+crashed agent leaves nothing behind. The TUNSETOFFLOAD call doubles as a start-up self-test:
+if the kernel refuses it (EINVAL/EIO) the device runs without offloads and says so.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import struct
+import threading
+from types import TracebackType
+from typing import Final
+
+from pyroute2 import IPRoute, netns
+
+from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU, MAX_TAP_MTU
+
+log = logging.getLogger(__name__)
+
+TUN_PATH: Final = "/dev/net/tun"
+IFNAMSIZ: Final = 16
+
+# <linux/if_tun.h>
+TUNSETIFF: Final = 0x400454CA
+TUNGETIFF: Final = 0x800454D2
+TUNGETFEATURES: Final = 0x800454CF
+TUNSETOFFLOAD: Final = 0x400454D0
+TUNGETVNETHDRSZ: Final = 0x800454D7
+TUNSETVNETHDRSZ: Final = 0x400454D8
+IFF_TAP: Final = 0x0002
+IFF_NO_PI: Final = 0x1000
+IFF_VNET_HDR: Final = 0x4000
+TUN_F_CSUM: Final = 0x01
+TUN_F_TSO4: Final = 0x02
+TUN_F_TSO6: Final = 0x04
+TUN_F_TSO_ECN: Final = 0x08
+TCP_OFFLOADS: Final = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+
+# <linux/virtio_net.h>
+VNET_HDR_LEN: Final = 10
+VNET_HDR_FMT: Final = "=BBHHHH"  # host byte order, as the kernel reads it (legacy, non-v1)
+VIRTIO_NET_HDR_F_NEEDS_CSUM: Final = 1
+VIRTIO_NET_HDR_F_DATA_VALID: Final = 2
+VIRTIO_NET_HDR_GSO_NONE: Final = 0
+VIRTIO_NET_HDR_GSO_TCPV4: Final = 1
+VIRTIO_NET_HDR_GSO_TCPV6: Final = 4
+VIRTIO_NET_HDR_GSO_ECN: Final = 0x80
+
+DEFAULT_NAME: Final = "enclave0"
+
+
+class TapError(OSError):
+    """The TAP device could not be created or configured."""
+
+
+def _ifreq(name: str, flags: int) -> bytes:
+    """struct ifreq: char ifr_name[16]; short ifr_flags; padded to 40 bytes."""
+    return struct.pack("16sH22x", name.encode(), flags)
+
+
+def _check_name(name: str) -> None:
+    raw = name.encode()
+    if not raw or len(raw) >= IFNAMSIZ or any(c in raw for c in b"/ \t\n\0:"):
+        raise ValueError(f"invalid interface name {name!r} (1..15 bytes, no '/', ':' or space)")
+
+
+def _check_mac(mac: str) -> str:
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    try:
+        octets = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"invalid MAC address {mac!r}") from None
+    if octets[0] & 1:
+        raise ValueError(f"MAC address {mac!r} is multicast")
+    return mac.lower()
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC address."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _open_tun(name: str, flags: int) -> int:
+    """open /dev/net/tun and attach it to interface `name` in the caller's network namespace."""
+    fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, flags))
+    except OSError as exc:
+        os.close(fd)
+        raise TapError(exc.errno, f"TUNSETIFF {name!r} failed: {exc.strerror}") from exc
+    return fd
+
+
+def _open_tun_in_netns(ns: str, name: str, flags: int) -> int:
+    """As _open_tun, inside network namespace `ns`.
+
+    A TAP lives in the namespace /dev/net/tun was opened in. setns() only moves the calling
+    thread, so a short-lived thread enters the namespace, opens the device and exits; the rest
+    of the process never changes namespace.
+    """
+    result: list[int] = []
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            netns.setns(ns, flags=0)  # flags=0: never create the namespace by accident
+            result.append(_open_tun(name, flags))
+        except BaseException as exc:
+            failure.append(exc)
+
+    t = threading.Thread(target=worker, name=f"tap-open-{ns}", daemon=True)
+    t.start()
+    t.join(timeout=10)
+    if t.is_alive():  # pragma: no cover - setns/open do not block
+        raise TapError(errno.ETIMEDOUT, f"opening TAP in netns {ns!r} timed out")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, TapError):
+            raise exc
+        raise TapError(
+            getattr(exc, "errno", None) or errno.EIO, f"cannot open TAP in netns {ns!r}: {exc}"
+        ) from exc
+    return result[0]
+
+
+def tun_features() -> int:
+    """TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports."""
+    fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        buf = fcntl.ioctl(fd, TUNGETFEATURES, b"\0" * 4)
+    finally:
+        os.close(fd)
+    return int(struct.unpack("I", buf)[0])
+
+
+class TapDevice:
+    """An open, configured TAP interface; a context manager that removes it on exit.
+
+    Attributes for the data-plane loops: ``fd`` (non-blocking), ``vnet_hdr`` (every frame is
+    prefixed by a VNET_HDR_LEN-byte virtio_net_hdr), ``offload`` (TUN_F_* flags in force;
+    0 means the kernel sends only frames of at most ``mtu`` + 14 bytes), ``mtu``, ``mac``,
+    ``name``, ``ifindex``, ``netns``.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_NAME,
+        *,
+        mac: str | None = None,
+        address: str | None = None,
+        mtu: int = DEFAULT_OVERLAY_MTU,
+        vnet_hdr: bool = False,
+        offload: bool = True,
+        netns: str | None = None,
+        up: bool = True,
+    ) -> None:
+        _check_name(name)
+        if not 68 <= mtu <= MAX_TAP_MTU:
+            raise ValueError(f"MTU {mtu} out of range 68..{MAX_TAP_MTU}")
+        iface = ipaddress.IPv4Interface(address) if address is not None else None
+        self.name = name
+        self.mac = _check_mac(mac) if mac is not None else random_mac()
+        self.address = iface
+        self.mtu = mtu
+        self.netns = netns
+        self.vnet_hdr = False
+        self.offload = 0
+        self.ifindex = 0
+        self.fd = -1
+
+        flags = IFF_TAP | IFF_NO_PI
+        if vnet_hdr:
+            if not tun_features() & IFF_VNET_HDR:
+                log.warning("tun driver lacks IFF_VNET_HDR: %s runs without offloads", name)
+                vnet_hdr = False
+            else:
+                flags |= IFF_VNET_HDR
+        if netns is None:
+            self.fd = _open_tun(name, flags)
+        else:
+            self.fd = _open_tun_in_netns(netns, name, flags)
+        try:
+            if vnet_hdr:
+                self.vnet_hdr = True
+                fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                if offload:
+                    self.offload = self._set_offload(TCP_OFFLOADS)
+            self._configure(up)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_offload(self, wanted: int) -> int:
+        """TUNSETOFFLOAD self-test: the flags in force (0 if the kernel refuses offloads)."""
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, wanted)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EIO, errno.EOPNOTSUPP):
+                raise
+            log.warning(
+                "TUNSETOFFLOAD(CSUM|TSO4|TSO6) refused on %s (%s): running without TAP "
+                "offloads, one frame per read",
+                self.name,
+                os.strerror(exc.errno or errno.EIO),
+            )
+            try:
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
+            except OSError:
+                pass
+            return 0
+        return wanted
+
+    def _configure(self, up: bool) -> None:
+        with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=self.name)
+            if not found:
+                raise TapError(errno.ENODEV, f"TAP {self.name!r} vanished after creation")
+            self.ifindex = int(found[0])
+            ipr.link("set", index=self.ifindex, address=self.mac, mtu=self.mtu)
+            if self.address is not None:
+                ipr.addr(
+                    "add",
+                    index=self.ifindex,
+                    address=str(self.address.ip),
+                    prefixlen=self.address.network.prefixlen,
+                )
+            if up:
+                ipr.link("set", index=self.ifindex, state="up")
+
+    # -- I/O helpers for tests and slow paths; the data plane uses `fd` from C ------------------
+
+    def read(self, size: int = 65536 + VNET_HDR_LEN) -> bytes | None:
+        """One frame (with its virtio_net_hdr when vnet_hdr), or None if none is queued."""
+        try:
+            return os.read(self.fd, size)
+        except BlockingIOError:
+            return None
+
+    def write(self, frame: bytes) -> int:
+        """Write one frame (prefixed by a virtio_net_hdr when vnet_hdr) to the kernel."""
+        return os.write(self.fd, frame)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def close(self) -> None:
+        """Close the fd; the kernel then deletes the (non-persistent) interface."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> TapDevice:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns}" if self.netns else ""
+        return (
+            f"TapDevice({self.name!r}{where} fd={self.fd} mtu={self.mtu} "
+            f"vnet_hdr={self.vnet_hdr} offload={self.offload:#x})"
+        )
+
+
+def vnet_hdr_pack(
+    flags: int = 0,
+    gso_type: int = VIRTIO_NET_HDR_GSO_NONE,
+    hdr_len: int = 0,
+    gso_size: int = 0,
+    csum_start: int = 0,
+    csum_offset: int = 0,
+) -> bytes:
+    """A virtio_net_hdr (see the module docstring) in the kernel's byte order."""
+    return struct.pack(VNET_HDR_FMT, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def vnet_hdr_unpack(data: bytes) -> tuple[int, int, int, int, int, int]:
+    """(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) from a frame's prefix."""
+    if len(data) < VNET_HDR_LEN:
+        raise ValueError(f"need {VNET_HDR_LEN} bytes of virtio_net_hdr, got {len(data)}")
+    f, g, h, s, cs, co = struct.unpack_from(VNET_HDR_FMT, data)
+    return f, g, h, s, cs, co
