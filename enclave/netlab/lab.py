@@ -1,0 +1,511 @@
+"""Build a Topology out of real network namespaces, and guarantee it is torn down.
+
+    topo = Topology(sites=[Site("a", nat=NatType.SYMMETRIC, hosts=2)], public_hosts=["platform"])
+    with Lab(topo) as lab:
+        a1 = lab.host("a1")                    # .name .netns .ip .public_ip .gateway
+        a1.run(["ip", "addr"], check=True)     # subprocess.CompletedProcess[str]
+        p = a1.popen(["iperf3", "-s"])         # own process group, killed at teardown
+        s = lab.public_host("platform").socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+Teardown (close(), the end of the with-block, an exception inside it, Ctrl-C, SIGTERM, atexit)
+kills tracked processes, closes tracked sockets, kills anything else left in the namespaces and
+deletes them (their veths and bridges go with them), then removes the state file. Leftovers of a
+run that died without teardown (SIGKILL, power loss) are removed when the next Lab starts; see
+state.py. Interfaces are created directly inside their namespaces (``ip -n A link add X type
+veth peer name Y netns B``), so their short names never meet the host's or another run's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
+
+from enclave.netlab import nat as natrules
+from enclave.netlab import netns, state
+from enclave.netlab.topology import (
+    INTERNET_GW,
+    PUBLIC_LAN,
+    NatType,
+    Site,
+    SitePlan,
+    Topology,
+    plan_public,
+    plan_site,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TERM_GRACE_S = 1.0
+_ROUTER_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv4.conf.all.send_redirects": "0",
+}
+_HOST_SYSCTLS = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+
+
+@dataclass
+class Host:
+    """One lab host: a namespace with ``eth0`` and a default route."""
+
+    name: str
+    netns: str
+    ip: ipaddress.IPv4Address  # own address (LAN address for site hosts)
+    public_ip: ipaddress.IPv4Address  # where the internet sees it (NAT's WAN address or own)
+    gateway: ipaddress.IPv4Address
+    site: str | None  # None for public hosts
+    nat: NatType  # NONE for public hosts
+    _lab: Lab = field(repr=False)
+
+    def argv(self, cmd: Sequence[str]) -> list[str]:
+        """The argv that runs ``cmd`` inside this host's namespace."""
+        return netns.exec_argv(self.netns, cmd)
+
+    def run(
+        self,
+        cmd: Sequence[str],
+        *,
+        check: bool = False,
+        timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess[Any]:
+        """subprocess.run inside the namespace (output captured as text unless overridden)."""
+        if "stdout" not in kwargs and "stderr" not in kwargs:
+            kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.argv(cmd), check=check, timeout=timeout, **kwargs)
+
+    def popen(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``cmd`` in the namespace in its own session; the lab kills it at teardown."""
+        kwargs["start_new_session"] = True
+        proc = subprocess.Popen(self.argv(cmd), **kwargs)
+        self._lab._track_process(proc)
+        return proc
+
+    def socket(
+        self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0
+    ) -> socket.socket:
+        """A socket living in this host's namespace (usable from any thread); closed at teardown."""
+        sock = netns.socket_in_netns(self.netns, family, type, proto)
+        self._lab._track_socket(sock)
+        return sock
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run ``fn()`` in a thread inside this host's namespace and return its result."""
+        return netns.call_in_netns(self.netns, fn, timeout)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    nat: NatType
+    router_netns: str
+    public_ip: ipaddress.IPv4Address  # router's WAN address
+    lan: ipaddress.IPv4Network
+    hosts: tuple[str, ...]
+
+
+class _SignalGuard:
+    """Turns SIGTERM into SystemExit while labs are open, so with-blocks unwind and tear down."""
+
+    def __init__(self) -> None:
+        self.labs: list[Lab] = []
+        self.lock = threading.Lock()
+        self.previous: Any = None
+        self.installed = False
+        self.atexit_registered = False
+
+    def add(self, lab: Lab) -> None:
+        with self.lock:
+            self.labs.append(lab)
+            if not self.atexit_registered:
+                atexit.register(self.close_all)
+                self.atexit_registered = True
+            if not self.installed and threading.current_thread() is threading.main_thread():
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+                    self.installed = True
+
+    def remove(self, lab: Lab) -> None:
+        with self.lock:
+            if lab in self.labs:
+                self.labs.remove(lab)
+            if not self.labs and self.installed:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, self.previous or signal.SIG_DFL)
+                    self.installed = False
+
+    @staticmethod
+    def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    def close_all(self) -> None:
+        for lab in list(self.labs):
+            lab.close()
+
+
+_GUARD = _SignalGuard()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Keep Ctrl-C from interrupting teardown half-way (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Lab:
+    """A running topology. Use as a context manager, or start() / close()."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        name: str | None = None,
+        persistent: bool = False,
+    ) -> None:
+        self.topology = topology
+        self.run_id = state.new_run_id()
+        self.prefix = state.prefix_for(self.run_id)
+        self.name = name or self.run_id
+        self.persistent = persistent
+        self.state_file: Path = state.state_path(name if persistent and name else self.run_id)
+        self.inet_netns = f"{self.prefix}inet"
+        self._plans = [plan_site(i, s) for i, s in enumerate(topology.sites, start=1)]
+        self._hosts: dict[str, Host] = {}
+        self._sites: dict[str, SiteInfo] = {}
+        self._namespaces: list[str] = []  # creation order
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._socks: list[socket.socket] = []
+        self._res_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self.reaped: list[str] = []  # leftovers of dead runs removed at start
+        self._build_namespaces()
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        """A site host or public host by name."""
+        try:
+            return self._hosts[name]
+        except KeyError:
+            raise KeyError(f"no host {name!r} in this lab (have: {sorted(self._hosts)})") from None
+
+    def public_host(self, name: str) -> Host:
+        host = self.host(name)
+        if host.site is not None:
+            raise KeyError(f"{name!r} is a site host, not a public host")
+        return host
+
+    def site(self, name: str) -> SiteInfo:
+        return self._sites[name]
+
+    @property
+    def hosts(self) -> list[Host]:
+        return list(self._hosts.values())
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self._namespaces)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description (what the state file holds)."""
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "persistent": self.persistent,
+            "pid": os.getpid(),
+            "pid_start": state.process_start_time(os.getpid()),
+            "created": time.time(),
+            "namespaces": self.namespaces,
+            "topology": self.topology.to_dict(),
+            "hosts": {
+                h.name: {
+                    "netns": h.netns,
+                    "ip": str(h.ip),
+                    "public_ip": str(h.public_ip),
+                    "gateway": str(h.gateway),
+                    "site": h.site,
+                    "nat": h.nat.value,
+                }
+                for h in self._hosts.values()
+            },
+            "sites": {
+                s.name: {
+                    "router_netns": s.router_netns,
+                    "nat": s.nat.value,
+                    "public_ip": str(s.public_ip),
+                    "lan": str(s.lan),
+                }
+                for s in self._sites.values()
+            },
+        }
+
+    def start(self) -> Lab:
+        if self._started:
+            raise RuntimeError("lab already started")
+        self._started = True
+        with state.locked():
+            if self.persistent and self.state_file.exists():
+                raise netns.NetlabError(
+                    f"a lab named {self.name!r} is already up ({self.state_file}); "
+                    "take it down first"
+                )
+            self.reaped = state.reap_leftovers()
+            state.write_state(self.state_file, self.describe())
+        if not self.persistent:
+            _GUARD.add(self)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Tear everything down. Idempotent; safe after a failed start."""
+        if self._closed or not self._started:
+            return
+        self._closed = True
+        _GUARD.remove(self)
+        with _sigint_deferred():
+            self._teardown()
+
+    def detach(self) -> None:
+        """Leave a persistent lab running (``enclave lab up``); `destroy` removes it later."""
+        if not self.persistent:
+            raise RuntimeError("only persistent labs can be detached")
+        self._closed = True
+
+    def __enter__(self) -> Lab:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- resources -------------------------------------------------------------------------
+
+    def _track_process(self, proc: subprocess.Popen[Any]) -> None:
+        with self._res_lock:
+            self._procs.append(proc)
+
+    def _track_socket(self, sock: socket.socket) -> None:
+        with self._res_lock:
+            self._socks.append(sock)
+
+    def _teardown(self) -> None:
+        with self._res_lock:
+            procs, self._procs = self._procs, []
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+        _stop_processes(procs)
+        errors: list[str] = []
+        # hosts first, routers and the internet last
+        for name in reversed(self._namespaces):
+            try:
+                netns.delete_netns(name)
+            except netns.NetlabError as exc:
+                errors.append(str(exc))
+        if errors:
+            log.error("netlab: teardown of %s incomplete: %s", self.run_id, "; ".join(errors))
+            return  # keep the state file: the next start retries
+        self.state_file.unlink(missing_ok=True)
+
+    # ---- build -----------------------------------------------------------------------------
+
+    def _build_namespaces(self) -> None:
+        """Fill in hosts/sites/namespace names (no system calls)."""
+        self._namespaces.append(self.inet_netns)
+        for name, iface in plan_public(self.topology).items():
+            ns = f"{self.prefix}{name}"
+            self._namespaces.append(ns)
+            self._hosts[name] = Host(
+                name=name,
+                netns=ns,
+                ip=iface.ip,
+                public_ip=iface.ip,
+                gateway=INTERNET_GW,
+                site=None,
+                nat=NatType.NONE,
+                _lab=self,
+            )
+        for plan in self._plans:
+            site = plan.site
+            router = f"{self.prefix}nat-{site.name}"
+            self._namespaces.append(router)
+            self._sites[site.name] = SiteInfo(
+                name=site.name,
+                nat=site.nat,
+                router_netns=router,
+                public_ip=plan.uplink_router.ip,
+                lan=plan.lan,
+                hosts=tuple(plan.hosts),
+            )
+            for hname, iface in plan.hosts.items():
+                ns = f"{self.prefix}{hname}"
+                self._namespaces.append(ns)
+                self._hosts[hname] = Host(
+                    name=hname,
+                    netns=ns,
+                    ip=iface.ip,
+                    public_ip=plan.uplink_router.ip if site.nat.translates else iface.ip,
+                    gateway=plan.lan_gw.ip,
+                    site=site.name,
+                    nat=site.nat,
+                    _lab=self,
+                )
+
+    def _build(self) -> None:
+        t0 = time.monotonic()
+        for ns in self._namespaces:
+            netns.add_netns(ns)
+        inet = self.inet_netns
+        inet_cmds = [
+            "link set lo up",
+            "link add br0 type bridge",
+            f"addr add {INTERNET_GW}/{PUBLIC_LAN.prefixlen} dev br0",
+            "link set br0 up",
+        ]
+        # public hosts on br0
+        for i, name in enumerate(plan_public(self.topology), start=1):
+            ns = self._hosts[name].netns
+            inet_cmds += [
+                f"link add p{i} type veth peer name eth0 netns {ns}",
+                f"link set p{i} master br0",
+                f"link set p{i} up",
+            ]
+        # site uplinks
+        for plan in self._plans:
+            k = plan.index
+            router = self._sites[plan.site.name].router_netns
+            inet_cmds += [
+                f"link add s{k} mtu {plan.site.mtu} type veth peer name wan netns {router}",
+                f"addr add {plan.uplink_inet} dev s{k}",
+                f"link set s{k} up",
+            ]
+            if not plan.site.nat.translates:
+                inet_cmds.append(f"route add {plan.lan} via {plan.uplink_router.ip}")
+        netns.ip_batch(inet, inet_cmds)  # in order: links and addresses before routes
+        netns.write_sysctls(inet, _ROUTER_SYSCTLS)
+
+        for name, iface in plan_public(self.topology).items():
+            host = self._hosts[name]
+            netns.ip_batch(
+                host.netns,
+                [
+                    "link set lo up",
+                    f"addr add {iface} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {INTERNET_GW}",
+                ],
+            )
+            netns.write_sysctls(host.netns, _HOST_SYSCTLS)
+
+        for plan in self._plans:
+            self._build_site(plan)
+        log.info(
+            "netlab: lab %s up: %d namespaces in %.2fs",
+            self.run_id,
+            len(self._namespaces),
+            time.monotonic() - t0,
+        )
+
+    def _build_site(self, plan: SitePlan) -> None:
+        site: Site = plan.site
+        info = self._sites[site.name]
+        router = info.router_netns
+        cmds = [
+            "link set lo up",
+            f"link set wan mtu {site.mtu}",
+            f"addr add {plan.uplink_router} dev wan",
+            "link set wan up",
+            f"link add lan mtu {site.lan_mtu} type bridge",
+            f"addr add {plan.lan_gw} dev lan",
+            "link set lan up",
+        ]
+        for i, hname in enumerate(plan.hosts, start=1):
+            host_ns = self._hosts[hname].netns
+            cmds += [
+                f"link add h{i} mtu {site.lan_mtu} type veth peer name eth0 netns {host_ns}",
+                f"link set h{i} master lan",
+                f"link set h{i} up",
+            ]
+        cmds.append(f"route add default via {plan.uplink_inet.ip}")
+        netns.write_sysctls(router, _ROUTER_SYSCTLS)
+        netns.ip_batch(router, cmds)
+        rules = natrules.ruleset(site.nat, plan.uplink_router.ip)
+        if rules:
+            netns.run(netns.exec_argv(router, ["nft", "-f", "-"]), input=rules)
+        if site.netem is not None:
+            args = site.netem.tc_args()
+            for ns, dev in ((router, "wan"), (self.inet_netns, f"s{plan.index}")):
+                if args:
+                    netns.run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", *args])
+        for hname, iface in plan.hosts.items():
+            host = self._hosts[hname]
+            netns.ip_batch(
+                host.netns,
+                [
+                    "link set lo up",
+                    f"addr add {iface} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {plan.lan_gw.ip}",
+                ],
+            )
+            netns.write_sysctls(host.netns, _HOST_SYSCTLS)
+
+
+def _stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM each process group, wait a little, then SIGKILL what is left."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + TERM_GRACE_S
+    for proc in live:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def destroy(description: dict[str, Any]) -> None:
+    """Tear down a lab from its state description (``enclave lab down``), state file included."""
+    run_id = str(description["run_id"])
+    prefix = state.prefix_for(run_id)
+    names = [n for n in description.get("namespaces", []) if str(n).startswith(prefix)]
+    state.destroy_namespaces(list(reversed(names)))
