@@ -107,6 +107,19 @@ def check_symbol(name: str) -> None:
     _sym(name.encode())
 
 
+def sodium_version_string() -> object:
+    """libsodium's own version string if the loaded library exports it, else None.
+
+    PyNaCl's wheel links libsodium statically and does not export it; a PyNaCl built against a
+    system libsodium (SODIUM_INSTALL=system) resolves it through its dependency.
+    """
+    cdef const char *(*fn)() noexcept nogil
+    fn = <const char *(*)() noexcept nogil>dlsym(_sodium_handle, b"sodium_version_string")
+    if fn == NULL:
+        return None
+    return (<bytes>fn()).decode("ascii", "replace")
+
+
 def sodium_runtime_flags() -> dict:
     """libsodium's own CPU feature detection (sodium_runtime_has_*)."""
     return {
@@ -124,3 +137,4 @@ def aes256gcm_available() -> bool:
 
 
 include "_fp_aead.pxi"
+include "_fp_offload.pxi"
