@@ -1,0 +1,191 @@
+"""Path choice for one peer: what to probe when, which confirmed path is best, when to give up.
+
+    candidates --> PunchSchedule --> due(now): addresses to probe
+                                           |
+    authenticated reply from addr ------> confirm(addr) --> best(): lowest rank confirmed path
+                                           |
+    T + give_up with nothing confirmed --> relay_due(now) is True once ("use relay")
+    while the best confirmed rank is worse than the best candidate rank, a new punch burst
+    starts every `reprobe_interval` seconds, so a better path is found and used later.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from enclave.discovery.candidates import (
+    RANK_RELAY,
+    Candidate,
+    CandidateKind,
+    NatBehaviour,
+    PathAddr,
+    path_rank,
+    punchable,
+)
+from enclave.discovery.punch import PUNCH_DURATION, PunchSchedule
+
+GIVE_UP_AFTER = 5.0
+REPROBE_INTERVAL = 30.0
+REPROBE_DURATION = 2.0
+MAX_OUTSTANDING_PROBES = 256
+
+
+@dataclass
+class _PathState:
+    candidate: Candidate
+    rank: int
+    confirmed_at: float | None = None
+    rtt: float | None = None
+
+
+class PathManager:
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        punch_at: float,
+        rng: random.Random,
+        *,
+        local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
+        give_up_after: float = GIVE_UP_AFTER,
+        reprobe_interval: float = REPROBE_INTERVAL,
+    ) -> None:
+        self._rng = rng
+        self._local_nat = local_nat
+        self._paths: dict[PathAddr, _PathState] = {}
+        for c in candidates:
+            self._paths.setdefault(c.addr, _PathState(c, path_rank(c)))
+        self._reprobe_interval = reprobe_interval
+        self._give_up_at: float | None = punch_at + give_up_after
+        self._relay_reported = False
+        self._schedule = PunchSchedule(
+            self._punch_targets(), punch_at, rng, duration=PUNCH_DURATION
+        )
+        self._next_reprobe: float | None = None
+        self._probes: dict[int, tuple[PathAddr, float]] = {}
+
+    # --- queries ---------------------------------------------------------------------------
+    def candidates(self) -> list[Candidate]:
+        return [p.candidate for p in self._paths.values()]
+
+    def rank_of(self, addr: PathAddr) -> int | None:
+        state = self._paths.get(addr)
+        return None if state is None else state.rank
+
+    def confirmed(self) -> list[PathAddr]:
+        return [a for a, p in self._paths.items() if p.confirmed_at is not None]
+
+    def best(self) -> PathAddr | None:
+        """The best confirmed path: lowest rank, then lowest RTT, then earliest confirmed."""
+        live = [p for p in self._paths.values() if p.confirmed_at is not None]
+        if not live:
+            return None
+        best = min(
+            live,
+            key=lambda p: (
+                p.rank,
+                p.rtt if p.rtt is not None else float("inf"),
+                p.confirmed_at,
+            ),
+        )
+        return best.candidate.addr
+
+    def relay_candidates(self) -> list[PathAddr]:
+        return [a for a, p in self._paths.items() if p.rank == RANK_RELAY]
+
+    def _punch_targets(self, better_than: int | None = None) -> list[Candidate]:
+        out = []
+        for p in self._paths.values():
+            if not punchable(p.candidate, self._local_nat):
+                continue
+            if better_than is not None and p.rank >= better_than:
+                continue
+            out.append(p.candidate)
+        return out
+
+    # --- inputs ----------------------------------------------------------------------------
+    def learn(self, addr: PathAddr) -> None:
+        """An authenticated packet came from an address we did not know (peer-reflexive)."""
+        if addr not in self._paths:
+            cand = Candidate(addr, CandidateKind.PEER_REFLEXIVE)
+            self._paths[addr] = _PathState(cand, path_rank(cand))
+
+    def add_candidate(self, candidate: Candidate) -> None:
+        if candidate.addr not in self._paths:
+            self._paths[candidate.addr] = _PathState(candidate, path_rank(candidate))
+
+    def confirm(self, addr: PathAddr, now: float, rtt: float | None = None) -> None:
+        self.learn(addr)
+        state = self._paths[addr]
+        state.confirmed_at = now
+        if rtt is not None:
+            state.rtt = rtt if state.rtt is None else 0.75 * state.rtt + 0.25 * rtt
+        self._give_up_at = None
+
+    def unconfirm(self, addr: PathAddr) -> None:
+        state = self._paths.get(addr)
+        if state is not None:
+            state.confirmed_at = None
+
+    def new_probe(self, addr: PathAddr, now: float) -> int:
+        """An id for an authenticated probe to `addr`; the reply must echo it."""
+        if len(self._probes) >= MAX_OUTSTANDING_PROBES:
+            oldest = min(self._probes, key=lambda k: self._probes[k][1])
+            del self._probes[oldest]
+        probe_id = self._rng.getrandbits(64)
+        self._probes[probe_id] = (addr, now)
+        return probe_id
+
+    def probe_reply(self, probe_id: int, addr: PathAddr, now: float) -> bool:
+        """A reply to one of our probes arrived (authenticated) from `addr`: confirm the path."""
+        sent = self._probes.pop(probe_id, None)
+        if sent is None:
+            return False
+        self.confirm(addr, now, rtt=max(0.0, now - sent[1]))
+        return True
+
+    # --- timers ----------------------------------------------------------------------------
+    def due(self, now: float) -> list[PathAddr]:
+        """Addresses to probe now (punch rounds, and later re-probe bursts for better paths)."""
+        if self._next_reprobe is not None and now >= self._next_reprobe:
+            self._next_reprobe = None
+            if self._better_possible():
+                current = self._best_rank()
+                self._schedule = PunchSchedule(
+                    self._punch_targets(better_than=current),
+                    now,
+                    self._rng,
+                    duration=REPROBE_DURATION,
+                )
+        out = [c.addr for c in self._schedule.due(now)]
+        if self._schedule.next_deadline() is None and self._next_reprobe is None:
+            if self._better_possible():
+                self._next_reprobe = now + self._reprobe_interval
+        return out
+
+    def relay_due(self, now: float) -> bool:
+        """True exactly once: no direct path was confirmed within the give-up time."""
+        if self._relay_reported or self._give_up_at is None or now < self._give_up_at:
+            return False
+        self._relay_reported = True
+        return True
+
+    def next_deadline(self) -> float | None:
+        times = [
+            t
+            for t in (
+                self._schedule.next_deadline(),
+                self._next_reprobe,
+                None if self._relay_reported else self._give_up_at,
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def _best_rank(self) -> int:
+        best = self.best()
+        return RANK_RELAY + 1 if best is None else self._paths[best].rank
+
+    def _better_possible(self) -> bool:
+        return bool(self._punch_targets(better_than=self._best_rank()))

@@ -1,0 +1,320 @@
+"""The handshake machine: three messages, no I/O (bytes in, bytes + results out).
+
+    initiator I                                              responder R
+    -----------                                              -----------
+    e_i, c_i fresh
+    INIT = idx_i, ts, c_i, e_i, caps_i, cert_i,
+           sig_i0 = Sign_I(L_INIT || INIT-before-sig)   ---->
+                                                             1. parse (size limits)
+                                                             2. validate_peer(cert_i): chains to the
+                                                                CA, in validity, not revoked
+                                                             3. intends(name_i)
+                                                             4. verify sig_i0 with cert_i's key
+                                                             -- only now any state is allocated --
+                                                             e_r, c_r fresh, idx_r
+                                          <----   RESPONSE = idx_r, idx_i, c_r, e_r, caps_r, cert_r,
+                                               sig_r = Sign_R(L_RESP || H(INIT || RESP-before-sig))
+    validate_peer(cert_r), intends(name_r),
+    verify sig_r; then derive keys (client)
+    CONFIRM = idx_r, sig_i = Sign_I(L_CONF || H(INIT || RESPONSE))   ---->
+                                                             verify sig_i; then derive keys (server)
+
+    H = BLAKE2b-512.  Both transcript signatures cover both challenges, both ephemeral keys, both
+    certificates, both capability bytes and both indices; the labels keep a signature from being
+    reused as another message's signature.  Keys: libsodium crypto_kx over the ephemeral X25519
+    keys, initiator = client:  rx || tx = BLAKE2B-512(q || client_pk || server_pk).
+
+Error contract: every function here returns None for any message it does not accept (malformed,
+unknown CA, expired, revoked, unintended name, bad signature) and never raises for bad input; the
+caller then stays silent.  Nothing is allocated for a stranger: the responder object is created
+only after steps 1-4 succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import nacl.bindings as sodium
+from nacl.exceptions import CryptoError
+from nacl.signing import VerifyKey
+
+from enclave.proto.aead import choose_cipher
+from enclave.proto.wire import (
+    CAP_KNOWN,
+    CHALLENGE_SIZE,
+    MAX_CERT_SIZE,
+    Cipher,
+    HandshakeConfirm,
+    HandshakeInit,
+    HandshakeResponse,
+    WireError,
+    decode_confirm,
+    decode_init,
+    decode_response,
+)
+
+LABEL_INIT = b"enclave/handshake/init/v1"
+LABEL_RESPONSE = b"enclave/handshake/response/v1"
+LABEL_CONFIRM = b"enclave/handshake/confirm/v1"
+
+
+class PeerIdentity(Protocol):
+    """What the handshake needs from a validated certificate (enclave.cert.SystemIdentity fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+
+ValidatePeer = Callable[[bytes], "PeerIdentity | None"]
+"""cert DER -> identity if it chains to the CA, is in validity and not revoked; else None."""
+Intends = Callable[[str], bool]
+"""peer system name -> True if this side intends to talk to it."""
+RandomBytes = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class LocalCredentials:
+    name: str
+    cert_der: bytes
+    sign: Callable[[bytes], bytes]  # Ed25519 signature (64 bytes) with our private key
+    caps: int  # wire.CAP_* flags, e.g. CAP_AES256GCM_HW when AES is in hardware
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.cert_der) <= MAX_CERT_SIZE:
+            raise ValueError(f"certificate must be 1..{MAX_CERT_SIZE} bytes")
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    """Keys and indices of a completed handshake (one direction pair of a session)."""
+
+    peer: PeerIdentity
+    peer_cert: bytes
+    initiator: bool
+    local_index: int
+    remote_index: int
+    rx_key: bytes
+    tx_key: bytes
+    cipher: Cipher
+
+    def __repr__(self) -> str:  # never print keys
+        return (
+            f"HandshakeResult(peer={self.peer.name!r}, initiator={self.initiator}, "
+            f"local_index={self.local_index:#x}, remote_index={self.remote_index:#x}, "
+            f"cipher={self.cipher.name})"
+        )
+
+
+def transcript_hash(*parts: bytes) -> bytes:
+    state = sodium.crypto_generichash_blake2b_init(digest_size=64)
+    for part in parts:
+        sodium.crypto_generichash_blake2b_update(state, part)
+    digest: bytes = sodium.crypto_generichash_blake2b_final(state)
+    return digest
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        VerifyKey(public_key).verify(message, signature)
+    except (CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _validated(
+    cert: bytes, validate_peer: ValidatePeer, intends: Intends
+) -> PeerIdentity | None:
+    try:
+        ident = validate_peer(cert)
+        if ident is None or not intends(ident.name):
+            return None
+    except Exception:  # a validator bug or odd input must not crash the node: stay silent
+        return None
+    return ident
+
+
+def _sign(creds: LocalCredentials, message: bytes) -> bytes:
+    sig = creds.sign(message)
+    if len(sig) != 64:
+        raise ValueError("sign() must return a 64-byte Ed25519 signature")
+    return sig
+
+
+class InitiatorHandshake:
+    """State of one outgoing handshake (created by `start`)."""
+
+    def __init__(
+        self,
+        creds: LocalCredentials,
+        *,
+        local_index: int,
+        timestamp: int,
+        random_bytes: RandomBytes,
+    ) -> None:
+        self.creds = creds
+        self.local_index = local_index
+        self.timestamp = timestamp
+        self._eph_pk, self._eph_sk = sodium.crypto_kx_keypair()
+        unsigned = HandshakeInit(
+            local_index,
+            timestamp,
+            random_bytes(CHALLENGE_SIZE),
+            self._eph_pk,
+            creds.caps & CAP_KNOWN,
+            creds.cert_der,
+            b"",
+        )
+        sig = _sign(creds, LABEL_INIT + unsigned.signed_part())
+        self.init = HandshakeInit(
+            unsigned.sender_index,
+            unsigned.timestamp,
+            unsigned.challenge,
+            unsigned.ephemeral,
+            unsigned.caps,
+            unsigned.cert,
+            sig,
+        )
+        self.init_bytes = self.init.encode()
+
+    def receive_response(
+        self, data: bytes, validate_peer: ValidatePeer, intends: Intends
+    ) -> tuple[bytes, HandshakeResult] | None:
+        """Check a RESPONSE; on success return (CONFIRM bytes, result)."""
+        try:
+            resp = decode_response(data)
+        except WireError:
+            return None
+        if resp.receiver_index != self.local_index:
+            return None
+        ident = _validated(resp.cert, validate_peer, intends)
+        if ident is None:
+            return None
+        if not verify_signature(
+            ident.public_key,
+            resp.signature,
+            LABEL_RESPONSE + transcript_hash(self.init_bytes, resp.signed_part()),
+        ):
+            return None
+        try:
+            rx, tx = sodium.crypto_kx_client_session_keys(
+                self._eph_pk, self._eph_sk, resp.ephemeral
+            )
+        except (CryptoError, ValueError, TypeError):
+            return None  # e.g. a low-order ephemeral key
+        sig = _sign(self.creds, LABEL_CONFIRM + transcript_hash(self.init_bytes, data))
+        confirm = HandshakeConfirm(resp.sender_index, sig).encode()
+        result = HandshakeResult(
+            peer=ident,
+            peer_cert=resp.cert,
+            initiator=True,
+            local_index=self.local_index,
+            remote_index=resp.sender_index,
+            rx_key=rx,
+            tx_key=tx,
+            cipher=choose_cipher(self.creds.caps, resp.caps),
+        )
+        return confirm, result
+
+
+@dataclass(frozen=True)
+class ValidatedInit:
+    """An INIT whose certificate, intent and signature checked out (nothing allocated yet)."""
+
+    init: HandshakeInit
+    raw: bytes
+    peer: PeerIdentity
+
+
+def validate_init(
+    data: bytes, validate_peer: ValidatePeer, intends: Intends
+) -> ValidatedInit | None:
+    """Steps 1-4 of the responder; None for anything a stranger could send."""
+    try:
+        init = decode_init(data)
+    except WireError:
+        return None
+    ident = _validated(init.cert, validate_peer, intends)
+    if ident is None:
+        return None
+    if not verify_signature(ident.public_key, init.signature, LABEL_INIT + init.signed_part()):
+        return None
+    return ValidatedInit(init, bytes(data), ident)
+
+
+class ResponderHandshake:
+    """State of one incoming handshake, created only for a ValidatedInit."""
+
+    def __init__(
+        self,
+        creds: LocalCredentials,
+        validated: ValidatedInit,
+        *,
+        local_index: int,
+        random_bytes: RandomBytes,
+    ) -> None:
+        self.creds = creds
+        self.validated = validated
+        self.local_index = local_index
+        self._eph_pk, self._eph_sk = sodium.crypto_kx_keypair()
+        unsigned = HandshakeResponse(
+            local_index,
+            validated.init.sender_index,
+            random_bytes(CHALLENGE_SIZE),
+            self._eph_pk,
+            creds.caps & CAP_KNOWN,
+            creds.cert_der,
+            b"",
+        )
+        sig = _sign(
+            creds, LABEL_RESPONSE + transcript_hash(validated.raw, unsigned.signed_part())
+        )
+        self.response_bytes = HandshakeResponse(
+            unsigned.sender_index,
+            unsigned.receiver_index,
+            unsigned.challenge,
+            unsigned.ephemeral,
+            unsigned.caps,
+            unsigned.cert,
+            sig,
+        ).encode()
+        self._transcript = transcript_hash(validated.raw, self.response_bytes)
+
+    @property
+    def peer(self) -> PeerIdentity:
+        return self.validated.peer
+
+    def receive_confirm(self, data: bytes) -> HandshakeResult | None:
+        try:
+            confirm = decode_confirm(data)
+        except WireError:
+            return None
+        if confirm.receiver_index != self.local_index:
+            return None
+        if not verify_signature(
+            self.peer.public_key, confirm.signature, LABEL_CONFIRM + self._transcript
+        ):
+            return None
+        init = self.validated.init
+        try:
+            rx, tx = sodium.crypto_kx_server_session_keys(
+                self._eph_pk, self._eph_sk, init.ephemeral
+            )
+        except (CryptoError, ValueError, TypeError):
+            return None
+        return HandshakeResult(
+            peer=self.peer,
+            peer_cert=init.cert,
+            initiator=False,
+            local_index=self.local_index,
+            remote_index=init.sender_index,
+            rx_key=rx,
+            tx_key=tx,
+            cipher=choose_cipher(self.creds.caps, init.caps),
+        )

@@ -1,0 +1,757 @@
+"""The peer table of one node: handshakes, sessions, timers, paths — sans-I/O (aioquic style).
+
+    I/O layer                              Node
+    ---------                              ----
+    datagram from the socket  --------->   receive_datagram(data, addr, now)
+    send these                <---------   datagrams_to_send(now) -> [(bytes, addr)]
+    sleep until               <---------   get_timer() -> deadline | None
+    timer fired               --------->   handle_timer(now)
+    fast path / agent         <---------   next_event() -> PeerKeysUpdated, SessionEstablished, ...
+    fast path counters        --------->   report_activity(local_index, now, rx=.., tx_messages=..)
+
+Addresses are opaque hashables to the Node (in practice enclave.discovery.PathAddr); the I/O
+layer gives them in and gets them back.  Inbound dispatch by the first byte:
+
+    INIT      rate limit (per source, global) -> validate_init (cert, intent, signature)
+              -> replay check (timestamp newer than the last accepted from that name)
+              -> simultaneous-initiation rule -> allocate index, RESPONSE
+    RESPONSE  receiver index must name our outgoing handshake -> rate limit -> validate
+              -> CONFIRM, pending keys (receive-only)
+    CONFIRM   receiver index must name a pending incoming handshake -> verify -> session,
+              keepalive as acknowledgement
+    DATA/CTRL receiver index -> keyset -> replay window -> AEAD open -> roaming, control
+
+Anything else, or anything failing a check, is dropped without a reply.
+
+Simultaneous initiation: when both sides have a handshake in flight, the side with the lower
+system name keeps its own and ignores the other's INIT; the other abandons its own and responds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from enclave.discovery.candidates import RANK_RELAY, Candidate, NatBehaviour, PathAddr
+from enclave.discovery.paths import PathManager
+from enclave.discovery.punch import PUNCH_DURATION
+from enclave.proto import timing as T
+from enclave.proto.events import (
+    DataReceived,
+    Event,
+    HandshakeFailed,
+    PathChanged,
+    PeerKeysUpdated,
+    PeerRoamed,
+    SessionClosed,
+    SessionEstablished,
+    SessionKeys,
+    SessionRekeyed,
+    UseRelay,
+)
+from enclave.proto.handshake import (
+    InitiatorHandshake,
+    Intends,
+    LocalCredentials,
+    PeerIdentity,
+    ResponderHandshake,
+    ValidatePeer,
+    validate_init,
+)
+from enclave.proto.ratelimit import KeyedRateLimiter
+from enclave.proto.session import KeyLimit, Keyset
+from enclave.proto.wire import (
+    CONFIRM_SIZE,
+    CTRL_CLOSE,
+    CTRL_KEEPALIVE,
+    CTRL_PROBE,
+    CTRL_PROBE_REPLY,
+    KEEPALIVE_FLAG_REPLY,
+    MSG_CONTROL,
+    MSG_DATA,
+    MSG_HANDSHAKE_CONFIRM,
+    MSG_HANDSHAKE_INIT,
+    MSG_HANDSHAKE_RESPONSE,
+    RESPONSE_FIXED_SIZE,
+    WIRE_CLOSE_REASONS,
+    CloseReason,
+    Control,
+    WireError,
+    decode_control,
+    message_type,
+    unpack_transport_header,
+)
+
+Addr = Hashable
+
+
+@dataclass
+class _Closing:
+    keys: Keyset
+    addr: Addr
+    reason: CloseReason
+    sends_left: int
+    next_send: float
+
+
+class _Peer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.identity: PeerIdentity | None = None
+        self.cert: bytes | None = None
+        self.addr: Addr | None = None
+        self.paths: PathManager | None = None
+        self.wanted = False  # we called connect(): keep trying
+        self.relay_reported = False
+        # outgoing handshake
+        self.outbound: InitiatorHandshake | None = None
+        self.out_attempts = 0
+        self.out_next: float | None = None
+        # incoming handshake (after its INIT was validated)
+        self.inbound: ResponderHandshake | None = None
+        self.in_addr: Addr | None = None
+        self.in_deadline = 0.0
+        self.in_resends = 0
+        # keysets
+        self.pending: Keyset | None = None
+        self.current: Keyset | None = None
+        self.previous: Keyset | None = None
+        self.previous_until = 0.0
+        self.established = False
+        self.established_at = 0.0
+        # liveness
+        self.last_rx = 0.0
+        self.last_tx = 0.0
+        self.keepalive_after = T.KEEPALIVE_MIN
+        self.last_ping = float("-inf")
+        self.snapshot: PeerKeysUpdated | None = None
+
+    def keysets(self) -> list[Keyset]:
+        return [k for k in (self.current, self.pending, self.previous) if k is not None]
+
+
+class Node:
+    def __init__(
+        self,
+        creds: LocalCredentials,
+        validate_peer: ValidatePeer,
+        intends: Intends,
+        *,
+        wall_offset: float = 0.0,
+        rng: random.Random | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
+    ) -> None:
+        """`wall_offset` maps `now` (monotonic) to Unix time for INIT timestamps."""
+        self.creds = creds
+        self.name = creds.name
+        self._validate_peer = validate_peer
+        self._intends = intends
+        self._wall_offset = wall_offset
+        self._rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(8)))
+        self._random_bytes = random_bytes
+        self._local_nat = local_nat
+        self._peers: dict[str, _Peer] = {}
+        self._indices: dict[int, tuple[_Peer, Keyset | None]] = {}  # None = a handshake
+        self._closing: list[_Closing] = []
+        self._init_ts: OrderedDict[str, int] = OrderedDict()
+        self._last_ts_sent = 0
+        self._limiter = KeyedRateLimiter(
+            T.INIT_RATE_PER_SOURCE,
+            T.INIT_BURST_PER_SOURCE,
+            global_rate=T.INIT_RATE_GLOBAL,
+            global_burst=T.INIT_BURST_GLOBAL,
+            max_keys=T.RATE_LIMIT_TABLE,
+        )
+        self._out: deque[tuple[bytes, Addr]] = deque()
+        self._events: deque[Event] = deque()
+
+    # ------------------------------------------------------------------ public API
+    def connect(
+        self,
+        peer: str,
+        candidates: Sequence[Candidate],
+        now: float,
+        *,
+        punch_at: float | None = None,
+    ) -> None:
+        """Start (or refresh) connecting to `peer` at its candidate addresses.
+
+        Probing (the INIT doubles as the punch probe before a session exists) starts at
+        `punch_at` (default: now), so both sides can start together.
+        """
+        if peer == self.name:
+            raise ValueError("cannot connect to ourselves")
+        p = self._peers.get(peer)
+        if p is None:
+            p = self._peers[peer] = _Peer(peer)
+        p.wanted = True
+        p.relay_reported = False
+        start = now if punch_at is None else max(now, punch_at)
+        p.paths = PathManager(candidates, start, self._rng, local_nat=self._local_nat)
+        if p.current is None and p.outbound is None and p.inbound is None:
+            self._start_handshake(p, now, send=False)
+            # the punch rounds carry this INIT; a fresh one only once they are over
+            p.out_next = start + PUNCH_DURATION
+
+    def add_candidate(self, peer: str, candidate: Candidate, now: float) -> None:
+        """E.g. a relay after UseRelay; a relay candidate is used at once if nothing better."""
+        p = self._peers.get(peer)
+        if p is None or p.paths is None:
+            return
+        p.paths.add_candidate(candidate)
+        if p.current is None and p.outbound is not None:
+            self._send(p.outbound.init_bytes, candidate.addr)
+
+    def close(self, peer: str, now: float, reason: CloseReason = CloseReason.LOCAL) -> None:
+        """Close locally (intent withdrawn, certificate expired/revoked); the peer is told."""
+        p = self._peers.get(peer)
+        if p is not None:
+            self._close(p, now, reason, notify=True)
+
+    def revalidate(self, now: float) -> None:
+        """Re-check every peer's certificate and our intent (after a CRL update, on a clock
+        tick, after policy changes) and close the sessions that no longer pass."""
+        for p in list(self._peers.values()):
+            if p.cert is None:
+                continue
+            try:
+                ident = self._validate_peer(p.cert)
+                ok = ident is not None and ident.name == p.name
+            except Exception:
+                ok = False
+            if not ok:
+                self._close(p, now, CloseReason.CERT_INVALID, notify=True)
+            elif not self._intends(p.name):
+                self._close(p, now, CloseReason.LOCAL, notify=True)
+
+    def send_data(self, peer: str, frame: bytes, now: float) -> bool:
+        """Python reference data path: encrypt one frame (the fast path does this in C)."""
+        p = self._peers.get(peer)
+        if p is None or p.current is None or p.addr is None:
+            return False
+        try:
+            msg = p.current.seal_data(frame, now)
+        except KeyLimit:
+            return False
+        self._send_to_peer(p, msg, p.addr, now)
+        return True
+
+    def report_activity(
+        self, local_index: int, now: float, *, rx: bool = False, tx_messages: int | None = None
+    ) -> None:
+        """The fast path tells what it did with a keyset: received on it, sent N messages."""
+        entry = self._indices.get(local_index)
+        if entry is None or entry[1] is None:
+            return
+        p, ks = entry[0], entry[1]
+        if rx:
+            p.last_rx = now
+            if ks is p.pending:
+                self._promote_pending(p, now)
+        if tx_messages is not None and tx_messages > ks.external_tx:
+            ks.external_tx = tx_messages
+            p.last_tx = now
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def session(self, peer: str) -> SessionKeys | None:
+        p = self._peers.get(peer)
+        return None if p is None or p.current is None else p.current.export()
+
+    def peer_addr(self, peer: str) -> Addr | None:
+        p = self._peers.get(peer)
+        return None if p is None else p.addr
+
+    def peers(self) -> list[str]:
+        return sorted(self._peers)
+
+    def state_size(self) -> int:
+        """Entries in all per-peer tables (tests assert strangers do not grow it)."""
+        return len(self._peers) + len(self._indices) + len(self._closing) + len(self._init_ts)
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        times: list[float] = []
+        for p in self._peers.values():
+            times.extend(self._deadlines(p))
+        times.extend(c.next_send for c in self._closing)
+        return min(times) if times else None
+
+    def _deadlines(self, p: _Peer) -> list[float]:
+        out: list[float] = []
+        if p.out_next is not None:
+            out.append(p.out_next)
+        if p.paths is not None:
+            d = p.paths.next_deadline()
+            if d is not None:
+                out.append(d)
+        if p.inbound is not None:
+            out.append(p.in_deadline)
+        if p.pending is not None and p.pending.confirm_next is not None:
+            out.append(p.pending.confirm_next)
+            out.append(p.pending.created + T.REJECT_AFTER_TIME)
+        if p.previous is not None:
+            out.append(p.previous_until)
+        ks = p.current
+        if ks is not None:
+            out.append(ks.created + T.REJECT_AFTER_TIME)
+            if p.outbound is None and p.inbound is None and p.pending is None:
+                out.append(self._rekey_at(ks))
+            out.append(p.last_tx + p.keepalive_after)
+            out.append(p.last_rx + T.DEAD_PEER_TIMEOUT)
+            if self._pinging(p):
+                out.append(max(p.last_ping + T.PING_INTERVAL, p.last_rx + T.DEAD_PEER_PING_AFTER))
+            else:
+                out.append(p.last_rx + T.DEAD_PEER_PING_AFTER)
+        return out
+
+    def _pinging(self, p: _Peer) -> bool:
+        return p.last_ping > p.last_rx
+
+    def _rekey_at(self, ks: Keyset) -> float:
+        lag = 0.0 if ks.initiator else T.REKEY_RESPONDER_LAG
+        return ks.created + T.REKEY_AFTER_TIME + lag
+
+    def handle_timer(self, now: float) -> None:
+        for c in list(self._closing):
+            if now >= c.next_send:
+                self._send_close(c, now)
+        for p in list(self._peers.values()):
+            self._peer_timers(p, now)
+
+    def _peer_timers(self, p: _Peer, now: float) -> None:
+        # keys past their hard limit
+        if p.previous is not None and (now >= p.previous_until or p.previous.expired(now)):
+            self._drop_keys(p.previous)
+            p.previous = None
+            self._publish(p)
+        if p.pending is not None and p.pending.expired(now):
+            self._drop_keys(p.pending)
+            p.pending = None
+            self._publish(p)
+        if p.current is not None and p.current.expired(now):
+            self._close(p, now, CloseReason.KEYS_EXPIRED, notify=False)
+            return
+        # incoming handshake that never got its CONFIRM
+        if p.inbound is not None and now >= p.in_deadline:
+            self._indices.pop(p.inbound.local_index, None)
+            p.inbound = None
+            if p.current is None and p.pending is None:
+                self._schedule_retry(p, now)
+        # CONFIRM retransmission until the responder's first packet arrives
+        ks = p.pending
+        if ks is not None and ks.confirm_next is not None and now >= ks.confirm_next:
+            if ks.confirm_sends >= T.CONFIRM_MAX_SENDS:
+                self._drop_keys(ks)
+                p.pending = None
+                self._publish(p)
+                if p.current is None:
+                    self._schedule_retry(p, now)
+            else:
+                assert ks.confirm_msg is not None and p.addr is not None
+                self._send(ks.confirm_msg, p.addr)
+                ks.confirm_sends += 1
+                ks.confirm_next = now + T.CONFIRM_RETRY
+        # outgoing handshake retries with backoff
+        if p.out_next is not None and now >= p.out_next:
+            busy = p.current is not None or p.pending is not None or p.inbound is not None
+            if p.outbound is None and (busy or not p.wanted):
+                p.out_next = None
+            elif p.out_attempts >= T.HANDSHAKE_MAX_ATTEMPTS:
+                self._abort_outbound(p)
+                p.out_next = None
+                self._events.append(HandshakeFailed(p.name, p.out_attempts))
+                p.out_attempts = 0
+                if p.current is None:
+                    p.wanted = False
+            else:
+                self._start_handshake(p, now, send=True)
+        # punch rounds / path probes
+        if p.paths is not None:
+            for addr in p.paths.due(now):
+                self._probe(p, addr, now)
+            if p.paths.relay_due(now) and p.current is None and not p.relay_reported:
+                p.relay_reported = True
+                self._events.append(UseRelay(p.name))
+        cur = p.current
+        if cur is None:
+            return
+        # rekey
+        if p.outbound is None and p.inbound is None and p.pending is None:
+            if now >= self._rekey_at(cur) or cur.sent >= T.REKEY_AFTER_MESSAGES:
+                self._start_handshake(p, now, send=True)
+        # dead peer detection
+        if now - p.last_rx >= T.DEAD_PEER_TIMEOUT:
+            self._close(p, now, CloseReason.DEAD_PEER, notify=True)
+            return
+        if now - p.last_rx >= T.DEAD_PEER_PING_AFTER and now - p.last_ping >= T.PING_INTERVAL:
+            p.last_ping = now
+            self._send_control(p, Control(CTRL_KEEPALIVE, KEEPALIVE_FLAG_REPLY), now)
+        # keepalive holds NAT mappings open while idle
+        if now - p.last_tx >= p.keepalive_after:
+            self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
+
+    # ------------------------------------------------------------------ inbound
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            kind = message_type(data)
+        except WireError:
+            return
+        if kind == MSG_DATA or kind == MSG_CONTROL:
+            self._on_transport(data, addr, now)
+        elif kind == MSG_HANDSHAKE_INIT:
+            if self._limiter.allow(addr, now):
+                self._on_init(data, addr, now)
+        elif kind == MSG_HANDSHAKE_RESPONSE:
+            self._on_response(data, addr, now)
+        elif kind == MSG_HANDSHAKE_CONFIRM:
+            self._on_confirm(data, addr, now)
+
+    def _on_init(self, data: bytes, addr: Addr, now: float) -> None:
+        p0 = self._peers_by_inbound_raw(data)
+        if p0 is not None:  # the same INIT again (punching on several paths, lost RESPONSE)
+            if p0.inbound is not None and p0.in_resends < T.MAX_RESPONSE_RESENDS:
+                p0.in_resends += 1
+                self._send(p0.inbound.response_bytes, addr)
+            return
+        v = validate_init(data, self._validate_peer, self._intends)
+        if v is None or v.peer.name == self.name:
+            return
+        name = v.peer.name
+        last = self._init_ts.get(name)
+        if last is not None and v.init.timestamp <= last:
+            return  # replayed or stale INIT
+        p = self._peers.get(name)
+        if p is not None:
+            if p.current is not None and now - p.established_at < T.MIN_REHANDSHAKE_INTERVAL:
+                return  # a late punch INIT of the handshake that just finished
+            if p.outbound is not None:
+                if self.name < name:
+                    return  # simultaneous initiation: ours wins, theirs is ignored
+                self._abort_outbound(p)
+        self._init_ts[name] = v.init.timestamp
+        self._init_ts.move_to_end(name)
+        while len(self._init_ts) > T.INIT_TIMESTAMP_TABLE:
+            self._init_ts.popitem(last=False)
+        if p is None:
+            p = self._peers[name] = _Peer(name)
+        if p.inbound is not None:
+            self._indices.pop(p.inbound.local_index, None)
+        index = self._new_index()
+        p.inbound = ResponderHandshake(
+            self.creds, v, local_index=index, random_bytes=self._random_bytes
+        )
+        self._indices[index] = (p, None)
+        p.in_addr = addr
+        p.in_deadline = now + T.HANDSHAKE_TIMEOUT
+        p.in_resends = 0
+        self._send(p.inbound.response_bytes, addr)
+
+    def _peers_by_inbound_raw(self, data: bytes) -> _Peer | None:
+        for p in self._peers.values():
+            if p.inbound is not None and p.inbound.validated.raw == data:
+                return p
+        return None
+
+    def _on_response(self, data: bytes, addr: Addr, now: float) -> None:
+        if len(data) < RESPONSE_FIXED_SIZE:
+            return
+        entry = self._indices.get(int.from_bytes(data[8:12], "little"))
+        if entry is None or entry[1] is not None:
+            return
+        p = entry[0]
+        hs = p.outbound
+        if hs is None or not self._limiter.allow(addr, now):
+            return
+        got = hs.receive_response(data, self._validate_peer, self._intends)
+        if got is None:
+            return
+        confirm, result = got
+        if result.peer.name != p.name:
+            return  # someone else answered: not who we asked for
+        p.outbound = None
+        p.out_next = None
+        p.out_attempts = 0
+        ks = Keyset(result, now, confirmed=False)
+        ks.confirm_msg = confirm
+        ks.confirm_sends = 1
+        ks.confirm_next = now + T.CONFIRM_RETRY
+        if p.pending is not None:
+            self._drop_keys(p.pending)
+        p.pending = ks
+        self._indices[ks.local_index] = (p, ks)
+        p.identity, p.cert = result.peer, result.peer_cert
+        if p.current is None:
+            p.addr = addr
+        if p.paths is not None and isinstance(addr, PathAddr):
+            p.paths.confirm(addr, now)
+        p.last_rx = now
+        self._send(confirm, p.addr if p.addr is not None else addr)
+        self._publish(p)
+
+    def _on_confirm(self, data: bytes, addr: Addr, now: float) -> None:
+        if len(data) != CONFIRM_SIZE:
+            return
+        entry = self._indices.get(int.from_bytes(data[4:8], "little"))
+        if entry is None:
+            return
+        p, existing = entry
+        if existing is not None:
+            # a repeated CONFIRM (our acknowledgement was lost): acknowledge again
+            if existing.confirm_msg == data and existing is p.current:
+                if self._limiter.allow(addr, now):
+                    self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
+            return
+        hs = p.inbound
+        if hs is None or not self._limiter.allow(addr, now):
+            return
+        result = hs.receive_confirm(data)
+        if result is None:
+            return
+        p.inbound = None
+        ks = Keyset(result, now, confirmed=True)
+        ks.confirm_msg = bytes(data)
+        self._indices[ks.local_index] = (p, ks)
+        p.identity, p.cert = result.peer, result.peer_cert
+        p.addr = addr
+        if p.paths is not None and isinstance(addr, PathAddr):
+            p.paths.confirm(addr, now)
+        p.last_rx = now
+        self._install_current(p, ks, now)
+        self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)  # the acknowledgement
+
+    def _on_transport(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            hdr = unpack_transport_header(data)
+        except WireError:
+            return
+        entry = self._indices.get(hdr.receiver)
+        if entry is None or entry[1] is None:
+            return
+        p, ks = entry[0], entry[1]
+        plain = ks.open(hdr.msg_type, hdr.counter, data, now)
+        if plain is None:
+            return
+        p.last_rx = now
+        if ks is p.pending:
+            self._promote_pending(p, now)
+        ctl: Control | None = None
+        if hdr.msg_type == MSG_CONTROL:
+            try:
+                ctl = decode_control(plain)
+            except WireError:
+                return
+        probing = ctl is not None and ctl.kind in (CTRL_PROBE, CTRL_PROBE_REPLY)
+        if not probing and addr != p.addr and ks is p.current:
+            window = ks.data_rx if hdr.msg_type == MSG_DATA else ks.ctl_rx
+            if hdr.counter == window.highest:  # only the newest packet moves the session
+                p.addr = addr
+                if p.paths is not None and isinstance(addr, PathAddr):
+                    p.paths.learn(addr)
+                self._events.append(PeerRoamed(p.name, addr))
+                self._publish(p)
+        if ctl is None:
+            self._events.append(DataReceived(p.name, plain))
+            return
+        if ctl.kind == CTRL_KEEPALIVE:
+            if ctl.value & KEEPALIVE_FLAG_REPLY:
+                self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
+        elif ctl.kind == CTRL_CLOSE:
+            self._close(p, now, CloseReason.REMOTE, notify=False)
+        elif ctl.kind == CTRL_PROBE:
+            msg = self._seal_control(p, ks, Control(CTRL_PROBE_REPLY, ctl.value), now)
+            if msg is not None:
+                self._send(msg, addr)  # back where it came from: that path works
+        elif ctl.kind == CTRL_PROBE_REPLY and p.paths is not None and isinstance(addr, PathAddr):
+            if p.paths.probe_reply(ctl.value, addr, now):
+                self._maybe_switch_path(p, now)
+
+    # ------------------------------------------------------------------ sessions
+    def _promote_pending(self, p: _Peer, now: float) -> None:
+        ks = p.pending
+        assert ks is not None
+        p.pending = None
+        ks.confirmed = True
+        ks.confirm_next = None
+        self._install_current(p, ks, now)
+
+    def _install_current(self, p: _Peer, ks: Keyset, now: float) -> None:
+        old = p.current
+        if p.previous is not None:
+            self._drop_keys(p.previous)
+            p.previous = None
+        if old is not None:
+            p.previous = old
+            p.previous_until = now + T.KEY_OVERLAP
+        p.current = ks
+        p.last_ping = float("-inf")
+        if not p.established:
+            p.established = True
+            p.last_tx = now
+            p.keepalive_after = self._rng.uniform(T.KEEPALIVE_MIN, T.KEEPALIVE_MAX)
+            assert p.identity is not None and p.addr is not None
+            self._events.append(SessionEstablished(p.name, p.identity, p.addr, ks.initiator))
+        else:
+            self._events.append(SessionRekeyed(p.name, ks.local_index))
+        p.established_at = now
+        self._publish(p)
+
+    def _maybe_switch_path(self, p: _Peer, now: float) -> None:
+        assert p.paths is not None
+        best = p.paths.best()
+        if best is None or best == p.addr:
+            return
+        cur_rank = p.paths.rank_of(p.addr) if isinstance(p.addr, PathAddr) else None
+        new_rank = p.paths.rank_of(best)
+        assert new_rank is not None
+        if cur_rank is not None and new_rank >= cur_rank:
+            return
+        p.addr = best
+        self._events.append(PathChanged(p.name, best, new_rank))
+        self._publish(p)
+        # a keepalive on the new path makes the peer roam over to it too
+        self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
+
+    def _close(self, p: _Peer, now: float, reason: CloseReason, *, notify: bool) -> None:
+        if notify and p.current is not None and p.addr is not None and reason in WIRE_CLOSE_REASONS:
+            c = _Closing(p.current, p.addr, reason, T.CLOSE_SENDS, now)
+            self._send_close(c, now)
+            if c.sends_left > 0:
+                self._closing.append(c)
+        had_session = p.established
+        for ks in p.keysets():
+            if not any(c.keys is ks for c in self._closing):
+                self._drop_keys(ks)
+        p.current = p.pending = p.previous = None
+        self._abort_outbound(p)
+        if p.inbound is not None:
+            self._indices.pop(p.inbound.local_index, None)
+            p.inbound = None
+        del self._peers[p.name]
+        if p.snapshot is not None and (p.snapshot.tx is not None or p.snapshot.rx):
+            self._events.append(PeerKeysUpdated(p.name, None, None, ()))
+        if had_session:
+            self._events.append(SessionClosed(p.name, reason))
+
+    def _send_close(self, c: _Closing, now: float) -> None:
+        try:
+            msg = c.keys.seal_control(Control(CTRL_CLOSE, int(c.reason)).encode(), now)
+        except KeyLimit:
+            msg = None
+        if msg is not None:
+            self._send(msg, c.addr)
+        c.sends_left -= 1
+        c.next_send = now + T.CLOSE_INTERVAL
+        if c.sends_left <= 0 or msg is None:
+            if c in self._closing:
+                self._closing.remove(c)
+            self._drop_keys(c.keys)
+
+    def _drop_keys(self, ks: Keyset) -> None:
+        entry = self._indices.get(ks.local_index)
+        if entry is not None and entry[1] is ks:
+            del self._indices[ks.local_index]
+
+    def _publish(self, p: _Peer) -> None:
+        tx = p.current.export() if p.current is not None else None
+        rx = tuple(k.export() for k in p.keysets())
+        snap = PeerKeysUpdated(p.name, p.addr, tx, rx)
+        if snap != p.snapshot:
+            p.snapshot = snap
+            self._events.append(snap)
+
+    # ------------------------------------------------------------------ handshakes
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(self._random_bytes(4), "little")
+            if index and index not in self._indices:
+                return index
+
+    def _timestamp(self, now: float) -> int:
+        ts = max(int((now + self._wall_offset) * 1e9), self._last_ts_sent + 1)
+        self._last_ts_sent = ts
+        return ts
+
+    def _retry_delay(self, attempt: int) -> float:
+        base = min(T.HANDSHAKE_RETRY_BASE * 2 ** (attempt - 1), T.HANDSHAKE_RETRY_MAX)
+        return base * self._rng.uniform(1.0, 1.25)
+
+    def _abort_outbound(self, p: _Peer) -> None:
+        if p.outbound is not None:
+            self._indices.pop(p.outbound.local_index, None)
+            p.outbound = None
+
+    def _schedule_retry(self, p: _Peer, now: float) -> None:
+        if p.wanted or p.current is not None:
+            p.out_next = now + self._retry_delay(max(1, p.out_attempts))
+
+    def _start_handshake(self, p: _Peer, now: float, *, send: bool) -> None:
+        self._abort_outbound(p)
+        index = self._new_index()
+        p.outbound = InitiatorHandshake(
+            self.creds,
+            local_index=index,
+            timestamp=self._timestamp(now),
+            random_bytes=self._random_bytes,
+        )
+        self._indices[index] = (p, None)
+        p.out_attempts += 1
+        p.out_next = now + self._retry_delay(p.out_attempts)
+        if send:
+            for addr in self._handshake_targets(p):
+                self._send(p.outbound.init_bytes, addr)
+
+    def _handshake_targets(self, p: _Peer) -> list[Addr]:
+        if p.current is not None and p.addr is not None:
+            return [p.addr]  # rekey over the working path
+        if p.paths is None:
+            return [p.addr] if p.addr is not None else []
+        cands = [c.addr for c in sorted(p.paths.candidates(), key=lambda c: c.kind)]
+        if not p.relay_reported:
+            cands = [a for a in cands if p.paths.rank_of(a) != RANK_RELAY]
+        return list(cands)
+
+    def _probe(self, p: _Peer, addr: PathAddr, now: float) -> None:
+        if p.current is None:
+            if p.outbound is not None:
+                self._send(p.outbound.init_bytes, addr)
+            return
+        if addr == p.addr:
+            return
+        assert p.paths is not None
+        probe_id = p.paths.new_probe(addr, now)
+        msg = self._seal_control(p, p.current, Control(CTRL_PROBE, probe_id), now)
+        if msg is not None:
+            self._send(msg, addr)
+
+    # ------------------------------------------------------------------ output
+    def _send(self, data: bytes, addr: Addr) -> None:
+        self._out.append((data, addr))
+
+    def _send_to_peer(self, p: _Peer, data: bytes, addr: Addr, now: float) -> None:
+        p.last_tx = now
+        p.keepalive_after = self._rng.uniform(T.KEEPALIVE_MIN, T.KEEPALIVE_MAX)
+        self._send(data, addr)
+
+    def _seal_control(self, p: _Peer, ks: Keyset, ctl: Control, now: float) -> bytes | None:
+        try:
+            return ks.seal_control(ctl.encode(), now)
+        except KeyLimit:
+            return None
+
+    def _send_control(self, p: _Peer, ctl: Control, now: float) -> None:
+        if p.current is None or p.addr is None:
+            return
+        msg = self._seal_control(p, p.current, ctl, now)
+        if msg is not None:
+            self._send_to_peer(p, msg, p.addr, now)

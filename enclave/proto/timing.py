@@ -1,0 +1,35 @@
+"""Protocol timers and limits (seconds / message counts).  Not wire constants: see wire.py."""
+
+from __future__ import annotations
+
+REKEY_AFTER_TIME = 120.0  # the session's initiator starts a fresh handshake after this
+REKEY_RESPONDER_LAG = 10.0  # ... and the other side does if the initiator has not
+REKEY_AFTER_MESSAGES = 2**32  # ... or after this many messages sent with one key
+REJECT_AFTER_TIME = 180.0  # keys are never used (either way) after this age
+REJECT_AFTER_MESSAGES = 2**64 - 2**16  # counter ceiling for one key
+KEY_OVERLAP = 10.0  # old keys stay receive-only this long after the new keys took over
+
+KEEPALIVE_MIN = 15.0  # idle sender sends a keepalive after U(KEEPALIVE_MIN, KEEPALIVE_MAX)
+KEEPALIVE_MAX = 25.0
+DEAD_PEER_PING_AFTER = 30.0  # nothing heard this long: ask for a reply every PING_INTERVAL
+PING_INTERVAL = 2.0
+DEAD_PEER_TIMEOUT = 40.0  # nothing heard this long: the peer is dead, the session closes
+
+HANDSHAKE_RETRY_BASE = 1.0  # retries back off 1, 2, 4, 8, 16, 16 ... seconds (+ jitter)
+HANDSHAKE_RETRY_MAX = 16.0
+HANDSHAKE_MAX_ATTEMPTS = 8
+HANDSHAKE_TIMEOUT = 5.0  # a responder forgets an unconfirmed handshake after this
+MIN_REHANDSHAKE_INTERVAL = 5.0  # inits from a peer whose session is younger are ignored
+MAX_RESPONSE_RESENDS = 8  # duplicate inits (punching on several paths) get the cached response
+CONFIRM_RETRY = 0.5  # initiator repeats CONFIRM until the responder's first packet arrives
+CONFIRM_MAX_SENDS = 10
+
+CLOSE_SENDS = 3  # an authenticated CLOSE is sent this many times ...
+CLOSE_INTERVAL = 0.25  # ... this far apart
+
+INIT_RATE_PER_SOURCE = 10.0  # handshake messages per second per source address
+INIT_BURST_PER_SOURCE = 20.0
+INIT_RATE_GLOBAL = 500.0  # and in total
+INIT_BURST_GLOBAL = 200.0
+RATE_LIMIT_TABLE = 4096  # source addresses tracked (LRU)
+INIT_TIMESTAMP_TABLE = 4096  # peers whose latest accepted init timestamp is remembered (LRU)

@@ -1,0 +1,347 @@
+"""Wire formats: the one home for every constant that appears on the wire.
+
+Everything here is plain ints/bytes (the compiled fast path reads the sizes) plus small pure
+encode/decode functions.  All integers are little-endian.  Every message starts with the same
+4-byte word: the type byte and three reserved zero bytes (receivers drop a message whose reserved
+bytes are not zero).
+
+Message types
+-------------
+    1 HANDSHAKE_INIT      initiator -> responder  (certificate, challenge, ephemeral key, signature)
+    2 HANDSHAKE_RESPONSE  responder -> initiator  (certificate, challenge, ephemeral key, signature)
+    3 HANDSHAKE_CONFIRM   initiator -> responder   (signature over the whole transcript)
+    4 DATA                either way, an encrypted Ethernet frame   (fast path)
+    5 CONTROL             either way, an encrypted control message  (keepalive, close, path probe)
+
+DATA and CONTROL share one 16-byte header (the AEAD associated data) and differ only in the type
+byte and in the nonce domain (see below); the fast path handles DATA and hands everything else to
+Python.
+
+Transport header (DATA / CONTROL), 16 bytes, then ciphertext, then the 16-byte AEAD tag:
+
+     0                   1                   2                   3
+     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |     type      |              reserved (0, 0, 0)               |  0
+    +---------------+-----------------------------------------------+
+    |                 receiver index (u32 LE)                       |  4
+    +---------------------------------------------------------------+
+    |                                                               |  8
+    +                      counter (u64 LE)                         +
+    |                                                               | 12
+    +---------------------------------------------------------------+
+    |            ciphertext (frame / control plaintext) ...         | 16
+    +---------------------------------------------------------------+
+    |                 AEAD tag (16 bytes)                           |
+    +---------------------------------------------------------------+
+
+    AEAD nonce (12 bytes) = domain (4 bytes) || counter (u64 LE)
+        DATA:    domain = 00 00 00 00   (counter owned by the fast path)
+        CONTROL: domain = 01 00 00 00   (counter owned by Python; same key, disjoint nonces)
+    AEAD associated data  = the 16 header bytes.
+
+CONTROL plaintext: kind (u8) || body
+    KEEPALIVE   1   flags u8 (bit 0: reply requested)          -> 2 bytes
+    CLOSE       2   reason u8                                  -> 2 bytes
+    PROBE       3   probe id u64 LE                             -> 9 bytes
+    PROBE_REPLY 4   probe id u64 LE                             -> 9 bytes
+
+Handshake messages are drawn next to their encoders below.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+# --- message types -------------------------------------------------------------------------
+MSG_HANDSHAKE_INIT = 1
+MSG_HANDSHAKE_RESPONSE = 2
+MSG_HANDSHAKE_CONFIRM = 3
+MSG_DATA = 4
+MSG_CONTROL = 5
+
+# --- control kinds (inside the encrypted CONTROL payload) -----------------------------------
+CTRL_KEEPALIVE = 1
+CTRL_CLOSE = 2
+CTRL_PROBE = 3
+CTRL_PROBE_REPLY = 4
+KEEPALIVE_FLAG_REPLY = 0x01
+
+# --- sizes -----------------------------------------------------------------------------------
+TYPE_WORD_SIZE = 4  # type byte + 3 reserved bytes
+INDEX_SIZE = 4
+COUNTER_SIZE = 8
+DATA_HEADER_SIZE = 16  # type(1) reserved(3) receiver(4) counter(8)
+DATA_RECEIVER_OFFSET = 4
+DATA_COUNTER_OFFSET = 8
+AEAD_TAG_SIZE = 16
+AEAD_KEY_SIZE = 32
+AEAD_NONCE_SIZE = 12
+DATA_OVERHEAD = DATA_HEADER_SIZE + AEAD_TAG_SIZE  # 32 bytes per frame on top of the frame
+NONCE_DOMAIN_DATA = b"\x00\x00\x00\x00"
+NONCE_DOMAIN_CONTROL = b"\x01\x00\x00\x00"
+
+ETHERNET_HEADER_SIZE = 14
+IPV4_UDP_OVERHEAD = 20 + 8
+IPV6_UDP_OVERHEAD = 40 + 8
+
+CHALLENGE_SIZE = 32  # random nonce each side signs over
+EPHEMERAL_KEY_SIZE = 32  # X25519 (crypto_kx) public key
+SIGNATURE_SIZE = 64  # Ed25519
+TIMESTAMP_SIZE = 8
+
+MAX_CERT_SIZE = 1280  # init <= 1428 bytes: fits a 1500-byte MTU over IPv6 (1452-byte UDP payload)
+INIT_FIXED_SIZE = 84 + SIGNATURE_SIZE  # 148
+RESPONSE_FIXED_SIZE = 80 + SIGNATURE_SIZE  # 144
+CONFIRM_SIZE = 8 + SIGNATURE_SIZE  # 72
+MAX_HANDSHAKE_SIZE = INIT_FIXED_SIZE + MAX_CERT_SIZE  # 1428 (the response is 4 bytes smaller)
+CONTROL_MAX_PLAINTEXT = 9
+MAX_CONTROL_SIZE = DATA_HEADER_SIZE + CONTROL_MAX_PLAINTEXT + AEAD_TAG_SIZE
+MAX_DATAGRAM_SIZE = 65535
+
+# --- capabilities and ciphers (signed inside the handshake transcript) ------------------------
+CAP_AES256GCM_HW = 0x01  # this side has AES-NI+PCLMUL (+SSSE3) and can run AES256-GCM fast
+CAP_KNOWN = CAP_AES256GCM_HW
+
+
+class Cipher(IntEnum):
+    """The AEAD a session uses; value is what the fast path gets."""
+
+    CHACHA20_POLY1305 = 1  # crypto_aead_chacha20poly1305_ietf
+    AES256_GCM = 2  # crypto_aead_aes256gcm
+
+
+class CloseReason(IntEnum):
+    """Reason byte in a CLOSE control message (and in SessionClosed events)."""
+
+    LOCAL = 1  # intent withdrawn / shut down
+    CERT_INVALID = 2  # certificate expired or revoked
+    REPLACED = 3  # the session was replaced by a new one
+    # the remaining reasons never travel on the wire; they describe local decisions
+    REMOTE = 16  # the peer sent CLOSE
+    DEAD_PEER = 17  # nothing heard for too long
+    KEYS_EXPIRED = 18  # rekey failed until the keys hit their hard limit
+
+
+WIRE_CLOSE_REASONS = frozenset({CloseReason.LOCAL, CloseReason.CERT_INVALID, CloseReason.REPLACED})
+
+
+def tap_mtu(path_mtu: int = 1500, *, ipv6: bool = False) -> int:
+    """Largest TAP MTU (Ethernet payload) whose encrypted datagram fits into `path_mtu`.
+
+    path_mtu = IP + UDP + DATA header (16) + Ethernet header (14) + payload + tag (16)
+    e.g. 1500 - 28 - 32 - 14 = 1426 over IPv4.
+    """
+    ip_udp = IPV6_UDP_OVERHEAD if ipv6 else IPV4_UDP_OVERHEAD
+    return path_mtu - ip_udp - DATA_OVERHEAD - ETHERNET_HEADER_SIZE
+
+
+class WireError(ValueError):
+    """A message could not be parsed (truncated, oversized, bad reserved bytes, ...)."""
+
+
+# --- transport header -------------------------------------------------------------------------
+_HEADER = struct.Struct("<B3xIQ")
+
+
+def message_type(data: bytes) -> int:
+    """Type byte of a message, or raise WireError when the 4-byte type word is malformed."""
+    if len(data) < TYPE_WORD_SIZE:
+        raise WireError("message shorter than the type word")
+    if data[1:4] != b"\x00\x00\x00":
+        raise WireError("reserved bytes not zero")
+    return data[0]
+
+
+def pack_transport_header(msg_type: int, receiver: int, counter: int) -> bytes:
+    return _HEADER.pack(msg_type, receiver, counter)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportHeader:
+    msg_type: int
+    receiver: int
+    counter: int
+
+
+def unpack_transport_header(data: bytes) -> TransportHeader:
+    if len(data) < DATA_HEADER_SIZE + AEAD_TAG_SIZE:
+        raise WireError("transport message too short")
+    if len(data) > MAX_DATAGRAM_SIZE:
+        raise WireError("transport message too long")
+    msg_type = message_type(data)
+    if msg_type not in (MSG_DATA, MSG_CONTROL):
+        raise WireError("not a transport message")
+    _t, receiver, counter = _HEADER.unpack_from(data)
+    return TransportHeader(msg_type, receiver, counter)
+
+
+def aead_nonce(domain: bytes, counter: int) -> bytes:
+    """12-byte AEAD nonce: 4-byte domain || counter as u64 LE."""
+    return domain + counter.to_bytes(COUNTER_SIZE, "little")
+
+
+# --- handshake init ---------------------------------------------------------------------------
+#  0               4               8                              16
+#  +-------+-------+---------------+------------------------------+
+#  | 01 00 00 00   | sender index  |  timestamp (u64 LE, ns UTC)  |
+#  +---------------+---------------+------------------------------+
+#  | challenge_i (32 bytes)                                       |  16
+#  +--------------------------------------------------------------+
+#  | ephemeral X25519 public key e_i (32 bytes)                   |  48
+#  +-------+-------+--------------+-------------------------------+
+#  | caps  | 0     | cert len u16 | cert_i (DER, cert len bytes)  |  80, 81, 82, 84
+#  +-------+-------+--------------+-------------------------------+
+#  | sig_i0 = Ed25519_i(INIT_LABEL || all bytes above) (64 bytes) |
+#  +--------------------------------------------------------------+
+_INIT = struct.Struct("<B3xIQ32s32sBxH")  # 84 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeInit:
+    sender_index: int
+    timestamp: int
+    challenge: bytes
+    ephemeral: bytes
+    caps: int
+    cert: bytes
+    signature: bytes
+
+    def signed_part(self) -> bytes:
+        return _INIT.pack(
+            MSG_HANDSHAKE_INIT,
+            self.sender_index,
+            self.timestamp,
+            self.challenge,
+            self.ephemeral,
+            self.caps,
+            len(self.cert),
+        ) + self.cert
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+
+def decode_init(data: bytes) -> HandshakeInit:
+    if len(data) > MAX_HANDSHAKE_SIZE:
+        raise WireError("handshake init too long")
+    if len(data) < INIT_FIXED_SIZE:
+        raise WireError("handshake init too short")
+    if message_type(data) != MSG_HANDSHAKE_INIT or data[81] != 0:
+        raise WireError("not a well-formed handshake init")
+    _t, sender, ts, challenge, eph, caps, cert_len = _INIT.unpack_from(data)
+    if cert_len == 0 or len(data) != _INIT.size + cert_len + SIGNATURE_SIZE:
+        raise WireError("handshake init length mismatch")
+    cert = data[_INIT.size : _INIT.size + cert_len]
+    return HandshakeInit(sender, ts, challenge, eph, caps, cert, data[-SIGNATURE_SIZE:])
+
+
+# --- handshake response -----------------------------------------------------------------------
+#  0               4               8               12
+#  +---------------+---------------+---------------+
+#  | 02 00 00 00   | sender index  | receiver index|   (receiver = initiator's sender index)
+#  +---------------+---------------+---------------+--------------+
+#  | challenge_r (32 bytes)                                       |  12
+#  +--------------------------------------------------------------+
+#  | ephemeral X25519 public key e_r (32 bytes)                   |  44
+#  +-------+-------+--------------+-------------------------------+
+#  | caps  | 0     | cert len u16 | cert_r (DER)                  |  76, 77, 78, 80
+#  +-------+-------+--------------+-------------------------------+
+#  | sig_r = Ed25519_r(RESPONSE_LABEL || BLAKE2b-512(init || all bytes above))  (64 bytes) |
+#  +--------------------------------------------------------------------------------------+
+_RESPONSE = struct.Struct("<B3xII32s32sBxH")  # 80 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeResponse:
+    sender_index: int
+    receiver_index: int
+    challenge: bytes
+    ephemeral: bytes
+    caps: int
+    cert: bytes
+    signature: bytes
+
+    def signed_part(self) -> bytes:
+        return _RESPONSE.pack(
+            MSG_HANDSHAKE_RESPONSE,
+            self.sender_index,
+            self.receiver_index,
+            self.challenge,
+            self.ephemeral,
+            self.caps,
+            len(self.cert),
+        ) + self.cert
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+
+def decode_response(data: bytes) -> HandshakeResponse:
+    if len(data) > MAX_HANDSHAKE_SIZE:
+        raise WireError("handshake response too long")
+    if len(data) < RESPONSE_FIXED_SIZE:
+        raise WireError("handshake response too short")
+    if message_type(data) != MSG_HANDSHAKE_RESPONSE or data[77] != 0:
+        raise WireError("not a well-formed handshake response")
+    _t, sender, receiver, challenge, eph, caps, cert_len = _RESPONSE.unpack_from(data)
+    if cert_len == 0 or len(data) != _RESPONSE.size + cert_len + SIGNATURE_SIZE:
+        raise WireError("handshake response length mismatch")
+    cert = data[_RESPONSE.size : _RESPONSE.size + cert_len]
+    return HandshakeResponse(sender, receiver, challenge, eph, caps, cert, data[-SIGNATURE_SIZE:])
+
+
+# --- handshake confirm ------------------------------------------------------------------------
+#  0               4               8
+#  +---------------+---------------+------------------------------------------------------+
+#  | 03 00 00 00   | receiver index| sig_i = Ed25519_i(CONFIRM_LABEL ||                   |
+#  |               | (responder's) |         BLAKE2b-512(init || response)) (64 bytes)    |
+#  +---------------+---------------+------------------------------------------------------+
+_CONFIRM = struct.Struct("<B3xI")
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeConfirm:
+    receiver_index: int
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return _CONFIRM.pack(MSG_HANDSHAKE_CONFIRM, self.receiver_index) + self.signature
+
+
+def decode_confirm(data: bytes) -> HandshakeConfirm:
+    if len(data) != CONFIRM_SIZE:
+        raise WireError("handshake confirm has the wrong size")
+    if message_type(data) != MSG_HANDSHAKE_CONFIRM:
+        raise WireError("not a handshake confirm")
+    _t, receiver = _CONFIRM.unpack_from(data)
+    return HandshakeConfirm(receiver, data[_CONFIRM.size :])
+
+
+# --- control plaintexts -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Control:
+    kind: int
+    value: int = 0  # flags (KEEPALIVE), reason (CLOSE) or probe id (PROBE / PROBE_REPLY)
+
+    def encode(self) -> bytes:
+        if self.kind in (CTRL_PROBE, CTRL_PROBE_REPLY):
+            return bytes([self.kind]) + self.value.to_bytes(8, "little")
+        return bytes([self.kind, self.value])
+
+
+def decode_control(plain: bytes) -> Control:
+    if not plain:
+        raise WireError("empty control message")
+    kind = plain[0]
+    if kind in (CTRL_PROBE, CTRL_PROBE_REPLY):
+        if len(plain) != 9:
+            raise WireError("probe has the wrong size")
+        return Control(kind, int.from_bytes(plain[1:], "little"))
+    if kind in (CTRL_KEEPALIVE, CTRL_CLOSE):
+        if len(plain) != 2:
+            raise WireError("control message has the wrong size")
+        return Control(kind, plain[1])
+    raise WireError("unknown control kind")
