@@ -1,0 +1,108 @@
+"""The platform's aiohttp application.
+
+    Platform (this file)       one object per process: store, settings, CA authority, clock
+      |
+      +-- routes_pki.py        GET  /v1/ca, /v1/crl                          (public)
+      +-- routes_enrol.py      POST /v1/enrol, /v1/system/certificate        (token / system key)
+      +-- routes_admin.py      /v1/admin/...                                 (admin bearer token)
+      +-- (later) control channel WebSocket, discovery, relay: add a module to ROUTE_MODULES
+          with ``setup(app)``; use ``app[PLATFORM]`` for the shared state and app.on_startup /
+          app.on_cleanup for background tasks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from enclave.platform.authority import Authority
+from enclave.platform.errors import ApiError, StoreError
+from enclave.platform.paths import PlatformPaths, PlatformSettings
+from enclave.platform.store import Store
+
+log = logging.getLogger("enclave.platform")
+
+ROUTE_MODULES: tuple[str, ...] = (
+    "enclave.platform.routes_pki",
+    "enclave.platform.routes_enrol",
+    "enclave.platform.routes_admin",
+)
+MAX_BODY_BYTES = 64 * 1024
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class Platform:
+    paths: PlatformPaths
+    store: Store
+    settings: PlatformSettings
+    authority: Authority
+    clock: Callable[[], datetime.datetime] = utcnow
+
+    @classmethod
+    def open(cls, paths: PlatformPaths) -> Platform:
+        store = paths.open_store()
+        try:
+            store.integrity_check()
+            settings = PlatformSettings.load(store)
+            authority = Authority.load(paths, settings.org, settings.overlay.prefixlen)
+        except BaseException:
+            store.close()
+            raise
+        return cls(paths, store, settings, authority)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+PLATFORM = web.AppKey("platform", Platform)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return json_error(exc.status, exc.message)
+    except (sqlite3.Error, StoreError) as exc:
+        log.error("%s %s: database error: %s", request.method, request.path, exc)
+        return json_error(503, "platform database error; nothing was changed or issued")
+
+
+async def read_json(request: web.Request) -> dict[str, object]:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "request body too large") from None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def build_app(platform: Platform) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app[PLATFORM] = platform
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup(app)
+    return app

@@ -1,0 +1,86 @@
+"""The platform's CA at run time: loads the CA key (decrypted in memory only), issues system
+certificates for the store, and builds the signed revocation list."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from enclave.cert.ca import issue_system_certificate
+from enclave.cert.crl import RevokedEntry, build_crl
+from enclave.platform.paths import PlatformPaths
+from enclave.platform.store import IssuedCert, Issuer, Store, System
+
+_REASONS = {
+    "hold": x509.ReasonFlags.certificate_hold,
+    "cessation": x509.ReasonFlags.cessation_of_operation,
+    "compromise": x509.ReasonFlags.key_compromise,
+}
+
+
+def _utc(ts: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+@dataclass
+class Authority:
+    org: str
+    overlay_prefix: int
+    ca_key: Ed25519PrivateKey = field(repr=False)
+    ca_cert: x509.Certificate
+    _crl_cache: tuple[int, int, bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, paths: PlatformPaths, org: str, overlay_prefix: int) -> Authority:
+        ca_cert = paths.load_ca_certificate()
+        return cls(org, overlay_prefix, paths.ca_keystore().load_ed25519(), ca_cert)
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca_cert.public_bytes(serialization.Encoding.PEM)
+
+    def issuer(self, now: datetime.datetime) -> Issuer:
+        """An Issuer for Store.enrol / Store.issue_certificate (runs inside the transaction)."""
+
+        def issue(system: System) -> IssuedCert:
+            cert = issue_system_certificate(
+                self.ca_key,
+                self.ca_cert,
+                Ed25519PublicKey.from_public_bytes(system.public_key),
+                name=system.name,
+                org=self.org,
+                overlay_ip=system.overlay_ip,
+                overlay_prefix=self.overlay_prefix,
+                tags=system.tags,
+                gateway_routes=system.gateway_routes,
+                now=now,
+                lifetime=datetime.timedelta(seconds=system.cert_lifetime),
+            )
+            return IssuedCert(
+                cert.serial_number,
+                cert.public_bytes(serialization.Encoding.DER),
+                int(cert.not_valid_before_utc.timestamp()),
+                int(cert.not_valid_after_utc.timestamp()),
+            )
+
+        return issue
+
+    def crl(self, store: Store, now: datetime.datetime) -> bytes:
+        """The current DER CRL; rebuilt when the store's CRL number changes or every hour."""
+        number = store.crl_number()
+        ts = int(now.timestamp())
+        cached = self._crl_cache
+        if cached is not None and cached[0] == number and ts - cached[1] < 3600:
+            return cached[2]
+        entries = [
+            RevokedEntry(serial, _utc(revoked_at), _REASONS[reason])
+            for serial, revoked_at, reason in store.revoked_certificates(ts)
+        ]
+        der = build_crl(self.ca_key, self.ca_cert, entries, now=now, number=max(number, 1))
+        self._crl_cache = (number, ts, der)
+        return der
+

@@ -1,0 +1,100 @@
+"""The platform data directory (0700), and the platform's settings kept in the store.
+
+    DATA/
+      platform.db (+ -wal, -shm)   SQLite store
+      ca.crt                       org CA certificate (PEM, public)
+      ca.key                       CA private key, encrypted PKCS#8
+      tls.crt                      HTTPS API certificate (PEM, public; agents pin its key)
+      tls.key                      HTTPS API private key, encrypted PKCS#8
+      keys.kek                     key-encryption key for ca.key and tls.key (0600), unless
+                                   ENCLAVE_PLATFORM_KEY_PASSPHRASE or the systemd credential
+                                   enclave-platform-key-passphrase is used instead
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from enclave.cert.keystore import PLATFORM_CREDENTIAL, PLATFORM_PASSPHRASE_ENV, KeyStore
+from enclave.platform.errors import StoreError
+from enclave.platform.store import Store
+
+DATA_ENV = "ENCLAVE_PLATFORM_DATA"
+
+
+def default_data_dir() -> str | None:
+    return os.environ.get(DATA_ENV)
+
+
+@dataclass(frozen=True)
+class PlatformPaths:
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "platform.db"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.root / "tls.crt"
+
+    def _keystore(self, name: str) -> KeyStore:
+        return KeyStore(
+            self.root / name, self.root / "keys.kek", PLATFORM_PASSPHRASE_ENV, PLATFORM_CREDENTIAL
+        )
+
+    def ca_keystore(self) -> KeyStore:
+        return self._keystore("ca.key")
+
+    def tls_keystore(self) -> KeyStore:
+        return self._keystore("tls.key")
+
+    def load_ca_certificate(self) -> x509.Certificate:
+        return _load_cert(self.ca_cert)
+
+    def load_tls_certificate(self) -> x509.Certificate:
+        return _load_cert(self.tls_cert)
+
+    def open_store(self) -> Store:
+        if not self.root.is_dir():
+            raise StoreError(f"platform data directory {self.root} does not exist "
+                             "(run `enclave platform init`)")
+        return Store.open_existing(self.db)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"{path} not found (run `enclave platform init`)") from None
+    except ValueError as exc:
+        raise StoreError(f"{path} is corrupt: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    org: str
+    overlay: ipaddress.IPv4Network
+    url: str
+    pin: str
+
+    @classmethod
+    def load(cls, store: Store) -> PlatformSettings:
+        try:
+            return cls(
+                org=store.require_meta("org"),
+                overlay=ipaddress.IPv4Network(store.require_meta("overlay")),
+                url=store.require_meta("url"),
+                pin=store.require_meta("tls_pin"),
+            )
+        except ValueError as exc:
+            raise StoreError(f"platform settings are corrupt: {exc}") from None

@@ -1,0 +1,68 @@
+"""`enclave platform serve`: run the HTTPS API until SIGTERM/SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import ssl
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+
+from enclave.cert.files import atomic_write
+from enclave.platform.app import Platform, build_app
+
+log = logging.getLogger("enclave.platform")
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def tls_context(platform: Platform) -> ssl.SSLContext:
+    """Server TLS context; the decrypted key goes to OpenSSL through a 0600 file that is removed
+    at once (ssl.load_cert_chain only reads files), re-encrypted with a throwaway passphrase."""
+    paths = platform.paths
+    key = paths.tls_keystore().load()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    throwaway = serialization.BestAvailableEncryption(secrets.token_bytes(32))
+    with tempfile.TemporaryDirectory(dir=paths.root) as tmp:
+        tmp_key = Path(tmp) / "tls.key"
+        password = throwaway.password
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, throwaway
+        )
+        atomic_write(tmp_key, pem)
+        ctx.load_cert_chain(str(paths.tls_cert), str(tmp_key), password=password)
+    return ctx
+
+
+async def serve(platform: Platform, host: str, port: int) -> None:
+    app = build_app(platform)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls_context(platform), reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("platform %s serving on https://%s:%d (org %s)", platform.settings.url, host, port,
+             platform.settings.org)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
+        log.info("stopped")
+
+
+def run(platform: Platform, host: str, port: int) -> None:
+    try:
+        asyncio.run(serve(platform, host, port))
+    finally:
+        platform.close()
