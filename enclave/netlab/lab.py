@@ -33,8 +33,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+from enclave.netlab import impair, netns, state
 from enclave.netlab import nat as natrules
-from enclave.netlab import netns, state
 from enclave.netlab.topology import (
     INTERNET_GW,
     PUBLIC_LAN,
@@ -202,6 +202,7 @@ class Lab:
         self._started = False
         self._closed = False
         self.reaped: list[str] = []  # leftovers of dead runs removed at start
+        self.impairments: dict[str, str] = {}  # site -> impairment backend ("netem", "tbf+nft")
         self._build_namespaces()
 
     # ---- public API ------------------------------------------------------------------------
@@ -466,10 +467,9 @@ class Lab:
         if rules:
             netns.run(netns.exec_argv(router, ["nft", "-f", "-"]), input=rules)
         if site.netem is not None:
-            args = site.netem.tc_args()
-            for ns, dev in ((router, "wan"), (self.inet_netns, f"s{plan.index}")):
-                if args:
-                    netns.run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", *args])
+            backend = impair.apply(router, self.inet_netns, f"s{plan.index}", site.netem)
+            if backend is not None:
+                self.impairments[site.name] = backend
         for hname, iface in plan.hosts.items():
             host = self._hosts[hname]
             netns.ip_batch(
