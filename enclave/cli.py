@@ -19,6 +19,8 @@ from enclave import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "enclave.info",
     "enclave.netlab.cli",
+    "enclave.platform.cli",
+    "enclave.agent.cli",
 )
 
 

@@ -1,0 +1,119 @@
+"""Agent commands: `enclave enrol`, `enclave renew`.
+
+Every agent command takes --state DIR (default $ENCLAVE_STATE, else /var/lib/enclave).
+The private key's encryption passphrase comes from $ENCLAVE_KEY_PASSPHRASE, the systemd
+credential enclave-key-passphrase, or else STATE/key.kek (created at enrolment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from enclave.agent.enrol import enrol, renew, renew_if_due, renewal_due_at, resume
+from enclave.agent.errors import AgentError
+from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
+from enclave.cert.errors import CertificateError, KeyStoreError
+
+Command = Callable[[argparse.Namespace], int]
+EXIT_PENDING = 3  # enrolment waits for approval
+
+
+def _guard(func: Command) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (AgentError, KeyStoreError, CertificateError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _state(args: argparse.Namespace) -> StateDir:
+    return StateDir(resolve_state_dir(args.state))
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    state = _state(args)
+    if args.resume:
+        if args.token:
+            raise AgentError("give either TOKEN or --resume, not both")
+        result = resume(state, wait=args.wait)
+    elif not args.token:
+        raise AgentError("an enrolment token is required (or --resume)")
+    else:
+        result = enrol(args.token, state, hostname=args.hostname)
+        if result.state == "pending" and args.wait > 0:
+            result = resume(state, wait=args.wait)
+    if args.json:
+        print(json.dumps(result.as_json()))
+    elif result.state == "pending":
+        print(f"{result.name} is waiting for approval "
+              f"(`enclave platform systems approve {result.name}`), then run "
+              "`enclave enrol --resume`")
+    else:
+        print(result.name)
+    return EXIT_PENDING if result.state == "pending" else 0
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    state = _state(args)
+    now = datetime.datetime.now(datetime.UTC)
+    ident = renew(state) if args.force else renew_if_due(state, now)
+    if ident is None:
+        current = state.identity(now)
+        print(f"{current.name}: certificate valid until {current.not_after:%Y-%m-%d %H:%M:%SZ}, "
+              f"renewal due {renewal_due_at(current):%Y-%m-%d %H:%M:%SZ}")
+    else:
+        print(f"{ident.name}: renewed, valid until {ident.not_after:%Y-%m-%d %H:%M:%SZ}")
+    return 0
+
+
+def _state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", metavar="DIR", default=None,
+                   help=f"agent state directory (default: ${STATE_ENV} or /var/lib/enclave)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = sub.add_parser(
+        "enrol",
+        help="enrol this host with a platform using an enrolment token",
+        description="Generate this system's key pair (kept encrypted in the state directory), "
+        "send a CSR to the platform pinned by the token, and store the issued certificate. "
+        "Prints the system name. With a gated key the system stays pending: "
+        "run `enclave enrol --resume` after approval (or pass --wait SECONDS to poll). "
+        f"Exit status {EXIT_PENDING} means pending.",
+    )
+    p.add_argument("token", nargs="?", help="enrolment token (enclave1-...)")
+    _state_arg(p)
+    p.add_argument("--hostname", help="name shown to administrators (default: this host's)")
+    p.add_argument("--resume", action="store_true", help="fetch the certificate after approval")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="poll for approval up to this long (default: do not wait)")
+    p.add_argument("--json", action="store_true", help="print name, overlay IP, state as JSON")
+    p.set_defaults(func=_guard(cmd_enrol))
+
+    p = sub.add_parser("renew", help="renew this system's certificate if due (2/3 of lifetime)")
+    _state_arg(p)
+    p.add_argument("--force", action="store_true", help="renew now even if not due")
+    p.set_defaults(func=_guard(cmd_renew))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent commands without the other command groups (used by tests)."""
+    parser = argparse.ArgumentParser(prog="enclave")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"])
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
