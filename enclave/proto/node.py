@@ -391,14 +391,14 @@ class Node:
             if now >= self._rekey_at(cur) or cur.sent >= T.REKEY_AFTER_MESSAGES:
                 self._start_handshake(p, now, send=True)
         # dead peer detection
-        if now - p.last_rx >= T.DEAD_PEER_TIMEOUT:
+        if now >= p.last_rx + T.DEAD_PEER_TIMEOUT:
             self._close(p, now, CloseReason.DEAD_PEER, notify=True)
             return
-        if now - p.last_rx >= T.DEAD_PEER_PING_AFTER and now - p.last_ping >= T.PING_INTERVAL:
+        if now >= p.last_rx + T.DEAD_PEER_PING_AFTER and now >= p.last_ping + T.PING_INTERVAL:
             p.last_ping = now
             self._send_control(p, Control(CTRL_KEEPALIVE, KEEPALIVE_FLAG_REPLY), now)
         # keepalive holds NAT mappings open while idle
-        if now - p.last_tx >= p.keepalive_after:
+        if now >= p.last_tx + p.keepalive_after:
             self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
 
     # ------------------------------------------------------------------ inbound
@@ -433,7 +433,7 @@ class Node:
             return  # replayed or stale INIT
         p = self._peers.get(name)
         if p is not None:
-            if p.current is not None and now - p.established_at < T.MIN_REHANDSHAKE_INTERVAL:
+            if p.current is not None and now < p.established_at + T.MIN_REHANDSHAKE_INTERVAL:
                 return  # a late punch INIT of the handshake that just finished
             if p.outbound is not None:
                 if self.name < name:
@@ -595,6 +595,7 @@ class Node:
             p.previous_until = now + T.KEY_OVERLAP
         p.current = ks
         p.last_ping = float("-inf")
+        self._publish(p)  # keys reach the fast path before anyone is told the session is up
         if not p.established:
             p.established = True
             p.last_tx = now
@@ -604,7 +605,6 @@ class Node:
         else:
             self._events.append(SessionRekeyed(p.name, ks.local_index))
         p.established_at = now
-        self._publish(p)
 
     def _maybe_switch_path(self, p: _Peer, now: float) -> None:
         assert p.paths is not None

@@ -67,7 +67,7 @@ class Keyset:
         return self.ctl_tx + max(self.data_tx, self.external_tx)
 
     def expired(self, now: float) -> bool:
-        return now - self.created >= REJECT_AFTER_TIME
+        return now >= self.created + REJECT_AFTER_TIME
 
     def export(self) -> SessionKeys:
         return SessionKeys(
