@@ -36,7 +36,9 @@ def tbf_args(rate_mbit: float) -> list[str]:
 
 def loss_ruleset(loss_pct: float, wan: str = "wan") -> str:
     threshold = round(loss_pct / 100 * LOSS_SCALE)
-    drop = f"numgen random mod {LOSS_SCALE} < {threshold} drop"
+    drop = (
+        "drop" if threshold >= LOSS_SCALE else f"numgen random mod {LOSS_SCALE} < {threshold} drop"
+    )
     return (
         f"table ip {IMPAIR_TABLE} {{\n"
         "  chain down {\n"

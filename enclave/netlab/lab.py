@@ -56,7 +56,11 @@ _ROUTER_SYSCTLS = {
     "net.ipv4.conf.default.rp_filter": "0",
     "net.ipv4.conf.all.send_redirects": "0",
 }
-_HOST_SYSCTLS = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+_HOST_SYSCTLS = {  # explicit: new namespaces may inherit the init namespace's IPv4 settings
+    "net.ipv4.ip_forward": "0",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+}
 
 
 @dataclass
@@ -400,7 +404,7 @@ class Lab:
         for i, name in enumerate(plan_public(self.topology), start=1):
             ns = self._hosts[name].netns
             inet_cmds += [
-                f"link add p{i} type veth peer name eth0 netns {ns}",
+                _veth(f"p{i}", "eth0", ns, 1500),
                 f"link set p{i} master br0",
                 f"link set p{i} up",
             ]
@@ -409,7 +413,7 @@ class Lab:
             k = plan.index
             router = self._sites[plan.site.name].router_netns
             inet_cmds += [
-                f"link add s{k} mtu {plan.site.mtu} type veth peer name wan netns {router}",
+                _veth(f"s{k}", "wan", router, plan.site.mtu),
                 f"addr add {plan.uplink_inet} dev s{k}",
                 f"link set s{k} up",
             ]
@@ -456,7 +460,7 @@ class Lab:
         for i, hname in enumerate(plan.hosts, start=1):
             host_ns = self._hosts[hname].netns
             cmds += [
-                f"link add h{i} mtu {site.lan_mtu} type veth peer name eth0 netns {host_ns}",
+                _veth(f"h{i}", "eth0", host_ns, site.lan_mtu),
                 f"link set h{i} master lan",
                 f"link set h{i} up",
             ]
@@ -482,6 +486,11 @@ class Lab:
                 ],
             )
             netns.write_sysctls(host.netns, _HOST_SYSCTLS)
+
+
+def _veth(name: str, peer: str, peer_netns: str, mtu: int) -> str:
+    """ip command: a veth pair, this end here, the peer created directly in ``peer_netns``."""
+    return f"link add {name} mtu {mtu} type veth peer name {peer} mtu {mtu} netns {peer_netns}"
 
 
 def _stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
