@@ -96,7 +96,7 @@ def test_stranger_cases_are_silent() -> None:
 def test_valid_init_is_answered_positive_control() -> None:
     """The negative cases above are silent for the right reason: a good INIT is answered."""
     pki = Pki()
-    r, b = victim_b(pki)
+    r, _b = victim_b(pki)
     r.log.clear()
     r.inject(capture_init(pki, A), ADDR_M, ADDR_B)
     r.run(0.1)

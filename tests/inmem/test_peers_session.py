@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import nacl.bindings as sodium
 import pytest
@@ -63,7 +64,9 @@ def frames(h: Host) -> list[bytes]:
         (4, False, False, Cipher.CHACHA20_POLY1305),
     ],
 )
-def test_handshake_derives_matching_keys(case: int, aes_a: bool, aes_b: bool, cipher: Cipher) -> None:
+def test_handshake_derives_matching_keys(
+    case: int, aes_a: bool, aes_b: bool, cipher: Cipher
+) -> None:
     _pki, r, a, b = pair(aes_a=aes_a, aes_b=aes_b)
     connect(r, a, b)
     ka, kb = a.node.session(B), b.node.session(A)
@@ -188,7 +191,7 @@ def test_keepalives_hold_an_idle_session_and_are_jittered() -> None:
     r.run(200)
     assert events_of(a, SessionClosed) == [] and connected(a, b)
     ka = [t for t, s, _d, data in r.log if s == A and data[0] == MSG_CONTROL and t > start]
-    gaps = [y - x for x, y in zip(ka, ka[1:], strict=False)]
+    gaps = [y - x for x, y in itertools.pairwise(ka)]
     assert gaps, "no keepalives"
     assert all(g <= T.KEEPALIVE_MAX + 0.5 for g in gaps)
     assert len({round(g, 3) for g in gaps}) > 1  # jittered

@@ -160,7 +160,10 @@ class Router:
         self._by_addr[addr] = host
 
     def source_for(self, host: Host, dst: PathAddr) -> PathAddr:
-        # a LAN peer (same /24 in the lab's site range) sees our LAN address; others our NAT's
+        # through a relay the far side sees our relay channel; a LAN peer (same /24) sees our
+        # LAN address; everyone else our NAT's public address
+        if dst.transport is Transport.RELAY:
+            return next(a for a in host.addrs if a.transport is Transport.RELAY)
         for a in host.addrs:
             if a.host.rsplit(".", 1)[0] == dst.host.rsplit(".", 1)[0]:
                 return a
