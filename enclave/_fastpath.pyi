@@ -40,3 +40,30 @@ class AeadKey:
         counters: Buffer,
         headroom: int,
     ) -> bytearray: ...
+
+# --- _fp_offload.pxi: TSO split / GRO coalesce for a vnet_hdr TAP ---------------------------
+OFFLOAD_ERRORS: Final[dict[int, str]]
+VNET_HDR_LEN: Final[int]
+TSO_MAX_SEGS: Final[int]
+GRO_MAX_FRAMES: Final[int]
+
+class OffloadError(ValueError):
+    code: int
+    def __init__(self, code: int) -> None: ...
+
+def tso_split_into(
+    packet: Buffer,
+    buf: Buffer,
+    offsets: Buffer,
+    lengths: Buffer,
+    start: int = 0,
+    headroom: int = 0,
+    tailroom: int = 0,
+    max_frame: int = 0,
+) -> int:
+    """offsets/lengths: uint32 buffers (array('I')); frame i at buf[offsets[i] + headroom:]."""
+
+def tso_split(packet: Buffer, max_frame: int = 0) -> list[bytes]: ...
+def gro_coalesce(
+    frames: list[bytes], verify: bool = True, arena_size: int | None = None
+) -> list[bytes]: ...

@@ -1,0 +1,621 @@
+"""TSO split and GRO coalesce (enclave/_fp_offload.pxi) against an independent Python model.
+
+The model builds every frame from scratch with struct (headers, lengths, checksums per
+RFC 791/793/8200 and RFC 1071), so a segment produced by the C code is compared byte for byte
+with what a correct TCP stack would have put on the wire.
+"""
+
+from __future__ import annotations
+
+import array
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+fp = pytest.importorskip("enclave._fastpath")
+
+VNET = "=BBHHHH"
+NEEDS_CSUM, DATA_VALID = 1, 2
+GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+SRC_MAC, DST_MAC = bytes.fromhex("02aabbccdd01"), bytes.fromhex("02aabbccdd02")
+SRC4, DST4 = bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])
+SRC6 = bytes.fromhex("fd00000000000000000000000000000a")
+DST6 = bytes.fromhex("fd00000000000000000000000000000b")
+TS_OPTS = bytes([1, 1, 8, 10]) + struct.pack("!II", 123456, 654321)  # NOP NOP timestamps
+
+
+# --- reference model ---------------------------------------------------------------------------
+
+
+def csum_sum(data: bytes) -> int:
+    """RFC 1071 one's-complement sum of 16-bit big-endian words, folded."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def pseudo(src: bytes, dst: bytes, l4len: int, proto: int = 6) -> bytes:
+    if len(src) == 4:
+        return src + dst + struct.pack("!BBH", 0, proto, l4len)
+    return src + dst + struct.pack("!IxxxB", l4len, proto)
+
+
+@dataclass(frozen=True)
+class Seg:
+    """One TCP/IP frame's parameters; build() renders it."""
+
+    payload: bytes
+    v6: bool = False
+    vlan: int | None = None
+    seq: int = 1000
+    ack: int = 77
+    ident: int = 0x1234
+    flags: int = ACK
+    window: int = 502
+    ttl: int = 64
+    tos: int = 0
+    ip_opts: bytes = b""
+    tcp_opts: bytes = b""
+    sport: int = 40000
+    dport: int = 5201
+
+    def headers_len(self) -> int:
+        l2 = 18 if self.vlan is not None else 14
+        return l2 + (40 if self.v6 else 20 + len(self.ip_opts)) + 20 + len(self.tcp_opts)
+
+    def build(self, csum: str = "full") -> bytes:
+        """csum: "full" (valid TCP checksum), "partial" (pseudo-header sum, as in
+        CHECKSUM_PARTIAL), "bad" (full checksum + 1)."""
+        if self.vlan is None:
+            eth = DST_MAC + SRC_MAC + struct.pack("!H", 0x86DD if self.v6 else 0x0800)
+        else:
+            eth = (
+                DST_MAC
+                + SRC_MAC
+                + struct.pack("!HHH", 0x8100, self.vlan, 0x86DD if self.v6 else 0x0800)
+            )
+        doff = (20 + len(self.tcp_opts)) // 4
+        tcp = struct.pack(
+            "!HHIIBBHHH",
+            self.sport,
+            self.dport,
+            self.seq % 2**32,
+            self.ack,
+            doff << 4,
+            self.flags,
+            self.window,
+            0,
+            0,
+        )
+        tcp += self.tcp_opts
+        seg = tcp + self.payload
+        src, dst = (SRC6, DST6) if self.v6 else (SRC4, DST4)
+        ps = csum_sum(pseudo(src, dst, len(seg)))
+        if csum == "partial":
+            check = ps
+        else:
+            check = 0xFFFF ^ csum_sum(pseudo(src, dst, len(seg)) + seg)
+            if csum == "bad":
+                check = (check + 1) & 0xFFFF
+        seg = seg[:16] + struct.pack("!H", check) + seg[18:]
+        if self.v6:
+            ip = struct.pack("!IHBB", (6 << 28) | (self.tos << 20) | 0x12345, len(seg), 6, self.ttl)
+            ip += src + dst
+        else:
+            ihl = (20 + len(self.ip_opts)) // 4
+            ip = struct.pack(
+                "!BBHHHBBH4s4s",
+                0x40 | ihl,
+                self.tos,
+                ihl * 4 + len(seg),
+                self.ident % 65536,
+                0x4000,
+                self.ttl,
+                6,
+                0,
+                src,
+                dst,
+            )
+            ip += self.ip_opts
+            ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum_sum(ip)) + ip[12:]
+        return eth + ip + seg
+
+    def l4(self) -> int:
+        return self.headers_len() - 20 - len(self.tcp_opts)
+
+
+def vnet(
+    flags: int = 0, gso: int = 0, hdr_len: int = 0, size: int = 0, cs: int = 0, co: int = 0
+) -> bytes:
+    return struct.pack(VNET, flags, gso, hdr_len, size, cs, co)
+
+
+def superframe(s: Seg, mss: int) -> bytes:
+    """What a vnet_hdr TAP hands us for a TSO send of s.payload with this MSS."""
+    gso = GSO_TCPV6 if s.v6 else GSO_TCPV4
+    return vnet(NEEDS_CSUM, gso, s.headers_len(), mss, s.l4(), 16) + s.build("partial")
+
+
+def expected_segments(s: Seg, mss: int) -> list[bytes]:
+    """The segments a correct TSO engine produces, each built from scratch."""
+    chunks = [s.payload[i : i + mss] for i in range(0, len(s.payload), mss)]
+    out = []
+    for i, chunk in enumerate(chunks):
+        flags = s.flags
+        if i < len(chunks) - 1:
+            flags &= ~(FIN | PSH)
+        if i > 0:
+            flags &= ~CWR
+        out.append(
+            replace(s, payload=chunk, seq=s.seq + i * mss, ident=s.ident + i, flags=flags).build()
+        )
+    return out
+
+
+def payload(n: int, salt: int = 0) -> bytes:
+    return bytes((i * 7 + salt) & 0xFF for i in range(n))
+
+
+def split_into(
+    pkt: bytes,
+    *,
+    start: int = 0,
+    headroom: int = 0,
+    tailroom: int = 0,
+    max_frame: int = 0,
+    size: int | None = None,
+) -> tuple[bytearray, list[int], list[int], int]:
+    buf = bytearray(b"\xaa" * (size if size is not None else len(pkt) + 64 * 300))
+    offs = array.array("I", [0] * 64)
+    lens = array.array("I", [0] * 64)
+    n = fp.tso_split_into(pkt, buf, offs, lens, start, headroom, tailroom, max_frame)
+    return buf, list(offs[:n]), list(lens[:n]), n
+
+
+# --- TSO split ---------------------------------------------------------------------------------
+
+SPLIT_CASES = [
+    # (id, Seg, mss)
+    ("v4", Seg(payload(14000)), 1388),
+    ("v6", Seg(payload(14000), v6=True), 1368),
+    ("v4-vlan", Seg(payload(9000), vlan=42), 1400),
+    ("v6-vlan", Seg(payload(9000), v6=True, vlan=7), 1400),
+    ("v4-options", Seg(payload(7000), ip_opts=bytes([1, 1, 1, 0]), tcp_opts=TS_OPTS), 1376),
+    ("v6-options", Seg(payload(7000), v6=True, tcp_opts=TS_OPTS), 1356),
+    ("psh", Seg(payload(5000), flags=ACK | PSH), 1000),
+    ("fin-psh", Seg(payload(5000), flags=ACK | PSH | FIN), 1000),
+    ("cwr-ece", Seg(payload(5000), flags=ACK | CWR | ECE), 1000),
+    ("exact-multiple", Seg(payload(4000)), 1000),
+    ("single", Seg(payload(700)), 1000),
+    ("one-byte-tail", Seg(payload(2001)), 1000),
+    ("odd-mss", Seg(payload(3333)), 999),
+    ("wrap", Seg(payload(6000), seq=2**32 - 2500, ident=0xFFFE), 1448),
+    ("max-64k", Seg(payload(65535 - 40)), 1448),
+    ("64-segments", Seg(payload(64 * 100)), 100),
+]
+
+
+@pytest.mark.parametrize(
+    ("seg", "mss"), [c[1:] for c in SPLIT_CASES], ids=[c[0] for c in SPLIT_CASES]
+)
+def test_split_matches_reference(seg: Seg, mss: int) -> None:
+    got = fp.tso_split(superframe(seg, mss))
+    want = expected_segments(seg, mss)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, f"segment {i} differs"
+    hl = seg.headers_len()
+    assert b"".join(g[hl:] for g in got) == seg.payload
+
+
+def test_split_layout_headroom_tailroom_and_start() -> None:
+    seg = Seg(payload(5000), v6=True)
+    buf, offs, lens, n = split_into(superframe(seg, 1200), start=5, headroom=16, tailroom=16)
+    want = expected_segments(seg, 1200)
+    assert n == len(want) == 5
+    pos = 5
+    for i in range(n):
+        assert offs[i] == pos
+        assert lens[i] == len(want[i])
+        assert bytes(buf[pos : pos + 16]) == b"\xaa" * 16, "headroom must be left alone"
+        assert bytes(buf[pos + 16 : pos + 16 + lens[i]]) == want[i]
+        tail = pos + 16 + lens[i]
+        assert bytes(buf[tail : tail + 16]) == b"\xaa" * 16, "tailroom must be left alone"
+        pos = tail + 16
+    assert bytes(buf[:5]) == b"\xaa" * 5
+    assert bytes(buf[pos:]) == b"\xaa" * (len(buf) - pos)
+
+
+def test_split_max_frame_and_space() -> None:
+    seg = Seg(payload(3000))
+    pkt = superframe(seg, 1000)
+    frame = seg.headers_len() + 1000
+    assert len(fp.tso_split(pkt, max_frame=frame)) == 3
+    with pytest.raises(fp.OffloadError) as ei:
+        fp.tso_split(pkt, max_frame=frame - 1)
+    assert ei.value.code == -8
+    need = 3 * (frame - 1000 + 32) + 3000
+    assert split_into(pkt, headroom=16, tailroom=16, size=need)[3] == 3
+    with pytest.raises(fp.OffloadError) as ei:
+        split_into(pkt, headroom=16, tailroom=16, size=need - 1)
+    assert ei.value.code == -9
+    with pytest.raises(fp.OffloadError) as ei:  # start beyond the buffer
+        split_into(pkt, start=need + 1, size=need)
+    assert ei.value.code == -10
+
+
+def test_split_respects_caller_segment_limit() -> None:
+    pkt = superframe(Seg(payload(3000)), 1000)
+    buf = bytearray(10000)
+    offs, lens = array.array("I", [0, 0]), array.array("I", [0, 0])
+    with pytest.raises(fp.OffloadError) as ei:
+        fp.tso_split_into(pkt, buf, offs, lens)
+    assert ei.value.code == -7
+
+
+def test_non_gso_frames_copied_and_partial_checksum_completed() -> None:
+    arp = DST_MAC + SRC_MAC + b"\x08\x06" + bytes(range(28))
+    assert fp.tso_split(vnet() + arp) == [arp]
+    full = Seg(payload(300), flags=ACK | PSH)
+    # a TCP frame the kernel left CHECKSUM_PARTIAL
+    got = fp.tso_split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, full.l4(), 16) + full.build("partial"))
+    assert got == [full.build()]
+    # same over IPv6 + VLAN, and with Ethernet padding after a tiny IPv4 packet
+    v6 = Seg(payload(11), v6=True, vlan=3)
+    got = fp.tso_split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, v6.l4(), 16) + v6.build("partial"))
+    assert got == [v6.build()]
+    tiny = Seg(payload(1))
+    padded = tiny.build("partial") + b"\0" * 5
+    got = fp.tso_split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, tiny.l4(), 16) + padded)
+    assert got == [tiny.build() + b"\0" * 5]
+    # a UDP datagram (checksum at offset 6) with a partial checksum
+    data = payload(99)
+    udp = struct.pack("!HHHH", 53, 5353, 8 + len(data), 0) + data
+    ps = csum_sum(pseudo(SRC4, DST4, len(udp), 17))
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, SRC4, DST4)
+    ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum_sum(ip)) + ip[12:]
+    eth = DST_MAC + SRC_MAC + b"\x08\x00"
+    partial = eth + ip + udp[:6] + struct.pack("!H", ps) + udp[8:]
+    [out] = fp.tso_split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 34, 6) + partial)
+    assert csum_sum(pseudo(SRC4, DST4, len(udp), 17) + out[34:]) == 0xFFFF
+    assert out[:40] + out[42:] == partial[:40] + partial[42:]
+
+
+def _bad(pkt: bytes, at: int, value: bytes) -> bytes:
+    return pkt[:at] + value + pkt[at + len(value) :]
+
+
+GOOD = superframe(Seg(payload(4000)), 1000)  # 14 + 20 + 20 headers; vnet 10
+GOOD6 = superframe(Seg(payload(4000), v6=True), 1000)
+IP = 10 + 14  # IPv4 header offset inside GOOD
+TCP = IP + 20
+REJECT_CASES = [
+    # (number, description, packet, error code)
+    (1, "empty", b"", -1),
+    (2, "vnet header only", GOOD[:10], -1),
+    (3, "runt Ethernet frame", GOOD[:20], -1),
+    (4, "gso_type UDP (UFO)", _bad(GOOD, 1, bytes([GSO_UDP])), -2),
+    (5, "gso_type UDP_L4", _bad(GOOD, 1, bytes([GSO_UDP_L4])), -2),
+    (6, "gso TCPV4 over an IPv6 frame", _bad(GOOD6, 1, bytes([GSO_TCPV4])), -2),
+    (7, "gso TCPV6 over an IPv4 frame", _bad(GOOD, 1, bytes([GSO_TCPV6])), -2),
+    (8, "ARP ethertype with gso", _bad(GOOD, 22, b"\x08\x06"), -3),
+    (9, "IP version 5", _bad(GOOD, IP, b"\x55"), -3),
+    (10, "IHL 4", _bad(GOOD, IP, b"\x44"), -3),
+    (11, "IHL beyond the frame", _bad(GOOD[: IP + 30], IP, b"\x4f"), -1),
+    (12, "protocol UDP", _bad(GOOD, IP + 9, b"\x11"), -3),
+    (13, "total length too long", _bad(GOOD, IP + 2, struct.pack("!H", 4041)), -3),
+    (14, "total length too short", _bad(GOOD, IP + 2, struct.pack("!H", 4039)), -3),
+    (15, "truncated frame", GOOD[:-1], -3),
+    (16, "more fragments", _bad(GOOD, IP + 6, b"\x20\x00"), -3),
+    (17, "fragment offset", _bad(GOOD, IP + 6, b"\x00\x10"), -3),
+    (18, "TCP data offset 4", _bad(GOOD, TCP + 12, b"\x40"), -4),
+    (
+        19,
+        "TCP header beyond the packet",
+        _bad(_bad(GOOD[: TCP + 30], IP + 2, struct.pack("!H", 50)), TCP + 12, b"\xf0"),
+        -1,
+    ),
+    (20, "csum_start not the TCP header", _bad(GOOD, 6, struct.pack("=H", 30)), -5),
+    (21, "csum_offset not 16", _bad(GOOD, 8, struct.pack("=H", 6)), -5),
+    (22, "NEEDS_CSUM missing", _bad(GOOD, 0, b"\x00"), -5),
+    (23, "gso_size 0", _bad(GOOD, 4, struct.pack("=H", 0)), -6),
+    (24, "no payload", superframe(Seg(b""), 1000), -4),
+    (25, "65 segments", superframe(Seg(payload(6500)), 100), -7),
+    (26, "IPv6 version nibble 4", _bad(GOOD6, IP, b"\x40"), -3),
+    (27, "IPv6 next header not TCP", _bad(GOOD6, IP + 6, b"\x00"), -3),
+    (28, "IPv6 payload length wrong", _bad(GOOD6, IP + 4, struct.pack("!H", 1)), -3),
+    (
+        29,
+        "non-GSO csum_start beyond the packet",
+        vnet(NEEDS_CSUM, 0, 0, 0, 200, 16) + GOOD[10:110],
+        -5,
+    ),
+    (30, "non-GSO csum field past the end", vnet(NEEDS_CSUM, 0, 0, 0, 90, 9) + GOOD[10:110], -5),
+    (
+        31,
+        "VLAN tag cut short",
+        vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 18, 16) + DST_MAC + SRC_MAC + b"\x81\x00\x00",
+        -1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("num", "why", "pkt", "code"), REJECT_CASES, ids=[f"{c[0]:02d}-{c[1]}" for c in REJECT_CASES]
+)
+def test_split_rejects_malformed(num: int, why: str, pkt: bytes, code: int) -> None:
+    with pytest.raises(fp.OffloadError) as ei:
+        fp.tso_split(pkt)
+    assert ei.value.code == code, f"case {num} ({why}): {ei.value}"
+
+
+def test_split_error_names() -> None:
+    assert set(fp.OFFLOAD_ERRORS) == set(range(-10, 0))
+    err = fp.OffloadError(-7)
+    assert isinstance(err, ValueError) and "too_many_segments" in str(err)
+
+
+def parse_ok(frame: bytes) -> tuple[int, int]:
+    """(L4 offset, payload offset) of a frame the model considers valid TCP with valid
+    checksums; asserts on anything else."""
+    l2 = 18 if frame[12:14] == b"\x81\x00" else 14
+    et = frame[l2 - 2 : l2]
+    if et == b"\x08\x00":
+        ihl = (frame[l2] & 15) * 4
+        assert csum_sum(frame[l2 : l2 + ihl]) == 0xFFFF, "IPv4 header checksum"
+        assert struct.unpack("!H", frame[l2 + 2 : l2 + 4])[0] == len(frame) - l2
+        src, dst, l4 = frame[l2 + 12 : l2 + 16], frame[l2 + 16 : l2 + 20], l2 + ihl
+    else:
+        assert et == b"\x86\xdd"
+        assert struct.unpack("!H", frame[l2 + 4 : l2 + 6])[0] == len(frame) - l2 - 40
+        src, dst, l4 = frame[l2 + 8 : l2 + 24], frame[l2 + 24 : l2 + 40], l2 + 40
+    assert csum_sum(pseudo(src, dst, len(frame) - l4) + frame[l4:]) == 0xFFFF, "TCP checksum"
+    return l4, l4 + (frame[l4 + 12] >> 4) * 4
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_fuzz_split_random_bytes(data: bytes) -> None:
+    try:
+        out = fp.tso_split(data)
+    except fp.OffloadError as exc:
+        assert exc.code in fp.OFFLOAD_ERRORS
+        return
+    assert len(out) >= 1
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([GOOD, GOOD6, superframe(Seg(payload(3000), vlan=9, tcp_opts=TS_OPTS), 700)]),
+    st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), min_size=1, max_size=6),
+    st.integers(0, 40),
+)
+def test_fuzz_split_mutated_superframes(
+    base: bytes, edits: list[tuple[int, int]], cut: int
+) -> None:
+    pkt = bytearray(base)
+    for at, val in edits:
+        pkt[at % len(pkt)] = val
+    pkt = pkt[: len(pkt) - cut]
+    try:
+        out = fp.tso_split(bytes(pkt))
+    except fp.OffloadError as exc:
+        assert exc.code in fp.OFFLOAD_ERRORS
+        return
+    if pkt[1] in (GSO_TCPV4, GSO_TCPV6):
+        # a super-frame that is accepted yields valid, equal-sized segments of its payload
+        joined = b""
+        for frame in out:
+            _l4, data_at = parse_ok(frame)
+            joined += frame[data_at:]
+        hdr = out[0][:data_at]
+        assert joined == bytes(pkt[10 + len(hdr) :])
+
+
+# --- GRO coalesce ------------------------------------------------------------------------------
+
+
+def hdr(out: bytes) -> tuple[int, int, int, int, int, int]:
+    return struct.unpack_from(VNET, out)
+
+
+def coalesced_reference(s: Seg, mss: int) -> bytes:
+    """The super-frame GRO must produce for the segments of s (virtio contract)."""
+    return superframe(s, mss)
+
+
+GRO_CASES = [
+    ("v4", Seg(payload(14000)), 1388),
+    ("v6", Seg(payload(14000), v6=True), 1368),
+    ("v4-vlan-opts", Seg(payload(9000), vlan=42, tcp_opts=TS_OPTS), 1388),
+    ("v6-vlan", Seg(payload(9000), v6=True, vlan=7), 1400),
+    ("psh-last", Seg(payload(5000), flags=ACK | PSH), 1000),
+    ("equal-sizes", Seg(payload(4000)), 1000),
+    ("wrap", Seg(payload(6000), seq=2**32 - 2500, ident=0xFFFE), 1448),
+]
+
+
+@pytest.mark.parametrize(("seg", "mss"), [c[1:] for c in GRO_CASES], ids=[c[0] for c in GRO_CASES])
+def test_gro_rebuilds_the_superframe(seg: Seg, mss: int) -> None:
+    segs = expected_segments(seg, mss)
+    out = fp.gro_coalesce(segs)
+    assert out == [coalesced_reference(seg, mss)]
+    # and the split of the coalesced frame gives back the original segments
+    assert fp.tso_split(out[0]) == segs
+
+
+def test_gro_single_and_non_candidates_pass_through() -> None:
+    one = Seg(payload(500)).build()
+    cases = {
+        "syn": replace(Seg(b""), flags=SYN).build(),
+        "fin": Seg(payload(10), flags=ACK | FIN).build(),
+        "rst": Seg(b"", flags=RST | ACK).build(),
+        "urg": Seg(payload(10), flags=ACK | URG).build(),
+        "cwr": Seg(payload(10), flags=ACK | CWR).build(),
+        "pure-ack": Seg(b"").build(),
+        "ip-options": Seg(payload(10), ip_opts=bytes([1, 1, 1, 0])).build(),
+        "padded": Seg(payload(1)).build() + b"\0" * 5,
+        "arp": DST_MAC + SRC_MAC + b"\x08\x06" + bytes(28),
+    }
+    out = fp.gro_coalesce([one])
+    assert out == [vnet(DATA_VALID) + one]
+    for name, frame in cases.items():
+        assert fp.gro_coalesce([frame]) == [vnet() + frame], name
+
+
+def test_gro_bad_checksum_breaks_the_run_and_is_not_marked_valid() -> None:
+    s = Seg(payload(6000))
+    segs = expected_segments(s, 1000)
+    bad = replace(s, payload=s.payload[2000:3000], seq=s.seq + 2000, ident=s.ident + 2).build("bad")
+    frames = [*segs[:2], bad, *segs[3:]]
+    out = fp.gro_coalesce(frames)
+    assert len(out) == 3
+    assert out[0] == superframe(replace(s, payload=s.payload[:2000]), 1000)
+    assert out[1] == vnet() + bad
+    assert hdr(out[2])[:2] == (NEEDS_CSUM, GSO_TCPV4)
+    assert fp.tso_split(out[2]) == segs[3:]
+    # without verification the run is merged whatever the checksums say
+    merged = fp.gro_coalesce(frames, verify=False)
+    assert len(merged) == 1 and hdr(merged[0])[1] == GSO_TCPV4
+
+
+def test_gro_interleaved_flows_keep_per_flow_order() -> None:
+    a = Seg(payload(4000, 1))
+    b = Seg(payload(3000, 2), sport=40001, v6=False)
+    sa, sb = expected_segments(a, 1000), expected_segments(b, 1000)
+    udp_like = DST_MAC + SRC_MAC + b"\x08\x06" + bytes(28)
+    frames = [sa[0], sb[0], sa[1], udp_like, sb[1], sa[2], sa[3], sb[2]]
+    out = fp.gro_coalesce(frames)
+    assert out == [superframe(a, 1000), superframe(b, 1000), vnet() + udp_like]
+
+
+@pytest.mark.parametrize(
+    ("why", "second"),
+    [
+        ("seq gap", lambda s: replace(s, seq=s.seq + 1001)),
+        ("different ack", lambda s: replace(s, ack=78)),
+        ("different window", lambda s: replace(s, window=1)),
+        ("different ttl", lambda s: replace(s, ttl=63)),
+        ("different tos", lambda s: replace(s, tos=4)),
+        ("different options", lambda s: replace(s, tcp_opts=TS_OPTS[:-1] + b"\x01")),
+        ("ece only on one", lambda s: replace(s, flags=ACK | ECE)),
+        ("larger after smaller", lambda s: replace(s, payload=payload(1001))),
+    ],
+)
+def test_gro_does_not_merge_mismatches(why: str, second: Callable[[Seg], Seg]) -> None:
+    first = Seg(payload(1000), tcp_opts=TS_OPTS)
+    nxt = replace(first, seq=first.seq + 1000, ident=first.ident + 1, payload=payload(1000, 3))
+    nxt = second(nxt)
+    frames = [first.build(), nxt.build()]
+    out = fp.gro_coalesce(frames)
+    assert out == [vnet(DATA_VALID) + f for f in frames], why
+
+
+def test_gro_small_or_psh_segment_ends_a_run() -> None:
+    s = Seg(payload(1000))
+    f0 = s.build()
+    f1 = replace(s, seq=s.seq + 1000, ident=s.ident + 1, payload=payload(500)).build()
+    f2 = replace(s, seq=s.seq + 1500, ident=s.ident + 2).build()
+    out = fp.gro_coalesce([f0, f1, f2])
+    assert len(out) == 2
+    assert fp.tso_split(out[0]) == [f0, f1]
+    assert out[1] == vnet(DATA_VALID) + f2
+    p1 = replace(s, seq=s.seq + 1000, ident=s.ident + 1, flags=ACK | PSH).build()
+    p2 = replace(s, seq=s.seq + 2000, ident=s.ident + 2).build()
+    out = fp.gro_coalesce([f0, p1, p2])
+    assert len(out) == 2 and fp.tso_split(out[0]) == [f0, p1]
+    assert hdr(out[0])[3] == 1000 and out[0][10 + 34 + 13] == ACK | PSH
+
+
+def test_gro_limits_64_segments_and_64k() -> None:
+    s = Seg(payload(65 * 100))
+    segs = expected_segments(s, 100)
+    out = fp.gro_coalesce(segs)
+    assert len(out) == 2
+    assert fp.tso_split(out[0]) == segs[:64]
+    assert out[1] == vnet(DATA_VALID) + segs[64]
+    big = Seg(payload(50 * 1448))
+    segs = expected_segments(big, 1448)
+    out = fp.gro_coalesce(segs)
+    first = fp.tso_split(out[0])
+    assert len(first) == 45  # 40 + 45 * 1448 = 65200 <= 65535 < 40 + 46 * 1448
+    assert len(out[0]) - 10 - 14 <= 65535
+    assert [f for o in out for f in fp.tso_split(o)] == segs
+
+
+def test_gro_arena_too_small_falls_back_to_single_frames() -> None:
+    s = Seg(payload(3000))
+    segs = expected_segments(s, 1000)
+    out = fp.gro_coalesce(segs, arena_size=100)
+    assert out == [vnet(DATA_VALID) + f for f in segs]
+    out = fp.gro_coalesce(segs, arena_size=10 + 54 + 3000)
+    assert out == [superframe(s, 1000)]
+
+
+def test_gro_rejects_bad_arguments() -> None:
+    with pytest.raises(fp.OffloadError):
+        fp.gro_coalesce([b"x"] * (fp.GRO_MAX_FRAMES + 1))
+    assert fp.gro_coalesce([]) == []
+
+
+FLOWS = [
+    Seg(b"", sport=1000),
+    Seg(b"", sport=1001, v6=True),
+    Seg(b"", sport=1002, vlan=5, tcp_opts=TS_OPTS),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 1500), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=80,
+    ),
+    st.data(),
+)
+def test_fuzz_gro_then_split_is_identity_per_flow(
+    plan: list[tuple[int, int, bool, bool]], data: st.DataObject
+) -> None:
+    """Any interleaving of valid segments (random sizes, PSH, occasional bad checksums):
+    splitting every GRO output gives back each flow's frames in order, checksums repaired
+    only where GRO vouched for them."""
+    seq = [5000, 9000, 2**32 - 3000]
+    ident = [1, 65530, 7]
+    frames: list[bytes] = []
+    flow_of: list[int] = []
+    for flow, size, psh, bad in plan:
+        s = replace(
+            FLOWS[flow],
+            payload=payload(size, flow),
+            seq=seq[flow],
+            ident=ident[flow],
+            flags=ACK | (PSH if psh else 0),
+        )
+        frames.append(s.build("bad" if bad and size % 7 == 0 else "full"))
+        flow_of.append(flow)
+        seq[flow] += size
+        ident[flow] += 1
+    out = fp.gro_coalesce(frames)
+    assert len(out) <= len(frames)
+    got: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    for o in out:
+        h = hdr(o)
+        pieces = fp.tso_split(o)
+        if h[1] == GSO_NONE:
+            assert h[0] in (0, DATA_VALID) and len(pieces) == 1
+        # which flow: by source port
+        l2 = 18 if o[10 + 12 : 10 + 14] == b"\x81\x00" else 14
+        l4 = 10 + l2 + (40 if o[10 + l2 - 2 : 10 + l2] == b"\x86\xdd" else 20)
+        sport = struct.unpack("!H", o[l4 : l4 + 2])[0]
+        got[sport - 1000].extend(pieces)
+    for flow in range(3):
+        assert got[flow] == [f for f, fl in zip(frames, flow_of, strict=True) if fl == flow]
