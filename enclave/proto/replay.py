@@ -46,7 +46,10 @@ class ReplayWindow:
             return False
         if counter > self._highest:
             shift = counter - self._highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
+            if shift >= self._size:  # a far jump clears the window (never shift by 2**40)
+                self._bits = 1
+            else:
+                self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
             self._highest = counter
         else:
             self._bits |= 1 << (self._highest - counter)
