@@ -61,6 +61,10 @@ _HOST_SYSCTLS = {  # explicit: new namespaces may inherit the init namespace's I
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
+if os.path.isdir("/proc/sys/net/ipv6"):  # the lab is IPv4-only: no link-local v6 side paths
+    for _sysctls in (_ROUTER_SYSCTLS, _HOST_SYSCTLS):
+        _sysctls["net.ipv6.conf.all.disable_ipv6"] = "1"
+        _sysctls["net.ipv6.conf.default.disable_ipv6"] = "1"
 
 
 @dataclass
@@ -391,8 +395,11 @@ class Lab:
 
     def _build(self) -> None:
         t0 = time.monotonic()
+        routers = {self.inet_netns, *(s.router_netns for s in self._sites.values())}
         for ns in self._namespaces:
             netns.add_netns(ns)
+            # before any link exists, so "default" settings reach every interface
+            netns.write_sysctls(ns, _ROUTER_SYSCTLS if ns in routers else _HOST_SYSCTLS)
         inet = self.inet_netns
         inet_cmds = [
             "link set lo up",
@@ -420,7 +427,6 @@ class Lab:
             if not plan.site.nat.translates:
                 inet_cmds.append(f"route add {plan.lan} via {plan.uplink_router.ip}")
         netns.ip_batch(inet, inet_cmds)  # in order: links and addresses before routes
-        netns.write_sysctls(inet, _ROUTER_SYSCTLS)
 
         for name, iface in plan_public(self.topology).items():
             host = self._hosts[name]
@@ -433,7 +439,6 @@ class Lab:
                     f"route add default via {INTERNET_GW}",
                 ],
             )
-            netns.write_sysctls(host.netns, _HOST_SYSCTLS)
 
         for plan in self._plans:
             self._build_site(plan)
@@ -465,7 +470,6 @@ class Lab:
                 f"link set h{i} up",
             ]
         cmds.append(f"route add default via {plan.uplink_inet.ip}")
-        netns.write_sysctls(router, _ROUTER_SYSCTLS)
         netns.ip_batch(router, cmds)
         rules = natrules.ruleset(site.nat, plan.uplink_router.ip)
         if rules:
@@ -485,7 +489,6 @@ class Lab:
                     f"route add default via {plan.lan_gw.ip}",
                 ],
             )
-            netns.write_sysctls(host.netns, _HOST_SYSCTLS)
 
 
 def _veth(name: str, peer: str, peer_netns: str, mtu: int) -> str:

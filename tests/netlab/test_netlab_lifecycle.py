@@ -75,6 +75,7 @@ def test_with_block_builds_and_tears_down(netlab_required: None) -> None:
         )
         out = a1.run(["ip", "-j", "addr", "show", "dev", "eth0"], check=True)
         assert "198.19.1.11" in out.stdout
+        assert a1.run(["ip", "-6", "addr", "show", "dev", "eth0"], check=True).stdout == ""
         assert a1.run(["sh", "-c", "exit 3"]).returncode == 3
         assert a1.call(lambda: Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()) == "0"
         router = lab.site("a").router_netns
