@@ -41,6 +41,19 @@ class AeadKey:
         headroom: int,
     ) -> bytearray: ...
 
+# --- _fp_replay.pxi ---
+REPLAY_WINDOW: Final[int]
+
+class ReplayWindow:
+    """RFC 6479 anti-replay window: check() before decryption, update() after authentication."""
+
+    def __init__(self, limit: int = ...) -> None: ...
+    def check(self, counter: int) -> bool: ...
+    def update(self, counter: int) -> bool: ...
+    def reset(self) -> None: ...
+    @property
+    def last(self) -> int: ...
+
 # --- _fp_offload.pxi: TSO split / GRO coalesce for a vnet_hdr TAP ---------------------------
 OFFLOAD_ERRORS: Final[dict[int, str]]
 VNET_HDR_LEN: Final[int]

@@ -8,6 +8,7 @@ callers that cannot import this module must report it and stop (``enclave info``
 What lives here (each part in its own include file):
 
     _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF seal/open in place, batched
+    _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
 
 Outbound flow this is built for (inside -> outside, one batch per syscall round):
 
@@ -137,4 +138,5 @@ def aes256gcm_available() -> bool:
 
 
 include "_fp_aead.pxi"
+include "_fp_replay.pxi"
 include "_fp_offload.pxi"
