@@ -1,0 +1,124 @@
+"""What the platform tells each side when mutual intent holds: the shared currency between the
+control channel (which receives it) and the connection manager (which punches with it).
+
+JSON form on the control channel (one object per introduction):
+
+    {"type": "introduce",
+     "peer": "V88RY",                       # the other system's name
+     "cert": "<base64 DER>",                # its current certificate
+     "nat": "endpoint-independent",         # NatBehaviour value
+     "punch_at": 1764193000.25,             # unix time both sides start probing
+     "candidates": [{"transport": "udp", "host": "198.19.1.2", "port": 51820,
+                     "kind": "private", "nat": "endpoint-independent"}, ...],
+     "relay": {"transport": "relay", "host": "198.18.0.2", "port": 3479} | null}
+
+    {"type": "withdraw", "peer": "V88RY", "reason": "intent" | "revoked" | "offline" | ...}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+
+_KIND_NAMES = {k: k.name.lower().replace("_", "-") for k in CandidateKind}
+_KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}
+
+
+class IntroductionError(ValueError):
+    """A malformed introduction or withdrawal from the control channel."""
+
+
+@dataclass(frozen=True)
+class Introduction:
+    peer: str
+    cert_der: bytes
+    candidates: tuple[Candidate, ...]
+    nat: NatBehaviour
+    punch_at: float  # unix time (wall clock): the agent converts to its monotonic clock
+    relay: PathAddr | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "introduce",
+            "peer": self.peer,
+            "cert": base64.b64encode(self.cert_der).decode("ascii"),
+            "nat": self.nat.value,
+            "punch_at": self.punch_at,
+            "candidates": [candidate_to_json(c) for c in self.candidates],
+            "relay": addr_to_json(self.relay) if self.relay is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Introduction:
+        try:
+            if not isinstance(obj, dict) or obj.get("type") != "introduce":
+                raise IntroductionError("not an introduction")
+            peer = obj["peer"]
+            if not isinstance(peer, str) or not peer or len(peer) > 64:
+                raise IntroductionError("bad peer name")
+            cert = base64.b64decode(obj["cert"], validate=True)
+            cands = obj["candidates"]
+            if not isinstance(cands, list) or len(cands) > 64:
+                raise IntroductionError("bad candidate list")
+            relay = obj.get("relay")
+            return cls(
+                peer=peer,
+                cert_der=cert,
+                candidates=tuple(candidate_from_json(c) for c in cands),
+                nat=NatBehaviour(obj["nat"]),
+                punch_at=float(obj["punch_at"]),
+                relay=addr_from_json(relay) if relay is not None else None,
+            )
+        except IntroductionError:
+            raise
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise IntroductionError(f"malformed introduction: {e!r}") from e
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    peer: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "withdraw", "peer": self.peer, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Withdrawal:
+        if (
+            not isinstance(obj, dict)
+            or obj.get("type") != "withdraw"
+            or not isinstance(obj.get("peer"), str)
+            or not isinstance(obj.get("reason", ""), str)
+        ):
+            raise IntroductionError("malformed withdrawal")
+        return cls(peer=obj["peer"], reason=obj.get("reason", ""))
+
+
+def addr_to_json(addr: PathAddr) -> dict[str, Any]:
+    return {"transport": addr.transport.value, "host": addr.host, "port": addr.port}
+
+
+def addr_from_json(obj: Any) -> PathAddr:
+    if not isinstance(obj, dict):
+        raise IntroductionError("address is not an object")
+    host, port = obj["host"], obj["port"]
+    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
+        raise IntroductionError("bad address")
+    return PathAddr(Transport(obj["transport"]), host, port)
+
+
+def candidate_to_json(c: Candidate) -> dict[str, Any]:
+    return {**addr_to_json(c.addr), "kind": _KIND_NAMES[c.kind], "nat": c.nat.value}
+
+
+def candidate_from_json(obj: Any) -> Candidate:
+    addr = addr_from_json(obj)
+    kind = _KIND_BY_NAME.get(obj.get("kind"))
+    if kind is None:
+        raise IntroductionError(f"bad candidate kind {obj.get('kind')!r}")
+    return Candidate(addr, kind, NatBehaviour(obj.get("nat", NatBehaviour.UNKNOWN.value)))
