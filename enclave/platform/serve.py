@@ -55,9 +55,11 @@ async def serve(platform: Platform, host: str, port: int) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
+        try:
+            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         log.info("stopped")
 
 
