@@ -77,6 +77,16 @@ def tso_split_into(
     """offsets/lengths: uint32 buffers (array('I')); frame i at buf[offsets[i] + headroom:]."""
 
 def tso_split(packet: Buffer, max_frame: int = 0) -> list[bytes]: ...
+def gro_coalesce_into(
+    buf: Buffer,
+    offsets: Buffer,
+    lengths: Buffer,
+    headroom: int,
+    arena: Buffer,
+    verify: bool = True,
+) -> list[tuple[int, int, int]]:
+    """(where, offset, length) per TAP write; where 0 = buf (in place), 1 = arena."""
+
 def gro_coalesce(
     frames: list[bytes], verify: bool = True, arena_size: int | None = None
 ) -> list[bytes]: ...

@@ -660,46 +660,69 @@ def tso_split(const uint8_t[::1] packet not None, size_t max_frame=0) -> list:
     return [bytes(buf[offs[i]:offs[i] + lens[i]]) for i in range(n)]
 
 
+def gro_coalesce_into(uint8_t[::1] buf not None, const uint32_t[::1] offsets not None,
+                      const uint32_t[::1] lengths not None, size_t headroom,
+                      uint8_t[::1] arena not None, bint verify=True) -> list:
+    """fo_gro over a data-plane batch: frame i at buf[offsets[i] + headroom:][:lengths[i]].
+
+    Returns what to write to the TAP, in order, as (where, offset, length) tuples: where 0 =
+    buf (a frame passing through, its virtio header written in place at offset), 1 = arena
+    (a coalesced super-frame). Frames are bounds-checked first (ValueError).
+    """
+    cdef Py_ssize_t n = offsets.shape[0]
+    cdef Py_ssize_t i
+    cdef int k
+    cdef fo_span spans[FO_GRO_MAX_FRAMES]
+    cdef size_t cap = <size_t>buf.shape[0]
+    cdef uint8_t *b = &buf[0] if cap else NULL
+    cdef uint8_t *a = &arena[0] if arena.shape[0] else NULL
+    if lengths.shape[0] != n:
+        raise ValueError("offsets and lengths differ in length")
+    if n > FO_GRO_MAX_FRAMES or headroom < FO_VNET_HDR_LEN:
+        raise OffloadError(FO_E_ARG)
+    for i in range(n):
+        if offsets[i] > cap or headroom + lengths[i] > cap - offsets[i]:
+            raise ValueError(f"frame {i} exceeds the {cap}-byte buffer")
+    if n == 0:
+        return []
+    with nogil:
+        k = fo_gro(b, &offsets[0], &lengths[0], <int>n, headroom, a,
+                   <size_t>arena.shape[0], spans, FO_GRO_MAX_FRAMES, verify)
+    if k < 0:
+        raise OffloadError(k)
+    res = []
+    for i in range(k):
+        if a != NULL and spans[i].ptr >= a and spans[i].ptr < a + arena.shape[0]:
+            res.append((1, <size_t>(spans[i].ptr - a), spans[i].len))
+        else:
+            res.append((0, <size_t>(spans[i].ptr - b), spans[i].len))
+    return res
+
+
 def gro_coalesce(frames, bint verify=True, arena_size=None) -> list:
     """Coalesce decrypted Ethernet frames; each result is virtio_net_hdr + frame (bytes).
 
-    Runs the nogil fo_gro over a batch laid out like the data plane's (frames at
-    offset + headroom, virtio headers written in place for frames that pass through).
-    arena_size: bytes for coalesced output (default: enough for everything).
+    Lays the frames out like the data plane's batch (16 bytes of headroom each) and runs
+    gro_coalesce_into. arena_size: bytes for coalesced output (default: enough for all).
     """
+    import array
     cdef size_t headroom = 16
     cdef Py_ssize_t n = len(frames)
-    cdef Py_ssize_t i
     cdef size_t pos = 0
-    cdef int k
-    cdef fo_span spans[FO_GRO_MAX_FRAMES]
-    cdef uint8_t[::1] bv
-    cdef uint8_t[::1] av
-    cdef uint32_t[::1] ov
-    cdef uint32_t[::1] lv
-    import array
     if n > FO_GRO_MAX_FRAMES:
         raise OffloadError(FO_E_ARG)
     if n == 0:
         return []
-    total = sum(len(f) for f in frames)
-    buf = bytearray(total + n * headroom + 1)
-    arena = bytearray((total + n * FO_VNET_HDR_LEN if arena_size is None else arena_size) + 1)
+    blobs = [bytes(f) for f in frames]
+    total = sum(len(f) for f in blobs)
+    buf = bytearray(total + n * headroom)
+    arena = bytearray(total + n * FO_VNET_HDR_LEN if arena_size is None else arena_size)
     offs = array.array("I", bytes(4 * n))
     lens = array.array("I", bytes(4 * n))
-    for i in range(n):
-        fb = bytes(frames[i])
+    for i, fb in enumerate(blobs):
         offs[i] = pos
         lens[i] = len(fb)
         buf[pos + headroom:pos + headroom + len(fb)] = fb
         pos += headroom + len(fb)
-    bv = buf
-    av = arena
-    ov = offs
-    lv = lens
-    with nogil:
-        k = fo_gro(&bv[0], &ov[0], &lv[0], <int>n, headroom, &av[0], <size_t>av.shape[0] - 1,
-                   spans, FO_GRO_MAX_FRAMES, verify)
-    if k < 0:
-        raise OffloadError(k)
-    return [(<char *>spans[i].ptr)[:spans[i].len] for i in range(k)]
+    spans = gro_coalesce_into(buf, offs, lens, headroom, arena, verify)
+    return [bytes((arena if where else buf)[off:off + ln]) for where, off, ln in spans]

@@ -554,8 +554,9 @@ def test_gro_limits_64_segments_and_64k() -> None:
 def test_gro_arena_too_small_falls_back_to_single_frames() -> None:
     s = Seg(payload(3000))
     segs = expected_segments(s, 1000)
-    out = fp.gro_coalesce(segs, arena_size=100)
-    assert out == [vnet(DATA_VALID) + f for f in segs]
+    for size in (0, 100, 10 + 54 + 3000 - 1):
+        out = fp.gro_coalesce(segs, arena_size=size)
+        assert out == [vnet(DATA_VALID) + f for f in segs]
     out = fp.gro_coalesce(segs, arena_size=10 + 54 + 3000)
     assert out == [superframe(s, 1000)]
 
@@ -564,6 +565,35 @@ def test_gro_rejects_bad_arguments() -> None:
     with pytest.raises(fp.OffloadError):
         fp.gro_coalesce([b"x"] * (fp.GRO_MAX_FRAMES + 1))
     assert fp.gro_coalesce([]) == []
+    buf, arena = bytearray(100), bytearray(100)
+    offs, lens = array.array("I", [0]), array.array("I", [50])
+    with pytest.raises(fp.OffloadError):  # headroom must hold a virtio header
+        fp.gro_coalesce_into(buf, offs, lens, 9, arena)
+    with pytest.raises(ValueError, match="exceeds"):
+        fp.gro_coalesce_into(buf, offs, array.array("I", [91]), 10, arena)
+    with pytest.raises(ValueError, match="exceeds"):
+        fp.gro_coalesce_into(buf, array.array("I", [101]), array.array("I", [0]), 10, arena)
+
+
+def test_gro_into_writes_virtio_headers_in_place() -> None:
+    s = Seg(payload(2000))
+    segs = expected_segments(s, 1000)
+    lone = Seg(payload(10), sport=1).build()
+    frames = [*segs, lone]
+    headroom = 16
+    buf = bytearray(b"\xee" * 4000)
+    offs, lens, pos = array.array("I"), array.array("I"), 3
+    for f in frames:
+        offs.append(pos)
+        lens.append(len(f))
+        buf[pos + headroom : pos + headroom + len(f)] = f
+        pos += headroom + len(f) + 16
+    arena = bytearray(5000)
+    spans = fp.gro_coalesce_into(buf, offs, lens, headroom, arena)
+    assert spans == [(1, 0, 10 + 54 + 2000), (0, offs[2] + headroom - 10, 10 + len(lone))]
+    assert bytes(arena[: spans[0][2]]) == superframe(s, 1000)
+    assert bytes(buf[spans[1][1] : spans[1][1] + spans[1][2]]) == vnet(DATA_VALID) + lone
+    assert bytes(buf[offs[2] : offs[2] + 6]) == b"\xee" * 6  # rest of the headroom untouched
 
 
 FLOWS = [
