@@ -42,8 +42,9 @@
 #
 # Facts (not code) from wireguard-go tun/offload_linux.go and the kernel's tcp/ipv4/ipv6 GRO.
 
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy
 
 cdef enum:
     FO_VNET_HDR_LEN = 10
@@ -317,6 +318,7 @@ cdef inline uint32_t fo_l3_end(const uint8_t *f, size_t flen) noexcept nogil:
 
 # --- TSO split ---------------------------------------------------------------------------------
 
+@cython.cdivision(True)
 cdef int fo_tso_split(const uint8_t *pkt, size_t pkt_len, uint8_t *buf, size_t buf_len,
                       size_t start, size_t headroom, size_t tailroom, size_t max_frame,
                       uint32_t *offsets, uint32_t *lengths, int max_out) noexcept nogil:
