@@ -24,6 +24,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
@@ -108,7 +109,32 @@ def mac(s: str) -> bytes:
     return bytes.fromhex(s.replace(":", ""))
 
 
+@dataclass(frozen=True)
+class Fam:
+    v6: bool
+    local: str
+    peer: str
+
+    @property
+    def af(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if self.v6 else socket.AF_INET
+
+    @property
+    def ethertype(self) -> bytes:
+        return b"\x86\xdd" if self.v6 else b"\x08\x00"
+
+    def pseudo(self, src: bytes, dst: bytes, n: int) -> bytes:
+        if self.v6:
+            return src + dst + struct.pack("!IxxxB", n, 6)
+        return src + dst + struct.pack("!BBH", 0, 6, n)
+
+
+V4 = Fam(False, LOCAL_IP, PEER_IP)
+V6 = Fam(True, "fd00::1", "fd00::2")
+
+
 def tcp_frame(
+    fam: Fam,
     sport: int,
     dport: int,
     seq: int,
@@ -119,30 +145,35 @@ def tcp_frame(
     ident: int = 1,
 ) -> bytes:
     """An Ethernet frame from the peer to the TAP with correct checksums."""
-    src, dst = socket.inet_aton(PEER_IP), socket.inet_aton(LOCAL_IP)
-    tcp = (
-        struct.pack(
-            "!HHIIBBHHH", sport, dport, seq, ack, (20 + len(opts)) // 4 << 4, flags, 65535, 0, 0
-        )
-        + opts
-        + data
-    )
-    check = 0xFFFF ^ csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    src, dst = socket.inet_pton(fam.af, fam.peer), socket.inet_pton(fam.af, fam.local)
+    doff = (20 + len(opts)) // 4 << 4
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff, flags, 65535, 0, 0)
+    tcp += opts + data
+    check = 0xFFFF ^ csum(fam.pseudo(src, dst, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum(ip)) + ip[12:]
-    return mac(LOCAL_MAC) + mac(PEER_MAC) + b"\x08\x00" + ip + tcp
+    if fam.v6:
+        ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
+    else:
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, 6, 0)
+        ip += src + dst
+        ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum(ip)) + ip[12:]
+    return mac(LOCAL_MAC) + mac(PEER_MAC) + fam.ethertype + ip + tcp
 
 
-def parse_tcp4(frame: bytes) -> dict[str, int | bytes]:
-    """Fields of an IPv4/TCP frame; asserts both checksums and the lengths are right."""
-    assert frame[12:14] == b"\x08\x00"
-    ihl = (frame[14] & 15) * 4
-    ip = frame[14 : 14 + ihl]
-    assert csum(ip) == 0xFFFF, "IPv4 header checksum"
-    assert struct.unpack("!H", ip[2:4])[0] == len(frame) - 14
-    tcp = frame[14 + ihl :]
-    assert csum(ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp) == 0xFFFF, "TCP checksum"
+def parse_tcp(fam: Fam, frame: bytes) -> dict[str, int | bytes]:
+    """Fields of an IPv4|6/TCP frame; asserts the checksums and the lengths are right."""
+    assert frame[12:14] == fam.ethertype
+    if fam.v6:
+        ip = frame[14:54]
+        assert struct.unpack("!H", ip[4:6])[0] == len(frame) - 54
+        src, dst, ident = ip[8:24], ip[24:40], 0
+    else:
+        ip = frame[14 : 14 + (frame[14] & 15) * 4]
+        assert csum(ip) == 0xFFFF, "IPv4 header checksum"
+        assert struct.unpack("!H", ip[2:4])[0] == len(frame) - 14
+        src, dst, ident = ip[12:16], ip[16:20], struct.unpack("!H", ip[4:6])[0]
+    tcp = frame[14 + len(ip) :]
+    assert csum(fam.pseudo(src, dst, len(tcp)) + tcp) == 0xFFFF, "TCP checksum"
     doff = (tcp[12] >> 4) * 4
     sport, dport, seq, ack = struct.unpack("!HHII", tcp[:12])
     return {
@@ -151,7 +182,7 @@ def parse_tcp4(frame: bytes) -> dict[str, int | bytes]:
         "seq": seq,
         "ack": ack,
         "flags": tcp[13],
-        "id": struct.unpack("!H", ip[4:6])[0],
+        "id": ident,
         "data": tcp[doff:],
         "dst_mac": frame[:6],
         "src_mac": frame[6:12],
@@ -169,11 +200,19 @@ def read_until(tap: TapDevice, want: Callable[[bytes], bool], limit: int = 200) 
     raise AssertionError("wanted frame not seen")
 
 
-def is_tcp4(pkt: bytes, off: int, flag: int = 0) -> bool:
+def is_tcp(fam: Fam, pkt: bytes, off: int, flag: int = 0) -> bool:
     f = pkt[off:]
-    if len(f) < 54 or f[12:14] != b"\x08\x00" or f[23] != 6:
+    if len(f) < (74 if fam.v6 else 54) or f[12:14] != fam.ethertype:
         return False
-    return not flag or bool(f[14 + (f[14] & 15) * 4 + 13] & flag)
+    if fam.v6:
+        if f[20] != 6:
+            return False
+        l4 = 54
+    else:
+        if f[23] != 6:
+            return False
+        l4 = 14 + (f[14] & 15) * 4
+    return not flag or bool(f[l4 + 13] & flag)
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -252,17 +291,23 @@ def test_offload_refusal_falls_back(ns: str, caplog: pytest.LogCaptureFixture) -
         assert "running without TAP offloads" in caplog.text
 
 
-def test_tso_superframe_from_kernel_split_and_gro_back(ns: str) -> None:
+@pytest.mark.parametrize("fam", [V4, V6], ids=["ipv4", "ipv6"])
+def test_tso_superframe_from_kernel_split_and_gro_back(ns: str, fam: Fam) -> None:
+    gso_type = tapmod.VIRTIO_NET_HDR_GSO_TCPV6 if fam.v6 else tapmod.VIRTIO_NET_HDR_GSO_TCPV4
+    l4 = 54 if fam.v6 else 34
     with TapDevice(
         mac=LOCAL_MAC, address=f"{LOCAL_IP}/10", mtu=MTU, vnet_hdr=True, netns=ns
     ) as tap:
         assert tap.vnet_hdr and tap.offload == tapmod.TCP_OFFLOADS
+        if fam.v6:
+            _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.enclave0.disable_ipv6=0")
+            _ip("-n", ns, "addr", "add", f"{fam.local}/64", "dev", "enclave0", "nodad")
         _ip(
             "-n",
             ns,
             "neigh",
             "add",
-            PEER_IP,
+            fam.peer,
             "lladdr",
             PEER_MAC,
             "dev",
@@ -270,17 +315,18 @@ def test_tso_superframe_from_kernel_split_and_gro_back(ns: str) -> None:
             "nud",
             "permanent",
         )
-        sock = in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        sock = in_netns(ns, lambda: socket.socket(fam.af, socket.SOCK_STREAM))
         with sock:
             sock.setblocking(False)
-            assert sock.connect_ex((PEER_IP, 5201)) in (115, 11)  # EINPROGRESS
+            assert sock.connect_ex((fam.peer, 5201)) in (115, 11)  # EINPROGRESS
             # 1. the SYN (CHECKSUM_PARTIAL from the kernel: tso_split completes it)
-            pkt = read_until(tap, lambda p: is_tcp4(p, 10, 0x02))
+            pkt = read_until(tap, lambda p: is_tcp(fam, p, 10, 0x02))
             [syn_frame] = fp.tso_split(pkt)
-            syn = parse_tcp4(syn_frame)
-            mss = MTU - 40
+            syn = parse_tcp(fam, syn_frame)
+            mss = MTU - (l4 - 14) - 20
             # 2. our SYN-ACK (MSS option only: no timestamps, no window scaling)
             synack = tcp_frame(
+                fam,
                 5201,
                 int(syn["sport"]),
                 7000,
@@ -295,20 +341,21 @@ def test_tso_superframe_from_kernel_split_and_gro_back(ns: str) -> None:
             data = bytes((i * 31 + 7) & 0xFF for i in range(60000))
             sent = sock.send(data)
             assert sent > 10 * mss
-            pkt = read_until(tap, lambda p: p[1] == tapmod.VIRTIO_NET_HDR_GSO_TCPV4)
+            pkt = read_until(tap, lambda p: p[1] == gso_type)
             flags, _gso, _hl, gso_size, cstart, coff = tapmod.vnet_hdr_unpack(pkt)
-            assert flags & tapmod.VIRTIO_NET_HDR_F_NEEDS_CSUM and (cstart, coff) == (34, 16)
+            assert flags & tapmod.VIRTIO_NET_HDR_F_NEEDS_CSUM and (cstart, coff) == (l4, 16)
             assert gso_size == mss
             segs = fp.tso_split(pkt, max_frame=mtu_mod.max_frame_len(MTU))
             assert len(segs) >= 2
-            first = parse_tcp4(segs[0])
+            first = parse_tcp(fam, segs[0])
             offset = int(first["seq"]) - (int(syn["seq"]) + 1)
             stream = b""
             for i, seg in enumerate(segs):
-                f = parse_tcp4(seg)
+                f = parse_tcp(fam, seg)
                 assert len(seg) <= mtu_mod.max_frame_len(MTU)
                 assert f["seq"] == (int(first["seq"]) + len(stream)) % 2**32
-                assert f["id"] == (int(first["id"]) + i) & 0xFFFF
+                if not fam.v6:
+                    assert f["id"] == (int(first["id"]) + i) & 0xFFFF
                 assert (f["sport"], f["dport"]) == (syn["sport"], 5201)
                 assert f["dst_mac"] == mac(PEER_MAC) and f["src_mac"] == mac(LOCAL_MAC)
                 if i < len(segs) - 1:
@@ -321,6 +368,7 @@ def test_tso_superframe_from_kernel_split_and_gro_back(ns: str) -> None:
             reply = bytes((i * 13 + 1) & 0xFF for i in range(10 * mss))
             frames = [
                 tcp_frame(
+                    fam,
                     5201,
                     int(syn["sport"]),
                     7001 + i * mss,
@@ -332,7 +380,7 @@ def test_tso_superframe_from_kernel_split_and_gro_back(ns: str) -> None:
                 for i in range(10)
             ]
             out = fp.gro_coalesce(frames)
-            assert len(out) == 1 and out[0][1] == tapmod.VIRTIO_NET_HDR_GSO_TCPV4
+            assert len(out) == 1 and out[0][1] == gso_type
             assert tap.write(out[0]) == len(out[0])
             got = b""
             while len(got) < len(reply):
