@@ -54,6 +54,23 @@ class ReplayWindow:
     @property
     def last(self) -> int: ...
 
+# --- _fp_switch.pxi ---
+MAC_FLOOD: Final[int]
+MAC_DROP: Final[int]
+
+class MacTable:
+    """MAC learning table: src MAC -> peer slot; lookup() gives a slot, MAC_FLOOD or MAC_DROP."""
+
+    def __init__(
+        self, capacity: int = 4096, max_age: int = 300_000, seed: int | None = None
+    ) -> None: ...
+    @property
+    def capacity(self) -> int: ...
+    def learn(self, frame: Buffer, slot: int, now: int) -> bool: ...
+    def lookup(self, frame: Buffer, now: int) -> int: ...
+    def forget_slot(self, slot: int) -> int: ...
+    def count(self, now: int) -> int: ...
+
 # --- _fp_offload.pxi: TSO split / GRO coalesce for a vnet_hdr TAP ---------------------------
 OFFLOAD_ERRORS: Final[dict[int, str]]
 VNET_HDR_LEN: Final[int]

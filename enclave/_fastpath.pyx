@@ -9,6 +9,7 @@ What lives here (each part in its own include file):
 
     _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF seal/open in place, batched
     _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
+    _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
 
 Outbound flow this is built for (inside -> outside, one batch per syscall round):
 
@@ -21,7 +22,7 @@ Inbound is the mirror image: UDP read, AeadKey.open_batch (header = AD), replay 
 authentication, TAP write of the plaintext.
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from enclave._sodium cimport (
@@ -139,4 +140,5 @@ def aes256gcm_available() -> bool:
 
 include "_fp_aead.pxi"
 include "_fp_replay.pxi"
+include "_fp_switch.pxi"
 include "_fp_offload.pxi"
