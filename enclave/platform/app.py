@@ -33,6 +33,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "enclave.platform.routes_pki",
     "enclave.platform.routes_enrol",
     "enclave.platform.routes_admin",
+    "enclave.platform.routes_control",
 )
 MAX_BODY_BYTES = 64 * 1024
 

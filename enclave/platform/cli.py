@@ -299,6 +299,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG")
     p.set_defaults(func=_guard(_system_command("tag")))
 
+    from enclave.platform.policy import register as register_policy
+
+    register_policy(psub, _data_arg, _guard)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `enclave platform ...` without the other command groups (used by tests)."""

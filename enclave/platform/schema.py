@@ -58,4 +58,23 @@ MIGRATIONS: tuple[str, ...] = (
         seen_at INTEGER NOT NULL
     );
     """,
+    # 2: mutual intent (signed intent statements) and tag policies
+    """
+    CREATE TABLE intents (
+        from_name  TEXT NOT NULL,
+        to_name    TEXT NOT NULL,              -- as the holder typed it; may name no system
+        statement  BLOB NOT NULL,              -- canonical signed statement (enclave.policy)
+        signature  BLOB NOT NULL,              -- by from_name's system key
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER,                    -- NULL: until removed
+        policy     TEXT,                       -- NULL: own intent; else the tag policy it signs
+        PRIMARY KEY (from_name, to_name)
+    );
+    CREATE TABLE policies (
+        name       TEXT PRIMARY KEY,
+        from_sel   TEXT NOT NULL,
+        to_sel     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
 )

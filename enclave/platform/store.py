@@ -484,6 +484,63 @@ class Store:
             )
             return cur.rowcount == 1
 
+    # -- intents and tag policies (see enclave.policy) --------------------------------------
+
+    def put_intent(
+        self, from_name: str, to_name: str, statement: bytes, signature: bytes,
+        issued_at: int, expires_at: int | None, policy: str | None,
+    ) -> None:
+        """Store (or replace) FROM's signed intent for TO."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO intents (from_name, to_name, statement, signature, issued_at, "
+                "expires_at, policy) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (from_name, to_name) DO UPDATE SET statement = excluded.statement, "
+                "signature = excluded.signature, issued_at = excluded.issued_at, "
+                "expires_at = excluded.expires_at, policy = excluded.policy",
+                (from_name, to_name, statement, signature, issued_at, expires_at, policy),
+            )
+
+    def delete_intent(self, from_name: str, to_name: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM intents WHERE from_name = ? AND to_name = ?", (from_name, to_name)
+            )
+            return cur.rowcount == 1
+
+    def list_intents(self, from_name: str | None = None) -> list[sqlite3.Row]:
+        """Rows (from_name, to_name, issued_at, expires_at, policy), all or one holder's."""
+        sql = "SELECT from_name, to_name, issued_at, expires_at, policy FROM intents"
+        if from_name is None:
+            return list(self._db.execute(sql + " ORDER BY from_name, to_name"))
+        return list(self._db.execute(sql + " WHERE from_name = ? ORDER BY to_name", (from_name,)))
+
+    def add_policy(self, name: str, from_sel: str, to_sel: str, now: int) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone():
+                raise ApiError(409, f"policy {name!r} exists")
+            db.execute(
+                "INSERT INTO policies (name, from_sel, to_sel, created_at) VALUES (?, ?, ?, ?)",
+                (name, from_sel, to_sel, now),
+            )
+
+    def remove_policy(self, name: str) -> None:
+        """Drop a policy and the counter-signed intents it produced."""
+        with self._tx() as db:
+            if db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount != 1:
+                raise ApiError(404, f"no policy {name!r}")
+            db.execute("DELETE FROM intents WHERE policy = ?", (name,))
+
+    def list_policies(self) -> list[tuple[str, str, str, int]]:
+        rows = self._db.execute(
+            "SELECT name, from_sel, to_sel, created_at FROM policies ORDER BY name"
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def data_version(self) -> int:
+        """Changes when another connection (e.g. an admin CLI process) commits."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
 
 def _split_sql(script: str) -> list[str]:
     statements, buf = [], ""

@@ -51,6 +51,7 @@ Handshake messages are drawn next to their encoders below.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -61,6 +62,9 @@ MSG_HANDSHAKE_RESPONSE = 2
 MSG_HANDSHAKE_CONFIRM = 3
 MSG_DATA = 4
 MSG_CONTROL = 5
+# discovery (agent <-> platform reflector, never between peers): layouts at the end of this file
+MSG_REFLECT_REQUEST = 16
+MSG_REFLECT_REPLY = 17
 
 # --- control kinds (inside the encrypted CONTROL payload) -----------------------------------
 CTRL_KEEPALIVE = 1
@@ -345,3 +349,215 @@ def decode_control(plain: bytes) -> Control:
             raise WireError("control message has the wrong size")
         return Control(kind, plain[1])
     raise WireError("unknown control kind")
+
+
+# --- discovery: reflection of the public mapping (agent <-> platform) --------------------------
+#
+# The platform answers a signed binding request with the source address it observed, on two UDP
+# ports (to tell whether the NAT mapping depends on the destination) and one TCP port. The reply is
+# smaller than the request and goes only to requests signed by a known system key, so the
+# reflector can never amplify.
+#
+# REFLECT_REQUEST (108 bytes; over TCP the same bytes, one request per connection):
+#
+#     0                   1                   2                   3
+#     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+#    +---------------+-----------------------------------------------+
+#    |   type = 16   |              reserved (0, 0, 0)               |  0
+#    +---------------+-----------------------------------------------+
+#    |                 timestamp (u64 LE, unix seconds)              |  4
+#    +---------------------------------------------------------------+
+#    |                 nonce (16 random bytes)                       | 12
+#    +---------------------------------------------------------------+
+#    |                 system name (16 bytes ASCII, NUL padded)      | 28
+#    +---------------------------------------------------------------+
+#    |       signature (64) = Ed25519(REFLECT_DOMAIN || bytes 0..44)  | 44
+#    +---------------------------------------------------------------+
+#
+# REFLECT_REPLY (40 bytes):
+#
+#    +---------------+-----------------------------------------------+
+#    |   type = 17   |              reserved (0, 0, 0)               |  0
+#    +---------------+-----------------------------------------------+
+#    |                 nonce (echoed, 16 bytes)                      |  4
+#    +---------------+---------------+-------------------------------+
+#    | family (4|6)  | reserved (0)  |  observed port (u16 LE)       | 20
+#    +---------------+---------------+-------------------------------+
+#    |   observed address (16 bytes; IPv4 in the first 4, rest 0)    | 24
+#    +---------------------------------------------------------------+
+REFLECT_DOMAIN = b"enclave-reflect-v1\n"
+REFLECT_NONCE_SIZE = 16
+REFLECT_NAME_SIZE = 16
+REFLECT_SIGNED_SIZE = 44
+REFLECT_REQUEST_SIZE = REFLECT_SIGNED_SIZE + SIGNATURE_SIZE  # 108
+REFLECT_REPLY_SIZE = 40
+_REFLECT_REQ = struct.Struct("<B3xQ16s16s")
+_REFLECT_REPLY = struct.Struct("<B3x16sBxH16s")
+
+
+@dataclass(frozen=True)
+class ReflectRequest:
+    timestamp: int
+    nonce: bytes
+    name: str
+    signature: bytes
+
+    def signed_bytes(self) -> bytes:
+        return _REFLECT_REQ.pack(
+            MSG_REFLECT_REQUEST, self.timestamp, self.nonce, self.name.encode("ascii")
+        )
+
+
+def reflect_signed_part(timestamp: int, nonce: bytes, name: str) -> bytes:
+    """Bytes 0..44 of a request; sign REFLECT_DOMAIN + these, then append the signature."""
+    raw = name.encode("ascii")
+    if len(nonce) != REFLECT_NONCE_SIZE or not 0 < len(raw) <= REFLECT_NAME_SIZE:
+        raise WireError("bad reflect nonce or name")
+    return _REFLECT_REQ.pack(MSG_REFLECT_REQUEST, timestamp, nonce, raw)
+
+
+def decode_reflect_request(data: bytes) -> ReflectRequest:
+    if len(data) != REFLECT_REQUEST_SIZE or message_type(data) != MSG_REFLECT_REQUEST:
+        raise WireError("not a reflect request")
+    _t, ts, nonce, name_raw = _REFLECT_REQ.unpack_from(data)
+    name_raw = name_raw.rstrip(b"\x00")
+    if not name_raw or b"\x00" in name_raw or not name_raw.isascii():
+        raise WireError("bad name in reflect request")
+    return ReflectRequest(ts, nonce, name_raw.decode("ascii"), bytes(data[44:]))
+
+
+def encode_reflect_reply(nonce: bytes, host: str, port: int) -> bytes:
+    addr = ipaddress.ip_address(host)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    family = 4 if addr.version == 4 else 6
+    return _REFLECT_REPLY.pack(MSG_REFLECT_REPLY, nonce, family, port, addr.packed)
+
+
+def decode_reflect_reply(data: bytes) -> tuple[bytes, str, int]:
+    """(nonce, observed host, observed port)."""
+    if len(data) != REFLECT_REPLY_SIZE or message_type(data) != MSG_REFLECT_REPLY:
+        raise WireError("not a reflect reply")
+    _t, nonce, family, port, raw = _REFLECT_REPLY.unpack(data)
+    if family == 4:
+        if raw[4:] != bytes(12):
+            raise WireError("bad IPv4 address padding")
+        host = str(ipaddress.IPv4Address(raw[:4]))
+    elif family == 6:
+        host = str(ipaddress.IPv6Address(raw))
+    else:
+        raise WireError("bad address family")
+    if port == 0:
+        raise WireError("bad port")
+    return nonce, host, port
+
+
+# --- relay of last resort (agent <-> platform relay, UDP) ---------------------------------------
+#
+# Every relay message starts with the common type word and a channel number: the sending agent's
+# own label for one peer (it picks the number; the relay keys registrations by (address, channel)
+# and rewrites the channel to the receiver's label when it forwards).  All integers little-endian.
+#
+#     0                   1                   2                   3
+#     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+#    +---------------+-----------------------------------------------+
+#    |   type        |              reserved (0, 0, 0)               |  0
+#    +---------------+-----------------------------------------------+
+#    |                 channel (u32 LE, 1..65535)                    |  4
+#    +---------------------------------------------------------------+
+#
+#  RELAY_REGISTER    32  header | cookie (16; zeros at first) | ticket (see below)       >= 81 bytes
+#  RELAY_CHALLENGE   33  header | cookie (16)    (answer to a REGISTER with a valid ticket)  24 bytes
+#  RELAY_REGISTERED  34  header | lifetime (u32 LE, seconds)   (cookie was right)           12 bytes
+#  RELAY_DATA        35  header | opaque enclave message (ciphertext / handshake)   8 + n bytes
+#
+# Ticket (minted by the platform when mutual intent holds; the relay checks it, nobody else can):
+#
+#    +---------------------------------------------------------------+
+#    |                 expires (u64 LE, unix seconds)                |  0
+#    +---------------+-----------------------------------------------+
+#    | src len (u8)  | src system name (ASCII) ...                   |  8
+#    +---------------+-----------------------------------------------+
+#    | dst len (u8)  | dst system name (ASCII) ...                   |
+#    +---------------+-----------------------------------------------+
+#    |  mac = HMAC-SHA256(relay key, RELAY_TICKET_LABEL || bytes above)  (32 bytes)  |
+#    +-------------------------------------------------------------------------------+
+#
+# The replies (CHALLENGE, REGISTERED) are smaller than the REGISTER they answer and go only to
+# holders of a valid ticket; DATA is forwarded 1:1 (same size) only between two registrations
+# whose tickets name each other (= mutual intent), so the relay never amplifies.
+MSG_RELAY_REGISTER = 32
+MSG_RELAY_CHALLENGE = 33
+MSG_RELAY_REGISTERED = 34
+MSG_RELAY_DATA = 35
+RELAY_MESSAGE_TYPES = frozenset(
+    {MSG_RELAY_REGISTER, MSG_RELAY_CHALLENGE, MSG_RELAY_REGISTERED, MSG_RELAY_DATA}
+)
+RELAY_HEADER_SIZE = 8
+RELAY_COOKIE_SIZE = 16
+RELAY_MAC_SIZE = 32
+RELAY_TICKET_LABEL = b"enclave/relay-ticket/v1"
+RELAY_MAX_NAME = 64
+RELAY_MIN_TICKET_SIZE = 8 + 1 + 1 + 1 + 1 + RELAY_MAC_SIZE
+RELAY_CHALLENGE_SIZE = RELAY_HEADER_SIZE + RELAY_COOKIE_SIZE  # 24
+RELAY_REGISTERED_SIZE = RELAY_HEADER_SIZE + 4  # 12
+RELAY_MAX_CHANNEL = 0xFFFF
+
+_RELAY_HEADER = struct.Struct("<B3xI")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTicket:
+    expires: int  # unix seconds
+    src: str
+    dst: str
+    mac: bytes
+
+    def signed_part(self) -> bytes:
+        return relay_ticket_signed_part(self.expires, self.src, self.dst)
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.mac
+
+
+def relay_ticket_signed_part(expires: int, src: str, dst: str) -> bytes:
+    s, d = src.encode("ascii"), dst.encode("ascii")
+    if not (0 < len(s) <= RELAY_MAX_NAME and 0 < len(d) <= RELAY_MAX_NAME):
+        raise WireError("bad name in relay ticket")
+    return struct.pack("<QB", expires, len(s)) + s + bytes([len(d)]) + d
+
+
+def decode_relay_ticket(data: bytes) -> RelayTicket:
+    if not RELAY_MIN_TICKET_SIZE <= len(data) <= 8 + 2 + 2 * RELAY_MAX_NAME + RELAY_MAC_SIZE:
+        raise WireError("relay ticket has a bad size")
+    expires, slen = struct.unpack_from("<QB", data)
+    off = 9
+    src = data[off : off + slen]
+    off += slen
+    if slen == 0 or len(src) != slen or off >= len(data):
+        raise WireError("relay ticket truncated")
+    dlen = data[off]
+    dst = data[off + 1 : off + 1 + dlen]
+    off += 1 + dlen
+    if dlen == 0 or len(dst) != dlen or len(data) - off != RELAY_MAC_SIZE:
+        raise WireError("relay ticket length mismatch")
+    if not (src.isascii() and dst.isascii()) or b"\x00" in src + dst:
+        raise WireError("relay ticket names not ASCII")
+    return RelayTicket(expires, src.decode("ascii"), dst.decode("ascii"), bytes(data[off:]))
+
+
+def pack_relay_header(msg_type: int, channel: int) -> bytes:
+    return _RELAY_HEADER.pack(msg_type, channel)
+
+
+def unpack_relay_header(data: bytes) -> tuple[int, int]:
+    """(type, channel) of a relay message; WireError for anything else."""
+    if len(data) < RELAY_HEADER_SIZE:
+        raise WireError("relay message too short")
+    msg_type = message_type(data)
+    if msg_type not in RELAY_MESSAGE_TYPES:
+        raise WireError("not a relay message")
+    _t, channel = _RELAY_HEADER.unpack_from(data)
+    if not 0 < channel <= RELAY_MAX_CHANNEL:
+        raise WireError("bad relay channel")
+    return msg_type, channel

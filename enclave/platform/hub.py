@@ -1,0 +1,265 @@
+"""The control hub: who is online, what they reported, and who is introduced to whom.
+
+    agents (WebSocket sessions) --report candidates--> Hub --introduce / withdraw--> agents
+    intents / policies / systems (store) -------------> Hub.reevaluate()
+
+reevaluate() is the single place that decides; it runs when anything changes: a session comes or
+goes, an agent reports, an intent or admin request lands, or another process (the admin CLI)
+commits to the store (PRAGMA data_version, checked every TICK), plus every FULL_TICK for expiry.
+
+Cloaking: a session learns about another system only through "introduce", which is sent only
+for a mutual pair (enclave.policy.mutual) whose both sides are online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from enclave.discovery.candidates import Candidate, NatBehaviour
+from enclave.discovery.channel import PUNCH_DELAY
+from enclave.discovery.introduction import Introduction, Withdrawal
+from enclave.platform.app import Platform
+from enclave.platform.store import System
+from enclave.policy.intent import IntentStatement, encode_signed
+from enclave.policy.mutual import IntentRow, SystemView, mutual_pairs, policy_offers
+
+log = logging.getLogger("enclave.platform.hub")
+TICK = 0.25
+FULL_TICK = 5.0
+SEND_QUEUE = 256
+
+
+@dataclass(eq=False)
+class Session:
+    name: str
+    serial: int
+    candidates: tuple[Candidate, ...] = ()
+    nat: NatBehaviour = NatBehaviour.UNKNOWN
+    mappings: dict[str, Any] = field(default_factory=dict)
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(SEND_QUEUE)
+    )
+    sent_intents: tuple[str, ...] | None = None
+    offered: set[tuple[str, str]] = field(default_factory=set)
+    closed: bool = False
+
+    def send(self, msg: dict[str, Any] | None) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:  # a stuck agent: drop the session, it will reconnect
+            log.warning("control session %s is not reading; closing it", self.name)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+
+
+def _usable(system: System, now: int) -> bool:
+    return system.state == "active" and (system.cert_not_after or 0) > now
+
+
+def _reason(system: System | None, now: int) -> str:
+    if system is None:
+        return "revoked"
+    if system.state in ("disabled", "revoked"):
+        return system.state
+    if (system.cert_not_after or 0) <= now:
+        return "expired"
+    return "offline"
+
+
+class Hub:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.sessions: dict[str, Session] = {}
+        self.introduced: set[frozenset[str]] = set()
+        self._crl_number = -1
+        self._data_version = -1
+        self._last_full = 0.0
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._crl_number = self.platform.store.crl_number()
+        self._task = asyncio.get_running_loop().create_task(self._ticker())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for s in list(self.sessions.values()):
+            s.close()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                version = self.platform.store.data_version()
+                mono = time.monotonic()
+                if version != self._data_version or mono - self._last_full > FULL_TICK:
+                    self._data_version = version
+                    self._last_full = mono
+                    self.reevaluate()
+            except Exception:  # keep the hub alive; the next tick retries
+                log.exception("control hub re-evaluation failed")
+
+    def changed(self) -> None:
+        """Something changed: re-evaluate soon (coalesced)."""
+        if self._pending:
+            return
+        self._pending = True
+        asyncio.get_running_loop().call_soon(self._run_pending)
+
+    def _run_pending(self) -> None:
+        self._pending = False
+        try:
+            self.reevaluate()
+        except Exception:
+            log.exception("control hub re-evaluation failed")
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def join(self, session: Session) -> None:
+        old = self.sessions.get(session.name)
+        if old is not None:
+            log.info("control: %s reconnected; closing its old session", session.name)
+            old.close()
+        self.sessions[session.name] = session
+        log.info("control: %s online", session.name)
+        self.changed()
+
+    def leave(self, session: Session) -> None:
+        session.close()
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+            log.info("control: %s offline", session.name)
+            self.changed()
+
+    def report(self, session: Session, candidates: tuple[Candidate, ...], nat: NatBehaviour,
+               mappings: dict[str, Any]) -> None:
+        if (candidates, nat) == (session.candidates, session.nat):
+            session.mappings = mappings
+            return
+        session.candidates, session.nat, session.mappings = candidates, nat, mappings
+        for pair in self.introduced:
+            if session.name in pair:
+                (other,) = pair - {session.name}
+                self._introduce(session.name, other)
+        self.changed()
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def reevaluate(self) -> None:
+        store = self.platform.store
+        now = int(self.platform.clock().timestamp())
+        systems = {s.name: s for s in store.list_systems()}
+        views = [SystemView(s.name, s.tags, _usable(s, now)) for s in systems.values()]
+
+        # sessions of systems that lost their standing, or whose certificate was revoked
+        revoked = {serial for serial, _at, _r in store.revoked_certificates(now)}
+        for name, session in list(self.sessions.items()):
+            system = systems.get(name)
+            if system is None or not _usable(system, now) or session.serial in revoked:
+                log.info("control: closing %s (%s)", name, _reason(system, now))
+                session.send({"type": "error", "error": "system is not active"})
+                self.leave(session)
+
+        number = store.crl_number()
+        if number != self._crl_number:
+            self._crl_number = number
+            crl = self.crl_message()
+            for session in self.sessions.values():
+                session.send(crl)
+
+        self._policies(views)
+        rows = store.list_intents()
+        intents = [IntentRow(r["from_name"], r["to_name"], r["expires_at"], r["policy"])
+                   for r in rows]
+        for session in self.sessions.values():
+            mine = tuple(sorted(r.to_name for r in intents if r.from_name == session.name
+                                and (r.exp is None or now < r.exp)))
+            if mine != session.sent_intents:
+                session.sent_intents = mine
+                session.send({"type": "intents", "peers": list(mine)})
+
+        online = set(self.sessions)
+        wanted = {p for p in mutual_pairs(intents, views, now) if p <= online}
+        for pair in sorted(self.introduced - wanted, key=sorted):
+            self.introduced.discard(pair)
+            a, b = sorted(pair)
+            if not (a in online and b in online):
+                reason = "offline"
+            elif any(not _usable(systems[x], now) for x in pair if x in systems):
+                reason = next(_reason(systems.get(x), now) for x in pair
+                              if x not in systems or not _usable(systems[x], now))
+            else:
+                reason = "intent"
+            for me, other in ((a, b), (b, a)):
+                if me in self.sessions:
+                    self.sessions[me].send(Withdrawal(other, reason).to_json())
+            log.info("control: withdrew %s <-> %s (%s)", a, b, reason)
+        for pair in sorted(wanted - self.introduced, key=sorted):
+            a, b = sorted(pair)
+            if self._introduce(a, b):
+                self.introduced.add(pair)
+                log.info("control: introduced %s <-> %s", a, b)
+
+    def _introduce(self, a: str, b: str) -> bool:
+        """Send each of a, b the other's introduction with one shared punch time."""
+        store = self.platform.store
+        now = int(self.platform.clock().timestamp())
+        certs = {n: store.current_certificate(n, now) for n in (a, b)}
+        if any(c is None for c in certs.values()):
+            return False
+        punch_at = time.time() + PUNCH_DELAY
+        for me, other in ((a, b), (b, a)):
+            peer = self.sessions[other]
+            cert = certs[other]
+            assert cert is not None
+            intro = Introduction(other, cert.der, peer.candidates, peer.nat, punch_at)
+            self.sessions[me].send(intro.to_json())
+        return True
+
+    def crl_message(self) -> dict[str, Any]:
+        der = self.platform.authority.crl(self.platform.store, self.platform.clock())
+        return {"type": "crl", "crl": base64.b64encode(der).decode(),
+                "crl_number": self.platform.store.crl_number()}
+
+    # -- tag policies ------------------------------------------------------------------------
+
+    def _policies(self, views: list[SystemView]) -> None:
+        """Offer CA-signed policy intents to online subjects; drop rows a policy no longer
+        covers (a tag was removed)."""
+        store = self.platform.store
+        policies = store.list_policies()
+        offers: dict[str, set[tuple[str, str]]] = {
+            name: policy_offers(f, t, views) for name, f, t, _c in policies
+        }
+        held = {(r["from_name"], r["to_name"]): r["policy"] for r in store.list_intents()}
+        for (a, b), policy in held.items():
+            if policy is not None and (a, b) not in offers.get(policy, set()):
+                store.delete_intent(a, b)
+        now = int(self.platform.clock().timestamp())
+        for name, pairs in offers.items():
+            for a, b in sorted(pairs):
+                session = self.sessions.get(a)
+                if session is None or (a, b) in held or (a, b) in session.offered:
+                    continue
+                st = IntentStatement.new("policy", a, b, now, policy=name)
+                session.offered.add((a, b))
+                session.send({"type": "policy_offer",
+                              "offer": encode_signed(st, self.platform.authority.ca_key)})

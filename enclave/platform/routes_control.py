@@ -1,0 +1,313 @@
+"""Control channel (WebSocket), intents API, tag-policy admin API, discovery reflector startup.
+
+    GET    /v1/control                  WebSocket; protocol in enclave.discovery.channel
+    POST   /v1/intents                  {"statement", "signature"} signed by the holder's key:
+                                        op add | remove | list (enclave.policy.intent)
+    GET    /v1/admin/policies           list tag policies                    (admin token)
+    POST   /v1/admin/policies           {"name", "from": "tag:web", "to": "tag:db"}
+    DELETE /v1/admin/policies/{name}
+
+Cloaking: /v1/intents answers "add" and "remove" with the same bytes whether or not the peer
+exists, and "list" reports only what the holder itself asked for, plus "mutual": true where the
+peer holds intent back (which is when they would be introduced anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from enclave.cert.keys import verify
+from enclave.discovery.candidates import NatBehaviour
+from enclave.discovery.channel import (
+    CHALLENGE_SIZE,
+    CLOSE_AUTH_FAILED,
+    CLOSE_REPLACED,
+    CONTROL_PATH,
+    HEARTBEAT,
+    HELLO_TIMEOUT,
+    INTENTS_PATH,
+    MAX_MESSAGE_BYTES,
+    challenge_message,
+)
+from enclave.discovery.introduction import IntroductionError, candidate_from_json
+from enclave.platform.app import PLATFORM, Handler, Platform, read_json
+from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
+from enclave.platform.errors import ApiError
+from enclave.platform.hub import Hub, Session
+from enclave.platform.policy import validate_policy
+from enclave.policy.intent import IntentError, IntentStatement, check_fresh, decode_signed
+from enclave.policy.mutual import policy_offers
+
+log = logging.getLogger("enclave.platform.control")
+HUB = web.AppKey("hub", Hub)
+DISCOVERY = web.AppKey("discovery", DiscoveryService)
+MAX_CANDIDATES = 32
+
+
+# -- intents -----------------------------------------------------------------------------------
+
+
+def _holder_key(platform: Platform, name: str) -> bytes:
+    try:
+        system = platform.store.get_system(name)
+    except ApiError:
+        system = None
+    if system is None or system.state != "active":
+        raise ApiError(401, "authentication failed (unknown or inactive system)")
+    return system.public_key
+
+
+def accept_intent(platform: Platform, signed: object, *, policy_check: bool = False
+                  ) -> tuple[IntentStatement, dict[str, Any]]:
+    """Verify a signed statement from its holder, apply it; the (cloaked) reply body."""
+    try:
+        st, _raw, _sig = decode_signed(signed)
+    except IntentError as exc:
+        raise ApiError(400, str(exc)) from None
+    key = _holder_key(platform, st.from_name)
+    try:
+        st, raw, sig = decode_signed(signed, key)
+        now = int(platform.clock().timestamp())
+        check_fresh(st, now)
+    except IntentError as exc:
+        raise ApiError(401, str(exc)) from None
+    if st.op == "policy":
+        raise ApiError(400, "policy statements come from the platform")
+    if not platform.store.use_nonce("intent:" + st.nonce, now):
+        raise ApiError(401, "replayed intent statement")
+    store = platform.store
+    if st.op == "add":
+        if st.policy is not None:
+            policies = {p[0]: p for p in store.list_policies()}
+            if st.policy not in policies:
+                raise ApiError(404, f"no policy {st.policy!r}")
+            _n, f, t, _c = policies[st.policy]
+            views = [_view(s, now) for s in store.list_systems()]
+            if (st.from_name, st.to_name) not in policy_offers(f, t, views):
+                raise ApiError(403, "policy does not cover this pair")
+        store.put_intent(st.from_name, st.to_name, raw, sig, st.iat, st.exp, st.policy)
+        log.info("intent: %s -> %s%s", st.from_name, st.to_name,
+                 f" (policy {st.policy})" if st.policy else "")
+        return st, {"ok": True, "op": "add", "peer": st.to_name}
+    if st.op == "remove":
+        store.delete_intent(st.from_name, st.to_name)
+        log.info("intent removed: %s -> %s", st.from_name, st.to_name)
+        return st, {"ok": True, "op": "remove", "peer": st.to_name}
+    mine = store.list_intents(st.from_name)
+    back = {r["from_name"] for r in store.list_intents() if r["to_name"] == st.from_name
+            and (r["expires_at"] is None or now < r["expires_at"])}
+    return st, {"intents": [
+        {"peer": r["to_name"], "issued_at": r["issued_at"], "expires_at": r["expires_at"],
+         "policy": r["policy"],
+         "mutual": r["to_name"] in back and (r["expires_at"] is None or now < r["expires_at"])}
+        for r in mine
+    ]}
+
+
+def _view(system: Any, now: int) -> Any:
+    from enclave.platform.hub import _usable
+    from enclave.policy.mutual import SystemView
+
+    return SystemView(system.name, system.tags, _usable(system, now))
+
+
+async def post_intent(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    st, reply = accept_intent(platform, await read_json(request))
+    if st.op != "list":
+        request.app[HUB].changed()
+    return web.json_response(reply)
+
+
+# -- policies (admin) --------------------------------------------------------------------------
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    rows = request.app[PLATFORM].store.list_policies()
+    return web.json_response({"policies": [
+        {"name": n, "from": f, "to": t, "created_at": c} for n, f, t, c in rows]})
+
+
+async def add_policy(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    body = await read_json(request)
+    name, f, t = (str(body.get(k, "")) for k in ("name", "from", "to"))
+    try:
+        validate_policy(name, f, t)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    platform.store.add_policy(name, f, t, int(platform.clock().timestamp()))
+    request.app[HUB].changed()
+    return web.json_response({"name": name, "from": f, "to": t}, status=201)
+
+
+async def remove_policy(request: web.Request) -> web.Response:
+    request.app[PLATFORM].store.remove_policy(request.match_info["name"])
+    request.app[HUB].changed()
+    return web.json_response({"removed": request.match_info["name"]})
+
+
+@web.middleware
+async def notify_hub(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After an admin change (disable, revoke, tags, ...) the hub re-evaluates at once."""
+    response = await handler(request)
+    if request.method != "GET" and request.path.startswith("/v1/admin/"):
+        hub = request.app.get(HUB)
+        if hub is not None:
+            hub.changed()
+    return response
+
+
+# -- the control channel -----------------------------------------------------------------------
+
+
+async def control(request: web.Request) -> web.StreamResponse:
+    platform = request.app[PLATFORM]
+    hub = request.app[HUB]
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    session = await _authenticate(platform, ws)
+    if session is None:
+        return ws
+    ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
+    crl = hub.crl_message()
+    await ws.send_json({
+        "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
+        "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
+        "crl": crl["crl"], "crl_number": crl["crl_number"],
+    })
+    hub.join(session)
+    writer = asyncio.get_running_loop().create_task(_writer(ws, session))
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                _handle(platform, hub, session, json.loads(msg.data))
+            except (ValueError, TypeError, KeyError, IntroductionError, ApiError) as exc:
+                log.info("control: bad message from %s: %s", session.name, exc)
+            if session.closed:
+                break
+    finally:
+        hub.leave(session)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        await ws.close()
+    return ws
+
+
+async def _authenticate(platform: Platform, ws: web.WebSocketResponse) -> Session | None:
+    nonce = secrets.token_bytes(CHALLENGE_SIZE)
+    await ws.send_json({"type": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
+    try:
+        msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        hello = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+        name = hello["name"] if isinstance(hello, dict) else None
+        sig = base64.b64decode(hello["signature"], validate=True) if name else b""
+    except (TimeoutError, ValueError, TypeError, KeyError, binascii.Error):
+        name, sig = None, b""
+    now = int(platform.clock().timestamp())
+    session = None
+    if isinstance(name, str) and len(name) <= 16:
+        try:
+            system = platform.store.get_system(name)
+        except ApiError:
+            system = None
+        cert = platform.store.current_certificate(name, now) if system else None
+        if (system is not None and system.state == "active" and cert is not None and verify(
+                system.public_key, sig, challenge_message(nonce, name, platform.settings.pin))):
+            session = Session(name, cert.serial)
+            platform.store.touch(name, now)
+    if session is None:
+        log.info("control: authentication failed (%r)", name)
+        with contextlib.suppress(Exception):
+            await ws.send_json({"type": "error", "error": "authentication failed"})
+        await ws.close(code=CLOSE_AUTH_FAILED, message=b"authentication failed")
+    return session
+
+
+async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
+    while True:
+        msg = await session.queue.get()
+        if msg is None:
+            await ws.close(code=CLOSE_REPLACED)
+            return
+        await ws.send_json(msg)
+
+
+def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None:
+    if not isinstance(msg, dict):
+        raise ValueError("message is not an object")
+    kind = msg.get("type")
+    if kind == "report":
+        raw = msg.get("candidates")
+        if not isinstance(raw, list) or len(raw) > MAX_CANDIDATES:
+            raise ValueError("bad candidate list")
+        candidates = tuple(candidate_from_json(c) for c in raw)
+        nat = NatBehaviour(msg.get("nat", "unknown"))
+        mappings = msg.get("mappings")
+        hub.report(session, candidates, nat, mappings if isinstance(mappings, dict) else {})
+    elif kind == "intent":
+        st, _reply = accept_intent(platform, msg.get("signed"))
+        if st.from_name != session.name:
+            raise ValueError("intent for another system")
+        hub.changed()
+    else:
+        raise ValueError(f"unknown message type {kind!r}")
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+async def _startup(app: web.Application) -> None:
+    platform = app[PLATFORM]
+    hub = Hub(platform)
+    app[HUB] = hub
+    hub.start()
+
+    def lookup(name: str) -> bytes | None:
+        try:
+            system = platform.store.get_system(name)
+        except ApiError:
+            return None
+        return system.public_key if system.state == "active" else None
+
+    port = urlsplit(platform.settings.url).port or 443
+    service = DiscoveryService(Reflector(lookup), "0.0.0.0", discovery_ports(port))
+    try:
+        await service.start()
+        app[DISCOVERY] = service
+    except OSError as exc:
+        await service.stop()
+        log.warning("discovery reflector not started: %s", exc)
+
+
+async def _shutdown(app: web.Application) -> None:
+    hub = app.get(HUB)
+    if hub is not None:
+        await hub.stop()
+    service = app.get(DISCOVERY)
+    if service is not None:
+        await service.stop()
+
+
+def setup(app: web.Application) -> None:
+    app.middlewares.append(notify_hub)
+    app.router.add_get(CONTROL_PATH, control)
+    app.router.add_post(INTENTS_PATH, post_intent)
+    app.router.add_get("/v1/admin/policies", list_policies)
+    app.router.add_post("/v1/admin/policies", add_policy)
+    app.router.add_delete("/v1/admin/policies/{name}", remove_policy)
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
