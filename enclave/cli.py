@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "enclave.netlab.cli",
     "enclave.platform.cli",
     "enclave.agent.cli",
+    "enclave.bench.cli",
 )
 
 

@@ -1,0 +1,275 @@
+"""What a bench run found, and its three renderings: rich table, JSON, self-contained HTML.
+
+A Figure is one number measured over the overlay and, where it exists, the same flow over the raw
+path (no overlay) in the same run; ratio = overlay / raw. A figure that was not measured is None,
+never a guess. Stages record what ran, what was unavailable and why.
+
+JSON (``Report.to_json()``)::
+
+    {"schema": "enclave-bench/1", "meta": {...},
+     "stages": [{"name", "status", "detail", "seconds"}],
+     "paths": {"aes256gcm": "direct-udp", ...},
+     "figures": [{"key", "group", "label", "unit", "cipher", "overlay", "raw", "ratio",
+                  "higher_is_better", "note"}],
+     "crypto": [{"cipher", "size", "impl", "op", "gbit_s", "ns_per_frame"}]}
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA = "enclave-bench/1"
+STAGE_STATUSES = ("ok", "unavailable", "failed", "skipped")
+
+
+@dataclass
+class Figure:
+    key: str
+    group: str  # throughput | udp | latency | setup | cpu | memory
+    label: str
+    unit: str
+    cipher: str | None = None
+    overlay: float | None = None
+    raw: float | None = None
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.overlay is None or self.raw is None or self.raw == 0:
+            return None
+        return self.overlay / self.raw
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ratio"] = self.ratio
+        return out
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STAGE_STATUSES:
+            raise ValueError(f"stage status must be one of {STAGE_STATUSES}, got {self.status!r}")
+
+
+@dataclass
+class Report:
+    meta: dict[str, Any] = field(default_factory=dict)
+    stages: list[Stage] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    crypto: list[dict[str, Any]] = field(default_factory=list)
+    paths: dict[str, str | None] = field(default_factory=dict)
+
+    def stage(self, name: str, status: str, detail: str = "", seconds: float = 0.0) -> Stage:
+        st = Stage(name, status, detail, round(seconds, 3))
+        self.stages.append(st)
+        return st
+
+    def figure(self, key: str, cipher: str | None = None) -> Figure | None:
+        for f in self.figures:
+            if f.key == key and f.cipher == cipher:
+                return f
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "meta": self.meta,
+            "stages": [asdict(s) for s in self.stages],
+            "paths": self.paths,
+            "figures": [f.as_json() for f in self.figures],
+            "crypto": self.crypto,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_json(), indent=2, sort_keys=False)
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit in ("%",):
+        return f"{value:.2f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value else "0"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+# -- rich --------------------------------------------------------------------------------------
+
+
+def render(report: Report, console: Any = None) -> None:
+    """Print stages, figures and crypto rows as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    stages = Table(title="enclave bench: stages", title_justify="left")
+    for col in ("stage", "status", "seconds", "detail"):
+        stages.add_column(col)
+    colours = {"ok": "green", "unavailable": "yellow", "failed": "red", "skipped": "dim"}
+    for st in report.stages:
+        stages.add_row(st.name, f"[{colours[st.status]}]{st.status}[/]", f"{st.seconds:.1f}",
+                       html_free(st.detail))
+    console.print(stages)
+    if report.figures:
+        table = Table(title="overlay vs raw path", title_justify="left")
+        for col, just in (("figure", "left"), ("cipher", "left"), ("overlay", "right"),
+                          ("raw", "right"), ("ratio", "right"), ("unit", "left"),
+                          ("note", "left")):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        for f in report.figures:
+            table.add_row(f.label, f.cipher or "-", fmt(f.overlay, f.unit), fmt(f.raw, f.unit),
+                          fmt_ratio(f.ratio), f.unit, html_free(f.note))
+        console.print(table)
+    if report.crypto:
+        table = Table(title="AEAD in process (one core)", title_justify="left")
+        for col in ("cipher", "op", "size B", "implementation", "Gbit/s", "ns/frame"):
+            table.add_column(col, justify="left" if col in ("cipher", "op", "implementation")
+                             else "right")
+        for row in report.crypto:
+            table.add_row(row["cipher"], row["op"], str(row["size"]), row["impl"],
+                          f"{row['gbit_s']:.2f}", f"{row['ns_per_frame']:.0f}")
+        console.print(table)
+
+
+def html_free(text: str) -> str:
+    """Text safe for rich markup (square brackets escaped)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# -- HTML + SVG --------------------------------------------------------------------------------
+
+_COLOURS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+
+
+def svg_throughput_chart(report: Report) -> str:
+    """Grouped horizontal bars: per throughput flow, raw then each cipher's overlay (Gbit/s)."""
+    flows: list[str] = []
+    raw: dict[str, float | None] = {}
+    over: dict[tuple[str, str], float | None] = {}
+    labels: dict[str, str] = {}
+    ciphers: list[str] = []
+    for f in report.figures:
+        if f.group != "throughput":
+            continue
+        if f.key not in labels:
+            flows.append(f.key)
+            labels[f.key] = f.label
+        if f.raw is not None:
+            raw[f.key] = f.raw
+        if f.cipher is not None:
+            if f.cipher not in ciphers:
+                ciphers.append(f.cipher)
+            over[(f.key, f.cipher)] = f.overlay
+    series = ["raw", *ciphers]
+    values: list[float] = [v for v in [*raw.values(), *over.values()] if v is not None]
+    vmax = max(values) if values else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    bar_h, gap, label_w, plot_w = 14, 10, 210, 460
+    group_h = bar_h * len(series) + gap
+    height = 40 + group_h * max(1, len(flows)) + 20 * len(series)
+    width = label_w + plot_w + 90
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11" '
+           'role="img" aria-label="throughput per flow, raw vs overlay">']
+    out.append(f'<text x="4" y="14" font-size="13" font-weight="bold">Throughput (Gbit/s, '
+               f'receiver side), max {vmax:.2f}</text>')
+    y = 30
+    for key in flows:
+        out.append(f'<text x="4" y="{y + group_h / 2:.0f}">{html.escape(labels[key])}</text>')
+        for i, name in enumerate(series):
+            value = raw.get(key) if name == "raw" else over.get((key, name))
+            colour = _COLOURS[i % len(_COLOURS)]
+            by = y + i * bar_h
+            if value is None:
+                out.append(f'<text x="{label_w + 4}" y="{by + bar_h - 3}" fill="{colour}">'
+                           f'{html.escape(name)}: not measured</text>')
+                continue
+            w = max(1.0, plot_w * value / vmax)
+            out.append(f'<rect class="bar" data-series="{html.escape(name)}" '
+                       f'data-flow="{html.escape(key)}" data-value="{value:.6g}" '
+                       f'x="{label_w}" y="{by}" width="{w:.1f}" height="{bar_h - 2}" '
+                       f'fill="{colour}"/>')
+            out.append(f'<text x="{label_w + w + 4:.1f}" y="{by + bar_h - 3}">'
+                       f'{value:.2f}</text>')
+        y += group_h
+    for i, name in enumerate(series):
+        ly = y + 10 + 20 * i
+        colour = _COLOURS[i % len(_COLOURS)]
+        out.append(f'<rect x="{label_w}" y="{ly}" width="12" height="12" fill="{colour}"/>')
+        label = "raw path (no overlay)" if name == "raw" else f"overlay, {name}"
+        out.append(f'<text x="{label_w + 18}" y="{ly + 10}">{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def to_html(report: Report) -> str:
+    """One self-contained page: chart (inline SVG), figures, stages. No scripts, no network."""
+    meta_rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in report.meta.items()
+    )
+    stage_rows = "".join(
+        f"<tr><td>{html.escape(s.name)}</td><td class='{s.status}'>{s.status}</td>"
+        f"<td>{s.seconds:.1f}</td><td>{html.escape(s.detail)}</td></tr>"
+        for s in report.stages
+    )
+    fig_rows = "".join(
+        f"<tr><td>{html.escape(f.label)}</td><td>{html.escape(f.cipher or '-')}</td>"
+        f"<td>{fmt(f.overlay, f.unit)}</td><td>{fmt(f.raw, f.unit)}</td>"
+        f"<td>{fmt_ratio(f.ratio)}</td><td>{html.escape(f.unit)}</td>"
+        f"<td>{html.escape(f.note)}</td></tr>"
+        for f in report.figures
+    )
+    crypto_rows = "".join(
+        f"<tr><td>{html.escape(r['cipher'])}</td><td>{html.escape(r['op'])}</td>"
+        f"<td>{r['size']}</td><td>{html.escape(r['impl'])}</td><td>{r['gbit_s']:.2f}</td>"
+        f"<td>{r['ns_per_frame']:.0f}</td></tr>"
+        for r in report.crypto
+    )
+    crypto = (
+        "<h2>AEAD in process</h2><table><tr><th>cipher</th><th>op</th><th>size B</th>"
+        f"<th>implementation</th><th>Gbit/s</th><th>ns/frame</th></tr>{crypto_rows}</table>"
+        if report.crypto else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>enclave bench</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 13px; }}
+.ok {{ color: #2a2; }} .unavailable {{ color: #b80; }} .failed {{ color: #c22; }}
+.skipped {{ color: #888; }}
+</style></head><body>
+<h1>enclave bench</h1>
+<table>{meta_rows}</table>
+<h2>Throughput: overlay vs raw path</h2>
+{svg_throughput_chart(report)}
+<h2>Figures</h2>
+<table><tr><th>figure</th><th>cipher</th><th>overlay</th><th>raw</th><th>ratio</th>
+<th>unit</th><th>note</th></tr>{fig_rows}</table>
+{crypto}
+<h2>Stages</h2>
+<table><tr><th>stage</th><th>status</th><th>seconds</th><th>detail</th></tr>{stage_rows}</table>
+</body></html>
+"""

@@ -1,0 +1,636 @@
+"""`enclave bench` without arguments: a lab, a platform, two agents, and every flow twice.
+
+Stages, in order (each recorded in the report as ok / unavailable / failed / skipped)::
+
+    lab        netlab: site a (a1) and site b (b1) behind different NATs, "platform" public host
+    raw-path   port forwards on both site routers for the bench ports, so the raw path runs
+               a1 -> NAT a -> internet -> NAT b -> b1, the same links the overlay crosses
+    platform   enclave platform init + serve on the platform host
+    enrol      enclave enrol on a1 and b1 (overlay IPs from --json)
+    agent      are `enclave up`, `enclave intent`, `enclave peers` there yet?
+    per cipher:
+      up         enclave up --state DIR on a1 and b1 (cipher + offload via env and flags)
+      intent     a1 adds b1, then b1 adds a1 (t0 = the second intent)
+      connected  poll `enclave peers --json` until b1 shows connected; set-up time, path
+      overlay    flows to b1's overlay IP; agent CPU seconds per GB and peak RSS
+    raw        the same flows to b1's public address
+    crypto     in-process AEAD (enclave bench crypto), short
+
+          a1 (site a, NAT)                      b1 (site b, NAT)
+          iperf3 -c / udpgen send / ping  --->  iperf3 -s / udpgen recv / echo
+          overlay: 100.64.x.y (TAP, agent)      raw: NAT b's public IP, forwarded ports
+
+A stage that cannot run says why and the run goes on with what it can measure: no overlay figure
+is ever filled in unless the overlay carried it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enclave.bench import flows, procstat
+from enclave.bench.report import Figure, Report
+
+ALL_FLOWS = ("tcp1", "tcp4", "udp64", "udp512", "udp1400", "latency")
+PLATFORM_PORT = 8443
+CONNECTED_STATES = {"connected", "established", "up", "active"}
+CONNECT_TIMEOUT_S = 30.0
+AGENT_COMMANDS = ("up", "intent", "peers")
+OVERLAY_UNAVAILABLE = "overlay: agent data plane not available yet"
+
+
+@dataclass
+class BenchOptions:
+    ciphers: list[str]
+    duration: float = 5.0
+    offload: bool | None = None
+    flows: tuple[str, ...] = ALL_FLOWS
+    nat_a: str = "full-cone"
+    nat_b: str = "port-restricted"
+    ping_count: int = 200
+    crypto: bool = True
+    crypto_seconds: float = 0.1
+    overlay: bool = True
+    workdir: Path | None = None
+    keep_logs: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.flows) - set(ALL_FLOWS)
+        if unknown:
+            raise ValueError(f"unknown flows: {', '.join(sorted(unknown))} "
+                             f"(choose from {', '.join(ALL_FLOWS)})")
+        if self.duration <= 0:
+            raise ValueError("--duration must be > 0")
+
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def steps_for(opts: BenchOptions) -> int:
+    """Progress steps a full run takes (for the progress bar's total)."""
+    per_path = _flow_steps(opts)
+    overlay = (4 + per_path) * len(opts.ciphers) if opts.overlay else 0
+    return 5 + overlay + per_path + (1 if opts.crypto else 0)
+
+
+def _flow_steps(opts: BenchOptions) -> int:
+    n = 0
+    for f in opts.flows:
+        n += 4 if f in ("tcp1", "tcp4") else 2 if f == "latency" else 1
+    return n
+
+
+# -- the agent CLI (may not exist yet) ---------------------------------------------------------
+
+
+def agent_commands() -> dict[str, set[str]]:
+    """Sub-commands of `enclave` that exist now, with their option strings."""
+    import argparse
+
+    from enclave.cli import build_parser
+
+    parser = build_parser()
+    out: dict[str, set[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                opts: set[str] = set()
+                for a in sub._actions:
+                    opts.update(a.option_strings)
+                out[name] = opts
+    return out
+
+
+def missing_agent_commands() -> list[str]:
+    have = agent_commands()
+    return [c for c in AGENT_COMMANDS if c not in have]
+
+
+def parse_peers(text: str) -> list[dict[str, Any]]:
+    """`enclave peers --json` output: a list of peer objects (or {"peers": [...]})."""
+    data = json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("peers", [])
+    if not isinstance(data, list):
+        raise ValueError("peers JSON is not a list")
+    return [p for p in data if isinstance(p, dict)]
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Agent:
+    host: Any
+    state: Path
+    name: str
+    overlay_ip: str
+    proc: subprocess.Popen[Any] | None = None
+    log: Path | None = None
+
+
+@dataclass
+class _Ctx:
+    opts: BenchOptions
+    report: Report
+    progress: Progress
+    lab: Any = None
+    work: Path = Path()
+    a: Any = None
+    b: Any = None
+    agents: dict[str, _Agent] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _stage(ctx: _Ctx, name: str) -> Iterator[dict[str, str]]:
+    """Time a stage; the body sets box["status"]/["detail"]; an exception marks it failed."""
+    box = {"status": "ok", "detail": ""}
+    t0 = time.monotonic()
+    try:
+        yield box
+    except (flows.FlowError, OSError, subprocess.SubprocessError, ValueError, RuntimeError,
+            KeyError) as exc:
+        ctx.report.stage(name, "failed", f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
+        raise _StageFailed(name) from exc
+    ctx.report.stage(name, box["status"], box["detail"], time.monotonic() - t0)
+
+
+class _StageFailed(Exception):
+    pass
+
+
+def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
+    """Run every stage that can run; always returns a report (the lab is always torn down)."""
+    from enclave import __version__
+
+    report = Report(meta={
+        "version": __version__,
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "duration_s": opts.duration,
+        "ciphers": ",".join(opts.ciphers),
+        "offload": "default" if opts.offload is None else ("on" if opts.offload else "off"),
+        "nat_a": opts.nat_a,
+        "nat_b": opts.nat_b,
+        "flows": ",".join(opts.flows),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    ctx = _Ctx(opts=opts, report=report, progress=progress)
+    tmp = None
+    if opts.workdir is None:
+        tmp = tempfile.mkdtemp(prefix="enclave-bench-")
+        ctx.work = Path(tmp)
+    else:
+        ctx.work = opts.workdir
+        ctx.work.mkdir(parents=True, exist_ok=True)
+    try:
+        _run_lab(ctx)
+    finally:
+        if tmp is not None and not opts.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if opts.crypto:
+        progress("crypto")
+        t0 = time.monotonic()
+        try:
+            from enclave.bench import crypto
+
+            report.crypto = crypto.run(opts.ciphers, seconds=opts.crypto_seconds)
+            report.stage("crypto", "ok", "", time.monotonic() - t0)
+        except (ImportError, RuntimeError, ValueError) as exc:
+            report.stage("crypto", "unavailable", f"compiled fast path: {exc}",
+                         time.monotonic() - t0)
+    return report
+
+
+def _run_lab(ctx: _Ctx) -> None:
+    from enclave.netlab import Lab, NatType, Site, Topology
+
+    opts = ctx.opts
+    ctx.progress("lab")
+    try:
+        with _stage(ctx, "lab") as box:
+            if os.geteuid() != 0:
+                raise RuntimeError("enclave bench builds network namespaces: run it as root")
+            topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
+                                   Site("b", nat=NatType(opts.nat_b))],
+                            public_hosts=["platform"])
+            ctx.lab = Lab(topo).start()
+            ctx.a, ctx.b = ctx.lab.host("a1"), ctx.lab.host("b1")
+            box["detail"] = (f"a1 {ctx.a.ip} behind {opts.nat_a} ({ctx.a.public_ip}), "
+                             f"b1 {ctx.b.ip} behind {opts.nat_b} ({ctx.b.public_ip})")
+    except _StageFailed:
+        return
+    try:
+        _run_in_lab(ctx)
+    finally:
+        for agent in ctx.agents.values():
+            if agent.proc is not None:
+                flows.stop(agent.proc, grace=5)
+        ctx.lab.close()
+
+
+def _run_in_lab(ctx: _Ctx) -> None:
+    opts = ctx.opts
+    ctx.progress("raw path: port forwards")
+    raw_ok = True
+    try:
+        with _stage(ctx, "raw-path") as box:
+            for host in (ctx.a, ctx.b):
+                forward_bench_ports(ctx.lab, host)
+            box["detail"] = f"raw target {ctx.b.public_ip} (ports {list(flows.BENCH_UDP_PORTS)})"
+    except _StageFailed:
+        raw_ok = False
+
+    overlay_ready = opts.overlay
+    if not opts.overlay:
+        ctx.report.stage("overlay", "skipped", "--no-overlay")
+    else:
+        overlay_ready = _platform_and_enrol(ctx)
+    if overlay_ready:
+        missing = missing_agent_commands()
+        if missing:
+            overlay_ready = False
+            ctx.report.stage("agent", "unavailable",
+                             f"{OVERLAY_UNAVAILABLE} (missing commands: "
+                             f"{', '.join('enclave ' + m for m in missing)})")
+        else:
+            ctx.report.stage("agent", "ok", "enclave up / intent / peers present")
+    for cipher in opts.ciphers:
+        if not overlay_ready:
+            break
+        try:
+            _overlay_run(ctx, cipher)
+        except _StageFailed:
+            pass
+    if raw_ok:
+        ctx.progress("raw flows")
+        with contextlib.suppress(_StageFailed), _stage(ctx, "flows raw") as box:
+            errors = measure_path(ctx, "raw", str(ctx.b.public_ip), cipher=None)
+            if errors:
+                box["detail"] = "; ".join(errors)
+
+
+def _enclave(*args: str) -> list[str]:
+    return flows.python_argv("enclave", *args)
+
+
+def _platform_and_enrol(ctx: _Ctx) -> bool:
+    platform = ctx.lab.public_host("platform")
+    data = ctx.work / "platform"
+    url = f"https://{platform.ip}:{PLATFORM_PORT}"
+    ctx.progress("platform")
+    try:
+        with _stage(ctx, "platform") as box:
+            res = subprocess.run(
+                _enclave("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
+                capture_output=True, text=True, timeout=60)
+            if res.returncode != 0:
+                raise RuntimeError(f"platform init: {res.stderr.strip()}")
+            with open(ctx.work / "platform.log", "wb") as log:
+                platform.popen(_enclave("platform", "serve", "--data", str(data)),
+                               stdout=log, stderr=subprocess.STDOUT)
+            _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
+            box["detail"] = url
+        ctx.progress("enrol")
+        with _stage(ctx, "enrol") as box:
+            res = subprocess.run(
+                _enclave("platform", "keys", "create", "--data", str(data), "--uses", "2"),
+                capture_output=True, text=True, timeout=60)
+            if res.returncode != 0:
+                raise RuntimeError(f"keys create: {res.stderr.strip()}")
+            token = res.stdout.strip()
+            for host in (ctx.a, ctx.b):
+                state = ctx.work / f"state-{host.name}"
+                res = host.run(_enclave("enrol", token, "--state", str(state), "--json",
+                                        "--hostname", host.name), timeout=60)
+                if res.returncode != 0:
+                    raise RuntimeError(f"enrol on {host.name}: {res.stderr.strip()[-300:]}")
+                info = json.loads(res.stdout)
+                ctx.agents[host.name] = _Agent(host=host, state=state, name=info["name"],
+                                               overlay_ip=info["overlay_ip"])
+            box["detail"] = ", ".join(f"{h} = {a.name} {a.overlay_ip}"
+                                      for h, a in ctx.agents.items())
+    except _StageFailed:
+        return False
+    return True
+
+
+def _wait_tcp(host: Any, ip: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+
+    def probe() -> bool:
+        try:
+            with socket.create_connection((ip, port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    while time.monotonic() < deadline:
+        if host.call(probe):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listening on {ip}:{port} after {timeout:.0f}s")
+
+
+def forward_bench_ports(lab: Any, host: Any) -> None:
+    """Let the bench ports through ``host``'s site router to ``host`` (DNAT when it translates).
+
+    Own table ``ip enclave_bench`` for the DNAT (priority before the lab's dstnat, so it wins);
+    an accept for exactly these flows inserted at the top of the lab's forward filter.
+    """
+    from enclave.netlab import netns
+
+    site = lab.site(host.site)
+    tcp = f"tcp dport {flows.IPERF_PORT}"
+    udp = "udp dport { " + ", ".join(str(p) for p in flows.BENCH_UDP_PORTS) + " }"
+    script: list[str] = []
+    if site.nat.translates:
+        script += [
+            "table ip enclave_bench {",
+            "  chain pre {",
+            "    type nat hook prerouting priority dstnat - 10; policy accept;",
+            f'    iifname "wan" {tcp} dnat ip to {host.ip}',
+            f'    iifname "wan" {udp} dnat ip to {host.ip}',
+            "  }",
+            "}",
+        ]
+    netns.run(netns.exec_argv(site.router_netns, ["nft", "-f", "-"]),
+              input="\n".join(script) + "\n" if script else "")
+    listing = netns.run(netns.exec_argv(site.router_netns, ["nft", "list", "tables"])).stdout
+    if "enclave_lab" in listing:
+        for match in (tcp, udp):
+            netns.run(netns.exec_argv(site.router_netns, [
+                "nft", "insert", "rule", "ip", "enclave_lab", "forward",
+                "iifname", "wan", "ip", "daddr", str(host.ip), *match.split(), "accept"]))
+
+
+# -- overlay -----------------------------------------------------------------------------------
+
+
+def _overlay_run(ctx: _Ctx, cipher: str) -> None:
+    opts = ctx.opts
+    a, b = ctx.agents["a1"], ctx.agents["b1"]
+    up_opts = agent_commands().get("up", set())
+    ctx.progress(f"up ({cipher})")
+    try:
+        with _stage(ctx, f"up ({cipher})") as box:
+            for agent in (a, b):
+                argv = ["up", "--state", str(agent.state)]
+                if "--cipher" in up_opts:
+                    argv += ["--cipher", cipher]
+                if opts.offload is not None and "--offload" in up_opts:
+                    argv.append("--offload" if opts.offload else "--no-offload")
+                env = {**os.environ, "ENCLAVE_CIPHER": cipher}
+                if opts.offload is not None:
+                    env["ENCLAVE_OFFLOAD"] = "1" if opts.offload else "0"
+                agent.log = ctx.work / f"agent-{agent.host.name}-{cipher}.log"
+                with open(agent.log, "wb") as log:
+                    agent.proc = agent.host.popen(_enclave(*argv), stdout=log,
+                                                  stderr=subprocess.STDOUT, env=env)
+            time.sleep(0.5)
+            for agent in (a, b):
+                assert agent.proc is not None
+                if agent.proc.poll() is not None:
+                    raise RuntimeError(f"enclave up on {agent.host.name} exited "
+                                       f"({agent.proc.returncode}): {_tail(agent.log)}")
+            box["detail"] = f"pids {a.proc.pid if a.proc else '-'}, {b.proc.pid if b.proc else '-'}"
+        ctx.progress(f"intent ({cipher})")
+        with _stage(ctx, f"intent ({cipher})") as box:
+            _cli_ok(a.host, "intent", "add", b.name, "--state", str(a.state))
+            t0 = time.monotonic()
+            _cli_ok(b.host, "intent", "add", a.name, "--state", str(b.state))
+            box["detail"] = f"{a.name} <-> {b.name}"
+        ctx.progress(f"connected ({cipher})")
+        with _stage(ctx, f"connected ({cipher})") as box:
+            peer, waited = _wait_connected(a, b.name, t0)
+            setup_ms = peer.get("setup_ms")
+            if not isinstance(setup_ms, int | float):
+                setup_ms = waited * 1000
+                note = "polled (agent reports no setup_ms)"
+            else:
+                note = "agent's setup_ms"
+            path = peer.get("path")
+            ctx.report.paths[cipher] = path
+            ctx.report.figures.append(Figure(
+                "setup_ms", "setup", "connection set-up (second intent -> first frame)", "ms",
+                cipher, float(setup_ms), None, False, f"{note}; path {path}"))
+            box["detail"] = f"path {path}, {setup_ms:.0f} ms"
+        ctx.progress(f"overlay check ({cipher})")
+        with _stage(ctx, f"overlay check ({cipher})") as box:
+            echo = flows.start_echo_server(b.host)
+            try:
+                probe = flows.latency(a.host, b.overlay_ip, count=5, interval=0.05, timeout=1.0)
+            finally:
+                flows.stop(echo)
+            if probe.received == 0:
+                box["status"] = "unavailable"
+                box["detail"] = (f"{OVERLAY_UNAVAILABLE} (connected, but no UDP echo over "
+                                 f"{b.overlay_ip})")
+                return
+        with _stage(ctx, f"flows overlay ({cipher})") as box:
+            errors = measure_path(ctx, "overlay", b.overlay_ip, cipher=cipher)
+            for agent in (a, b):
+                assert agent.proc is not None
+                rss = procstat.peak_rss_bytes(agent.proc.pid)
+                ctx.report.figures.append(Figure(
+                    f"rss_{agent.host.name}", "memory", f"agent {agent.host.name} peak RSS",
+                    "MiB", cipher, None if rss is None else rss / 2**20, None, False,
+                    "VmHWM"))
+            if errors:
+                box["detail"] = "; ".join(errors)
+    finally:
+        for agent in (a, b):
+            if agent.proc is not None:
+                flows.stop(agent.proc, grace=5)
+                agent.proc = None
+        for agent, peer_name in ((a, b.name), (b, a.name)):
+            with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
+                _cli_ok(agent.host, "intent", "remove", peer_name, "--state", str(agent.state))
+
+
+def _tail(path: Path | None, n: int = 400) -> str:
+    if path is None or not path.exists():
+        return ""
+    return path.read_text(errors="replace").strip()[-n:]
+
+
+def _cli_ok(host: Any, *args: str) -> str:
+    res = host.run(_enclave(*args), timeout=30)
+    if res.returncode != 0:
+        raise RuntimeError(f"enclave {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
+    return str(res.stdout)
+
+
+def _wait_connected(agent: _Agent, peer_name: str, t0: float) -> tuple[dict[str, Any], float]:
+    deadline = t0 + CONNECT_TIMEOUT_S
+    last: Any = None
+    while time.monotonic() < deadline:
+        res = agent.host.run(_enclave("peers", "--json", "--state", str(agent.state)),
+                             timeout=15)
+        if res.returncode == 0:
+            try:
+                peers = parse_peers(res.stdout)
+            except ValueError:
+                peers = []
+            for peer in peers:
+                if peer.get("name") == peer_name:
+                    last = peer
+                    if str(peer.get("state", "")).lower() in CONNECTED_STATES:
+                        return peer, time.monotonic() - t0
+        time.sleep(0.05)
+    raise RuntimeError(f"{peer_name} not connected within {CONNECT_TIMEOUT_S:.0f}s "
+                       f"(last peers entry: {last})")
+
+
+# -- flows over one path -----------------------------------------------------------------------
+
+_TCP_LABELS = {
+    ("tcp1", False): "TCP 1 stream a1->b1",
+    ("tcp1", True): "TCP 1 stream b1->a1",
+    ("tcp4", False): "TCP 4 streams a1->b1",
+    ("tcp4", True): "TCP 4 streams b1->a1",
+}
+
+
+def _put(ctx: _Ctx, path: str, cipher: str | None, key: str, group: str, label: str, unit: str,
+         value: float | None, higher: bool = True, note: str = "") -> None:
+    """Record ``value`` for ``path``: the raw value goes into every cipher's figure of ``key``."""
+    report = ctx.report
+    if path == "overlay":
+        fig = report.figure(key, cipher)
+        if fig is None:
+            raw = next((f.raw for f in report.figures if f.key == key), None)
+            fig = Figure(key, group, label, unit, cipher, None, raw, higher, note)
+            report.figures.append(fig)
+        fig.overlay = value
+        if note:
+            fig.note = note
+        return
+    matched = [f for f in report.figures if f.key == key]
+    for f in matched:
+        f.raw = value
+    if not matched:
+        report.figures.append(Figure(key, group, label, unit, None, None, value, higher, note))
+
+
+def measure_path(ctx: _Ctx, path: str, server_ip: str, *, cipher: str | None) -> list[str]:
+    """Every selected flow a1 -> ``server_ip`` (b1); figures into the report; errors returned."""
+    opts = ctx.opts
+    a, b = ctx.a, ctx.b
+    errors: list[str] = []
+    pids = [ag.proc.pid for ag in ctx.agents.values() if ag.proc is not None] \
+        if path == "overlay" else []
+    cpu0 = {pid: procstat.cpu_seconds(pid) for pid in pids}
+    moved = 0
+    tcp = [f for f in opts.flows if f in ("tcp1", "tcp4")]
+    server = None
+    try:
+        if tcp or "latency" in opts.flows:
+            if shutil.which("iperf3") is None:
+                errors.append("iperf3 not installed (apt-get install iperf3): TCP flows skipped")
+                tcp = []
+            else:
+                server = flows.start_iperf3_server(b)
+        for name in tcp:
+            streams = 1 if name == "tcp1" else 4
+            for reverse in (False, True):
+                label = _TCP_LABELS[(name, reverse)]
+                ctx.progress(f"{path} {label}")
+                key = f"{name}_{'ba' if reverse else 'ab'}"
+                try:
+                    res = flows.tcp_throughput(a, server_ip, duration=opts.duration,
+                                               streams=streams, reverse=reverse)
+                except flows.FlowError as exc:
+                    errors.append(f"{label}: {exc}")
+                    _put(ctx, path, cipher, key, "throughput", label, "Gbit/s", None)
+                    continue
+                moved += res.receiver_bytes
+                note = "" if res.retransmits is None else f"{res.retransmits} retransmits"
+                _put(ctx, path, cipher, key, "throughput", label, "Gbit/s", res.gbit_s,
+                     note=note if path == "overlay" else "")
+        cpu1 = {pid: procstat.cpu_seconds(pid) for pid in pids}
+        for size in (64, 512, 1400):
+            if f"udp{size}" not in opts.flows:
+                continue
+            ctx.progress(f"{path} UDP {size} B")
+            try:
+                ur = flows.udp_rate(a, b, server_ip, size=size, duration=opts.duration)
+            except flows.FlowError as exc:
+                errors.append(f"UDP {size} B: {exc}")
+                continue
+            _put(ctx, path, cipher, f"udp{size}_pps", "udp", f"UDP {size} B packet rate a1->b1",
+                 "kpps", ur.receiver_pps / 1e3, note=f"sent {ur.sent}, received {ur.received}")
+            _put(ctx, path, cipher, f"udp{size}_loss", "udp", f"UDP {size} B loss a1->b1", "%",
+                 ur.loss_pct, higher=False)
+        if "latency" in opts.flows:
+            _latency(ctx, path, cipher, server_ip, errors)
+    finally:
+        if server is not None:
+            flows.stop(server)
+    if path == "overlay" and moved and pids:
+        for ag in ctx.agents.values():
+            if ag.proc is None:
+                continue
+            used = cpu1[ag.proc.pid] - cpu0[ag.proc.pid]
+            _put(ctx, path, cipher, f"cpu_per_gb_{ag.host.name}", "cpu",
+                 f"agent {ag.host.name} CPU per GB moved (TCP flows)", "CPU s/GB",
+                 used / (moved / 1e9), higher=False,
+                 note=f"{used:.2f} CPU s over {moved / 1e9:.2f} GB")
+    return errors
+
+
+def _latency(ctx: _Ctx, path: str, cipher: str | None, server_ip: str,
+             errors: list[str]) -> None:
+    opts = ctx.opts
+    a, b = ctx.a, ctx.b
+    echo = flows.start_echo_server(b)
+    try:
+        ctx.progress(f"{path} latency idle")
+        try:
+            idle = flows.latency(a, server_ip, count=opts.ping_count)
+            _latency_figures(ctx, path, cipher, "idle", idle)
+        except flows.FlowError as exc:
+            errors.append(f"latency idle: {exc}")
+        ctx.progress(f"{path} latency under load")
+        if shutil.which("iperf3") is None:
+            return
+        box: dict[str, flows.LatencyResult] = {}
+        count = max(20, min(opts.ping_count, int(opts.duration / 0.006) - 20))
+
+        def pings() -> None:
+            time.sleep(0.3)  # let the load ramp up
+            box["r"] = flows.latency(a, server_ip, count=count)
+
+        try:
+            flows.tcp_throughput(a, server_ip, duration=opts.duration + 1, streams=1,
+                                 during=pings)
+        except flows.FlowError as exc:
+            errors.append(f"latency under load (iperf3): {exc}")
+        if "r" in box:
+            _latency_figures(ctx, path, cipher, "load", box["r"])
+    finally:
+        flows.stop(echo)
+
+
+def _latency_figures(ctx: _Ctx, path: str, cipher: str | None, kind: str,
+                     res: flows.LatencyResult) -> None:
+    text = "idle" if kind == "idle" else "under TCP load"
+    note = f"{res.received}/{res.sent} replies"
+    for pct, value in (("p50", res.p50_us), ("p99", res.p99_us)):
+        _put(ctx, path, cipher, f"rtt_{kind}_{pct}", "latency", f"RTT {pct} {text}", "us",
+             value, higher=False, note=note)
