@@ -71,6 +71,35 @@ class MacTable:
     def forget_slot(self, slot: int) -> int: ...
     def count(self, now: int) -> int: ...
 
+# --- _fp_udp.pxi ---
+UDP_BATCH_MAX: Final[int]
+
+class UdpBatchIO:
+    """recvmmsg/sendmmsg (+ UDP GSO/GRO), GIL released; offsets/sizes/lengths are uint32."""
+
+    def __init__(self) -> None: ...
+    def recv(
+        self,
+        fd: int,
+        buf: Buffer,
+        offsets: Buffer,
+        sizes: Buffer,
+        lengths: Buffer,
+        timeout: float = 0.0,
+    ) -> int: ...
+    def source(self, i: int) -> tuple[str, int]: ...
+    def gro_size(self, i: int) -> int: ...
+    def truncated(self, i: int) -> bool: ...
+    def send(
+        self,
+        fd: int,
+        buf: Buffer,
+        offsets: Buffer,
+        lengths: Buffer,
+        dest: tuple[str, int] | list[tuple[str, int]],
+        gso_size: int = 0,
+    ) -> int: ...
+
 # --- _fp_offload.pxi: TSO split / GRO coalesce for a vnet_hdr TAP ---------------------------
 OFFLOAD_ERRORS: Final[dict[int, str]]
 VNET_HDR_LEN: Final[int]

@@ -10,6 +10,7 @@ What lives here (each part in its own include file):
     _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF seal/open in place, batched
     _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
     _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
+    _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
 
 Outbound flow this is built for (inside -> outside, one batch per syscall round):
 
@@ -141,4 +142,5 @@ def aes256gcm_available() -> bool:
 include "_fp_aead.pxi"
 include "_fp_replay.pxi"
 include "_fp_switch.pxi"
+include "_fp_udp.pxi"
 include "_fp_offload.pxi"
