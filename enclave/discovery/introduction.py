@@ -10,7 +10,9 @@ JSON form on the control channel (one object per introduction):
      "punch_at": 1764193000.25,             # unix time both sides start probing
      "candidates": [{"transport": "udp", "host": "198.19.1.2", "port": 51820,
                      "kind": "private", "nat": "endpoint-independent"}, ...],
-     "relay": {"transport": "relay", "host": "198.18.0.2", "port": 3479} | null}
+     "relay": {"transport": "relay", "host": "198.18.0.2", "port": 3479} | null,
+     "relay_ticket": "<base64>" | null}      # optional: this side's ticket for that relay
+                                            # (enclave.platform.relay.mint_ticket)
 
     {"type": "withdraw", "peer": "V88RY", "reason": "intent" | "revoked" | "offline" | ...}
 """
@@ -40,6 +42,7 @@ class Introduction:
     nat: NatBehaviour
     punch_at: float  # unix time (wall clock): the agent converts to its monotonic clock
     relay: PathAddr | None = None
+    relay_ticket: bytes | None = None  # "this system may relay to `peer` until T", platform-made
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,11 @@ class Introduction:
             "punch_at": self.punch_at,
             "candidates": [candidate_to_json(c) for c in self.candidates],
             "relay": addr_to_json(self.relay) if self.relay is not None else None,
+            "relay_ticket": (
+                base64.b64encode(self.relay_ticket).decode("ascii")
+                if self.relay_ticket is not None
+                else None
+            ),
         }
 
     @classmethod
@@ -65,6 +73,9 @@ class Introduction:
             if not isinstance(cands, list) or len(cands) > 64:
                 raise IntroductionError("bad candidate list")
             relay = obj.get("relay")
+            ticket = obj.get("relay_ticket")
+            if ticket is not None and (not isinstance(ticket, str) or len(ticket) > 1024):
+                raise IntroductionError("bad relay ticket")
             return cls(
                 peer=peer,
                 cert_der=cert,
@@ -72,6 +83,9 @@ class Introduction:
                 nat=NatBehaviour(obj["nat"]),
                 punch_at=float(obj["punch_at"]),
                 relay=addr_from_json(relay) if relay is not None else None,
+                relay_ticket=(
+                    base64.b64decode(ticket, validate=True) if ticket is not None else None
+                ),
             )
         except IntroductionError:
             raise

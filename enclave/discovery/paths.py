@@ -73,6 +73,11 @@ class PathManager:
         state = self._paths.get(addr)
         return None if state is None else state.rank
 
+    def rtt_of(self, addr: PathAddr) -> float | None:
+        """Smoothed round-trip time of an authenticated probe over `addr` (seconds)."""
+        state = self._paths.get(addr)
+        return None if state is None else state.rtt
+
     def confirmed(self) -> list[PathAddr]:
         return [a for a, p in self._paths.items() if p.confirmed_at is not None]
 

@@ -240,6 +240,26 @@ class Node:
         self._send_to_peer(p, msg, p.addr, now)
         return True
 
+    def ping(self, peer: str, now: float) -> bool:
+        """Send an authenticated PROBE over the current path; its reply updates rtt(peer)."""
+        p = self._peers.get(peer)
+        if p is None or p.current is None or p.paths is None or not isinstance(p.addr, PathAddr):
+            return False
+        p.paths.learn(p.addr)
+        probe_id = p.paths.new_probe(p.addr, now)
+        msg = self._seal_control(p, p.current, Control(CTRL_PROBE, probe_id), now)
+        if msg is None:
+            return False
+        self._send_to_peer(p, msg, p.addr, now)
+        return True
+
+    def rtt(self, peer: str) -> float | None:
+        """Smoothed round-trip time (seconds) of the current path, from ping()/probe replies."""
+        p = self._peers.get(peer)
+        if p is None or p.paths is None or not isinstance(p.addr, PathAddr):
+            return None
+        return p.paths.rtt_of(p.addr)
+
     def report_activity(
         self, local_index: int, now: float, *, rx: bool = False, tx_messages: int | None = None
     ) -> None:

@@ -1,0 +1,472 @@
+"""ConnectionManager: the sockets around the sans-I/O peer table (enclave.proto.node.Node).
+
+    control channel --introduce/withdraw/set_intents/set_revoked--> ConnectionManager
+                                                                        |
+        UDP data socket (shared)   --datagram--> demux by type byte + source:
+          types 1..5 (peer traffic)    -> Node.receive_datagram(data, PathAddr(UDP, ip, port))
+          relay types from our relay   -> RelayClient -> Node (PathAddr(RELAY, relay, channel))
+          anything else                -> on_unhandled callbacks (discovery reflector replies)
+        TCP data port (listen + simultaneous-open connectors, u16-framed)
+                                        -> Node.receive_datagram(frame, PathAddr(TCP, ip, port))
+                                                                        |
+        Node.datagrams_to_send(now) -> by PathAddr transport: UDP sendto / TCP stream / relay
+        Node.get_timer() -> one asyncio TimerHandle, re-armed after every call into the Node
+        Node.next_event() -> PeerKeysUpdated -> dataplane.install(); session/path events ->
+                             peer status (`enclave peers`); UseRelay -> relay registration;
+                             DataReceived -> on_data callbacks (Python reference data path)
+
+Hole punching: introduce() hands the peer's candidates to Node.connect() with the introduction's
+punch time; the Node's PathManager probes all candidates (private first) every 100-200 ms for
+5 s, picks the best confirmed path (LAN > direct UDP > direct TCP > relay), keeps re-probing
+for better paths later and moves the session without dropping it.  After 5 s with no direct
+path it emits UseRelay: we register with the platform relay using the introduction's ticket and
+offer the relay as one more candidate.  `now` for the Node is the event loop's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from enclave.agent.relay_client import RelayClient
+from enclave.agent.transport_tcp import SocketFactory, TcpTransport, default_socket_factory
+from enclave.agent.transport_udp import UdpTransport
+from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.discovery.introduction import Introduction
+from enclave.proto.events import (
+    DataReceived,
+    Event,
+    HandshakeFailed,
+    PathChanged,
+    PeerKeysUpdated,
+    PeerRoamed,
+    SessionClosed,
+    SessionEstablished,
+    SessionRekeyed,
+    UseRelay,
+)
+from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
+from enclave.proto.node import Node
+from enclave.proto.wire import (
+    MSG_CONTROL,
+    MSG_HANDSHAKE_INIT,
+    RELAY_MESSAGE_TYPES,
+    CloseReason,
+)
+
+log = logging.getLogger("enclave.agent.connections")
+
+PING_INTERVAL = 10.0  # rtt measurement on the current path (authenticated PROBE / REPLY)
+RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until a session exists
+RELAY_NUDGES = 40
+RECONNECT_DELAY = 1.0  # after a session closed (dead peer, remote close) while still introduced
+
+Addr = tuple[str, int]
+OnUnhandled = Callable[[bytes, Addr], None]
+OnData = Callable[[str, bytes], None]
+
+
+class DataPlaneLike(Protocol):
+    def install(self, peer: str, keys: PeerKeysUpdated) -> None: ...
+
+    def remove(self, peer: str) -> None: ...
+
+    def counters(self, peer: str) -> dict[str, int]: ...
+
+
+@dataclass
+class _PeerInfo:
+    name: str
+    intro: Introduction
+    kinds: dict[PathAddr, CandidateKind]
+    introduced_at: float  # loop time
+    punch_at: float  # loop time
+    state: str = "connecting"  # connecting | relay-wait | connected | closed | failed
+    addr: PathAddr | None = None
+    connected_at: float | None = None  # unix time
+    setup_ms: float | None = None  # introduction -> first authenticated packet
+    punch_ms: float | None = None  # punch start -> first authenticated packet
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rekeys: int = 0
+    path_changes: int = 0
+    closed_reason: str | None = None
+    next_ping: float | None = None
+    relay_nudges: int = 0
+    next_nudge: float | None = None
+    reconnect_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def path_name(addr: PathAddr | None, kinds: dict[PathAddr, CandidateKind]) -> str | None:
+    if addr is None:
+        return None
+    if addr.transport is Transport.RELAY:
+        return "relay"
+    if addr.transport is Transport.TCP:
+        return "direct-tcp"
+    return "lan" if kinds.get(addr) is CandidateKind.PRIVATE else "direct-udp"
+
+
+class ConnectionManager:
+    def __init__(
+        self,
+        creds: LocalCredentials,
+        validate_peer: ValidatePeer,
+        *,
+        udp_sock: socket.socket,
+        tcp_port: int,
+        dataplane: DataPlaneLike | None = None,
+        local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
+        tcp_socket_factory: SocketFactory = default_socket_factory,
+        tcp_bind_host: str = "0.0.0.0",
+    ) -> None:
+        self.name = creds.name
+        self._validate_outer = validate_peer
+        self._revoked: set[int] = set()
+        self._intents: set[str] | None = None
+        self._peers: dict[str, _PeerInfo] = {}
+        self._addr_peer: dict[PathAddr, str] = {}
+        self._dataplane = dataplane
+        self._udp_sock = udp_sock
+        self._udp = UdpTransport(self._on_udp)
+        self._tcp = TcpTransport(
+            tcp_port,
+            self._on_tcp,
+            socket_factory=tcp_socket_factory,
+            bind_host=tcp_bind_host,
+        )
+        self._relay = RelayClient()
+        self._unhandled: list[OnUnhandled] = []
+        self._on_data: list[OnData] = []
+        self._wall_offset = time.time() - time.monotonic()  # loop.time() is monotonic
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = False
+        self.node = Node(
+            creds,
+            self._validate,
+            self._intends,
+            wall_offset=self._wall_offset,  # INIT timestamps are unix nanoseconds
+            local_nat=local_nat,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wall_offset = time.time() - self._loop.time()
+        await self._udp.start(self._udp_sock)
+        await self._tcp.start()
+        self._running = True
+        self._pump()
+
+    async def stop(self) -> None:
+        """Close every session (peers are told), then release the sockets."""
+        if not self._running:
+            return
+        now = self._now()
+        for name in list(self._peers):
+            self.node.close(name, now, CloseReason.LOCAL)
+        self._flush(now)
+        self._drain_events(now)
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._udp.close()
+        await self._tcp.close()
+
+    @property
+    def tcp_port(self) -> int:
+        return self._tcp.port
+
+    # ------------------------------------------------------------------ control inputs
+    def introduce(self, intro: Introduction) -> None:
+        """Start (or refresh) punching towards `intro.peer` at its candidates."""
+        if intro.peer == self.name:
+            raise ValueError("introduced to ourselves")
+        now = self._now()
+        punch_at = max(now, intro.punch_at - self._wall_offset)
+        kinds = {c.addr: c.kind for c in intro.candidates}
+        old = self._peers.get(intro.peer)
+        info = _PeerInfo(intro.peer, intro, kinds, now, punch_at)
+        if old is not None and old.state == "connected":
+            info.state, info.addr, info.connected_at = old.state, old.addr, old.connected_at
+            info.setup_ms, info.punch_ms = old.setup_ms, old.punch_ms
+            info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
+            info.next_ping = old.next_ping
+        self._peers[intro.peer] = info
+        for c in intro.candidates:
+            self._addr_peer[c.addr] = intro.peer
+        self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at)
+        self._pump()
+
+    def withdraw(self, peer: str, reason: str) -> None:
+        """Intent withdrawn / peer revoked / offline: close the session and forget the peer."""
+        info = self._peers.pop(peer, None)
+        now = self._now()
+        self.node.close(peer, now, CloseReason.LOCAL)
+        self._relay.remove(peer)
+        for a in [a for a, n in self._addr_peer.items() if n == peer]:
+            del self._addr_peer[a]
+        if info is not None:
+            log.info("peer %s withdrawn (%s)", peer, reason)
+        self._pump()
+
+    def set_intents(self, names: Iterable[str]) -> None:
+        self._intents = set(names)
+        self.node.revalidate(self._now())
+        self._pump()
+
+    def set_revoked(self, serials: Iterable[int]) -> None:
+        self._revoked = set(serials)
+        self.node.revalidate(self._now())
+        self._pump()
+
+    def on_unhandled(self, callback: OnUnhandled) -> None:
+        self._unhandled.append(callback)
+
+    def on_data(self, callback: OnData) -> None:
+        self._on_data.append(callback)
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        """Send a non-peer datagram from the data socket (e.g. a discovery reflection request)."""
+        self._udp.send(data, addr)
+
+    def send_data(self, peer: str, frame: bytes) -> bool:
+        """Python reference data path: one Ethernet frame to `peer` (False: no session)."""
+        ok = self.node.send_data(peer, frame, self._now())
+        self._pump()
+        return ok
+
+    # ------------------------------------------------------------------ status
+    def peers(self) -> list[dict[str, Any]]:
+        out = []
+        for info in sorted(self._peers.values(), key=lambda i: i.name):
+            rtt = self.node.rtt(info.name)
+            d: dict[str, Any] = {
+                "name": info.name,
+                "state": info.state,
+                "path": path_name(info.addr, info.kinds) if info.state == "connected" else None,
+                "endpoint": None if info.addr is None else f"{info.addr.host}:{info.addr.port}",
+                "transport": None if info.addr is None else info.addr.transport.value,
+                "rx_bytes": info.rx_bytes,
+                "tx_bytes": info.tx_bytes,
+                "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
+                "connected_at": info.connected_at,
+                "setup_ms": info.setup_ms,
+                "punch_ms": info.punch_ms,
+                "rekeys": info.rekeys,
+                "path_changes": info.path_changes,
+                "relay_registered": self._relay.registered(info.name),
+                "closed_reason": info.closed_reason,
+            }
+            if self._dataplane is not None:
+                with contextlib.suppress(Exception):
+                    d["dataplane"] = self._dataplane.counters(info.name)
+            out.append(d)
+        return out
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers() if p["name"] == name), None)
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, der: bytes) -> PeerIdentity | None:
+        ident = self._validate_outer(der)
+        if ident is None:
+            return None
+        serial = getattr(ident, "serial", None)
+        if serial is not None and serial in self._revoked:
+            return None
+        return ident
+
+    def _intends(self, name: str) -> bool:
+        # authenticate-before-connect: only peers the platform introduced (mutual intent),
+        # narrowed by our own intents once the control channel has told us them
+        return name in self._peers and (self._intents is None or name in self._intents)
+
+    # ------------------------------------------------------------------ inbound
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_event_loop()
+        return loop.time()
+
+    def _on_udp(self, data: bytes, src: Addr) -> None:
+        kind = data[0] if len(data) >= 4 and data[1:4] == b"\x00\x00\x00" else -1
+        now = self._now()
+        if MSG_HANDSHAKE_INIT <= kind <= MSG_CONTROL:
+            self._to_node(data, PathAddr(Transport.UDP, src[0], src[1]), now)
+        elif kind in RELAY_MESSAGE_TYPES and self._relay.is_relay(src):
+            self._on_relay(data, src, now)
+        else:
+            for cb in self._unhandled:
+                cb(data, src)
+
+    def _on_tcp(self, data: bytes, addr: PathAddr) -> None:
+        self._to_node(data, addr, self._now())
+
+    def _to_node(self, data: bytes, addr: PathAddr, now: float) -> None:
+        peer = self._addr_peer.get(addr)
+        if peer is not None and peer in self._peers:
+            self._peers[peer].rx_bytes += len(data)
+        self.node.receive_datagram(data, addr, now)
+        self._pump()
+
+    def _on_relay(self, data: bytes, src: Addr, now: float) -> None:
+        got = self._relay.receive(data, src, now)
+        if got is None:
+            return
+        if got.kind == "data" and got.path is not None:
+            self._to_node(got.message, got.path, now)
+            return
+        for out, dst in got.send:
+            self._udp.send(out, dst)
+        info = self._peers.get(got.peer)
+        if got.kind == "registered" and info is not None:
+            path = self._relay.path_for(got.peer)
+            assert path is not None
+            self._addr_peer[path] = got.peer
+            info.kinds[path] = CandidateKind.RELAY
+            self.node.add_candidate(got.peer, Candidate(path, CandidateKind.RELAY), now)
+            info.relay_nudges = RELAY_NUDGES
+            info.next_nudge = now + RELAY_NUDGE_INTERVAL
+        self._pump()
+
+    # ------------------------------------------------------------------ outbound, timers
+    def _pump(self) -> None:
+        if not self._running:
+            return
+        now = self._now()
+        self._flush(now)
+        self._drain_events(now)
+        self._flush(now)
+        self._arm(now)
+
+    def _flush(self, now: float) -> None:
+        for data, addr in self.node.datagrams_to_send(now):
+            assert isinstance(addr, PathAddr)
+            peer = self._addr_peer.get(addr)
+            if peer is not None and peer in self._peers:
+                self._peers[peer].tx_bytes += len(data)
+            if addr.transport is Transport.UDP:
+                self._udp.send(data, (addr.host, addr.port))
+            elif addr.transport is Transport.TCP:
+                self._tcp.send(data, addr)
+            else:
+                wrapped = self._relay.wrap(data, addr)
+                if wrapped is not None:
+                    self._udp.send(*wrapped)
+
+    def _arm(self, now: float) -> None:
+        times = [t for t in (self.node.get_timer(), self._relay.next_deadline()) if t is not None]
+        for info in self._peers.values():
+            times.extend(
+                t for t in (info.next_ping, info.next_nudge, info.reconnect_at) if t is not None
+            )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if times and self._loop is not None:
+            self._timer = self._loop.call_at(max(min(times), now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._running:
+            return
+        now = self._now()
+        t = self.node.get_timer()
+        if t is not None and t <= now:
+            self.node.handle_timer(now)
+        for out, dst in self._relay.due(now):
+            self._udp.send(out, dst)
+        for info in list(self._peers.values()):
+            if info.next_ping is not None and now >= info.next_ping:
+                info.next_ping = now + PING_INTERVAL
+                self.node.ping(info.name, now)
+            if info.next_nudge is not None and now >= info.next_nudge:
+                path = self._relay.path_for(info.name)
+                if info.state == "connected" or info.relay_nudges <= 0 or path is None:
+                    info.next_nudge = None
+                else:
+                    info.relay_nudges -= 1
+                    info.next_nudge = now + RELAY_NUDGE_INTERVAL
+                    self.node.add_candidate(info.name, Candidate(path, CandidateKind.RELAY), now)
+            if info.reconnect_at is not None and now >= info.reconnect_at:
+                info.reconnect_at = None
+                if info.state != "connected":
+                    self.introduce(info.intro)
+        self._pump()
+
+    # ------------------------------------------------------------------ events
+    def _drain_events(self, now: float) -> None:
+        while (ev := self.node.next_event()) is not None:
+            try:
+                self._on_event(ev, now)
+            except Exception:
+                log.exception("error while handling %r", type(ev).__name__)
+
+    def _learn(self, info: _PeerInfo, addr: object) -> None:
+        if isinstance(addr, PathAddr):
+            info.addr = addr
+            self._addr_peer[addr] = info.name
+
+    def _on_event(self, ev: Event, now: float) -> None:
+        info = self._peers.get(ev.peer)
+        if isinstance(ev, PeerKeysUpdated):
+            if self._dataplane is not None:
+                if ev.tx is None and not ev.rx:
+                    self._dataplane.remove(ev.peer)
+                else:
+                    self._dataplane.install(ev.peer, ev)
+            if info is not None and ev.addr is not None:
+                self._learn(info, ev.addr)
+            return
+        if isinstance(ev, DataReceived):
+            for cb in self._on_data:
+                cb(ev.peer, ev.frame)
+            return
+        if info is None:
+            return
+        if isinstance(ev, SessionEstablished):
+            self._learn(info, ev.addr)
+            info.state = "connected"
+            info.connected_at = now + self._wall_offset
+            info.setup_ms = round((now - info.introduced_at) * 1000, 1)
+            info.punch_ms = round(max(0.0, now - info.punch_at) * 1000, 1)
+            info.closed_reason = None
+            info.next_ping = now
+            log.info(
+                "session with %s up over %s %s in %.0f ms",
+                ev.peer,
+                path_name(info.addr, info.kinds),
+                info.addr,
+                info.setup_ms,
+            )
+        elif isinstance(ev, SessionRekeyed):
+            info.rekeys += 1
+        elif isinstance(ev, (PeerRoamed, PathChanged)):
+            self._learn(info, ev.addr)
+            info.path_changes += 1
+        elif isinstance(ev, SessionClosed):
+            info.state = "closed"
+            info.closed_reason = ev.reason.name.lower()
+            info.next_ping = None
+            if ev.reason is not CloseReason.LOCAL and ev.reason is not CloseReason.CERT_INVALID:
+                info.reconnect_at = now + RECONNECT_DELAY
+        elif isinstance(ev, HandshakeFailed):
+            if info.state != "connected":
+                info.state = "failed"
+        elif isinstance(ev, UseRelay):
+            intro = info.intro
+            if intro.relay is None or intro.relay_ticket is None:
+                log.info("no direct path to %s and no relay offered", ev.peer)
+                return
+            info.state = "relay-wait"
+            relay = (intro.relay.host, intro.relay.port)
+            for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
+                self._udp.send(out, dst)

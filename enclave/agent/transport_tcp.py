@@ -1,0 +1,276 @@
+"""TCP data paths: a listener and simultaneous-open connectors on one local port, with
+length-prefixed framing of enclave datagrams (for networks that drop UDP).
+
+    local port P (SO_REUSEADDR + SO_REUSEPORT on every socket)
+      listener  0.0.0.0:P  <-- SYN from a peer whose NAT already lets us in (accept)
+      connector 0.0.0.0:P  --> SYN to the peer's TCP candidate, repeated by the kernel; when both
+                               sides' SYNs cross, each NAT sees its own SYN go out first and lets
+                               the other's in: TCP simultaneous open (RFC 793 §3.4)
+
+Frame on the stream (one enclave datagram each; handshake, control and data alike):
+
+    +--------------------------+--------------------------------------+
+    | length (u16, big endian) | datagram (length bytes, 1..65535)    |
+    +--------------------------+--------------------------------------+
+
+A stream is addressed as PathAddr(TCP, remote ip, remote port) — for the Node it is one more
+path.  Several streams to the same remote address are fine (one connected out, one accepted):
+we read from all and send on the first.  Streams that carry nothing for IDLE_TIMEOUT seconds
+are closed; accepted streams are bounded in number (strangers cannot hold many).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+
+from enclave.discovery.candidates import PathAddr, Transport
+
+log = logging.getLogger("enclave.agent.tcp")
+
+FRAME_HEADER = 2
+MAX_FRAME = 0xFFFF
+CONNECT_TIMEOUT = 8.0  # the kernel retransmits the SYN at 1, 3, 7 s
+RETRY_AFTER = 1.0  # a failed connect may be retried this long after it failed
+IDLE_TIMEOUT = 90.0
+MAX_STREAMS = 256
+MAX_PENDING = 8  # datagrams queued per address while connecting
+WRITE_BUFFER_LIMIT = 1 << 20  # beyond this, datagrams are dropped (UDP-like)
+
+SocketFactory = Callable[[], socket.socket]
+OnFrame = Callable[[bytes, PathAddr], None]
+
+
+def default_socket_factory() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def frame(data: bytes) -> bytes:
+    if not 0 < len(data) <= MAX_FRAME:
+        raise ValueError("a TCP frame carries 1..65535 bytes")
+    return len(data).to_bytes(FRAME_HEADER, "big") + data
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames (pure)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        while len(self._buf) >= FRAME_HEADER:
+            n = int.from_bytes(self._buf[:FRAME_HEADER], "big")
+            if n == 0:
+                raise ValueError("empty frame")
+            if len(self._buf) < FRAME_HEADER + n:
+                break
+            out.append(bytes(self._buf[FRAME_HEADER : FRAME_HEADER + n]))
+            del self._buf[: FRAME_HEADER + n]
+        return out
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, owner: TcpTransport, accepted: bool) -> None:
+        self.owner = owner
+        self.accepted = accepted
+        self.addr: PathAddr | None = None
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder()
+        self.last_rx = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        self.transport = transport
+        self.last_rx = asyncio.get_running_loop().time()
+        if peer is None or not self.owner._admit(self):
+            transport.abort()
+            return
+        self.addr = PathAddr(Transport.TCP, str(peer[0]), int(peer[1]))
+        with contextlib.suppress(OSError):
+            transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+        self.owner._attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.addr is None or self.transport is None:
+            return
+        self.last_rx = asyncio.get_running_loop().time()
+        try:
+            frames = self.decoder.feed(data)
+        except ValueError:
+            self.transport.abort()  # a stream that breaks the framing is not a peer of ours
+            return
+        for f in frames:
+            self.owner.rx_frames += 1
+            try:
+                self.owner._on_frame(f, self.addr)
+            except Exception:
+                log.exception("error while handling a TCP frame from %s", self.addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._detach(self)
+        self.transport = None
+
+    def write(self, data: bytes) -> bool:
+        t = self.transport
+        if t is None or t.is_closing() or t.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            return False
+        t.write(frame(data))
+        return True
+
+
+class TcpTransport:
+    def __init__(
+        self,
+        port: int,
+        on_frame: OnFrame,
+        *,
+        socket_factory: SocketFactory = default_socket_factory,
+        bind_host: str = "0.0.0.0",
+    ) -> None:
+        self.port = port
+        self._on_frame = on_frame
+        self._factory = socket_factory
+        self._bind_host = bind_host
+        self._server: asyncio.AbstractServer | None = None
+        self._streams: dict[PathAddr, list[_Stream]] = {}
+        self._connecting: dict[PathAddr, asyncio.Task[None]] = {}
+        self._failed_at: dict[PathAddr, float] = {}
+        self._pending: dict[PathAddr, deque[bytes]] = {}
+        self._all: set[_Stream] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self.rx_frames = 0
+        self.tx_frames = 0
+        self.connects = 0
+        self.connect_failures = 0
+
+    def _socket(self) -> socket.socket:
+        sock = self._factory()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self._bind_host, self.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self._socket()
+        if self.port == 0:
+            self.port = int(sock.getsockname()[1])
+        sock.listen(64)
+        self._server = await loop.create_server(lambda: _Stream(self, True), sock=sock)
+        self._reaper = loop.create_task(self._reap())
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connecting.values()):
+            task.cancel()
+        for s in list(self._all):
+            if s.transport is not None:
+                s.transport.abort()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        tasks = [*self._connecting.values(), *([self._reaper] if self._reaper else [])]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self._connecting.clear()
+
+    # --- streams ----------------------------------------------------------------------------
+    def _admit(self, s: _Stream) -> bool:
+        return not self._closed and (not s.accepted or len(self._all) < MAX_STREAMS)
+
+    def _attach(self, s: _Stream) -> None:
+        assert s.addr is not None
+        self._all.add(s)
+        self._streams.setdefault(s.addr, []).append(s)
+        pending = self._pending.pop(s.addr, None)
+        if pending:
+            for data in pending:
+                if s.write(data):
+                    self.tx_frames += 1
+
+    def _detach(self, s: _Stream) -> None:
+        self._all.discard(s)
+        if s.addr is None:
+            return
+        lst = self._streams.get(s.addr)
+        if lst is not None and s in lst:
+            lst.remove(s)
+            if not lst:
+                del self._streams[s.addr]
+
+    def connected(self, addr: PathAddr) -> bool:
+        return bool(self._streams.get(addr))
+
+    def stream_count(self) -> int:
+        return len(self._all)
+
+    async def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_TIMEOUT / 6)
+            now = loop.time()
+            for s in list(self._all):
+                if now - s.last_rx > IDLE_TIMEOUT and s.transport is not None:
+                    s.transport.abort()
+
+    # --- sending ----------------------------------------------------------------------------
+    def send(self, data: bytes, addr: PathAddr) -> bool:
+        """Send one datagram to `addr`; connects first (simultaneous open) if needed."""
+        if self._closed or not 0 < len(data) <= MAX_FRAME:
+            return False
+        for s in self._streams.get(addr, ()):
+            if s.write(data):
+                self.tx_frames += 1
+                return True
+        q = self._pending.setdefault(addr, deque(maxlen=MAX_PENDING))
+        q.append(data)
+        if addr not in self._connecting:
+            loop = asyncio.get_running_loop()
+            failed = self._failed_at.get(addr)
+            if failed is None or loop.time() - failed >= RETRY_AFTER:
+                self._connecting[addr] = loop.create_task(self._connect(addr))
+        return False
+
+    async def _connect(self, addr: PathAddr) -> None:
+        loop = asyncio.get_running_loop()
+        self.connects += 1
+        sock: socket.socket | None = None
+        try:
+            sock = self._socket()
+            await asyncio.wait_for(loop.sock_connect(sock, (addr.host, addr.port)), CONNECT_TIMEOUT)
+            if self._closed:
+                return
+            s = sock
+            sock = None
+            await loop.create_connection(lambda: _Stream(self, False), sock=s)
+            self._failed_at.pop(addr, None)
+        except (OSError, TimeoutError):
+            # refused, timed out, or the 4-tuple is already an accepted stream (EADDRINUSE)
+            self.connect_failures += 1
+            self._failed_at[addr] = loop.time()
+            if not self.connected(addr):
+                self._pending.pop(addr, None)
+        finally:
+            if sock is not None:
+                sock.close()
+            self._connecting.pop(addr, None)

@@ -1,0 +1,306 @@
+"""The platform's UDP relay of last resort: forwards opaque ciphertext between two agents that
+could not reach each other directly.  Wire layouts: enclave.proto.wire (MSG_RELAY_*).
+
+    agent X                         relay                                agent Y
+    -------                         -----                                -------
+    REGISTER(ch=7, cookie=0, ticket X->Y)  --> ticket MAC/expiry ok? else silence
+                         <-- CHALLENGE(ch=7, cookie=C(addr_X, ch))
+    REGISTER(ch=7, cookie=C, ticket X->Y)  --> cookie ok: reg[addr_X, 7] = (X -> Y)
+                         <-- REGISTERED(ch=7, lifetime)
+                                                 (Y does the same with its ticket Y->X, ch=3)
+    DATA(ch=7, msg)                        --> reg[addr_X,7] = X->Y, reg(Y->X) live
+                                               --> DATA(ch=3, msg) to addr_Y   (same size)
+
+Rules: nothing is ever sent in answer to a packet without a valid ticket; replies are smaller
+than the request; the cookie (return routability) stops a forged source address from being
+registered; data flows only between two live registrations whose tickets name each other
+(the platform mints tickets only when mutual intent holds); every source and registration is
+rate limited; registrations expire unless refreshed; state is bounded.
+
+Tickets are HMAC-SHA256 tagged with a key only the platform holds (``relay.key`` in the
+platform directory); the control channel hands each side its ticket with the introduction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
+from enclave.proto.wire import (
+    MSG_RELAY_CHALLENGE,
+    MSG_RELAY_DATA,
+    MSG_RELAY_REGISTER,
+    MSG_RELAY_REGISTERED,
+    RELAY_COOKIE_SIZE,
+    RELAY_HEADER_SIZE,
+    RELAY_TICKET_LABEL,
+    RelayTicket,
+    WireError,
+    decode_relay_ticket,
+    pack_relay_header,
+    relay_ticket_signed_part,
+    unpack_relay_header,
+)
+
+log = logging.getLogger("enclave.platform.relay")
+
+Addr = tuple[str, int]
+
+TICKET_LIFETIME = 3600  # seconds a freshly minted ticket is good for
+REGISTRATION_LIFETIME = 60  # a registration not refreshed within this is forgotten
+COOKIE_PERIOD = 30  # cookies are valid for the current and the previous period
+MAX_REGISTRATIONS = 65536
+REGISTER_RATE_PER_SOURCE = 4.0  # REGISTER messages per second per source address
+REGISTER_BURST_PER_SOURCE = 8.0
+REGISTER_RATE_GLOBAL = 2000.0
+REGISTER_BURST_GLOBAL = 500.0
+DATA_RATE_PACKETS = 20000.0  # forwarded packets per second per registration
+DATA_BURST_PACKETS = 4000.0
+DEFAULT_PORT = 3479
+KEY_FILE = "relay.key"
+KEY_SIZE = 32
+
+
+# ---------------------------------------------------------------------------------- tickets
+def mint_ticket(key: bytes, src: str, dst: str, expires: int) -> bytes:
+    """A ticket saying "system `src` may relay to system `dst` until `expires` (unix s)"."""
+    signed = relay_ticket_signed_part(expires, src, dst)
+    return signed + hmac.new(key, RELAY_TICKET_LABEL + signed, hashlib.sha256).digest()
+
+
+def verify_ticket(key: bytes, data: bytes, now: float) -> RelayTicket | None:
+    """The ticket if its MAC is right and it has not expired; None otherwise."""
+    try:
+        t = decode_relay_ticket(data)
+    except WireError:
+        return None
+    want = hmac.new(key, RELAY_TICKET_LABEL + t.signed_part(), hashlib.sha256).digest()
+    if not hmac.compare_digest(want, t.mac) or t.expires <= now or t.src == t.dst:
+        return None
+    return t
+
+
+def load_or_create_key(directory: Path) -> bytes:
+    """The platform's relay ticket key (created 0600 on first use)."""
+    path = directory / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(KEY_SIZE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+        finally:
+            os.close(fd)
+        return key
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"{path}: relay key must be {KEY_SIZE} bytes")
+    return key
+
+
+# ---------------------------------------------------------------------------------- core
+@dataclass
+class _Registration:
+    src: str
+    dst: str
+    addr: Addr
+    channel: int
+    ticket_expires: int
+    expires: float
+    bucket: TokenBucket
+
+
+class RelayCore:
+    """Sans-I/O relay: ``receive(data, addr, now) -> [(bytes, addr)]`` (now = unix seconds)."""
+
+    def __init__(
+        self,
+        ticket_key: bytes,
+        *,
+        cookie_secret: bytes | None = None,
+        max_registrations: int = MAX_REGISTRATIONS,
+    ) -> None:
+        self._key = ticket_key
+        self._cookie_secret = cookie_secret or secrets.token_bytes(32)
+        self._max = max_registrations
+        self._by_addr: dict[tuple[Addr, int], _Registration] = {}
+        self._by_pair: dict[tuple[str, str], _Registration] = {}
+        self._limiter = KeyedRateLimiter(
+            REGISTER_RATE_PER_SOURCE,
+            REGISTER_BURST_PER_SOURCE,
+            global_rate=REGISTER_RATE_GLOBAL,
+            global_burst=REGISTER_BURST_GLOBAL,
+        )
+        self.forwarded = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._by_addr)
+
+    def cookie(self, addr: Addr, channel: int, now: float, *, period_offset: int = 0) -> bytes:
+        period = int(now // COOKIE_PERIOD) - period_offset
+        msg = f"{addr[0]}|{addr[1]}|{channel}|{period}".encode()
+        return hmac.new(self._cookie_secret, msg, hashlib.sha256).digest()[:RELAY_COOKIE_SIZE]
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> list[tuple[bytes, Addr]]:
+        try:
+            kind, channel = unpack_relay_header(data)
+        except WireError:
+            self.dropped += 1
+            return []
+        if kind == MSG_RELAY_DATA:
+            return self._forward(data, addr, channel, now)
+        if kind == MSG_RELAY_REGISTER:
+            return self._register(data, addr, channel, now)
+        self.dropped += 1  # CHALLENGE / REGISTERED only travel relay -> agent
+        return []
+
+    def expire(self, now: float) -> None:
+        for reg in [r for r in self._by_addr.values() if r.expires <= now]:
+            self._drop(reg)
+
+    def _drop(self, reg: _Registration) -> None:
+        self._by_addr.pop((reg.addr, reg.channel), None)
+        if self._by_pair.get((reg.src, reg.dst)) is reg:
+            del self._by_pair[(reg.src, reg.dst)]
+
+    def _register(
+        self, data: bytes, addr: Addr, channel: int, now: float
+    ) -> list[tuple[bytes, Addr]]:
+        if not self._limiter.allow(addr, now):
+            self.dropped += 1
+            return []
+        off = RELAY_HEADER_SIZE
+        cookie, raw_ticket = data[off : off + RELAY_COOKIE_SIZE], data[off + RELAY_COOKIE_SIZE :]
+        ticket = verify_ticket(self._key, raw_ticket, now)
+        if ticket is None or len(cookie) != RELAY_COOKIE_SIZE:
+            self.dropped += 1
+            return []  # unauthenticated: silence
+        good = any(
+            hmac.compare_digest(cookie, self.cookie(addr, channel, now, period_offset=k))
+            for k in (0, 1)
+        )
+        if not good:
+            reply = pack_relay_header(MSG_RELAY_CHALLENGE, channel) + self.cookie(
+                addr, channel, now
+            )
+            return [(reply, addr)]
+        old = self._by_pair.get((ticket.src, ticket.dst))
+        if old is not None:
+            self._drop(old)  # re-registration (refresh, roaming, new channel)
+        clash = self._by_addr.get((addr, channel))
+        if clash is not None:
+            self._drop(clash)
+        if len(self._by_addr) >= self._max:
+            self.expire(now)
+            if len(self._by_addr) >= self._max:
+                self.dropped += 1
+                return []
+        reg = _Registration(
+            ticket.src,
+            ticket.dst,
+            addr,
+            channel,
+            ticket.expires,
+            min(now + REGISTRATION_LIFETIME, float(ticket.expires)),
+            TokenBucket(DATA_RATE_PACKETS, DATA_BURST_PACKETS),
+        )
+        self._by_addr[(addr, channel)] = reg
+        self._by_pair[(ticket.src, ticket.dst)] = reg
+        lifetime = max(1, int(reg.expires - now))
+        reply = pack_relay_header(MSG_RELAY_REGISTERED, channel) + lifetime.to_bytes(4, "little")
+        return [(reply, addr)]
+
+    def _forward(
+        self, data: bytes, addr: Addr, channel: int, now: float
+    ) -> list[tuple[bytes, Addr]]:
+        reg = self._by_addr.get((addr, channel))
+        if reg is None or reg.expires <= now:
+            self.dropped += 1
+            return []
+        other = self._by_pair.get((reg.dst, reg.src))
+        if other is None or other.expires <= now or not reg.bucket.allow(now):
+            self.dropped += 1
+            return []
+        self.forwarded += 1
+        return [(pack_relay_header(MSG_RELAY_DATA, other.channel) + data[RELAY_HEADER_SIZE:],
+                 other.addr)]
+
+
+# ---------------------------------------------------------------------------------- asyncio
+class RelayProtocol(asyncio.DatagramProtocol):
+    def __init__(self, core: RelayCore, clock: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self._clock = clock
+        self._transport: asyncio.DatagramTransport | None = None
+        self._last_expire = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._transport is None:
+            return
+        now = self._clock()
+        if now - self._last_expire > 5.0:
+            self._last_expire = now
+            self.core.expire(now)
+        src = (str(addr[0]), int(addr[1]))
+        for out, dst in self.core.receive(data, src, now):
+            self._transport.sendto(out, dst)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
+        log.debug("relay socket error: %s", exc)
+
+
+class RelayServer:
+    """The relay on one UDP socket (bound by the caller, or on host:port)."""
+
+    def __init__(self, core: RelayCore) -> None:
+        self.core = core
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(
+        self, host: str = "0.0.0.0", port: int = DEFAULT_PORT, *, sock: object | None = None
+    ) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: RelayProtocol(self.core), sock=sock  # type: ignore[arg-type]
+            )
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: RelayProtocol(self.core), local_addr=(host, port)
+            )
+        self._transport = transport
+        name = transport.get_extra_info("sockname")
+        return str(name[0]), int(name[1])
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+def relay_bind_from_env() -> tuple[str, int] | None:
+    """ENCLAVE_PLATFORM_RELAY = "host:port" (default 0.0.0.0:3479) or "off"."""
+    raw = os.environ.get("ENCLAVE_PLATFORM_RELAY", f"0.0.0.0:{DEFAULT_PORT}").strip()
+    if raw.lower() in ("off", "none", ""):
+        return None
+    host, _, port = raw.rpartition(":")
+    try:
+        return (host or "0.0.0.0", int(port))
+    except ValueError:
+        log.error("ENCLAVE_PLATFORM_RELAY=%r is not host:port; relay disabled", raw)
+        return None
+

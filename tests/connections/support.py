@@ -1,0 +1,178 @@
+"""Test support: a real CA (enclave.cert) and agents built around real ConnectionManagers.
+
+Agents get each other's Introduction directly (no control channel): `introduce_pair(a, b, ...)`.
+Each agent's sockets may live in a netlab namespace (`sock_factory`), so many agents run in one
+process and one event loop while their traffic crosses real NATs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from enclave.agent.connections import ConnectionManager
+from enclave.cert import (
+    CertificateError,
+    SystemIdentity,
+    create_ca,
+    issue_system_certificate,
+    verify_system_certificate,
+)
+from enclave.cert import sign as ed_sign
+from enclave.discovery import Candidate, NatBehaviour, PathAddr
+from enclave.discovery.introduction import Introduction
+from enclave.platform.relay import mint_ticket
+from enclave.proto.handshake import LocalCredentials
+from enclave.proto.wire import CAP_AES256GCM_HW
+
+SockFactory = Callable[[int, int], socket.socket]
+
+
+def plain_socket(family: int, kind: int) -> socket.socket:
+    return socket.socket(family, kind)
+
+
+class Pki:
+    """A real Ed25519 CA issuing real X.509 system certificates (valid now)."""
+
+    def __init__(self, org: str = "acme") -> None:
+        self.org = org
+        now = dt.datetime.now(dt.UTC)
+        self.ca_key, self.ca = create_ca(org, now=now - dt.timedelta(days=1))
+        self._next = 10
+
+    def issue(self, name: str) -> tuple[Ed25519PrivateKey, bytes, int]:
+        key = Ed25519PrivateKey.generate()
+        self._next += 1
+        cert = issue_system_certificate(
+            self.ca_key,
+            self.ca,
+            key.public_key(),
+            name=name,
+            org=self.org,
+            overlay_ip=ipaddress.IPv4Address(f"100.64.{self._next // 250}.{self._next % 250 + 1}"),
+            overlay_prefix=10,
+            now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
+            lifetime=dt.timedelta(days=1),
+        )
+        return key, cert.public_bytes(Encoding.DER), cert.serial_number
+
+    def validate(self, der: bytes) -> SystemIdentity | None:
+        try:
+            return verify_system_certificate(der, self.ca, now=dt.datetime.now(dt.UTC))
+        except CertificateError:
+            return None
+
+
+@dataclass
+class Agent:
+    name: str
+    cm: ConnectionManager
+    cert: bytes
+    serial: int
+    udp_port: int
+    tcp_port: int
+    frames: list[tuple[str, bytes]] = field(default_factory=list)
+    unhandled: list[tuple[bytes, tuple[str, int]]] = field(default_factory=list)
+
+
+def make_agent(
+    pki: Pki,
+    name: str,
+    *,
+    bind: str = "127.0.0.1",
+    udp_port: int = 0,
+    tcp_port: int = 0,
+    sock_factory: SockFactory = plain_socket,
+    local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
+) -> Agent:
+    key, der, serial = pki.issue(name)
+    creds = LocalCredentials(
+        name=name, cert_der=der, sign=lambda data: ed_sign(key, data), caps=CAP_AES256GCM_HW
+    )
+    udp = sock_factory(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    udp.bind((bind, udp_port))
+    if tcp_port == 0:  # find a free TCP port (the listener and connectors share it)
+        probe = sock_factory(socket.AF_INET, socket.SOCK_STREAM)
+        probe.bind((bind, 0))
+        tcp_port = probe.getsockname()[1]
+        probe.close()
+    cm = ConnectionManager(
+        creds,
+        pki.validate,
+        udp_sock=udp,
+        tcp_port=tcp_port,
+        local_nat=local_nat,
+        tcp_socket_factory=lambda: sock_factory(socket.AF_INET, socket.SOCK_STREAM),
+        tcp_bind_host=bind,
+    )
+    agent = Agent(name, cm, der, serial, udp.getsockname()[1], tcp_port)
+    cm.on_data(lambda peer, frame: agent.frames.append((peer, frame)))
+    cm.on_unhandled(lambda data, addr: agent.unhandled.append((data, addr)))
+    return agent
+
+
+def intro_for(
+    peer: Agent,
+    candidates: list[Candidate],
+    *,
+    nat: NatBehaviour = NatBehaviour.UNKNOWN,
+    punch_in: float = 0.2,
+    relay: PathAddr | None = None,
+    relay_key: bytes | None = None,
+    me: str | None = None,
+) -> Introduction:
+    """What the platform would tell `me` about `peer` (ticket: `me` may relay to `peer`)."""
+    ticket = None
+    if relay is not None and relay_key is not None and me is not None:
+        ticket = mint_ticket(relay_key, me, peer.name, int(time.time()) + 600)
+    return Introduction(
+        peer=peer.name,
+        cert_der=peer.cert,
+        candidates=tuple(candidates),
+        nat=nat,
+        punch_at=time.time() + punch_in,
+        relay=relay,
+        relay_ticket=ticket,
+    )
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() >= end:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
+def connected(a: Agent, b: Agent) -> bool:
+    pa, pb = a.cm.peer(b.name), b.cm.peer(a.name)
+    return (
+        pa is not None
+        and pb is not None
+        and pa["state"] == "connected"
+        and pb["state"] == "connected"
+    )
+
+
+async def exchange(a: Agent, b: Agent, n: int = 3, timeout: float = 3.0) -> bool:
+    """Send n authenticated test frames each way through Node.send_data; True if all arrive."""
+    want_b = [(a.name, b"%s->%s #%d" % (a.name.encode(), b.name.encode(), i)) for i in range(n)]
+    want_a = [(b.name, b"%s->%s #%d" % (b.name.encode(), a.name.encode(), i)) for i in range(n)]
+    for (_, fa), (_, fb) in zip(want_b, want_a, strict=True):
+        a.cm.send_data(b.name, fa)
+        b.cm.send_data(a.name, fb)
+    return await wait_for(
+        lambda: all(x in b.frames for x in want_b) and all(x in a.frames for x in want_a),
+        timeout,
+    )

@@ -1,0 +1,161 @@
+"""Two real ConnectionManagers on loopback: real UDP/TCP sockets, real certificates, real relay.
+
+    agent A 127.0.0.1:ua/ta  <--- UDP / TCP (simultaneous open) --->  agent B 127.0.0.1:ub/tb
+            \\                                                         /
+             `--- REGISTER / DATA --->  relay 127.0.0.1:r  <---------'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
+from enclave.platform.relay import RelayCore, RelayServer
+from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
+
+from .support import Agent, Pki, connected, exchange, intro_for, make_agent, wait_for
+
+LO = "127.0.0.1"
+
+
+def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(), 30))
+
+
+def udp_cand(a: Agent, kind: CandidateKind = CandidateKind.PRIVATE) -> Candidate:
+    return Candidate(PathAddr(Transport.UDP, LO, a.udp_port), kind)
+
+
+def tcp_cand(a: Agent) -> Candidate:
+    return Candidate(PathAddr(Transport.TCP, LO, a.tcp_port), CandidateKind.PUBLIC)
+
+
+def dead_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LO, 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+async def start(*agents: Agent) -> None:
+    for a in agents:
+        await a.cm.start()
+
+
+async def stop(*agents: Agent) -> None:
+    for a in agents:
+        await a.cm.stop()
+
+
+def test_udp_session_data_status_and_rtt() -> None:
+    async def body() -> None:
+        pki = Pki()
+        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
+        await start(a, b)
+        try:
+            a.cm.introduce(intro_for(b, [udp_cand(b)]))
+            b.cm.introduce(intro_for(a, [udp_cand(a)]))
+            assert await wait_for(lambda: connected(a, b), 5)
+            assert await exchange(a, b, 5)
+            assert await wait_for(lambda: a.cm.peer(b.name)["rtt_ms"] is not None, 3)  # type: ignore[index]
+            pa = a.cm.peer(b.name)
+            assert pa is not None
+            assert pa["path"] == "lan" and pa["endpoint"] == f"{LO}:{b.udp_port}"
+            assert pa["setup_ms"] is not None and 0 < pa["setup_ms"] < 3000
+            assert pa["rx_bytes"] > 0 and pa["tx_bytes"] > 0
+            assert 0 <= pa["rtt_ms"] < 1000
+            assert a.unhandled == [] and b.unhandled == []
+        finally:
+            await stop(a, b)
+
+    run(body)
+
+
+def test_tcp_only_simultaneous_open_carries_the_session() -> None:
+    async def body() -> None:
+        pki = Pki()
+        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
+        await start(a, b)
+        try:
+            a.cm.introduce(intro_for(b, [tcp_cand(b)]))
+            b.cm.introduce(intro_for(a, [tcp_cand(a)]))
+            assert await wait_for(lambda: connected(a, b), 8)
+            assert await exchange(a, b, 5)
+            for x, y in ((a, b), (b, a)):
+                p = x.cm.peer(y.name)
+                assert p is not None and p["path"] == "direct-tcp", p
+        finally:
+            await stop(a, b)
+
+    run(body)
+
+
+def test_withdraw_closes_both_sides_and_strangers_get_nothing() -> None:
+    async def body() -> None:
+        pki = Pki()
+        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
+        c = make_agent(pki, "CCCCC")  # valid certificate, but never introduced to A
+        await start(a, b, c)
+        try:
+            a.cm.introduce(intro_for(b, [udp_cand(b)]))
+            b.cm.introduce(intro_for(a, [udp_cand(a)]))
+            c.cm.introduce(intro_for(a, [udp_cand(a)]))
+            assert await wait_for(lambda: connected(a, b), 5)
+            await asyncio.sleep(1.0)  # C has punched for a while by now
+            pc = c.cm.peer(a.name)
+            assert pc is not None and pc["state"] != "connected" and pc["rx_bytes"] == 0
+            assert a.cm.peer(c.name) is None
+            # garbage and relay-typed packets from a non-relay address: not peer traffic
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.sendto(b"\x10\x00\x00\x00hello", (LO, a.udp_port))
+            sock.sendto(pack_relay_header(MSG_RELAY_DATA, 1) + b"x" * 40, (LO, a.udp_port))
+            sock.sendto(b"\x04\x00\x00\x00" + b"\x00" * 60, (LO, a.udp_port))  # bogus DATA
+            sock.close()
+            assert await wait_for(lambda: len(a.unhandled) == 2, 2)
+            assert a.unhandled[0][0] == b"\x10\x00\x00\x00hello"
+            assert await exchange(a, b, 2)  # bad input did not disturb the session
+            a.cm.withdraw(b.name, "intent")
+            assert a.cm.peer(b.name) is None
+            assert await wait_for(
+                lambda: (b.cm.peer(a.name) or {}).get("closed_reason") == "remote", 3
+            )
+            assert not a.cm.send_data(b.name, b"after withdraw")
+        finally:
+            await stop(a, b, c)
+
+    run(body)
+
+
+@pytest.mark.timeout(60)
+def test_no_direct_path_falls_back_to_relay() -> None:
+    async def body() -> None:
+        pki = Pki()
+        key = b"k" * 32
+        relay = RelayServer(RelayCore(key))
+        rhost, rport = await relay.start(LO, 0)
+        raddr = PathAddr(Transport.RELAY, rhost, rport)
+        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
+        await start(a, b)
+        try:
+            # the only direct candidates go nowhere: after ~5 s both give up and use the relay
+            dead = Candidate(PathAddr(Transport.UDP, LO, dead_udp_port()), CandidateKind.PUBLIC)
+            a.cm.introduce(intro_for(b, [dead], relay=raddr, relay_key=key, me=a.name))
+            b.cm.introduce(intro_for(a, [dead], relay=raddr, relay_key=key, me=b.name))
+            assert await wait_for(lambda: connected(a, b), 12)
+            for x, y in ((a, b), (b, a)):
+                p = x.cm.peer(y.name)
+                assert p is not None and p["path"] == "relay" and p["relay_registered"], p
+                assert 4500 < p["setup_ms"] < 12000
+            assert await exchange(a, b, 5)
+            assert relay.core.forwarded >= 10
+            assert len(relay.core) == 2
+        finally:
+            await stop(a, b)
+            relay.close()
+
+    run(body)
