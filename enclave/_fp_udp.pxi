@@ -20,6 +20,7 @@
 from libc.errno cimport EAGAIN, EINTR, errno  # EWOULDBLOCK == EAGAIN on Linux
 from libc.stdint cimport uint16_t
 from posix.uio cimport iovec
+import os as _os
 import socket as _socket
 import struct as _struct
 
