@@ -157,6 +157,8 @@ def echo(sock: socket.socket, *, lifetime: float = 600.0) -> int:
             n, addr = sock.recvfrom_into(buf)
         except TimeoutError:
             continue
+        except OSError:  # socket closed under us: done
+            break
         if n >= HEADER_LEN and buf[:4] == MAGIC_PING:
             try:
                 sock.sendto(buf[:n], addr)
