@@ -457,7 +457,12 @@ class Node:
                 return  # a late punch INIT of the handshake that just finished
             if p.outbound is not None:
                 if self.name < name:
-                    return  # simultaneous initiation: ours wins, theirs is ignored
+                    # simultaneous initiation: ours wins, theirs is ignored; ours also goes to
+                    # where theirs came from, which may be the only address that reaches them
+                    # (a peer-reflexive mapping of an address-and-port-dependent NAT)
+                    if p.current is None:
+                        self._send(p.outbound.init_bytes, addr)
+                    return
                 self._abort_outbound(p)
         self._init_ts[name] = v.init.timestamp
         self._init_ts.move_to_end(name)

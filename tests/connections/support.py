@@ -130,6 +130,7 @@ def intro_for(
     relay: PathAddr | None = None,
     relay_key: bytes | None = None,
     me: str | None = None,
+    punch_at: float | None = None,
 ) -> Introduction:
     """What the platform would tell `me` about `peer` (ticket: `me` may relay to `peer`)."""
     ticket = None
@@ -140,7 +141,7 @@ def intro_for(
         cert_der=peer.cert,
         candidates=tuple(candidates),
         nat=nat,
-        punch_at=time.time() + punch_in,
+        punch_at=time.time() + punch_in if punch_at is None else punch_at,
         relay=relay,
         relay_ticket=ticket,
     )
