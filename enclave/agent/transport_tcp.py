@@ -94,9 +94,7 @@ class _Stream(asyncio.Protocol):
             return
         self.addr = PathAddr(Transport.TCP, str(peer[0]), int(peer[1]))
         with contextlib.suppress(OSError):
-            transport.get_extra_info("socket").setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-            )
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.owner._attach(self)
 
     def data_received(self, data: bytes) -> None:

@@ -233,8 +233,12 @@ class RelayCore:
             self.dropped += 1
             return []
         self.forwarded += 1
-        return [(pack_relay_header(MSG_RELAY_DATA, other.channel) + data[RELAY_HEADER_SIZE:],
-                 other.addr)]
+        return [
+            (
+                pack_relay_header(MSG_RELAY_DATA, other.channel) + data[RELAY_HEADER_SIZE:],
+                other.addr,
+            )
+        ]
 
 
 # ---------------------------------------------------------------------------------- asyncio
@@ -276,7 +280,8 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         if sock is not None:
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: RelayProtocol(self.core), sock=sock  # type: ignore[arg-type]
+                lambda: RelayProtocol(self.core),
+                sock=sock,  # type: ignore[arg-type]
             )
         else:
             transport, _ = await loop.create_datagram_endpoint(
@@ -303,4 +308,3 @@ def relay_bind_from_env() -> tuple[str, int] | None:
     except ValueError:
         log.error("ENCLAVE_PLATFORM_RELAY=%r is not host:port; relay disabled", raw)
         return None
-

@@ -93,7 +93,9 @@ class Reflector:
             self._tcp.close()
 
 
-async def reflect_udp(agent: Agent, reflector: Host, timeout: float = 3.0) -> tuple[str, int] | None:
+async def reflect_udp(
+    agent: Agent, reflector: Host, timeout: float = 3.0
+) -> tuple[str, int] | None:
     """The agent's public UDP mapping, learnt through its own (running) data socket."""
     dst = (str(reflector.ip), REFLECT_UDP)
 
@@ -146,15 +148,11 @@ def candidates_for(
     if udp_public is None or udp_public != (priv_udp.host, priv_udp.port):
         out.append(Candidate(priv_udp, CandidateKind.PRIVATE, nat))
     if udp_public is not None:
-        out.append(
-            Candidate(PathAddr(Transport.UDP, *udp_public), CandidateKind.PUBLIC, nat)
-        )
+        out.append(Candidate(PathAddr(Transport.UDP, *udp_public), CandidateKind.PUBLIC, nat))
     if tcp:
         priv_tcp = PathAddr(Transport.TCP, str(host.ip), agent.tcp_port)
         if tcp_public is None or tcp_public != (priv_tcp.host, priv_tcp.port):
             out.append(Candidate(priv_tcp, CandidateKind.PRIVATE, nat))
         if tcp_public is not None:
-            out.append(
-                Candidate(PathAddr(Transport.TCP, *tcp_public), CandidateKind.PUBLIC, nat)
-            )
+            out.append(Candidate(PathAddr(Transport.TCP, *tcp_public), CandidateKind.PUBLIC, nat))
     return out

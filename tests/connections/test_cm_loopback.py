@@ -1,8 +1,8 @@
 """Two real ConnectionManagers on loopback: real UDP/TCP sockets, real certificates, real relay.
 
-    agent A 127.0.0.1:ua/ta  <--- UDP / TCP (simultaneous open) --->  agent B 127.0.0.1:ub/tb
-            \\                                                         /
-             `--- REGISTER / DATA --->  relay 127.0.0.1:r  <---------'
+agent A 127.0.0.1:ua/ta  <--- UDP / TCP (simultaneous open) --->  agent B 127.0.0.1:ub/tb
+        \\                                                         /
+         `--- REGISTER / DATA --->  relay 127.0.0.1:r  <---------'
 """
 
 from __future__ import annotations
