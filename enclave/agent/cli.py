@@ -103,6 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--force", action="store_true", help="renew now even if not due")
     p.set_defaults(func=_guard(cmd_renew))
 
+    from enclave.agent.cli_daemon import register as register_daemon
+
+    register_daemon(sub)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the agent commands without the other command groups (used by tests)."""

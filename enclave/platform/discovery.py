@@ -102,8 +102,7 @@ class _UdpReflector(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]

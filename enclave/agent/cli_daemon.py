@@ -1,0 +1,175 @@
+"""Agent daemon commands: `enclave up`, `enclave status`, `enclave peers`, `enclave intent ...`.
+
+`status` and `peers` ask the running agent over its root-only Unix socket (agent/localapi.py).
+`intent add|remove|list` work whether or not the agent runs: the command signs an intent
+statement with the system key from the state directory and sends it to the platform over the
+pinned HTTPS connection (POST /v1/intents); a running agent hears the result at once over its
+control channel (the platform pushes the new intent list and any introduction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from enclave.agent.client import PinnedClient
+from enclave.agent.errors import AgentError
+from enclave.agent.localapi import call
+from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
+from enclave.cert.errors import CertificateError, KeyStoreError
+from enclave.discovery.channel import INTENTS_PATH
+from enclave.policy.intent import IntentError, IntentStatement, encode_signed
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _guard(func: Command) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (AgentError, KeyStoreError, CertificateError, IntentError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _state(args: argparse.Namespace) -> StateDir:
+    return StateDir(resolve_state_dir(args.state))
+
+
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise AgentError(f"duration must look like 30m, 24h, 7d; got {text!r}")
+    return int(text[:-1]) * units[text[-1]]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from enclave.agent.daemon import AgentOptions, run_agent
+
+    state = _state(args)
+    opts = AgentOptions.resolve(state, {
+        "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
+        "tap": False if args.no_tap else None,
+    })
+    run_agent(state, opts, _default_cm_factory() if opts.tap else None)
+    return 0
+
+
+def _default_cm_factory() -> Any:
+    """The connection manager, once enclave.agent.connections exists (see AGENT-ARCH)."""
+    try:
+        from enclave.agent import connections  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    factory = getattr(connections, "agent_factory", None)
+    return factory
+
+
+def send_intent(state: StateDir, op: str, peer: str, exp: int | None = None) -> dict[str, Any]:
+    record = state.load_enrolment()
+    try:
+        key = state.keystore().load_ed25519()
+    except KeyStoreError as exc:
+        raise AgentError(str(exc)) from None
+    st = IntentStatement.new(op, record.name, peer, int(time.time()), exp=exp)
+    client = PinnedClient(record.url, record.pin)
+    body: dict[str, object] = dict(encode_signed(st, key))
+    _status, reply = client.json("POST", INTENTS_PATH, body)
+    return reply
+
+
+def cmd_intent(args: argparse.Namespace) -> int:
+    state = _state(args)
+    if args.intent_command == "list":
+        reply = send_intent(state, "list", "")
+        if args.json:
+            print(json.dumps(reply))
+        else:
+            for row in reply.get("intents", []):  # type: ignore[union-attr]
+                mark = "mutual" if row.get("mutual") else "waiting"
+                print(f"{row.get('peer'):16} {mark:8} {row.get('policy') or ''}")
+        return 0
+    peer = args.peer.upper()
+    exp = None
+    if getattr(args, "expires", None):
+        exp = int(time.time()) + _duration(args.expires)
+    reply = send_intent(state, args.intent_command, peer, exp)
+    print(json.dumps(reply) if args.json else f"intent {args.intent_command}: {peer}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = call(_state(args).root, "status")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    plat = result["platform"]
+    print(f"name         {result['name']} ({result['org']})")
+    print(f"overlay ip   {result['overlay_ip']}")
+    print(f"certificate  expires {result['cert_expires']}")
+    print(f"platform     {plat['url']} {plat['state']}"
+          + (f" ({plat['last_error']})" if plat.get("last_error") else ""))
+    udp = ", ".join(m or "-" for m in result["mappings"]["udp"]) or "-"
+    print(f"mappings     udp {udp}; tcp {result['mappings']['tcp'] or '-'}")
+    print(f"nat          {result['nat']}")
+    print(f"peers        {result['peers']}")
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    result = call(_state(args).root, "peers")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'NAME':8} {'STATE':12} {'PATH':11} {'ENDPOINT':24} {'RTT':>8}")
+    for p in result:
+        rtt = "-" if p.get("rtt_ms") is None else f"{p['rtt_ms']:.1f}ms"
+        print(f"{p['name']:8} {p['state'] or '-':12} {p.get('path') or '-':11} "
+              f"{p.get('endpoint') or '-':24} {rtt:>8}")
+    return 0
+
+
+def _state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", metavar="DIR", default=None,
+                   help=f"agent state directory (default: ${STATE_ENV} or /var/lib/enclave)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = sub.add_parser("up", help="run the agent in the foreground (systemd-friendly)")
+    _state_arg(p)
+    p.add_argument("--port", type=int, default=None, help="UDP/TCP data port (default 51820)")
+    p.add_argument("--interface", default=None, help="TAP interface name (default enclave0)")
+    p.add_argument("--mtu", type=int, default=None)
+    p.add_argument("--cipher", choices=["auto", "aes256gcm", "chacha20poly1305"], default=None)
+    p.add_argument("--no-tap", action="store_true",
+                   help="control plane only: no TAP device / data plane")
+    p.set_defaults(func=_guard(cmd_up))
+
+    p = sub.add_parser("status", help="this agent's status (asks the running agent)")
+    _state_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_guard(cmd_status))
+    p = sub.add_parser("peers", help="introduced / connected peers (asks the running agent)")
+    _state_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_guard(cmd_peers))
+
+    intent = sub.add_parser("intent", help="declare intent to talk to another system")
+    isub = intent.add_subparsers(dest="intent_command", metavar="COMMAND", required=True)
+    p = isub.add_parser("add", help="sign and register intent for PEER")
+    p.add_argument("peer")
+    p.add_argument("--expires", default=None, help="intent lifetime, e.g. 24h (default: none)")
+    p = isub.add_parser("remove", help="withdraw intent for PEER")
+    p.add_argument("peer")
+    p = isub.add_parser("list", help="intents this system holds (mutual or waiting)")
+    for name in ("add", "remove", "list"):
+        sp = isub.choices[name]
+        _state_arg(sp)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=_guard(cmd_intent))

@@ -1,0 +1,179 @@
+"""ControlClient: the agent's one persistent, authenticated connection to the platform.
+
+    connect wss://platform/v1/control (TLS key pinned; checked before anything is signed)
+      <- challenge            -> hello (Ed25519 over challenge, name, pin)
+      <- welcome              -> handler.on_connected(welcome); reports follow
+      <- introduce / withdraw / crl / intents / policy_offer / renew  -> handler.on_message
+    lost or refused: reconnect after a jittered exponential backoff (BACKOFF_BASE doubling to
+    BACKOFF_MAX, uniform jitter in [0.5, 1] of it); reset after a welcome. Heartbeats are
+    WebSocket pings (enclave.discovery.channel.HEARTBEAT).
+
+Protocol reference: enclave.discovery.channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+import random
+import ssl
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from cryptography import x509
+
+from enclave.cert.keys import Ed25519PrivateKey, sign, spki_sha256
+from enclave.discovery.channel import (
+    CLOSE_AUTH_FAILED,
+    CONTROL_PATH,
+    HEARTBEAT,
+    HELLO_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    challenge_message,
+)
+
+log = logging.getLogger("enclave.agent.control")
+BACKOFF_BASE = 0.25
+BACKOFF_MAX = 10.0
+
+
+class ControlHandler(Protocol):
+    def on_connected(self, welcome: dict[str, Any]) -> None: ...
+    def on_message(self, msg: dict[str, Any]) -> None: ...
+    def on_disconnected(self) -> None: ...
+
+
+class ControlError(Exception):
+    pass
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    r = rng or random
+    return min(BACKOFF_MAX, BACKOFF_BASE * (2 ** min(attempt, 16))) * r.uniform(0.5, 1.0)
+
+
+class ControlClient:
+    def __init__(self, url: str, pin: str, name: str, key: Ed25519PrivateKey,
+                 handler: ControlHandler) -> None:
+        parts = urlsplit(url)
+        self.ws_url = urlunsplit(("wss", parts.netloc, CONTROL_PATH, "", ""))
+        self.host = parts.hostname or ""
+        self.pin = pin.lower()
+        self.name = name
+        self.key = key
+        self.handler = handler
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.connects = 0
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._ctx.check_hostname = False
+        self._ctx.verify_mode = ssl.CERT_NONE  # trust comes from the pin, checked below
+        self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        """Queue a message on the live connection; False when offline (resent on reconnect
+        by whoever owns the state, e.g. discovery reports)."""
+        ws = self._ws
+        if ws is None or ws.closed or self.state != "connected":
+            return False
+        asyncio.get_running_loop().create_task(self._send(ws, msg))
+        return True
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await ws.send_json(msg)
+
+    async def run(self) -> None:
+        attempt = 0
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                try:
+                    await self._session(http)
+                    attempt = 0
+                except ControlError as exc:
+                    self.last_error = str(exc)
+                    log.warning("control channel: %s", exc)
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.info("control channel unavailable: %s", self.last_error)
+                finally:
+                    was_connected = self.state == "connected"
+                    self._ws = None
+                    if self.state != "auth-failed":
+                        self.state = "disconnected"
+                    if was_connected:
+                        self.handler.on_disconnected()
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.debug("control channel: reconnecting in %.2fs", delay)
+                await asyncio.sleep(delay)
+
+    async def _session(self, http: aiohttp.ClientSession) -> None:
+        self.state = "connecting"
+        async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=HEARTBEAT,
+                                   max_msg_size=MAX_MESSAGE_BYTES, autoping=True) as ws:
+            self._check_pin(ws)
+            challenge = await self._receive(ws)
+            if challenge.get("type") != "challenge":
+                raise ControlError("platform did not send a challenge")
+            nonce = base64.b64decode(str(challenge.get("nonce", "")), validate=True)
+            if len(nonce) < 16:
+                raise ControlError("platform challenge too short")
+            signature = sign(self.key, challenge_message(nonce, self.name, self.pin))
+            await ws.send_json({"type": "hello", "name": self.name,
+                                "signature": base64.b64encode(signature).decode()})
+            welcome = await self._receive(ws)
+            if welcome.get("type") != "welcome":
+                self.state = "auth-failed"
+                raise ControlError(f"platform refused this system: {welcome.get('error')}")
+            self.state = "connected"
+            self.last_error = None
+            self.connects += 1
+            self._ws = ws
+            log.info("control channel connected to %s", self.ws_url)
+            self.handler.on_connected(welcome)
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    try:
+                        data = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict):
+                        if data.get("type") == "error":
+                            log.warning("platform: %s", data.get("error"))
+                            continue
+                        self.handler.on_message(data)
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    break
+            if ws.close_code == CLOSE_AUTH_FAILED:
+                self.state = "auth-failed"
+            log.info("control channel closed (code %s)", ws.close_code)
+
+    def _check_pin(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        ssl_obj = ws.get_extra_info("ssl_object")
+        der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+        if not der:
+            raise ControlError("cannot read the platform's TLS certificate")
+        got = spki_sha256(x509.load_der_x509_certificate(der))
+        if not hmac.compare_digest(got, self.pin):
+            self.state = "auth-failed"
+            raise ControlError(f"platform TLS key {got} does not match the pin {self.pin}")
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+        msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            if ws.close_code == CLOSE_AUTH_FAILED:
+                self.state = "auth-failed"
+                raise ControlError("platform refused this system (authentication failed)")
+            raise ControlError(f"control channel closed during setup ({msg.type.name})")
+        data = json.loads(msg.data)
+        if not isinstance(data, dict):
+            raise ControlError("unexpected message from platform")
+        return data

@@ -1,0 +1,387 @@
+"""`enclave up`: the agent daemon (one asyncio process; see /work docs AGENT-ARCH).
+
+    ControlClient ----introduce / withdraw / crl / intents / offers----> Agent
+    Discovery ------private addrs, reflected mappings, NAT-------------> Agent --report--> platform
+    Agent ---introduce / withdraw / set_intents / set_revoked--> ConnectionManager (optional)
+    LocalApi <--- `enclave status|peers` (root-only Unix socket)
+
+Without a ConnectionManager (tests of the control plane, or before the data plane is wired) the
+Agent keeps the introductions in a dict that status/peers show, and reads the UDP data socket
+itself (only reflect replies are expected there).
+
+Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
+ENCLAVE_OFFLOAD) > <state>/config.toml (keys port, interface, mtu, cipher, offload) > defaults.
+Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
+sockets are up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import socket
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from enclave.agent.control import ControlClient
+from enclave.agent.discovery import Discovery, DiscoveryState
+from enclave.agent.enrol import renew, renew_if_due
+from enclave.agent.errors import AgentError
+from enclave.agent.localapi import LocalApi, socket_path
+from enclave.agent.state import StateDir
+from enclave.cert.crl import parse_crl
+from enclave.cert.errors import CertificateError
+from enclave.cert.keys import Ed25519PrivateKey, public_key_raw
+from enclave.discovery.candidates import NatBehaviour
+from enclave.discovery.introduction import Introduction, IntroductionError, Withdrawal
+from enclave.policy.intent import IntentError, IntentStatement, decode_signed, encode_signed
+
+log = logging.getLogger("enclave.agent")
+DEFAULT_PORT = 51820
+DEFAULT_INTERFACE = "enclave0"
+RENEW_CHECK = 3600.0
+
+
+class ConnectionManagerLike(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def introduce(self, intro: Introduction) -> None: ...
+    def withdraw(self, peer: str, reason: str) -> None: ...
+    def set_intents(self, names: set[str]) -> None: ...
+    def set_revoked(self, serials: set[int]) -> None: ...
+    def on_unhandled(self, callback: Callable[[bytes, Any], None]) -> None: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+
+
+CmFactory = Callable[["Agent"], ConnectionManagerLike | None]
+
+
+@dataclass
+class AgentOptions:
+    port: int = DEFAULT_PORT
+    interface: str = DEFAULT_INTERFACE
+    mtu: int | None = None
+    cipher: str | None = None
+    offload: bool = True
+    tap: bool = True
+
+    @classmethod
+    def resolve(cls, state: StateDir, cli: dict[str, Any]) -> AgentOptions:
+        """CLI flags (non-None values) > ENCLAVE_* environment > config.toml > defaults."""
+        merged: dict[str, Any] = {}
+        path = state.root / "config.toml"
+        if path.exists():
+            try:
+                merged.update(tomllib.loads(path.read_text()))
+            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+                raise AgentError(f"config file {path} is invalid: {exc}") from None
+        for key in ("port", "interface", "mtu", "cipher", "offload"):
+            env = os.environ.get(f"ENCLAVE_{key.upper()}")
+            if env:
+                merged[key] = env
+        merged.update({k: v for k, v in cli.items() if v is not None})
+        try:
+            opts = cls(
+                port=int(merged.get("port", DEFAULT_PORT)),
+                interface=str(merged.get("interface", DEFAULT_INTERFACE)),
+                mtu=int(merged["mtu"]) if merged.get("mtu") is not None else None,
+                cipher=str(merged["cipher"]) if merged.get("cipher") else None,
+                offload=str(merged.get("offload", True)).lower() not in ("0", "false", "no"),
+                tap=bool(merged.get("tap", True)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise AgentError(f"invalid agent option: {exc}") from None
+        if not 0 < opts.port < 65536:
+            raise AgentError(f"port must be 1..65535, got {opts.port}")
+        return opts
+
+
+def sd_notify(message: str) -> None:
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    addr = "\0" + target[1:] if target.startswith("@") else target
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), addr)
+
+
+class _UdpReader(asyncio.DatagramProtocol):
+    def __init__(self, feed: Callable[[bytes, Any], object]) -> None:
+        self.feed = feed
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.feed(data, addr)
+
+
+class Agent:
+    def __init__(self, state: StateDir, options: AgentOptions, *,
+                 cm_factory: CmFactory | None = None) -> None:
+        self.state = state
+        self.options = options
+        self.record = state.load_enrolment()
+        if self.record.state != "active":
+            raise AgentError(f"{self.record.name} is {self.record.state}; "
+                             "run `enclave enrol --resume` after approval")
+        self.identity = state.identity(datetime.datetime.now(datetime.UTC))
+        try:
+            self.key: Ed25519PrivateKey = state.keystore().load_ed25519()
+        except Exception as exc:
+            raise AgentError(f"cannot load the system key: {exc}") from None
+        if public_key_raw(self.key) != self.identity.public_key:
+            raise AgentError("the system key does not match the certificate")
+        self.ca: x509.Certificate = state.load_ca()
+        self.cm_factory = cm_factory
+        self.cm: ConnectionManagerLike | None = None
+        self.intros: dict[str, Introduction] = {}
+        self.intro_times: dict[str, float] = {}
+        self.intents: set[str] = set()
+        self.revoked: set[int] = set()
+        self.crl_number: int | None = None
+        self.discovery_target: tuple[str, list[int], int | None] | None = None
+        self.udp_sock: socket.socket | None = None
+        self.control: ControlClient | None = None
+        self.discovery: Discovery | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        name = self.record.name
+        self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.udp_sock.bind(("0.0.0.0", self.options.port))
+        except OSError as exc:
+            self.udp_sock.close()
+            raise AgentError(f"cannot bind UDP port {self.options.port}: {exc}") from None
+        self.udp_sock.setblocking(False)
+        sock = self.udp_sock
+
+        def send_udp(data: bytes, addr: tuple[str, int]) -> None:
+            sock.sendto(data, addr)
+
+        self.discovery = Discovery(name, self.key, send_udp, udp_port=self.options.port,
+                                   tcp_port=self.options.port, on_change=self._discovered,
+                                   exclude_ifaces=(self.options.interface,))
+        self.cm = self.cm_factory(self) if self.cm_factory is not None else None
+        transport: asyncio.DatagramTransport | None = None
+        if self.cm is not None:
+            self.cm.on_unhandled(self.discovery.feed)
+            await self.cm.start()
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpReader(self._feed_udp), sock=sock)
+        self.control = ControlClient(self.record.url, self.record.pin, name, self.key, self)
+        api = LocalApi(socket_path(self.state.root),
+                       {"status": self.status, "peers": self.peers})
+        await api.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        discovery = self.discovery
+        self._tasks = [
+            loop.create_task(self.control.run()),
+            loop.create_task(discovery.run(lambda: self.discovery_target)),
+            loop.create_task(self._renewal()),
+        ]
+        sd_notify("READY=1")
+        log.info("agent %s up (udp/tcp port %d, overlay %s)", name, self.options.port,
+                 self.identity.overlay_ip)
+        try:
+            await self._stop.wait()
+            log.info("shutting down")
+            sd_notify("STOPPING=1")
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            for t in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await api.stop()
+            if self.cm is not None:
+                await self.cm.stop()
+            if transport is not None:
+                transport.close()
+            sock.close()
+            log.info("stopped")
+
+    def _feed_udp(self, data: bytes, addr: Any) -> None:
+        if self.discovery is not None:
+            self.discovery.feed(data, addr)
+
+    async def _renewal(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_CHECK)
+            await self._renew(force=False)
+
+    async def _renew(self, *, force: bool) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            ident = await asyncio.to_thread(renew if force else renew_if_due, self.state,
+                                            *(() if force else (now,)))
+        except (AgentError, CertificateError, OSError) as exc:
+            log.warning("certificate renewal failed: %s", exc)
+            return
+        if ident is not None:
+            self.identity = ident
+            log.info("certificate renewed, valid until %s", ident.not_after.isoformat())
+
+    # -- control channel events (ControlHandler) ------------------------------------------------
+
+    def on_connected(self, welcome: dict[str, Any]) -> None:
+        disc = welcome.get("discovery")
+        host = self.control.host if self.control else ""
+        if isinstance(disc, dict) and isinstance(disc.get("udp"), list):
+            udp = [int(p) for p in disc["udp"] if isinstance(p, int)][:2]
+            tcp = disc.get("tcp")
+            self.discovery_target = (host, udp, tcp if isinstance(tcp, int) else None)
+        self._apply_crl(welcome)
+        self._report()
+        if self.discovery is not None:
+            self.discovery.kick()
+
+    def on_disconnected(self) -> None:
+        # The platform will send fresh introductions on reconnect; live sessions keep running.
+        pass
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        try:
+            if kind == "introduce":
+                intro = Introduction.from_json(msg)
+                new = intro.peer not in self.intros
+                self.intros[intro.peer] = intro
+                if new:
+                    self.intro_times[intro.peer] = time.time()
+                log.info("introduced to %s (%d candidates, nat %s)", intro.peer,
+                         len(intro.candidates), intro.nat.value)
+                if self.cm is not None:
+                    self.cm.introduce(intro)
+            elif kind == "withdraw":
+                w = Withdrawal.from_json(msg)
+                self.intros.pop(w.peer, None)
+                self.intro_times.pop(w.peer, None)
+                log.info("withdrawn: %s (%s)", w.peer, w.reason)
+                if self.cm is not None:
+                    self.cm.withdraw(w.peer, w.reason)
+            elif kind == "crl":
+                self._apply_crl(msg)
+            elif kind == "intents":
+                peers = msg.get("peers")
+                if isinstance(peers, list):
+                    self.intents = {p for p in peers if isinstance(p, str)}
+                    if self.cm is not None:
+                        self.cm.set_intents(set(self.intents))
+            elif kind == "policy_offer":
+                self._counter_sign(msg.get("offer"))
+            elif kind == "renew":
+                asyncio.get_running_loop().create_task(self._renew(force=True))
+        except (IntroductionError, IntentError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignored malformed %r message from the platform: %s", kind, exc)
+
+    def _apply_crl(self, msg: dict[str, Any]) -> None:
+        raw = msg.get("crl")
+        if not isinstance(raw, str):
+            return
+        try:
+            crl = parse_crl(base64.b64decode(raw, validate=True), self.ca,
+                            now=datetime.datetime.now(datetime.UTC))
+        except (CertificateError, ValueError) as exc:
+            log.warning("ignored a bad revocation list: %s", exc)
+            return
+        self.revoked = set(crl.serials)
+        self.crl_number = crl.number
+        if self.cm is not None:
+            self.cm.set_revoked(set(self.revoked))
+
+    def _counter_sign(self, offer: object) -> None:
+        st, _raw, _sig = decode_signed(offer, public_key_raw(self.ca.public_key()))  # type: ignore[arg-type]
+        if st.op != "policy" or st.from_name != self.record.name or st.policy is None:
+            raise IntentError("policy offer not for this system")
+        mine = IntentStatement.new("add", self.record.name, st.to_name, int(time.time()),
+                                   exp=st.exp, policy=st.policy)
+        if self.control is not None:
+            self.control.send({"type": "intent", "signed": encode_signed(mine, self.key)})
+        log.info("counter-signed policy %s intent for %s", st.policy, st.to_name)
+
+    def _discovered(self, _state: DiscoveryState) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if self.control is None or self.discovery is None:
+            return
+        from enclave.discovery.introduction import candidate_to_json
+
+        ds = self.discovery.state
+        cands = ds.candidates(self.options.port, self.options.port)
+        self.control.send({"type": "report", "nat": ds.nat.value,
+                           "candidates": [candidate_to_json(c) for c in cands],
+                           "mappings": ds.mappings_json()})
+
+    # -- local API -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        ds = self.discovery.state if self.discovery else None
+        return {
+            "name": self.record.name,
+            "org": self.record.org,
+            "overlay_ip": str(self.identity.overlay_ip),
+            "cert_expires": self.identity.not_after.isoformat(),
+            "cert_serial": self.identity.serial,
+            "platform": {
+                "url": self.record.url,
+                "state": self.control.state if self.control else "stopped",
+                "connects": self.control.connects if self.control else 0,
+                "last_error": self.control.last_error if self.control else None,
+            },
+            "mappings": ds.mappings_json() if ds else {"udp": [], "tcp": None},
+            "nat": (ds.nat if ds else NatBehaviour.UNKNOWN).value,
+            "private_addresses": ds.private if ds else [],
+            "port": self.options.port,
+            "intents": sorted(self.intents),
+            "crl_number": self.crl_number,
+            "revoked_serials": sorted(self.revoked),
+            "peers": len(self.intros),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self.cm is not None:
+            return self.cm.peers()
+        out = []
+        for name, intro in sorted(self.intros.items()):
+            out.append({
+                "name": name, "state": "introduced", "path": None, "endpoint": None,
+                "rx_bytes": None, "tx_bytes": None, "rtt_ms": None, "connected_at": None,
+                "introduced_at": self.intro_times.get(name),
+                "nat": intro.nat.value,
+                "candidates": [f"{c.addr.transport.value}:{c.addr.host}:{c.addr.port}"
+                               for c in intro.candidates],
+            })
+        return out
+
+
+def run_agent(state: StateDir, options: AgentOptions, cm_factory: CmFactory | None = None) -> None:
+    agent = Agent(state, options, cm_factory=cm_factory)
+    try:
+        import uvloop
+
+        runner: Callable[..., Any] = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    runner(agent.run())
