@@ -68,7 +68,7 @@ RELAY_NUDGES = 40
 RECONNECT_DELAY = 1.0  # after a session closed (dead peer, remote close) while still introduced
 
 Addr = tuple[str, int]
-OnUnhandled = Callable[[bytes, Addr], None]
+OnUnhandled = Callable[[bytes, Addr], object]  # return value ignored
 OnData = Callable[[str, bytes], None]
 
 

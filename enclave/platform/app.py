@@ -34,6 +34,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "enclave.platform.routes_enrol",
     "enclave.platform.routes_admin",
     "enclave.platform.routes_control",
+    "enclave.platform.relay",
 )
 MAX_BODY_BYTES = 64 * 1024
 

@@ -34,7 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
+from aiohttp import web
+
+from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from enclave.proto.wire import (
     MSG_RELAY_CHALLENGE,
@@ -308,3 +312,52 @@ def relay_bind_from_env() -> tuple[str, int] | None:
     except ValueError:
         log.error("ENCLAVE_PLATFORM_RELAY=%r is not host:port; relay disabled", raw)
         return None
+
+
+# ---------------------------------------------------------------------------------- platform app
+@dataclass
+class RelayService:
+    """What the rest of the platform uses: the relay's advertised address and ticket minting
+    (the control hub puts both into each Introduction: `relay`, `relay_ticket`)."""
+
+    server: RelayServer
+    key: bytes
+    public: PathAddr
+
+    def ticket(self, src: str, dst: str, lifetime: int = TICKET_LIFETIME) -> bytes:
+        return mint_ticket(self.key, src, dst, int(time.time()) + lifetime)
+
+
+RELAY = web.AppKey("relay", RelayService)
+
+
+async def _startup(app: web.Application) -> None:
+    from enclave.platform.app import PLATFORM
+
+    bind = relay_bind_from_env()
+    if bind is None:
+        return
+    platform = app[PLATFORM]
+    key = load_or_create_key(platform.paths.root)
+    server = RelayServer(RelayCore(key))
+    try:
+        _host, port = await server.start(*bind)
+    except OSError as exc:
+        log.warning("relay not started on %s:%d: %s", bind[0], bind[1], exc)
+        return
+    public_host = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or (
+        urlsplit(platform.settings.url).hostname or bind[0]
+    )
+    app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port))
+    log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port, public_host)
+
+
+async def _shutdown(app: web.Application) -> None:
+    service = app.get(RELAY)
+    if service is not None:
+        service.server.close()
+
+
+def setup(app: web.Application) -> None:
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)
