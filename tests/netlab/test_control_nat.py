@@ -1,0 +1,139 @@
+"""Control plane through real NATs: a platform process on a public host, `enclave up` agents in
+site namespaces behind full-cone, port-restricted and symmetric NATs.
+
+Shows: reflected public mappings (UDP on two ports, TCP) are the NAT's address, symmetric NAT is
+reported as address-and-port-dependent, mutual intent introduces within 2 s with the reflected
+candidates, a third system learns nothing, and `intent remove` withdraws within 2 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enclave.netlab import Host, Lab, NatType, Site, Topology
+from tests.control.helpers import ENV, REPO, AgentProc, Platform, wait_for
+
+pytestmark = [pytest.mark.netlab, pytest.mark.root]
+API_PORT = 8443
+
+
+def _runner(host: Host) -> Any:
+    def run(argv: list[str], **kw: Any) -> Any:
+        return host.run(argv, env=ENV, cwd=REPO, **kw)
+
+    return run
+
+
+def _spawner(host: Host) -> Any:
+    def popen(argv: list[str], **kw: Any) -> Any:
+        return host.popen(argv, env=ENV, cwd=REPO, **kw)
+
+    return popen
+
+
+@pytest.fixture(scope="module")
+def natlab(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Lab, Platform, dict[str, AgentProc]]]:
+    topo = Topology(
+        sites=[Site("fc", nat=NatType.FULL_CONE, hosts=2), Site("pr", nat=NatType.PORT_RESTRICTED),
+               Site("sy", nat=NatType.SYMMETRIC)],
+        public_hosts=["plat"],
+    )
+    tmp = tmp_path_factory.mktemp("natlab")
+    lab = Lab(topo).start()
+    agents: dict[str, AgentProc] = {}
+    plat: Platform | None = None
+    try:
+        ph = lab.public_host("plat")
+        plat = Platform.init(tmp, str(ph.ip), API_PORT, _runner(ph), _spawner(ph),
+                             listen_host="0.0.0.0")
+        plat.start()
+        token = plat.token()
+        for name in ("fc1", "fc2", "pr1", "sy1"):
+            h = lab.host(name)
+            a = AgentProc(tmp / name, _runner(h), _spawner(h), tmp / f"{name}.log", 51820)
+            a.enrol(token)
+            agents[name] = a
+        for a in agents.values():
+            a.up()
+        yield lab, plat, agents
+    finally:
+        for a in agents.values():
+            a.down()
+        if plat is not None:
+            plat.stop()
+        lab.close()
+
+
+def _mapped(a: AgentProc) -> dict[str, Any] | None:
+    st = a.status()
+    m = st["mappings"]
+    return st if m["tcp"] and len(m["udp"]) == 2 and all(m["udp"]) else None
+
+
+@pytest.mark.parametrize("name, nat", [
+    ("fc1", "endpoint-independent"),
+    ("pr1", "endpoint-independent"),
+    ("sy1", "address-and-port-dependent"),
+])
+def test_reflected_mapping_and_nat(natlab: tuple[Lab, Platform, dict[str, AgentProc]],
+                                   name: str, nat: str) -> None:
+    lab, _plat, agents = natlab
+    host = lab.host(name)
+    st = wait_for(lambda: _mapped(agents[name]), timeout=15, what=f"{name} mappings")
+    udp = [m.rsplit(":", 1) for m in st["mappings"]["udp"]]
+    tcp_host = st["mappings"]["tcp"].rsplit(":", 1)[0]
+    assert {u[0] for u in udp} == {str(host.public_ip)}
+    assert tcp_host == str(host.public_ip)
+    assert st["nat"] == nat
+    if nat == "address-and-port-dependent":
+        assert udp[0][1] != udp[1][1]
+    else:
+        assert udp[0][1] == udp[1][1]
+    assert str(host.ip) in st["private_addresses"]
+
+
+def test_introduction_through_nat_and_cloaking(
+        natlab: tuple[Lab, Platform, dict[str, AgentProc]]) -> None:
+    lab, _plat, agents = natlab
+    a, s, third = agents["fc1"], agents["sy1"], agents["pr1"]
+    for x in (a, s, third):
+        wait_for(lambda x=x: _mapped(x), timeout=15, what="mappings")
+    a.intent("add", s.name)
+    third.intent("add", a.name)
+    time.sleep(0.5)
+    assert a.peers() == [] and s.peers() == [] and third.peers() == []
+    t0 = time.monotonic()
+    s.intent("add", a.name)
+    wait_for(lambda: a.peer_names() == {s.name} and s.peer_names() == {a.name}, timeout=5,
+             what="introduction")
+    assert time.monotonic() - t0 < 2.5
+    intro = a.peers()[0]
+    assert intro["nat"] == "address-and-port-dependent"
+    sy_public = str(lab.host("sy1").public_ip)
+    sy_private = str(lab.host("sy1").ip)
+    assert any(c.startswith(f"udp:{sy_public}:") for c in intro["candidates"])
+    assert f"udp:{sy_private}:51820" in intro["candidates"]
+    assert third.peers() == []  # intent towards a only: learns nothing of a or s
+    t0 = time.monotonic()
+    a.intent("remove", s.name)
+    wait_for(lambda: a.peers() == [] and s.peers() == [], timeout=5, what="withdrawal")
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_lan_neighbours_see_private_candidates(
+        natlab: tuple[Lab, Platform, dict[str, AgentProc]], tmp_path: Path) -> None:
+    lab, _plat, agents = natlab
+    a, b = agents["fc1"], agents["fc2"]
+    a.intent("add", b.name)
+    b.intent("add", a.name)
+    wait_for(lambda: b.name in a.peer_names(), timeout=5, what="introduction")
+    cands = a.peers()[0]["candidates"]
+    assert f"udp:{lab.host('fc2').ip}:51820" in cands
+    a.intent("remove", b.name)
+    wait_for(lambda: a.peers() == [], timeout=5, what="withdrawal")
