@@ -75,6 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overlay=not args.no_overlay,
         workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir),
+        connect_timeout=args.connect_timeout,
     )
     console = _console()
     with Progress(TextColumn("{task.description:<40}"), BarColumn(), TimeElapsedColumn(),
@@ -114,7 +115,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
     from enclave.bench.report import render
 
     report = peer.run(args.name, state=args.state, duration=args.duration,
-                      ping_count=args.ping_count)
+                      ping_count=args.ping_count, overlay_ip=args.overlay_ip)
     render(report, _console())
     _write_outputs(report, args)
     return _status(report)
@@ -169,6 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     bench.add_argument("--nat-a", default="full-cone", help="NAT type of site a")
     bench.add_argument("--nat-b", default="port-restricted", help="NAT type of site b")
     bench.add_argument("--ping-count", type=int, default=200, help="pings per latency figure")
+    bench.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+                       help="how long to wait for the agents to connect (default 30)")
     bench.add_argument("--no-crypto", action="store_true", help="skip the in-process AEAD part")
     bench.add_argument("--no-overlay", action="store_true", help="raw path (and crypto) only")
     bench.add_argument("--workdir", metavar="DIR",
@@ -189,6 +192,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--state", metavar="DIR", default=None, help="agent state directory")
     p.add_argument("--duration", type=float, default=5.0, metavar="S")
     p.add_argument("--ping-count", type=int, default=100)
+    p.add_argument("--overlay-ip", default=None,
+                   help="the peer's overlay IP if the agent does not report it")
     _outputs(p)
     p.set_defaults(func=_guard(cmd_peer))
 

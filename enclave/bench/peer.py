@@ -39,20 +39,24 @@ def _ip(value: Any) -> str | None:
         return None
 
 
-def find_peer(peers: list[dict[str, Any]], name: str) -> tuple[str, str | None]:
-    """(overlay IP, underlay IP or None) of ``name`` in `enclave peers --json` output."""
+def find_peer(peers: list[dict[str, Any]], name: str,
+              overlay_ip: str | None = None) -> tuple[str, str | None]:
+    """(overlay IP, underlay IP or None) of ``name`` in `enclave peers --json` output.
+
+    ``overlay_ip`` (from --overlay-ip) is used when the agent does not report one."""
     for peer in peers:
         if peer.get("name") != name:
             continue
-        overlay = _ip(peer.get("overlay_ip")) or _ip(peer.get("ip"))
+        overlay = _ip(peer.get("overlay_ip")) or _ip(peer.get("ip")) or _ip(overlay_ip)
         if overlay is None:
-            raise PeerBenchError(f"peer {name} has no overlay_ip in `enclave peers --json`")
+            raise PeerBenchError(f"peer {name} has no overlay_ip in `enclave peers --json` "
+                                 "(pass --overlay-ip)")
         return overlay, _ip(peer.get("endpoint"))
     raise PeerBenchError(f"no peer named {name!r} (is there mutual intent, and is it connected?)")
 
 
 def run(name: str, *, state: str | None, duration: float, ping_count: int = 100,
-        place: Any = None) -> Report:
+        place: Any = None, overlay_ip: str | None = None) -> Report:
     missing = missing_agent_commands()
     if "peers" in missing:
         raise PeerBenchError("needs a running agent: `enclave peers` is not available yet")
@@ -63,7 +67,7 @@ def run(name: str, *, state: str | None, duration: float, ping_count: int = 100,
     res = local.run(flows.python_argv("enclave", *argv), timeout=30)
     if res.returncode != 0:
         raise PeerBenchError(f"enclave peers: {res.stderr.strip()[-300:]}")
-    overlay_ip, underlay_ip = find_peer(parse_peers(res.stdout), name)
+    overlay_ip, underlay_ip = find_peer(parse_peers(res.stdout), name, overlay_ip)
     report = Report(meta={"peer": name, "overlay_ip": overlay_ip,
                           "underlay_ip": underlay_ip or "-", "duration_s": duration})
     targets = [("overlay", overlay_ip)] + ([("raw", underlay_ip)] if underlay_ip else [])

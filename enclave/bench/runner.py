@@ -64,6 +64,7 @@ class BenchOptions:
     overlay: bool = True
     workdir: Path | None = None
     keep_logs: bool = False
+    connect_timeout: float = CONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         unknown = set(self.flows) - set(ALL_FLOWS)
@@ -417,7 +418,7 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
             box["detail"] = f"{a.name} <-> {b.name}"
         ctx.progress(f"connected ({cipher})")
         with _stage(ctx, f"connected ({cipher})") as box:
-            peer, waited = _wait_connected(a, b.name, t0)
+            peer, waited = _wait_connected(a, b.name, t0, opts.connect_timeout)
             setup_ms = peer.get("setup_ms")
             if not isinstance(setup_ms, int | float):
                 setup_ms = waited * 1000
@@ -476,8 +477,9 @@ def _cli_ok(host: Any, *args: str) -> str:
     return str(res.stdout)
 
 
-def _wait_connected(agent: _Agent, peer_name: str, t0: float) -> tuple[dict[str, Any], float]:
-    deadline = t0 + CONNECT_TIMEOUT_S
+def _wait_connected(agent: _Agent, peer_name: str, t0: float,
+                    timeout: float) -> tuple[dict[str, Any], float]:
+    deadline = t0 + timeout
     last: Any = None
     while time.monotonic() < deadline:
         res = agent.host.run(_enclave("peers", "--json", "--state", str(agent.state)),
@@ -493,7 +495,7 @@ def _wait_connected(agent: _Agent, peer_name: str, t0: float) -> tuple[dict[str,
                     if str(peer.get("state", "")).lower() in CONNECTED_STATES:
                         return peer, time.monotonic() - t0
         time.sleep(0.05)
-    raise RuntimeError(f"{peer_name} not connected within {CONNECT_TIMEOUT_S:.0f}s "
+    raise RuntimeError(f"overlay: {peer_name} not connected within {timeout:.0f}s "
                        f"(last peers entry: {last})")
 
 

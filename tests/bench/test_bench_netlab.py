@@ -76,6 +76,7 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "enclave", "bench", "--duration", "1", "--flows", "tcp1",
          "--cipher", "aes256gcm", "--no-crypto", "--ping-count", "10",
+         "--connect-timeout", "10",
          "--json", str(out_json), "--html", str(out_html)],
         capture_output=True, text=True, timeout=240, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},

@@ -158,7 +158,7 @@ def test_iperf3_real_output_parses(iperf3_server: int, streams: int, reverse: bo
 def test_iperf3_error_output_is_a_flow_error() -> None:
     out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(_free_tcp()), "-t", "1",
                           "--json"], capture_output=True, text=True, timeout=30).stdout
-    with pytest.raises(flows.FlowError, match="iperf3: .*connect"):
+    with pytest.raises(flows.FlowError, match=r"iperf3: .*connect"):
         flows.parse_iperf3(out)
     with pytest.raises(flows.FlowError, match="no JSON"):
         flows.parse_iperf3("iperf3: error - unable to connect")
@@ -203,5 +203,7 @@ def test_find_peer() -> None:
     assert find_peer(peers, "AAAAA") == ("100.64.0.5", "198.18.2.1")
     with pytest.raises(PeerBenchError, match="no overlay_ip"):
         find_peer(peers, "BBBBB")
+    assert find_peer(peers, "BBBBB", "100.64.0.9") == ("100.64.0.9", None)
+    assert find_peer(peers, "AAAAA", "100.64.0.9")[0] == "100.64.0.5"  # agent's value wins
     with pytest.raises(PeerBenchError, match="no peer named"):
         find_peer(peers, "CCCCC")
