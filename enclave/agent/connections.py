@@ -378,7 +378,13 @@ class ConnectionManager:
         self._timer = None
         if not self._running:
             return
-        now = self._now()
+        try:
+            self._timers(self._now())
+        except Exception:  # a bug must not stop the timer: log it and keep going
+            log.exception("connection manager timer failed")
+        self._pump()
+
+    def _timers(self, now: float) -> None:
         t = self.node.get_timer()
         if t is not None and t <= now:
             self.node.handle_timer(now)
@@ -400,7 +406,6 @@ class ConnectionManager:
                 info.reconnect_at = None
                 if info.state != "connected":
                     self.introduce(info.intro)
-        self._pump()
 
     # ------------------------------------------------------------------ events
     def _drain_events(self, now: float) -> None:

@@ -159,3 +159,26 @@ def test_no_direct_path_falls_back_to_relay() -> None:
             relay.close()
 
     run(body)
+
+
+def test_revoked_peer_is_dropped_and_not_readmitted() -> None:
+    async def body() -> None:
+        pki = Pki()
+        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
+        await start(a, b)
+        try:
+            a.cm.introduce(intro_for(b, [udp_cand(b)]))
+            b.cm.introduce(intro_for(a, [udp_cand(a)]))
+            assert await wait_for(lambda: connected(a, b), 5)
+            a.cm.set_revoked({b.serial})
+            assert await wait_for(
+                lambda: (b.cm.peer(a.name) or {}).get("closed_reason") == "remote", 3
+            )
+            assert (a.cm.peer(b.name) or {}).get("state") == "closed"
+            assert not a.cm.send_data(b.name, b"to a revoked peer")
+            await asyncio.sleep(2.0)  # B reconnects on its own: A must not let it back in
+            assert not connected(a, b)
+        finally:
+            await stop(a, b)
+
+    run(body)
