@@ -230,7 +230,9 @@ def _run_lab(ctx: _Ctx) -> None:
             topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
                                    Site("b", nat=NatType(opts.nat_b))],
                             public_hosts=["platform"])
-            ctx.lab = Lab(topo).start()
+            ctx.lab = Lab(topo)
+            ctx.report.meta["lab_prefix"] = ctx.lab.prefix
+            ctx.lab.start()
             ctx.a, ctx.b = ctx.lab.host("a1"), ctx.lab.host("b1")
             box["detail"] = (f"a1 {ctx.a.ip} behind {opts.nat_a} ({ctx.a.public_ip}), "
                              f"b1 {ctx.b.ip} behind {opts.nat_b} ({ctx.b.public_ip})")

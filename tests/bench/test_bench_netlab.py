@@ -28,19 +28,20 @@ def _lab_possible() -> None:
         pytest.skip(reason)
 
 
-def _leftovers(before: set[str]) -> set[str]:
-    return set(netns.list_netns()) - before
+def _leftovers(prefix: str) -> list[str]:
+    """Namespaces of our lab still present (other labs may run concurrently: not ours)."""
+    assert prefix
+    return [n for n in netns.list_netns() if n.startswith(prefix)]
 
 
 def test_raw_path_run_report_json_html(tmp_path: Path) -> None:
-    before = set(netns.list_netns())
     steps: list[str] = []
     opts = runner.BenchOptions(ciphers=["chacha20poly1305"], duration=1,
                                flows=("tcp1", "udp512", "latency"), ping_count=20,
                                crypto=True, crypto_seconds=0.01, overlay=False,
                                nat_a="symmetric", nat_b="port-restricted")
     report = runner.run(opts, progress=steps.append)
-    assert not _leftovers(before), "lab not torn down"
+    assert not _leftovers(report.meta["lab_prefix"]), "lab not torn down"
 
     status = {s.name: s.status for s in report.stages}
     assert status == {"lab": "ok", "raw-path": "ok", "overlay": "skipped", "flows raw": "ok",
@@ -50,7 +51,7 @@ def test_raw_path_run_report_json_html(tmp_path: Path) -> None:
 
     figs = {f.key: f for f in report.figures}
     assert set(figs) == {"tcp1_ab", "tcp1_ba", "udp512_pps", "udp512_loss", "rtt_idle_p50",
-                         "rtt_idle_p99", "rtt_load_p50", "rtt_load_p99"}
+                         "rtt_idle_p99", "rtt_load_p50", "rtt_load_p99"}, report.stages
     for f in figs.values():
         assert f.overlay is None and f.ratio is None  # --no-overlay: never an overlay number
         assert f.raw is not None
@@ -71,7 +72,6 @@ def test_raw_path_run_report_json_html(tmp_path: Path) -> None:
 def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     """The real command: lab, platform, enrol, then the overlay if the agent exists, else a clear
     'unavailable' and raw figures only."""
-    before = set(netns.list_netns())
     out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
     res = subprocess.run(
         [sys.executable, "-m", "enclave", "bench", "--duration", "1", "--flows", "tcp1",
@@ -81,8 +81,8 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=240, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
     )
-    assert not _leftovers(before), "lab not torn down"
     data = json.loads(out_json.read_text())
+    assert not _leftovers(data["meta"]["lab_prefix"]), "lab not torn down"
     stages = {s["name"]: s for s in data["stages"]}
     for name in ("lab", "raw-path", "platform", "enrol", "flows raw"):
         assert stages[name]["status"] == "ok", stages[name]
