@@ -1,5 +1,7 @@
 """Type stub for the compiled fast path (enclave/_fastpath.pyx)."""
 
+import socket
+from collections.abc import Iterable
 from typing import Final
 
 from typing_extensions import Buffer
@@ -136,3 +138,66 @@ def gro_coalesce_into(
 def gro_coalesce(
     frames: list[bytes], verify: bool = True, arena_size: int | None = None
 ) -> list[bytes]: ...
+
+# --- _fp_loops.pxi: the native data-plane loops ------------------------------------------------
+PUNT_HEADER_LEN: Final[int]
+PUNT_DATAGRAM: Final[int]
+PUNT_FIRST_RX: Final[int]
+PUNT_ROAMED: Final[int]
+PUNT_TX: Final[int]
+PUNT_INJECT: Final[int]
+DATAPLANE_MAX_RX_KEYS: Final[int]
+
+class DataPlane:
+    """TAP -> peers and peers -> TAP loops (one native thread each); sessions in slots."""
+
+    @property
+    def punt_socket(self) -> socket.socket: ...
+    @property
+    def max_peers(self) -> int: ...
+    @property
+    def mtu(self) -> int: ...
+    @property
+    def running(self) -> bool: ...
+    def __init__(
+        self,
+        tap_fd: int,
+        udp_fd: int,
+        *,
+        vnet_hdr: bool = False,
+        tap_gro: bool = False,
+        udp_gso: bool = False,
+        udp_gro: bool = False,
+        mtu: int = 1406,
+        max_peers: int = 256,
+        mac_capacity: int = 4096,
+        mac_max_age_ms: int = 300_000,
+    ) -> None: ...
+    def install(
+        self,
+        slot: int,
+        peer_mac: bytes,
+        allow_bridging: bool,
+        addr: tuple[str, int] | None,
+        tx: tuple[int, Buffer, str | int] | None,
+        rx: Iterable[tuple[int, Buffer, str | int]],
+        *,
+        tx_local_index: int | None = None,
+        tx_limit: int | None = None,
+        via_python: bool = False,
+    ) -> None:
+        """tx: (remote_index, key, cipher); rx: [(local_index, key, cipher)]; cipher is a
+        name ("aes256gcm") or wire.Cipher value."""
+
+    def remove(self, slot: int) -> None: ...
+    def set_addr(self, slot: int, addr: tuple[str, int] | None) -> None: ...
+    def get_addr(self, slot: int) -> tuple[str, int] | None: ...
+    def slots(self) -> list[int]: ...
+    def counters(self, slot: int) -> dict[str, int]: ...
+    def global_counters(self) -> dict[str, int | bool]: ...
+    def activity(self) -> list[tuple[int, int, int, int | None]]: ...
+    def inject(self, packet: Buffer) -> None: ...
+    def reclaim(self) -> int: ...
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    def close(self) -> None: ...

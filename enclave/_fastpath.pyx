@@ -11,6 +11,7 @@ What lives here (each part in its own include file):
     _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
     _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
     _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
+    _fp_loops.pxi   DataPlane: the per-direction native loops (TAP <-> peers), punt socket
 
 Outbound flow this is built for (inside -> outside, one batch per syscall round):
 
@@ -144,3 +145,4 @@ include "_fp_replay.pxi"
 include "_fp_switch.pxi"
 include "_fp_udp.pxi"
 include "_fp_offload.pxi"
+include "_fp_loops.pxi"
