@@ -416,17 +416,13 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
         with _stage(ctx, f"intent ({cipher})") as box:
             _cli_ok(a.host, "intent", "add", b.name, "--state", str(a.state))
             t0 = time.monotonic()
+            t0_wall = time.time()  # namespaces share the clock: agents' wall stamps compare
             _cli_ok(b.host, "intent", "add", a.name, "--state", str(b.state))
             box["detail"] = f"{a.name} <-> {b.name}"
         ctx.progress(f"connected ({cipher})")
         with _stage(ctx, f"connected ({cipher})") as box:
             peer, waited = _wait_connected(a, b.name, t0, opts.connect_timeout)
-            setup_ms = peer.get("setup_ms")
-            if not isinstance(setup_ms, int | float):
-                setup_ms = waited * 1000
-                note = "polled (agent reports no setup_ms)"
-            else:
-                note = "agent's setup_ms"
+            setup_ms, note = setup_time_ms(peer, t0_wall, waited)
             path = peer.get("path")
             ctx.report.paths[cipher] = path
             ctx.report.figures.append(Figure(
@@ -464,6 +460,20 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
         for agent, peer_name in ((a, b.name), (b, a.name)):
             with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
                 _cli_ok(agent.host, "intent", "remove", peer_name, "--state", str(agent.state))
+
+
+def setup_time_ms(peer: dict[str, Any], intent_wall: float, polled_s: float,
+                  ) -> tuple[float, str]:
+    """Second intent -> first authenticated frame, from the best source the agent offers:
+    its wall-clock ``connected_at`` (exact), else its ``setup_ms`` (introduction -> first
+    frame: leaves out intent -> introduction), else our polling (50 ms granularity)."""
+    connected_at = peer.get("connected_at")
+    if isinstance(connected_at, int | float) and 0 <= connected_at - intent_wall < 3600:
+        return (connected_at - intent_wall) * 1000, "second intent -> connected_at"
+    setup_ms = peer.get("setup_ms")
+    if isinstance(setup_ms, int | float) and setup_ms >= 0:
+        return float(setup_ms), "agent's setup_ms (introduction -> first frame)"
+    return polled_s * 1000, "polled (agent reports no timestamps)"
 
 
 def _tail(path: Path | None, n: int = 400) -> str:

@@ -94,3 +94,14 @@ def test_parse_peers_shapes() -> None:
         parse_peers(json.dumps({"peers": 3}))
     with pytest.raises(ValueError):
         parse_peers("not json")
+
+
+def test_setup_time_sources() -> None:
+    from enclave.bench.runner import setup_time_ms
+
+    ms, note = setup_time_ms({"connected_at": 1000.25, "setup_ms": 90}, 1000.0, 0.5)
+    assert ms == pytest.approx(250.0) and "connected_at" in note
+    ms, note = setup_time_ms({"connected_at": 999.0, "setup_ms": 90}, 1000.0, 0.5)  # clock skew
+    assert ms == 90.0 and "setup_ms" in note
+    ms, note = setup_time_ms({"connected_at": None, "setup_ms": None}, 1000.0, 0.5)
+    assert ms == 500.0 and "polled" in note
