@@ -273,13 +273,18 @@ def _run_in_lab(ctx: _Ctx) -> None:
                              f"{', '.join('enclave ' + m for m in missing)})")
         else:
             ctx.report.stage("agent", "ok", "enclave up / intent / peers present")
+    blocked = ""
     for cipher in opts.ciphers:
         if not overlay_ready:
             break
+        if blocked:  # the same agents will not connect with another cipher either
+            ctx.report.stage(f"overlay ({cipher})", "skipped", blocked)
+            continue
         try:
             _overlay_run(ctx, cipher)
-        except _StageFailed:
-            pass
+        except _StageFailed as exc:
+            if str(exc).startswith(("up ", "intent ", "connected ")):
+                blocked = f"overlay did not come up with {cipher} (stage {exc})"
     if raw_ok:
         ctx.progress("raw flows")
         with contextlib.suppress(_StageFailed), _stage(ctx, "flows raw") as box:
