@@ -78,6 +78,27 @@ def parse_punt(raw: bytes) -> tuple[int, int, int, tuple[str, int] | None, bytes
     return kind, slot, index, where, bytes(raw[fp.PUNT_HEADER_LEN :])
 
 
+SOCKET_BUFFER = 8 << 20  # bytes of UDP send/receive buffer: absorbs bursts of whole batches
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+
+
+def grow_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> tuple[int, int]:
+    """Raise SO_SNDBUF/SO_RCVBUF (past the sysctl caps when root); returns what took effect."""
+    for force, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                log.debug("cannot grow socket buffer %d", plain)
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+    )
+
+
 def udp_gso_supported(sock: socket.socket) -> bool:
     """Self-test: does the kernel know UDP_SEGMENT on this socket?"""
     try:
@@ -136,6 +157,7 @@ class DataPlane:
         self.udp_gro = offload and enable_udp_gro(udp_sock)
         self.tap_gro = offload and tap.vnet_hdr and bool(tap.offload)
         udp_sock.setblocking(False)
+        self.socket_buffers = grow_socket_buffers(udp_sock)
         self.native = fp.DataPlane(
             tap.fd,
             udp_sock.fileno(),
