@@ -91,7 +91,7 @@ def cmd_intent(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(reply))
         else:
-            for row in reply.get("intents", []):  # type: ignore[union-attr]
+            for row in reply.get("intents", []):
                 mark = "mutual" if row.get("mutual") else "waiting"
                 print(f"{row.get('peer'):16} {mark:8} {row.get('policy') or ''}")
         return 0

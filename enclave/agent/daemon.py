@@ -41,6 +41,7 @@ from enclave.agent.localapi import LocalApi, socket_path
 from enclave.agent.state import StateDir
 from enclave.cert.crl import parse_crl
 from enclave.cert.errors import CertificateError
+from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import Ed25519PrivateKey, public_key_raw
 from enclave.discovery.candidates import NatBehaviour
 from enclave.discovery.introduction import Introduction, IntroductionError, Withdrawal
@@ -59,7 +60,7 @@ class ConnectionManagerLike(Protocol):
     def withdraw(self, peer: str, reason: str) -> None: ...
     def set_intents(self, names: set[str]) -> None: ...
     def set_revoked(self, serials: set[int]) -> None: ...
-    def on_unhandled(self, callback: Callable[[bytes, Any], None]) -> None: ...
+    def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
     def peers(self) -> list[dict[str, Any]]: ...
 
 
@@ -144,6 +145,7 @@ class Agent:
         self.cm: ConnectionManagerLike | None = None
         self.intros: dict[str, Introduction] = {}
         self.intro_times: dict[str, float] = {}
+        self.withdrawals: list[dict[str, Any]] = []  # the most recent, for status
         self.intents: set[str] = set()
         self.revoked: set[int] = set()
         self.crl_number: int | None = None
@@ -233,8 +235,10 @@ class Agent:
     async def _renew(self, *, force: bool) -> None:
         now = datetime.datetime.now(datetime.UTC)
         try:
-            ident = await asyncio.to_thread(renew if force else renew_if_due, self.state,
-                                            *(() if force else (now,)))
+            if force:
+                ident: SystemIdentity | None = await asyncio.to_thread(renew, self.state)
+            else:
+                ident = await asyncio.to_thread(renew_if_due, self.state, now)
         except (AgentError, CertificateError, OSError) as exc:
             log.warning("certificate renewal failed: %s", exc)
             return
@@ -277,6 +281,8 @@ class Agent:
                 w = Withdrawal.from_json(msg)
                 self.intros.pop(w.peer, None)
                 self.intro_times.pop(w.peer, None)
+                self.withdrawals = [*self.withdrawals[-15:],
+                                    {"peer": w.peer, "reason": w.reason, "at": time.time()}]
                 log.info("withdrawn: %s (%s)", w.peer, w.reason)
                 if self.cm is not None:
                     self.cm.withdraw(w.peer, w.reason)
@@ -357,6 +363,7 @@ class Agent:
             "intents": sorted(self.intents),
             "crl_number": self.crl_number,
             "revoked_serials": sorted(self.revoked),
+            "withdrawals": list(self.withdrawals),
             "peers": len(self.intros),
         }
 

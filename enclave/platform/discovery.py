@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from enclave.cert.keys import verify
 from enclave.proto import wire
@@ -104,8 +105,8 @@ class _UdpReflector(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])
         reply = self.core.handle(data, host, port)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)

@@ -201,11 +201,11 @@ class Hub:
         for pair in sorted(self.introduced - wanted, key=sorted):
             self.introduced.discard(pair)
             a, b = sorted(pair)
-            if not (a in online and b in online):
+            unusable = [x for x in (a, b) if x not in systems or not _usable(systems[x], now)]
+            if unusable:
+                reason = _reason(systems.get(unusable[0]), now)
+            elif not (a in online and b in online):
                 reason = "offline"
-            elif any(not _usable(systems[x], now) for x in pair if x in systems):
-                reason = next(_reason(systems.get(x), now) for x in pair
-                              if x not in systems or not _usable(systems[x], now))
             else:
                 reason = "intent"
             for me, other in ((a, b), (b, a)):

@@ -213,8 +213,10 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse) -> Sessio
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT)
         hello = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
-        name = hello["name"] if isinstance(hello, dict) else None
-        sig = base64.b64decode(hello["signature"], validate=True) if name else b""
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise ValueError("expected hello")
+        name = hello["name"]
+        sig = base64.b64decode(hello["signature"], validate=True)
     except (TimeoutError, ValueError, TypeError, KeyError, binascii.Error):
         name, sig = None, b""
     now = int(platform.clock().timestamp())

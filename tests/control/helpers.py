@@ -162,5 +162,12 @@ class AgentProc:
         assert res.returncode == 0, res.stderr
         return list(json.loads(res.stdout))
 
+    def withdrawn_at(self, peer: str) -> float:
+        """Agent wall-clock time of the latest withdrawal of ``peer``."""
+        return max(w["at"] for w in self.status()["withdrawals"] if w["peer"] == peer)
+
+    def introduced_at(self, peer: str) -> float:
+        return float(next(p["introduced_at"] for p in self.peers() if p["name"] == peer))
+
     def peer_names(self) -> set[str]:
         return {p["name"] for p in self.peers()}

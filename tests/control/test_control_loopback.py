@@ -71,11 +71,12 @@ def test_mutual_intent_introduce_and_withdraw(world: tuple[Platform, list[AgentP
     time.sleep(1.0)
     assert a.peers() == [] and b.peers() == []
 
-    t0 = time.monotonic()
     a.intent("add", b.name)
-    wait_for(lambda: a.peer_names() == {b.name} and b.peer_names() == {a.name}, timeout=5,
+    t0 = time.time()  # the platform has stored the second intent
+    wait_for(lambda: a.peer_names() == {b.name} and b.peer_names() == {a.name}, timeout=10,
              what="introduction")
-    assert time.monotonic() - t0 < 2.0 + 0.5  # +CLI startup of the status polls
+    # latency measured by the agents' own receive times, not by the polling CLI
+    assert a.introduced_at(b.name) - t0 < 2.0 and b.introduced_at(a.name) - t0 < 2.0
     peer = a.peers()[0]
     for key in ("name", "state", "path", "endpoint", "rx_bytes", "tx_bytes", "rtt_ms"):
         assert key in peer
@@ -87,15 +88,15 @@ def test_mutual_intent_introduce_and_withdraw(world: tuple[Platform, list[AgentP
     lst = json.loads(a.intent("list"))["intents"]
     assert {r["peer"]: r["mutual"] for r in lst} == {b.name: True}
 
-    t0 = time.monotonic()
     b.intent("remove", a.name)
-    wait_for(lambda: a.peers() == [] and b.peers() == [], timeout=5, what="withdrawal")
-    assert time.monotonic() - t0 < 2.5
+    t0 = time.time()
+    wait_for(lambda: a.peers() == [] and b.peers() == [], timeout=10, what="withdrawal")
+    assert a.withdrawn_at(b.name) - t0 < 2.0 and b.withdrawn_at(a.name) - t0 < 2.0
     assert "withdrew" in plat.log()
 
 
 def test_cloaking_identical_answers(world: tuple[Platform, list[AgentProc]]) -> None:
-    _plat, (a, b, c) = world
+    _plat, (a, b, _c) = world
     # b exists (and has no intent for a after the previous test); "ZZZZZ" does not exist
     add_real = a.intent("add", b.name)
     a.intent("remove", b.name)
@@ -111,14 +112,15 @@ def test_cloaking_identical_answers(world: tuple[Platform, list[AgentProc]]) -> 
 def test_revocation_withdraws(world: tuple[Platform, list[AgentProc]]) -> None:
     plat, (a, _b, c) = world
     a.intent("add", c.name)
-    wait_for(lambda: a.peer_names() == {c.name}, timeout=5, what="introduction a<->c")
+    wait_for(lambda: a.peer_names() == {c.name}, timeout=10, what="introduction a<->c")
     serial_c = c.status()["cert_serial"]
     assert serial_c not in a.status()["revoked_serials"]
-    t0 = time.monotonic()
     res = plat.cli("systems", "revoke", c.name)
+    t0 = time.time()
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: a.peers() == [], timeout=5, what="withdrawal after revocation")
-    assert time.monotonic() - t0 < 2.5
+    wait_for(lambda: a.peers() == [], timeout=10, what="withdrawal after revocation")
+    assert a.withdrawn_at(c.name) - t0 < 2.0
+    assert a.status()["withdrawals"][-1]["reason"] == "revoked"
     wait_for(lambda: serial_c in a.status()["revoked_serials"], what="CRL pushed")
     wait_for(lambda: c.status()["platform"]["state"] != "connected", what="revoked c cut off")
 

@@ -108,11 +108,11 @@ def test_introduction_through_nat_and_cloaking(
     third.intent("add", a.name)
     time.sleep(0.5)
     assert a.peers() == [] and s.peers() == [] and third.peers() == []
-    t0 = time.monotonic()
     s.intent("add", a.name)
-    wait_for(lambda: a.peer_names() == {s.name} and s.peer_names() == {a.name}, timeout=5,
+    t0 = time.time()
+    wait_for(lambda: a.peer_names() == {s.name} and s.peer_names() == {a.name}, timeout=10,
              what="introduction")
-    assert time.monotonic() - t0 < 2.5
+    assert a.introduced_at(s.name) - t0 < 2.0 and s.introduced_at(a.name) - t0 < 2.0
     intro = a.peers()[0]
     assert intro["nat"] == "address-and-port-dependent"
     sy_public = str(lab.host("sy1").public_ip)
@@ -120,10 +120,10 @@ def test_introduction_through_nat_and_cloaking(
     assert any(c.startswith(f"udp:{sy_public}:") for c in intro["candidates"])
     assert f"udp:{sy_private}:51820" in intro["candidates"]
     assert third.peers() == []  # intent towards a only: learns nothing of a or s
-    t0 = time.monotonic()
     a.intent("remove", s.name)
-    wait_for(lambda: a.peers() == [] and s.peers() == [], timeout=5, what="withdrawal")
-    assert time.monotonic() - t0 < 2.5
+    t0 = time.time()
+    wait_for(lambda: a.peers() == [] and s.peers() == [], timeout=10, what="withdrawal")
+    assert a.withdrawn_at(s.name) - t0 < 2.0 and s.withdrawn_at(a.name) - t0 < 2.0
 
 
 def test_lan_neighbours_see_private_candidates(
