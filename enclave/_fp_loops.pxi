@@ -1235,6 +1235,7 @@ cdef class DataPlane:
                     and (<_TxKey>old["tx"]).c.remote_index == int(rindex)
                     and (<_TxKey>old["tx"]).digest == dg):
                 new_tx = old["tx"]
+                (<_TxKey>new_tx).c.limit = limit
             else:
                 tk = _TxKey.__new__(_TxKey)
                 tk.key = AeadKey(cname, key)

@@ -150,7 +150,9 @@ def tcp_transfer(a: Member, b: Member, nbytes: int, port: int = 5001) -> tuple[s
 
 
 @pytest.mark.parametrize("offload", OFFLOAD)
-@pytest.mark.parametrize("cipher", [Cipher.AES256_GCM, Cipher.CHACHA20_POLY1305], ids=["aes", "chacha"])
+@pytest.mark.parametrize(
+    "cipher", [Cipher.AES256_GCM, Cipher.CHACHA20_POLY1305], ids=["aes", "chacha"]
+)
 def test_arp_icmp_udp_tcp_cross(
     make_overlay: Callable[..., Overlay], offload: bool, cipher: Cipher
 ) -> None:
