@@ -52,6 +52,8 @@ def private_addresses(exclude_ifaces: tuple[str, ...] = ()) -> list[str]:
     """Non-loopback, non-link-local, non-overlay interface addresses (IPv4 and IPv6)."""
     from pyroute2 import IPRoute
 
+    for noisy in ("pyroute2", "pyroute2.netlink.core"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     out: list[str] = []
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}

@@ -135,3 +135,4 @@ def test_reconnect_after_platform_restart(world: tuple[Platform, list[AgentProc]
     plat.start()
     wait_for(lambda: _connected(a) and a.status()["platform"]["connects"] > before,
              timeout=15, what="reconnect")
+
