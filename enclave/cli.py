@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `enclave ... | head`: the reader went away; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
