@@ -895,12 +895,14 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
                 continue
             if p[1].revents:
                 break
+        if more:                          # no poll this round: look for injected packets
+            p[2].revents = POLLIN if (st.grx.rounds & 7) == 0 else 0   # every 8th round
         more = 0
         s = dp_enter(st, 1)
         st.grx.rounds += 1
         now = dp_now_ms()
         # packets Python injects (TCP / relay paths), one at a time through the spare slot
-        for m in range(DP_RX_INJECT):
+        for m in range(DP_RX_INJECT if p[2].revents else 0):
             got = dp_recv_dgram(st.punt_fd, rx.ibuf, 65536 + DP_PUNT_HDR, &trunc)
             if got < 0:
                 break

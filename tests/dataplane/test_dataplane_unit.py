@@ -1,0 +1,158 @@
+"""The data plane's Python surface without a network: validation, punt format, slots, reclaim.
+
+The native DataPlane is built over a socketpair (stand-ins for the TAP and UDP fds); threads
+are started only where a test needs them.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from enclave.dataplane import engine
+from enclave.discovery.candidates import PathAddr, Transport
+
+fp = pytest.importorskip("enclave._fastpath")
+
+MAC = bytes([2, 0, 0, 0, 0, 9])
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def native() -> Iterator[fp.DataPlane]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dp = fp.DataPlane(a.fileno(), b.fileno(), max_peers=4)
+    yield dp
+    dp.close()
+    a.close()
+    b.close()
+
+
+def test_punt_header_round_trip() -> None:
+    raw = struct.pack(
+        "<BBHiI16s", fp.PUNT_DATAGRAM, 4, 0, -1, 0, bytes([198, 18, 0, 1]) + bytes(12)
+    )
+    raw = raw[:2] + (51820).to_bytes(2, "big") + raw[4:] + b"payload"
+    kind, slot, index, addr, packet = engine.parse_punt(raw)
+    assert (kind, slot, index, addr, packet) == (1, -1, 0, ("198.18.0.1", 51820), b"payload")
+    v6 = bytearray(raw)
+    v6[1] = 6
+    v6[12:28] = bytes(15) + b"\x01"
+    assert engine.parse_punt(bytes(v6))[3] == ("::1", 51820)
+    with pytest.raises(ValueError):
+        engine.parse_punt(raw[:20])
+    bad = bytearray(raw)
+    bad[1] = 9
+    with pytest.raises(ValueError):
+        engine.parse_punt(bytes(bad))
+
+
+def test_udp_target_maps_paths() -> None:
+    assert engine._udp_target(PathAddr(Transport.UDP, "198.18.0.2", 51820)) == (
+        ("198.18.0.2", 51820),
+        False,
+    )
+    assert engine._udp_target(PathAddr(Transport.TCP, "198.18.0.2", 51820)) == (None, True)
+    assert engine._udp_target(PathAddr(Transport.RELAY, "198.18.0.9", 7)) == (None, True)
+    assert engine._udp_target(("10.0.0.1", 1)) == (("10.0.0.1", 1), False)
+    assert engine._udp_target(None) == (None, False)
+    with pytest.raises(ValueError):
+        engine._udp_target("198.18.0.2:1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"peer_mac": b"\x01" + MAC[1:]}, "unicast"),
+        ({"peer_mac": MAC[:5]}, "6 bytes"),
+        ({"rx": [(i, KEY, "aes256gcm") for i in range(1, 6)]}, "at most"),
+        ({"rx": [(0, KEY, "aes256gcm")]}, "receive index"),
+        ({"rx": [(5, KEY, "aes256gcm"), (5, KEY, "aes256gcm")]}, "duplicate"),
+        ({"rx": [(5, KEY, "rot13")]}, "cipher"),
+        ({"rx": [(5, KEY[:31], "chacha20poly1305")]}, "32 bytes"),
+        ({"addr": ("198.18.0.1", 0)}, "port"),
+        ({"slot": 4}, "out of range"),
+    ],
+)
+def test_install_rejects_bad_input(native: fp.DataPlane, kwargs: dict, match: str) -> None:
+    args = {
+        "slot": 0,
+        "peer_mac": MAC,
+        "allow_bridging": False,
+        "addr": ("198.18.0.1", 51820),
+        "tx": (7, KEY, "chacha20poly1305"),
+        "rx": [(5, KEY, "chacha20poly1305")],
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        native.install(
+            args["slot"],
+            args["peer_mac"],
+            args["allow_bridging"],
+            args["addr"],
+            args["tx"],
+            args["rx"],
+        )
+    assert native.slots() == []  # nothing half-installed
+
+
+def test_indices_unique_across_slots_and_slot_lifecycle(native: fp.DataPlane) -> None:
+    native.install(0, MAC, False, ("198.18.0.1", 51820), (7, KEY, 1), [(5, KEY, 1)])
+    with pytest.raises(ValueError, match="already used by slot 0"):
+        native.install(1, MAC, False, None, None, [(5, KEY, 1)])
+    native.install(1, MAC, False, ("2001:db8::1", 4000), None, [(6, KEY, 1)])
+    assert native.slots() == [0, 1]
+    assert native.get_addr(0) == ("198.18.0.1", 51820)
+    assert native.get_addr(1) == ("2001:db8::1", 4000)
+    c = native.counters(0)
+    assert c["tx_counter"] == 0 and c["rx_frames"] == 0
+    assert "tx_counter" not in native.counters(1)  # receive-only session
+    assert sorted(native.activity()) == [(0, 5, 0, None), (1, 6, 0, None)]
+    native.set_addr(0, None)
+    assert native.get_addr(0) is None
+    native.remove(0)
+    native.remove(0)  # idempotent
+    assert native.slots() == [1]
+    assert native.get_addr(0) is None
+    # with no thread running, every retired snapshot and key is freed at once
+    assert native.reclaim() == 0
+
+
+def test_current_flag_marks_the_tx_session(native: fp.DataPlane) -> None:
+    native.install(
+        2,
+        MAC,
+        False,
+        None,
+        (7, KEY, "aes256gcm" if fp.aes256gcm_available() else 1),
+        [(5, KEY, 1), (9, KEY, 1)],
+        tx_local_index=9,
+    )
+    acts = {index: sent for _slot, index, _rx, sent in native.activity()}
+    assert acts == {5: None, 9: 0}
+
+
+def test_start_stop_restart_and_close(native: fp.DataPlane) -> None:
+    native.start()
+    assert native.running
+    with pytest.raises(RuntimeError):
+        native.start()
+    native.stop()
+    assert not native.running
+    native.start()  # can run again after a stop
+    native.stop()
+    native.stop()  # idempotent
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(ValueError):
+        fp.DataPlane(-1, 3)
+    with pytest.raises(ValueError):
+        fp.DataPlane(3, 4, mtu=10)
+    with pytest.raises(ValueError):
+        fp.DataPlane(3, 4, tap_gro=True)  # GRO writes need a vnet_hdr TAP
+    with pytest.raises(ValueError):
+        fp.DataPlane(3, 4, max_peers=0)
