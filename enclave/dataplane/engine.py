@@ -149,12 +149,14 @@ class DataPlane:
         max_peers: int = 256,
         identity_of: Callable[[str], tuple[bytes, bool] | None] | None = None,
         owns_tap: bool = False,
+        udp_offload: bool | None = None,
     ) -> None:
         self.tap = tap
         self.udp_sock = udp_sock
         self.mtu = tap.mtu if mtu is None else mtu
-        self.udp_gso = offload and udp_gso_supported(udp_sock)
-        self.udp_gro = offload and enable_udp_gro(udp_sock)
+        udp_off = offload if udp_offload is None else udp_offload  # None: follow `offload`
+        self.udp_gso = udp_off and udp_gso_supported(udp_sock)
+        self.udp_gro = udp_off and enable_udp_gro(udp_sock)
         self.tap_gro = offload and tap.vnet_hdr and bool(tap.offload)
         udp_sock.setblocking(False)
         self.socket_buffers = grow_socket_buffers(udp_sock)

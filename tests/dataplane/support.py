@@ -88,6 +88,7 @@ class Overlay:
         mtu: int = 1406,
         tap_mtu: int | None = None,
         ipv6: bool = False,
+        udp_offload: bool | None = None,
     ) -> None:
         self.lab = lab
         self.cipher = cipher
@@ -124,7 +125,9 @@ class Overlay:
                     )
                 sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.bind((str(host.ip), PORT))
-                dp = DataPlane(tap, sock, offload=offload, mtu=mtu, max_peers=16)
+                dp = DataPlane(
+                    tap, sock, offload=offload, mtu=mtu, max_peers=16, udp_offload=udp_offload
+                )
                 self.members.append(Member(host, n, tap, sock, dp, name=host.name))
             for m in self.members:
                 m.dp.start()
