@@ -56,6 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     opts = AgentOptions.resolve(state, {
         "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
         "tap": False if args.no_tap else None,
+        "offload": False if args.no_offload else None,
     })
     run_agent(state, opts, _default_cm_factory() if opts.tap else None)
     return 0
@@ -149,6 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--cipher", choices=["auto", "aes256gcm", "chacha20poly1305"], default=None)
     p.add_argument("--no-tap", action="store_true",
                    help="control plane only: no TAP device / data plane")
+    p.add_argument("--no-offload", action="store_true",
+                   help="no TAP TSO/GRO or UDP GSO/GRO offloads (also ENCLAVE_OFFLOAD=0)")
     p.set_defaults(func=_guard(cmd_up))
 
     p = sub.add_parser("status", help="this agent's status (asks the running agent)")

@@ -15,6 +15,13 @@
                              peer status (`enclave peers`); UseRelay -> relay registration;
                              DataReceived -> on_data callbacks (Python reference data path)
 
+Compiled data plane (a dataplane with ``reads_udp = True``, enclave.agent.wiring): its native rx
+thread owns the UDP socket, so the ConnectionManager adds no reader there.  DATA for installed
+keys never reaches Python; everything else is punted back and arrives through receive_udp();
+DATA that came over TCP / the relay is handed to dataplane.inject(); encrypted DATA whose path
+is not UDP comes back through send_on_path(); the loops' key usage reaches the Node through
+report_activity().
+
 Hole punching: introduce() hands the peer's candidates to Node.connect() with the introduction's
 punch time; the Node's PathManager probes all candidates (private first) every 100-200 ms for
 5 s, picks the best confirmed path (LAN > direct UDP > direct TCP > relay), keeps re-probing
@@ -55,6 +62,7 @@ from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.proto.node import Node
 from enclave.proto.wire import (
     MSG_CONTROL,
+    MSG_DATA,
     MSG_HANDSHAKE_INIT,
     RELAY_MESSAGE_TYPES,
     CloseReason,
@@ -67,6 +75,10 @@ RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until 
 RELAY_NUDGES = 40
 RECONNECT_DELAY = 1.0  # after a session closed (dead peer, remote close) while still introduced
 
+# data-plane counters that count dropped packets (summed into peers()[i]["drops"])
+_DROP_COUNTERS = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_runt", "tx_key_limit",
+                  "tx_no_key", "tx_no_addr", "tx_send_errors")
+
 Addr = tuple[str, int]
 OnUnhandled = Callable[[bytes, Addr], object]  # return value ignored
 OnData = Callable[[str, bytes], None]
@@ -78,6 +90,27 @@ class DataPlaneLike(Protocol):
     def remove(self, peer: str) -> None: ...
 
     def counters(self, peer: str) -> dict[str, int]: ...
+
+
+class _SocketSender:
+    """Send-only stand-in for UdpTransport while the compiled data plane reads the socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock: socket.socket | None = sock
+        self.tx_packets = 0
+        self.errors = 0
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, addr)
+            self.tx_packets += 1
+        except OSError:  # full buffer / unreachable: control traffic is retried by the Node
+            self.errors += 1
+
+    def close(self) -> None:
+        self._sock = None
 
 
 @dataclass
@@ -134,8 +167,12 @@ class ConnectionManager:
         self._peers: dict[str, _PeerInfo] = {}
         self._addr_peer: dict[PathAddr, str] = {}
         self._dataplane = dataplane
+        self._dp_reads_udp = bool(getattr(dataplane, "reads_udp", False))
+        self._dp_inject: Callable[[bytes], None] | None = getattr(dataplane, "inject", None)
         self._udp_sock = udp_sock
-        self._udp = UdpTransport(self._on_udp)
+        self._udp: UdpTransport | _SocketSender = (
+            _SocketSender(udp_sock) if self._dp_reads_udp else UdpTransport(self._on_udp)
+        )
         self._tcp = TcpTransport(
             tcp_port,
             self._on_tcp,
@@ -161,7 +198,8 @@ class ConnectionManager:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wall_offset = time.time() - self._loop.time()
-        await self._udp.start(self._udp_sock)
+        if isinstance(self._udp, UdpTransport):
+            await self._udp.start(self._udp_sock)
         await self._tcp.start()
         self._running = True
         self._pump()
@@ -245,11 +283,48 @@ class ConnectionManager:
         self._pump()
         return ok
 
+    # ------------------------------------------------------------------ compiled data plane
+    def receive_udp(self, data: bytes, src: Addr) -> None:
+        """A datagram the data plane punted (handshake, CONTROL, unknown index, reflector)."""
+        self._on_udp(data, src)
+
+    def send_on_path(self, peer: str, packet: bytes) -> bool:
+        """Send an already encrypted DATA packet on `peer`'s current non-UDP path."""
+        addr = self.node.peer_addr(peer)
+        if not isinstance(addr, PathAddr):
+            return False
+        info = self._peers.get(peer)
+        if info is not None:
+            info.tx_bytes += len(packet)
+        if addr.transport is Transport.TCP:
+            self._tcp.send(packet, addr)
+        elif addr.transport is Transport.RELAY:
+            wrapped = self._relay.wrap(packet, addr)
+            if wrapped is None:
+                return False
+            self._udp.send(*wrapped)
+        else:
+            self._udp.send(packet, (addr.host, addr.port))
+        return True
+
+    def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None:
+        """What the data plane did with a key (Node keepalive / dead-peer / rekey inputs)."""
+        self.node.report_activity(local_index, self._now(), rx=rx, tx_messages=tx_messages)
+        self._pump()
+
+    def peer_roamed(self, peer: str, addr: Addr) -> None:
+        """The data plane saw `peer`'s newest packet from a new UDP address (display only: the
+        Node follows on the peer's next CONTROL packet from there)."""
+        info = self._peers.get(peer)
+        if info is not None:
+            info.extra["roamed_to"] = f"{addr[0]}:{addr[1]}"
+
     # ------------------------------------------------------------------ status
     def peers(self) -> list[dict[str, Any]]:
         out = []
         for info in sorted(self._peers.values(), key=lambda i: i.name):
             rtt = self.node.rtt(info.name)
+            keys = self.node.session(info.name) if info.state == "connected" else None
             d: dict[str, Any] = {
                 "name": info.name,
                 "state": info.state,
@@ -266,10 +341,20 @@ class ConnectionManager:
                 "path_changes": info.path_changes,
                 "relay_registered": self._relay.registered(info.name),
                 "closed_reason": info.closed_reason,
+                "cipher": None if keys is None else keys.cipher.name.lower(),
             }
+            d.update(info.extra)
             if self._dataplane is not None:
                 with contextlib.suppress(Exception):
-                    d["dataplane"] = self._dataplane.counters(info.name)
+                    dp = self._dataplane.counters(info.name)
+                    d["dataplane"] = dp
+                    if dp:
+                        d["control_rx_bytes"], d["control_tx_bytes"] = d["rx_bytes"], d["tx_bytes"]
+                        d["rx_bytes"] = info.rx_bytes + int(dp.get("rx_bytes", 0))
+                        d["tx_bytes"] = info.tx_bytes + int(dp.get("tx_bytes", 0))
+                        d["rx_frames"] = int(dp.get("rx_frames", 0))
+                        d["tx_frames"] = int(dp.get("tx_frames", 0))
+                        d["drops"] = sum(int(dp.get(k, 0)) for k in _DROP_COUNTERS)
             out.append(d)
         return out
 
@@ -312,6 +397,12 @@ class ConnectionManager:
 
     def _to_node(self, data: bytes, addr: PathAddr, now: float) -> None:
         peer = self._addr_peer.get(addr)
+        if (self._dp_inject is not None and addr.transport is not Transport.UDP
+                and data[:1] == bytes([MSG_DATA])):
+            # DATA over TCP / the relay: decrypted by the data plane (DATA it punted from UDP
+            # has an unknown index: the Node drops it, never back into the loops)
+            self._dp_inject(data)
+            return
         if peer is not None and peer in self._peers:
             self._peers[peer].rx_bytes += len(data)
         self.node.receive_datagram(data, addr, now)
@@ -439,6 +530,9 @@ class ConnectionManager:
             return
         if isinstance(ev, SessionEstablished):
             self._learn(info, ev.addr)
+            overlay = getattr(ev.identity, "overlay_ip", None)
+            if overlay is not None:
+                info.extra["overlay_ip"] = str(overlay)
             info.state = "connected"
             info.connected_at = now + self._wall_offset
             info.setup_ms = round((now - info.introduced_at) * 1000, 1)
@@ -475,3 +569,10 @@ class ConnectionManager:
             relay = (intro.relay.host, intro.relay.port)
             for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
                 self._udp.send(out, dst)
+
+
+def agent_factory(agent: Any) -> ConnectionManager:
+    """The ConnectionManager `enclave up` runs (enclave.agent.wiring: TAP + compiled data plane)."""
+    from enclave.agent.wiring import agent_factory as build
+
+    return build(agent)

@@ -180,30 +180,34 @@ class Agent:
         self.discovery = Discovery(name, self.key, send_udp, udp_port=self.options.port,
                                    tcp_port=self.options.port, on_change=self._discovered,
                                    exclude_ifaces=(self.options.interface,))
-        self.cm = self.cm_factory(self) if self.cm_factory is not None else None
         transport: asyncio.DatagramTransport | None = None
-        if self.cm is not None:
-            self.cm.on_unhandled(self.discovery.feed)
-            await self.cm.start()
-        else:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpReader(self._feed_udp), sock=sock)
-        self.control = ControlClient(self.record.url, self.record.pin, name, self.key, self)
-        api = LocalApi(socket_path(self.state.root),
-                       {"status": self.status, "peers": self.peers})
-        await api.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        discovery = self.discovery
-        self._tasks = [
-            loop.create_task(self.control.run()),
-            loop.create_task(discovery.run(lambda: self.discovery_target)),
-            loop.create_task(self._renewal()),
-        ]
-        sd_notify("READY=1")
-        log.info("agent %s up (udp/tcp port %d, overlay %s)", name, self.options.port,
-                 self.identity.overlay_ip)
+        api: LocalApi | None = None
+        signals = False
         try:
+            # the factory may create the TAP + data plane: everything below is undone in finally
+            self.cm = self.cm_factory(self) if self.cm_factory is not None else None
+            if self.cm is not None:
+                self.cm.on_unhandled(self.discovery.feed)
+                await self.cm.start()
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpReader(self._feed_udp), sock=sock)
+            self.control = ControlClient(self.record.url, self.record.pin, name, self.key, self)
+            api = LocalApi(socket_path(self.state.root),
+                           {"status": self.status, "peers": self.peers})
+            await api.start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            signals = True
+            discovery = self.discovery
+            self._tasks = [
+                loop.create_task(self.control.run()),
+                loop.create_task(discovery.run(lambda: self.discovery_target)),
+                loop.create_task(self._renewal()),
+            ]
+            sd_notify("READY=1")
+            log.info("agent %s up (udp/tcp port %d, overlay %s)", name, self.options.port,
+                     self.identity.overlay_ip)
             await self._stop.wait()
             log.info("shutting down")
             sd_notify("STOPPING=1")
@@ -213,9 +217,11 @@ class Agent:
             for t in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            await api.stop()
+            if signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            if api is not None:
+                await api.stop()
             if self.cm is not None:
                 await self.cm.stop()
             if transport is not None:
@@ -365,7 +371,16 @@ class Agent:
             "revoked_serials": sorted(self.revoked),
             "withdrawals": list(self.withdrawals),
             "peers": len(self.intros),
+            "dataplane": self._dataplane_status(),
         }
+
+    def _dataplane_status(self) -> dict[str, Any] | None:
+        describe = getattr(getattr(self.cm, "compiled", None), "describe", None)
+        if describe is None:
+            return None
+        out: dict[str, Any] = describe()
+        out["cipher"] = getattr(self.cm, "cipher", None)
+        return out
 
     def peers(self) -> list[dict[str, Any]]:
         if self.cm is not None:

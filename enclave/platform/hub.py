@@ -18,8 +18,9 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enclave.discovery.candidates import Candidate, NatBehaviour
 from enclave.discovery.channel import PUNCH_DELAY
@@ -28,6 +29,9 @@ from enclave.platform.app import Platform
 from enclave.platform.store import System
 from enclave.policy.intent import IntentStatement, encode_signed
 from enclave.policy.mutual import IntentRow, SystemView, mutual_pairs, policy_offers
+
+if TYPE_CHECKING:
+    from enclave.platform.relay import RelayService
 
 log = logging.getLogger("enclave.platform.hub")
 TICK = 0.25
@@ -80,8 +84,10 @@ def _reason(system: System | None, now: int) -> str:
 
 
 class Hub:
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform,
+                 relay: Callable[[], RelayService | None] | None = None) -> None:
         self.platform = platform
+        self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
         self.introduced: set[frozenset[str]] = set()
         self._crl_number = -1
@@ -226,11 +232,16 @@ class Hub:
         if any(c is None for c in certs.values()):
             return False
         punch_at = time.time() + PUNCH_DELAY
+        relay = self.relay() if self.relay is not None else None
         for me, other in ((a, b), (b, a)):
             peer = self.sessions[other]
             cert = certs[other]
             assert cert is not None
-            intro = Introduction(other, cert.der, peer.candidates, peer.nat, punch_at)
+            # each side gets its own ticket ("me may relay to other"); a pair with no direct
+            # path falls back to the relay with them
+            intro = Introduction(other, cert.der, peer.candidates, peer.nat, punch_at,
+                                 relay=None if relay is None else relay.public,
+                                 relay_ticket=None if relay is None else relay.ticket(me, other))
             self.sessions[me].send(intro.to_json())
         return True
 

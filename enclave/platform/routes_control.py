@@ -45,6 +45,7 @@ from enclave.platform.discovery import DiscoveryService, Reflector, discovery_po
 from enclave.platform.errors import ApiError
 from enclave.platform.hub import Hub, Session
 from enclave.platform.policy import validate_policy
+from enclave.platform.relay import RELAY
 from enclave.policy.intent import IntentError, IntentStatement, check_fresh, decode_signed
 from enclave.policy.mutual import policy_offers
 
@@ -274,7 +275,7 @@ def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None
 
 async def _startup(app: web.Application) -> None:
     platform = app[PLATFORM]
-    hub = Hub(platform)
+    hub = Hub(platform, relay=lambda: app.get(RELAY))  # relay starts later: looked up lazily
     app[HUB] = hub
     hub.start()
 
