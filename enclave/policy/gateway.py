@@ -48,6 +48,13 @@ Route = ipaddress.IPv4Network
 TABLE = "enclave_gw"
 GRANT_MARK = 0x454E4757  # "ENGW": set on frames a grant admitted; forward drops the rest
 ROUTE_METRIC = 50  # metric of the routes a client installs via a gateway
+# Gateway routes live in their own table, consulted by a rule for every packet *except* the
+# agent's own encrypted ones (its data socket carries SOCKET_MARK): a gateway's underlay
+# address may lie inside the very subnet it serves, and its tunnel must not route into itself.
+#     ip rule: pref RULE_PRIORITY  not fwmark SOCKET_MARK  lookup ROUTE_TABLE
+ROUTE_TABLE = 51820
+RULE_PRIORITY = 5180
+SOCKET_MARK = 0x454E4353  # "ENCS"
 DEFAULT_PRIORITY = 100  # lower wins when two gateways serve the same subnet
 MAX_ROUTES = 64
 MAX_ACL = 32
@@ -104,7 +111,8 @@ class AclEntry:
     def __str__(self) -> str:
         if self.proto in ("any", "icmp"):
             return self.proto
-        return f"{self.proto}:{self.lo}" if self.lo == self.hi else f"{self.proto}:{self.lo}-{self.hi}"
+        ports = str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+        return f"{self.proto}:{ports}"
 
     def nft(self) -> str:
         """The nft match for this entry ('' for any)."""
@@ -413,3 +421,33 @@ def route_changes(old: Mapping[Route, ipaddress.IPv4Address],
     put = [(r, v) for r, v in sorted(new.items()) if old.get(r) != v]
     gone = [r for r in sorted(old) if r not in new]
     return put, gone
+
+
+# -- liveness: is a gateway still forwarding? -------------------------------------------------------
+
+PROBE_INTERVAL = 0.5  # seconds between echo probes to each gateway peer's overlay address
+PROBE_MISSES = 3  # unanswered probes in a row before the gateway counts as down
+
+
+@dataclass
+class ProbeTracker:
+    """Consecutive unanswered probes per gateway: down at ``misses``, up again on a reply.
+
+    The platform's withdrawal covers a gateway that stops cleanly; this covers one that dies,
+    hangs or loses its path (the control channel notices only after its heartbeats time out,
+    the peer session after DEAD_PEER_TIMEOUT)."""
+
+    misses: int = PROBE_MISSES
+    outstanding: dict[str, int] = field(default_factory=dict)
+
+    def sent(self, name: str) -> None:
+        self.outstanding[name] = self.outstanding.get(name, 0) + 1
+
+    def replied(self, name: str) -> None:
+        self.outstanding[name] = 0
+
+    def forget(self, name: str) -> None:
+        self.outstanding.pop(name, None)
+
+    def alive(self, name: str) -> bool:
+        return self.outstanding.get(name, 0) < self.misses

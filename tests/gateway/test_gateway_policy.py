@@ -184,3 +184,20 @@ def test_route_changes() -> None:
     assert put == [(N("10.2.0.0/16"), A("100.64.0.9")), (LAN, A("100.64.0.10"))]
     assert gone == [N("10.1.0.0/16")]
     assert route_changes(new, new) == ([], [])
+
+
+def test_probe_tracker() -> None:
+    from enclave.policy.gateway import ProbeTracker
+
+    t = ProbeTracker(misses=3)
+    assert t.alive("G1")
+    t.sent("G1")
+    t.sent("G1")
+    assert t.alive("G1")
+    t.sent("G1")
+    assert not t.alive("G1")
+    t.replied("G1")
+    assert t.alive("G1")
+    t.sent("G1")
+    t.forget("G1")
+    assert t.outstanding == {}

@@ -1,0 +1,365 @@
+"""GatewayManager: applies this agent's gateway state (enclave.policy.gateway) to the kernel.
+
+    Agent (introduce / withdraw / peer up-down / cert renewed)
+        |  upsert_peer(PeerView) / remove_peer / set_up / set_local      (cheap, no I/O)
+        v
+    GatewayManager.apply()                                              (blocking: run it in
+        |-- nft -f -   ruleset(local, peers)   (atomic replace, only when the text changed)
+        |-- ip rule    pref 5180 not fwmark SOCKET_MARK lookup 51820  (while routes exist;
+        |              the data socket is marked by mark_socket(), so tunnels never loop)
+        |-- sysctl net.ipv4.ip_forward=1       (only while this system serves routes; the
+        |                                       previous value is restored by close())
+        '-- pyroute2   route replace PREFIX via <gateway overlay IP> dev enclave0 metric 50
+                       table 51820, per subnet, one active gateway each (choose_active); deleted when the
+                       gateway goes away or close()
+
+Everything runs in the caller's network namespace (tests call it through Host.call). Failures
+of nft / netlink raise GatewayApplyError; the manager keeps what it believes is installed
+consistent with what the kernel accepted, so the next apply() retries the difference.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import logging
+import os
+import select
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from enclave.policy.gateway import (
+    PROBE_INTERVAL,
+    PROBE_MISSES,
+    ROUTE_METRIC,
+    ROUTE_TABLE,
+    RULE_PRIORITY,
+    SOCKET_MARK,
+    TABLE,
+    LocalView,
+    PeerView,
+    ProbeTracker,
+    Route,
+    choose_active,
+    is_active,
+    parse_counters,
+    route_changes,
+    ruleset,
+    teardown_script,
+)
+
+log = logging.getLogger("enclave.agent.gateway")
+NFT_TIMEOUT = 10.0
+FORWARD_SYSCTL = "net.ipv4.ip_forward"
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+class GatewayApplyError(RuntimeError):
+    """The kernel refused the gateway configuration (nft or netlink)."""
+
+
+SO_MARK = 36
+
+
+def mark_socket(sock: socket.socket) -> None:
+    """Mark the agent's data socket so its packets bypass the gateway route table."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, SOCKET_MARK)
+    except OSError as exc:
+        raise GatewayApplyError(f"cannot mark the data socket (SO_MARK): {exc}") from None
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        res = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                             timeout=NFT_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GatewayApplyError(f"{argv[0]}: {exc}") from None
+    if res.returncode != 0:
+        raise GatewayApplyError(f"{' '.join(argv)} failed: {res.stderr.strip()[:500]}")
+    return res
+
+
+class GatewayManager:
+    def __init__(self, local: LocalView) -> None:
+        self.local = local
+        self.peers: dict[str, PeerView] = {}
+        self.active: dict[Route, str] = {}  # subnet -> gateway carrying it
+        self.installed: dict[Route, ipaddress.IPv4Address] = {}  # routes in the kernel
+        self.failovers = 0
+        self._applied: str | None = None  # nft text in the kernel (None: no tables)
+        self._forward_saved: str | None = None  # ip_forward before we set it
+        self._rule = False  # our ip rule is installed
+        self._lock = threading.Lock()
+
+    # -- state (no I/O) -----------------------------------------------------------------------
+
+    def set_local(self, local: LocalView) -> None:
+        self.local = local
+
+    def upsert_peer(self, peer: PeerView) -> None:
+        self.peers[peer.name] = peer
+
+    def remove_peer(self, name: str) -> None:
+        self.peers.pop(name, None)
+
+    def set_up(self, name: str, up: bool) -> bool:
+        """Mark a peer's session live or dead; True if that changed anything."""
+        p = self.peers.get(name)
+        if p is None or p.up == up:
+            return False
+        self.peers[name] = PeerView(p.name, p.mac, p.overlay_ip, p.cert_routes, p.offer,
+                                    p.grants, up)
+        return True
+
+    # -- I/O ----------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        """Bring the kernel in line with the state (idempotent; cheap when nothing changed)."""
+        with self._lock:
+            self._apply_nft()
+            self._apply_forwarding()
+            self._apply_routes()
+
+    def _apply_nft(self) -> None:
+        peers = list(self.peers.values())
+        if is_active(self.local, peers):
+            text = ruleset(self.local, peers)
+            if text != self._applied:
+                _run(["nft", "-f", "-"], text)
+                self._applied = text
+                log.debug("gateway filter applied (%d peers)", len(peers))
+        elif self._applied is not None:
+            _run(["nft", "-f", "-"], teardown_script())
+            self._applied = None
+
+    def _apply_forwarding(self) -> None:
+        if self.local.served and self._forward_saved is None:
+            before = _run(["sysctl", "-n", FORWARD_SYSCTL]).stdout.strip()
+            if before != "1":
+                _run(["sysctl", "-qw", f"{FORWARD_SYSCTL}=1"])
+            self._forward_saved = before
+            log.info("gateway: IPv4 forwarding on for %s (%s)",
+                     ", ".join(map(str, self.local.served)),
+                     "masquerade" if self.local.nat else "routed")
+        elif not self.local.served and self._forward_saved is not None:
+            self._restore_forwarding()
+
+    def _restore_forwarding(self) -> None:
+        saved, self._forward_saved = self._forward_saved, None
+        if saved is not None and saved != "1":
+            _run(["sysctl", "-qw", f"{FORWARD_SYSCTL}={saved}"])
+
+    def _apply_routes(self) -> None:
+        plan = choose_active(self.peers.values(), self.active)
+        for prefix, name in plan.active.items():
+            old = self.active.get(prefix)
+            if old is not None and old != name:
+                self.failovers += 1
+                log.info("gateway failover: %s now via %s (was %s)", prefix, name, old)
+        put, gone = route_changes(self.installed, plan.via)
+        if put and not self._rule:
+            self._set_rule(True)
+        if put or gone:
+            with IPRoute() as ipr:
+                links = ipr.link_lookup(ifname=self.local.iface)
+                if not links and put:
+                    raise GatewayApplyError(f"no interface {self.local.iface}")
+                for prefix, via in put:
+                    try:
+                        ipr.route("replace", dst=str(prefix), gateway=str(via), oif=links[0],
+                                  priority=ROUTE_METRIC, table=ROUTE_TABLE)
+                    except NetlinkError as exc:
+                        raise GatewayApplyError(f"route {prefix} via {via}: {exc}") from None
+                    self.installed[prefix] = via
+                for prefix in gone:
+                    self._del_route(ipr, prefix)
+        self.active = plan.active
+        if not self.installed and self._rule:
+            self._set_rule(False)
+
+    def _set_rule(self, on: bool) -> None:
+        pref = str(RULE_PRIORITY)
+        while subprocess.run(["ip", "rule", "del", "pref", pref], capture_output=True,
+                             timeout=NFT_TIMEOUT, check=False).returncode == 0:
+            pass  # a leftover of a previous run, or ours
+        if on:
+            _run(["ip", "rule", "add", "pref", pref, "not", "fwmark", f"{SOCKET_MARK:#x}",
+                  "lookup", str(ROUTE_TABLE)])
+        self._rule = on
+
+    def _del_route(self, ipr: IPRoute, prefix: Route) -> None:
+        via = self.installed.pop(prefix, None)
+        try:
+            ipr.route("del", dst=str(prefix), gateway=str(via) if via else None,
+                      priority=ROUTE_METRIC, table=ROUTE_TABLE)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                raise GatewayApplyError(f"delete route {prefix}: {exc}") from None
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """{peer tag: {reason: packets}} from the filter ({} when it is not installed)."""
+        if self._applied is None:
+            return {}
+        res = _run(["nft", "-j", "list", "counters", "table", "netdev", TABLE])
+        out = parse_counters(json.loads(res.stdout or "{}"))
+        if self.local.served:
+            fwd = _run(["nft", "-j", "list", "counters", "table", "ip", TABLE])
+            for tag, values in parse_counters(json.loads(fwd.stdout or "{}")).items():
+                out.setdefault(tag, {}).update(values)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "served": [str(r) for r in self.local.served],
+            "nat": self.local.nat if self.local.served else None,
+            "routes": {str(r): {"via": str(v), "gateway": self.active.get(r)}
+                       for r, v in sorted(self.installed.items())},
+            "failovers": self.failovers,
+            "filter": self._applied is not None,
+        }
+
+    def close(self) -> None:
+        """Remove routes, filter tables and restore ip_forward (best effort, never raises)."""
+        with self._lock:
+            try:
+                if self.installed:
+                    with IPRoute() as ipr:
+                        for prefix in list(self.installed):
+                            self._del_route(ipr, prefix)
+            except (GatewayApplyError, OSError, NetlinkError) as exc:
+                log.warning("gateway: removing routes failed: %s", exc)
+            self.installed.clear()
+            self.active = {}
+            try:
+                if self._rule:
+                    self._set_rule(False)
+                _run(["nft", "-f", "-"], teardown_script())
+                self._applied = None
+                self._restore_forwarding()
+            except GatewayApplyError as exc:
+                log.warning("gateway: cleanup failed: %s", exc)
+
+
+# -- liveness prober ---------------------------------------------------------------------------
+#
+#   every PROBE_INTERVAL, for each gateway peer:   ICMP echo -> its overlay IP (through enclave0)
+#   PROBE_MISSES unanswered in a row -> set_up(name, False) + apply()  (routes move to a standby)
+#   a reply again                    -> set_up(name, True)  + apply()  (eligible as standby)
+
+_ICMP_ECHO = 8
+_ICMP_ECHO_REPLY = 0
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    body = struct.pack("!BBHHH", _ICMP_ECHO, 0, 0, ident, seq) + b"enclave-gw-probe"
+    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+
+
+def parse_echo_reply(packet: bytes, ident: int) -> tuple[str, int] | None:
+    """(source address, seq) of an echo reply with our identifier in a raw IPv4 packet."""
+    if len(packet) < 28 or packet[0] >> 4 != 4:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 8:
+        return None
+    typ, _code, _ck, got_id, seq = struct.unpack_from("!BBHHH", packet, ihl)
+    if typ != _ICMP_ECHO_REPLY or got_id != ident:
+        return None
+    return socket.inet_ntoa(packet[12:16]), seq
+
+
+class GatewayProber:
+    """A daemon thread probing the manager's gateway peers; start it in the agent's namespace."""
+
+    def __init__(self, manager: GatewayManager, *, interval: float = PROBE_INTERVAL,
+                 misses: int = PROBE_MISSES) -> None:
+        self.manager = manager
+        self.interval = interval
+        self.tracker = ProbeTracker(misses)
+        self.ident = (os.getpid() ^ id(self)) & 0xFFFF
+        self.errors = 0
+        self._seq = 0
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self._sock.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="gateway-prober", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self._sock is not None:
+            self._sock.close()
+
+    def _gateways(self) -> dict[str, str]:
+        return {str(p.overlay_ip): p.name for p in list(self.manager.peers.values()) if p.routes}
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        while not self._stop.is_set():
+            changed = False
+            gateways = self._gateways()
+            for name in list(self.tracker.outstanding):
+                if name not in gateways.values():
+                    self.tracker.forget(name)
+            for ip, name in gateways.items():
+                if not self.tracker.alive(name):
+                    changed |= self.manager.set_up(name, False)
+                self.tracker.sent(name)
+                self._seq = (self._seq + 1) & 0xFFFF
+                try:
+                    sock.sendto(echo_request(self.ident, self._seq), (ip, 0))
+                except OSError:  # no route yet / interface down: counts as a miss
+                    pass
+            deadline = time.monotonic() + self.interval
+            while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+                ready, _, _ = select.select([sock], [], [], min(left, 0.1))
+                if not ready:
+                    continue
+                try:
+                    packet = sock.recv(2048)
+                except OSError:
+                    continue
+                got = parse_echo_reply(packet, self.ident)
+                if got is not None and got[0] in gateways:
+                    name = gateways[got[0]]
+                    self.tracker.replied(name)
+                    changed |= self.manager.set_up(name, True)
+                    if changed:
+                        changed = self._apply()
+            if changed:
+                self._apply()
+
+    def _apply(self) -> bool:
+        try:
+            self.manager.apply()
+        except GatewayApplyError as exc:
+            self.errors += 1
+            log.warning("gateway prober: %s", exc)
+        return False
