@@ -10,8 +10,8 @@
         |-- sysctl net.ipv4.ip_forward=1       (only while this system serves routes; the
         |                                       previous value is restored by close())
         '-- pyroute2   route replace PREFIX via <gateway overlay IP> dev enclave0 metric 50
-                       table 51820, per subnet, one active gateway each (choose_active); deleted when the
-                       gateway goes away or close()
+                       table 51820, per subnet, one active gateway each (choose_active);
+                       deleted when the gateway goes away or close()
 
 Everything runs in the caller's network namespace (tests call it through Host.call). Failures
 of nft / netlink raise GatewayApplyError; the manager keeps what it believes is installed

@@ -423,7 +423,7 @@ def route_changes(old: Mapping[Route, ipaddress.IPv4Address],
     return put, gone
 
 
-# -- liveness: is a gateway still forwarding? -------------------------------------------------------
+# -- liveness: is a gateway still forwarding? ------------------------------------------------
 
 PROBE_INTERVAL = 0.5  # seconds between echo probes to each gateway peer's overlay address
 PROBE_MISSES = 3  # unanswered probes in a row before the gateway counts as down
