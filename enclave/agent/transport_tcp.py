@@ -27,6 +27,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from enclave.discovery.candidates import PathAddr, Transport
 
@@ -85,16 +86,17 @@ class _Stream(asyncio.Protocol):
         self.last_rx = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        peer = transport.get_extra_info("peername")
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass: no isinstance check
+        tr = cast(asyncio.Transport, transport)
+        peer = tr.get_extra_info("peername")
+        self.transport = tr
         self.last_rx = asyncio.get_running_loop().time()
         if peer is None or not self.owner._admit(self):
-            transport.abort()
+            tr.abort()
             return
         self.addr = PathAddr(Transport.TCP, str(peer[0]), int(peer[1]))
         with contextlib.suppress(OSError):
-            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tr.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.owner._attach(self)
 
     def data_received(self, data: bytes) -> None:

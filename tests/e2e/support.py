@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enclave.agent.localapi import AgentNotRunning, call
 from enclave.netlab import Host
 from tests.control.helpers import ENV, REPO, enclave, stop, wait_for
 
@@ -66,6 +67,10 @@ class Agent:
         return self.name
 
     def up(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.start(*extra, env=env)
+        self.wait_up()
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
         self.env = dict(env or {})
         log = open(self.log_path, "ab")
         argv = ["env", *(f"{k}={v}" for k, v in self.env.items()),
@@ -73,16 +78,25 @@ class Agent:
         self.proc = self.host.popen(argv, env=ENV, cwd=REPO, stdout=log,
                                     stderr=subprocess.STDOUT)
         log.close()
+
+    def wait_up(self) -> None:
         st = wait_for(self._status, timeout=20, what=f"agent {self.name} local API")
         self.overlay_ip = st["overlay_ip"]
 
-    def _status(self) -> dict[str, Any] | None:
+    def api(self, cmd: str) -> Any:
+        """Ask the running agent over its Unix socket (what `enclave status|peers` do), without
+        a CLI process per poll."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"agent {self.name} exited {self.proc.returncode}:\n"
                                  + self.log()[-4000:])
-        res = self.run("status", "--json")
-        return json.loads(res.stdout) if res.returncode == 0 else None
+        return call(self.state, cmd, timeout=5)
+
+    def _status(self) -> dict[str, Any] | None:
+        try:
+            return dict(self.api("status"))
+        except AgentNotRunning:
+            return None
 
     def status(self) -> dict[str, Any]:
         st = self._status()
@@ -104,6 +118,9 @@ class Agent:
         assert res.returncode == 0, res.stderr
 
     def peers(self) -> list[dict[str, Any]]:
+        return list(self.api("peers"))
+
+    def peers_cli(self) -> list[dict[str, Any]]:
         res = self.run("peers", "--json")
         assert res.returncode == 0, res.stderr
         return list(json.loads(res.stdout))
@@ -231,3 +248,22 @@ def tcp_transfer(a: Host, b: Host, b_ip: str, size: int = 4 << 20,
     finally:
         srv.close()
         cli.close()
+
+
+def up_pair(a: Agent, b: Agent, *extra: str, env: dict[str, str] | None = None,
+            extra_b: tuple[str, ...] = ()) -> None:
+    """Start both agents at once (process start-up dominates), then wait for both."""
+    a.start(*extra, env=env)
+    b.start(*extra, *extra_b, env=env)
+    a.wait_up()
+    b.wait_up()
+
+
+def intents_both_ways(a: Agent, b: Agent, op: str = "add") -> None:
+    """`enclave intent <op>` on both sides, concurrently."""
+    t = threading.Thread(target=a.intent, args=(op, b.name))
+    t.start()
+    try:
+        b.intent(op, a.name)
+    finally:
+        t.join(40)

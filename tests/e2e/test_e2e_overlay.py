@@ -19,7 +19,16 @@ import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from tests.control.helpers import Platform, wait_for
-from tests.e2e.support import Agent, ping, runner, spawner, tcp_transfer, udp_exchange
+from tests.e2e.support import (
+    Agent,
+    intents_both_ways,
+    ping,
+    runner,
+    spawner,
+    tcp_transfer,
+    udp_exchange,
+    up_pair,
+)
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 API_PORT = 8443
@@ -58,8 +67,7 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
 
 
 def _connect(a: Agent, b: Agent) -> tuple[dict[str, Any], dict[str, Any]]:
-    a.intent("add", b.name)
-    b.intent("add", a.name)
+    intents_both_ways(a, b)
     pa = wait_for(lambda: a.connected(b.name), timeout=CONNECT_TIMEOUT, interval=0.1,
                   what=f"{a.name} connected to {b.name}")
     pb = wait_for(lambda: b.connected(a.name), timeout=CONNECT_TIMEOUT, interval=0.1,
@@ -105,15 +113,15 @@ def _check_peer_entry(p: dict[str, Any], other: Agent, path: set[str]) -> None:
 def test_direct_aes(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     _lab, _plat, ag = world
     a, b = ag["fc1"], ag["pr1"]
-    a.up()
-    b.up()
+    up_pair(a, b)
     st = a.status()
     assert st["dataplane"]["tap"] == "enclave0"
     assert st["dataplane"]["cipher"] == "aes256gcm"
     _connect(a, b)
     _traffic(a, b, tcp_bytes=4 << 20)
-    pa, pb = a.connected(b.name), b.connected(a.name)
-    assert pa is not None and pb is not None
+    pa = next(p for p in a.peers_cli() if p["name"] == b.name)  # `enclave peers --json`
+    pb = b.connected(a.name)
+    assert pa["state"] == "connected" and pb is not None
     _check_peer_entry(pa, b, {"direct-udp"})
     _check_peer_entry(pb, a, {"direct-udp"})
     assert pa["cipher"] == pb["cipher"] == "aes256_gcm"
@@ -125,8 +133,7 @@ def test_direct_chacha(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     _lab, _plat, ag = world
     a, b = ag["fc1"], ag["pr1"]
     env = {"ENCLAVE_CIPHER": "chacha20poly1305"}
-    a.up(env=env)
-    b.up("--no-offload", env=env)
+    up_pair(a, b, env=env, extra_b=("--no-offload",))
     assert a.status()["dataplane"]["cipher"] == "chacha20poly1305"
     dp = b.status()["dataplane"]
     assert not dp["udp_gso"] and not dp["tap_gro"] and not dp["vnet_hdr"]
@@ -139,8 +146,7 @@ def test_direct_chacha(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
 def test_relay_symmetric_pair(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     _lab, _plat, ag = world
     a, b = ag["sa1"], ag["sb1"]
-    a.up()
-    b.up()
+    up_pair(a, b)
     pa, pb = _connect(a, b)
     assert pa["path"] == "relay" and pb["path"] == "relay", (pa, pb)
     _traffic(a, b, tcp_bytes=1 << 20)
