@@ -564,6 +564,8 @@ class Node:
         if entry is None or entry[1] is None:
             return
         p, ks = entry[0], entry[1]
+        if self._peers.get(p.name) is not p:
+            return  # keys of a closed session, kept only to resend our CLOSE: nothing to do
         plain = ks.open(hdr.msg_type, hdr.counter, data, now)
         if plain is None:
             return
