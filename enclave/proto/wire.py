@@ -467,7 +467,7 @@ def decode_reflect_reply(data: bytes) -> tuple[bytes, str, int]:
 #    +---------------------------------------------------------------+
 #
 #  RELAY_REGISTER    32  header | cookie (16; zeros at first) | ticket (see below)       >= 81 bytes
-#  RELAY_CHALLENGE   33  header | cookie (16)    (answer to a REGISTER with a valid ticket)  24 bytes
+#  RELAY_CHALLENGE   33  header | cookie (16)    (reply to REGISTER with a valid ticket) 24 bytes
 #  RELAY_REGISTERED  34  header | lifetime (u32 LE, seconds)   (cookie was right)           12 bytes
 #  RELAY_DATA        35  header | opaque enclave message (ciphertext / handshake)   8 + n bytes
 #
