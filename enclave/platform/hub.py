@@ -37,6 +37,7 @@ log = logging.getLogger("enclave.platform.hub")
 TICK = 0.25
 FULL_TICK = 5.0
 SEND_QUEUE = 256
+OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 
 
 @dataclass(eq=False)
@@ -50,7 +51,7 @@ class Session:
         default_factory=lambda: asyncio.Queue(SEND_QUEUE)
     )
     sent_intents: tuple[str, ...] | None = None
-    offered: set[tuple[str, str]] = field(default_factory=set)
+    offered: dict[tuple[str, str], float] = field(default_factory=dict)  # pair -> when (mono)
     closed: bool = False
 
     def send(self, msg: dict[str, Any] | None) -> None:
@@ -265,12 +266,21 @@ class Hub:
             if policy is not None and (a, b) not in offers.get(policy, set()):
                 store.delete_intent(a, b)
         now = int(self.platform.clock().timestamp())
+        mono = time.monotonic()
+        current = {pair for pairs in offers.values() for pair in pairs}
+        for session in self.sessions.values():
+            # forget offers no policy makes any more, so a policy added again is offered again
+            for pair in [p for p in session.offered if p not in current]:
+                del session.offered[pair]
         for name, pairs in offers.items():
             for a, b in sorted(pairs):
                 session = self.sessions.get(a)
-                if session is None or (a, b) in held or (a, b) in session.offered:
+                if session is None or (a, b) in held:
                     continue
+                sent = session.offered.get((a, b))
+                if sent is not None and mono - sent < OFFER_RETRY:
+                    continue  # awaiting the counter-signature (lost ones are offered again)
                 st = IntentStatement.new("policy", a, b, now, policy=name)
-                session.offered.add((a, b))
+                session.offered[(a, b)] = mono
                 session.send({"type": "policy_offer",
                               "offer": encode_signed(st, self.platform.authority.ca_key)})
