@@ -268,10 +268,10 @@ class Hub:
         now = int(self.platform.clock().timestamp())
         mono = time.monotonic()
         current = {pair for pairs in offers.values() for pair in pairs}
-        for session in self.sessions.values():
+        for online in self.sessions.values():
             # forget offers no policy makes any more, so a policy added again is offered again
-            for pair in [p for p in session.offered if p not in current]:
-                del session.offered[pair]
+            for pair in [p for p in online.offered if p not in current]:
+                del online.offered[pair]
         for name, pairs in offers.items():
             for a, b in sorted(pairs):
                 session = self.sessions.get(a)
