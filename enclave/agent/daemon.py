@@ -143,6 +143,7 @@ class Agent:
         self.ca: x509.Certificate = state.load_ca()
         self.cm_factory = cm_factory
         self.cm: ConnectionManagerLike | None = None
+        self.gateway: Any = None  # enclave.agent.gateway.AgentGateway once the TAP is up
         self.intros: dict[str, Introduction] = {}
         self.intro_times: dict[str, float] = {}
         self.withdrawals: list[dict[str, Any]] = []  # the most recent, for status
@@ -189,6 +190,11 @@ class Agent:
             if self.cm is not None:
                 self.cm.on_unhandled(self.discovery.feed)
                 await self.cm.start()
+                if getattr(self.cm, "compiled", None) is not None:  # a TAP: gateways possible
+                    from enclave.agent.gateway import AgentGateway
+
+                    self.gateway = AgentGateway(self)
+                    self.gateway.schedule()
             else:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpReader(self._feed_udp), sock=sock)
@@ -222,6 +228,8 @@ class Agent:
                     loop.remove_signal_handler(sig)
             if api is not None:
                 await api.stop()
+            if self.gateway is not None:
+                await self.gateway.close()
             if self.cm is not None:
                 await self.cm.stop()
             if transport is not None:
@@ -251,6 +259,8 @@ class Agent:
         if ident is not None:
             self.identity = ident
             log.info("certificate renewed, valid until %s", ident.not_after.isoformat())
+            if self.gateway is not None:
+                self.gateway.renewed()
 
     # -- control channel events (ControlHandler) ------------------------------------------------
 
@@ -283,6 +293,8 @@ class Agent:
                          len(intro.candidates), intro.nat.value)
                 if self.cm is not None:
                     self.cm.introduce(intro)
+                if self.gateway is not None:
+                    self.gateway.introduce(intro)
             elif kind == "withdraw":
                 w = Withdrawal.from_json(msg)
                 self.intros.pop(w.peer, None)
@@ -292,6 +304,8 @@ class Agent:
                 log.info("withdrawn: %s (%s)", w.peer, w.reason)
                 if self.cm is not None:
                     self.cm.withdraw(w.peer, w.reason)
+                if self.gateway is not None:
+                    self.gateway.withdraw(w.peer)
             elif kind == "crl":
                 self._apply_crl(msg)
             elif kind == "intents":
@@ -372,6 +386,7 @@ class Agent:
             "withdrawals": list(self.withdrawals),
             "peers": len(self.intros),
             "dataplane": self._dataplane_status(),
+            "gateway": self.gateway.describe() if self.gateway is not None else None,
         }
 
     def _dataplane_status(self) -> dict[str, Any] | None:

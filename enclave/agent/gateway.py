@@ -363,3 +363,107 @@ class GatewayProber:
             self.errors += 1
             log.warning("gateway prober: %s", exc)
         return False
+
+
+# -- the agent's side -----------------------------------------------------------------------------
+
+
+class AgentGateway:
+    """Feeds the Agent's introductions / withdrawals / renewals into a GatewayManager.
+
+    Introductions are trusted for gateway purposes only after the peer certificate verifies
+    against the CA (its MAC, overlay IP and certified routes come from there, never from the
+    platform's JSON). Kernel changes run off the event loop, coalesced.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        ident = agent.identity
+        self.manager = GatewayManager(LocalView(agent.options.interface, ident.overlay_interface,
+                                                tuple(ident.gateway_routes), True))
+        self.prober: GatewayProber | None = None
+        self.errors = 0
+        self._task: Any = None
+        self._dirty = False
+        if agent.udp_sock is not None:
+            mark_socket(agent.udp_sock)
+
+    def _local(self) -> LocalView:
+        grants = [g for p in self.manager.peers.values() for g in p.grants]
+        nat = all(g.nat for g in grants) if grants else True
+        ident = self.agent.identity
+        return LocalView(self.agent.options.interface, ident.overlay_interface,
+                         tuple(ident.gateway_routes), nat)
+
+    def introduce(self, intro: Any) -> None:
+        import datetime
+
+        from enclave.cert.errors import CertificateError
+        from enclave.cert.verification import verify_system_certificate
+
+        try:
+            peer = verify_system_certificate(intro.cert_der, self.agent.ca,
+                                             now=datetime.datetime.now(datetime.UTC),
+                                             revoked_serials=self.agent.revoked)
+        except (CertificateError, ValueError) as exc:
+            log.warning("gateway: ignoring %s's introduction: %s", intro.peer, exc)
+            return
+        if peer.name != intro.peer:
+            log.warning("gateway: introduction for %s carries %s's certificate", intro.peer,
+                        peer.name)
+            return
+        self.manager.upsert_peer(PeerView(peer.name, peer.mac, peer.overlay_ip,
+                                          tuple(peer.gateway_routes), intro.gateway,
+                                          tuple(intro.grants)))
+        self.schedule()
+
+    def withdraw(self, name: str) -> None:
+        if name in self.manager.peers:
+            self.manager.remove_peer(name)
+            self.schedule()
+
+    def renewed(self) -> None:
+        self.schedule()
+
+    def schedule(self) -> None:
+        import asyncio
+
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._apply_loop())
+
+    async def _apply_loop(self) -> None:
+        import asyncio
+
+        while self._dirty:
+            self._dirty = False
+            self.manager.set_local(self._local())
+            try:
+                await asyncio.to_thread(self.manager.apply)
+            except GatewayApplyError as exc:
+                self.errors += 1
+                log.warning("gateway: %s", exc)
+            if self.prober is None and any(p.routes for p in self.manager.peers.values()):
+                self.prober = GatewayProber(self.manager)
+                self.prober.start()
+
+    def describe(self) -> dict[str, Any]:
+        out = self.manager.describe()
+        out["errors"] = self.errors
+        out["down"] = sorted(p.name for p in self.manager.peers.values() if not p.up)
+        try:
+            out["counters"] = self.manager.counters()
+        except (GatewayApplyError, ValueError) as exc:
+            out["counters"] = {"error": str(exc)}
+        return out
+
+    async def close(self) -> None:
+        import asyncio
+        import contextlib
+
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self.prober is not None:
+            await asyncio.to_thread(self.prober.stop)
+        await asyncio.to_thread(self.manager.close)

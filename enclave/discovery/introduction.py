@@ -11,8 +11,14 @@ JSON form on the control channel (one object per introduction):
      "candidates": [{"transport": "udp", "host": "198.19.1.2", "port": 51820,
                      "kind": "private", "nat": "endpoint-independent"}, ...],
      "relay": {"transport": "relay", "host": "198.18.0.2", "port": 3479} | null,
-     "relay_ticket": "<base64>" | null}      # optional: this side's ticket for that relay
+     "relay_ticket": "<base64>" | null,      # optional: this side's ticket for that relay
                                             # (enclave.platform.relay.mint_ticket)
+     "gateway": {"routes": ["198.19.50.0/24"], "nat": true, "priority": 100} | absent,
+                                            # optional: the peer is this side's gateway for
+                                            # these routes (enclave.policy.gateway.GatewayOffer)
+     "grants": [{"routes": [...], "acl": ["tcp:22", "icmp"], "policy": "ops-lan"}] | absent}
+                                            # optional: the peer may use this side as its
+                                            # gateway for these (GatewayGrant)
 
     {"type": "withdraw", "peer": "V88RY", "reason": "intent" | "revoked" | "offline" | ...}
 """
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.policy.gateway import GatewayConfigError, GatewayGrant, GatewayOffer, grants_from_json
 
 _KIND_NAMES = {k: k.name.lower().replace("_", "-") for k in CandidateKind}
 _KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}
@@ -43,8 +50,18 @@ class Introduction:
     punch_at: float  # unix time (wall clock): the agent converts to its monotonic clock
     relay: PathAddr | None = None
     relay_ticket: bytes | None = None  # "this system may relay to `peer` until T", platform-made
+    gateway: GatewayOffer | None = None  # `peer` is our gateway for these routes
+    grants: tuple[GatewayGrant, ...] = ()  # `peer` may use us as its gateway for these
 
     def to_json(self) -> dict[str, Any]:
+        out = self._base_json()
+        if self.gateway is not None:
+            out["gateway"] = self.gateway.to_json()
+        if self.grants:
+            out["grants"] = [g.to_json() for g in self.grants]
+        return out
+
+    def _base_json(self) -> dict[str, Any]:
         return {
             "type": "introduce",
             "peer": self.peer,
@@ -86,9 +103,16 @@ class Introduction:
                 relay_ticket=(
                     base64.b64decode(ticket, validate=True) if ticket is not None else None
                 ),
+                gateway=(
+                    GatewayOffer.from_json(obj["gateway"]) if obj.get("gateway") is not None
+                    else None
+                ),
+                grants=grants_from_json(obj.get("grants")),
             )
         except IntroductionError:
             raise
+        except GatewayConfigError as e:
+            raise IntroductionError(f"bad gateway information: {e}") from e
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise IntroductionError(f"malformed introduction: {e!r}") from e
 

@@ -298,6 +298,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("name")
     p.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG")
     p.set_defaults(func=_guard(_system_command("tag")))
+    from enclave.platform.gateways import register_systems_gateway
+
+    register_systems_gateway(ssub, _data_arg, _guard)
 
     from enclave.platform.policy import register as register_policy
 

@@ -26,6 +26,7 @@ from enclave.discovery.candidates import Candidate, NatBehaviour
 from enclave.discovery.channel import PUNCH_DELAY
 from enclave.discovery.introduction import Introduction, Withdrawal
 from enclave.platform.app import Platform
+from enclave.platform.gateways import GatewaySync
 from enclave.platform.store import System
 from enclave.policy.intent import IntentStatement, encode_signed
 from enclave.policy.mutual import IntentRow, SystemView, mutual_pairs, policy_offers
@@ -91,6 +92,7 @@ class Hub:
         self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
         self.introduced: set[frozenset[str]] = set()
+        self.gateways = GatewaySync()
         self._crl_number = -1
         self._data_version = -1
         self._last_full = 0.0
@@ -224,6 +226,8 @@ class Hub:
             if self._introduce(a, b):
                 self.introduced.add(pair)
                 log.info("control: introduced %s <-> %s", a, b)
+        self.gateways.sync(store, systems, dict(self.sessions), self.introduced, now,
+                           lambda name, msg: self.sessions[name].send(msg), self._introduce)
 
     def _introduce(self, a: str, b: str) -> bool:
         """Send each of a, b the other's introduction with one shared punch time."""
@@ -240,9 +244,11 @@ class Hub:
             assert cert is not None
             # each side gets its own ticket ("me may relay to other"); a pair with no direct
             # path falls back to the relay with them
+            offer, grants = self.gateways.intro_fields(store, me, other)
             intro = Introduction(other, cert.der, peer.candidates, peer.nat, punch_at,
                                  relay=None if relay is None else relay.public,
-                                 relay_ticket=None if relay is None else relay.ticket(me, other))
+                                 relay_ticket=None if relay is None else relay.ticket(me, other),
+                                 gateway=offer, grants=grants)
             self.sessions[me].send(intro.to_json())
         return True
 

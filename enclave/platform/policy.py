@@ -44,14 +44,34 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
     from enclave.platform.cli import _paths
 
     def cmd_add(args: argparse.Namespace) -> int:
+        from enclave.policy.gateway import parse_acl, parse_routes
+
+        if (args.to_sel is None) == (args.gateway is None):
+            raise ValueError("give --to SELECTOR, or --gateway NAME --routes CIDR,...")
+        gw: dict[str, object] = {}
+        if args.gateway is not None:
+            if not is_valid_system_name(args.gateway) or not args.routes:
+                raise ValueError("--gateway needs a system name and --routes CIDR,...")
+            args.to_sel = f"name:{args.gateway}"
+            gw = {"gateway": args.gateway,
+                  "routes": tuple(str(r) for r in parse_routes(args.routes)),
+                  "acl": tuple(str(a) for a in parse_acl(args.acl))}
+        elif args.routes or args.acl:
+            raise ValueError("--routes and --acl belong to gateway policies (--gateway NAME)")
         validate_policy(args.name, args.from_sel, args.to_sel)
         store = _paths(args).open_store()
         try:
             now = int(datetime.datetime.now(datetime.UTC).timestamp())
-            store.add_policy(args.name, args.from_sel, args.to_sel, now)
+            if args.gateway is not None:
+                store.get_system(args.gateway)  # 404 for a typo
+            store.add_policy(args.name, args.from_sel, args.to_sel, now, **gw)  # type: ignore[arg-type]
         finally:
             store.close()
-        print(f"policy {args.name}: {args.from_sel} <-> {args.to_sel}")
+        if gw:
+            print(f"policy {args.name}: {args.from_sel} -> gateway {args.gateway} "
+                  f"routes {','.join(gw['routes'])} acl {','.join(gw['acl'])}")  # type: ignore[arg-type]
+        else:
+            print(f"policy {args.name}: {args.from_sel} <-> {args.to_sel}")
         return 0
 
     def cmd_list(args: argparse.Namespace) -> int:
@@ -83,7 +103,11 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
     data_arg(p)
     p.add_argument("--name", required=True)
     p.add_argument("--from", dest="from_sel", required=True, metavar="SELECTOR")
-    p.add_argument("--to", dest="to_sel", required=True, metavar="SELECTOR")
+    p.add_argument("--to", dest="to_sel", default=None, metavar="SELECTOR")
+    p.add_argument("--gateway", default=None, metavar="SYSTEM",
+                   help="a gateway access policy: --from may reach --routes through SYSTEM")
+    p.add_argument("--routes", default=None, metavar="CIDR,...")
+    p.add_argument("--acl", default=None, metavar="tcp:22,udp:53,icmp,any")
     p.set_defaults(func=guard(cmd_add))
     p = sub.add_parser("list", help="list policies")
     data_arg(p)

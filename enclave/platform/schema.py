@@ -77,4 +77,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at INTEGER NOT NULL
     );
     """,
+    # 3: gateways (enclave.policy.gateway): NAT or routed mode per gateway system, and gateway
+    # access policies (a policy row with a gateway: from_sel may reach `routes` through it)
+    """
+    ALTER TABLE systems ADD COLUMN gateway_nat INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE policies ADD COLUMN gateway TEXT;            -- NULL: a plain tag policy
+    ALTER TABLE policies ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE policies ADD COLUMN acl TEXT NOT NULL DEFAULT '["any"]';
+    """,
 )

@@ -77,6 +77,7 @@ class System:
     enrolled_at: int
     last_seen: int | None
     cert_not_after: int | None = None
+    gateway_nat: bool = True  # masquerade overlay sources (False: routed mode)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -92,6 +93,7 @@ class System:
             "ephemeral": self.ephemeral,
             "enrolment_key": self.key_id,
             "gateway_routes": [str(r) for r in self.gateway_routes],
+            "gateway_nat": self.gateway_nat,
         }
 
 
@@ -453,6 +455,17 @@ class Store:
             )
             return self._system(db, name)
 
+    def set_gateway(self, name: str, routes: tuple[ipaddress.IPv4Network, ...],
+                    nat: bool) -> System:
+        """Let a system serve ``routes`` (empty: no longer a gateway); in its next certificate."""
+        with self._tx() as db:
+            self._system(db, name)
+            db.execute(
+                "UPDATE systems SET gateway_routes = ?, gateway_nat = ? WHERE name = ?",
+                (json.dumps([str(r) for r in routes]), int(nat), name),
+            )
+            return self._system(db, name)
+
     # -- revocation list --------------------------------------------------------------------
 
     def _bump_crl(self, db: sqlite3.Connection) -> None:
@@ -515,14 +528,28 @@ class Store:
             return list(self._db.execute(sql + " ORDER BY from_name, to_name"))
         return list(self._db.execute(sql + " WHERE from_name = ? ORDER BY to_name", (from_name,)))
 
-    def add_policy(self, name: str, from_sel: str, to_sel: str, now: int) -> None:
+    def add_policy(self, name: str, from_sel: str, to_sel: str, now: int, *,
+                   gateway: str | None = None, routes: tuple[str, ...] = (),
+                   acl: tuple[str, ...] = ("any",)) -> None:
+        """A tag policy; with ``gateway`` a gateway access policy (to_sel is name:GATEWAY)."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone():
                 raise ApiError(409, f"policy {name!r} exists")
             db.execute(
-                "INSERT INTO policies (name, from_sel, to_sel, created_at) VALUES (?, ?, ?, ?)",
-                (name, from_sel, to_sel, now),
+                "INSERT INTO policies (name, from_sel, to_sel, created_at, gateway, routes, acl) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, from_sel, to_sel, now, gateway, json.dumps(list(routes)),
+                 json.dumps(list(acl))),
             )
+
+    def list_gateway_policies(self) -> list[tuple[str, str, str, list[str], list[str]]]:
+        """(name, from_sel, gateway, routes, acl) of the gateway access policies."""
+        rows = self._db.execute(
+            "SELECT name, from_sel, gateway, routes, acl FROM policies "
+            "WHERE gateway IS NOT NULL ORDER BY name"
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), list(json.loads(r[3])), list(json.loads(r[4])))
+                for r in rows]
 
     def remove_policy(self, name: str) -> None:
         """Drop a policy and the counter-signed intents it produced."""
@@ -585,4 +612,5 @@ def _system(row: sqlite3.Row) -> System:
         enrolled_at=row["enrolled_at"],
         last_seen=row["last_seen"],
         cert_not_after=row["cert_not_after"],
+        gateway_nat=bool(row["gateway_nat"]),
     )

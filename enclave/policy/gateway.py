@@ -205,10 +205,11 @@ class GatewayGrant:
     routes: tuple[Route, ...]
     acl: tuple[AclEntry, ...] = ACL_ANY
     policy: str = ""
+    nat: bool = True  # the gateway's mode: masquerade the peer's traffic, or route it
 
     def to_json(self) -> dict[str, Any]:
         return {"routes": [str(r) for r in self.routes], "acl": [str(a) for a in self.acl],
-                "policy": self.policy}
+                "policy": self.policy, "nat": self.nat}
 
     @classmethod
     def from_json(cls, obj: Any) -> GatewayGrant:
@@ -220,7 +221,10 @@ class GatewayGrant:
         policy = obj.get("policy", "")
         if not isinstance(policy, str) or len(policy) > 64:
             raise GatewayConfigError("bad gateway grant policy name")
-        return cls(parse_routes(obj["routes"]), parse_acl(acl), policy)
+        nat = obj.get("nat", True)
+        if not isinstance(nat, bool):
+            raise GatewayConfigError("bad gateway grant nat flag")
+        return cls(parse_routes(obj["routes"]), parse_acl(acl), policy, nat)
 
 
 def grants_from_json(obj: Any) -> tuple[GatewayGrant, ...]:
