@@ -110,6 +110,19 @@ def _check_peer_entry(p: dict[str, Any], other: Agent, path: set[str]) -> None:
     assert p["drops"] == 0, p["dataplane"]
 
 
+def test_up_refuses_a_bad_interface_cleanly(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
+    _lab, _plat, ag = world
+    a = ag["fc1"]
+    before = a.host.run(["ip", "-o", "link"]).stdout
+    res = a.run("up", "--interface", "bad/name", timeout=30)
+    assert res.returncode == 1
+    assert "error: cannot create TAP interface 'bad/name'" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert a.host.run(["ip", "-o", "link"]).stdout == before  # nothing half made
+    res = a.run("up", "--cipher", "aes256gcm", "--mtu", "20", timeout=30)
+    assert res.returncode == 1 and "error:" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_direct_aes(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     _lab, _plat, ag = world
     a, b = ag["fc1"], ag["pr1"]
