@@ -259,6 +259,9 @@ class Agent:
         if ident is not None:
             self.identity = ident
             log.info("certificate renewed, valid until %s", ident.not_after.isoformat())
+            renewed = getattr(self.cm, "renewed", None)
+            if renewed is not None:
+                renewed(self)  # later handshakes present the new certificate
             if self.gateway is not None:
                 self.gateway.renewed()
 

@@ -229,6 +229,10 @@ class AgentConnections(ConnectionManager):
         self.compiled = compiled
         self.cipher: str | None = None  # the cipher this side prefers (select_cipher)
 
+    def renewed(self, agent: Agent) -> None:
+        """The certificate was renewed: present the new one in every later handshake."""
+        self.node.creds = credentials(agent, self.cipher or "")
+
     async def start(self) -> None:
         try:
             if self.compiled is not None:
