@@ -13,6 +13,11 @@ Frame on the stream (one enclave datagram each; handshake, control and data alik
     | length (u16, big endian) | datagram (length bytes, 1..65535)    |
     +--------------------------+--------------------------------------+
 
+Every socket (listener, connectors, hence accepted streams too) carries the gateway SOCKET_MARK
+(best effort: it needs CAP_NET_ADMIN), like the UDP data socket: the gateway ip rule sends only
+unmarked packets to the gateway route table, so a tunnel to an address inside a gateway's routes
+never loops into the tunnel itself.
+
 A stream is addressed as PathAddr(TCP, remote ip, remote port) — for the Node it is one more
 path.  Several streams to the same remote address are fine (one connected out, one accepted):
 we read from all and send on the first.  Streams that carry nothing for IDLE_TIMEOUT seconds
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from typing import cast
 
 from enclave.discovery.candidates import PathAddr, Transport
+from enclave.policy.gateway import SOCKET_MARK
 
 log = logging.getLogger("enclave.agent.tcp")
 
@@ -48,6 +54,16 @@ OnFrame = Callable[[bytes, PathAddr], None]
 
 def default_socket_factory() -> socket.socket:
     return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def mark_best_effort(sock: socket.socket, mark: int = SOCKET_MARK) -> bool:
+    """Put the gateway bypass mark on a data socket; False when not permitted (no root)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    except OSError as exc:
+        log.debug("cannot mark the TCP data socket (SO_MARK): %s", exc)
+        return False
+    return True
 
 
 def frame(data: bytes) -> bytes:
@@ -156,6 +172,7 @@ class TcpTransport:
     def _socket(self) -> socket.socket:
         sock = self._factory()
         try:
+            mark_best_effort(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self._bind_host, self.port))
