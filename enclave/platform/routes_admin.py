@@ -12,6 +12,16 @@
                                                     [...], "approval", "ephemeral",
                                                     "cert_lifetime": "30d"} -> {"token", "key"}
     POST   /v1/admin/keys/{id}/revoke
+    GET    /v1/admin/gateways                      systems that serve routes (with whether their
+                                                    current certificate carries them yet) and
+                                                    the gateway access policies
+    PUT    /v1/admin/systems/{name}/gateway        {"routes": ["198.19.2.0/24", ...], "nat": true}
+    DELETE /v1/admin/systems/{name}/gateway        no longer a gateway
+    GET    /v1/admin/gateway-policies              {"policies": [{"name", "from", "gateway",
+                                                    "routes", "acl", "created_at"}]}
+
+Gateway changes take effect like `enclave platform systems gateway`: the hub pushes a renewal to
+the gateway (its next certificate carries the routes) and re-introduces its pairs.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from enclave.platform.admin import (
 )
 from enclave.platform.app import PLATFORM, Handler, read_json
 from enclave.platform.errors import ApiError
+from enclave.platform.gateways import needs_renewal
+from enclave.policy.gateway import GatewayConfigError, parse_routes
 
 log = logging.getLogger("enclave.platform.admin")
 ADMIN_PREFIX = "/v1/admin/"
@@ -131,10 +143,80 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.json_response({"revoked": request.match_info["id"]})
 
 
+def _hub_changed(request: web.Request) -> None:
+    """Same-process store writes do not move PRAGMA data_version: tell the hub directly."""
+    from enclave.platform.routes_control import HUB
+
+    hub = request.app.get(HUB)
+    if hub is not None:
+        hub.changed()
+
+
+def _gateway_policies(request: web.Request) -> list[dict[str, object]]:
+    store = request.app[PLATFORM].store
+    created = {n: c for n, _f, _t, c in store.list_policies()}
+    return [{"name": n, "from": f, "gateway": g, "routes": r, "acl": a,
+             "created_at": created.get(n)}
+            for n, f, g, r, a in store.list_gateway_policies()]
+
+
+async def list_gateways(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    now = int(platform.clock().timestamp())
+    policies = _gateway_policies(request)
+    out = []
+    for system in platform.store.list_systems():
+        if not system.gateway_routes:
+            continue
+        out.append({
+            "name": system.name,
+            "routes": [str(r) for r in system.gateway_routes],
+            "nat": system.gateway_nat,
+            "state": system.state,
+            "certified": not needs_renewal(platform.store, system, now),
+            "policies": [p["name"] for p in policies if p["gateway"] == system.name],
+        })
+    return web.json_response({"gateways": out, "policies": policies})
+
+
+async def list_gateway_policies(request: web.Request) -> web.Response:
+    return web.json_response({"policies": _gateway_policies(request)})
+
+
+async def set_gateway(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    routes, nat = body.get("routes"), body.get("nat", True)
+    if not isinstance(routes, list) or not routes or not all(isinstance(r, str) for r in routes):
+        raise ApiError(400, "'routes' must be a non-empty list of IPv4 subnets "
+                            "(DELETE the gateway to clear it)")
+    if not isinstance(nat, bool):
+        raise ApiError(400, "'nat' must be true (masquerade) or false (routed)")
+    try:
+        parsed = parse_routes(routes)
+    except GatewayConfigError as exc:
+        raise ApiError(400, str(exc)) from None
+    system = request.app[PLATFORM].store.set_gateway(request.match_info["name"], parsed, nat)
+    log.info("admin: %s is a gateway for %s (%s)", system.name,
+             ",".join(map(str, parsed)), "masquerade" if nat else "routed")
+    _hub_changed(request)
+    return web.json_response(system.as_json())
+
+
+async def clear_gateway(request: web.Request) -> web.Response:
+    system = request.app[PLATFORM].store.set_gateway(request.match_info["name"], (), True)
+    log.info("admin: %s is no longer a gateway", system.name)
+    _hub_changed(request)
+    return web.json_response(system.as_json())
+
+
 def setup(app: web.Application) -> None:
     app.middlewares.append(admin_auth)
     r = app.router
     r.add_get("/v1/admin/systems", list_systems)
+    r.add_get("/v1/admin/gateways", list_gateways)
+    r.add_get("/v1/admin/gateway-policies", list_gateway_policies)
+    r.add_put("/v1/admin/systems/{name}/gateway", set_gateway)
+    r.add_delete("/v1/admin/systems/{name}/gateway", clear_gateway)
     r.add_post("/v1/admin/systems/{name}/tags", tag_system)
     r.add_post("/v1/admin/systems/{name}/{action}", system_action)
     r.add_delete("/v1/admin/systems/{name}", remove_system)
