@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -43,8 +44,8 @@ def tagged(tmp_path_factory: pytest.TempPathFactory
             a = AgentProc(tmp / role, local_run, local_popen, tmp / f"{role}.log", free_port())
             a.enrol(token)
             agents[role] = a
-        for a in agents.values():
-            a.up()
+        with ThreadPoolExecutor(len(agents)) as pool:  # process start-up dominates: in parallel
+            list(pool.map(lambda a: a.up(), agents.values()))
         yield plat, agents
     finally:
         for a in agents.values():
