@@ -173,6 +173,14 @@ class DataPlane:
         mac_capacity: int = 4096,
         mac_max_age_ms: int = 300_000,
     ) -> None: ...
+    def tune(
+        self,
+        *,
+        tx_flush_bytes: int | None = None,
+        tx_flush_frames: int | None = None,
+        rx_batch: int | None = None,
+    ) -> dict[str, int]:
+        """Batching knobs, only while stopped; returns the settings in force."""
     def install(
         self,
         slot: int,

@@ -74,6 +74,9 @@ cdef extern from *:
     static inline void dp_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
     static inline uint64_t dp_load_u64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
     static inline void dp_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    static inline void dp_name_thread(const char *name) {
+        pthread_setname_np(pthread_self(), name);   /* top -H / perf --sort comm */
+    }
     static inline uint64_t dp_now_ms(void) {
         struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000u + (uint64_t)(ts.tv_nsec / 1000000);
@@ -104,6 +107,7 @@ cdef extern from *:
     uint64_t dp_load_u64(uint64_t *p) noexcept nogil
     void dp_store_u64(uint64_t *p, uint64_t v) noexcept nogil
     uint64_t dp_now_ms() noexcept nogil
+    void dp_name_thread(const char *name) noexcept nogil
     ssize_t dp_send_dgram(int fd, const void *b, size_t n) noexcept nogil
     ssize_t dp_recv_dgram(int fd, void *b, size_t n, int *trunc) noexcept nogil
     uint32_t dp_le32(const uint8_t *p) noexcept nogil
@@ -261,6 +265,9 @@ ctypedef struct dp_state:
     uint32_t max_frame
     int max_peers
     int stop
+    uint32_t tx_flush_bytes     # flush the tx batch once this many bytes are queued ...
+    int tx_flush_frames         # ... or this many datagrams (latency vs syscalls)
+    int rx_batch                # datagrams (GRO buffers) per recvmmsg
     void *snap
     uint64_t gen
     uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT
@@ -670,6 +677,7 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
     cdef uint64_t now
     if tx == NULL:
         return
+    dp_name_thread("enclave-dp-tx")
     tx.rbuf = <uint8_t *>malloc(DP_RBUF)
     tx.buf = <uint8_t *>malloc(DP_TX_BUF)
     tx.pbuf = <uint8_t *>malloc(DP_RBUF + DP_PUNT_HDR + DP_OVERHEAD)
@@ -704,6 +712,8 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
             reads += 1
             st.gtx.tap_reads += 1
             dp_tx_frame(st, tx, s, <size_t>r, now)
+            if tx.n >= st.tx_flush_frames or tx.pos >= st.tx_flush_bytes:
+                dp_tx_flush(st, tx)
         if reads == DP_TX_READS:
             more = 1
         dp_tx_flush(st, tx)
@@ -853,8 +863,10 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     cdef size_t seg, off, n
     cdef uint64_t now
     cdef int more = 0
+    cdef int nb
     if rx == NULL:
         return
+    dp_name_thread("enclave-dp-rx")
     if st.udp_gro:
         rx.nslots = 16
         rx.slotsize = 65536
@@ -876,6 +888,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         st.stop = 1
     else:
         memset(rx.ub, 0, sizeof(udp_batch))
+    nb = st.rx_batch if 0 < st.rx_batch < rx.nslots else rx.nslots
     for i in range(rx.nslots):
         rx.offsets[i] = <uint32_t>(i * rx.slotsize)
         rx.sizes[i] = <uint32_t>rx.slotsize
@@ -915,8 +928,8 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             memcpy(rx.buf + rx.nslots * rx.slotsize, rx.ibuf + DP_PUNT_HDR, n)
             dp_rx_packet(st, rx, s, rx.buf + rx.nslots * rx.slotsize, n, NULL, 1, now)
             dp_rx_flush(st, rx)
-        r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, rx.nslots)
-        if r == rx.nslots:
+        r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, nb)
+        if r == nb:
             more = 1
         for i in range(r if r > 0 else 0):
             st.grx.datagrams += 1
@@ -1039,6 +1052,9 @@ cdef class DataPlane:
         self.st.mtu = mtu
         self.st.max_frame = mtu + DP_ETH
         self.st.max_peers = max_peers
+        self.st.tx_flush_bytes = DP_TX_BUF
+        self.st.tx_flush_frames = DP_TX_ENTRIES
+        self.st.rx_batch = 0
         self.st.seen[0] = <uint64_t>DP_QUIESCENT
         self.st.seen[1] = <uint64_t>DP_QUIESCENT
         pthread_mutex_init(&self.st.mt_lock, NULL)
@@ -1097,6 +1113,31 @@ cdef class DataPlane:
         if self._wake >= 0:
             _dp_os.close(self._wake)
             self._wake = -1
+
+    def tune(self, *, tx_flush_bytes: int | None = None, tx_flush_frames: int | None = None,
+             rx_batch: int | None = None) -> dict:
+        """Batching knobs (latency vs syscalls per frame); only while stopped. Returns them.
+
+        tx_flush_bytes / tx_flush_frames: the tx loop sends its batch once this much is
+        queued, else when the TAP has nothing more to read (default: the whole batch buffer).
+        rx_batch: datagrams (UDP_GRO buffers) per recvmmsg, 0 = all receive slots.
+        """
+        if self._threads:
+            raise RuntimeError("tune() while the loops run")
+        if tx_flush_bytes is not None:
+            if not 1 <= tx_flush_bytes <= DP_TX_BUF:
+                raise ValueError(f"tx_flush_bytes must be 1..{DP_TX_BUF}")
+            self.st.tx_flush_bytes = <uint32_t>tx_flush_bytes
+        if tx_flush_frames is not None:
+            if not 1 <= tx_flush_frames <= DP_TX_ENTRIES:
+                raise ValueError(f"tx_flush_frames must be 1..{DP_TX_ENTRIES}")
+            self.st.tx_flush_frames = tx_flush_frames
+        if rx_batch is not None:
+            if not 0 <= rx_batch <= UB_MAX:
+                raise ValueError(f"rx_batch must be 0..{UB_MAX}")
+            self.st.rx_batch = rx_batch
+        return {"tx_flush_bytes": self.st.tx_flush_bytes,
+                "tx_flush_frames": self.st.tx_flush_frames, "rx_batch": self.st.rx_batch}
 
     # -- snapshots ------------------------------------------------------------------------------
 
