@@ -200,3 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p = bsub.add_parser("serve", help="run iperf3 -s and the UDP echo for `bench peer`")
     p.set_defaults(func=_guard(cmd_serve))
 
+    from enclave.bench.gateway import register as register_gateway
+
+    register_gateway(bsub, _outputs, _guard)
+
