@@ -96,12 +96,12 @@ def cmd_intent(args: argparse.Namespace) -> int:
                 mark = "mutual" if row.get("mutual") else "waiting"
                 print(f"{row.get('peer'):16} {mark:8} {row.get('policy') or ''}")
         return 0
-    peer = args.peer.upper()
     exp = None
     if getattr(args, "expires", None):
         exp = int(time.time()) + _duration(args.expires)
-    reply = send_intent(state, args.intent_command, peer, exp)
-    print(json.dumps(reply) if args.json else f"intent {args.intent_command}: {peer}")
+    for peer in (p.upper() for p in args.peer):  # several peers: one JSON line each
+        reply = send_intent(state, args.intent_command, peer, exp)
+        print(json.dumps(reply) if args.json else f"intent {args.intent_command}: {peer}")
     return 0
 
 
@@ -165,11 +165,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
     intent = sub.add_parser("intent", help="declare intent to talk to another system")
     isub = intent.add_subparsers(dest="intent_command", metavar="COMMAND", required=True)
-    p = isub.add_parser("add", help="sign and register intent for PEER")
-    p.add_argument("peer")
+    p = isub.add_parser("add", help="sign and register intent for each PEER")
+    p.add_argument("peer", nargs="+")
     p.add_argument("--expires", default=None, help="intent lifetime, e.g. 24h (default: none)")
-    p = isub.add_parser("remove", help="withdraw intent for PEER")
-    p.add_argument("peer")
+    p = isub.add_parser("remove", help="withdraw intent for each PEER")
+    p.add_argument("peer", nargs="+")
     p = isub.add_parser("list", help="intents this system holds (mutual or waiting)")
     for name in ("add", "remove", "list"):
         sp = isub.choices[name]

@@ -20,13 +20,18 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from enclave.agent.localapi import AgentNotRunning, call
-from enclave.netlab import Host
-from tests.control.helpers import ENV, REPO, enclave, stop, wait_for
+from enclave.netlab import Host, Lab, Topology
+from tests.control.helpers import ENV, REPO, Platform, enclave, stop, wait_for
+
+API_PORT = 8443
 
 
 def runner(host: Host) -> Any:
@@ -113,8 +118,9 @@ class Agent:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def intent(self, op: str, peer: str) -> None:
-        res = self.run("intent", op, peer)
+    def intent(self, op: str, peer: str, *more: str) -> None:
+        """`enclave intent <op> PEER [PEER ...]` (one CLI process for several peers)."""
+        res = self.run("intent", op, peer, *more, timeout=60)
         assert res.returncode == 0, res.stderr
 
     def peers(self) -> list[dict[str, Any]]:
@@ -267,3 +273,46 @@ def intents_both_ways(a: Agent, b: Agent, op: str = "add") -> None:
         b.intent(op, a.name)
     finally:
         t.join(40)
+
+
+def parallel(fn: Any, items: Iterable[Any], workers: int = 8) -> list[Any]:
+    """fn over items in threads (agent processes and CLI calls: start-up dominates)."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def start_all(agents: Iterable[Agent], *extra: str, env: dict[str, str] | None = None) -> None:
+    """`enclave up` for every agent at once, then wait until each answers on its local API."""
+    agents = list(agents)
+    for a in agents:
+        a.start(*extra, env=env)
+    for a in agents:
+        a.wait_up()
+
+
+@contextmanager
+def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: str = "plat"
+                 ) -> Iterator[tuple[Lab, Platform, dict[str, Agent]]]:
+    """A started lab, a platform serving on its public host `plat_host`, and one enrolled
+    (not yet running) Agent per host name; everything is stopped and removed on exit."""
+    lab = Lab(topo).start()
+    agents: dict[str, Agent] = {}
+    plat: Platform | None = None
+    try:
+        ph = lab.public_host(plat_host)
+        plat = Platform.init(tmp, str(ph.ip), API_PORT, runner(ph), spawner(ph),
+                             listen_host="0.0.0.0")
+        plat.start()
+        token = plat.token()
+        for name in hosts:
+            agents[name] = Agent(lab.host(name), tmp / name, tmp / f"{name}.log")
+        parallel(lambda a: a.enrol(token), agents.values())
+        yield lab, plat, agents
+    finally:
+        parallel(lambda a: a.down(), agents.values(), workers=16)
+        if plat is not None:
+            plat.stop()
+        lab.close()
