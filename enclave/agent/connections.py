@@ -312,12 +312,18 @@ class ConnectionManager:
         self.node.report_activity(local_index, self._now(), rx=rx, tx_messages=tx_messages)
         self._pump()
 
-    def peer_roamed(self, peer: str, addr: Addr) -> None:
-        """The data plane saw `peer`'s newest packet from a new UDP address (display only: the
-        Node follows on the peer's next CONTROL packet from there)."""
-        info = self._peers.get(peer)
-        if info is not None:
-            info.extra["roamed_to"] = f"{addr[0]}:{addr[1]}"
+    def peer_roamed(self, peer: str, addr: Addr, local_index: int) -> None:
+        """The data plane saw `peer`'s newest packet on key `local_index` from a new UDP
+        address (and already sends there): the Node moves the session too, so its next key
+        update keeps the new address instead of resetting the data plane to the old one."""
+        if self.node.peer_roamed(local_index, PathAddr(Transport.UDP, addr[0], addr[1]),
+                                 self._now()):
+            log.info("%s roamed to %s:%s", peer, addr[0], addr[1])
+        self._pump()
+
+    def counters(self) -> dict[str, int]:
+        """Packets the Node dropped silently, by reason (`enclave status --json`)."""
+        return self.node.counters()
 
     # ------------------------------------------------------------------ status
     def peers(self) -> list[dict[str, Any]]:

@@ -389,8 +389,14 @@ class Agent:
             "withdrawals": list(self.withdrawals),
             "peers": len(self.intros),
             "dataplane": self._dataplane_status(),
+            "node_drops": self._node_drops(),
             "gateway": self.gateway.describe() if self.gateway is not None else None,
         }
+
+    def _node_drops(self) -> dict[str, int]:
+        """What the connection manager's Node dropped silently, by reason."""
+        counters = getattr(self.cm, "counters", None)
+        return dict(counters()) if counters is not None else {}
 
     def _dataplane_status(self) -> dict[str, Any] | None:
         describe = getattr(getattr(self.cm, "compiled", None), "describe", None)

@@ -17,7 +17,7 @@
              DATAGRAM  -> cm.receive_udp       (handshakes, CONTROL, reflector replies, ...)
              TX        -> cm.send_on_path      (encrypted DATA for a TCP / relay path)
              FIRST_RX  -> cm.report_activity   (promotes receive-only keys at once)
-             ROAMED    -> cm.peer_roamed
+             ROAMED    -> cm.peer_roamed -> Node.peer_roamed (the session follows)
              every ACTIVITY_INTERVAL: poll_activity -> cm.report_activity (keepalive, dead
              peer, rekey-by-count inputs of the Node)
 
@@ -205,7 +205,7 @@ class CompiledDataPlane:
         elif msg.kind == fp.PUNT_FIRST_RX:
             cm.report_activity(msg.local_index, rx=True, tx_messages=None)
         elif msg.kind == fp.PUNT_ROAMED and msg.peer is not None and msg.addr is not None:
-            cm.peer_roamed(msg.peer, msg.addr)
+            cm.peer_roamed(msg.peer, msg.addr, msg.local_index)
 
     async def _activity(self) -> None:
         while True:

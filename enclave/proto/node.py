@@ -168,6 +168,7 @@ class Node:
         )
         self._out: deque[tuple[bytes, Addr]] = deque()
         self._events: deque[Event] = deque()
+        self._drops: dict[str, int] = {}  # silent drops by reason (counters())
 
     # ------------------------------------------------------------------ public API
     def connect(
@@ -275,6 +276,38 @@ class Node:
         if tx_messages is not None and tx_messages > ks.external_tx:
             ks.external_tx = tx_messages
             p.last_tx = now
+
+    def peer_roamed(self, local_index: int, addr: Addr, now: float) -> bool:
+        """The fast path accepted the newest DATA packet on key `local_index` from `addr`.
+
+        Moves the session exactly as an authenticated CONTROL packet from there would (see
+        _on_transport): only for the peer's current keys, and only the newest packet counts
+        -- the fast path applies that rule to its DATA replay window (the Node never sees those
+        counters) and reports only a packet newer than any it accepted on the key.  Returns
+        True when the session's address changed (PeerRoamed + PeerKeysUpdated follow, so the
+        next key update carries the new address instead of resetting the fast path to the old
+        one)."""
+        entry = self._indices.get(local_index)
+        if entry is None or entry[1] is None:
+            self._drop("roamed_unknown_index")
+            return False
+        p, ks = entry[0], entry[1]
+        if self._peers.get(p.name) is not p or ks is not p.current:
+            self._drop("roamed_stale_keys")
+            return False
+        p.last_rx = max(p.last_rx, now)
+        if addr == p.addr:
+            return False
+        self._move(p, addr)
+        return True
+
+    def counters(self) -> dict[str, int]:
+        """What the Node dropped silently, by reason (silent on the wire, visible to the
+        operator: `enclave status --json`)."""
+        return dict(self._drops)
+
+    def _drop(self, reason: str) -> None:
+        self._drops[reason] = self._drops.get(reason, 0) + 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out = list(self._out)
@@ -426,16 +459,21 @@ class Node:
         try:
             kind = message_type(data)
         except WireError:
+            self._drop("malformed")
             return
         if kind == MSG_DATA or kind == MSG_CONTROL:
             self._on_transport(data, addr, now)
         elif kind == MSG_HANDSHAKE_INIT:
             if self._limiter.allow(addr, now):
                 self._on_init(data, addr, now)
+            else:
+                self._drop("init_rate_limited")
         elif kind == MSG_HANDSHAKE_RESPONSE:
             self._on_response(data, addr, now)
         elif kind == MSG_HANDSHAKE_CONFIRM:
             self._on_confirm(data, addr, now)
+        else:
+            self._drop("unknown_type")
 
     def _on_init(self, data: bytes, addr: Addr, now: float) -> None:
         p0 = self._peers_by_inbound_raw(data)
@@ -446,10 +484,12 @@ class Node:
             return
         v = validate_init(data, self._validate_peer, self._intends)
         if v is None or v.peer.name == self.name:
+            self._drop("init_invalid")
             return
         name = v.peer.name
         last = self._init_ts.get(name)
         if last is not None and v.init.timestamp <= last:
+            self._drop("init_replayed")
             return  # replayed or stale INIT
         p = self._peers.get(name)
         if p is not None:
@@ -490,19 +530,27 @@ class Node:
 
     def _on_response(self, data: bytes, addr: Addr, now: float) -> None:
         if len(data) < RESPONSE_FIXED_SIZE:
+            self._drop("malformed")
             return
         entry = self._indices.get(int.from_bytes(data[8:12], "little"))
         if entry is None or entry[1] is not None:
+            self._drop("response_unknown_index")
             return
         p = entry[0]
         hs = p.outbound
-        if hs is None or not self._limiter.allow(addr, now):
+        if hs is None:
+            self._drop("response_unknown_index")
+            return
+        if not self._limiter.allow(addr, now):
+            self._drop("response_rate_limited")
             return
         got = hs.receive_response(data, self._validate_peer, self._intends)
         if got is None:
+            self._drop("response_invalid")
             return
         confirm, result = got
         if result.peer.name != p.name:
+            self._drop("response_wrong_peer")
             return  # someone else answered: not who we asked for
         p.outbound = None
         p.out_next = None
@@ -526,9 +574,11 @@ class Node:
 
     def _on_confirm(self, data: bytes, addr: Addr, now: float) -> None:
         if len(data) != CONFIRM_SIZE:
+            self._drop("malformed")
             return
         entry = self._indices.get(int.from_bytes(data[4:8], "little"))
         if entry is None:
+            self._drop("confirm_unknown_index")
             return
         p, existing = entry
         if existing is not None:
@@ -538,10 +588,15 @@ class Node:
                     self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
             return
         hs = p.inbound
-        if hs is None or not self._limiter.allow(addr, now):
+        if hs is None:
+            self._drop("confirm_unknown_index")
+            return
+        if not self._limiter.allow(addr, now):
+            self._drop("confirm_rate_limited")
             return
         result = hs.receive_confirm(data)
         if result is None:
+            self._drop("confirm_invalid")
             return
         p.inbound = None
         ks = Keyset(result, now, confirmed=True)
@@ -559,15 +614,21 @@ class Node:
         try:
             hdr = unpack_transport_header(data)
         except WireError:
+            self._drop("malformed")
             return
         entry = self._indices.get(hdr.receiver)
         if entry is None or entry[1] is None:
+            # e.g. DATA the fast path punted: keys it does not hold (closed, never ours)
+            self._drop("data_unknown_index" if hdr.msg_type == MSG_DATA
+                       else "control_unknown_index")
             return
         p, ks = entry[0], entry[1]
         if self._peers.get(p.name) is not p:
+            self._drop("closed_session")
             return  # keys of a closed session, kept only to resend our CLOSE: nothing to do
         plain = ks.open(hdr.msg_type, hdr.counter, data, now)
         if plain is None:
+            self._drop("replayed_or_forged")
             return
         p.last_rx = now
         if ks is p.pending:
@@ -577,16 +638,13 @@ class Node:
             try:
                 ctl = decode_control(plain)
             except WireError:
+                self._drop("control_malformed")
                 return
         probing = ctl is not None and ctl.kind in (CTRL_PROBE, CTRL_PROBE_REPLY)
         if not probing and addr != p.addr and ks is p.current:
             window = ks.data_rx if hdr.msg_type == MSG_DATA else ks.ctl_rx
             if hdr.counter == window.highest:  # only the newest packet moves the session
-                p.addr = addr
-                if p.paths is not None and isinstance(addr, PathAddr):
-                    p.paths.learn(addr)
-                self._events.append(PeerRoamed(p.name, addr))
-                self._publish(p)
+                self._move(p, addr)
         if ctl is None:
             self._events.append(DataReceived(p.name, plain))
             return
@@ -604,6 +662,14 @@ class Node:
                 self._maybe_switch_path(p, now)
 
     # ------------------------------------------------------------------ sessions
+    def _move(self, p: _Peer, addr: Addr) -> None:
+        """The peer roamed: its authentic newest packet came from `addr`."""
+        p.addr = addr
+        if p.paths is not None and isinstance(addr, PathAddr):
+            p.paths.learn(addr)
+        self._events.append(PeerRoamed(p.name, addr))
+        self._publish(p)
+
     def _promote_pending(self, p: _Peer, now: float) -> None:
         ks = p.pending
         assert ks is not None
