@@ -36,6 +36,8 @@ TYPES = [N, F, R_, P, S, W]
 SHORT = {N: "none", F: "full", R_: "rest", P: "port", S: "sym", W: "fw"}
 RELAYED = {(P, S), (S, P), (S, S), (S, W), (W, S)}
 DIRECT_PATHS = {"lan", "direct-udp", "direct-tcp"}
+SHORT_PATH: dict[Any, str] = {"lan": "D/lan", "direct-udp": "D/udp", "direct-tcp": "D/tcp",
+                              "relay": "R"}
 CONNECT_DEADLINE = 30.0  # after the last intent: relay cells give up on direct after ~5 s
 
 
@@ -76,9 +78,9 @@ def _table(cells: Cells, ok: dict[tuple[NatType, NatType], int]) -> str:
         row = SHORT[r].ljust(10)
         for c in TYPES:
             p = cells[(r, c)]
-            cls = path_class(p.get("path")) or "-"
+            path = SHORT_PATH.get(p.get("path"), "-")
             ms = p.get("setup_ms")
-            txt = f"{cls} {ms:.0f}ms" if ms is not None and p.get("state") == "connected" \
+            txt = f"{path} {ms:.0f}ms" if ms is not None and p.get("state") == "connected" \
                 else p.get("state", "?")
             if (r, c) in ok and not ok[(r, c)]:
                 txt += "!"
