@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def off_loop(fn: Callable[[], T]) -> T:
 def load_fastpath() -> Any:
     """The compiled data-plane module, or AgentError telling how to get it."""
     try:
-        from enclave.dataplane import engine
+        engine = importlib.import_module("enclave.dataplane.engine")
     except ImportError as exc:
         raise AgentError(
             f"the compiled data plane (enclave._fastpath) cannot be imported: {exc}. "

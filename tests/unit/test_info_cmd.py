@@ -131,8 +131,11 @@ def test_missing_extension_is_reported_and_fails(tmp_path: Path) -> None:
     shutil.copytree(REPO / "enclave", dst, ignore=shutil.ignore_patterns(
         "*.so", "*.c", "*.pyx", "*.pxi", "*.pxd", "__pycache__"))
     assert not list(dst.glob("_fastpath*.so"))
+    # An editable install (`pip install -e .`) adds a meta-path finder that would still find the
+    # extension in the source tree; drop it so only the copy on PYTHONPATH is importable.
     script = (
         "import argparse, sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
         "from enclave import info\n"
         "p = argparse.ArgumentParser(); info.register(p.add_subparsers())\n"
         "a = p.parse_args(sys.argv[1:]); raise SystemExit(a.func(a))\n"
