@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -44,7 +43,6 @@ from enclave.bench import flows, procstat
 from enclave.bench.report import Figure, Report
 from enclave.bench.runner import (
     ALL_FLOWS,
-    PLATFORM_PORT,
     BenchOptions,
     Progress,
     _Agent,
@@ -54,9 +52,11 @@ from enclave.bench.runner import (
     _stage,
     _StageFailed,
     _tail,
-    _wait_tcp,
+    enrol_host,
     forward_bench_ports,
     measure_path,
+    platform_cli,
+    start_platform,
 )
 
 DEFAULT_FLOWS = ("tcp1", "tcp4", "latency")
@@ -173,50 +173,20 @@ def _run_in_lab(ctx: _Ctx, roles: GatewayBench) -> None:
                 box["detail"] = "; ".join(errors)
 
 
-def _platform_cli(data: Path, *args: str) -> str:
-    res = subprocess.run(_enclave("platform", *args, "--data", str(data)),
-                         capture_output=True, text=True, timeout=60)
-    if res.returncode != 0:
-        raise RuntimeError(f"platform {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
-    return res.stdout.strip()
-
-
 def _platform_and_enrol(ctx: _Ctx, roles: GatewayBench) -> bool:
-    platform = ctx.lab.public_host("platform")
-    data = ctx.work / "platform"
-    url = f"https://{platform.ip}:{PLATFORM_PORT}"
-    ctx.progress("platform")
     try:
-        with _stage(ctx, "platform") as box:
-            res = subprocess.run(
-                _enclave("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
-                capture_output=True, text=True, timeout=60)
-            if res.returncode != 0:
-                raise RuntimeError(f"platform init: {res.stderr.strip()}")
-            with open(ctx.work / "platform.log", "wb") as log:
-                platform.popen(_enclave("platform", "serve", "--data", str(data)),
-                               stdout=log, stderr=subprocess.STDOUT)
-            _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
-            box["detail"] = url
+        data = start_platform(ctx)
         ctx.progress("enrol + gateway policy")
         with _stage(ctx, "enrol") as box:
-            tokens = {roles.client: _platform_cli(data, "keys", "create", "--tags", "ops"),
-                      roles.gateway: _platform_cli(data, "keys", "create")}
+            tokens = {roles.client: platform_cli(data, "keys", "create", "--tags", "ops"),
+                      roles.gateway: platform_cli(data, "keys", "create")}
             for host_name, token in tokens.items():
-                host = ctx.lab.host(host_name)
-                state = ctx.work / f"state-{host.name}"
-                res = host.run(_enclave("enrol", token, "--state", str(state), "--json",
-                                        "--hostname", host.name), timeout=60)
-                if res.returncode != 0:
-                    raise RuntimeError(f"enrol on {host.name}: {res.stderr.strip()[-300:]}")
-                info = json.loads(res.stdout)
-                ctx.agents[host.name] = _Agent(host=host, state=state, name=info["name"],
-                                               overlay_ip=info["overlay_ip"])
+                enrol_host(ctx, ctx.lab.host(host_name), token)
             gw = ctx.agents[roles.gateway]
             lan = ctx.report.meta["lan"]
-            _platform_cli(data, "systems", "gateway", gw.name, "--routes", lan, "--nat")
-            _platform_cli(data, "policy", "add", "--name", POLICY, "--from", "tag:ops",
-                          "--gateway", gw.name, "--routes", lan, "--acl", GATEWAY_ACL)
+            platform_cli(data, "systems", "gateway", gw.name, "--routes", lan, "--nat")
+            platform_cli(data, "policy", "add", "--name", POLICY, "--from", "tag:ops",
+                         "--gateway", gw.name, "--routes", lan, "--acl", GATEWAY_ACL)
             box["detail"] = (", ".join(f"{h} = {a.name} {a.overlay_ip}"
                                        for h, a in ctx.agents.items())
                              + f"; {gw.name} serves {lan} (masquerade), acl {GATEWAY_ACL}")

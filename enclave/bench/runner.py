@@ -297,40 +297,59 @@ def _enclave(*args: str) -> list[str]:
     return flows.python_argv("enclave", *args)
 
 
-def _platform_and_enrol(ctx: _Ctx) -> bool:
+def start_platform(ctx: _Ctx) -> Path:
+    """Stage "platform": init + serve on the lab's platform host; returns its data directory.
+
+    Raises _StageFailed (recorded in the report) when it cannot start.
+    """
     platform = ctx.lab.public_host("platform")
     data = ctx.work / "platform"
     url = f"https://{platform.ip}:{PLATFORM_PORT}"
     ctx.progress("platform")
+    with _stage(ctx, "platform") as box:
+        res = subprocess.run(
+            _enclave("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
+            capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"platform init: {res.stderr.strip()}")
+        with open(ctx.work / "platform.log", "wb") as log:
+            platform.popen(_enclave("platform", "serve", "--data", str(data)),
+                           stdout=log, stderr=subprocess.STDOUT)
+        _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
+        box["detail"] = url
+    return data
+
+
+def platform_cli(data: Path, *args: str) -> str:
+    """Run `enclave platform ARGS --data DATA` on this host (the store is local); its stdout."""
+    res = subprocess.run(_enclave("platform", *args, "--data", str(data)),
+                         capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError(f"platform {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
+    return res.stdout.strip()
+
+
+def enrol_host(ctx: _Ctx, host: Any, token: str) -> _Agent:
+    """`enclave enrol` inside the host's namespace; records and returns the agent."""
+    state = ctx.work / f"state-{host.name}"
+    res = host.run(_enclave("enrol", token, "--state", str(state), "--json",
+                            "--hostname", host.name), timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError(f"enrol on {host.name}: {res.stderr.strip()[-300:]}")
+    info = json.loads(res.stdout)
+    agent = _Agent(host=host, state=state, name=info["name"], overlay_ip=info["overlay_ip"])
+    ctx.agents[host.name] = agent
+    return agent
+
+
+def _platform_and_enrol(ctx: _Ctx) -> bool:
     try:
-        with _stage(ctx, "platform") as box:
-            res = subprocess.run(
-                _enclave("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
-                capture_output=True, text=True, timeout=60)
-            if res.returncode != 0:
-                raise RuntimeError(f"platform init: {res.stderr.strip()}")
-            with open(ctx.work / "platform.log", "wb") as log:
-                platform.popen(_enclave("platform", "serve", "--data", str(data)),
-                               stdout=log, stderr=subprocess.STDOUT)
-            _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
-            box["detail"] = url
+        data = start_platform(ctx)
         ctx.progress("enrol")
         with _stage(ctx, "enrol") as box:
-            res = subprocess.run(
-                _enclave("platform", "keys", "create", "--data", str(data), "--uses", "2"),
-                capture_output=True, text=True, timeout=60)
-            if res.returncode != 0:
-                raise RuntimeError(f"keys create: {res.stderr.strip()}")
-            token = res.stdout.strip()
+            token = platform_cli(data, "keys", "create", "--uses", "2")
             for host in (ctx.a, ctx.b):
-                state = ctx.work / f"state-{host.name}"
-                res = host.run(_enclave("enrol", token, "--state", str(state), "--json",
-                                        "--hostname", host.name), timeout=60)
-                if res.returncode != 0:
-                    raise RuntimeError(f"enrol on {host.name}: {res.stderr.strip()[-300:]}")
-                info = json.loads(res.stdout)
-                ctx.agents[host.name] = _Agent(host=host, state=state, name=info["name"],
-                                               overlay_ip=info["overlay_ip"])
+                enrol_host(ctx, host, token)
             box["detail"] = ", ".join(f"{h} = {a.name} {a.overlay_ip}"
                                       for h, a in ctx.agents.items())
     except _StageFailed:
