@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -243,6 +244,17 @@ class ConnectionManager:
         for c in intro.candidates:
             self._addr_peer[c.addr] = intro.peer
         self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at)
+        self._pump()
+
+    def refresh_ticket(self, peer: str, ticket: bytes) -> None:
+        """The platform re-issued `peer`'s relay ticket: later registrations carry it (a
+        registered channel re-registers at once, so the relay extends it)."""
+        info = self._peers.get(peer)
+        if info is None:
+            return
+        info.intro = dataclasses.replace(info.intro, relay_ticket=ticket)
+        for out, dst in self._relay.set_ticket(peer, ticket, self._now()):
+            self._udp.send(out, dst)
         self._pump()
 
     def withdraw(self, peer: str, reason: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -321,8 +322,24 @@ class Agent:
                 self._counter_sign(msg.get("offer"))
             elif kind == "renew":
                 asyncio.get_running_loop().create_task(self._renew(force=True))
+            elif kind == "relay_ticket":
+                self._relay_ticket(msg)
         except (IntroductionError, IntentError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignored malformed %r message from the platform: %s", kind, exc)
+
+    def _relay_ticket(self, msg: dict[str, Any]) -> None:
+        """A later relay ticket for an introduced peer (a long relayed session keeps going)."""
+        peer, raw = msg["peer"], msg["ticket"]
+        if not isinstance(peer, str) or not isinstance(raw, str):
+            raise ValueError("relay_ticket needs peer and ticket strings")
+        ticket = base64.b64decode(raw, validate=True)
+        intro = self.intros.get(peer)
+        if intro is None or intro.relay is None:
+            return
+        self.intros[peer] = dataclasses.replace(intro, relay_ticket=ticket)
+        refresh = getattr(self.cm, "refresh_ticket", None)
+        if refresh is not None:
+            refresh(peer, ticket)
 
     def _apply_crl(self, msg: dict[str, Any]) -> None:
         raw = msg.get("crl")

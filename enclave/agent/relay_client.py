@@ -86,6 +86,18 @@ class RelayClient:
         ch.tries = 0
         return [self._register(ch, now)]
 
+    def set_ticket(self, peer: str, ticket: bytes, now: float) -> list[tuple[bytes, Addr]]:
+        """A later ticket for `peer`'s channel; a registered channel re-registers with it now
+        (the relay's registration lasts at most until its ticket expires)."""
+        ch = self._by_peer.get(peer)
+        if ch is None:
+            return []
+        ch.ticket = ticket
+        if not ch.registered:
+            return []  # the next REGISTER (retry) carries it
+        ch.tries = 0
+        return [self._register(ch, now)]
+
     def remove(self, peer: str) -> None:
         ch = self._by_peer.pop(peer, None)
         if ch is not None:

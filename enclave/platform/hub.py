@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("enclave.platform.hub")
 TICK = 0.25
 FULL_TICK = 5.0
+TICKET_REFRESH_FRACTION = 0.5  # relay tickets are re-issued after this part of their lifetime
 SEND_QUEUE = 256
 OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 
@@ -92,6 +93,7 @@ class Hub:
         self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
         self.introduced: set[frozenset[str]] = set()
+        self._tickets_at: dict[frozenset[str], float] = {}  # pair -> when its tickets were minted
         self.gateways = GatewaySync()
         self._crl_number = -1
         self._data_version = -1
@@ -226,6 +228,7 @@ class Hub:
             if self._introduce(a, b):
                 self.introduced.add(pair)
                 log.info("control: introduced %s <-> %s", a, b)
+        self._refresh_tickets()
         self.gateways.sync(store, systems, dict(self.sessions), self.introduced, now,
                            lambda name, msg: self.sessions[name].send(msg), self._introduce)
 
@@ -250,7 +253,30 @@ class Hub:
                                  relay_ticket=None if relay is None else relay.ticket(me, other),
                                  gateway=offer, grants=grants)
             self.sessions[me].send(intro.to_json())
+        if relay is not None:
+            self._tickets_at[frozenset((a, b))] = time.monotonic()
         return True
+
+    def _refresh_tickets(self) -> None:
+        """Relay tickets of introduced pairs, re-issued after half their lifetime (a relayed
+        session outlives its first ticket): {"type": "relay_ticket", "peer", "ticket"}."""
+        relay = self.relay() if self.relay is not None else None
+        for pair in [p for p in self._tickets_at if p not in self.introduced]:
+            del self._tickets_at[pair]
+        if relay is None:
+            return
+        mono = time.monotonic()
+        for pair, at in list(self._tickets_at.items()):
+            if mono - at < relay.lifetime * TICKET_REFRESH_FRACTION:
+                continue
+            a, b = sorted(pair)
+            if a not in self.sessions or b not in self.sessions:
+                continue
+            for me, other in ((a, b), (b, a)):
+                ticket = base64.b64encode(relay.ticket(me, other)).decode()
+                self.sessions[me].send({"type": "relay_ticket", "peer": other, "ticket": ticket})
+            self._tickets_at[pair] = mono
+            log.info("control: relay tickets renewed for %s <-> %s", a, b)
 
     def crl_message(self) -> dict[str, Any]:
         der = self.platform.authority.crl(self.platform.store, self.platform.clock())

@@ -323,9 +323,20 @@ class RelayService:
     server: RelayServer
     key: bytes
     public: PathAddr
+    lifetime: int = TICKET_LIFETIME  # the hub re-issues tickets after half of it
 
-    def ticket(self, src: str, dst: str, lifetime: int = TICKET_LIFETIME) -> bytes:
-        return mint_ticket(self.key, src, dst, int(time.time()) + lifetime)
+    def ticket(self, src: str, dst: str, lifetime: int | None = None) -> bytes:
+        return mint_ticket(self.key, src, dst, int(time.time()) + (lifetime or self.lifetime))
+
+
+def ticket_lifetime_from_env() -> int:
+    """ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME = seconds (default TICKET_LIFETIME, min 10)."""
+    raw = os.environ.get("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", "").strip()
+    try:
+        return max(10, int(raw)) if raw else TICKET_LIFETIME
+    except ValueError:
+        log.error("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME=%r is not a number of seconds", raw)
+        return TICKET_LIFETIME
 
 
 RELAY = web.AppKey("relay", RelayService)
@@ -348,7 +359,8 @@ async def _startup(app: web.Application) -> None:
     public_host = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or (
         urlsplit(platform.settings.url).hostname or bind[0]
     )
-    app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port))
+    app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port),
+                              ticket_lifetime_from_env())
     log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port, public_host)
 
 

@@ -294,10 +294,11 @@ def start_all(agents: Iterable[Agent], *extra: str, env: dict[str, str] | None =
 
 
 @contextmanager
-def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: str = "plat"
+def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: str = "plat",
+                 plat_env: dict[str, str] | None = None
                  ) -> Iterator[tuple[Lab, Platform, dict[str, Agent]]]:
-    """A started lab, a platform serving on its public host `plat_host`, and one enrolled
-    (not yet running) Agent per host name; everything is stopped and removed on exit."""
+    """A started lab, a platform serving on its public host `plat_host` (with `plat_env`), and
+    one enrolled (not yet running) Agent per host name; all stopped and removed on exit."""
     lab = Lab(topo).start()
     agents: dict[str, Agent] = {}
     plat: Platform | None = None
@@ -305,6 +306,7 @@ def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: 
         ph = lab.public_host(plat_host)
         plat = Platform.init(tmp, str(ph.ip), API_PORT, runner(ph), spawner(ph),
                              listen_host="0.0.0.0")
+        plat.extra_env.update(plat_env or {})
         plat.start()
         token = plat.token()
         for name in hosts:
