@@ -6,9 +6,13 @@
 #     2. L2 switch: mt_lookup(dst MAC) -> one peer slot, or flood to every peer with a tx key
 #     3. size check: frame > mtu + 14 -> drop (+ ICMP "fragmentation needed" / ICMPv6 "packet
 #        too big" written back to the TAP, so path-MTU discovery works)
-#     4. vnet_hdr TAP: fo_tso_split the (super-)frame into segments <= mtu + 14, packed back to
-#        back in the batch buffer with 16 bytes of headroom and tailroom each
+#     4. vnet_hdr TAP: the (super-)frame is cut into segments <= mtu + 14. For the last (usually
+#        only) peer, in place in the read buffer (fo_tso_inplace: each segment's headers are
+#        written in front of its payload), so step 5 seals straight from there into the
+#        datagram, no payload copy; for earlier peers of a flood, fo_tso_split copies them
+#        into the batch buffer (16 bytes of headroom and tailroom each) to be sealed in place
 #     5. per segment: counter = key.next++ (stop at key.limit), DATA header, AEAD seal
+#        (out of place: TAP read buffer -> batch buffer)
 #     6. sendmmsg; consecutive equal-size datagrams to one address become one UDP GSO message
 #        (UDP_SEGMENT, <= 64 segments); EAGAIN -> wait for POLLOUT; GSO refused -> fall back
 #
@@ -488,6 +492,7 @@ ctypedef struct dp_tx:
     int mcount[DP_TX_ENTRIES]
     uint32_t segoff[FO_TSO_MAX_SEGS]
     uint32_t seglen[FO_TSO_MAX_SEGS]
+    fo_tso tso
 
 
 cdef int dp_build_msgs(dp_state *st, dp_tx *tx, int start) noexcept nogil:
@@ -566,14 +571,22 @@ cdef void dp_tx_flush(dp_state *st, dp_tx *tx) noexcept nogil:
 
 
 cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uint8_t *frame,
-                    size_t flen, size_t rlen) noexcept nogil:
-    """Encrypt one TAP read for peer `slot` into the batch. 0 ok, -1 dropped, -2 oversized."""
+                    size_t flen, size_t rlen, bint last) noexcept nogil:
+    """Encrypt one TAP read for peer `slot` into the batch. 0 ok, -1 dropped, -2 oversized.
+
+    last: no other peer needs this read, so a vnet_hdr super-frame is segmented in place in
+    the read buffer (fo_tso_inplace) and each segment sealed straight into its datagram;
+    otherwise it is split into the batch (fo_tso_split) and sealed there in place.
+    """
     cdef dp_peer *peer = &s.peers[slot]
     cdef dp_txkey *k = peer.tx
     cdef dp_addr *a = &st.addrs[slot]
     cdef int nseg, i
-    cdef size_t need, seglen
+    cdef bint inplace = st.vnet_hdr and last
+    cdef size_t need
+    cdef uint32_t seglen
     cdef uint8_t *h
+    cdef const uint8_t *src
     if not peer.active or k == NULL:
         st.txc[slot].no_key += 1
         return -1
@@ -591,28 +604,37 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     if tx.dlen[tx.n] == 0 and not peer.via_python:
         st.txc[slot].no_addr += 1
         return -1
-    if st.vnet_hdr:
+    if inplace:
+        nseg = fo_tso_inplace(tx.rbuf, rlen, st.max_frame, FO_TSO_MAX_SEGS, &tx.tso)
+    elif st.vnet_hdr:
         nseg = fo_tso_split(tx.rbuf, rlen, tx.buf, DP_TX_BUF, tx.pos, DP_HDR, DP_TAG,
                             st.max_frame, tx.segoff, tx.seglen, FO_TSO_MAX_SEGS)
-        if nseg == FO_E_TOO_BIG:
-            return -2
-        if nseg < 0:
-            st.gtx.offload_errors += 1
-            return -1
     else:
         if flen > st.max_frame:
             return -2
         nseg = 1
-        tx.segoff[0] = <uint32_t>tx.pos
-        tx.seglen[0] = <uint32_t>flen
+    if nseg == FO_E_TOO_BIG:
+        return -2
+    if nseg < 0:
+        st.gtx.offload_errors += 1
+        return -1
     for i in range(nseg):
         if k.next >= k.limit:
             st.txc[slot].key_limit += nseg - i
             break
-        h = tx.buf + tx.segoff[i]
-        seglen = tx.seglen[i]
+        if inplace:
+            h = tx.buf + tx.pos
+            src = fo_tso_next(&tx.tso, <uint32_t>i, &seglen)
+        elif st.vnet_hdr:
+            h = tx.buf + tx.segoff[i]
+            seglen = tx.seglen[i]
+            src = h + DP_HDR
+        else:
+            h = tx.buf + tx.pos
+            seglen = <uint32_t>flen
+            src = frame
         dp_header(h, k.remote_index, k.next)
-        dp_seal(k.kind, k.state, h, frame if not st.vnet_hdr else h + DP_HDR, seglen, k.next)
+        dp_seal(k.kind, k.state, h, src, seglen, k.next)
         k.next += 1
         st.txc[slot].frames += 1
         st.txc[slot].bytes += seglen
@@ -624,11 +646,11 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         if i > 0:
             tx.dlen[tx.n] = tx.dlen[tx.n - 1]
             memcpy(&tx.dst[tx.n], &tx.dst[tx.n - 1], tx.dlen[tx.n])
-        tx.off[tx.n] = tx.segoff[i]
-        tx.len[tx.n] = <uint32_t>(seglen + DP_OVERHEAD)
+        tx.off[tx.n] = <uint32_t>(h - tx.buf)
+        tx.len[tx.n] = seglen + DP_OVERHEAD
         tx.slot[tx.n] = slot
         tx.n += 1
-        tx.pos = tx.segoff[i] + seglen + DP_OVERHEAD
+        tx.pos = <size_t>(h - tx.buf) + seglen + DP_OVERHEAD
     return 0
 
 
@@ -652,14 +674,14 @@ cdef void dp_tx_frame(dp_state *st, dp_tx *tx, dp_snap *s, size_t rlen,
         st.gtx.runt += 1
         return
     if dest >= 0 and dest < st.max_peers and s.peers[dest].active:
-        r = dp_tx_emit(st, tx, s, dest, f, flen, rlen)
+        r = dp_tx_emit(st, tx, s, dest, f, flen, rlen, 1)
     elif s.nflood == 0:
         st.gtx.no_peer += 1
         return
     else:
         st.gtx.flooded += 1
         for i in range(s.nflood):
-            r = dp_tx_emit(st, tx, s, s.flood[i], f, flen, rlen)
+            r = dp_tx_emit(st, tx, s, s.flood[i], f, flen, rlen, i + 1 == s.nflood)
             if r == -2:
                 break
     if r == -2:

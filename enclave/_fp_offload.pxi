@@ -45,6 +45,7 @@
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
+from posix.uio cimport iovec
 
 cdef enum:
     FO_VNET_HDR_LEN = 10
@@ -318,6 +319,106 @@ cdef inline uint32_t fo_l3_end(const uint8_t *f, size_t flen) noexcept nogil:
 
 # --- TSO split ---------------------------------------------------------------------------------
 
+cdef struct fo_tso:
+    # what fo_tso_parse found in one vnet_hdr TAP read (pkt = vnet header + frame)
+    uint8_t *f          # the Ethernet frame (pkt + 10)
+    size_t flen
+    fo_tcpinfo t
+    uint32_t nseg       # frames it becomes (1 for GSO_NONE)
+    uint32_t gso_size
+    uint32_t end        # GSO_NONE + NEEDS_CSUM: where the checksummed data ends
+    uint32_t csum_start
+    uint32_t csum_offset
+    uint32_t seq0
+    uint32_t id0
+    uint8_t flags
+    bint gso            # TCP segmentation needed (else: one frame as is)
+    uint8_t tmpl[FO_MAX_HDR]     # fo_tso_inplace: the original headers
+
+
+@cython.cdivision(True)
+cdef int fo_tso_parse(const uint8_t *pkt, size_t pkt_len, size_t max_frame,
+                      int max_out, fo_tso *s) noexcept nogil:
+    """Validate one vnet_hdr TAP read for fo_tso_split / fo_tso_inplace; nseg or FO_E_*."""
+    cdef uint8_t gso_type
+    cdef uint32_t csum_start, csum_offset
+    cdef int rc
+    if max_out < 1:
+        return FO_E_ARG
+    if pkt_len < FO_VNET_HDR_LEN + 14:
+        return FO_E_SHORT
+    s.flags = pkt[0]
+    gso_type = pkt[1]
+    s.gso_size = fo_host16(pkt + 4)
+    csum_start = fo_host16(pkt + 6)
+    csum_offset = fo_host16(pkt + 8)
+    s.f = <uint8_t *>pkt + FO_VNET_HDR_LEN
+    s.flen = pkt_len - FO_VNET_HDR_LEN
+    s.csum_start = csum_start
+    s.csum_offset = csum_offset
+
+    if (gso_type & ~FO_GSO_ECN) == FO_GSO_NONE:
+        s.gso = 0
+        s.nseg = 1
+        if max_frame and s.flen > max_frame:
+            return FO_E_TOO_BIG
+        if s.flags & FO_F_NEEDS_CSUM:
+            s.end = fo_l3_end(s.f, s.flen)
+            if csum_start > s.end or csum_offset > s.end - csum_start or \
+                    s.end - csum_start - csum_offset < 2:
+                return FO_E_CSUM
+        return 1
+
+    s.gso = 1
+    if (gso_type & ~FO_GSO_ECN) != FO_GSO_TCPV4 and (gso_type & ~FO_GSO_ECN) != FO_GSO_TCPV6:
+        return FO_E_GSO_TYPE
+    rc = fo_parse_tcp(s.f, s.flen, &s.t, 1)
+    if rc < 0:
+        return rc
+    if s.t.v6 != ((gso_type & ~FO_GSO_ECN) == FO_GSO_TCPV6):
+        return FO_E_GSO_TYPE
+    if not (s.flags & FO_F_NEEDS_CSUM) or csum_start != s.t.l4 or csum_offset != 16:
+        return FO_E_CSUM
+    if s.gso_size == 0:
+        return FO_E_GSO_SIZE
+    if s.t.payload == 0:
+        return FO_E_L4
+    s.nseg = (s.t.payload + s.gso_size - 1) // s.gso_size
+    if s.nseg > FO_TSO_MAX_SEGS or s.nseg > <uint32_t>max_out:
+        return FO_E_TOO_MANY
+    if max_frame and s.t.hdrlen + (s.gso_size if s.gso_size < s.t.payload
+                                   else s.t.payload) > max_frame:
+        return FO_E_TOO_BIG
+    s.seq0 = fo_be32(s.f + s.t.l4 + 4)
+    s.id0 = fo_be16(s.f + s.t.l2 + 4)
+    return <int>s.nseg
+
+
+cdef inline void fo_tso_fix(const fo_tso *s, uint8_t *out, uint32_t i,
+                            uint32_t seg) noexcept nogil:
+    """Patch segment i's headers at out (a copy of the original's) for `seg` payload bytes
+    that follow them contiguously, and fill in its TCP checksum."""
+    cdef uint32_t thl = s.t.hdrlen - s.t.l4
+    cdef uint32_t l3len = s.t.l4 - s.t.l2
+    cdef uint8_t *ip = out + s.t.l2
+    cdef uint8_t *th = out + s.t.l4
+    if s.t.v6:
+        fo_put_be16(ip + 4, thl + seg)
+    else:
+        fo_put_be16(ip + 2, l3len + thl + seg)
+        fo_put_be16(ip + 4, (s.id0 + i) & 0xFFFF)
+        fo_ipv4_csum(ip, l3len)
+    fo_put_be32(th + 4, s.seq0 + i * s.gso_size)
+    if i + 1 < s.nseg:
+        th[13] &= ~(FO_TCP_FIN | FO_TCP_PSH)
+    if i > 0:
+        th[13] &= ~FO_TCP_CWR
+    th[16] = 0
+    th[17] = 0
+    fo_put_host16(th + 16, <uint16_t>~fo_csum_fold(
+        fo_csum_add(th, thl + seg, fo_pseudo(ip, s.t.v6, thl + seg))))
+
+
 @cython.cdivision(True)
 cdef int fo_tso_split(const uint8_t *pkt, size_t pkt_len, uint8_t *buf, size_t buf_len,
                       size_t start, size_t headroom, size_t tailroom, size_t max_frame,
@@ -330,103 +431,89 @@ cdef int fo_tso_split(const uint8_t *pkt, size_t pkt_len, uint8_t *buf, size_t b
     buf may hold partial output but offsets/lengths are meaningless. Never reads pkt or
     writes buf out of bounds. The input is not modified.
     """
-    cdef uint8_t flags, gso_type
-    cdef uint32_t gso_size, csum_start, csum_offset, end, i, nseg, seg, thl, l3len
-    cdef uint32_t seq0, id0
-    cdef size_t flen, need, pos, remaining
-    cdef const uint8_t *f
+    cdef uint32_t i, seg
+    cdef size_t need, pos, remaining
     cdef uint8_t *out
-    cdef uint8_t *ip
-    cdef uint8_t *th
-    cdef fo_tcpinfo t
+    cdef fo_tso s
     cdef int rc
-    if max_out < 1 or start > buf_len or buf_len > 0xFFFFFFFFUL:
+    if start > buf_len or buf_len > 0xFFFFFFFFUL:
         return FO_E_ARG
-    if pkt_len < FO_VNET_HDR_LEN + 14:
-        return FO_E_SHORT
-    flags = pkt[0]
-    gso_type = pkt[1]
-    gso_size = fo_host16(pkt + 4)
-    csum_start = fo_host16(pkt + 6)
-    csum_offset = fo_host16(pkt + 8)
-    f = pkt + FO_VNET_HDR_LEN
-    flen = pkt_len - FO_VNET_HDR_LEN
-
-    if (gso_type & ~FO_GSO_ECN) == FO_GSO_NONE:
-        if max_frame and flen > max_frame:
-            return FO_E_TOO_BIG
-        if headroom + flen + tailroom > buf_len - start:
-            return FO_E_NOSPACE
-        if flags & FO_F_NEEDS_CSUM:
-            end = fo_l3_end(f, flen)
-            if csum_start > end or csum_offset > end - csum_start or \
-                    end - csum_start - csum_offset < 2:
-                return FO_E_CSUM
-        out = buf + start + headroom
-        memcpy(out, f, flen)
-        if flags & FO_F_NEEDS_CSUM:
-            # The field holds the pseudo-header sum; summing over it completes the checksum.
-            fo_put_host16(out + csum_start + csum_offset, <uint16_t>~fo_csum_fold(
-                fo_csum_add(out + csum_start, end - csum_start, 0)))
-        offsets[0] = <uint32_t>start
-        lengths[0] = <uint32_t>flen
-        return 1
-
-    if (gso_type & ~FO_GSO_ECN) != FO_GSO_TCPV4 and (gso_type & ~FO_GSO_ECN) != FO_GSO_TCPV6:
-        return FO_E_GSO_TYPE
-    rc = fo_parse_tcp(f, flen, &t, 1)
+    rc = fo_tso_parse(pkt, pkt_len, max_frame, max_out, &s)
     if rc < 0:
         return rc
-    if t.v6 != ((gso_type & ~FO_GSO_ECN) == FO_GSO_TCPV6):
-        return FO_E_GSO_TYPE
-    if not (flags & FO_F_NEEDS_CSUM) or csum_start != t.l4 or csum_offset != 16:
-        return FO_E_CSUM
-    if gso_size == 0:
-        return FO_E_GSO_SIZE
-    if t.payload == 0:
-        return FO_E_L4
-    nseg = (t.payload + gso_size - 1) // gso_size
-    if nseg > FO_TSO_MAX_SEGS or nseg > <uint32_t>max_out:
-        return FO_E_TOO_MANY
-    if max_frame and t.hdrlen + (gso_size if gso_size < t.payload else t.payload) > max_frame:
-        return FO_E_TOO_BIG
-    need = <size_t>nseg * (headroom + tailroom + t.hdrlen) + t.payload
+    if not s.gso:
+        if headroom + s.flen + tailroom > buf_len - start:
+            return FO_E_NOSPACE
+        out = buf + start + headroom
+        memcpy(out, s.f, s.flen)
+        if s.flags & FO_F_NEEDS_CSUM:
+            # The field holds the pseudo-header sum; summing over it completes the checksum.
+            fo_put_host16(out + s.csum_start + s.csum_offset, <uint16_t>~fo_csum_fold(
+                fo_csum_add(out + s.csum_start, s.end - s.csum_start, 0)))
+        offsets[0] = <uint32_t>start
+        lengths[0] = <uint32_t>s.flen
+        return 1
+
+    need = <size_t>s.nseg * (headroom + tailroom + s.t.hdrlen) + s.t.payload
     if need > buf_len - start:
         return FO_E_NOSPACE
-
-    thl = t.hdrlen - t.l4
-    l3len = t.l4 - t.l2
-    seq0 = fo_be32(f + t.l4 + 4)
-    id0 = fo_be16(f + t.l2 + 4)
     pos = start
-    remaining = t.payload
-    for i in range(nseg):
-        seg = gso_size if remaining > gso_size else <uint32_t>remaining
+    remaining = s.t.payload
+    for i in range(s.nseg):
+        seg = s.gso_size if remaining > s.gso_size else <uint32_t>remaining
         out = buf + pos + headroom
-        memcpy(out, f, t.hdrlen)
-        memcpy(out + t.hdrlen, f + t.hdrlen + <size_t>i * gso_size, seg)
-        ip = out + t.l2
-        th = out + t.l4
-        if t.v6:
-            fo_put_be16(ip + 4, thl + seg)
-        else:
-            fo_put_be16(ip + 2, l3len + thl + seg)
-            fo_put_be16(ip + 4, (id0 + i) & 0xFFFF)
-            fo_ipv4_csum(ip, l3len)
-        fo_put_be32(th + 4, seq0 + i * gso_size)
-        if i + 1 < nseg:
-            th[13] &= ~(FO_TCP_FIN | FO_TCP_PSH)
-        if i > 0:
-            th[13] &= ~FO_TCP_CWR
-        th[16] = 0
-        th[17] = 0
-        fo_put_host16(th + 16, <uint16_t>~fo_csum_fold(
-            fo_csum_add(th, thl + seg, fo_pseudo(ip, t.v6, thl + seg))))
+        memcpy(out, s.f, s.t.hdrlen)
+        memcpy(out + s.t.hdrlen, s.f + s.t.hdrlen + <size_t>i * s.gso_size, seg)
+        fo_tso_fix(&s, out, i, seg)
         offsets[i] = <uint32_t>pos
-        lengths[i] = t.hdrlen + seg
-        pos += headroom + t.hdrlen + seg + tailroom
+        lengths[i] = s.t.hdrlen + seg
+        pos += headroom + s.t.hdrlen + seg + tailroom
         remaining -= seg
-    return <int>nseg
+    return <int>s.nseg
+
+
+# In-place TSO (fo_tso_inplace + fo_tso_next): no payload copy. Segment i's headers are
+# written in front of its own payload, inside the TAP read buffer, over the tail of the
+# payload before it, so each segment is contiguous where it lies and can be sealed straight
+# into the output datagram (out-of-place AEAD). Segments must be taken in order 0, 1, ...
+# and each used before the next is made; the read buffer is clobbered.
+#
+#   pkt:  | vnet | H | p0 .......... | p1 .......... | p2 ..... |
+#   seg0:        [H0 p0 ..........]                                (H0 over H)
+#   seg1:                      [H1 | p1 .......... ]               (H1 over p0's tail)
+#   seg2:                                     [H2 | p2 ..... ]     (H2 over p1's tail)
+
+@cython.cdivision(True)
+cdef int fo_tso_inplace(uint8_t *pkt, size_t pkt_len, size_t max_frame, int max_out,
+                        fo_tso *s) noexcept nogil:
+    """Validate pkt (as fo_tso_split does) and prepare fo_tso_next; nseg or FO_E_*."""
+    cdef int rc = fo_tso_parse(pkt, pkt_len, max_frame, max_out, s)
+    if rc < 0:
+        return rc
+    if s.gso:
+        memcpy(s.tmpl, s.f, s.t.hdrlen)
+    return rc
+
+
+@cython.cdivision(True)
+cdef uint8_t *fo_tso_next(fo_tso *s, uint32_t i, uint32_t *length) noexcept nogil:
+    """Segment i (0 <= i < nseg, in order) made ready in place; its frame and length."""
+    cdef uint8_t *out
+    cdef uint32_t seg, remaining
+    if not s.gso:
+        if s.flags & FO_F_NEEDS_CSUM:
+            fo_put_host16(s.f + s.csum_start + s.csum_offset, <uint16_t>~fo_csum_fold(
+                fo_csum_add(s.f + s.csum_start, s.end - s.csum_start, 0)))
+            s.flags &= ~FO_F_NEEDS_CSUM
+        length[0] = <uint32_t>s.flen
+        return s.f
+    remaining = s.t.payload - i * s.gso_size
+    seg = s.gso_size if remaining > s.gso_size else remaining
+    out = s.f + <size_t>i * s.gso_size
+    memcpy(out, s.tmpl, s.t.hdrlen)
+    fo_tso_fix(s, out, i, seg)
+    length[0] = s.t.hdrlen + seg
+    return out
 
 
 # --- GRO coalesce -------------------------------------------------------------------------------
@@ -488,31 +575,14 @@ cdef inline bint fo_headers_match(const uint8_t *a, const uint8_t *b,
     return memcmp(ta + 20, tb + 20, t.hdrlen - t.l4 - 20) == 0   # options
 
 
-cdef int fo_gro(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, int n,
-                size_t headroom, uint8_t *arena, size_t arena_len, fo_span *out, int out_max,
-                bint verify) noexcept nogil:
-    """Coalesce a run of decrypted frames for one write each to a vnet_hdr TAP.
-
-    Frame i is base[offsets[i] + headroom:][:lengths[i]]; headroom >= FO_VNET_HDR_LEN because
-    a frame that passes through gets its virtio header written in place in front of it.
-    Coalesced super-frames (virtio header included) are built in arena. Fills out[0..k) with
-    what to write, returns k, or a negative FO_E_* code before touching anything. A run that
-    does not fit the arena is written frame by frame instead.
-    """
-    cdef fo_groframe fr[FO_GRO_MAX_FRAMES]
-    cdef fo_group gr[FO_GRO_MAX_FRAMES]
-    cdef int i, j, g, ng = 0, k = 0
+cdef int fo_gro_group(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, int n,
+                      size_t headroom, fo_groframe *fr, fo_group *gr, bint verify) noexcept nogil:
+    """Pass 1 of fo_gro / fo_gro_iov: classify frames, group same-flow runs; returns #groups."""
+    cdef int i, j, g, ng = 0
     cdef const uint8_t *fi
     cdef const uint8_t *fj
-    cdef uint8_t *f
-    cdef uint8_t *o
-    cdef uint8_t *th
-    cdef uint32_t seq, flen, l3len, thl, l4len
-    cdef size_t apos = 0, need
+    cdef uint32_t seq, flen, l4len
     cdef uint8_t tflags
-    if n < 0 or n > FO_GRO_MAX_FRAMES or out_max < n or headroom < FO_VNET_HDR_LEN:
-        return FO_E_ARG
-
     # Pass 1: classify, then group same-flow runs (each flow has at most one open group).
     for i in range(n):
         fi = base + offsets[i] + headroom
@@ -571,6 +641,34 @@ cdef int fo_gro(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths,
         fr[i].group = ng
         ng += 1
 
+    return ng
+
+
+cdef int fo_gro(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, int n,
+                size_t headroom, uint8_t *arena, size_t arena_len, fo_span *out, int out_max,
+                bint verify) noexcept nogil:
+    """Coalesce a run of decrypted frames for one write each to a vnet_hdr TAP.
+
+    Frame i is base[offsets[i] + headroom:][:lengths[i]]; headroom >= FO_VNET_HDR_LEN because
+    a frame that passes through gets its virtio header written in place in front of it.
+    Coalesced super-frames (virtio header included) are built in arena. Fills out[0..k) with
+    what to write, returns k, or a negative FO_E_* code before touching anything. A run that
+    does not fit the arena is written frame by frame instead.
+    """
+    cdef fo_groframe fr[FO_GRO_MAX_FRAMES]
+    cdef fo_group gr[FO_GRO_MAX_FRAMES]
+    cdef int i, j, g, k = 0
+    cdef const uint8_t *fj
+    cdef uint8_t *f
+    cdef uint8_t *o
+    cdef uint8_t *th
+    cdef uint32_t l3len, thl
+    cdef size_t apos = 0, need
+    if n < 0 or n > FO_GRO_MAX_FRAMES or out_max < n or headroom < FO_VNET_HDR_LEN:
+        return FO_E_ARG
+
+    fo_gro_group(base, offsets, lengths, n, headroom, fr, gr, verify)
+
     # Pass 2: emit in order of each run's first frame.
     for i in range(n):
         f = base + offsets[i] + headroom
@@ -625,6 +723,79 @@ cdef int fo_gro(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths,
     return k
 
 
+cdef inline void fo_gro_fix(uint8_t *f, const fo_tcpinfo *t, uint32_t total) noexcept nogil:
+    """Headers of a coalesced frame at f (payload `total` bytes): IP length (+ IPv4 header
+    checksum) and, in the TCP checksum field, the folded pseudo-header sum (CHECKSUM_PARTIAL)."""
+    cdef uint32_t thl = t.hdrlen - t.l4
+    cdef uint32_t l3len = t.l4 - t.l2
+    cdef uint8_t *th = f + t.l4
+    if t.v6:
+        fo_put_be16(f + t.l2 + 4, thl + total)
+    else:
+        fo_put_be16(f + t.l2 + 2, l3len + thl + total)
+        fo_ipv4_csum(f + t.l2, l3len)
+    th[16] = 0
+    th[17] = 0
+    fo_put_host16(th + 16, fo_csum_fold(fo_pseudo(f + t.l2, t.v6, thl + total)))
+
+
+# fo_gro_iov: the same coalescing as fo_gro without copying payload: a run is written with
+# writev, its first frame's headers patched in place (virtio header in its headroom), then
+# the payload of every later frame where it was decrypted.
+#
+#   write k:  iov[0] = [vnet][eth ip tcp | payload f0]     (f0 in place, headers patched)
+#             iov[1] = [payload f1]   iov[2] = [payload f3] ...
+#   pass-through frame: one iovec, [vnet NONE][frame], as fo_gro writes it
+
+cdef int fo_gro_iov(uint8_t *base, const uint32_t *offsets, const uint32_t *lengths, int n,
+                    size_t headroom, iovec *iov, int *counts, bint verify) noexcept nogil:
+    """Coalesce like fo_gro, into writes of iovecs: write k is iov[sum(counts[:k])...] with
+    counts[k] entries (iov needs room for n, counts for n). Returns k or FO_E_ARG."""
+    cdef fo_groframe fr[FO_GRO_MAX_FRAMES]
+    cdef fo_group gr[FO_GRO_MAX_FRAMES]
+    cdef int i, j, g, k = 0, m = 0
+    cdef uint8_t *f
+    cdef uint8_t *fj
+    if n < 0 or n > FO_GRO_MAX_FRAMES or headroom < FO_VNET_HDR_LEN:
+        return FO_E_ARG
+    fo_gro_group(base, offsets, lengths, n, headroom, fr, gr, verify)
+    for i in range(n):
+        f = base + offsets[i] + headroom
+        g = fr[i].group
+        if g >= 0 and gr[g].count > 1:
+            if gr[g].emitted:
+                continue
+            gr[g].emitted = 1
+            fo_vnet_write(f - FO_VNET_HDR_LEN, FO_F_NEEDS_CSUM,
+                          FO_GSO_TCPV6 if fr[i].t.v6 else FO_GSO_TCPV4,
+                          fr[i].t.hdrlen, gr[g].gso_size, fr[i].t.l4, 16)
+            iov[m].iov_base = f - FO_VNET_HDR_LEN
+            iov[m].iov_len = FO_VNET_HDR_LEN + fr[i].t.hdrlen + fr[i].t.payload
+            counts[k] = 1
+            m += 1
+            j = fr[i].next
+            while j >= 0:
+                fj = base + offsets[j] + headroom
+                iov[m].iov_base = fj + fr[j].t.hdrlen
+                iov[m].iov_len = fr[j].t.payload
+                m += 1
+                counts[k] += 1
+                if fj[fr[j].t.l4 + 13] & FO_TCP_PSH:
+                    f[fr[i].t.l4 + 13] |= FO_TCP_PSH
+                j = fr[j].next
+            fo_gro_fix(f, &fr[i].t, gr[g].total)
+            k += 1
+            continue
+        fo_vnet_write(f - FO_VNET_HDR_LEN, FO_F_DATA_VALID if fr[i].csum == 1 else 0,
+                      FO_GSO_NONE, 0, 0, 0, 0)
+        iov[m].iov_base = f - FO_VNET_HDR_LEN
+        iov[m].iov_len = lengths[i] + FO_VNET_HDR_LEN
+        counts[k] = 1
+        m += 1
+        k += 1
+    return k
+
+
 # --- Python-visible wrappers (tests, benchmarks, Python-side slow paths) ---------------------
 
 def tso_split_into(const uint8_t[::1] packet not None, uint8_t[::1] buf not None,
@@ -660,6 +831,26 @@ def tso_split(const uint8_t[::1] packet not None, size_t max_frame=0) -> list:
     lens = array.array("I", bytes(4 * FO_TSO_MAX_SEGS))
     n = tso_split_into(packet, buf, offs, lens, 0, 0, 0, max_frame)
     return [bytes(buf[offs[i]:offs[i] + lens[i]]) for i in range(n)]
+
+
+def tso_split_inplace(uint8_t[::1] packet not None, size_t max_frame=0) -> list:
+    """fo_tso_inplace + fo_tso_next over a writable buffer (clobbered): the frames, as bytes,
+    that the data plane seals straight out of the TAP read buffer. Same frames and errors as
+    tso_split."""
+    cdef fo_tso s
+    cdef int rc
+    cdef uint32_t i, ln
+    cdef uint8_t *seg
+    if packet.shape[0] == 0:
+        raise OffloadError(FO_E_SHORT)
+    rc = fo_tso_inplace(&packet[0], <size_t>packet.shape[0], max_frame, FO_TSO_MAX_SEGS, &s)
+    if rc < 0:
+        raise OffloadError(rc)
+    res = []
+    for i in range(<uint32_t>rc):
+        seg = fo_tso_next(&s, i, &ln)
+        res.append(<bytes>seg[:ln])
+    return res
 
 
 def gro_coalesce_into(uint8_t[::1] buf not None, const uint32_t[::1] offsets not None,
@@ -698,6 +889,49 @@ def gro_coalesce_into(uint8_t[::1] buf not None, const uint32_t[::1] offsets not
             res.append((1, <size_t>(spans[i].ptr - a), spans[i].len))
         else:
             res.append((0, <size_t>(spans[i].ptr - b), spans[i].len))
+    return res
+
+
+def gro_coalesce_iov(frames, bint verify=True) -> list:
+    """fo_gro_iov over frames laid out like gro_coalesce's batch; each result is what one
+    writev hands the TAP (its iovecs joined: virtio_net_hdr + frame, bytes)."""
+    import array
+    cdef size_t headroom = 16
+    cdef Py_ssize_t n = len(frames)
+    cdef size_t pos = 0
+    cdef int k, i, j, m = 0
+    cdef iovec iov[FO_GRO_MAX_FRAMES]
+    cdef int counts[FO_GRO_MAX_FRAMES]
+    cdef uint8_t[::1] b
+    cdef uint32_t[::1] ov
+    cdef uint32_t[::1] lv
+    if n > FO_GRO_MAX_FRAMES:
+        raise OffloadError(FO_E_ARG)
+    if n == 0:
+        return []
+    blobs = [bytes(f) for f in frames]
+    buf = bytearray(sum(len(f) for f in blobs) + n * headroom)
+    offs = array.array("I", bytes(4 * n))
+    lens = array.array("I", bytes(4 * n))
+    for i, fb in enumerate(blobs):
+        offs[i] = pos
+        lens[i] = len(fb)
+        buf[pos + headroom:pos + headroom + len(fb)] = fb
+        pos += headroom + len(fb)
+    b = buf
+    ov = offs
+    lv = lens
+    with nogil:
+        k = fo_gro_iov(&b[0], &ov[0], &lv[0], <int>n, headroom, iov, counts, verify)
+    if k < 0:
+        raise OffloadError(k)
+    res = []
+    for i in range(k):
+        parts = []
+        for j in range(counts[i]):
+            parts.append(<bytes>(<uint8_t *>iov[m].iov_base)[:iov[m].iov_len])
+            m += 1
+        res.append(b"".join(parts))
     return res
 
 
