@@ -24,7 +24,9 @@
 #     3. rw_check -> AEAD open -> rw_update (the window moves only for authentic packets)
 #     4. anti-spoofing (source MAC must be the peer's certified MAC unless it may bridge),
 #        MAC learning, roaming (newest packet on the current key from a new address)
-#     5. TAP write: vnet_hdr TAP with offloads -> fo_gro coalesces same-flow TCP segments
+#     5. TAP write: vnet_hdr TAP with offloads -> fo_gro_iov coalesces same-flow TCP segments;
+#        one writev per run: the first frame (headers patched, virtio header in its headroom)
+#        and every later frame's payload where it was decrypted, no copy in user space
 #
 #   Buffers (tx batch): the AEAD layout of _fp_aead.pxi, datagrams back to back so a GSO run
 #   is one contiguous span:
@@ -60,6 +62,7 @@ from libc.errno cimport EINVAL, EIO, ENOBUFS, EOPNOTSUPP
 from libc.stdlib cimport malloc
 from libc.string cimport memcmp
 from posix.unistd cimport read as _c_read, write as _c_write
+from posix.uio cimport writev
 import os as _dp_os
 import socket as _dp_socket
 import threading as _dp_threading
@@ -751,10 +754,8 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
 
 ctypedef struct dp_rx:
     uint8_t *buf                # nslots * slotsize
-    uint8_t *arena              # GRO output
     uint8_t *ibuf               # one injected message
     uint8_t *pbuf
-    size_t arena_len
     size_t slotsize
     int nslots
     udp_batch *ub
@@ -764,7 +765,8 @@ ctypedef struct dp_rx:
     int nf                      # frames queued for the TAP
     uint32_t foff[FO_GRO_MAX_FRAMES]
     uint32_t flen[FO_GRO_MAX_FRAMES]
-    fo_span spans[FO_GRO_MAX_FRAMES]
+    iovec iov[FO_GRO_MAX_FRAMES]     # TAP writes (fo_gro_iov): frames / payloads in place
+    int wcnt[FO_GRO_MAX_FRAMES]      # iovecs per write
 
 
 cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
@@ -775,17 +777,20 @@ cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
 
 
 cdef void dp_rx_flush(dp_state *st, dp_rx *rx) noexcept nogil:
-    """Write the queued frames (frame i at fbase[i] + foff[i] + 16) to the TAP."""
-    cdef int i, k
+    """Write the queued frames (frame i at rx.buf + foff[i] + 16) to the TAP."""
+    cdef int i, k, m = 0
     cdef uint8_t *f
     if rx.nf == 0:
         return
     if st.tap_gro:
-        k = fo_gro(rx.buf, rx.foff, rx.flen, rx.nf, DP_HDR, rx.arena, rx.arena_len,
-                   rx.spans, FO_GRO_MAX_FRAMES, 0)
+        k = fo_gro_iov(rx.buf, rx.foff, rx.flen, rx.nf, DP_HDR, rx.iov, rx.wcnt, 0)
         if k >= 0:
             for i in range(k):
-                dp_tap_write(st, rx.spans[i].ptr, rx.spans[i].len)
+                if writev(st.tap_fd, &rx.iov[m], rx.wcnt[i]) < 0:
+                    st.grx.tap_write_errors += 1
+                else:
+                    st.grx.tap_writes += 1
+                m += rx.wcnt[i]
             rx.nf = 0
             return
     for i in range(rx.nf):
@@ -899,14 +904,11 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             rx.slotsize = 2048
     # slot nslots is the injected-packet slot: frames queued from it live in the same buffer
     rx.buf = <uint8_t *>malloc(rx.slotsize * (rx.nslots + 1))
-    rx.arena_len = rx.slotsize * (rx.nslots + 1) + FO_GRO_MAX_FRAMES * FO_VNET_HDR_LEN
-    rx.arena = <uint8_t *>malloc(rx.arena_len) if st.tap_gro else NULL
     rx.ibuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
     rx.pbuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
     if posix_memalign(<void **>&rx.ub, 64, sizeof(udp_batch)) != 0:
         rx.ub = NULL
-    if (rx.buf == NULL or rx.ibuf == NULL or rx.pbuf == NULL or rx.ub == NULL
-            or (st.tap_gro and rx.arena == NULL)):
+    if rx.buf == NULL or rx.ibuf == NULL or rx.pbuf == NULL or rx.ub == NULL:
         st.stop = 1
     else:
         memset(rx.ub, 0, sizeof(udp_batch))
@@ -972,7 +974,6 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         dp_rx_flush(st, rx)
     dp_leave(st, 1)
     free(rx.buf)
-    free(rx.arena)
     free(rx.ibuf)
     free(rx.pbuf)
     free(rx.ub)
