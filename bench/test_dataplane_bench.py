@@ -42,6 +42,9 @@ support = pytest.importorskip("tests.dataplane.support")
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 SECONDS = float(os.environ.get("ENCLAVE_BENCH_SECONDS", "1"))
+# ENCLAVE_BENCH_PIN=1: pin every enclave-dp-tx thread to CPU 0 and every enclave-dp-rx thread to
+# CPU 1 (the heavy pair of a one-way stream, a's tx and b's rx, then never share a core)
+PIN = os.environ.get("ENCLAVE_BENCH_PIN", "") == "1"
 ROUNDS = max(1, int(os.environ.get("ENCLAVE_BENCH_ROUNDS", "1")))
 # mode -> (cipher, TAP offloads, UDP GSO/GRO)
 MODES: dict[str, tuple[Cipher, bool, bool] | None] = {
@@ -95,6 +98,20 @@ def _dp_thread_cpu() -> tuple[float, float]:
     return user / tick, system / tick
 
 
+def _pin_dp_threads() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in ("enclave-dp-tx", "enclave-dp-rx"):
+            os.sched_setaffinity(int(tid), {cpus[0] if comm.endswith("tx") else cpus[1]})
+
+
 def _box_cpu() -> tuple[int, int]:
     """(all, idle + iowait) jiffies of the whole machine."""
     with open("/proc/stat") as f:
@@ -136,6 +153,8 @@ def test_iperf3_overlay_vs_raw(
             ) as ov:
                 ov.mesh()
                 a, b = ov.members
+                if PIN:
+                    _pin_dp_threads()
                 cpu0 = _dp_thread_cpu()
                 result["iperf"] = _iperf(a.host, b.host, b.ip)
                 cpu1 = _dp_thread_cpu()
@@ -158,6 +177,7 @@ def test_iperf3_overlay_vs_raw(
     info["rounds"] = len(runs)
     info["retransmits"] = [r["iperf"]["end"]["sum_sent"].get("retransmits") for r in runs]
     info["seconds"] = SECONDS
+    info["pinned"] = PIN
     info["box_busy_pct"] = round(100 * statistics.median(r["busy"] for r in runs))
     info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if spec is not None:
@@ -173,6 +193,9 @@ def test_iperf3_overlay_vs_raw(
         info["gro_datagrams"] = last["gb"]["rx_gro_datagrams"]
         info["tap_reads_per_sendmmsg"] = round(
             last["ga"]["tap_reads"] / max(last["ga"]["sendmmsg_calls"], 1), 1
+        )
+        info["frames_per_tap_write"] = round(
+            last["cb"]["rx_frames"] / max(last["gb"]["tap_writes"], 1), 1
         )
         for r in runs:
             # correctness, not speed: the stream crossed without authentication failures
