@@ -12,16 +12,25 @@ What lives here (each part in its own include file):
     _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
     _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
     _fp_loops.pxi   DataPlane: the per-direction native loops (TAP <-> peers), punt socket
+    _fp_offload.pxi vnet_hdr TAP offloads: TSO split (in place) and GRO coalesce (writev)
 
-Outbound flow this is built for (inside -> outside, one batch per syscall round):
+Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
 
-    1. TAP read into buf[off + HEADROOM:]   (headroom left free for the wire header)
-    2. wire header written into buf[off:off + HEADROOM] by the session (counter included)
-    3. AeadKey.seal_batch: payload encrypted in place, 16-byte tag appended, header = AD
-    4. UDP send of buf[off:off + HEADROOM + len + TAG_BYTES]
+    1. drain the TAP (poll + read until EAGAIN); with vnet_hdr a read is a TSO super-frame
+    2. MAC table lookup: unicast to the learned peer, else flood to every peer with a tx key
+    3. TSO: each segment's headers are written in front of its payload in the read buffer
+       (fo_tso_inplace / fo_tso_next), so there is no payload copy
+    4. AeadKey seal, out of place: header (type, receiver index, counter) = AD, segment
+       encrypted straight into the datagram buffer, 16-byte tag appended
+    5. sendmmsg, with UDP_SEGMENT (GSO) for runs of equal-sized datagrams to one peer
 
-Inbound is the mirror image: UDP read, AeadKey.open_batch (header = AD), replay check after
-authentication, TAP write of the plaintext.
+Inbound (peers -> TAP; thread enclave-dp-rx):
+
+    1. recvmmsg with UDP_GRO (a GRO'd datagram is split by its gso_size)
+    2. anything that is not DATA for a known receiver index is punted to Python
+    3. replay check, AeadKey open, replay window update only after authentication
+    4. anti-spoofing (certified source MAC unless bridging), MAC learning, roaming notice
+    5. GRO: same-flow TCP segments coalesced and written with one writev (fo_gro_iov)
 """
 
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
