@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from enclave.bench.runner import (
     _tail,
     enrol_host,
     forward_bench_ports,
+    in_workdir,
     measure_path,
     platform_cli,
     start_platform,
@@ -100,18 +99,7 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     ctx = _Ctx(opts=opts, report=report, progress=progress)
-    tmp = None
-    if opts.workdir is None:
-        tmp = tempfile.mkdtemp(prefix="enclave-bench-gw-")
-        ctx.work = Path(tmp)
-    else:
-        ctx.work = opts.workdir
-        ctx.work.mkdir(parents=True, exist_ok=True)
-    try:
-        _run_lab(ctx, GatewayBench())
-    finally:
-        if tmp is not None and not opts.keep_logs:
-            shutil.rmtree(tmp, ignore_errors=True)
+    in_workdir(ctx, "enclave-bench-gw-", lambda: _run_lab(ctx, GatewayBench()))
     for f in report.figures:  # measure_path names the server b1; here it is the LAN host b2
         f.label = f.label.replace("a1->b1", "a1->b2").replace("b1->a1", "b2->a1")
     return report

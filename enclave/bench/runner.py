@@ -192,18 +192,7 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     ctx = _Ctx(opts=opts, report=report, progress=progress)
-    tmp = None
-    if opts.workdir is None:
-        tmp = tempfile.mkdtemp(prefix="enclave-bench-")
-        ctx.work = Path(tmp)
-    else:
-        ctx.work = opts.workdir
-        ctx.work.mkdir(parents=True, exist_ok=True)
-    try:
-        _run_lab(ctx)
-    finally:
-        if tmp is not None and not opts.keep_logs:
-            shutil.rmtree(tmp, ignore_errors=True)
+    in_workdir(ctx, "enclave-bench-", lambda: _run_lab(ctx))
     if opts.crypto:
         progress("crypto")
         t0 = time.monotonic()
@@ -295,6 +284,24 @@ def _run_in_lab(ctx: _Ctx) -> None:
 
 def _enclave(*args: str) -> list[str]:
     return flows.python_argv("enclave", *args)
+
+
+def in_workdir(ctx: _Ctx, prefix: str, body: Callable[[], None]) -> None:
+    """Run body with ctx.work set: --workdir if given (kept), else a temporary directory that is
+    removed afterwards unless logs are to be kept."""
+    opts = ctx.opts
+    tmp = None
+    if opts.workdir is None:
+        tmp = tempfile.mkdtemp(prefix=prefix)
+        ctx.work = Path(tmp)
+    else:
+        ctx.work = opts.workdir
+        ctx.work.mkdir(parents=True, exist_ok=True)
+    try:
+        body()
+    finally:
+        if tmp is not None and not opts.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def start_platform(ctx: _Ctx) -> Path:
