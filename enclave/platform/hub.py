@@ -7,6 +7,13 @@ reevaluate() is the single place that decides; it runs when anything changes: a 
 goes, an agent reports, an intent or admin request lands, or another process (the admin CLI)
 commits to the store (PRAGMA data_version, checked every TICK), plus every FULL_TICK for expiry.
 
+Ephemeral systems (enrolled with an ephemeral key) are reaped by reevaluate(): one offline for
+longer than ENCLAVE_PLATFORM_EPHEMERAL_GRACE seconds (default 600) is removed like `systems
+remove` (certificates revoked, its intents deleted, name retired; one transaction), and the
+same pass withdraws it from its peers and pushes the new CRL. "Offline since" is the system's
+last_seen (stamped on connect and on disconnect), but never earlier than this hub's start, so a
+platform restart gives every system a full grace to reconnect.
+
 Cloaking: a session learns about another system only through "introduce", which is sent only
 for a mutual pair (enclave.policy.mutual) whose both sides are online.
 """
@@ -17,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +48,19 @@ FULL_TICK = 5.0
 TICKET_REFRESH_FRACTION = 0.5  # relay tickets are re-issued after this part of their lifetime
 SEND_QUEUE = 256
 OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
+EPHEMERAL_GRACE = 600  # seconds an ephemeral system may stay offline before it is removed
+EPHEMERAL_GRACE_ENV = "ENCLAVE_PLATFORM_EPHEMERAL_GRACE"
+
+
+def ephemeral_grace_from_env() -> int:
+    """ENCLAVE_PLATFORM_EPHEMERAL_GRACE = seconds (default EPHEMERAL_GRACE, min 1)."""
+    raw = os.environ.get(EPHEMERAL_GRACE_ENV, "").strip()
+    try:
+        return max(1, int(raw)) if raw else EPHEMERAL_GRACE
+    except ValueError:
+        log.error("%s=%r is not a number of seconds; using %d", EPHEMERAL_GRACE_ENV, raw,
+                  EPHEMERAL_GRACE)
+        return EPHEMERAL_GRACE
 
 
 @dataclass(eq=False)
@@ -100,6 +121,8 @@ class Hub:
         self._last_full = 0.0
         self._pending = False
         self._task: asyncio.Task[None] | None = None
+        self.ephemeral_grace = ephemeral_grace_from_env()
+        self._started_at = int(platform.clock().timestamp())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,6 +181,8 @@ class Hub:
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
             log.info("control: %s offline", session.name)
+            # last_seen is "offline since" for the ephemeral reaper
+            self.platform.store.touch(session.name, int(self.platform.clock().timestamp()))
             self.changed()
 
     def report(self, session: Session, candidates: tuple[Candidate, ...], nat: NatBehaviour,
@@ -177,6 +202,7 @@ class Hub:
     def reevaluate(self) -> None:
         store = self.platform.store
         now = int(self.platform.clock().timestamp())
+        self._reap_ephemeral(now)
         systems = {s.name: s for s in store.list_systems()}
         views = [SystemView(s.name, s.tags, _usable(s, now)) for s in systems.values()]
 
@@ -231,6 +257,14 @@ class Hub:
         self._refresh_tickets()
         self.gateways.sync(store, systems, dict(self.sessions), self.introduced, now,
                            lambda name, msg: self.sessions[name].send(msg), self._introduce)
+
+    def _reap_ephemeral(self, now: int) -> None:
+        offline_since = now - self.ephemeral_grace
+        if offline_since < self._started_at:
+            return
+        for name in self.platform.store.reap_ephemeral(offline_since, set(self.sessions), now):
+            log.info("control: removed ephemeral system %s (offline for more than %d s)",
+                     name, self.ephemeral_grace)
 
     def _introduce(self, a: str, b: str) -> bool:
         """Send each of a, b the other's introduction with one shared punch time."""

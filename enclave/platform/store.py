@@ -436,6 +436,23 @@ class Store:
             db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
             db.execute("DELETE FROM systems WHERE name = ?", (name,))
 
+    def reap_ephemeral(self, offline_since: int, online: set[str], now: int) -> list[str]:
+        """Remove every ephemeral system last seen at or before ``offline_since`` that is not in
+        ``online``: as remove() does, and its own intents go too; one transaction for all."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT name FROM systems WHERE ephemeral = 1 "
+                "AND COALESCE(last_seen, enrolled_at) <= ? ORDER BY name",
+                (offline_since,),
+            ).fetchall()
+            names = [str(r["name"]) for r in rows if r["name"] not in online]
+            for name in names:
+                self._revoke_certs(db, name, now)
+                db.execute("DELETE FROM intents WHERE from_name = ?", (name,))
+                db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
+                db.execute("DELETE FROM systems WHERE name = ?", (name,))
+            return names
+
     def _revoke_certs(self, db: sqlite3.Connection, name: str, now: int) -> None:
         db.execute(
             "UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?), "
