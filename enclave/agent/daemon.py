@@ -12,7 +12,9 @@ itself (only reflect replies are expected there).
 Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
 ENCLAVE_OFFLOAD) > <state>/config.toml (keys port, interface, mtu, cipher, offload) > defaults.
 Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
-sockets are up.
+sockets are up, STOPPING=1 when shutdown begins.
+Certificate renewal: a timer wakes at the certificate's renewal due time (2/3 of its lifetime)
+or every ENCLAVE_RENEW_CHECK seconds (default RENEW_CHECK), whichever is first.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from cryptography import x509
 
 from enclave.agent.control import ControlClient
 from enclave.agent.discovery import Discovery, DiscoveryState
-from enclave.agent.enrol import renew, renew_if_due
+from enclave.agent.enrol import renew, renew_if_due, renewal_due_at
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
 from enclave.agent.state import StateDir
@@ -51,7 +53,31 @@ from enclave.policy.intent import IntentError, IntentStatement, decode_signed, e
 log = logging.getLogger("enclave.agent")
 DEFAULT_PORT = 51820
 DEFAULT_INTERFACE = "enclave0"
-RENEW_CHECK = 3600.0
+RENEW_CHECK = 3600.0  # the renewal timer wakes at least this often (ENCLAVE_RENEW_CHECK)
+RENEW_CHECK_ENV = "ENCLAVE_RENEW_CHECK"
+RENEW_RETRY = 30.0  # after a failed renewal that is due, try again this soon
+RENEW_SLACK = 0.5  # wake this long after the due time (renew_if_due compares "now < due")
+
+
+def renew_check_from_env() -> float:
+    """ENCLAVE_RENEW_CHECK = seconds between renewal checks (default RENEW_CHECK, min 1)."""
+    raw = os.environ.get(RENEW_CHECK_ENV, "").strip()
+    try:
+        return max(1.0, float(raw)) if raw else RENEW_CHECK
+    except ValueError:
+        log.error("%s=%r is not a number of seconds; using %d", RENEW_CHECK_ENV, raw,
+                  RENEW_CHECK)
+        return RENEW_CHECK
+
+
+def renewal_sleep(ident: SystemIdentity, now: datetime.datetime, check: float) -> float:
+    """Seconds until the renewal timer should look again: at the certificate's renewal due time
+    (2/3 of its lifetime) if that comes before the next periodic check; a due renewal that
+    failed is retried after RENEW_RETRY (or the check interval, if shorter)."""
+    until_due = (renewal_due_at(ident) - now).total_seconds() + RENEW_SLACK
+    if until_due <= RENEW_SLACK:
+        return min(check, RENEW_RETRY)
+    return min(check, until_due)
 
 
 class ConnectionManagerLike(Protocol):
@@ -243,8 +269,10 @@ class Agent:
             self.discovery.feed(data, addr)
 
     async def _renewal(self) -> None:
+        check = renew_check_from_env()
         while True:
-            await asyncio.sleep(RENEW_CHECK)
+            now = datetime.datetime.now(datetime.UTC)
+            await asyncio.sleep(renewal_sleep(self.identity, now, check))
             await self._renew(force=False)
 
     async def _renew(self, *, force: bool) -> None:
