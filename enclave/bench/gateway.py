@@ -52,6 +52,7 @@ from enclave.bench.runner import (
     _tail,
     enrol_host,
     forward_bench_ports,
+    in_lab,
     in_workdir,
     measure_path,
     platform_cli,
@@ -106,35 +107,15 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
 
 
 def _run_lab(ctx: _Ctx, roles: GatewayBench) -> None:
-    from enclave.netlab import Lab, NatType, Site, Topology
+    def describe() -> str:
+        ctx.a, ctx.b = ctx.lab.host(roles.client), ctx.lab.host(roles.lan_host)
+        gw = ctx.lab.host(roles.gateway)
+        lan = ctx.lab.site("b").lan
+        ctx.report.meta["lan"] = str(lan)
+        return (f"client a1 {ctx.a.ip} behind {ctx.opts.nat_a}; gateway b1 {gw.ip} and "
+                f"LAN host b2 {ctx.b.ip} on {lan} behind {ctx.opts.nat_b}")
 
-    opts = ctx.opts
-    ctx.progress("lab")
-    try:
-        with _stage(ctx, "lab") as box:
-            if os.geteuid() != 0:
-                raise RuntimeError("enclave bench builds network namespaces: run it as root")
-            topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
-                                   Site("b", nat=NatType(opts.nat_b), hosts=2)],
-                            public_hosts=["platform"])
-            ctx.lab = Lab(topo)
-            ctx.report.meta["lab_prefix"] = ctx.lab.prefix
-            ctx.lab.start()
-            ctx.a, ctx.b = ctx.lab.host(roles.client), ctx.lab.host(roles.lan_host)
-            gw = ctx.lab.host(roles.gateway)
-            lan = ctx.lab.site("b").lan
-            ctx.report.meta["lan"] = str(lan)
-            box["detail"] = (f"client a1 {ctx.a.ip} behind {opts.nat_a}; gateway b1 {gw.ip} and "
-                             f"LAN host b2 {ctx.b.ip} on {lan} behind {opts.nat_b}")
-    except _StageFailed:
-        return
-    try:
-        _run_in_lab(ctx, roles)
-    finally:
-        for agent in ctx.agents.values():
-            if agent.proc is not None:
-                flows.stop(agent.proc, grace=5)
-        ctx.lab.close()
+    in_lab(ctx, 2, describe, lambda: _run_in_lab(ctx, roles))
 
 
 def _run_in_lab(ctx: _Ctx, roles: GatewayBench) -> None:

@@ -207,7 +207,11 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
     return report
 
 
-def _run_lab(ctx: _Ctx) -> None:
+def in_lab(ctx: _Ctx, b_hosts: int, describe: Callable[[], str],
+           body: Callable[[], None]) -> None:
+    """Stage "lab": site a (one host) behind --nat-a, site b (b_hosts hosts) behind --nat-b and a
+    public platform host; ``describe`` (run once the lab is up) sets ctx.a/ctx.b and returns the
+    stage detail. Then run ``body``; agents are stopped and the lab torn down afterwards."""
     from enclave.netlab import Lab, NatType, Site, Topology
 
     opts = ctx.opts
@@ -217,23 +221,30 @@ def _run_lab(ctx: _Ctx) -> None:
             if os.geteuid() != 0:
                 raise RuntimeError("enclave bench builds network namespaces: run it as root")
             topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
-                                   Site("b", nat=NatType(opts.nat_b))],
+                                   Site("b", nat=NatType(opts.nat_b), hosts=b_hosts)],
                             public_hosts=["platform"])
             ctx.lab = Lab(topo)
             ctx.report.meta["lab_prefix"] = ctx.lab.prefix
             ctx.lab.start()
-            ctx.a, ctx.b = ctx.lab.host("a1"), ctx.lab.host("b1")
-            box["detail"] = (f"a1 {ctx.a.ip} behind {opts.nat_a} ({ctx.a.public_ip}), "
-                             f"b1 {ctx.b.ip} behind {opts.nat_b} ({ctx.b.public_ip})")
+            box["detail"] = describe()
     except _StageFailed:
         return
     try:
-        _run_in_lab(ctx)
+        body()
     finally:
         for agent in ctx.agents.values():
             if agent.proc is not None:
                 flows.stop(agent.proc, grace=5)
         ctx.lab.close()
+
+
+def _run_lab(ctx: _Ctx) -> None:
+    def describe() -> str:
+        ctx.a, ctx.b = ctx.lab.host("a1"), ctx.lab.host("b1")
+        return (f"a1 {ctx.a.ip} behind {ctx.opts.nat_a} ({ctx.a.public_ip}), "
+                f"b1 {ctx.b.ip} behind {ctx.opts.nat_b} ({ctx.b.public_ip})")
+
+    in_lab(ctx, 1, describe, lambda: _run_in_lab(ctx))
 
 
 def _run_in_lab(ctx: _Ctx) -> None:
