@@ -41,22 +41,22 @@ from enclave.bench import flows, procstat
 from enclave.bench.report import Figure, Report
 from enclave.bench.runner import (
     ALL_FLOWS,
+    BenchAgent,
+    BenchContext,
     BenchOptions,
     Progress,
-    _Agent,
-    _Ctx,
-    _enclave,
-    _noop,
-    _stage,
-    _StageFailed,
-    _tail,
+    StageFailed,
+    enclave_argv,
     enrol_host,
     forward_bench_ports,
     in_lab,
     in_workdir,
+    log_tail,
     measure_path,
+    no_progress,
     platform_cli,
     start_platform,
+    timed_stage,
 )
 
 DEFAULT_FLOWS = ("tcp1", "tcp4", "latency")
@@ -81,7 +81,7 @@ def steps_for(opts: BenchOptions) -> int:
     return 4 + (3 + n) * len(opts.ciphers) + n
 
 
-def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
+def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
     """Run every stage that can run; always returns a report (the lab is always torn down)."""
     from enclave import __version__
 
@@ -99,14 +99,14 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
         "raw_column": "direct path: a1 -> NAT a -> internet -> NAT b (port forward) -> b2",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    ctx = _Ctx(opts=opts, report=report, progress=progress)
+    ctx = BenchContext(opts=opts, report=report, progress=progress)
     in_workdir(ctx, "enclave-bench-gw-", lambda: _run_lab(ctx, GatewayBench()))
     for f in report.figures:  # measure_path names the server b1; here it is the LAN host b2
         f.label = f.label.replace("a1->b1", "a1->b2").replace("b1->a1", "b2->a1")
     return report
 
 
-def _run_lab(ctx: _Ctx, roles: GatewayBench) -> None:
+def _run_lab(ctx: BenchContext, roles: GatewayBench) -> None:
     def describe() -> str:
         ctx.a, ctx.b = ctx.lab.host(roles.client), ctx.lab.host(roles.lan_host)
         gw = ctx.lab.host(roles.gateway)
@@ -118,35 +118,35 @@ def _run_lab(ctx: _Ctx, roles: GatewayBench) -> None:
     in_lab(ctx, 2, describe, lambda: _run_in_lab(ctx, roles))
 
 
-def _run_in_lab(ctx: _Ctx, roles: GatewayBench) -> None:
+def _run_in_lab(ctx: BenchContext, roles: GatewayBench) -> None:
     ctx.progress("raw path: port forwards")
     raw_ok = True
     try:
-        with _stage(ctx, "raw-path") as box:
+        with timed_stage(ctx, "raw-path") as box:
             forward_bench_ports(ctx.lab, ctx.b)
             box["detail"] = (f"raw target {ctx.b.public_ip} -> b2 {ctx.b.ip} "
                              f"(ports {list(flows.BENCH_UDP_PORTS)})")
-    except _StageFailed:
+    except StageFailed:
         raw_ok = False
     if _platform_and_enrol(ctx, roles):
         for cipher in ctx.opts.ciphers:
             try:
                 _gateway_run(ctx, roles, cipher)
-            except _StageFailed:
+            except StageFailed:
                 continue
     if raw_ok:
         ctx.progress("raw flows")
-        with contextlib.suppress(_StageFailed), _stage(ctx, "flows raw") as box:
+        with contextlib.suppress(StageFailed), timed_stage(ctx, "flows raw") as box:
             errors = measure_path(ctx, "raw", str(ctx.b.public_ip), cipher=None)
             if errors:
                 box["detail"] = "; ".join(errors)
 
 
-def _platform_and_enrol(ctx: _Ctx, roles: GatewayBench) -> bool:
+def _platform_and_enrol(ctx: BenchContext, roles: GatewayBench) -> bool:
     try:
         data = start_platform(ctx)
         ctx.progress("enrol + gateway policy")
-        with _stage(ctx, "enrol") as box:
+        with timed_stage(ctx, "enrol") as box:
             tokens = {roles.client: platform_cli(data, "keys", "create", "--tags", "ops"),
                       roles.gateway: platform_cli(data, "keys", "create")}
             for host_name, token in tokens.items():
@@ -159,12 +159,12 @@ def _platform_and_enrol(ctx: _Ctx, roles: GatewayBench) -> bool:
             box["detail"] = (", ".join(f"{h} = {a.name} {a.overlay_ip}"
                                        for h, a in ctx.agents.items())
                              + f"; {gw.name} serves {lan} (masquerade), acl {GATEWAY_ACL}")
-    except _StageFailed:
+    except StageFailed:
         return False
     return True
 
 
-def _status(agent: _Agent) -> dict[str, Any] | None:
+def _status(agent: BenchAgent) -> dict[str, Any] | None:
     """The running agent's status over its local API (the socket is on the shared filesystem)."""
     from enclave.agent.errors import AgentError
     from enclave.agent.localapi import call
@@ -195,13 +195,13 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise RuntimeError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
 
 
-def _gateway_run(ctx: _Ctx, roles: GatewayBench, cipher: str) -> None:
+def _gateway_run(ctx: BenchContext, roles: GatewayBench, cipher: str) -> None:
     opts = ctx.opts
     client, gw = ctx.agents[roles.client], ctx.agents[roles.gateway]
     lan = str(ctx.report.meta["lan"])
     ctx.progress(f"up ({cipher})")
     try:
-        with _stage(ctx, f"up ({cipher})") as box:
+        with timed_stage(ctx, f"up ({cipher})") as box:
             t0 = time.monotonic()
             for agent in (client, gw):
                 argv = ["up", "--state", str(agent.state), "--cipher", cipher]
@@ -209,23 +209,23 @@ def _gateway_run(ctx: _Ctx, roles: GatewayBench, cipher: str) -> None:
                     argv.append("--no-offload")
                 agent.log = ctx.work / f"agent-{agent.host.name}-{cipher}.log"
                 with open(agent.log, "wb") as log:
-                    agent.proc = agent.host.popen(_enclave(*argv), stdout=log,
+                    agent.proc = agent.host.popen(enclave_argv(*argv), stdout=log,
                                                   stderr=subprocess.STDOUT)
             for agent in (client, gw):
                 proc = agent.proc
                 assert proc is not None
 
-                def started(a: _Agent = agent, p: subprocess.Popen[Any] = proc) -> bool:
+                def started(a: BenchAgent = agent, p: subprocess.Popen[Any] = proc) -> bool:
                     return _status(a) is not None or p.poll() is not None
 
                 _wait(started, 20, f"enclave up on {agent.host.name}")
                 if proc.poll() is not None:
                     raise RuntimeError(f"enclave up on {agent.host.name} exited "
-                                       f"({proc.returncode}): {_tail(agent.log)}")
+                                       f"({proc.returncode}): {log_tail(agent.log)}")
             box["detail"] = f"pids {client.proc.pid if client.proc else '-'}, " \
                             f"{gw.proc.pid if gw.proc else '-'}"
         ctx.progress(f"gateway ({cipher})")
-        with _stage(ctx, f"gateway ({cipher})") as box:
+        with timed_stage(ctx, f"gateway ({cipher})") as box:
             route = _wait(lambda: gateway_route(_status(client), lan), opts.connect_timeout,
                           f"client route to {lan} via the gateway")
             if route.get("gateway") != gw.name:
@@ -246,7 +246,7 @@ def _gateway_run(ctx: _Ctx, roles: GatewayBench, cipher: str) -> None:
             box["detail"] = (f"{lan} via {gw.name} ({route.get('via')}), path {path}, "
                              f"ready in {ready_ms:.0f} ms, "
                              f"probe rtt p50 {probe.p50_us or 0:.0f} us")
-        with _stage(ctx, f"flows gateway ({cipher})") as box:
+        with timed_stage(ctx, f"flows gateway ({cipher})") as box:
             before = _gw_counters(gw)
             errors = measure_path(ctx, "overlay", str(ctx.b.ip), cipher=cipher)
             after = _gw_counters(gw)
@@ -270,7 +270,7 @@ def _gateway_run(ctx: _Ctx, roles: GatewayBench, cipher: str) -> None:
                 agent.proc = None
 
 
-def _probe(ctx: _Ctx) -> flows.LatencyResult | None:
+def _probe(ctx: BenchContext) -> flows.LatencyResult | None:
     try:
         res = flows.latency(ctx.a, str(ctx.b.ip), count=3, interval=0.05, timeout=0.5)
     except flows.FlowError:
@@ -278,7 +278,7 @@ def _probe(ctx: _Ctx) -> flows.LatencyResult | None:
     return res if res.received else None
 
 
-def _peers(agent: _Agent) -> list[dict[str, Any]]:
+def _peers(agent: BenchAgent) -> list[dict[str, Any]]:
     from enclave.agent.errors import AgentError
     from enclave.agent.localapi import call
 
@@ -288,7 +288,7 @@ def _peers(agent: _Agent) -> list[dict[str, Any]]:
         return []
 
 
-def _gw_counters(agent: _Agent) -> dict[str, int]:
+def _gw_counters(agent: BenchAgent) -> dict[str, int]:
     """The gateway filter's counters summed over peers ({} if the agent does not say)."""
     gw = (_status(agent) or {}).get("gateway") or {}
     counters = gw.get("counters") if isinstance(gw, dict) else None

@@ -78,7 +78,7 @@ class BenchOptions:
 Progress = Callable[[str], None]
 
 
-def _noop(_: str) -> None:
+def no_progress(_: str) -> None:
     pass
 
 
@@ -136,7 +136,7 @@ def parse_peers(text: str) -> list[dict[str, Any]]:
 
 
 @dataclass
-class _Agent:
+class BenchAgent:
     host: Any
     state: Path
     name: str
@@ -146,7 +146,7 @@ class _Agent:
 
 
 @dataclass
-class _Ctx:
+class BenchContext:
     opts: BenchOptions
     report: Report
     progress: Progress
@@ -154,11 +154,11 @@ class _Ctx:
     work: Path = Path()
     a: Any = None
     b: Any = None
-    agents: dict[str, _Agent] = field(default_factory=dict)
+    agents: dict[str, BenchAgent] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def _stage(ctx: _Ctx, name: str) -> Iterator[dict[str, str]]:
+def timed_stage(ctx: BenchContext, name: str) -> Iterator[dict[str, str]]:
     """Time a stage; the body sets box["status"]/["detail"]; an exception marks it failed."""
     box = {"status": "ok", "detail": ""}
     t0 = time.monotonic()
@@ -167,15 +167,15 @@ def _stage(ctx: _Ctx, name: str) -> Iterator[dict[str, str]]:
     except (flows.FlowError, OSError, subprocess.SubprocessError, ValueError, RuntimeError,
             KeyError) as exc:
         ctx.report.stage(name, "failed", f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
-        raise _StageFailed(name) from exc
+        raise StageFailed(name) from exc
     ctx.report.stage(name, box["status"], box["detail"], time.monotonic() - t0)
 
 
-class _StageFailed(Exception):
+class StageFailed(Exception):
     pass
 
 
-def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
+def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
     """Run every stage that can run; always returns a report (the lab is always torn down)."""
     from enclave import __version__
 
@@ -191,7 +191,7 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
         "flows": ",".join(opts.flows),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    ctx = _Ctx(opts=opts, report=report, progress=progress)
+    ctx = BenchContext(opts=opts, report=report, progress=progress)
     in_workdir(ctx, "enclave-bench-", lambda: _run_lab(ctx))
     if opts.crypto:
         progress("crypto")
@@ -207,7 +207,7 @@ def run(opts: BenchOptions, progress: Progress = _noop) -> Report:
     return report
 
 
-def in_lab(ctx: _Ctx, b_hosts: int, describe: Callable[[], str],
+def in_lab(ctx: BenchContext, b_hosts: int, describe: Callable[[], str],
            body: Callable[[], None]) -> None:
     """Stage "lab": site a (one host) behind --nat-a, site b (b_hosts hosts) behind --nat-b and a
     public platform host; ``describe`` (run once the lab is up) sets ctx.a/ctx.b and returns the
@@ -217,7 +217,7 @@ def in_lab(ctx: _Ctx, b_hosts: int, describe: Callable[[], str],
     opts = ctx.opts
     ctx.progress("lab")
     try:
-        with _stage(ctx, "lab") as box:
+        with timed_stage(ctx, "lab") as box:
             if os.geteuid() != 0:
                 raise RuntimeError("enclave bench builds network namespaces: run it as root")
             topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
@@ -227,7 +227,7 @@ def in_lab(ctx: _Ctx, b_hosts: int, describe: Callable[[], str],
             ctx.report.meta["lab_prefix"] = ctx.lab.prefix
             ctx.lab.start()
             box["detail"] = describe()
-    except _StageFailed:
+    except StageFailed:
         return
     try:
         body()
@@ -238,7 +238,7 @@ def in_lab(ctx: _Ctx, b_hosts: int, describe: Callable[[], str],
         ctx.lab.close()
 
 
-def _run_lab(ctx: _Ctx) -> None:
+def _run_lab(ctx: BenchContext) -> None:
     def describe() -> str:
         ctx.a, ctx.b = ctx.lab.host("a1"), ctx.lab.host("b1")
         return (f"a1 {ctx.a.ip} behind {ctx.opts.nat_a} ({ctx.a.public_ip}), "
@@ -247,16 +247,16 @@ def _run_lab(ctx: _Ctx) -> None:
     in_lab(ctx, 1, describe, lambda: _run_in_lab(ctx))
 
 
-def _run_in_lab(ctx: _Ctx) -> None:
+def _run_in_lab(ctx: BenchContext) -> None:
     opts = ctx.opts
     ctx.progress("raw path: port forwards")
     raw_ok = True
     try:
-        with _stage(ctx, "raw-path") as box:
+        with timed_stage(ctx, "raw-path") as box:
             for host in (ctx.a, ctx.b):
                 forward_bench_ports(ctx.lab, host)
             box["detail"] = f"raw target {ctx.b.public_ip} (ports {list(flows.BENCH_UDP_PORTS)})"
-    except _StageFailed:
+    except StageFailed:
         raw_ok = False
 
     overlay_ready = opts.overlay
@@ -282,22 +282,22 @@ def _run_in_lab(ctx: _Ctx) -> None:
             continue
         try:
             _overlay_run(ctx, cipher)
-        except _StageFailed as exc:
+        except StageFailed as exc:
             if str(exc).startswith(("up ", "intent ", "connected ")):
                 blocked = f"overlay did not come up with {cipher} (stage {exc})"
     if raw_ok:
         ctx.progress("raw flows")
-        with contextlib.suppress(_StageFailed), _stage(ctx, "flows raw") as box:
+        with contextlib.suppress(StageFailed), timed_stage(ctx, "flows raw") as box:
             errors = measure_path(ctx, "raw", str(ctx.b.public_ip), cipher=None)
             if errors:
                 box["detail"] = "; ".join(errors)
 
 
-def _enclave(*args: str) -> list[str]:
+def enclave_argv(*args: str) -> list[str]:
     return flows.python_argv("enclave", *args)
 
 
-def in_workdir(ctx: _Ctx, prefix: str, body: Callable[[], None]) -> None:
+def in_workdir(ctx: BenchContext, prefix: str, body: Callable[[], None]) -> None:
     """Run body with ctx.work set: --workdir if given (kept), else a temporary directory that is
     removed afterwards unless logs are to be kept."""
     opts = ctx.opts
@@ -315,23 +315,23 @@ def in_workdir(ctx: _Ctx, prefix: str, body: Callable[[], None]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def start_platform(ctx: _Ctx) -> Path:
+def start_platform(ctx: BenchContext) -> Path:
     """Stage "platform": init + serve on the lab's platform host; returns its data directory.
 
-    Raises _StageFailed (recorded in the report) when it cannot start.
+    Raises StageFailed (recorded in the report) when it cannot start.
     """
     platform = ctx.lab.public_host("platform")
     data = ctx.work / "platform"
     url = f"https://{platform.ip}:{PLATFORM_PORT}"
     ctx.progress("platform")
-    with _stage(ctx, "platform") as box:
+    with timed_stage(ctx, "platform") as box:
         res = subprocess.run(
-            _enclave("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
+            enclave_argv("platform", "init", "--data", str(data), "--url", url, "--org", "bench"),
             capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             raise RuntimeError(f"platform init: {res.stderr.strip()}")
         with open(ctx.work / "platform.log", "wb") as log:
-            platform.popen(_enclave("platform", "serve", "--data", str(data)),
+            platform.popen(enclave_argv("platform", "serve", "--data", str(data)),
                            stdout=log, stderr=subprocess.STDOUT)
         _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
         box["detail"] = url
@@ -340,37 +340,37 @@ def start_platform(ctx: _Ctx) -> Path:
 
 def platform_cli(data: Path, *args: str) -> str:
     """Run `enclave platform ARGS --data DATA` on this host (the store is local); its stdout."""
-    res = subprocess.run(_enclave("platform", *args, "--data", str(data)),
+    res = subprocess.run(enclave_argv("platform", *args, "--data", str(data)),
                          capture_output=True, text=True, timeout=60)
     if res.returncode != 0:
         raise RuntimeError(f"platform {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
     return res.stdout.strip()
 
 
-def enrol_host(ctx: _Ctx, host: Any, token: str) -> _Agent:
+def enrol_host(ctx: BenchContext, host: Any, token: str) -> BenchAgent:
     """`enclave enrol` inside the host's namespace; records and returns the agent."""
     state = ctx.work / f"state-{host.name}"
-    res = host.run(_enclave("enrol", token, "--state", str(state), "--json",
+    res = host.run(enclave_argv("enrol", token, "--state", str(state), "--json",
                             "--hostname", host.name), timeout=60)
     if res.returncode != 0:
         raise RuntimeError(f"enrol on {host.name}: {res.stderr.strip()[-300:]}")
     info = json.loads(res.stdout)
-    agent = _Agent(host=host, state=state, name=info["name"], overlay_ip=info["overlay_ip"])
+    agent = BenchAgent(host=host, state=state, name=info["name"], overlay_ip=info["overlay_ip"])
     ctx.agents[host.name] = agent
     return agent
 
 
-def _platform_and_enrol(ctx: _Ctx) -> bool:
+def _platform_and_enrol(ctx: BenchContext) -> bool:
     try:
         data = start_platform(ctx)
         ctx.progress("enrol")
-        with _stage(ctx, "enrol") as box:
+        with timed_stage(ctx, "enrol") as box:
             token = platform_cli(data, "keys", "create", "--uses", "2")
             for host in (ctx.a, ctx.b):
                 enrol_host(ctx, host, token)
             box["detail"] = ", ".join(f"{h} = {a.name} {a.overlay_ip}"
                                       for h, a in ctx.agents.items())
-    except _StageFailed:
+    except StageFailed:
         return False
     return True
 
@@ -427,13 +427,13 @@ def forward_bench_ports(lab: Any, host: Any) -> None:
 # -- overlay -----------------------------------------------------------------------------------
 
 
-def _overlay_run(ctx: _Ctx, cipher: str) -> None:
+def _overlay_run(ctx: BenchContext, cipher: str) -> None:
     opts = ctx.opts
     a, b = ctx.agents["a1"], ctx.agents["b1"]
     up_opts = agent_commands().get("up", set())
     ctx.progress(f"up ({cipher})")
     try:
-        with _stage(ctx, f"up ({cipher})") as box:
+        with timed_stage(ctx, f"up ({cipher})") as box:
             for agent in (a, b):
                 argv = ["up", "--state", str(agent.state)]
                 if "--cipher" in up_opts:
@@ -445,24 +445,24 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
                     env["ENCLAVE_OFFLOAD"] = "1" if opts.offload else "0"
                 agent.log = ctx.work / f"agent-{agent.host.name}-{cipher}.log"
                 with open(agent.log, "wb") as log:
-                    agent.proc = agent.host.popen(_enclave(*argv), stdout=log,
+                    agent.proc = agent.host.popen(enclave_argv(*argv), stdout=log,
                                                   stderr=subprocess.STDOUT, env=env)
             time.sleep(0.5)
             for agent in (a, b):
                 assert agent.proc is not None
                 if agent.proc.poll() is not None:
                     raise RuntimeError(f"enclave up on {agent.host.name} exited "
-                                       f"({agent.proc.returncode}): {_tail(agent.log)}")
+                                       f"({agent.proc.returncode}): {log_tail(agent.log)}")
             box["detail"] = f"pids {a.proc.pid if a.proc else '-'}, {b.proc.pid if b.proc else '-'}"
         ctx.progress(f"intent ({cipher})")
-        with _stage(ctx, f"intent ({cipher})") as box:
+        with timed_stage(ctx, f"intent ({cipher})") as box:
             _cli_ok(a.host, "intent", "add", b.name, "--state", str(a.state))
             t0 = time.monotonic()
             t0_wall = time.time()  # namespaces share the clock: agents' wall stamps compare
             _cli_ok(b.host, "intent", "add", a.name, "--state", str(b.state))
             box["detail"] = f"{a.name} <-> {b.name}"
         ctx.progress(f"connected ({cipher})")
-        with _stage(ctx, f"connected ({cipher})") as box:
+        with timed_stage(ctx, f"connected ({cipher})") as box:
             peer, waited = _wait_connected(a, b.name, t0, opts.connect_timeout)
             setup_ms, note = setup_time_ms(peer, t0_wall, waited)
             path = peer.get("path")
@@ -472,7 +472,7 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
                 cipher, float(setup_ms), None, False, f"{note}; path {path}"))
             box["detail"] = f"path {path}, {setup_ms:.0f} ms"
         ctx.progress(f"overlay check ({cipher})")
-        with _stage(ctx, f"overlay check ({cipher})") as box:
+        with timed_stage(ctx, f"overlay check ({cipher})") as box:
             echo = flows.start_echo_server(b.host)
             try:
                 probe = flows.latency(a.host, b.overlay_ip, count=5, interval=0.05, timeout=1.0)
@@ -483,7 +483,7 @@ def _overlay_run(ctx: _Ctx, cipher: str) -> None:
                 box["detail"] = (f"{OVERLAY_UNAVAILABLE} (connected, but no UDP echo over "
                                  f"{b.overlay_ip})")
                 return
-        with _stage(ctx, f"flows overlay ({cipher})") as box:
+        with timed_stage(ctx, f"flows overlay ({cipher})") as box:
             errors = measure_path(ctx, "overlay", b.overlay_ip, cipher=cipher)
             for agent in (a, b):
                 assert agent.proc is not None
@@ -518,25 +518,25 @@ def setup_time_ms(peer: dict[str, Any], intent_wall: float, polled_s: float,
     return polled_s * 1000, "polled (agent reports no timestamps)"
 
 
-def _tail(path: Path | None, n: int = 400) -> str:
+def log_tail(path: Path | None, n: int = 400) -> str:
     if path is None or not path.exists():
         return ""
     return path.read_text(errors="replace").strip()[-n:]
 
 
 def _cli_ok(host: Any, *args: str) -> str:
-    res = host.run(_enclave(*args), timeout=30)
+    res = host.run(enclave_argv(*args), timeout=30)
     if res.returncode != 0:
         raise RuntimeError(f"enclave {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
     return str(res.stdout)
 
 
-def _wait_connected(agent: _Agent, peer_name: str, t0: float,
+def _wait_connected(agent: BenchAgent, peer_name: str, t0: float,
                     timeout: float) -> tuple[dict[str, Any], float]:
     deadline = t0 + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        res = agent.host.run(_enclave("peers", "--json", "--state", str(agent.state)),
+        res = agent.host.run(enclave_argv("peers", "--json", "--state", str(agent.state)),
                              timeout=15)
         if res.returncode == 0:
             try:
@@ -563,8 +563,8 @@ _TCP_LABELS = {
 }
 
 
-def _put(ctx: _Ctx, path: str, cipher: str | None, key: str, group: str, label: str, unit: str,
-         value: float | None, higher: bool = True, note: str = "") -> None:
+def _put(ctx: BenchContext, path: str, cipher: str | None, key: str, group: str, label: str,
+         unit: str, value: float | None, higher: bool = True, note: str = "") -> None:
     """Record ``value`` for ``path``: the raw value goes into every cipher's figure of ``key``."""
     report = ctx.report
     if path == "overlay":
@@ -584,7 +584,7 @@ def _put(ctx: _Ctx, path: str, cipher: str | None, key: str, group: str, label: 
         report.figures.append(Figure(key, group, label, unit, None, None, value, higher, note))
 
 
-def measure_path(ctx: _Ctx, path: str, server_ip: str, *, cipher: str | None) -> list[str]:
+def measure_path(ctx: BenchContext, path: str, server_ip: str, *, cipher: str | None) -> list[str]:
     """Every selected flow a1 -> ``server_ip`` (b1); figures into the report; errors returned."""
     opts = ctx.opts
     a, b = ctx.a, ctx.b
@@ -650,7 +650,7 @@ def measure_path(ctx: _Ctx, path: str, server_ip: str, *, cipher: str | None) ->
     return errors
 
 
-def _latency(ctx: _Ctx, path: str, cipher: str | None, server_ip: str,
+def _latency(ctx: BenchContext, path: str, cipher: str | None, server_ip: str,
              errors: list[str]) -> None:
     opts = ctx.opts
     a, b = ctx.a, ctx.b
@@ -683,7 +683,7 @@ def _latency(ctx: _Ctx, path: str, cipher: str | None, server_ip: str,
         flows.stop(echo)
 
 
-def _latency_figures(ctx: _Ctx, path: str, cipher: str | None, kind: str,
+def _latency_figures(ctx: BenchContext, path: str, cipher: str | None, kind: str,
                      res: flows.LatencyResult) -> None:
     text = "idle" if kind == "idle" else "under TCP load"
     note = f"{res.received}/{res.sent} replies"
