@@ -1,6 +1,12 @@
 """Tag policies (managed mode): `enclave platform policy add|list|remove`.
 
     enclave platform policy add --name web-db --from tag:web --to tag:db
+    enclave platform policy add --name ops-lan --from tag:ops --gateway NAME \\
+        --routes 198.19.50.0/24 [--acl tcp:22,udp:53,icmp | any]
+
+The admin HTTP API does the same (routes_control.py: /v1/admin/policies; routes_admin.py:
+/v1/admin/gateway-policies) through the same validators here: validate_policy and
+validate_gateway_policy, whose result add_gateway_policy stores.
 
 A policy makes the platform offer every matching pair a CA-signed intent in both directions
 (enclave.policy.mutual.policy_offers); each agent verifies the CA signature and counter-signs it
@@ -14,9 +20,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from enclave.cert.names import is_valid_system_name, is_valid_tag
+from enclave.platform.store import Store
+from enclave.policy.gateway import parse_acl, parse_routes
 from enclave.policy.intent import is_valid_policy_name
 
 Command = Callable[[argparse.Namespace], int]
@@ -39,37 +48,70 @@ def validate_policy(name: str, from_sel: str, to_sel: str) -> None:
     validate_selector(to_sel)
 
 
+@dataclass(frozen=True)
+class GatewayPolicySpec:
+    """A validated gateway access policy: ``from_sel`` may reach ``routes`` through ``gateway``
+    (canonical text: sorted, de-duplicated routes; ACL entries normalised, ``any`` absorbs)."""
+
+    name: str
+    from_sel: str
+    gateway: str
+    routes: tuple[str, ...]
+    acl: tuple[str, ...]
+
+    @property
+    def to_sel(self) -> str:
+        return f"name:{self.gateway}"  # also a tag policy, so mutual intent introduces the pair
+
+
+def validate_gateway_policy(name: str, from_sel: str, gateway: str,
+                            routes: str | Iterable[str], acl: str | Iterable[str] | None
+                            ) -> GatewayPolicySpec:
+    """Check a gateway policy (CLI and admin API alike); ValueError says what is wrong."""
+    if not is_valid_system_name(gateway):
+        raise ValueError(f"gateway {gateway!r} is not a system name")
+    if not routes:
+        raise ValueError("a gateway policy needs routes (CIDR,...)")
+    parsed = parse_routes(routes)
+    entries = parse_acl(acl)
+    validate_policy(name, from_sel, f"name:{gateway}")
+    return GatewayPolicySpec(name, from_sel, gateway, tuple(str(r) for r in parsed),
+                             tuple(str(a) for a in entries))
+
+
+def add_gateway_policy(store: Store, spec: GatewayPolicySpec, now: int) -> None:
+    """Store it; ApiError 404 for an unknown gateway, 409 for a name in use (one transaction)."""
+    store.add_policy(spec.name, spec.from_sel, spec.to_sel, now, gateway=spec.gateway,
+                     routes=spec.routes, acl=spec.acl)
+
+
 def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.ArgumentParser], None],
              guard: Callable[[Command], Command]) -> None:  # type: ignore[type-arg,unused-ignore]
     from enclave.platform.cli import _paths
 
     def cmd_add(args: argparse.Namespace) -> int:
-        from enclave.policy.gateway import parse_acl, parse_routes
-
         if (args.to_sel is None) == (args.gateway is None):
             raise ValueError("give --to SELECTOR, or --gateway NAME --routes CIDR,...")
-        gw: dict[str, object] = {}
+        spec = None
         if args.gateway is not None:
-            if not is_valid_system_name(args.gateway) or not args.routes:
-                raise ValueError("--gateway needs a system name and --routes CIDR,...")
-            args.to_sel = f"name:{args.gateway}"
-            gw = {"gateway": args.gateway,
-                  "routes": tuple(str(r) for r in parse_routes(args.routes)),
-                  "acl": tuple(str(a) for a in parse_acl(args.acl))}
+            spec = validate_gateway_policy(args.name, args.from_sel, args.gateway,
+                                           args.routes or "", args.acl)
         elif args.routes or args.acl:
             raise ValueError("--routes and --acl belong to gateway policies (--gateway NAME)")
-        validate_policy(args.name, args.from_sel, args.to_sel)
+        else:
+            validate_policy(args.name, args.from_sel, args.to_sel)
         store = _paths(args).open_store()
         try:
             now = int(datetime.datetime.now(datetime.UTC).timestamp())
-            if args.gateway is not None:
-                store.get_system(args.gateway)  # 404 for a typo
-            store.add_policy(args.name, args.from_sel, args.to_sel, now, **gw)  # type: ignore[arg-type]
+            if spec is not None:
+                add_gateway_policy(store, spec, now)
+            else:
+                store.add_policy(args.name, args.from_sel, args.to_sel, now)
         finally:
             store.close()
-        if gw:
-            print(f"policy {args.name}: {args.from_sel} -> gateway {args.gateway} "
-                  f"routes {','.join(gw['routes'])} acl {','.join(gw['acl'])}")  # type: ignore[arg-type]
+        if spec is not None:
+            print(f"policy {spec.name}: {spec.from_sel} -> gateway {spec.gateway} "
+                  f"routes {','.join(spec.routes)} acl {','.join(spec.acl)}")
         else:
             print(f"policy {args.name}: {args.from_sel} <-> {args.to_sel}")
         return 0

@@ -19,6 +19,15 @@
     DELETE /v1/admin/systems/{name}/gateway        no longer a gateway
     GET    /v1/admin/gateway-policies              {"policies": [{"name", "from", "gateway",
                                                     "routes", "acl", "created_at"}]}
+    POST   /v1/admin/gateway-policies              {"name": "ops-lan", "from": "tag:ops",
+                                                    "gateway": NAME, "routes": ["198.19.50.0/24"],
+                                                    "acl": ["tcp:22", "icmp"] | null (any)}
+                                                    -> 201 the stored policy (as listed)
+    DELETE /v1/admin/gateway-policies/{name}       its intents are withdrawn
+
+A gateway policy is validated like `enclave platform policy add --gateway` (one validator:
+enclave.platform.policy.validate_gateway_policy): 400 for a malformed name, selector, route or
+ACL entry, 404 for an unknown gateway, 409 for a policy name in use; nothing is stored then.
 
 Gateway changes take effect like `enclave platform systems gateway`: the hub pushes a renewal to
 the gateway (its next certificate carries the routes) and re-introduces its pairs.
@@ -39,6 +48,7 @@ from enclave.platform.admin import (
 from enclave.platform.app import PLATFORM, Handler, read_json
 from enclave.platform.errors import ApiError
 from enclave.platform.gateways import needs_renewal
+from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
 from enclave.policy.gateway import GatewayConfigError, parse_routes
 
 log = logging.getLogger("enclave.platform.admin")
@@ -183,6 +193,44 @@ async def list_gateway_policies(request: web.Request) -> web.Response:
     return web.json_response({"policies": _gateway_policies(request)})
 
 
+def _str_list(body: dict[str, object], field: str) -> list[str]:
+    value = body.get(field)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{field!r} must be a list of strings")
+    return value
+
+
+async def post_gateway_policy(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    body = await read_json(request)
+    for field in ("name", "from", "gateway"):
+        if not isinstance(body.get(field), str):
+            raise ApiError(400, f"{field!r} must be a string")
+    routes = _str_list(body, "routes")
+    acl = None if body.get("acl") is None else _str_list(body, "acl")
+    try:
+        spec = validate_gateway_policy(str(body["name"]), str(body["from"]),
+                                       str(body["gateway"]), routes, acl)
+    except ValueError as exc:  # GatewayConfigError is one
+        raise ApiError(400, str(exc)) from None
+    now = int(platform.clock().timestamp())
+    add_gateway_policy(platform.store, spec, now)
+    log.info("admin: gateway policy %s: %s -> %s routes %s acl %s", spec.name, spec.from_sel,
+             spec.gateway, ",".join(spec.routes), ",".join(spec.acl))
+    _hub_changed(request)
+    return web.json_response({"name": spec.name, "from": spec.from_sel, "gateway": spec.gateway,
+                              "routes": list(spec.routes), "acl": list(spec.acl),
+                              "created_at": now}, status=201)
+
+
+async def delete_gateway_policy(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    request.app[PLATFORM].store.remove_policy(name, gateway_only=True)
+    log.info("admin: gateway policy %s removed", name)
+    _hub_changed(request)
+    return web.json_response({"removed": name})
+
+
 async def set_gateway(request: web.Request) -> web.Response:
     body = await read_json(request)
     routes, nat = body.get("routes"), body.get("nat", True)
@@ -215,6 +263,8 @@ def setup(app: web.Application) -> None:
     r.add_get("/v1/admin/systems", list_systems)
     r.add_get("/v1/admin/gateways", list_gateways)
     r.add_get("/v1/admin/gateway-policies", list_gateway_policies)
+    r.add_post("/v1/admin/gateway-policies", post_gateway_policy)
+    r.add_delete("/v1/admin/gateway-policies/{name}", delete_gateway_policy)
     r.add_put("/v1/admin/systems/{name}/gateway", set_gateway)
     r.add_delete("/v1/admin/systems/{name}/gateway", clear_gateway)
     r.add_post("/v1/admin/systems/{name}/tags", tag_system)

@@ -430,15 +430,14 @@ class Store:
             return self._system(db, name)
 
     def remove(self, name: str, now: int) -> None:
+        """Revoke and forget a system (`systems remove`, DELETE /v1/admin/systems/NAME)."""
         with self._tx() as db:
             self._system(db, name)
-            self._revoke_certs(db, name, now)
-            db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
-            db.execute("DELETE FROM systems WHERE name = ?", (name,))
+            self._forget(db, name, now)
 
     def reap_ephemeral(self, offline_since: int, online: set[str], now: int) -> list[str]:
         """Remove every ephemeral system last seen at or before ``offline_since`` that is not in
-        ``online``: as remove() does, and its own intents go too; one transaction for all."""
+        ``online``, exactly as remove() does; one transaction for all."""
         with self._tx() as db:
             rows = db.execute(
                 "SELECT name FROM systems WHERE ephemeral = 1 "
@@ -447,11 +446,18 @@ class Store:
             ).fetchall()
             names = [str(r["name"]) for r in rows if r["name"] not in online]
             for name in names:
-                self._revoke_certs(db, name, now)
-                db.execute("DELETE FROM intents WHERE from_name = ?", (name,))
-                db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
-                db.execute("DELETE FROM systems WHERE name = ?", (name,))
+                self._forget(db, name, now)
             return names
+
+    def _forget(self, db: sqlite3.Connection, name: str, now: int) -> None:
+        """The one removal path (inside the caller's transaction): certificates revoked (CRL
+        bumped), its own intents and every intent naming it deleted, the name retired, the row
+        gone. The hub's next pass withdraws it from its peers (reason "revoked"), closes its
+        session, pushes the CRL and each holder's shorter intent list."""
+        self._revoke_certs(db, name, now)
+        db.execute("DELETE FROM intents WHERE from_name = ? OR to_name = ?", (name, name))
+        db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
+        db.execute("DELETE FROM systems WHERE name = ?", (name,))
 
     def _revoke_certs(self, db: sqlite3.Connection, name: str, now: int) -> None:
         db.execute(
@@ -548,10 +554,13 @@ class Store:
     def add_policy(self, name: str, from_sel: str, to_sel: str, now: int, *,
                    gateway: str | None = None, routes: tuple[str, ...] = (),
                    acl: tuple[str, ...] = ("any",)) -> None:
-        """A tag policy; with ``gateway`` a gateway access policy (to_sel is name:GATEWAY)."""
+        """A tag policy; with ``gateway`` a gateway access policy (to_sel is name:GATEWAY), whose
+        gateway must be an enrolled system (404 otherwise, checked in the same transaction)."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone():
                 raise ApiError(409, f"policy {name!r} exists")
+            if gateway is not None:
+                self._system(db, gateway)
             db.execute(
                 "INSERT INTO policies (name, from_sel, to_sel, created_at, gateway, routes, acl) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -568,11 +577,15 @@ class Store:
         return [(str(r[0]), str(r[1]), str(r[2]), list(json.loads(r[3])), list(json.loads(r[4])))
                 for r in rows]
 
-    def remove_policy(self, name: str) -> None:
-        """Drop a policy and the counter-signed intents it produced."""
+    def remove_policy(self, name: str, *, gateway_only: bool = False) -> None:
+        """Drop a policy and the counter-signed intents it produced (``gateway_only``: only if
+        it is a gateway access policy, else 404)."""
         with self._tx() as db:
-            if db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount != 1:
-                raise ApiError(404, f"no policy {name!r}")
+            sql = "DELETE FROM policies WHERE name = ?"
+            if gateway_only:
+                sql += " AND gateway IS NOT NULL"
+            if db.execute(sql, (name,)).rowcount != 1:
+                raise ApiError(404, f"no {'gateway ' if gateway_only else ''}policy {name!r}")
             db.execute("DELETE FROM intents WHERE policy = ?", (name,))
 
     def list_policies(self) -> list[tuple[str, str, str, int]]:

@@ -1,0 +1,143 @@
+"""One removal path for a system, by admin (`systems remove`) or by the ephemeral reaper, against a
+real SQLite store: certificates revoked, its own intents and the intents naming it deleted, the
+name retired, all in one transaction (a failure half-way leaves every row in place). Also the
+store side of gateway policies: unknown gateway / duplicate name refused with nothing written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from enclave.platform.errors import ApiError
+from enclave.platform.store import IssuedCert, Store, System
+
+OVERLAY = ipaddress.IPv4Network("100.64.0.0/10")
+_serials = itertools.count(1000)
+
+
+def issue(system: System) -> IssuedCert:
+    return IssuedCert(serial=next(_serials), der=b"cert", not_before=0, not_after=10**10)
+
+
+def enrol(store: Store, n: int, *, ephemeral: bool = False, now: int = 1) -> System:
+    key = store.create_key(secret=bytes([n]) * 32, now=0, expires_at=None, uses_allowed=None,
+                           tags=(), approval="auto", ephemeral=ephemeral, cert_lifetime=3600)
+    system, cert = store.enrol(key_id=key.id, secret=bytes([n]) * 32, public_key=bytes([n]) * 32,
+                               hostname=f"h{n}", overlay=OVERLAY, now=now, issue=issue)
+    assert cert is not None
+    return system
+
+
+def intend(store: Store, a: str, b: str, policy: str | None = None) -> None:
+    store.put_intent(a, b, b"statement", b"signature", 1, None, policy)
+
+
+def pairs(store: Store) -> set[tuple[str, str]]:
+    return {(r["from_name"], r["to_name"]) for r in store.list_intents()}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Store, System, System, System]:
+    store = Store(tmp_path / "p.db")
+    a, b, c = enrol(store, 1), enrol(store, 2, ephemeral=True), enrol(store, 3)
+    for x, y in ((a, b), (b, a), (b, c), (c, b), (a, c), (c, a)):
+        intend(store, x.name, y.name)
+    intend(store, a.name, "ghost")  # an intent for a name that is no system stays untouched
+    return store, a, b, c
+
+
+def _check_forgotten(store: Store, gone: System, crl_before: int) -> None:
+    names = {s.name for s in store.list_systems()}
+    assert gone.name not in names
+    assert all(gone.name not in pair for pair in pairs(store))
+    assert store.crl_number() > crl_before
+    revoked = store._db.execute(
+        "SELECT revoke_reason FROM certificates WHERE system_name = ?", (gone.name,)).fetchall()
+    assert revoked and {r[0] for r in revoked} == {"cessation"}
+    assert store._db.execute("SELECT 1 FROM retired_names WHERE name = ?",
+                             (gone.name,)).fetchone() is not None
+    with pytest.raises(ApiError) as err:
+        store.get_system(gone.name)
+    assert err.value.status == 404
+
+
+def test_admin_remove_drops_own_and_targeting_intents(
+        world: tuple[Store, System, System, System]) -> None:
+    store, a, b, c = world
+    crl = store.crl_number()
+    store.remove(b.name, 10)
+    _check_forgotten(store, b, crl)
+    assert pairs(store) == {(a.name, c.name), (c.name, a.name), (a.name, "ghost")}
+    with pytest.raises(ApiError) as err:  # removing twice: 404, nothing else changes
+        store.remove(b.name, 11)
+    assert err.value.status == 404
+    assert len(pairs(store)) == 3
+
+
+def test_reaper_removes_exactly_like_admin(tmp_path: Path) -> None:
+    store = Store(tmp_path / "p.db")
+    keep = enrol(store, 1, now=1)
+    eph = enrol(store, 2, ephemeral=True, now=1)
+    eph_online = enrol(store, 3, ephemeral=True, now=1)
+    eph_recent = enrol(store, 4, ephemeral=True, now=50)
+    for x, y in itertools.permutations((keep, eph, eph_online, eph_recent), 2):
+        intend(store, x.name, y.name)
+    crl = store.crl_number()
+    reaped = store.reap_ephemeral(offline_since=10, online={eph_online.name}, now=60)
+    assert reaped == [eph.name]
+    _check_forgotten(store, eph, crl)
+    survivors = (keep, eph_online, eph_recent)
+    assert pairs(store) == {(x.name, y.name) for x, y in itertools.permutations(survivors, 2)}
+    assert store.reap_ephemeral(offline_since=10, online=set(), now=61) == [eph_online.name]
+    assert store.reap_ephemeral(offline_since=10, online=set(), now=62) == []
+
+
+@pytest.mark.parametrize("path", ["admin", "reaper"])
+def test_failed_removal_leaves_everything(world: tuple[Store, System, System, System],
+                                          path: str) -> None:
+    store, _a, b, _c = world
+    before = (pairs(store), store.crl_number(), store.revoked_certificates(0))
+    # the last statement of the removal fails: nothing of the earlier ones may stay
+    store._db.execute("CREATE TRIGGER no_delete BEFORE DELETE ON systems "
+                      "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
+        if path == "admin":
+            store.remove(b.name, 10)
+        else:
+            store.reap_ephemeral(offline_since=10**9, online=set(), now=10)
+    assert (pairs(store), store.crl_number(), store.revoked_certificates(0)) == before
+    assert store.get_system(b.name).state == "active"
+    assert store._db.execute("SELECT COUNT(*) FROM retired_names").fetchone()[0] == 0
+    store._db.execute("DROP TRIGGER no_delete")
+    store.remove(b.name, 11)  # and the store is usable afterwards
+    assert b.name not in {s.name for s in store.list_systems()}
+
+
+def test_gateway_policy_store_checks(world: tuple[Store, System, System, System]) -> None:
+    store, a, b, _c = world
+    with pytest.raises(ApiError) as err:
+        store.add_policy("lan", f"name:{a.name}", "name:zzzzz", 5, gateway="zzzzz",
+                         routes=("198.19.5.0/24",))
+    assert err.value.status == 404 and "zzzzz" in err.value.message
+    assert store.list_policies() == []
+    store.add_policy("lan", f"name:{a.name}", f"name:{b.name}", 5, gateway=b.name,
+                     routes=("198.19.5.0/24",), acl=("tcp:22",))
+    with pytest.raises(ApiError) as err:
+        store.add_policy("lan", "*", f"name:{b.name}", 6, gateway=b.name)
+    assert err.value.status == 409
+    assert store.list_gateway_policies() == [
+        ("lan", f"name:{a.name}", b.name, ["198.19.5.0/24"], ["tcp:22"])]
+    store.add_policy("plain", "*", "*", 7)
+    with pytest.raises(ApiError) as err:  # a plain tag policy is not a gateway policy
+        store.remove_policy("plain", gateway_only=True)
+    assert err.value.status == 404
+    intend(store, a.name, b.name, policy="lan")  # the counter-signed policy intent
+    store.remove_policy("lan", gateway_only=True)
+    assert [p[0] for p in store.list_policies()] == ["plain"]
+    assert (a.name, b.name) not in pairs(store)  # withdrawn with its policy
+    assert (b.name, a.name) in pairs(store)  # an own intent (no policy) stays
