@@ -17,8 +17,9 @@ from typing import Any
 from enclave.discovery import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
 from enclave.netlab import Host, NatType
 from enclave.netlab.netns import socket_in_netns
+from tests.pki import Pki
 
-from .support import Agent, Pki, make_agent, wait_for
+from .support import Agent, make_agent, wait_for
 
 REFLECT_UDP = 3478
 REFLECT_TCP = 3478

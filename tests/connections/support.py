@@ -1,4 +1,4 @@
-"""Test support: a real CA (enclave.cert) and agents built around real ConnectionManagers.
+"""Test support: agents built around real ConnectionManagers, certified by tests.pki.Pki.
 
 Agents get each other's Introduction directly (no control channel): `introduce_pair(a, b, ...)`.
 Each agent's sockets may live in a netlab namespace (`sock_factory`), so many agents run in one
@@ -8,68 +8,25 @@ process and one event loop while their traffic crosses real NATs.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from enclave.agent.connections import ConnectionManager
-from enclave.cert import (
-    CertificateError,
-    SystemIdentity,
-    create_ca,
-    issue_system_certificate,
-    verify_system_certificate,
-)
 from enclave.cert import sign as ed_sign
 from enclave.discovery import Candidate, NatBehaviour, PathAddr
 from enclave.discovery.introduction import Introduction
 from enclave.platform.relay import mint_ticket
 from enclave.proto.handshake import LocalCredentials
 from enclave.proto.wire import CAP_AES256GCM_HW
+from tests.pki import Pki
 
 SockFactory = Callable[[int, int], socket.socket]
 
 
 def plain_socket(family: int, kind: int) -> socket.socket:
     return socket.socket(family, kind)
-
-
-class Pki:
-    """A real Ed25519 CA issuing real X.509 system certificates (valid now)."""
-
-    def __init__(self, org: str = "acme") -> None:
-        self.org = org
-        now = dt.datetime.now(dt.UTC)
-        self.ca_key, self.ca = create_ca(org, now=now - dt.timedelta(days=1))
-        self._next = 10
-
-    def issue(self, name: str) -> tuple[Ed25519PrivateKey, bytes, int]:
-        key = Ed25519PrivateKey.generate()
-        self._next += 1
-        cert = issue_system_certificate(
-            self.ca_key,
-            self.ca,
-            key.public_key(),
-            name=name,
-            org=self.org,
-            overlay_ip=ipaddress.IPv4Address(f"100.64.{self._next // 250}.{self._next % 250 + 1}"),
-            overlay_prefix=10,
-            now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
-            lifetime=dt.timedelta(days=1),
-        )
-        return key, cert.public_bytes(Encoding.DER), cert.serial_number
-
-    def validate(self, der: bytes) -> SystemIdentity | None:
-        try:
-            return verify_system_certificate(der, self.ca, now=dt.datetime.now(dt.UTC))
-        except CertificateError:
-            return None
 
 
 @dataclass

@@ -16,8 +16,9 @@ import pytest
 from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
 from enclave.platform.relay import RelayCore, RelayServer
 from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
+from tests.pki import Pki
 
-from .support import Agent, Pki, connected, exchange, intro_for, make_agent, wait_for
+from .support import Agent, connected, exchange, intro_for, make_agent, wait_for
 
 LO = "127.0.0.1"
 

@@ -28,6 +28,7 @@ from enclave.discovery import PathAddr, Transport
 from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.netns import socket_in_netns
 from enclave.platform.relay import RelayCore, RelayServer
+from tests.pki import Pki
 
 from .netlab_support import (
     RELAY_PORT,
@@ -36,7 +37,7 @@ from .netlab_support import (
     lab_agent,
     reflect_udp,
 )
-from .support import Agent, Pki, connected, exchange, intro_for, wait_for
+from .support import Agent, connected, exchange, intro_for, wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 

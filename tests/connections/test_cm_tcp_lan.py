@@ -18,9 +18,10 @@ import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.netns import exec_argv, run
+from tests.pki import Pki
 
 from .netlab_support import Reflector, candidates_for, lab_agent, reflect_tcp, reflect_udp
-from .support import Pki, connected, exchange, intro_for, wait_for
+from .support import connected, exchange, intro_for, wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 

@@ -8,7 +8,7 @@ import os
 from enclave.proto.wire import MSG_DATA, pack_transport_header
 
 from .test_peers_negative import ADDR_M, B, capture_init, pair, silent, victim_b
-from .test_peers_support import Pki
+from .test_peers_support import sim_pki
 
 
 def test_drops_on_a_connected_node_are_counted_by_reason() -> None:
@@ -38,8 +38,8 @@ def test_drops_on_a_connected_node_are_counted_by_reason() -> None:
 
 
 def test_init_drops_are_counted() -> None:
-    pki = Pki()
-    other = Pki("evil")
+    pki = sim_pki()
+    other = sim_pki("evil")
     r, b = victim_b(pki)
     silent(r, b, capture_init(other, "AAAAA"))  # not our CA
     silent(r, b, capture_init(pki, "CCCCC"))  # valid, but b has no intent for it

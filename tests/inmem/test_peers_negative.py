@@ -17,8 +17,9 @@ from enclave.proto.wire import (
     MSG_HANDSHAKE_INIT,
     MSG_HANDSHAKE_RESPONSE,
 )
+from tests.pki import Pki
 
-from .test_peers_support import Host, Pki, Router, events_of, make_host, udp
+from .test_peers_support import Host, Router, events_of, make_host, sim_pki, udp
 
 A, B, M = "AAAAA", "BBBBB", "MMMMM"
 ADDR_A, ADDR_B, ADDR_M = udp("198.18.1.1"), udp("198.18.2.2"), udp("198.18.3.3")
@@ -53,8 +54,8 @@ def victim_b(pki: Pki) -> tuple[Router, Host]:
 
 
 def test_stranger_cases_are_silent() -> None:
-    pki = Pki()
-    other = Pki("evil")
+    pki = sim_pki()
+    other = sim_pki("evil")
     r, b = victim_b(pki)
     cases: list[tuple[int, str, bytes]] = []
     # 1 a certificate from another CA (same name as an intended peer)
@@ -95,7 +96,7 @@ def test_stranger_cases_are_silent() -> None:
 
 def test_valid_init_is_answered_positive_control() -> None:
     """The negative cases above are silent for the right reason: a good INIT is answered."""
-    pki = Pki()
+    pki = sim_pki()
     r, _b = victim_b(pki)
     r.log.clear()
     r.inject(capture_init(pki, A), ADDR_M, ADDR_B)
@@ -104,7 +105,7 @@ def test_valid_init_is_answered_positive_control() -> None:
 
 
 def pair() -> tuple[Pki, Router, Host, Host]:
-    pki = Pki()
+    pki = sim_pki()
     r = Router()
     a = r.add(make_host(pki, A, [ADDR_A], intents={B}, seed=1))
     b = r.add(make_host(pki, B, [ADDR_B], intents={A}, seed=2))
@@ -147,7 +148,7 @@ def test_replayed_transport_packets_are_dropped() -> None:
 
 
 def test_init_flood_is_rate_limited_and_bounded() -> None:
-    pki = Pki()
+    pki = sim_pki()
     r, b = victim_b(pki)
     # 500 distinct, individually valid INITs (fresh timestamps) from one source within 0.5 s
     m = make_host(pki, A, [ADDR_M], intents={B}, seed=9)
@@ -181,7 +182,7 @@ def test_fuzzed_datagrams_never_crash_or_grow_state(data: bytes, first: int) -> 
 
 @pytest.fixture(autouse=True, scope="module")
 def _fuzz_target() -> None:
-    pki = Pki()
+    pki = sim_pki()
     _FUZZ.append(make_host(pki, B, [ADDR_B], intents={A}, seed=3))
 
 

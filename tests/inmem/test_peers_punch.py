@@ -6,7 +6,7 @@ from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
 from enclave.discovery.candidates import RANK_DIRECT_UDP, RANK_LAN
 from enclave.proto.events import PathChanged, SessionClosed, SessionEstablished, UseRelay
 
-from .test_peers_support import Host, Pki, Router, events_of, make_host, udp
+from .test_peers_support import Host, Router, events_of, make_host, sim_pki, udp
 
 A, B = "AAAAA", "BBBBB"
 LAN_A, LAN_B = udp("198.19.1.10"), udp("198.19.2.20")
@@ -18,7 +18,7 @@ def cands(lan: PathAddr, pub: PathAddr) -> list[Candidate]:
 
 
 def two_sites(*, same_lan: bool) -> tuple[Router, Host, Host]:
-    pki = Pki()
+    pki = sim_pki()
     r = Router()
     lan_b = udp("198.19.1.20") if same_lan else LAN_B
     a = r.add(make_host(pki, A, [LAN_A, PUB_A], intents={B}, seed=1))

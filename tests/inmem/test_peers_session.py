@@ -26,8 +26,9 @@ from enclave.proto.wire import (
     aead_nonce,
     pack_transport_header,
 )
+from tests.pki import Pki
 
-from .test_peers_support import Host, Pki, Router, events_of, make_host, udp
+from .test_peers_support import Host, Router, events_of, make_host, sim_pki, udp
 
 A, B = "AAAAA", "BBBBB"
 
@@ -35,7 +36,7 @@ A, B = "AAAAA", "BBBBB"
 def pair(
     *, aes_a: bool = True, aes_b: bool = True, seed: int = 7
 ) -> tuple[Pki, Router, Host, Host]:
-    pki = Pki()
+    pki = sim_pki()
     r = Router(seed=seed)
     a = r.add(make_host(pki, A, [udp("198.18.1.1")], intents={B}, aes=aes_a, seed=1))
     b = r.add(make_host(pki, B, [udp("198.18.2.2")], intents={A}, aes=aes_b, seed=2))

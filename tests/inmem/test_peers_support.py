@@ -1,4 +1,5 @@
-"""Helpers for the in-memory peer tests: a real PKI (enclave.cert) and an in-memory router.
+"""Helpers for the in-memory peer tests: hosts with certificates from a real CA on a simulated
+clock (tests.pki.Pki(now=T0)) and an in-memory router.
 
 The router (after nebula's e2e/router) moves datagrams between Nodes on a simulated clock:
 
@@ -14,77 +15,30 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from enclave.cert import (
-    CertificateError,
-    SystemIdentity,
-    create_ca,
-    issue_system_certificate,
-    verify_system_certificate,
-)
 from enclave.cert import sign as ed_sign
 from enclave.discovery import PathAddr, Transport
 from enclave.proto.events import Event
 from enclave.proto.handshake import LocalCredentials
 from enclave.proto.node import Node
 from enclave.proto.wire import CAP_AES256GCM_HW
+from tests.pki import Pki
 
 T0 = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
+def sim_pki(org: str = "acme") -> Pki:
+    """A CA on the simulated clock: T0 until a test assigns pki.now."""
+    return Pki(org, now=T0)
+
+
 def udp(host: str, port: int = 51820) -> PathAddr:
     return PathAddr(Transport.UDP, host, port)
-
-
-class Pki:
-    """A real Ed25519 CA issuing real X.509 system certificates."""
-
-    def __init__(self, org: str = "acme", *, now: dt.datetime = T0) -> None:
-        self.org = org
-        self.now = now
-        self.ca_key, self.ca = create_ca(org, now=now - dt.timedelta(days=1))
-        self.revoked: set[int] = set()
-        self._next_ip = 10
-
-    def issue(
-        self,
-        name: str,
-        *,
-        lifetime: dt.timedelta = dt.timedelta(days=30),
-        start: dt.datetime | None = None,
-    ) -> tuple[Ed25519PrivateKey, bytes, int]:
-        key = Ed25519PrivateKey.generate()
-        self._next_ip += 1
-        cert = issue_system_certificate(
-            self.ca_key,
-            self.ca,
-            key.public_key(),
-            name=name,
-            org=self.org,
-            overlay_ip=ipaddress.IPv4Address(f"100.64.0.{self._next_ip}"),
-            overlay_prefix=10,
-            now=start or self.now,
-            lifetime=lifetime,
-        )
-        return key, cert.public_bytes(Encoding.DER), cert.serial_number
-
-    def validator(self) -> Callable[[bytes], SystemIdentity | None]:
-        def validate(der: bytes) -> SystemIdentity | None:
-            try:
-                return verify_system_certificate(
-                    der, self.ca, now=self.now, revoked_serials=self.revoked
-                )
-            except CertificateError:
-                return None
-
-        return validate
 
 
 @dataclass
@@ -121,7 +75,7 @@ def make_host(
     rng = random.Random(seed)
     node = Node(
         creds,
-        pki.validator(),
+        pki.validate,
         lambda peer: peer in wanted,
         wall_offset=1.7e9,
         rng=rng,
