@@ -2,7 +2,9 @@
 
 Two agents hold mutual intents and are introduced; the ephemeral one stops; after
 ENCLAVE_PLATFORM_EPHEMERAL_GRACE it is gone from `systems list`, its certificate is on the
-CRL the survivor receives, its intents are deleted, and a non-ephemeral one (offline) stays.
+CRL the survivor receives, its intents and the survivor's intent for it are deleted (the
+survivor's intent list shrinks; same path as `systems remove`, test_system_removal.py), and a
+non-ephemeral one (offline) stays.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def test_ephemeral_system_reaped_after_grace(tmp_path: Path) -> None:
         eph.intent("add", keep.name)
         keep.intent("add", eph.name)
         wait_for(lambda: keep.peer_names() == {eph.name}, what="introduction")
+        assert keep.status()["intents"] == [eph.name]
         serial = eph.status()["cert_serial"]
 
         # online for longer than the grace plus a full hub pass: online systems are never reaped
@@ -64,14 +67,13 @@ def test_ephemeral_system_reaped_after_grace(tmp_path: Path) -> None:
         # peers notified: the survivor lost the introduction and got the CRL with the serial
         wait_for(lambda: keep.peer_names() == set(), what="withdrawal")
         wait_for(lambda: serial in keep.status()["revoked_serials"], what="CRL with the serial")
+        wait_for(lambda: keep.status()["intents"] == [], what="intent list without it")
         systems = _systems(plat)
         assert keep.name in systems and stay.name in systems
         db = sqlite3.connect(plat.data / "platform.db")
         try:
-            assert db.execute("SELECT COUNT(*) FROM intents WHERE from_name = ?",
-                              (eph.name,)).fetchone()[0] == 0
-            assert db.execute("SELECT COUNT(*) FROM intents WHERE from_name = ?",
-                              (keep.name,)).fetchone()[0] == 1
+            assert db.execute("SELECT COUNT(*) FROM intents WHERE from_name = ? "
+                              "OR to_name = ?", (eph.name, eph.name)).fetchone()[0] == 0
             assert db.execute("SELECT revoke_reason FROM certificates WHERE serial = ?",
                               (serial,)).fetchone()[0] == "cessation"
         finally:

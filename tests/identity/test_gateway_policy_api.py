@@ -1,0 +1,176 @@
+"""Gateway policies through the admin HTTP API against a real `enclave platform serve` process
+(TLS, SQLite), checked against the CLI that shares its validator:
+
+    POST   /v1/admin/gateway-policies          {"name", "from", "gateway", "routes", "acl"}
+    DELETE /v1/admin/gateway-policies/{name}
+
+Bad input is a 4xx JSON error with a reason and leaves the policies table as it was; the CLI
+refuses the same input with the same message; a policy made by either is seen and removable by
+the other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from enclave.agent.client import PinnedClient
+from enclave.agent.enrol import enrol
+from enclave.agent.state import StateDir
+from enclave.cert.enrolment import EnrolmentToken
+from tests.identity.conftest import PlatformProc
+
+pytestmark = pytest.mark.timeout(60)
+PATH = "/v1/admin/gateway-policies"
+LAN = "198.19.5.0/24"
+
+
+def _call(p: PlatformProc, c: PinnedClient, method: str, path: str, body: Any = None,
+          raw: bytes | None = None, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    conn = c._connect()
+    try:
+        headers = {"Authorization": f"Bearer {p.admin_token if token is None else token}"}
+        payload = json.dumps(body).encode() if body is not None else raw
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _policies(p: PlatformProc) -> list[tuple[Any, ...]]:
+    with p.db() as db:
+        return [tuple(r) for r in db.execute(
+            "SELECT name, from_sel, to_sel, gateway, routes, acl FROM policies ORDER BY name")]
+
+
+@pytest.fixture(scope="module")
+def world(platform: PlatformProc, tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[PlatformProc, PinnedClient, str, str]:
+    token = platform.new_token("--unlimited")
+    client = PinnedClient(platform.url, EnrolmentToken.decode(token).pin)
+    tmp = tmp_path_factory.mktemp("gwpol")
+    gw = enrol(token, StateDir(tmp / "gw")).name
+    ops = enrol(token, StateDir(tmp / "ops")).name
+    return platform, client, gw, ops
+
+
+def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, PinnedClient, str, str]
+                                          ) -> None:
+    p, c, gw, ops = world
+    good = {"name": "ops-lan", "from": f"name:{ops}", "gateway": gw, "routes": [LAN],
+            "acl": ["tcp:22", "icmp"]}
+
+    for bad_token in ("", "enclave-admin-wrong"):
+        for method, path, body in (("POST", PATH, good), ("DELETE", f"{PATH}/ops-lan", None)):
+            status, reply = _call(p, c, method, path, body, token=bad_token)
+            assert status == 401 and "admin token" in reply["error"], (method, bad_token)
+
+    bad_bodies: list[tuple[dict[str, Any], str]] = [
+        ({k: v for k, v in good.items() if k != "name"}, "'name' must be a string"),
+        ({**good, "from": 7}, "'from' must be a string"),
+        ({**good, "gateway": None}, "'gateway' must be a string"),
+        ({**good, "routes": LAN}, "'routes' must be a list"),
+        ({**good, "routes": [LAN, 7]}, "'routes' must be a list"),
+        ({**good, "routes": []}, "needs routes"),
+        ({**good, "routes": ["0.0.0.0/0"]}, "default route"),
+        ({**good, "routes": ["198.19.5.1/24"]}, "host bits"),
+        ({**good, "routes": ["127.0.0.0/8"]}, "not a routable"),
+        ({**good, "routes": ["not-a-subnet"]}, "bad route"),
+        ({**good, "acl": "tcp:22"}, "'acl' must be a list"),
+        ({**good, "acl": ["ftp:21"]}, "must be tcp:PORT"),
+        ({**good, "acl": ["tcp:0"]}, "ports must be 1..65535"),
+        ({**good, "acl": ["tcp:22-21"]}, "ports must be 1..65535"),
+        ({**good, "acl": ["tcp:22,udp:53"]}, "bad port"),
+        ({**good, "acl": [f"tcp:{n}" for n in range(1, 40)]}, "at most"),
+        ({**good, "name": "Ops LAN"}, "policy name"),
+        ({**good, "from": "tag:"}, "selector"),
+        ({**good, "from": "everyone"}, "selector"),
+        ({**good, "gateway": "gw!"}, "not a system name"),
+    ]
+    for body, reason in bad_bodies:
+        status, reply = _call(p, c, "POST", PATH, body)
+        assert status == 400 and reason in reply["error"], (body, reply)
+    for raw in (b"{not json", b"[1, 2]"):
+        assert _call(p, c, "POST", PATH, raw=raw)[0] == 400
+    status, reply = _call(p, c, "POST", PATH, {**good, "gateway": "ZZZZZ"})
+    assert status == 404 and "ZZZZZ" in reply["error"]
+    assert _policies(p) == []  # nothing half-written by any refusal
+
+    # accepted: normalised like the CLI (sorted, de-duplicated routes; ACL entries lower-cased)
+    status, reply = _call(p, c, "POST", PATH,
+                          {**good, "routes": [LAN, "10.9.0.0/16", LAN],
+                           "acl": ["TCP:22", "icmp", "tcp:22"]})
+    assert status == 201, reply
+    assert {k: v for k, v in reply.items() if k != "created_at"} == {
+        "name": "ops-lan", "from": f"name:{ops}", "gateway": gw,
+        "routes": ["10.9.0.0/16", LAN], "acl": ["icmp", "tcp:22"]}
+    assert isinstance(reply["created_at"], int)
+    status, listed = _call(p, c, "GET", PATH)
+    assert status == 200 and listed["policies"] == [reply]
+    # also a tag policy towards the gateway (mutual intent introduces the pair)
+    assert _policies(p) == [("ops-lan", f"name:{ops}", f"name:{gw}", gw,
+                             json.dumps(["10.9.0.0/16", LAN]), json.dumps(["icmp", "tcp:22"]))]
+    # no ACL given: any
+    status, reply = _call(p, c, "POST", PATH, {**good, "name": "all-lan", "from": "*",
+                                               "acl": None})
+    assert status == 201 and reply["acl"] == ["any"]
+
+    # a name in use (gateway policy or plain tag policy) is a 409 and changes nothing
+    res = p.cli("platform", "policy", "add", "--name", "web-db", "--from", "tag:web",
+                "--to", "tag:db")
+    assert res.returncode == 0, res.stderr
+    before = _policies(p)
+    for name in ("ops-lan", "web-db"):
+        status, reply = _call(p, c, "POST", PATH, {**good, "name": name})
+        assert status == 409 and "exists" in reply["error"], name
+    assert _policies(p) == before
+
+    # DELETE: only gateway policies; unknown -> 404
+    status, reply = _call(p, c, "DELETE", f"{PATH}/web-db")
+    assert status == 404 and "no gateway policy" in reply["error"]
+    assert _call(p, c, "DELETE", f"{PATH}/nope")[0] == 404
+    assert _policies(p) == before
+    assert _call(p, c, "DELETE", f"{PATH}/all-lan") == (200, {"removed": "all-lan"})
+    assert _call(p, c, "DELETE", f"{PATH}/all-lan")[0] == 404
+    assert [r[0] for r in _policies(p)] == ["ops-lan", "web-db"]
+
+    # the CLI sees the API's policy and can remove it; the API removes the CLI's
+    res = p.cli("platform", "policy", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    assert {x["name"]: x["to"] for x in json.loads(res.stdout)["policies"]} == {
+        "ops-lan": f"name:{gw}", "web-db": "tag:db"}
+    res = p.cli("platform", "policy", "remove", "ops-lan")
+    assert res.returncode == 0, res.stderr
+    res = p.cli("platform", "policy", "add", "--name", "cli-lan", "--from", "tag:ops",
+                "--gateway", gw, "--routes", LAN, "--acl", "udp:53")
+    assert res.returncode == 0, res.stderr
+    status, listed = _call(p, c, "GET", PATH)
+    assert [(x["name"], x["acl"]) for x in listed["policies"]] == [("cli-lan", ["udp:53"])]
+    assert _call(p, c, "DELETE", f"{PATH}/cli-lan") == (200, {"removed": "cli-lan"})
+    assert [r[0] for r in _policies(p)] == ["web-db"]
+
+
+def test_cli_refuses_what_the_api_refuses(world: tuple[PlatformProc, PinnedClient, str, str]
+                                          ) -> None:
+    """One validator: the CLI's error line is the API's error message."""
+    p, c, gw, _ops = world
+    cases: list[tuple[str, list[str], dict[str, Any]]] = [  # gateway, CLI args, API fields
+        (gw, ["--routes", "0.0.0.0/0"], {"routes": ["0.0.0.0/0"]}),
+        (gw, ["--routes", LAN, "--acl", "tcp:99999"], {"routes": [LAN], "acl": ["tcp:99999"]}),
+        ("ZZZZZ", ["--routes", LAN], {"routes": [LAN]}),  # unknown gateway: 404
+        ("gw!", ["--routes", LAN], {"routes": [LAN]}),
+    ]
+    before = _policies(p)
+    for gateway, cli_args, api_fields in cases:
+        res = p.cli("platform", "policy", "add", "--name", "x-lan", "--from", "tag:ops",
+                    "--gateway", gateway, *cli_args)
+        body = {"name": "x-lan", "from": "tag:ops", "gateway": gateway, **api_fields}
+        status, reply = _call(p, c, "POST", PATH, body)
+        assert res.returncode == 1 and status in (400, 404), (res.stderr, reply)
+        assert res.stderr.strip() == f"error: {reply['error']}", (res.stderr, reply)
+    assert _policies(p) == before
