@@ -226,6 +226,9 @@ class Lab:
         self._res_lock = threading.Lock()
         self._started = False
         self._closed = False
+        # The process that owns the lab; a forked child (pyroute2 forks to reach a namespace)
+        # inherits this object and the atexit hook, and must never tear the lab down.
+        self._owner_pid = os.getpid()
         self.reaped: list[str] = []  # leftovers of dead runs removed at start
         self.impairments: dict[str, str] = {}  # site -> impairment backend ("netem", "tbf+nft")
         self._build_namespaces()
@@ -313,7 +316,7 @@ class Lab:
 
     def close(self) -> None:
         """Tear everything down. Idempotent; safe after a failed start."""
-        if self._closed or not self._started:
+        if self._closed or not self._started or os.getpid() != self._owner_pid:
             return
         self._closed = True
         _GUARD.remove(self)

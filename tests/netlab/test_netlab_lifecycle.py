@@ -352,3 +352,22 @@ def test_cli_selfcheck(netlab_required: None, capfd: pytest.CaptureFixture[str])
     out = capfd.readouterr().out
     assert "OK: 9/9 checks" in out and "FAIL" not in out
     assert not [n for n in netns.list_netns() if n.startswith("enl-") and "-nat-sym" in n]
+
+
+def test_a_forked_child_exiting_leaves_the_lab_alone(netlab_required: None) -> None:
+    """pyroute2 forks to reach a namespace (IPRoute(netns=...)); the child inherits the lab and
+    the atexit hook. Its exit must not tear down the parent's lab (it once did, at random)."""
+    import atexit
+
+    with Lab(SMALL) as lab:
+        pid = os.fork()
+        if pid == 0:  # the child: run the exit handlers a normal interpreter exit runs
+            try:
+                atexit._run_exitfuncs()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert set(lab.namespaces) <= set(netns.list_netns())
+        assert lab.state_file.exists()
+    assert_gone(lab.namespaces, lab.prefix)
