@@ -20,12 +20,12 @@ import socket
 import struct
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from enclave.agent.localapi import AgentNotRunning, call
 from enclave.netlab import Host, Lab, Topology
@@ -293,14 +293,27 @@ def start_all(agents: Iterable[Agent], *extra: str, env: dict[str, str] | None =
         a.wait_up()
 
 
+class Enrollee(Protocol):
+    """A system platform_lab can enrol and stop: Agent here, AgentProc in tests/control."""
+
+    def enrol(self, token: str) -> str: ...
+
+    def down(self) -> int: ...
+
+
+E = TypeVar("E", bound=Enrollee)
+
+
 @contextmanager
-def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: str = "plat",
-                 plat_env: dict[str, str] | None = None
-                 ) -> Iterator[tuple[Lab, Platform, dict[str, Agent]]]:
+def platform_lab_of(make: Callable[[Host, Path, Path], E], topo: Topology, tmp: Path,
+                    hosts: Iterable[str], *, plat_host: str = "plat",
+                    plat_env: dict[str, str] | None = None
+                    ) -> Iterator[tuple[Lab, Platform, dict[str, E]]]:
     """A started lab, a platform serving on its public host `plat_host` (with `plat_env`), and
-    one enrolled (not yet running) Agent per host name; all stopped and removed on exit."""
+    one enrolled (not yet running) system per host name, made by make(host, state dir, log
+    path); all stopped and removed on exit."""
     lab = Lab(topo).start()
-    agents: dict[str, Agent] = {}
+    agents: dict[str, E] = {}
     plat: Platform | None = None
     try:
         ph = lab.public_host(plat_host)
@@ -310,7 +323,7 @@ def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: 
         plat.start()
         token = plat.token()
         for name in hosts:
-            agents[name] = Agent(lab.host(name), tmp / name, tmp / f"{name}.log")
+            agents[name] = make(lab.host(name), tmp / name, tmp / f"{name}.log")
         parallel(lambda a: a.enrol(token), agents.values())
         yield lab, plat, agents
     finally:
@@ -318,3 +331,10 @@ def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: 
         if plat is not None:
             plat.stop()
         lab.close()
+
+
+def platform_lab(topo: Topology, tmp: Path, hosts: Iterable[str], *, plat_host: str = "plat",
+                 plat_env: dict[str, str] | None = None
+                 ) -> AbstractContextManager[tuple[Lab, Platform, dict[str, Agent]]]:
+    """platform_lab_of with `enclave up` Agents (TAP + data plane)."""
+    return platform_lab_of(Agent, topo, tmp, hosts, plat_host=plat_host, plat_env=plat_env)

@@ -23,8 +23,7 @@ from tests.e2e.support import (
     Agent,
     intents_both_ways,
     ping,
-    runner,
-    spawner,
+    platform_lab,
     tcp_transfer,
     udp_exchange,
     up_pair,
@@ -43,27 +42,9 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
                Site("sa", nat=NatType.SYMMETRIC), Site("sb", nat=NatType.SYMMETRIC)],
         public_hosts=["plat"],
     )
-    tmp = tmp_path_factory.mktemp("e2e")
-    lab = Lab(topo).start()
-    agents: dict[str, Agent] = {}
-    plat: Platform | None = None
-    try:
-        ph = lab.public_host("plat")
-        plat = Platform.init(tmp, str(ph.ip), API_PORT, runner(ph), spawner(ph),
-                             listen_host="0.0.0.0")
-        plat.start()
-        token = plat.token()
-        for name in ("fc1", "pr1", "sa1", "sb1"):
-            a = Agent(lab.host(name), tmp / name, tmp / f"{name}.log")
-            a.enrol(token)
-            agents[name] = a
-        yield lab, plat, agents
-    finally:
-        for a in agents.values():
-            a.down()
-        if plat is not None:
-            plat.stop()
-        lab.close()
+    names = ("fc1", "pr1", "sa1", "sb1")
+    with platform_lab(topo, tmp_path_factory.mktemp("e2e"), names) as world:
+        yield world
 
 
 def _connect(a: Agent, b: Agent) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,24 +16,14 @@ from typing import Any
 import pytest
 
 from enclave.netlab import Host, Lab, NatType, Site, Topology
-from tests.control.helpers import ENV, REPO, AgentProc, Platform, wait_for
+from tests.control.helpers import AgentProc, Platform, wait_for
+from tests.e2e.support import platform_lab_of, runner, spawner
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
-API_PORT = 8443
 
 
-def _runner(host: Host) -> Any:
-    def run(argv: list[str], **kw: Any) -> Any:
-        return host.run(argv, env=ENV, cwd=REPO, **kw)
-
-    return run
-
-
-def _spawner(host: Host) -> Any:
-    def popen(argv: list[str], **kw: Any) -> Any:
-        return host.popen(argv, env=ENV, cwd=REPO, **kw)
-
-    return popen
+def _agent_proc(host: Host, state: Path, log: Path) -> AgentProc:
+    return AgentProc(state, runner(host), spawner(host), log, 51820)
 
 
 @pytest.fixture(scope="module")
@@ -44,30 +34,11 @@ def natlab(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
                Site("sy", nat=NatType.SYMMETRIC)],
         public_hosts=["plat"],
     )
-    tmp = tmp_path_factory.mktemp("natlab")
-    lab = Lab(topo).start()
-    agents: dict[str, AgentProc] = {}
-    plat: Platform | None = None
-    try:
-        ph = lab.public_host("plat")
-        plat = Platform.init(tmp, str(ph.ip), API_PORT, _runner(ph), _spawner(ph),
-                             listen_host="0.0.0.0")
-        plat.start()
-        token = plat.token()
-        for name in ("fc1", "fc2", "pr1", "sy1"):
-            h = lab.host(name)
-            a = AgentProc(tmp / name, _runner(h), _spawner(h), tmp / f"{name}.log", 51820)
-            a.enrol(token)
-            agents[name] = a
-        for a in agents.values():
+    names = ("fc1", "fc2", "pr1", "sy1")
+    with platform_lab_of(_agent_proc, topo, tmp_path_factory.mktemp("natlab"), names) as world:
+        for a in world[2].values():
             a.up()
-        yield lab, plat, agents
-    finally:
-        for a in agents.values():
-            a.down()
-        if plat is not None:
-            plat.stop()
-        lab.close()
+        yield world
 
 
 def _mapped(a: AgentProc) -> dict[str, Any] | None:
