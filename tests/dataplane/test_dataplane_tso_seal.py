@@ -5,7 +5,7 @@ feeds the running native tx thread; three peers are UDP sockets on loopback. A f
 unknown MAC is flooded: the first peers get it through fo_tso_split (copied, sealed in
 place), the last through fo_tso_inplace (sealed straight out of the read buffer). Every
 datagram is opened with PyNaCl / libsodium and must hold exactly the segments a correct TSO
-engine makes (tests/unit/test_offload.py's model), with consecutive counters.
+engine makes (the model in tests/unit/offload_frames.py), with consecutive counters.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt
 
 from enclave.proto.wire import MSG_DATA
-from tests.unit.test_offload import (
+from tests.unit.offload_frames import (
     ACK,
     GSO_NONE,
     NEEDS_CSUM,

@@ -3,7 +3,8 @@ plane uses: fo_tso_inplace/fo_tso_next (segments made in the TAP read buffer, se
 into the datagram) and fo_gro_iov (a run written with writev from where it was decrypted).
 
 Each must give byte for byte what the copying functions give (those are checked against an
-independent model in test_offload.py), for good input, rejected input and fuzzed input.
+independent model, tests/unit/offload_frames.py, in test_offload.py), for good input, rejected
+input and fuzzed input.
 """
 
 from __future__ import annotations
@@ -14,21 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_offload import (
-    ACK,
-    FLOWS,
-    GOOD,
-    GOOD6,
-    GRO_CASES,
-    PSH,
-    REJECT_CASES,
-    SPLIT_CASES,
+from tests.unit.offload_frames import (
     TS_OPTS,
     Seg,
     expected_segments,
+    interleaved_frames,
     payload,
     superframe,
 )
+from tests.unit.test_offload import GOOD, GOOD6, GRO_CASES, REJECT_CASES, SPLIT_CASES
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -134,18 +129,5 @@ def test_gro_iov_pass_through_bad_checksum_and_limits() -> None:
     st.booleans(),
 )
 def test_fuzz_gro_iov_equals_gro(plan: list[tuple[int, int, bool, bool]], verify: bool) -> None:
-    seq = [5000, 9000, 2**32 - 3000]
-    ident = [1, 65530, 7]
-    frames: list[bytes] = []
-    for flow, size, psh, bad in plan:
-        s = replace(
-            FLOWS[flow],
-            payload=payload(size, flow),
-            seq=seq[flow],
-            ident=ident[flow],
-            flags=ACK | (PSH if psh else 0),
-        )
-        frames.append(s.build("bad" if bad and size % 7 == 0 else "full"))
-        seq[flow] += size
-        ident[flow] += 1
+    frames, _ = interleaved_frames(plan)
     assert fp.gro_coalesce_iov(frames, verify) == fp.gro_coalesce(frames, verify)
