@@ -1,6 +1,6 @@
 """Test support: agents built around real ConnectionManagers, certified by tests.pki.Pki.
 
-Agents get each other's Introduction directly (no control channel): `introduce_pair(a, b, ...)`.
+Agents get each other's Introduction directly (no control channel): `introduce_pair(a, ca, b, cb)`.
 Each agent's sockets may live in a netlab namespace (`sock_factory`), so many agents run in one
 process and one event loop while their traffic crosses real NATs.
 """
@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from enclave.agent.connections import ConnectionManager
 from enclave.cert import sign as ed_sign
@@ -102,6 +103,15 @@ def intro_for(
         relay=relay,
         relay_ticket=ticket,
     )
+
+
+def introduce_pair(
+    a: Agent, a_cands: list[Candidate], b: Agent, b_cands: list[Candidate], **kw: Any
+) -> None:
+    """What the platform does on mutual intent: tell a about b (reachable at b_cands) and b
+    about a (at a_cands); kw (nat, punch_in / punch_at, relay + relay_key) goes to both."""
+    a.cm.introduce(intro_for(b, b_cands, me=a.name, **kw))
+    b.cm.introduce(intro_for(a, a_cands, me=b.name, **kw))
 
 
 async def wait_for(pred: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:

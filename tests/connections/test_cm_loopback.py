@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -18,7 +19,7 @@ from enclave.platform.relay import RelayCore, RelayServer
 from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
 from tests.pki import Pki
 
-from .support import Agent, connected, exchange, intro_for, make_agent, wait_for
+from .support import Agent, connected, exchange, intro_for, introduce_pair, make_agent, wait_for
 
 LO = "127.0.0.1"
 
@@ -43,25 +44,30 @@ def dead_udp_port() -> int:
     return port
 
 
-async def start(*agents: Agent) -> None:
+@asynccontextmanager
+async def running(*names: str) -> AsyncIterator[list[Agent]]:
+    """Started agents with certificates from one CA; stopped on exit."""
+    pki = Pki()
+    agents = [make_agent(pki, n) for n in names]
     for a in agents:
         await a.cm.start()
+    try:
+        yield agents
+    finally:
+        for a in agents:
+            await a.cm.stop()
 
 
-async def stop(*agents: Agent) -> None:
-    for a in agents:
-        await a.cm.stop()
+async def connect_udp(a: Agent, b: Agent) -> None:
+    """Introduce a and b at their loopback UDP ports; they connect within 5 s."""
+    introduce_pair(a, [udp_cand(a)], b, [udp_cand(b)])
+    assert await wait_for(lambda: connected(a, b), 5)
 
 
 def test_udp_session_data_status_and_rtt() -> None:
     async def body() -> None:
-        pki = Pki()
-        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-        await start(a, b)
-        try:
-            a.cm.introduce(intro_for(b, [udp_cand(b)]))
-            b.cm.introduce(intro_for(a, [udp_cand(a)]))
-            assert await wait_for(lambda: connected(a, b), 5)
+        async with running("AAAAA", "BBBBB") as (a, b):
+            await connect_udp(a, b)
             assert await exchange(a, b, 5)
             assert await wait_for(lambda: a.cm.peer(b.name)["rtt_ms"] is not None, 3)  # type: ignore[index]
             pa = a.cm.peer(b.name)
@@ -71,42 +77,29 @@ def test_udp_session_data_status_and_rtt() -> None:
             assert pa["rx_bytes"] > 0 and pa["tx_bytes"] > 0
             assert 0 <= pa["rtt_ms"] < 1000
             assert a.unhandled == [] and b.unhandled == []
-        finally:
-            await stop(a, b)
 
     run(body)
 
 
 def test_tcp_only_simultaneous_open_carries_the_session() -> None:
     async def body() -> None:
-        pki = Pki()
-        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-        await start(a, b)
-        try:
-            a.cm.introduce(intro_for(b, [tcp_cand(b)]))
-            b.cm.introduce(intro_for(a, [tcp_cand(a)]))
+        async with running("AAAAA", "BBBBB") as (a, b):
+            introduce_pair(a, [tcp_cand(a)], b, [tcp_cand(b)])
             assert await wait_for(lambda: connected(a, b), 8)
             assert await exchange(a, b, 5)
             for x, y in ((a, b), (b, a)):
                 p = x.cm.peer(y.name)
                 assert p is not None and p["path"] == "direct-tcp", p
-        finally:
-            await stop(a, b)
 
     run(body)
 
 
 def test_withdraw_closes_both_sides_and_strangers_get_nothing() -> None:
     async def body() -> None:
-        pki = Pki()
-        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-        c = make_agent(pki, "CCCCC")  # valid certificate, but never introduced to A
-        await start(a, b, c)
-        try:
-            a.cm.introduce(intro_for(b, [udp_cand(b)]))
-            b.cm.introduce(intro_for(a, [udp_cand(a)]))
+        # C: valid certificate, but never introduced to A
+        async with running("AAAAA", "BBBBB", "CCCCC") as (a, b, c):
             c.cm.introduce(intro_for(a, [udp_cand(a)]))
-            assert await wait_for(lambda: connected(a, b), 5)
+            await connect_udp(a, b)
             await asyncio.sleep(1.0)  # C has punched for a while by now
             pc = c.cm.peer(a.name)
             assert pc is not None and pc["state"] != "connected" and pc["rx_bytes"] == 0
@@ -126,8 +119,6 @@ def test_withdraw_closes_both_sides_and_strangers_get_nothing() -> None:
                 lambda: (b.cm.peer(a.name) or {}).get("closed_reason") == "remote", 3
             )
             assert not a.cm.send_data(b.name, b"after withdraw")
-        finally:
-            await stop(a, b, c)
 
     run(body)
 
@@ -135,28 +126,24 @@ def test_withdraw_closes_both_sides_and_strangers_get_nothing() -> None:
 @pytest.mark.timeout(60)
 def test_no_direct_path_falls_back_to_relay() -> None:
     async def body() -> None:
-        pki = Pki()
         key = b"k" * 32
         relay = RelayServer(RelayCore(key))
         rhost, rport = await relay.start(LO, 0)
         raddr = PathAddr(Transport.RELAY, rhost, rport)
-        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-        await start(a, b)
         try:
-            # the only direct candidates go nowhere: after ~5 s both give up and use the relay
-            dead = Candidate(PathAddr(Transport.UDP, LO, dead_udp_port()), CandidateKind.PUBLIC)
-            a.cm.introduce(intro_for(b, [dead], relay=raddr, relay_key=key, me=a.name))
-            b.cm.introduce(intro_for(a, [dead], relay=raddr, relay_key=key, me=b.name))
-            assert await wait_for(lambda: connected(a, b), 12)
-            for x, y in ((a, b), (b, a)):
-                p = x.cm.peer(y.name)
-                assert p is not None and p["path"] == "relay" and p["relay_registered"], p
-                assert 4500 < p["setup_ms"] < 12000
-            assert await exchange(a, b, 5)
-            assert relay.core.forwarded >= 10
-            assert len(relay.core) == 2
+            async with running("AAAAA", "BBBBB") as (a, b):
+                # the only direct candidates go nowhere: after ~5 s both give up and use the relay
+                dead = Candidate(PathAddr(Transport.UDP, LO, dead_udp_port()), CandidateKind.PUBLIC)
+                introduce_pair(a, [dead], b, [dead], relay=raddr, relay_key=key)
+                assert await wait_for(lambda: connected(a, b), 12)
+                for x, y in ((a, b), (b, a)):
+                    p = x.cm.peer(y.name)
+                    assert p is not None and p["path"] == "relay" and p["relay_registered"], p
+                    assert 4500 < p["setup_ms"] < 12000
+                assert await exchange(a, b, 5)
+                assert relay.core.forwarded >= 10
+                assert len(relay.core) == 2
         finally:
-            await stop(a, b)
             relay.close()
 
     run(body)
@@ -164,13 +151,8 @@ def test_no_direct_path_falls_back_to_relay() -> None:
 
 def test_revoked_peer_is_dropped_and_not_readmitted() -> None:
     async def body() -> None:
-        pki = Pki()
-        a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-        await start(a, b)
-        try:
-            a.cm.introduce(intro_for(b, [udp_cand(b)]))
-            b.cm.introduce(intro_for(a, [udp_cand(a)]))
-            assert await wait_for(lambda: connected(a, b), 5)
+        async with running("AAAAA", "BBBBB") as (a, b):
+            await connect_udp(a, b)
             a.cm.set_revoked({b.serial})
             assert await wait_for(
                 lambda: (b.cm.peer(a.name) or {}).get("closed_reason") == "remote", 3
@@ -179,7 +161,5 @@ def test_revoked_peer_is_dropped_and_not_readmitted() -> None:
             assert not a.cm.send_data(b.name, b"to a revoked peer")
             await asyncio.sleep(2.0)  # B reconnects on its own: A must not let it back in
             assert not connected(a, b)
-        finally:
-            await stop(a, b)
 
     run(body)

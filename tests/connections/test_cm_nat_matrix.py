@@ -37,7 +37,7 @@ from .netlab_support import (
     lab_agent,
     reflect_udp,
 )
-from .support import Agent, connected, exchange, intro_for, wait_for
+from .support import Agent, connected, exchange, introduce_pair, wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
@@ -118,9 +118,7 @@ async def _run_matrix(lab: Lab) -> dict[tuple[NatType, NatType], CellResult]:
             ca = candidates_for(hosts[a.name], a, mapped[a.name])
             cb = candidates_for(hosts[b.name], b, mapped[b.name])
             # both sides punch at the same instant, as the platform arranges
-            kw: dict[str, Any] = {"relay": relay_addr, "relay_key": key, "punch_at": punch_at}
-            a.cm.introduce(intro_for(b, cb, me=a.name, **kw))
-            b.cm.introduce(intro_for(a, ca, me=b.name, **kw))
+            introduce_pair(a, ca, b, cb, relay=relay_addr, relay_key=key, punch_at=punch_at)
 
         def all_up(keys: list[tuple[NatType, NatType]]) -> bool:
             return all(connected(*cells[key]) for key in keys)

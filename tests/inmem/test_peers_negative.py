@@ -61,7 +61,7 @@ def test_stranger_cases_are_silent() -> None:
     # 1 a certificate from another CA (same name as an intended peer)
     cases.append((1, "wrong CA", capture_init(other, A)))
     # 2 an expired certificate
-    old = pki.issue(A, start=pki.now - dt.timedelta(days=60), lifetime=dt.timedelta(days=1))
+    old = pki.issue(A, start=pki.clock() - dt.timedelta(days=60), lifetime=dt.timedelta(days=1))
     cases.append((2, "expired", capture_init(pki, A, key_cert=old)))
     # 3 a revoked certificate
     rev = pki.issue(A)

@@ -250,7 +250,7 @@ def test_revoked_certificate_closes_the_session_on_both_sides() -> None:
 def test_expired_certificate_closes_on_revalidate() -> None:
     pki, r, a, b = pair()
     connect(r, a, b)
-    pki.now = pki.now + dt.timedelta(days=31)  # B's (and A's) certificates expired
+    pki.now = pki.clock() + dt.timedelta(days=31)  # B's (and A's) certificates expired
     b.node.revalidate(r.now)
     r.run(1)
     assert events_of(b, SessionClosed)[0].reason is CloseReason.CERT_INVALID
