@@ -31,14 +31,16 @@ import logging
 import os
 import struct
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 from pyroute2 import IPRoute, netns
 
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU, MAX_TAP_MTU
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TUN_PATH: Final = "/dev/net/tun"
 IFNAMSIZ: Final = 16
@@ -135,34 +137,37 @@ def _open_tun(name: str, flags: int) -> int:
     return fd
 
 
-def _open_tun_in_netns(ns: str, name: str, flags: int) -> int:
-    """As _open_tun, inside network namespace `ns`.
+def _in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn()`` in a short-lived thread that has entered network namespace ``ns``.
 
-    A TAP lives in the namespace /dev/net/tun was opened in. setns() only moves the calling
-    thread, so a short-lived thread enters the namespace, opens the device and exits; the rest
-    of the process never changes namespace.
+    setns() only moves the calling thread, so the rest of the process never changes namespace.
+    Everything TapDevice does in a namespace goes through here: opening /dev/net/tun (a TAP
+    lives in the namespace it was opened in) and configuring it with a plain IPRoute(), whose
+    netlink socket belongs to the thread's namespace. Never IPRoute(netns=...): pyroute2 forks
+    a child for it, and a forked copy of a threaded process (a test run, the bench) can run on
+    where it should have exited.
     """
-    result: list[int] = []
+    result: list[T] = []
     failure: list[BaseException] = []
 
     def worker() -> None:
         try:
             netns.setns(ns, flags=0)  # flags=0: never create the namespace by accident
-            result.append(_open_tun(name, flags))
+            result.append(fn())
         except BaseException as exc:
             failure.append(exc)
 
-    t = threading.Thread(target=worker, name=f"tap-open-{ns}", daemon=True)
+    t = threading.Thread(target=worker, name=f"tap-{ns}", daemon=True)
     t.start()
     t.join(timeout=10)
-    if t.is_alive():  # pragma: no cover - setns/open do not block
-        raise TapError(errno.ETIMEDOUT, f"opening TAP in netns {ns!r} timed out")
+    if t.is_alive():  # pragma: no cover - setns/open/netlink do not block
+        raise TapError(errno.ETIMEDOUT, f"TAP set-up in netns {ns!r} timed out")
     if failure:
         exc = failure[0]
-        if isinstance(exc, TapError):
+        if isinstance(exc, (TapError, ValueError)):
             raise exc
         raise TapError(
-            getattr(exc, "errno", None) or errno.EIO, f"cannot open TAP in netns {ns!r}: {exc}"
+            getattr(exc, "errno", None) or errno.EIO, f"TAP set-up in netns {ns!r} failed: {exc}"
         ) from exc
     return result[0]
 
@@ -224,7 +229,7 @@ class TapDevice:
         if netns is None:
             self.fd = _open_tun(name, flags)
         else:
-            self.fd = _open_tun_in_netns(netns, name, flags)
+            self.fd = _in_netns(netns, lambda: _open_tun(name, flags))
         try:
             if vnet_hdr:
                 self.vnet_hdr = True
@@ -233,7 +238,10 @@ class TapDevice:
                     self.offload = self._set_offload(TCP_OFFLOADS)
             if self.offload:
                 self.txqueuelen = TXQUEUELEN_OFFLOAD
-            self._configure(up)
+            if netns is None:
+                self._configure(up)
+            else:
+                _in_netns(netns, lambda: self._configure(up))
         except BaseException:
             self.close()
             raise
@@ -259,7 +267,8 @@ class TapDevice:
         return wanted
 
     def _configure(self, up: bool) -> None:
-        with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
+        """Link settings and address over rtnetlink, in the caller's (thread's) namespace."""
+        with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.name)
             if not found:
                 raise TapError(errno.ENODEV, f"TAP {self.name!r} vanished after creation")
