@@ -2,7 +2,7 @@
 
 import socket
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from typing_extensions import Buffer
 
@@ -209,3 +209,23 @@ class DataPlane:
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
     def close(self) -> None: ...
+
+# --- _fp_relay.pxi ---
+class TapRelay:
+    """TAP <-> TAP relay with the overlay's AEAD work and no UDP (bench ceiling)."""
+
+    def __init__(
+        self,
+        fd_a: int,
+        fd_b: int,
+        *,
+        vnet_hdr: bool,
+        passes: int,
+        key: AeadKey | None = None,
+        segment: int = 1420,
+    ) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def counters(self) -> dict[str, Any]: ...
+    def __enter__(self) -> TapRelay: ...
+    def __exit__(self, *exc: object) -> None: ...

@@ -13,6 +13,8 @@ What lives here (each part in its own include file):
     _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
     _fp_loops.pxi   DataPlane: the per-direction native loops (TAP <-> peers), punt socket
     _fp_offload.pxi vnet_hdr TAP offloads: TSO split (in place) and GRO coalesce (writev)
+    _fp_relay.pxi   TapRelay: TAP <-> TAP with the overlay's AEAD work and no UDP, the
+                    machine's ceiling that `enclave bench` measures (not used by the agent)
 
 Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
 
@@ -155,3 +157,4 @@ include "_fp_switch.pxi"
 include "_fp_udp.pxi"
 include "_fp_offload.pxi"
 include "_fp_loops.pxi"
+include "_fp_relay.pxi"

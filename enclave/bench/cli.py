@@ -73,6 +73,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ping_count=args.ping_count,
         crypto=not args.no_crypto,
         overlay=not args.no_overlay,
+        ceiling=not args.no_ceiling,
         workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir),
         connect_timeout=args.connect_timeout,
@@ -174,6 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                        help="how long to wait for the agents to connect (default 30)")
     bench.add_argument("--no-crypto", action="store_true", help="skip the in-process AEAD part")
     bench.add_argument("--no-overlay", action="store_true", help="raw path (and crypto) only")
+    bench.add_argument("--no-ceiling", action="store_true",
+                       help="skip the TAP-relay ceiling (overlay work without UDP)")
     bench.add_argument("--workdir", metavar="DIR",
                        help="keep platform/agent state and logs here (default: temporary)")
     _outputs(bench)

@@ -46,7 +46,7 @@ ALL_FLOWS = ("tcp1", "tcp4", "udp64", "udp512", "udp1400", "latency")
 PLATFORM_PORT = 8443
 CONNECTED_STATES = {"connected", "established", "up", "active"}
 CONNECT_TIMEOUT_S = 30.0
-AGENT_COMMANDS = ("up", "intent", "peers")
+AGENT_COMMANDS = ("up", "intent", "peers", "status")
 OVERLAY_UNAVAILABLE = "overlay: agent data plane not available yet"
 
 
@@ -62,6 +62,7 @@ class BenchOptions:
     crypto: bool = True
     crypto_seconds: float = 0.1
     overlay: bool = True
+    ceiling: bool = True
     workdir: Path | None = None
     keep_logs: bool = False
     connect_timeout: float = CONNECT_TIMEOUT_S
@@ -86,7 +87,13 @@ def steps_for(opts: BenchOptions) -> int:
     """Progress steps a full run takes (for the progress bar's total)."""
     per_path = _flow_steps(opts)
     overlay = (4 + per_path) * len(opts.ciphers) if opts.overlay else 0
-    return 5 + overlay + per_path + (1 if opts.crypto else 0)
+    ceiling = 1 + len(opts.ciphers) if wants_ceiling(opts) else 0
+    return 5 + overlay + per_path + ceiling + (1 if opts.crypto else 0)
+
+
+def wants_ceiling(opts: BenchOptions) -> bool:
+    """The ceiling stage runs with the single-stream TCP flow it is compared with."""
+    return opts.ceiling and opts.overlay and "tcp1" in opts.flows
 
 
 def _flow_steps(opts: BenchOptions) -> int:
@@ -291,6 +298,35 @@ def _run_in_lab(ctx: BenchContext) -> None:
             errors = measure_path(ctx, "raw", str(ctx.b.public_ip), cipher=None)
             if errors:
                 box["detail"] = "; ".join(errors)
+    if wants_ceiling(opts):
+        _ceiling(ctx)
+
+
+def _ceiling(ctx: BenchContext) -> None:
+    """Stage "ceiling": TapRelay between a1 and b1 (see enclave.bench.ceiling)."""
+    from enclave.bench import ceiling
+    from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
+
+    opts = ctx.opts
+    with contextlib.suppress(StageFailed), timed_stage(ctx, "ceiling") as box:
+        rows = ceiling.measure(ctx.a, ctx.b, ciphers=opts.ciphers, duration=opts.duration,
+                               offload=opts.offload is not False, mtu=DEFAULT_OVERLAY_MTU,
+                               progress=ctx.progress)
+        raw = next((f.raw for f in ctx.report.figures if f.key == "tcp1_ab"), None)
+        for row in rows:
+            over = ctx.report.figure("tcp1_ab", row.cipher) if row.cipher else None
+            reached = (f"; the overlay reached {over.overlay / row.gbit_s:.2f}x of this"
+                       if over is not None and over.overlay and row.gbit_s else "")
+            what = "no AEAD" if row.cipher is None else "seal + open every " \
+                f"{ceiling.segment_for(DEFAULT_OVERLAY_MTU)} B"
+            ctx.report.figures.append(Figure(
+                f"ceiling_{row.cipher or 'plain'}", "ceiling",
+                f"ceiling: TAP relay a1->b1, {what}, no UDP", "Gbit/s", row.cipher,
+                row.gbit_s, raw, True,
+                f"{row.frames} frames, {row.open_failures} open failures{reached}"))
+            if row.open_failures:
+                box["status"] = "failed"
+        box["detail"] = ", ".join(f"{r.cipher or 'plain'} {r.gbit_s:.2f} Gbit/s" for r in rows)
 
 
 def enclave_argv(*args: str) -> list[str]:
@@ -434,6 +470,7 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
     ctx.progress(f"up ({cipher})")
     try:
         with timed_stage(ctx, f"up ({cipher})") as box:
+            t_spawn = time.monotonic()
             for agent in (a, b):
                 argv = ["up", "--state", str(agent.state)]
                 if "--cipher" in up_opts:
@@ -447,13 +484,14 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
                 with open(agent.log, "wb") as log:
                     agent.proc = agent.host.popen(enclave_argv(*argv), stdout=log,
                                                   stderr=subprocess.STDOUT, env=env)
-            time.sleep(0.5)
             for agent in (a, b):
-                assert agent.proc is not None
-                if agent.proc.poll() is not None:
-                    raise RuntimeError(f"enclave up on {agent.host.name} exited "
-                                       f"({agent.proc.returncode}): {log_tail(agent.log)}")
-            box["detail"] = f"pids {a.proc.pid if a.proc else '-'}, {b.proc.pid if b.proc else '-'}"
+                _wait_ready(agent, opts.connect_timeout)
+            ready_s = time.monotonic() - t_spawn
+            ctx.report.figures.append(Figure(
+                "startup_ms", "setup", "agent start-up (exec -> platform connected, NAT known)",
+                "ms", cipher, ready_s * 1000, None, False, "both agents, started together"))
+            box["detail"] = (f"pids {a.proc.pid if a.proc else '-'}, "
+                             f"{b.proc.pid if b.proc else '-'}; ready after {ready_s:.1f} s")
         ctx.progress(f"intent ({cipher})")
         with timed_stage(ctx, f"intent ({cipher})") as box:
             _cli_ok(a.host, "intent", "add", b.name, "--state", str(a.state))
@@ -522,6 +560,34 @@ def log_tail(path: Path | None, n: int = 400) -> str:
     if path is None or not path.exists():
         return ""
     return path.read_text(errors="replace").strip()[-n:]
+
+
+def _wait_ready(agent: BenchAgent, timeout: float) -> float:
+    """Wait until the agent answers `enclave status`, its control channel is connected and
+    discovery has classified its NAT, so that set-up time starts from a settled agent (not from
+    interpreter start-up). Returns the seconds waited; raises if the agent exits or never
+    gets there."""
+    t0 = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - t0 < timeout:
+        assert agent.proc is not None
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"enclave up on {agent.host.name} exited "
+                               f"({agent.proc.returncode}): {log_tail(agent.log)}")
+        res = agent.host.run(enclave_argv("status", "--json", "--state", str(agent.state)),
+                             timeout=30)
+        if res.returncode == 0:
+            try:
+                st = json.loads(res.stdout)
+            except ValueError:
+                st = {}
+            plat = st.get("platform", {}).get("state")
+            last = f"platform {plat}, nat {st.get('nat')}"
+            if plat == "connected" and st.get("nat") not in (None, "unknown"):
+                return time.monotonic() - t0
+        time.sleep(0.1)
+    raise RuntimeError(f"enclave up on {agent.host.name} not ready after {timeout:.0f} s "
+                       f"({last})")
 
 
 def _cli_ok(host: Any, *args: str) -> str:

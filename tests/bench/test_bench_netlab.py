@@ -96,6 +96,16 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
         assert data["paths"]["aes256gcm"] in ("lan", "direct-udp", "direct-tcp", "relay")
         setup = [f for f in data["figures"] if f["key"] == "setup_ms"]
         assert setup and setup[0]["overlay"] > 0
+        startup = [f for f in data["figures"] if f["key"] == "startup_ms"]
+        assert startup and startup[0]["overlay"] > 0
+        # the ceiling: TapRelay between the same hosts, no AEAD and with the run's cipher
+        assert stages["ceiling"]["status"] == "ok", stages["ceiling"]
+        ceil = {f["key"]: f for f in data["figures"] if f["group"] == "ceiling"}
+        assert set(ceil) == {"ceiling_plain", "ceiling_aes256gcm"}
+        for f in ceil.values():
+            assert f["overlay"] > 0 and f["raw"] == figs[0]["raw"]
+            assert " 0 open failures" in f["note"]
+        assert "the overlay reached" in ceil["ceiling_aes256gcm"]["note"]
     else:
         assert res.returncode == 1
         blocked = [s for s in data["stages"] if s["status"] in ("unavailable", "failed")]
