@@ -10,6 +10,11 @@ hub pushes ``{"type": "renew"}`` to the gateway's session when its row and its c
 certificate disagree. A gateway policy is also a tag policy from its selector to name:GATEWAY
 (so mutual intent introduces the pair); the introductions then carry a GatewayOffer to the
 client and GatewayGrants to the gateway (``gateway_info``), clipped to the certified routes.
+
+Clearing a gateway (--clear, DELETE /v1/admin/systems/NAME/gateway) keeps its gateway policies:
+they offer no routes until it serves routes again, as when a policy is made before its gateway
+serves any (they still introduce the pairs, as tag policies; `policy remove` ends that).
+Removing the gateway system deletes its gateway policies in the same transaction (Store._forget).
 """
 
 from __future__ import annotations

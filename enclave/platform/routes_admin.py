@@ -5,7 +5,8 @@
     POST   /v1/admin/systems/{name}/disable        certificates put on hold (in the CRL)
     POST   /v1/admin/systems/{name}/enable         hold lifted
     POST   /v1/admin/systems/{name}/revoke         permanent; certificates revoked
-    DELETE /v1/admin/systems/{name}                revoked and forgotten
+    DELETE /v1/admin/systems/{name}                revoked and forgotten, with the gateway
+                                                    policies whose gateway it is
     POST   /v1/admin/systems/{name}/tags           {"changes": ["+a", "-b"]}
     GET    /v1/admin/keys                          list enrolment keys (never secrets)
     POST   /v1/admin/keys                          {"uses": N|null, "expires": "24h"|null, "tags":
@@ -16,7 +17,8 @@
                                                     current certificate carries them yet) and
                                                     the gateway access policies
     PUT    /v1/admin/systems/{name}/gateway        {"routes": ["198.19.2.0/24", ...], "nat": true}
-    DELETE /v1/admin/systems/{name}/gateway        no longer a gateway
+    DELETE /v1/admin/systems/{name}/gateway        no longer a gateway (its gateway policies
+                                                    stay, offering no routes: Store.set_gateway)
     GET    /v1/admin/gateway-policies              {"policies": [{"name", "from", "gateway",
                                                     "routes", "acl", "created_at"}]}
     POST   /v1/admin/gateway-policies              {"name": "ops-lan", "from": "tag:ops",
@@ -25,9 +27,11 @@
                                                     -> 201 the stored policy (as listed)
     DELETE /v1/admin/gateway-policies/{name}       its intents are withdrawn
 
-A gateway policy is validated like `enclave platform policy add --gateway` (one validator:
-enclave.platform.policy.validate_gateway_policy): 400 for a malformed name, selector, route or
-ACL entry, 404 for an unknown gateway, 409 for a policy name in use; nothing is stored then.
+Request bodies are checked with str_field / str_list (also used by routes_control.py): a wrong
+type is a 400 naming the field. A gateway policy is validated like `enclave platform policy add
+--gateway` (one validator: enclave.platform.policy.validate_gateway_policy): 400 for a malformed
+name, selector, route or ACL entry, 404 for an unknown gateway, 409 for a policy name in use;
+nothing is stored then.
 
 Gateway changes take effect like `enclave platform systems gateway`: the hub pushes a renewal to
 the gateway (its next certificate carries the routes) and re-introduces its pairs.
@@ -94,8 +98,9 @@ async def system_action(request: web.Request) -> web.Response:
 async def remove_system(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     name = request.match_info["name"]
-    platform.store.remove(name, int(platform.clock().timestamp()))
-    log.info("admin: removed %s", name)
+    policies = platform.store.remove(name, int(platform.clock().timestamp()))
+    log.info("admin: removed %s%s", name,
+             f" and its gateway policies {', '.join(policies)}" if policies else "")
     return web.json_response({"removed": name})
 
 
@@ -193,7 +198,16 @@ async def list_gateway_policies(request: web.Request) -> web.Response:
     return web.json_response({"policies": _gateway_policies(request)})
 
 
-def _str_list(body: dict[str, object], field: str) -> list[str]:
+def str_field(body: dict[str, object], field: str) -> str:
+    """A required string field of a JSON request body (400 if missing or another type)."""
+    value = body.get(field)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{field!r} must be a string")
+    return value
+
+
+def str_list(body: dict[str, object], field: str) -> list[str]:
+    """A required list-of-strings field of a JSON request body (400 otherwise)."""
     value = body.get(field)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(400, f"{field!r} must be a list of strings")
@@ -203,14 +217,11 @@ def _str_list(body: dict[str, object], field: str) -> list[str]:
 async def post_gateway_policy(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     body = await read_json(request)
-    for field in ("name", "from", "gateway"):
-        if not isinstance(body.get(field), str):
-            raise ApiError(400, f"{field!r} must be a string")
-    routes = _str_list(body, "routes")
-    acl = None if body.get("acl") is None else _str_list(body, "acl")
+    name, from_sel, gateway = (str_field(body, f) for f in ("name", "from", "gateway"))
+    routes = str_list(body, "routes")
+    acl = None if body.get("acl") is None else str_list(body, "acl")
     try:
-        spec = validate_gateway_policy(str(body["name"]), str(body["from"]),
-                                       str(body["gateway"]), routes, acl)
+        spec = validate_gateway_policy(name, from_sel, gateway, routes, acl)
     except ValueError as exc:  # GatewayConfigError is one
         raise ApiError(400, str(exc)) from None
     now = int(platform.clock().timestamp())
@@ -251,8 +262,11 @@ async def set_gateway(request: web.Request) -> web.Response:
 
 
 async def clear_gateway(request: web.Request) -> web.Response:
-    system = request.app[PLATFORM].store.set_gateway(request.match_info["name"], (), True)
-    log.info("admin: %s is no longer a gateway", system.name)
+    store = request.app[PLATFORM].store
+    system = store.set_gateway(request.match_info["name"], (), True)
+    kept = [p[0] for p in store.list_gateway_policies() if p[2] == system.name]
+    log.info("admin: %s is no longer a gateway%s", system.name,
+             f" (its gateway policies {', '.join(kept)} stay, offering no routes)" if kept else "")
     _hub_changed(request)
     return web.json_response(system.as_json())
 

@@ -4,7 +4,10 @@
     POST   /v1/intents                  {"statement", "signature"} signed by the holder's key:
                                         op add | remove | list (enclave.policy.intent)
     GET    /v1/admin/policies           list tag policies                    (admin token)
-    POST   /v1/admin/policies           {"name", "from": "tag:web", "to": "tag:db"}
+    POST   /v1/admin/policies           {"name", "from": "tag:web", "to": "tag:db"}: strings
+                                        (else 400), validated like `platform policy add`
+                                        (validate_policy: 400), 409 for a name in use;
+                                        nothing is stored on any refusal
     DELETE /v1/admin/policies/{name}
 
 Cloaking: /v1/intents answers "add" and "remove" with the same bytes whether or not the peer
@@ -46,6 +49,7 @@ from enclave.platform.errors import ApiError
 from enclave.platform.hub import Hub, Session
 from enclave.platform.policy import validate_policy
 from enclave.platform.relay import RELAY
+from enclave.platform.routes_admin import str_field
 from enclave.policy.intent import IntentError, IntentStatement, check_fresh, decode_signed
 from enclave.policy.mutual import policy_offers
 
@@ -142,7 +146,7 @@ async def list_policies(request: web.Request) -> web.Response:
 async def add_policy(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     body = await read_json(request)
-    name, f, t = (str(body.get(k, "")) for k in ("name", "from", "to"))
+    name, f, t = (str_field(body, k) for k in ("name", "from", "to"))
     try:
         validate_policy(name, f, t)
     except ValueError as exc:

@@ -429,11 +429,12 @@ class Store:
             self._revoke_certs(db, name, now)
             return self._system(db, name)
 
-    def remove(self, name: str, now: int) -> None:
-        """Revoke and forget a system (`systems remove`, DELETE /v1/admin/systems/NAME)."""
+    def remove(self, name: str, now: int) -> list[str]:
+        """Revoke and forget a system (`systems remove`, DELETE /v1/admin/systems/NAME); the
+        names of the gateway policies that went with it."""
         with self._tx() as db:
             self._system(db, name)
-            self._forget(db, name, now)
+            return self._forget(db, name, now)
 
     def reap_ephemeral(self, offline_since: int, online: set[str], now: int) -> list[str]:
         """Remove every ephemeral system last seen at or before ``offline_since`` that is not in
@@ -449,15 +450,24 @@ class Store:
                 self._forget(db, name, now)
             return names
 
-    def _forget(self, db: sqlite3.Connection, name: str, now: int) -> None:
+    def _forget(self, db: sqlite3.Connection, name: str, now: int) -> list[str]:
         """The one removal path (inside the caller's transaction): certificates revoked (CRL
-        bumped), its own intents and every intent naming it deleted, the name retired, the row
-        gone. The hub's next pass withdraws it from its peers (reason "revoked"), closes its
-        session, pushes the CRL and each holder's shorter intent list."""
+        bumped), its own intents and every intent naming it deleted, the gateway policies whose
+        gateway it is deleted (with the intents they produced; a retired name can never match
+        again), the name retired, the row gone; returns those policies' names. The hub's next
+        pass withdraws it from its peers (reason "revoked"), closes its session, pushes the CRL
+        and each holder's shorter intent list. Plain tag policies are left alone, also those
+        with a name:SYSTEM selector for it."""
         self._revoke_certs(db, name, now)
         db.execute("DELETE FROM intents WHERE from_name = ? OR to_name = ?", (name, name))
+        policies = [str(r[0]) for r in db.execute(
+            "SELECT name FROM policies WHERE gateway = ? ORDER BY name", (name,))]
+        db.execute("DELETE FROM intents WHERE policy IN "
+                   "(SELECT name FROM policies WHERE gateway = ?)", (name,))
+        db.execute("DELETE FROM policies WHERE gateway = ?", (name,))
         db.execute("INSERT OR IGNORE INTO retired_names (name) VALUES (?)", (name,))
         db.execute("DELETE FROM systems WHERE name = ?", (name,))
+        return policies
 
     def _revoke_certs(self, db: sqlite3.Connection, name: str, now: int) -> None:
         db.execute(
@@ -480,7 +490,13 @@ class Store:
 
     def set_gateway(self, name: str, routes: tuple[ipaddress.IPv4Network, ...],
                     nat: bool) -> System:
-        """Let a system serve ``routes`` (empty: no longer a gateway); in its next certificate."""
+        """Let a system serve ``routes`` (empty: no longer a gateway); in its next certificate.
+
+        Gateway policies naming it stay either way, as a policy may also be made before its
+        gateway serves routes: offers and grants are clipped to the routes it serves (none
+        after clearing; they return when it serves routes again), while the policy, also a tag
+        policy towards name:GATEWAY, still introduces the pairs. Removing the policy ends that;
+        removing the system deletes its gateway policies (``_forget``)."""
         with self._tx() as db:
             self._system(db, name)
             db.execute(
