@@ -174,3 +174,53 @@ def test_cli_refuses_what_the_api_refuses(world: tuple[PlatformProc, PinnedClien
         assert res.returncode == 1 and status in (400, 404), (res.stderr, reply)
         assert res.stderr.strip() == f"error: {reply['error']}", (res.stderr, reply)
     assert _policies(p) == before
+
+
+def test_removing_a_gateway_deletes_its_policies(
+        world: tuple[PlatformProc, PinnedClient, str, str],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """DELETE /v1/admin/systems/NAME and `systems remove` take the removed system's gateway
+    policies with it (one transaction, Store._forget); other gateways' policies and plain tag
+    policies stay. Clearing the gateway role first keeps them."""
+    p, c, _gw, ops = world
+    token = p.new_token("--unlimited")
+    tmp = tmp_path_factory.mktemp("gwrm")
+    gw2, gw3 = (enrol(token, StateDir(tmp / n)).name for n in ("gw2", "gw3"))
+    before = {r[0] for r in _policies(p)}
+    for name, gateway, from_sel in (("gw2-a", gw2, f"name:{ops}"), ("gw2-b", gw2, "*"),
+                                    ("gw3-a", gw3, f"name:{gw2}")):
+        status, reply = _call(p, c, "POST", PATH, {"name": name, "from": from_sel,
+                                                   "gateway": gateway, "routes": [LAN]})
+        assert status == 201, reply
+    status, reply = _call(p, c, "POST", "/v1/admin/policies",
+                          {"name": "to-gw2", "from": "tag:ops", "to": f"name:{gw2}"})
+    assert status == 201, reply
+    with p.db() as db:  # a counter-signed policy intent (as an agent would store it)
+        db.execute("INSERT INTO intents (from_name, to_name, statement, signature, issued_at, "
+                   "policy) VALUES (?, ?, x'00', x'00', 1, 'gw2-a')", (ops, gw2))
+
+    # clearing the role keeps the policies (they offer no routes until it serves routes again)
+    gw_path = f"/v1/admin/systems/{gw2}/gateway"
+    assert _call(p, c, "PUT", gw_path, {"routes": [LAN]})[0] == 200
+    status, reply = _call(p, c, "DELETE", gw_path)
+    assert status == 200 and reply["gateway_routes"] == []
+    assert {r[0] for r in _policies(p)} - before == {"gw2-a", "gw2-b", "gw3-a", "to-gw2"}
+
+    # removal over HTTP: gw2's gateway policies (and their intents) go, the rest stays
+    assert _call(p, c, "DELETE", f"/v1/admin/systems/{gw2}") == (200, {"removed": gw2})
+    assert {r[0] for r in _policies(p)} - before == {"gw3-a", "to-gw2"}
+    assert p.count("SELECT COUNT(*) FROM intents WHERE policy = 'gw2-a'") == 0
+    status, listed = _call(p, c, "GET", PATH)
+    assert status == 200 and {x["name"] for x in listed["policies"]} == {"gw3-a"}
+    status, gws = _call(p, c, "GET", "/v1/admin/gateways")
+    assert status == 200 and {x["name"] for x in gws["policies"]} == {"gw3-a"}
+    assert f"removed {gw2} and its gateway policies gw2-a, gw2-b" in p.log()
+    assert _call(p, c, "DELETE", f"/v1/admin/systems/{gw2}")[0] == 404
+
+    # removal with the CLI (another process): the same
+    res = p.cli("platform", "systems", "remove", gw3)
+    assert res.returncode == 0, res.stderr
+    assert {r[0] for r in _policies(p)} - before == {"to-gw2"}
+    assert _call(p, c, "GET", PATH)[1]["policies"] == []
+    assert _call(p, c, "DELETE", "/v1/admin/policies/to-gw2") == (200, {"removed": "to-gw2"})
+    assert {r[0] for r in _policies(p)} == before
