@@ -193,6 +193,7 @@ def _system_command(action: str) -> Command:
             raise ValueError("give tag changes like +web -db")
         store = _paths(args).open_store()
         now = int(_now().timestamp())
+        dropped: list[str] = []
         try:
             result: System | None
             if action == "approve":
@@ -204,7 +205,7 @@ def _system_command(action: str) -> Command:
             elif action == "revoke":
                 result = store.revoke(args.name, now)
             elif action == "remove":
-                store.remove(args.name, now)
+                dropped = store.remove(args.name, now)
                 result = None
             else:
                 add, remove = parse_tag_changes(changes)
@@ -212,7 +213,8 @@ def _system_command(action: str) -> Command:
         finally:
             store.close()
         if result is None:
-            print(f"system {args.name} removed (its certificates are revoked)")
+            also = f"; gateway policies removed with it: {', '.join(dropped)}" if dropped else ""
+            print(f"system {args.name} removed (its certificates are revoked){also}")
         else:
             print(f"system {result.name}: {result.state}, tags {','.join(result.tags) or '-'}")
         return 0

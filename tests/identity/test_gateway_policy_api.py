@@ -220,6 +220,7 @@ def test_removing_a_gateway_deletes_its_policies(
     # removal with the CLI (another process): the same
     res = p.cli("platform", "systems", "remove", gw3)
     assert res.returncode == 0, res.stderr
+    assert "gateway policies removed with it: gw3-a" in res.stdout
     assert {r[0] for r in _policies(p)} - before == {"to-gw2"}
     assert _call(p, c, "GET", PATH)[1]["policies"] == []
     assert _call(p, c, "DELETE", "/v1/admin/policies/to-gw2") == (200, {"removed": "to-gw2"})
