@@ -181,6 +181,10 @@ class Agent:
         self.udp_sock: socket.socket | None = None
         self.control: ControlClient | None = None
         self.discovery: Discovery | None = None
+        # wall clock: the agent object made, and first "ready" (control channel up and our
+        # candidates, with a classified NAT, reported to the platform); `status` shows both
+        self.started_at = time.time()
+        self.ready_at: float | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
 
@@ -404,9 +408,11 @@ class Agent:
 
         ds = self.discovery.state
         cands = ds.candidates(self.options.port, self.options.port)
-        self.control.send({"type": "report", "nat": ds.nat.value,
-                           "candidates": [candidate_to_json(c) for c in cands],
-                           "mappings": ds.mappings_json()})
+        sent = self.control.send({"type": "report", "nat": ds.nat.value,
+                                  "candidates": [candidate_to_json(c) for c in cands],
+                                  "mappings": ds.mappings_json()})
+        if sent and self.ready_at is None and ds.nat is not NatBehaviour.UNKNOWN:
+            self.ready_at = time.time()
 
     # -- local API -------------------------------------------------------------------------------
 
@@ -428,6 +434,8 @@ class Agent:
             "nat": (ds.nat if ds else NatBehaviour.UNKNOWN).value,
             "private_addresses": ds.private if ds else [],
             "port": self.options.port,
+            "started_at": self.started_at,
+            "ready_at": self.ready_at,
             "intents": sorted(self.intents),
             "crl_number": self.crl_number,
             "revoked_serials": sorted(self.revoked),

@@ -46,6 +46,7 @@ from enclave.cipher import AES256GCM, CipherError, select_cipher
 from enclave.proto.events import PeerKeysUpdated
 from enclave.proto.handshake import LocalCredentials, PeerIdentity
 from enclave.proto.wire import CAP_AES256GCM_HW
+from enclave.sysinfo import crypto_flags_fast
 
 if TYPE_CHECKING:
     from enclave.agent.daemon import Agent
@@ -276,7 +277,8 @@ def open_dataplane(agent: Agent, validator: PeerValidator) -> CompiledDataPlane:
 def agent_factory(agent: Agent) -> AgentConnections:
     """Everything `enclave up` needs to hold sessions (see the diagram at the top)."""
     try:
-        choice = select_cipher(agent.options.cipher)
+        # second witness from the kernel's flags: py-cpuinfo would spawn a process (~1.2 s)
+        choice = select_cipher(agent.options.cipher, cpu_flags=crypto_flags_fast())
     except CipherError as exc:
         raise AgentError(str(exc)) from None
     log.info("cipher %s (%s)", choice.cipher, choice.reason)

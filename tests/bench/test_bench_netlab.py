@@ -101,11 +101,13 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
         # the ceiling: TapRelay between the same hosts, no AEAD and with the run's cipher
         assert stages["ceiling"]["status"] == "ok", stages["ceiling"]
         ceil = {f["key"]: f for f in data["figures"] if f["group"] == "ceiling"}
-        assert set(ceil) == {"ceiling_plain", "ceiling_aes256gcm"}
+        assert set(ceil) == {"ceiling_plain", "ceiling_aead"}
+        assert ceil["ceiling_plain"]["cipher"] is None
+        assert ceil["ceiling_aead"]["cipher"] == "aes256gcm"
         for f in ceil.values():
             assert f["overlay"] > 0 and f["raw"] == figs[0]["raw"]
             assert " 0 open failures" in f["note"]
-        assert "the overlay reached" in ceil["ceiling_aes256gcm"]["note"]
+        assert "the overlay reached" in ceil["ceiling_aead"]["note"]
     else:
         assert res.returncode == 1
         blocked = [s for s in data["stages"] if s["status"] in ("unavailable", "failed")]

@@ -57,6 +57,9 @@ def test_status_json_and_reflection(world: tuple[Platform, list[AgentProc]]) -> 
     assert st["mappings"]["udp"] == [f"127.0.0.1:{a.port}"] * 2
     assert st["mappings"]["tcp"] == f"127.0.0.1:{a.port}"
     assert st["nat"] in ("none", "endpoint-independent")
+    # ready: the first report of candidates with a classified NAT on a connected channel
+    st = wait_for(lambda: (s := a.status())["ready_at"] is not None and s, what="ready_at")
+    assert st["started_at"] <= st["ready_at"] <= time.time()
 
 
 def test_mutual_intent_introduce_and_withdraw(world: tuple[Platform, list[AgentProc]]) -> None:

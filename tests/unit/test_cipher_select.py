@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,24 @@ def test_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ENCLAVE_CIPHER", "chacha20poly1305")
     choice = select_cipher(cpu_flags=CPU_ALL, sodium_flags=SOD_ALL)
     assert choice.cipher == CHACHA20POLY1305
+
+
+def test_kernel_cpu_flags_parse_and_absence(tmp_path: Path) -> None:
+    from enclave.sysinfo import kernel_cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu aes pclmulqdq ssse3 avx\n\n"
+                   "processor\t: 1\nflags\t\t: fpu\n")
+    assert kernel_cpu_flags(str(x86)) == frozenset({"fpu", "aes", "pclmulqdq", "ssse3", "avx"})
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd aes pmull\n")
+    assert kernel_cpu_flags(str(arm)) is None
+    assert kernel_cpu_flags(str(tmp_path / "missing")) is None
+
+
+def test_fast_flags_agree_with_py_cpuinfo_here() -> None:
+    """The agent's start-up witness (the kernel's flags) and py-cpuinfo's (enclave info) agree
+    on this machine's crypto flags."""
+    from enclave.sysinfo import cpu_info, crypto_flags_fast
+
+    assert crypto_flags_fast() == cpu_info().crypto_flags()
