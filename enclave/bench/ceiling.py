@@ -48,7 +48,10 @@ def measure(a: Any, b: Any, *, ciphers: list[str], duration: float, offload: boo
             progress: Callable[[str], None] = lambda _: None) -> list[CeilingRow]:
     """Relay ceil0(a) <-> ceil0(b) once per mode (plain, then each cipher) and run one TCP
     stream a -> b over it. ``a``/``b``: lab hosts (``.netns``, ``.run``/``.popen``)."""
-    from enclave._fastpath import AeadKey, TapRelay
+    try:
+        from enclave._fastpath import AeadKey, TapRelay
+    except ImportError as exc:  # the stage fails with a reason; the run goes on
+        raise RuntimeError(f"compiled fast path not available: {exc}") from exc
     from enclave.dataplane.tap import TapDevice
 
     rows: list[CeilingRow] = []
