@@ -1,9 +1,11 @@
 """Data-plane cipher selection at start-up.
 
 Rule: AES256-GCM when the CPU has AES-NI, PCLMULQDQ and SSSE3, else ChaCha20-Poly1305-IETF.
-Two witnesses are consulted: py-cpuinfo's flags and libsodium's own runtime detection
-(sodium_runtime_has_*). If they disagree, both are logged and libsodium wins, since libsodium
-is what will run the cipher. An explicit choice overrides the rule, in this order:
+Two witnesses are consulted: the CPU's flags (py-cpuinfo spelling; by default py-cpuinfo itself,
+while the agent passes the kernel's /proc/cpuinfo flags, sysinfo.crypto_flags_fast, because
+py-cpuinfo spawns a process) and libsodium's own runtime detection (sodium_runtime_has_*). If they
+disagree, both are logged and libsodium wins, since libsodium is what will run the cipher.
+An explicit choice overrides the rule, in this order:
 
     ENCLAVE_CIPHER environment variable  >  configuration  >  automatic
 
