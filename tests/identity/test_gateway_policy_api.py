@@ -20,6 +20,7 @@ from enclave.agent.client import PinnedClient
 from enclave.agent.enrol import enrol
 from enclave.agent.state import StateDir
 from enclave.cert.enrolment import EnrolmentToken
+from tests.identity.admin_api import AdminApi, policy_rows
 from tests.identity.conftest import PlatformProc
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,47 +28,26 @@ PATH = "/v1/admin/gateway-policies"
 LAN = "198.19.5.0/24"
 
 
-def _call(p: PlatformProc, c: PinnedClient, method: str, path: str, body: Any = None,
-          raw: bytes | None = None, token: str | None = None) -> tuple[int, dict[str, Any]]:
-    conn = c._connect()
-    try:
-        headers = {"Authorization": f"Bearer {p.admin_token if token is None else token}"}
-        payload = json.dumps(body).encode() if body is not None else raw
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
-def _policies(p: PlatformProc) -> list[tuple[Any, ...]]:
-    with p.db() as db:
-        return [tuple(r) for r in db.execute(
-            "SELECT name, from_sel, to_sel, gateway, routes, acl FROM policies ORDER BY name")]
-
-
 @pytest.fixture(scope="module")
 def world(platform: PlatformProc, tmp_path_factory: pytest.TempPathFactory
-          ) -> tuple[PlatformProc, PinnedClient, str, str]:
+          ) -> tuple[PlatformProc, AdminApi, str, str]:
     token = platform.new_token("--unlimited")
     client = PinnedClient(platform.url, EnrolmentToken.decode(token).pin)
     tmp = tmp_path_factory.mktemp("gwpol")
     gw = enrol(token, StateDir(tmp / "gw")).name
     ops = enrol(token, StateDir(tmp / "ops")).name
-    return platform, client, gw, ops
+    return platform, AdminApi(client, platform.admin_token), gw, ops
 
 
-def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, PinnedClient, str, str]
+def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, AdminApi, str, str]
                                           ) -> None:
-    p, c, gw, ops = world
+    p, api, gw, ops = world
     good = {"name": "ops-lan", "from": f"name:{ops}", "gateway": gw, "routes": [LAN],
             "acl": ["tcp:22", "icmp"]}
 
     for bad_token in ("", "enclave-admin-wrong"):
         for method, path, body in (("POST", PATH, good), ("DELETE", f"{PATH}/ops-lan", None)):
-            status, reply = _call(p, c, method, path, body, token=bad_token)
+            status, reply = api.call(method, path, body, token=bad_token)
             assert status == 401 and "admin token" in reply["error"], (method, bad_token)
 
     bad_bodies: list[tuple[dict[str, Any], str]] = [
@@ -93,51 +73,49 @@ def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, PinnedClien
         ({**good, "gateway": "gw!"}, "not a system name"),
     ]
     for body, reason in bad_bodies:
-        status, reply = _call(p, c, "POST", PATH, body)
+        status, reply = api.call("POST", PATH, body)
         assert status == 400 and reason in reply["error"], (body, reply)
     for raw in (b"{not json", b"[1, 2]"):
-        assert _call(p, c, "POST", PATH, raw=raw)[0] == 400
-    status, reply = _call(p, c, "POST", PATH, {**good, "gateway": "ZZZZZ"})
+        assert api.call("POST", PATH, raw=raw)[0] == 400
+    status, reply = api.call("POST", PATH, {**good, "gateway": "ZZZZZ"})
     assert status == 404 and "ZZZZZ" in reply["error"]
-    assert _policies(p) == []  # nothing half-written by any refusal
+    assert policy_rows(p) == []  # nothing half-written by any refusal
 
     # accepted: normalised like the CLI (sorted, de-duplicated routes; ACL entries lower-cased)
-    status, reply = _call(p, c, "POST", PATH,
-                          {**good, "routes": [LAN, "10.9.0.0/16", LAN],
-                           "acl": ["TCP:22", "icmp", "tcp:22"]})
+    status, reply = api.call("POST", PATH, {**good, "routes": [LAN, "10.9.0.0/16", LAN],
+                                            "acl": ["TCP:22", "icmp", "tcp:22"]})
     assert status == 201, reply
     assert {k: v for k, v in reply.items() if k != "created_at"} == {
         "name": "ops-lan", "from": f"name:{ops}", "gateway": gw,
         "routes": ["10.9.0.0/16", LAN], "acl": ["icmp", "tcp:22"]}
     assert isinstance(reply["created_at"], int)
-    status, listed = _call(p, c, "GET", PATH)
+    status, listed = api.call("GET", PATH)
     assert status == 200 and listed["policies"] == [reply]
     # also a tag policy towards the gateway (mutual intent introduces the pair)
-    assert _policies(p) == [("ops-lan", f"name:{ops}", f"name:{gw}", gw,
-                             json.dumps(["10.9.0.0/16", LAN]), json.dumps(["icmp", "tcp:22"]))]
+    assert policy_rows(p) == [("ops-lan", f"name:{ops}", f"name:{gw}", gw,
+                               json.dumps(["10.9.0.0/16", LAN]), json.dumps(["icmp", "tcp:22"]))]
     # no ACL given: any
-    status, reply = _call(p, c, "POST", PATH, {**good, "name": "all-lan", "from": "*",
-                                               "acl": None})
+    status, reply = api.call("POST", PATH, {**good, "name": "all-lan", "from": "*", "acl": None})
     assert status == 201 and reply["acl"] == ["any"]
 
     # a name in use (gateway policy or plain tag policy) is a 409 and changes nothing
     res = p.cli("platform", "policy", "add", "--name", "web-db", "--from", "tag:web",
                 "--to", "tag:db")
     assert res.returncode == 0, res.stderr
-    before = _policies(p)
+    before = policy_rows(p)
     for name in ("ops-lan", "web-db"):
-        status, reply = _call(p, c, "POST", PATH, {**good, "name": name})
+        status, reply = api.call("POST", PATH, {**good, "name": name})
         assert status == 409 and "exists" in reply["error"], name
-    assert _policies(p) == before
+    assert policy_rows(p) == before
 
     # DELETE: only gateway policies; unknown -> 404
-    status, reply = _call(p, c, "DELETE", f"{PATH}/web-db")
+    status, reply = api.call("DELETE", f"{PATH}/web-db")
     assert status == 404 and "no gateway policy" in reply["error"]
-    assert _call(p, c, "DELETE", f"{PATH}/nope")[0] == 404
-    assert _policies(p) == before
-    assert _call(p, c, "DELETE", f"{PATH}/all-lan") == (200, {"removed": "all-lan"})
-    assert _call(p, c, "DELETE", f"{PATH}/all-lan")[0] == 404
-    assert [r[0] for r in _policies(p)] == ["ops-lan", "web-db"]
+    assert api.call("DELETE", f"{PATH}/nope")[0] == 404
+    assert policy_rows(p) == before
+    assert api.call("DELETE", f"{PATH}/all-lan") == (200, {"removed": "all-lan"})
+    assert api.call("DELETE", f"{PATH}/all-lan")[0] == 404
+    assert [r[0] for r in policy_rows(p)] == ["ops-lan", "web-db"]
 
     # the CLI sees the API's policy and can remove it; the API removes the CLI's
     res = p.cli("platform", "policy", "list", "--json")
@@ -149,51 +127,51 @@ def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, PinnedClien
     res = p.cli("platform", "policy", "add", "--name", "cli-lan", "--from", "tag:ops",
                 "--gateway", gw, "--routes", LAN, "--acl", "udp:53")
     assert res.returncode == 0, res.stderr
-    status, listed = _call(p, c, "GET", PATH)
+    status, listed = api.call("GET", PATH)
     assert [(x["name"], x["acl"]) for x in listed["policies"]] == [("cli-lan", ["udp:53"])]
-    assert _call(p, c, "DELETE", f"{PATH}/cli-lan") == (200, {"removed": "cli-lan"})
-    assert [r[0] for r in _policies(p)] == ["web-db"]
+    assert api.call("DELETE", f"{PATH}/cli-lan") == (200, {"removed": "cli-lan"})
+    assert [r[0] for r in policy_rows(p)] == ["web-db"]
 
 
-def test_cli_refuses_what_the_api_refuses(world: tuple[PlatformProc, PinnedClient, str, str]
+def test_cli_refuses_what_the_api_refuses(world: tuple[PlatformProc, AdminApi, str, str]
                                           ) -> None:
     """One validator: the CLI's error line is the API's error message."""
-    p, c, gw, _ops = world
+    p, api, gw, _ops = world
     cases: list[tuple[str, list[str], dict[str, Any]]] = [  # gateway, CLI args, API fields
         (gw, ["--routes", "0.0.0.0/0"], {"routes": ["0.0.0.0/0"]}),
         (gw, ["--routes", LAN, "--acl", "tcp:99999"], {"routes": [LAN], "acl": ["tcp:99999"]}),
         ("ZZZZZ", ["--routes", LAN], {"routes": [LAN]}),  # unknown gateway: 404
         ("gw!", ["--routes", LAN], {"routes": [LAN]}),
     ]
-    before = _policies(p)
+    before = policy_rows(p)
     for gateway, cli_args, api_fields in cases:
         res = p.cli("platform", "policy", "add", "--name", "x-lan", "--from", "tag:ops",
                     "--gateway", gateway, *cli_args)
         body = {"name": "x-lan", "from": "tag:ops", "gateway": gateway, **api_fields}
-        status, reply = _call(p, c, "POST", PATH, body)
+        status, reply = api.call("POST", PATH, body)
         assert res.returncode == 1 and status in (400, 404), (res.stderr, reply)
         assert res.stderr.strip() == f"error: {reply['error']}", (res.stderr, reply)
-    assert _policies(p) == before
+    assert policy_rows(p) == before
 
 
 def test_removing_a_gateway_deletes_its_policies(
-        world: tuple[PlatformProc, PinnedClient, str, str],
+        world: tuple[PlatformProc, AdminApi, str, str],
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """DELETE /v1/admin/systems/NAME and `systems remove` take the removed system's gateway
     policies with it (one transaction, Store._forget); other gateways' policies and plain tag
     policies stay. Clearing the gateway role first keeps them."""
-    p, c, _gw, ops = world
+    p, api, _gw, ops = world
     token = p.new_token("--unlimited")
     tmp = tmp_path_factory.mktemp("gwrm")
     gw2, gw3 = (enrol(token, StateDir(tmp / n)).name for n in ("gw2", "gw3"))
-    before = {r[0] for r in _policies(p)}
+    before = {r[0] for r in policy_rows(p)}
     for name, gateway, from_sel in (("gw2-a", gw2, f"name:{ops}"), ("gw2-b", gw2, "*"),
                                     ("gw3-a", gw3, f"name:{gw2}")):
-        status, reply = _call(p, c, "POST", PATH, {"name": name, "from": from_sel,
-                                                   "gateway": gateway, "routes": [LAN]})
+        status, reply = api.call("POST", PATH, {"name": name, "from": from_sel,
+                                                "gateway": gateway, "routes": [LAN]})
         assert status == 201, reply
-    status, reply = _call(p, c, "POST", "/v1/admin/policies",
-                          {"name": "to-gw2", "from": "tag:ops", "to": f"name:{gw2}"})
+    status, reply = api.call("POST", "/v1/admin/policies",
+                             {"name": "to-gw2", "from": "tag:ops", "to": f"name:{gw2}"})
     assert status == 201, reply
     with p.db() as db:  # a counter-signed policy intent (as an agent would store it)
         db.execute("INSERT INTO intents (from_name, to_name, statement, signature, issued_at, "
@@ -201,27 +179,27 @@ def test_removing_a_gateway_deletes_its_policies(
 
     # clearing the role keeps the policies (they offer no routes until it serves routes again)
     gw_path = f"/v1/admin/systems/{gw2}/gateway"
-    assert _call(p, c, "PUT", gw_path, {"routes": [LAN]})[0] == 200
-    status, reply = _call(p, c, "DELETE", gw_path)
+    assert api.call("PUT", gw_path, {"routes": [LAN]})[0] == 200
+    status, reply = api.call("DELETE", gw_path)
     assert status == 200 and reply["gateway_routes"] == []
-    assert {r[0] for r in _policies(p)} - before == {"gw2-a", "gw2-b", "gw3-a", "to-gw2"}
+    assert {r[0] for r in policy_rows(p)} - before == {"gw2-a", "gw2-b", "gw3-a", "to-gw2"}
 
     # removal over HTTP: gw2's gateway policies (and their intents) go, the rest stays
-    assert _call(p, c, "DELETE", f"/v1/admin/systems/{gw2}") == (200, {"removed": gw2})
-    assert {r[0] for r in _policies(p)} - before == {"gw3-a", "to-gw2"}
+    assert api.call("DELETE", f"/v1/admin/systems/{gw2}") == (200, {"removed": gw2})
+    assert {r[0] for r in policy_rows(p)} - before == {"gw3-a", "to-gw2"}
     assert p.count("SELECT COUNT(*) FROM intents WHERE policy = 'gw2-a'") == 0
-    status, listed = _call(p, c, "GET", PATH)
+    status, listed = api.call("GET", PATH)
     assert status == 200 and {x["name"] for x in listed["policies"]} == {"gw3-a"}
-    status, gws = _call(p, c, "GET", "/v1/admin/gateways")
+    status, gws = api.call("GET", "/v1/admin/gateways")
     assert status == 200 and {x["name"] for x in gws["policies"]} == {"gw3-a"}
     assert f"removed {gw2} and its gateway policies gw2-a, gw2-b" in p.log()
-    assert _call(p, c, "DELETE", f"/v1/admin/systems/{gw2}")[0] == 404
+    assert api.call("DELETE", f"/v1/admin/systems/{gw2}")[0] == 404
 
     # removal with the CLI (another process): the same
     res = p.cli("platform", "systems", "remove", gw3)
     assert res.returncode == 0, res.stderr
     assert "gateway policies removed with it: gw3-a" in res.stdout
-    assert {r[0] for r in _policies(p)} - before == {"to-gw2"}
-    assert _call(p, c, "GET", PATH)[1]["policies"] == []
-    assert _call(p, c, "DELETE", "/v1/admin/policies/to-gw2") == (200, {"removed": "to-gw2"})
-    assert {r[0] for r in _policies(p)} == before
+    assert {r[0] for r in policy_rows(p)} - before == {"to-gw2"}
+    assert api.call("GET", PATH)[1]["policies"] == []
+    assert api.call("DELETE", "/v1/admin/policies/to-gw2") == (200, {"removed": "to-gw2"})
+    assert {r[0] for r in policy_rows(p)} == before

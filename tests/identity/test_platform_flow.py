@@ -21,6 +21,7 @@ from enclave.agent.state import StateDir
 from enclave.cert import CertificateError, parse_crl, verify_system_certificate
 from enclave.cert.enrolment import PATH_CA, PATH_CRL, EnrolmentToken
 from enclave.cert.names import is_valid_system_name, mac_for_name
+from tests.identity.admin_api import AdminApi
 from tests.identity.conftest import PlatformProc, run_cli
 
 
@@ -162,57 +163,41 @@ def test_full_lifecycle(platform: PlatformProc, tmp_path: Path) -> None:
         st1.identity(id1b.not_after + datetime.timedelta(seconds=1))
 
 
-def _admin(p: PlatformProc, c: PinnedClient, method: str, path: str,
-           body: dict[str, object] | None = None, token: str | None = None) -> tuple[int, dict]:
-    conn = c._connect()
-    try:
-        headers = {"Authorization": f"Bearer {token if token is not None else p.admin_token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def test_admin_http_api(platform: PlatformProc, tmp_path: Path) -> None:
     p = platform
-    c = client(p)
+    api = AdminApi(client(p), p.admin_token)
     for bad in ("", "enclave-admin-wrong"):
-        status, body = _admin(p, c, "GET", "/v1/admin/systems", token=bad)
+        status, body = api.call("GET", "/v1/admin/systems", token=bad)
         assert status == 401 and "admin token" in body["error"]
-    status, body = _admin(p, c, "POST", "/v1/admin/keys",
-                          {"uses": 1, "approval": "gated", "tags": ["api"], "expires": "1h"})
+    status, body = api.call("POST", "/v1/admin/keys",
+                            {"uses": 1, "approval": "gated", "tags": ["api"], "expires": "1h"})
     assert status == 201
     token = body["token"]
     assert EnrolmentToken.decode(token).url == p.url
     result = enrol(token, StateDir(tmp_path / "s"))
     assert result.state == "pending"
     name = urllib.parse.quote(result.name)
-    status, body = _admin(p, c, "POST", f"/v1/admin/systems/{name}/approve")
+    status, body = api.call("POST", f"/v1/admin/systems/{name}/approve")
     assert status == 200 and body["state"] == "active"
-    status, body = _admin(p, c, "POST", f"/v1/admin/systems/{name}/approve")
+    status, body = api.call("POST", f"/v1/admin/systems/{name}/approve")
     assert status == 409
     assert resume(StateDir(tmp_path / "s")).state == "active"
-    status, body = _admin(p, c, "POST", f"/v1/admin/systems/{name}/tags",
-                          {"changes": ["+x1", "-api"]})
+    status, body = api.call("POST", f"/v1/admin/systems/{name}/tags",
+                            {"changes": ["+x1", "-api"]})
     assert status == 200 and body["tags"] == ["x1"]
-    status, body = _admin(p, c, "POST", f"/v1/admin/systems/{name}/tags",
-                          {"changes": ["+Bad Tag"]})
+    status, body = api.call("POST", f"/v1/admin/systems/{name}/tags",
+                            {"changes": ["+Bad Tag"]})
     assert status == 400
-    status, body = _admin(p, c, "GET", "/v1/admin/systems")
+    status, body = api.call("GET", "/v1/admin/systems")
     assert status == 200 and name in {s["name"] for s in body["systems"]}
-    status, body = _admin(p, c, "GET", "/v1/admin/keys")
+    status, body = api.call("GET", "/v1/admin/keys")
     assert status == 200
     assert all("secret" not in json.dumps(k) for k in body["keys"])
     key_id = EnrolmentToken.decode(token).key_id
-    assert _admin(p, c, "POST", f"/v1/admin/keys/{key_id}/revoke")[0] == 200
-    assert _admin(p, c, "POST", f"/v1/admin/keys/{key_id}/revoke")[0] == 404
-    assert _admin(p, c, "DELETE", f"/v1/admin/systems/{name}")[0] == 200
-    assert _admin(p, c, "POST", "/v1/admin/systems/ZZZZZ/revoke")[0] == 404
+    assert api.call("POST", f"/v1/admin/keys/{key_id}/revoke")[0] == 200
+    assert api.call("POST", f"/v1/admin/keys/{key_id}/revoke")[0] == 404
+    assert api.call("DELETE", f"/v1/admin/systems/{name}")[0] == 200
+    assert api.call("POST", "/v1/admin/systems/ZZZZZ/revoke")[0] == 404
 
 
 def test_keys_list_and_revoke_cli(platform: PlatformProc, tmp_path: Path) -> None:
