@@ -72,6 +72,7 @@ class Platform:
     log_path: Path
     proc: subprocess.Popen[Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    admin_token: str = ""  # the admin API token `platform init` printed (its last line)
 
     @classmethod
     def init(cls, tmp: Path, host: str, port: int, run: Runner = local_run,
@@ -80,7 +81,22 @@ class Platform:
         url = f"https://{host}:{port}"
         res = run(enclave("platform", "init", "--data", str(data), "--url", url, "--org", "acme"))
         assert res.returncode == 0, res.stderr
-        return cls(data, url, f"{listen_host or host}:{port}", run, popen, tmp / "platform.log")
+        return cls(data, url, f"{listen_host or host}:{port}", run, popen, tmp / "platform.log",
+                   admin_token=res.stdout.strip().splitlines()[-1])
+
+    @classmethod
+    def loopback(cls, tmp: Path, **env: str) -> Platform:
+        """Initialised and serving on 127.0.0.1 (free API and discovery ports); ``env`` adds
+        to the server's environment (e.g. ENCLAVE_PLATFORM_RELAY="off"). The caller stops it."""
+        plat = cls.init(tmp, "127.0.0.1", free_port())
+        plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
+        plat.extra_env.update(env)
+        try:
+            plat.start()
+        except BaseException:
+            plat.stop()
+            raise
+        return plat
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
@@ -119,6 +135,11 @@ class AgentProc:
     port: int
     name: str = ""
     proc: subprocess.Popen[Any] | None = None
+
+    @classmethod
+    def local(cls, tmp: Path, role: str) -> AgentProc:
+        """An agent on this host: state in tmp/ROLE, log in tmp/ROLE.log, a free UDP port."""
+        return cls(tmp / role, local_run, local_popen, tmp / f"{role}.log", free_port())
 
     def enrol(self, token: str) -> str:
         res = self.run(enclave("enrol", token, "--state", str(self.state)))

@@ -11,16 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.control.helpers import (
-    AgentProc,
-    Platform,
-    enclave,
-    free_port,
-    local_popen,
-    local_run,
-    stop,
-    wait_for,
-)
+from tests.control.helpers import AgentProc, Platform, enclave, local_popen, stop, wait_for
 
 
 def _receive(sock: socket.socket, want: str, timeout: float) -> list[str]:
@@ -38,11 +29,8 @@ def _receive(sock: socket.socket, want: str, timeout: float) -> list[str]:
 
 
 def test_up_notifies_ready_and_stopping(tmp_path: Path) -> None:
-    plat = Platform.init(tmp_path, "127.0.0.1", free_port())
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.start()
-    agent = AgentProc(tmp_path / "agent", local_run, local_popen, tmp_path / "agent.log",
-                      free_port())
+    plat = Platform.loopback(tmp_path)
+    agent = AgentProc.local(tmp_path, "agent")
     notify_path = tmp_path / "notify.sock"
     proc: subprocess.Popen[bytes] | None = None
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
@@ -70,11 +58,8 @@ def test_up_notifies_ready_and_stopping(tmp_path: Path) -> None:
 
 def test_up_without_notify_socket_is_quiet(tmp_path: Path) -> None:
     """A NOTIFY_SOCKET nobody listens on must not stop the agent (sd_notify is best effort)."""
-    plat = Platform.init(tmp_path, "127.0.0.1", free_port())
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.start()
-    agent = AgentProc(tmp_path / "agent", local_run, local_popen, tmp_path / "agent.log",
-                      free_port())
+    plat = Platform.loopback(tmp_path)
+    agent = AgentProc.local(tmp_path, "agent")
     proc: subprocess.Popen[bytes] | None = None
     try:
         agent.enrol(plat.token())

@@ -11,7 +11,6 @@ test_store_removal.py).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -19,60 +18,32 @@ from typing import Any
 
 import pytest
 
-from enclave.agent.client import PinnedClient
-from enclave.cert.enrolment import EnrolmentToken
-from tests.control.helpers import (
-    AgentProc,
-    Platform,
-    enclave,
-    free_port,
-    local_popen,
-    local_run,
-    wait_for,
-)
+from tests.control.helpers import AgentProc, Platform, wait_for
+from tests.identity.admin_api import AdminApi
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[Platform, str, PinnedClient, list[AgentProc]]]:
+          ) -> Iterator[tuple[Platform, AdminApi, list[AgentProc]]]:
     tmp = tmp_path_factory.mktemp("rm")
-    port = free_port()
-    data = tmp / "platform"
-    url = f"https://127.0.0.1:{port}"
-    res = local_run(enclave("platform", "init", "--data", str(data), "--url", url, "--org", "acme"))
-    assert res.returncode == 0, res.stderr
-    admin_token = res.stdout.strip().splitlines()[-1]
-    plat = Platform(data, url, f"127.0.0.1:{port}", local_run, local_popen, tmp / "platform.log")
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.extra_env["ENCLAVE_PLATFORM_RELAY"] = "off"
-    plat.start()
+    plat = Platform.loopback(tmp, ENCLAVE_PLATFORM_RELAY="off")
     agents: list[AgentProc] = []
     try:
         token = plat.token()
-        client = PinnedClient(url, EnrolmentToken.decode(token).pin)
+        api = AdminApi.pinned(plat.url, token, plat.admin_token)
         for role in ("a", "b", "c"):
-            ag = AgentProc(tmp / role, local_run, local_popen, tmp / f"{role}.log", free_port())
+            ag = AgentProc.local(tmp, role)
             ag.enrol(token)
             agents.append(ag)
         for ag in agents:
             ag.up()
-        yield plat, admin_token, client, agents
+        yield plat, api, agents
     finally:
         for ag in agents:
             ag.down()
         plat.stop()
-
-
-def _delete(c: PinnedClient, token: str, path: str) -> tuple[int, dict[str, Any]]:
-    conn = c._connect()
-    try:
-        conn.request("DELETE", path, headers={"Authorization": f"Bearer {token}"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
 
 
 def _intents_naming(plat: Platform, name: str) -> int:
@@ -85,8 +56,8 @@ def _intents_naming(plat: Platform, name: str) -> int:
 
 
 def test_admin_removal_withdraws_and_drops_intents(
-        world: tuple[Platform, str, PinnedClient, list[AgentProc]]) -> None:
-    plat, admin_token, client, (a, b, c) = world
+        world: tuple[Platform, AdminApi, list[AgentProc]]) -> None:
+    plat, api, (a, b, c) = world
     for other in (b, c):
         a.intent("add", other.name)
         other.intent("add", a.name)
@@ -101,10 +72,10 @@ def test_admin_removal_withdraws_and_drops_intents(
             assert res.returncode == 0, res.stderr
         else:
             path = f"/v1/admin/systems/{urllib.parse.quote(gone.name)}"
-            assert _delete(client, "enclave-admin-wrong", path)[0] == 401
+            assert api.call("DELETE", path, token="enclave-admin-wrong")[0] == 401
             assert _intents_naming(plat, gone.name) == 2  # refused: nothing changed
-            assert _delete(client, admin_token, path) == (200, {"removed": gone.name})
-            assert _delete(client, admin_token, path)[0] == 404
+            assert api.call("DELETE", path) == (200, {"removed": gone.name})
+            assert api.call("DELETE", path)[0] == 404
         assert _intents_naming(plat, gone.name) == 0
 
         def told(st: dict[str, Any], g: AgentProc = gone, s: int = serial) -> bool:

@@ -1,6 +1,7 @@
 """The admin HTTP API as the tests call it, and the policies table they check it against.
 
     AdminApi(client, token).call(method, path, body | raw, token=...) -> (status, JSON reply)
+    AdminApi.pinned(url, enrolment_token, admin_token)   the client pinned as the token says
 
         TLS over the platform's pinned client (enclave.agent.client.PinnedClient)
         Authorization: Bearer <admin token>        (token= overrides it for one call)
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from enclave.agent.client import PinnedClient
+from enclave.cert.enrolment import EnrolmentToken
 
 if TYPE_CHECKING:
     from tests.identity.conftest import PlatformProc
@@ -29,6 +31,11 @@ POLICY_COLUMNS = ("name", "from_sel", "to_sel", "gateway", "routes", "acl")
 class AdminApi:
     client: PinnedClient
     token: str
+
+    @classmethod
+    def pinned(cls, url: str, enrolment_token: str, admin_token: str) -> AdminApi:
+        """Over a client pinned to the API key an enrolment token names."""
+        return cls(PinnedClient(url, EnrolmentToken.decode(enrolment_token).pin), admin_token)
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              token: str | None = None) -> tuple[int, dict[str, Any]]:

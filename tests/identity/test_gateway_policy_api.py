@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from enclave.agent.client import PinnedClient
 from enclave.agent.enrol import enrol
 from enclave.agent.state import StateDir
-from enclave.cert.enrolment import EnrolmentToken
 from tests.identity.admin_api import AdminApi, policy_rows
 from tests.identity.conftest import PlatformProc
 
@@ -32,11 +30,10 @@ LAN = "198.19.5.0/24"
 def world(platform: PlatformProc, tmp_path_factory: pytest.TempPathFactory
           ) -> tuple[PlatformProc, AdminApi, str, str]:
     token = platform.new_token("--unlimited")
-    client = PinnedClient(platform.url, EnrolmentToken.decode(token).pin)
     tmp = tmp_path_factory.mktemp("gwpol")
     gw = enrol(token, StateDir(tmp / "gw")).name
     ops = enrol(token, StateDir(tmp / "ops")).name
-    return platform, AdminApi(client, platform.admin_token), gw, ops
+    return platform, AdminApi.pinned(platform.url, token, platform.admin_token), gw, ops
 
 
 def test_post_and_delete_gateway_policies(world: tuple[PlatformProc, AdminApi, str, str]

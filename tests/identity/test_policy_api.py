@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 
-from enclave.agent.client import PinnedClient
-from enclave.cert.enrolment import EnrolmentToken
 from tests.identity.admin_api import AdminApi, policy_rows
 from tests.identity.conftest import PlatformProc
 
@@ -28,8 +26,7 @@ COLUMNS = ("name", "from_sel", "to_sel", "gateway")
 
 @pytest.fixture(scope="module")
 def api(platform: PlatformProc) -> AdminApi:
-    pin = EnrolmentToken.decode(platform.new_token()).pin
-    return AdminApi(PinnedClient(platform.url, pin), platform.admin_token)
+    return AdminApi.pinned(platform.url, platform.new_token(), platform.admin_token)
 
 
 @pytest.mark.parametrize(("body", "reason"), [
