@@ -1,7 +1,7 @@
 """TSO split and GRO coalesce of one ~64 KB TCP super-frame (enclave/_fp_offload.pxi).
 
-    pytest bench/test_offload_bench.py --benchmark-enable   # numbers (Gbit/s in extra_info)
-    pytest bench/test_offload_bench.py                      # correctness smoke only
+    python -m pytest bench/test_offload_bench.py --benchmark-enable  # Gbit/s in extra_info
+    python -m pytest bench/test_offload_bench.py                     # correctness smoke only
 
 The super-frame is what a vnet_hdr TAP with TSO hands the data plane for a 1406-byte overlay
 MTU: 47 segments x 1366 bytes of TCP payload (IPv4, no options), 64,202 payload bytes.
@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.offload_frames import csum_sum, pseudo
+
 fp = pytest.importorskip("enclave._fastpath")
 
 MSS = 1366
@@ -25,23 +27,14 @@ HEADROOM = TAILROOM = 16
 HDR = 14 + 20 + 20
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 def _frame(payload: bytes, seq: int, ident: int, partial: bool) -> bytes:
     src, dst = bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2])
     tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, 0x50, 0x10, 502, 0, 0) + payload
-    ps = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
-    check = _csum(ps) if partial else 0xFFFF ^ _csum(ps + tcp)
+    ps = pseudo(src, dst, len(tcp))
+    check = csum_sum(ps) if partial else 0xFFFF ^ csum_sum(ps + tcp)
     tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", 0xFFFF ^ _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum_sum(ip)) + ip[12:]
     return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + tcp
 
 

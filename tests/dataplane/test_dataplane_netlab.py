@@ -23,6 +23,7 @@ import pytest
 from enclave.netlab import Host, Lab, Topology
 from enclave.proto.wire import Cipher
 from tests.dataplane.support import Member, Overlay, overlay_mac, wait_for
+from tests.unit.offload_frames import csum_sum
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -60,7 +61,7 @@ def icmp_ping(host: Host, dst: str, ident: int, size: int = 56, timeout: float =
     s.settimeout(0.5)
     payload = os.urandom(size)
     hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-    csum = _csum(hdr + payload)
+    csum = 0xFFFF ^ csum_sum(hdr + payload)
     pkt = struct.pack("!BBHHH", 8, 0, csum, ident, 1) + payload
     deadline = time.monotonic() + timeout
     try:
@@ -79,15 +80,6 @@ def icmp_ping(host: Host, dst: str, ident: int, size: int = 56, timeout: float =
         return False
     finally:
         s.close()
-
-
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def udp_roundtrip(a: Member, b: Member, payload: bytes, port: int = 5000) -> bytes:

@@ -32,6 +32,7 @@ import pytest
 from enclave.dataplane import mtu as mtu_mod
 from enclave.dataplane import tap as tapmod
 from enclave.dataplane.tap import TapDevice, TapError
+from tests.unit.offload_frames import csum_sum, pseudo
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -93,16 +94,8 @@ def links(name: str) -> str:
     ).stdout
 
 
-# --- a minimal independent TCP/IP model for the checks -----------------------------------------
-
-
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+# --- a minimal TCP/IP model for the checks, independent of the C code ----------------------------
+# (RFC 1071 sum and pseudo-header: the TSO/GRO reference model, tests/unit/offload_frames.py)
 
 
 def mac(s: str) -> bytes:
@@ -122,11 +115,6 @@ class Fam:
     @property
     def ethertype(self) -> bytes:
         return b"\x86\xdd" if self.v6 else b"\x08\x00"
-
-    def pseudo(self, src: bytes, dst: bytes, n: int) -> bytes:
-        if self.v6:
-            return src + dst + struct.pack("!IxxxB", n, 6)
-        return src + dst + struct.pack("!BBH", 0, 6, n)
 
 
 V4 = Fam(False, LOCAL_IP, PEER_IP)
@@ -149,14 +137,14 @@ def tcp_frame(
     doff = (20 + len(opts)) // 4 << 4
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff, flags, 65535, 0, 0)
     tcp += opts + data
-    check = 0xFFFF ^ csum(fam.pseudo(src, dst, len(tcp)) + tcp)
+    check = 0xFFFF ^ csum_sum(pseudo(src, dst, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
     if fam.v6:
         ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
     else:
         ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, 6, 0)
         ip += src + dst
-        ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum(ip)) + ip[12:]
+        ip = ip[:10] + struct.pack("!H", 0xFFFF ^ csum_sum(ip)) + ip[12:]
     return mac(LOCAL_MAC) + mac(PEER_MAC) + fam.ethertype + ip + tcp
 
 
@@ -169,11 +157,11 @@ def parse_tcp(fam: Fam, frame: bytes) -> dict[str, int | bytes]:
         src, dst, ident = ip[8:24], ip[24:40], 0
     else:
         ip = frame[14 : 14 + (frame[14] & 15) * 4]
-        assert csum(ip) == 0xFFFF, "IPv4 header checksum"
+        assert csum_sum(ip) == 0xFFFF, "IPv4 header checksum"
         assert struct.unpack("!H", ip[2:4])[0] == len(frame) - 14
         src, dst, ident = ip[12:16], ip[16:20], struct.unpack("!H", ip[4:6])[0]
     tcp = frame[14 + len(ip) :]
-    assert csum(fam.pseudo(src, dst, len(tcp)) + tcp) == 0xFFFF, "TCP checksum"
+    assert csum_sum(pseudo(src, dst, len(tcp)) + tcp) == 0xFFFF, "TCP checksum"
     doff = (tcp[12] >> 4) * 4
     sport, dport, seq, ack = struct.unpack("!HHII", tcp[:12])
     return {
