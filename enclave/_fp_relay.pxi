@@ -21,7 +21,8 @@
 # seq_cst atomics. A side that finds the ring empty (consumer) or full (producer) sets its
 # `waiting` flag, checks again, then sleeps in poll() on its eventfd; the other side writes
 # that eventfd after moving its counter if the flag is set, so no wakeup is lost.
-# Stop: a pipe every poll() includes; Python writes one byte and joins the four threads.
+# Stop: a flag every loop checks each round, and a pipe every poll() includes (so a sleeping
+# thread wakes); Python sets the flag, writes one byte and joins the four threads.
 
 from posix.unistd cimport pipe as _c_pipe, close as _c_close
 
@@ -46,6 +47,7 @@ cdef struct rl_dir:
     uint64_t tail        # frames consumed (consumer)
     uint64_t cons_waiting
     uint64_t prod_waiting
+    uint64_t stopping    # set before the stop byte: loops that never sleep still see it
     size_t skip          # virtio header bytes in front of every frame (not encrypted)
     size_t segment       # AEAD piece size
     int passes
@@ -129,7 +131,7 @@ cdef void rl_produce(rl_dir *d) noexcept nogil:
         poll(p, 2, 1000)
         if p[1].revents:
             return
-        while True:
+        while not dp_load_u64(&d.stopping):
             if head - dp_load_u64(&d.tail) >= RL_SLOTS:       # full: wait for the consumer
                 dp_store_u64(&d.prod_waiting, 1)
                 if head - dp_load_u64(&d.tail) >= RL_SLOTS:
@@ -155,7 +157,7 @@ cdef void rl_consume(rl_dir *d) noexcept nogil:
     cdef uint64_t tail = 0
     cdef size_t i
     cdef size_t n
-    while True:
+    while not dp_load_u64(&d.stopping):
         if tail == dp_load_u64(&d.head):                      # empty: wait for the producer
             dp_store_u64(&d.cons_waiting, 1)
             if tail == dp_load_u64(&d.head):
@@ -257,6 +259,8 @@ cdef class TapRelay:
 
     def stop(self) -> None:
         if self.stop_pipe[1] >= 0 and self.threads:
+            dp_store_u64(&self.dirs[0].stopping, 1)
+            dp_store_u64(&self.dirs[1].stopping, 1)
             _dp_os.write(self.stop_pipe[1], b"x")
             for t in self.threads:
                 t.join(5.0)

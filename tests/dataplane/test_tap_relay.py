@@ -95,3 +95,54 @@ def test_relay_stops_promptly_when_idle(lab_factory: Callable[..., Lab]) -> None
             relay.start()
         relay.stop()
         assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("relay-"))
+
+
+def test_relay_stops_while_traffic_flows(lab_factory: Callable[..., Lab]) -> None:
+    """stop() in the middle of a bulk transfer: every relay thread ends, none stays behind
+    with the buffers."""
+    lab = lab_factory(TWO)
+    a, b = lab.host("a1"), lab.host("b1")
+    key = AeadKey("aes256gcm", os.urandom(32))
+    with TapDevice("ceil0", address=f"{A_IP}/30", vnet_hdr=True, offload=True,
+                   netns=a.netns) as ta, \
+         TapDevice("ceil0", address=f"{B_IP}/30", vnet_hdr=True, offload=True,
+                   netns=b.netns) as tb:
+        relay = TapRelay(ta.fd, tb.fd, vnet_hdr=True, passes=2, key=key)
+        relay.start()
+        srv = netns.socket_in_netns(b.netns, socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind((B_IP, PORT))
+        srv.listen(1)
+        srv.settimeout(10)
+        cli = netns.socket_in_netns(a.netns, socket.AF_INET, socket.SOCK_STREAM)
+        cli.settimeout(2)
+        cli.connect((B_IP, PORT))
+        conn, _ = srv.accept()
+        conn.settimeout(2)
+        moved = threading.Event()
+
+        def sink() -> None:
+            try:
+                while conn.recv(1 << 16):
+                    moved.set()
+            except OSError:
+                pass
+
+        def pump() -> None:
+            try:
+                while True:
+                    cli.sendall(PAYLOAD)
+            except OSError:
+                pass
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (sink, pump)]
+        for t in threads:
+            t.start()
+        assert moved.wait(10), "no data crossed the relay"
+        relay.stop()
+        assert not any(t.is_alive() for t in threading.enumerate()
+                       if t.name.startswith("relay-"))
+        for s in (cli, conn, srv):
+            s.close()
+        for t in threads:
+            t.join(5)
+        assert relay.counters()["failures"] == 0
