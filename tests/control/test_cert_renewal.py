@@ -12,15 +12,12 @@ import datetime
 from pathlib import Path
 
 from enclave.agent.state import StateDir
-from tests.control.helpers import AgentProc, Platform, free_port, local_popen, local_run, wait_for
+from tests.control.helpers import AgentProc, Platform, wait_for
 
 
 def test_running_agent_renews_short_lived_cert(tmp_path: Path) -> None:
-    plat = Platform.init(tmp_path, "127.0.0.1", free_port())
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.start()
-    agent = AgentProc(tmp_path / "agent", local_run, local_popen, tmp_path / "agent.log",
-                      free_port())
+    plat = Platform.loopback(tmp_path)
+    agent = AgentProc.local(tmp_path, "agent")
     try:
         agent.enrol(plat.token("--cert-lifetime", "60s"))
         agent.up()

@@ -14,22 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.control.helpers import AgentProc, Platform, free_port, local_popen, local_run, wait_for
+from tests.control.helpers import AgentProc, Platform, wait_for
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, list[AgentProc]]]:
     tmp = tmp_path_factory.mktemp("ctl")
-    port = free_port()
-    plat = Platform.init(tmp, "127.0.0.1", port)
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.start()
+    plat = Platform.loopback(tmp)
     agents: list[AgentProc] = []
     try:
         token = plat.token()
         for i in range(3):
-            a = AgentProc(tmp / f"agent{i}", local_run, local_popen, tmp / f"agent{i}.log",
-                          free_port())
+            a = AgentProc.local(tmp, f"agent{i}")
             a.enrol(token)
             agents.append(a)
         for a in agents:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from enclave.platform.hub import FULL_TICK
-from tests.control.helpers import AgentProc, Platform, free_port, local_popen, local_run, wait_for
+from tests.control.helpers import AgentProc, Platform, wait_for
 
 GRACE = 4  # more than an agent needs from enrolment to its control channel
 
@@ -27,15 +27,8 @@ def _systems(plat: Platform) -> dict[str, dict[str, object]]:
 
 
 def test_ephemeral_system_reaped_after_grace(tmp_path: Path) -> None:
-    plat = Platform.init(tmp_path, "127.0.0.1", free_port())
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.extra_env["ENCLAVE_PLATFORM_EPHEMERAL_GRACE"] = str(GRACE)
-    plat.start()
-    eph = AgentProc(tmp_path / "eph", local_run, local_popen, tmp_path / "eph.log", free_port())
-    keep = AgentProc(tmp_path / "keep", local_run, local_popen, tmp_path / "keep.log",
-                     free_port())
-    stay = AgentProc(tmp_path / "stay", local_run, local_popen, tmp_path / "stay.log",
-                     free_port())
+    plat = Platform.loopback(tmp_path, ENCLAVE_PLATFORM_EPHEMERAL_GRACE=str(GRACE))
+    eph, keep, stay = (AgentProc.local(tmp_path, role) for role in ("eph", "keep", "stay"))
     try:
         token = plat.token()
         keep.enrol(token)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from enclave.agent.localapi import call
-from tests.control.helpers import AgentProc, Platform, free_port, local_popen, local_run, wait_for
+from tests.control.helpers import AgentProc, Platform, free_port, wait_for
 
 
 def _peers(a: AgentProc) -> set[str]:
@@ -32,16 +32,13 @@ def _intents(a: AgentProc) -> list[str]:
 def tagged(tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Platform, dict[str, AgentProc]]]:
     tmp = tmp_path_factory.mktemp("policy")
-    plat = Platform.init(tmp, "127.0.0.1", free_port())
-    plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
-    plat.extra_env["ENCLAVE_PLATFORM_RELAY"] = f"127.0.0.1:{free_port()}"
-    plat.start()
+    plat = Platform.loopback(tmp, ENCLAVE_PLATFORM_RELAY=f"127.0.0.1:{free_port()}")
     agents: dict[str, AgentProc] = {}
     try:
         # web is tagged at enrolment, db later by the admin (`systems tag`), other never
         for role, tags in (("web", ("--tags", "web")), ("db", ()), ("other", ())):
             token = plat.token(*tags)
-            a = AgentProc(tmp / role, local_run, local_popen, tmp / f"{role}.log", free_port())
+            a = AgentProc.local(tmp, role)
             a.enrol(token)
             agents[role] = a
         with ThreadPoolExecutor(len(agents)) as pool:  # process start-up dominates: in parallel
