@@ -315,15 +315,15 @@ def _ceiling(ctx: BenchContext) -> None:
         raw = next((f.raw for f in ctx.report.figures if f.key == "tcp1_ab"), None)
         for row in rows:
             over = ctx.report.figure("tcp1_ab", row.cipher) if row.cipher else None
-            reached = (f"; the overlay reached {over.overlay / row.gbit_s:.2f}x of this"
+            reached = (f"overlay at {over.overlay / row.gbit_s:.2f}x of it; "
                        if over is not None and over.overlay and row.gbit_s else "")
-            what = "no AEAD" if row.cipher is None else "seal + open every " \
-                f"{ceiling.segment_for(DEFAULT_OVERLAY_MTU)} B"
+            what = "" if row.cipher is None else \
+                f" + AEAD/{ceiling.segment_for(DEFAULT_OVERLAY_MTU)} B"
             ctx.report.figures.append(Figure(
                 "ceiling_plain" if row.cipher is None else "ceiling_aead", "ceiling",
-                f"ceiling: TAP relay a1->b1, {what}, no UDP", "Gbit/s", row.cipher,
+                f"ceiling (no UDP): TAP relay{what} a1->b1", "Gbit/s", row.cipher,
                 row.gbit_s, raw, True,
-                f"{row.frames} frames, {row.open_failures} open failures{reached}"))
+                f"{reached}{row.frames} frames, {row.open_failures} open failures"))
             if row.open_failures:
                 box["status"] = "failed"
         box["detail"] = ", ".join(f"{r.cipher or 'plain'} {r.gbit_s:.2f} Gbit/s" for r in rows)
