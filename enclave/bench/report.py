@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA = "enclave-bench/1"
+NON_TTY_WIDTH = 160  # columns of the rich tables when stdout is not a terminal
 STAGE_STATUSES = ("ok", "unavailable", "failed", "skipped")
 
 
@@ -120,7 +122,10 @@ def render(report: Report, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=NON_TTY_WIDTH)  # a log or a pipe: wide rows, not wrapped
     stages = Table(title="enclave bench: stages", title_justify="left")
     for col in ("stage", "status", "seconds", "detail"):
         stages.add_column(col)

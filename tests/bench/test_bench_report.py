@@ -79,6 +79,15 @@ def test_rich_table_lists_every_figure() -> None:
     assert "fastpath-batch" in text
 
 
+def test_rich_table_is_not_wrapped_when_piped(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal (a log, a pipe) and no COLUMNS: each figure stays on one row."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    render(sample())
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if "TCP 1 stream a1->b1" in ln]
+    assert rows and any("0.50x" in ln for ln in rows)
+
+
 def test_options_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown flows"):
         BenchOptions(ciphers=["aes256gcm"], flows=("tcp1", "bogus"))
