@@ -51,6 +51,7 @@ from enclave.policy.gateway import (
     Route,
     choose_active,
     is_active,
+    merge_counters,
     parse_counters,
     route_changes,
     ruleset,
@@ -213,10 +214,9 @@ class GatewayManager:
             return {}
         res = _run(["nft", "-j", "list", "counters", "table", "netdev", TABLE])
         out = parse_counters(json.loads(res.stdout or "{}"))
-        if self.local.served:
+        if self.local.served:  # acl_denied, forward_denied and replies' routed live there
             fwd = _run(["nft", "-j", "list", "counters", "table", "ip", TABLE])
-            for tag, values in parse_counters(json.loads(fwd.stdout or "{}")).items():
-                out.setdefault(tag, {}).update(values)
+            out = merge_counters(out, parse_counters(json.loads(fwd.stdout or "{}")))
         return out
 
     def describe(self) -> dict[str, Any]:

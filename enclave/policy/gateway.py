@@ -16,22 +16,36 @@ Who says what (all via the platform, over the pinned control channel):
     traffic from a client outside its grants, the client drops "routed" traffic from a gateway
     whose source is not in that gateway's certified routes.
 
-Kernel filter (``ruleset``), one atomic ``nft -f`` transaction, on the overlay interface:
+Kernel filter (``ruleset``), one atomic ``nft -f`` transaction, on the overlay interface.
+An ACL is stateful: it decides which *new* flows a client may open into the served routes;
+packets of a connection conntrack already knows (replies to a flow a LAN host opened towards
+the client's overlay IP, ICMP errors about it) pass. The netdev ingress hook runs before
+conntrack, so it only marks what the ACL did not match; the ``ip`` table decides after it:
 
     table netdev enclave_gw                       (ingress of enclave0 = frames from peers)
       chain ingress: ether saddr vmap { <peer MAC> : jump p_<peer> }   (others: accept)
       chain p_<peer>:
         ip saddr outside {its overlay IP, its certified+offered routes}  -> drop  spoofed_src
         ip daddr in overlay / multicast / broadcast                     -> accept
-        ip daddr in a grant's routes and the grant's ACL matches        -> mark, accept
-        ip daddr in a grant's routes (ACL did not match)                -> drop  acl_denied
+        ip daddr in a grant's routes and the grant's ACL matches        -> GRANT_MARK, accept
+                                                                            routed
+        ip daddr in a grant's routes (ACL did not match)                -> pending mark of
+                                                                           this peer, accept
         ip daddr in a route this system serves (no grant)               -> drop  route_denied
         any other IPv4 destination                                      -> drop  not_routed
     table ip enclave_gw                           (only on a gateway)
+      prerouting (after conntrack, before routing: covers forwarded and local traffic):
+                   from enclave0: meta mark vmap { <pending mark of peer> : jump a_<peer> }
+      chain a_<peer>:
+        ct state established,related  -> GRANT_MARK, accept                    routed
+        anything else (a new flow)    -> drop                              acl_denied
       forward:     from enclave0 without the grant mark -> drop (forward_denied)
       postrouting: NAT mode: overlay sources leaving by another interface -> masquerade
 
-Counters are named ``<reason>_<peer>`` (reasons in DROP_REASONS), read back by the agent.
+    pending mark (32 bits):  | 0x4550 ("EP") | peer index in the script, 1..65535 |
+
+Counters are named ``<reason>_<peer>`` (reasons in DROP_REASONS), read back by the agent from
+both tables (``routed`` is counted in both: sum them, ``merge_counters``).
 Nothing here does I/O: the agent (enclave.agent.gateway) applies the text and the route plan.
 """
 
@@ -47,6 +61,8 @@ Route = ipaddress.IPv4Network
 
 TABLE = "enclave_gw"
 GRANT_MARK = 0x454E4757  # "ENGW": set on frames a grant admitted; forward drops the rest
+ACL_PENDING_MARK = 0x45500000  # "EP" | peer index: a grant's route, the ACL did not match
+MAX_PEERS = 0xFFFF  # the peer index must fit the pending mark's low 16 bits
 ROUTE_METRIC = 50  # metric of the routes a client installs via a gateway
 # Gateway routes live in their own table, consulted by a rule for every packet *except* the
 # agent's own encrypted ones (its data socket carries SOCKET_MARK): a gateway's underlay
@@ -300,14 +316,17 @@ def is_active(local: LocalView, peers: Iterable[PeerView]) -> bool:
 def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
     """The complete nft script: replaces both tables atomically (``nft -f -``)."""
     plist = sorted(peers, key=lambda p: p.name)
+    if len(plist) > MAX_PEERS:
+        raise GatewayConfigError(f"at most {MAX_PEERS} peers in the gateway filter")
     dev = local.iface
+    netdev_reasons = tuple(r for r in DROP_REASONS if r != "acl_denied")  # acl_denied: ip table
     lines = [
         f"table netdev {TABLE} {{}}",  # make sure it exists so the delete cannot fail
         f"delete table netdev {TABLE}",
         f"table netdev {TABLE} {{",
     ]
     for p in plist:
-        for reason in (*DROP_REASONS, ACCEPT_REASON):
+        for reason in (*netdev_reasons, ACCEPT_REASON):
             lines.append(f"  counter {reason}_{chain_id(p.name)[2:]} {{}}")
     lines.append("  chain ingress {")
     lines.append(f'    type filter hook ingress device "{dev}" priority 0; policy accept;')
@@ -316,9 +335,11 @@ def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
         lines.append(f"    meta protocol ip ether saddr vmap {{ {vmap} }}")
     lines.append("  }")
     local_dests = [local.overlay.network, *(ipaddress.IPv4Network(d) for d in _LOCAL_DESTS)]
-    for p in plist:
+    pending: list[tuple[str, int]] = []  # (peer tag, its pending mark) for the ip table
+    for index, p in enumerate(plist, start=1):
         cid = chain_id(p.name)
         tag = cid[2:]
+        mark = ACL_PENDING_MARK | index
         lines.append(f"  chain {cid} {{")
         sources = [ipaddress.IPv4Network(p.overlay_ip), *p.routes]
         lines.append(f"    ip saddr != {_set(sources)} counter name spoofed_src_{tag} drop")
@@ -333,7 +354,10 @@ def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
                     f"    ip daddr {_set(routes)} {match + ' ' if match else ''}"
                     f"counter name {ACCEPT_REASON}_{tag} meta mark set {GRANT_MARK:#x} accept"
                 )
-            lines.append(f"    ip daddr {_set(routes)} counter name acl_denied_{tag} drop")
+            if grant.acl != ACL_ANY:  # conntrack decides (table ip): a reply, or acl_denied
+                lines.append(f"    ip daddr {_set(routes)} meta mark set {mark:#x} accept")
+                if not pending or pending[-1][0] != tag:
+                    pending.append((tag, mark))
         if local.served:
             lines.append(f"    ip daddr {_set(local.served)} counter name route_denied_{tag} drop")
         lines.append(f"    counter name not_routed_{tag} drop")
@@ -341,9 +365,26 @@ def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
     lines.append("}")
     lines += [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}"]
     if local.served:
+        lines += [f"table ip {TABLE} {{", f"  counter {FORWARD_DENIED} {{}}"]
+        for tag, _mark in pending:
+            lines += [f"  counter acl_denied_{tag} {{}}", f"  counter {ACCEPT_REASON}_{tag} {{}}"]
+        if pending:
+            vmap = ", ".join(f"{mark:#x} : jump a_{tag}" for tag, mark in pending)
+            lines += [
+                "  chain prerouting {",
+                "    type filter hook prerouting priority filter; policy accept;",
+                f'    iifname "{dev}" meta mark vmap {{ {vmap} }}',
+                "  }",
+            ]
+            for tag, _mark in pending:
+                lines += [
+                    f"  chain a_{tag} {{",
+                    f"    ct state established,related counter name {ACCEPT_REASON}_{tag} "
+                    f"meta mark set {GRANT_MARK:#x} accept",
+                    f"    counter name acl_denied_{tag} drop",
+                    "  }",
+                ]
         lines += [
-            f"table ip {TABLE} {{",
-            f"  counter {FORWARD_DENIED} {{}}",
             "  chain forward {",
             "    type filter hook forward priority 0; policy accept;",
             f'    iifname "{dev}" meta mark != {GRANT_MARK:#x} counter name {FORWARD_DENIED} drop',
@@ -384,6 +425,17 @@ def parse_counters(listing: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         else:
             if name == FORWARD_DENIED:
                 out.setdefault("", {})[FORWARD_DENIED] = int(c.get("packets", 0))
+    return out
+
+
+def merge_counters(*tables: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Sum ``parse_counters`` results of several tables (``routed`` is counted in both)."""
+    out: dict[str, dict[str, int]] = {}
+    for table in tables:
+        for tag, values in table.items():
+            mine = out.setdefault(tag, {})
+            for reason, packets in values.items():
+                mine[reason] = mine.get(reason, 0) + packets
     return out
 
 

@@ -8,6 +8,9 @@ import pytest
 
 from enclave.policy.gateway import (
     ACL_ANY,
+    ACL_PENDING_MARK,
+    GRANT_MARK,
+    MAX_PEERS,
     AclEntry,
     GatewayConfigError,
     GatewayGrant,
@@ -17,6 +20,7 @@ from enclave.policy.gateway import (
     choose_active,
     grants_from_json,
     is_active,
+    merge_counters,
     parse_acl,
     parse_counters,
     parse_routes,
@@ -128,7 +132,7 @@ def test_ruleset_gateway_side_grants_acl_nat() -> None:
     assert "ip daddr { 198.19.50.0/24 } ip protocol icmp counter name routed_C1" in text
     assert "10.0.0.0" not in text
     lines = text.splitlines()
-    idx = [i for i, ln in enumerate(lines) if "acl_denied_C1 drop" in ln]
+    idx = [i for i, ln in enumerate(lines) if "meta mark set 0x45500001 accept" in ln]
     route_idx = [i for i, ln in enumerate(lines) if "route_denied_C1 drop" in ln]
     assert idx and route_idx and idx[0] < route_idx[0]
     assert "ip daddr { 198.19.50.0/23 } counter name route_denied_C1 drop" in text  # merged
@@ -137,6 +141,57 @@ def test_ruleset_gateway_side_grants_acl_nat() -> None:
     routed = LocalView("enclave0", local.overlay, local.served, nat=False)
     text2 = ruleset(routed, [client])
     assert "masquerade" not in text2 and "forward_denied drop" in text2
+
+
+def _tables(text: str) -> tuple[str, str]:
+    """(the netdev table's body, the ip table's body) of a ruleset."""
+    netdev = text[text.index("table netdev enclave_gw {\n"):text.index("table ip enclave_gw {}")]
+    ip = text[text.index("table ip enclave_gw {\n"):] if "table ip enclave_gw {\n" in text else ""
+    return netdev, ip
+
+
+def test_ruleset_stateful_acl_pending_mark_decided_after_conntrack() -> None:
+    local = LocalView("enclave0", ipaddress.IPv4Interface("100.64.0.9/10"), (LAN,), nat=False)
+    narrow = GatewayGrant((LAN,), parse_acl("tcp:22"), "ops")
+    c1 = PeerView("C1", bytes([2, 0, 0, 0, 0, 1]), A("100.64.0.5"), grants=(narrow, narrow))
+    c2 = PeerView("C-2", bytes([2, 0, 0, 0, 0, 2]), A("100.64.0.6"), grants=(narrow,))
+    wide = PeerView("C3", bytes([2, 0, 0, 0, 0, 3]), A("100.64.0.7"),
+                    grants=(GatewayGrant((LAN,)),))
+    netdev, ip = _tables(ruleset(local, [wide, c2, c1]))
+    # netdev (before conntrack): what the ACL did not match is marked per peer, not dropped
+    m1, m2 = ACL_PENDING_MARK | 2, ACL_PENDING_MARK | 1  # index in the name-sorted peer list
+    assert f"ip daddr {{ 198.19.50.0/24 }} meta mark set {m1:#x} accept" in netdev
+    assert f"ip daddr {{ 198.19.50.0/24 }} meta mark set {m2:#x} accept" in netdev
+    assert "acl_denied" not in netdev and "drop" in netdev
+    assert f"tcp dport 22 counter name routed_C1 meta mark set {GRANT_MARK:#x} accept" in netdev
+    assert netdev.count(f"{m1:#x}") == 2  # once per grant
+    # ACL any: everything to the routes is granted, nothing is left pending
+    assert "counter name routed_C3 meta mark set" in netdev
+    assert f"{ACL_PENDING_MARK | 3:#x}" not in netdev + ip
+    # ip (after conntrack): replies pass with the grant mark, new flows are acl_denied
+    assert f'iifname "enclave0" meta mark vmap {{ {m2:#x} : jump a_C_2, {m1:#x} : jump a_C1 }}' \
+        in ip
+    assert "type filter hook prerouting priority filter;" in ip
+    for tag in ("C1", "C_2"):
+        chain = ip[ip.index(f"chain a_{tag} {{"):]
+        rules = chain[:chain.index("  }")].splitlines()[1:]
+        assert [r.strip() for r in rules] == [
+            f"ct state established,related counter name routed_{tag} "
+            f"meta mark set {GRANT_MARK:#x} accept",
+            f"counter name acl_denied_{tag} drop"]
+        assert f"counter acl_denied_{tag} {{}}" in ip and f"counter routed_{tag} {{}}" in ip
+    assert "a_C3" not in ip and "acl_denied_C3" not in ip
+    assert f'meta mark != {GRANT_MARK:#x} counter name forward_denied drop' in ip
+    # nobody pending (ACL any only): no prerouting chain at all
+    _netdev, ip_any = _tables(ruleset(local, [wide]))
+    assert "prerouting" not in ip_any and "forward_denied drop" in ip_any
+
+
+def test_ruleset_peer_limit() -> None:
+    local = LocalView("enclave0", ipaddress.IPv4Interface("100.64.0.9/10"), (LAN,))
+    many = [PeerView(f"P{i}", b"\x02" * 6, A("100.64.0.5")) for i in range(MAX_PEERS + 1)]
+    with pytest.raises(GatewayConfigError):
+        ruleset(local, many)
 
 
 def test_ruleset_replaces_atomically_and_rejects_bad_iface() -> None:
@@ -159,6 +214,14 @@ def test_parse_counters() -> None:
                                        "C_1": {"routed": 9, "acl_denied": 2},
                                        "": {"forward_denied": 4}}
     assert parse_counters({}) == {}
+    netdev = parse_counters({"nftables": [{"counter": {"name": "routed_C1", "packets": 5}},
+                                          {"counter": {"name": "spoofed_src_C1", "packets": 1}}]})
+    ip = parse_counters({"nftables": [{"counter": {"name": "routed_C1", "packets": 2}},
+                                      {"counter": {"name": "acl_denied_C1", "packets": 7}},
+                                      {"counter": {"name": "forward_denied", "packets": 1}}]})
+    assert merge_counters(netdev, ip) == {"C1": {"routed": 7, "spoofed_src": 1, "acl_denied": 7},
+                                          "": {"forward_denied": 1}}
+    assert merge_counters() == {}
 
 
 def test_failover_active_passive() -> None:
