@@ -26,7 +26,7 @@ from enclave.platform.admin import (
 from enclave.platform.errors import ApiError, StoreError
 from enclave.platform.init import InitError, init_platform, validate_overlay
 from enclave.platform.paths import DATA_ENV, PlatformPaths, PlatformSettings, default_data_dir
-from enclave.platform.store import System
+from enclave.platform.store import Store, System
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -36,6 +36,16 @@ def _paths(args: argparse.Namespace) -> PlatformPaths:
     if not data:
         raise InitError(f"no data directory: pass --data DIR or set {DATA_ENV}")
     return PlatformPaths(Path(data))
+
+
+def cert_fits(paths: PlatformPaths, store: Store) -> Callable[[System], None]:
+    """The certificate-size check for tag and gateway changes (authority.certificate_fits),
+    from the CA's certificate and the platform's settings; no CA key needed."""
+    from enclave.platform.authority import certificate_fits
+
+    settings = PlatformSettings.load(store)
+    return certificate_fits(paths.load_ca_certificate(), settings.org,
+                            settings.overlay.prefixlen)
 
 
 def _now() -> datetime.datetime:
@@ -191,7 +201,8 @@ def _system_command(action: str) -> Command:
             del changes[i : i + 2]
         if action == "tag" and not changes:
             raise ValueError("give tag changes like +web -db")
-        store = _paths(args).open_store()
+        paths = _paths(args)
+        store = paths.open_store()
         now = int(_now().timestamp())
         dropped: list[str] = []
         try:
@@ -209,7 +220,7 @@ def _system_command(action: str) -> Command:
                 result = None
             else:
                 add, remove = parse_tag_changes(changes)
-                result = store.set_tags(args.name, add, remove)
+                result = store.set_tags(args.name, add, remove, fits=cert_fits(paths, store))
         finally:
             store.close()
         if result is None:

@@ -84,15 +84,17 @@ def needs_renewal(store: Store, system: System, now: int) -> bool:
 def register_systems_gateway(ssub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-ignore]
                              data_arg: Callable[[argparse.ArgumentParser], None],
                              guard: Callable[[Command], Command]) -> None:
-    from enclave.platform.cli import _paths
+    from enclave.platform.cli import _paths, cert_fits
 
     def cmd_gateway(args: argparse.Namespace) -> int:
         if args.clear == bool(args.routes):
             raise ValueError("give --routes CIDR[,CIDR...] or --clear")
         routes = () if args.clear else parse_routes(args.routes)
-        store = _paths(args).open_store()
+        paths = _paths(args)
+        store = paths.open_store()
         try:
-            system = store.set_gateway(args.name, routes, args.nat)
+            system = store.set_gateway(args.name, routes, args.nat,
+                                       fits=cert_fits(paths, store) if routes else None)
         finally:
             store.close()
         if routes:

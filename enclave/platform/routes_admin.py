@@ -50,6 +50,7 @@ from enclave.platform.admin import (
     parse_tag_changes,
 )
 from enclave.platform.app import PLATFORM, Handler, read_json
+from enclave.platform.authority import CertificateTooLarge
 from enclave.platform.errors import ApiError
 from enclave.platform.gateways import needs_renewal
 from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
@@ -110,7 +111,12 @@ async def tag_system(request: web.Request) -> web.Response:
     if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
         raise ApiError(400, "'changes' must be a list like [\"+a\", \"-b\"]")
     add, remove = parse_tag_changes(changes)
-    system = request.app[PLATFORM].store.set_tags(request.match_info["name"], add, remove)
+    platform = request.app[PLATFORM]
+    try:
+        system = platform.store.set_tags(request.match_info["name"], add, remove,
+                                         fits=platform.authority.fits())
+    except CertificateTooLarge as exc:
+        raise ApiError(400, str(exc)) from None
     return web.json_response(system.as_json())
 
 
@@ -254,7 +260,12 @@ async def set_gateway(request: web.Request) -> web.Response:
         parsed = parse_routes(routes)
     except GatewayConfigError as exc:
         raise ApiError(400, str(exc)) from None
-    system = request.app[PLATFORM].store.set_gateway(request.match_info["name"], parsed, nat)
+    platform = request.app[PLATFORM]
+    try:
+        system = platform.store.set_gateway(request.match_info["name"], parsed, nat,
+                                            fits=platform.authority.fits())
+    except CertificateTooLarge as exc:
+        raise ApiError(400, str(exc)) from None
     log.info("admin: %s is a gateway for %s (%s)", system.name,
              ",".join(map(str, parsed)), "masquerade" if nat else "routed")
     _hub_changed(request)

@@ -31,6 +31,7 @@ from enclave.cert.errors import CertificateError
 from enclave.cert.keys import public_key_raw, verify
 from enclave.cert.names import is_valid_system_name
 from enclave.platform.app import PLATFORM, Platform, read_json
+from enclave.platform.authority import CertificateTooLarge
 from enclave.platform.errors import ApiError
 from enclave.platform.store import IssuedCert, System
 
@@ -84,15 +85,18 @@ async def enrol(request: web.Request) -> web.Response:
     except CertificateError as exc:
         raise ApiError(400, f"bad CSR: {exc}") from None
     now = platform.clock()
-    system, cert = platform.store.enrol(
-        key_id=key_id,
-        secret=secret,
-        public_key=public_key,
-        hostname=hostname,
-        overlay=platform.settings.overlay,
-        now=int(now.timestamp()),
-        issue=platform.authority.issuer(now),
-    )
+    try:
+        system, cert = platform.store.enrol(
+            key_id=key_id,
+            secret=secret,
+            public_key=public_key,
+            hostname=hostname,
+            overlay=platform.settings.overlay,
+            now=int(now.timestamp()),
+            issue=platform.authority.issuer(now),
+        )
+    except CertificateTooLarge as exc:  # the key's tags: nothing was written
+        raise ApiError(409, str(exc)) from None
     log.info(
         "enrolled system %s (hostname %r, key %s, %s, %s)",
         system.name, hostname, key_id, system.overlay_ip, system.state,
@@ -142,7 +146,11 @@ async def system_certificate(request: web.Request) -> web.Response:
         raise ApiError(403, f"system {system.name} is {system.state}")
     cert = platform.store.current_certificate(system.name, ts) if action == "fetch" else None
     if cert is None:
-        cert = platform.store.issue_certificate(system.name, ts, platform.authority.issuer(now))
+        try:
+            cert = platform.store.issue_certificate(system.name, ts,
+                                                    platform.authority.issuer(now))
+        except CertificateTooLarge as exc:
+            raise ApiError(409, str(exc)) from None
         log.info("issued certificate %d to %s (%s)", cert.serial, system.name, action)
     else:
         platform.store.touch(system.name, ts)

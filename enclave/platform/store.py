@@ -478,32 +478,43 @@ class Store:
         )
         self._bump_crl(db)
 
-    def set_tags(self, name: str, add: tuple[str, ...], remove: tuple[str, ...]) -> System:
-        """Change a system's tags; they appear in its certificate from the next renewal."""
+    def set_tags(self, name: str, add: tuple[str, ...], remove: tuple[str, ...],
+                 *, fits: Callable[[System], None] | None = None) -> System:
+        """Change a system's tags; they appear in its certificate from the next renewal.
+
+        ``fits`` (authority.certificate_fits) sees the system as changed, inside the
+        transaction: if it raises, nothing is written."""
         with self._tx() as db:
             system = self._system(db, name)
             tags = (set(system.tags) | set(add)) - set(remove)
             db.execute(
                 "UPDATE systems SET tags = ? WHERE name = ?", (json.dumps(sorted(tags)), name)
             )
-            return self._system(db, name)
+            changed = self._system(db, name)
+            if fits is not None:
+                fits(changed)
+            return changed
 
     def set_gateway(self, name: str, routes: tuple[ipaddress.IPv4Network, ...],
-                    nat: bool) -> System:
+                    nat: bool, *, fits: Callable[[System], None] | None = None) -> System:
         """Let a system serve ``routes`` (empty: no longer a gateway); in its next certificate.
 
         Gateway policies naming it stay either way, as a policy may also be made before its
         gateway serves routes: offers and grants are clipped to the routes it serves (none
         after clearing; they return when it serves routes again), while the policy, also a tag
         policy towards name:GATEWAY, still introduces the pairs. Removing the policy ends that;
-        removing the system deletes its gateway policies (``_forget``)."""
+        removing the system deletes its gateway policies (``_forget``). ``fits`` as for
+        set_tags."""
         with self._tx() as db:
             self._system(db, name)
             db.execute(
                 "UPDATE systems SET gateway_routes = ?, gateway_nat = ? WHERE name = ?",
                 (json.dumps([str(r) for r in routes]), int(nat), name),
             )
-            return self._system(db, name)
+            changed = self._system(db, name)
+            if fits is not None:
+                fits(changed)
+            return changed
 
     # -- revocation list --------------------------------------------------------------------
 
