@@ -7,7 +7,8 @@
 The ACL decides which *new* flows the client may open into the LAN. A flow the LAN host opens
 towards the client's overlay IP (to a port no ACL entry names) completes: the client's replies
 are ``ct state established`` on the gateway. A flow the client opens to a port outside the ACL
-is still dropped and counted as ``acl_denied`` for that client.
+is still dropped and counted as ``acl_denied`` for that client, also towards the gateway's own
+LAN address (the decision is taken in prerouting, before the input/forward split).
 """
 
 from __future__ import annotations
@@ -118,8 +119,28 @@ def test_lan_initiated_flows_pass_client_initiated_outside_acl_dropped(
             cli.sendto(b"denied", (LAN_HOST, DENIED_UDP))
         with pytest.raises(TimeoutError):
             srv.recvfrom(100)
+    # the gateway's own LAN address lies in the grant too: a new flow to it is decided before
+    # routing (prerouting), so the input path is no way around the ACL
+    gsock = g1.host.socket(socket.AF_INET, socket.SOCK_STREAM)
+    gsock.bind((str(g1.host.ip), DENIED_TCP))
+    gsock.listen(1)
+    with gsock:
+        conn = a1.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.settimeout(1.0)
+        with conn, pytest.raises(OSError):
+            conn.connect((str(g1.host.ip), DENIED_TCP))
+    gsock = g1.host.socket(socket.AF_INET, socket.SOCK_STREAM)  # the port the ACL names opens
+    gsock.bind((str(g1.host.ip), 7000))
+    gsock.listen(1)
+    gsock.settimeout(5.0)
+    with gsock:
+        conn = a1.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.settimeout(5.0)
+        with conn:
+            conn.connect((str(g1.host.ip), 7000))
+            gsock.accept()[0].close()
     after = _client_counters(routed)
-    assert after["acl_denied"] >= 1 + 3, after  # at least the SYN and the three datagrams
+    assert after["acl_denied"] >= 2 + 3, after  # at least two SYNs and the three datagrams
     assert after.get("forward_denied", 0) == 0  # the pending mark never reached forward
 
     # ... and a flow the ACL names still opens from the client side
