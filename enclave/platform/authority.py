@@ -3,8 +3,9 @@ certificates for the store, and builds the signed revocation list."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from enclave.cert.ca import issue_system_certificate
 from enclave.cert.crl import RevokedEntry, build_crl
+from enclave.platform.errors import ApiError
 from enclave.platform.paths import PlatformPaths
 from enclave.platform.store import IssuedCert, Issuer, Store, System
 from enclave.proto.wire import MAX_CERT_SIZE
@@ -24,6 +26,15 @@ _MAX_SERIAL = (1 << 159) - 1
 
 class CertificateTooLarge(ValueError):
     """A system's certificate would not fit the handshake (wire.MAX_CERT_SIZE bytes)."""
+
+
+@contextlib.contextmanager
+def refused_if_too_large(status: int) -> Iterator[None]:
+    """HTTP handlers: CertificateTooLarge becomes an ApiError(status) with its reason."""
+    try:
+        yield
+    except CertificateTooLarge as exc:
+        raise ApiError(status, str(exc)) from None
 
 
 def _too_large(system: System, size: int) -> CertificateTooLarge:

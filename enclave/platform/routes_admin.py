@@ -50,7 +50,7 @@ from enclave.platform.admin import (
     parse_tag_changes,
 )
 from enclave.platform.app import PLATFORM, Handler, read_json
-from enclave.platform.authority import CertificateTooLarge
+from enclave.platform.authority import refused_if_too_large
 from enclave.platform.errors import ApiError
 from enclave.platform.gateways import needs_renewal
 from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
@@ -112,11 +112,9 @@ async def tag_system(request: web.Request) -> web.Response:
         raise ApiError(400, "'changes' must be a list like [\"+a\", \"-b\"]")
     add, remove = parse_tag_changes(changes)
     platform = request.app[PLATFORM]
-    try:
+    with refused_if_too_large(400):
         system = platform.store.set_tags(request.match_info["name"], add, remove,
                                          fits=platform.authority.fits())
-    except CertificateTooLarge as exc:
-        raise ApiError(400, str(exc)) from None
     return web.json_response(system.as_json())
 
 
@@ -261,11 +259,9 @@ async def set_gateway(request: web.Request) -> web.Response:
     except GatewayConfigError as exc:
         raise ApiError(400, str(exc)) from None
     platform = request.app[PLATFORM]
-    try:
+    with refused_if_too_large(400):
         system = platform.store.set_gateway(request.match_info["name"], parsed, nat,
                                             fits=platform.authority.fits())
-    except CertificateTooLarge as exc:
-        raise ApiError(400, str(exc)) from None
     log.info("admin: %s is a gateway for %s (%s)", system.name,
              ",".join(map(str, parsed)), "masquerade" if nat else "routed")
     _hub_changed(request)

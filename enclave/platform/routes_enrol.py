@@ -31,7 +31,7 @@ from enclave.cert.errors import CertificateError
 from enclave.cert.keys import public_key_raw, verify
 from enclave.cert.names import is_valid_system_name
 from enclave.platform.app import PLATFORM, Platform, read_json
-from enclave.platform.authority import CertificateTooLarge
+from enclave.platform.authority import refused_if_too_large
 from enclave.platform.errors import ApiError
 from enclave.platform.store import IssuedCert, System
 
@@ -85,7 +85,7 @@ async def enrol(request: web.Request) -> web.Response:
     except CertificateError as exc:
         raise ApiError(400, f"bad CSR: {exc}") from None
     now = platform.clock()
-    try:
+    with refused_if_too_large(409):  # the key's tags: nothing was written
         system, cert = platform.store.enrol(
             key_id=key_id,
             secret=secret,
@@ -95,8 +95,6 @@ async def enrol(request: web.Request) -> web.Response:
             now=int(now.timestamp()),
             issue=platform.authority.issuer(now),
         )
-    except CertificateTooLarge as exc:  # the key's tags: nothing was written
-        raise ApiError(409, str(exc)) from None
     log.info(
         "enrolled system %s (hostname %r, key %s, %s, %s)",
         system.name, hostname, key_id, system.overlay_ip, system.state,
@@ -146,11 +144,9 @@ async def system_certificate(request: web.Request) -> web.Response:
         raise ApiError(403, f"system {system.name} is {system.state}")
     cert = platform.store.current_certificate(system.name, ts) if action == "fetch" else None
     if cert is None:
-        try:
+        with refused_if_too_large(409):
             cert = platform.store.issue_certificate(system.name, ts,
                                                     platform.authority.issuer(now))
-        except CertificateTooLarge as exc:
-            raise ApiError(409, str(exc)) from None
         log.info("issued certificate %d to %s (%s)", cert.serial, system.name, action)
     else:
         platform.store.touch(system.name, ts)
