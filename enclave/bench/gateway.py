@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enclave.bench import flows, procstat
+from enclave.bench import flows
 from enclave.bench.report import Figure, Report
 from enclave.bench.runner import (
     ALL_FLOWS,
@@ -55,7 +55,9 @@ from enclave.bench.runner import (
     measure_path,
     no_progress,
     platform_cli,
+    record_peak_rss,
     start_platform,
+    stop_agents,
     timed_stage,
 )
 
@@ -253,21 +255,12 @@ def _gateway_run(ctx: BenchContext, roles: GatewayBench, cipher: str) -> None:
             routed = after.get("routed", 0) - before.get("routed", 0)
             dropped = {k: after.get(k, 0) - before.get(k, 0) for k in after
                        if k != "routed" and after.get(k, 0) != before.get(k, 0)}
-            for agent in (client, gw):
-                assert agent.proc is not None
-                rss = procstat.peak_rss_bytes(agent.proc.pid)
-                ctx.report.figures.append(Figure(
-                    f"rss_{agent.host.name}", "memory", f"agent {agent.host.name} peak RSS",
-                    "MiB", cipher, None if rss is None else rss / 2**20, None, False,
-                    "VmHWM"))
+            record_peak_rss(ctx, (client, gw), cipher)
             detail = [f"gateway filter: {routed} frames routed"
                       + (f", dropped {dropped}" if dropped else "")]
             box["detail"] = "; ".join(detail + errors)
     finally:
-        for agent in (client, gw):
-            if agent.proc is not None:
-                flows.stop(agent.proc, grace=5)
-                agent.proc = None
+        stop_agents((client, gw))
 
 
 def _probe(ctx: BenchContext) -> flows.LatencyResult | None:

@@ -34,7 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,9 +239,7 @@ def in_lab(ctx: BenchContext, b_hosts: int, describe: Callable[[], str],
     try:
         body()
     finally:
-        for agent in ctx.agents.values():
-            if agent.proc is not None:
-                flows.stop(agent.proc, grace=5)
+        stop_agents(ctx.agents.values())
         ctx.lab.close()
 
 
@@ -484,10 +482,7 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
                 with open(agent.log, "wb") as log:
                     agent.proc = agent.host.popen(enclave_argv(*argv), stdout=log,
                                                   stderr=subprocess.STDOUT, env=env)
-            ready = [_wait_ready(agent, opts.connect_timeout) for agent in (a, b)]
-            ready_s = time.time() - t_spawn
-            if all(r is not None for r in ready):
-                ready_s = max(float(r or 0) for r in ready) - t_spawn
+            ready_s = max(_wait_ready(agent, opts.connect_timeout) for agent in (a, b)) - t_spawn
             ctx.report.figures.append(Figure(
                 "startup_ms", "setup", "agent start-up (exec -> candidates reported)",
                 "ms", cipher, ready_s * 1000, None, False,
@@ -525,20 +520,11 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
                 return
         with timed_stage(ctx, f"flows overlay ({cipher})") as box:
             errors = measure_path(ctx, "overlay", b.overlay_ip, cipher=cipher)
-            for agent in (a, b):
-                assert agent.proc is not None
-                rss = procstat.peak_rss_bytes(agent.proc.pid)
-                ctx.report.figures.append(Figure(
-                    f"rss_{agent.host.name}", "memory", f"agent {agent.host.name} peak RSS",
-                    "MiB", cipher, None if rss is None else rss / 2**20, None, False,
-                    "VmHWM"))
+            record_peak_rss(ctx, (a, b), cipher)
             if errors:
                 box["detail"] = "; ".join(errors)
     finally:
-        for agent in (a, b):
-            if agent.proc is not None:
-                flows.stop(agent.proc, grace=5)
-                agent.proc = None
+        stop_agents((a, b))
         for agent, peer_name in ((a, b.name), (b, a.name)):
             with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
                 _cli_ok(agent.host, "intent", "remove", peer_name, "--state", str(agent.state))
@@ -564,12 +550,29 @@ def log_tail(path: Path | None, n: int = 400) -> str:
     return path.read_text(errors="replace").strip()[-n:]
 
 
-def _wait_ready(agent: BenchAgent, timeout: float) -> float | None:
+def record_peak_rss(ctx: BenchContext, agents: Iterable[BenchAgent], cipher: str) -> None:
+    """A peak-RSS figure (VmHWM) for each running agent."""
+    for agent in agents:
+        assert agent.proc is not None
+        rss = procstat.peak_rss_bytes(agent.proc.pid)
+        ctx.report.figures.append(Figure(
+            f"rss_{agent.host.name}", "memory", f"agent {agent.host.name} peak RSS",
+            "MiB", cipher, None if rss is None else rss / 2**20, None, False, "VmHWM"))
+
+
+def stop_agents(agents: Iterable[BenchAgent]) -> None:
+    """Stop every agent that runs (SIGTERM, then SIGKILL after 5 s); idempotent."""
+    for agent in agents:
+        if agent.proc is not None:
+            flows.stop(agent.proc, grace=5)
+            agent.proc = None
+
+
+def _wait_ready(agent: BenchAgent, timeout: float) -> float:
     """Wait until the agent reports itself ready (`enclave status`: ``ready_at``, the wall time
     it first reported candidates with a classified NAT over a connected control channel), so
     that set-up time starts from a settled agent, not from interpreter start-up. Returns
-    ``ready_at`` (None from an agent that does not report it but is connected with a known
-    NAT); raises if the agent exits or never gets there."""
+    ``ready_at``; raises if the agent exits or never gets there."""
     t0 = time.monotonic()
     last = "no answer"
     while time.monotonic() - t0 < timeout:
@@ -584,13 +587,9 @@ def _wait_ready(agent: BenchAgent, timeout: float) -> float | None:
                 st = json.loads(res.stdout)
             except ValueError:
                 st = {}
-            plat = st.get("platform", {}).get("state")
-            last = f"platform {plat}, nat {st.get('nat')}"
+            last = f"platform {st.get('platform', {}).get('state')}, nat {st.get('nat')}"
             if isinstance(st.get("ready_at"), (int, float)):
                 return float(st["ready_at"])
-            if ("ready_at" not in st and plat == "connected"
-                    and st.get("nat") not in (None, "unknown")):
-                return None
         time.sleep(0.1)
     raise RuntimeError(f"enclave up on {agent.host.name} not ready after {timeout:.0f} s "
                        f"({last})")

@@ -95,18 +95,14 @@ class Overlay:
         self.members: list[Member] = []
         try:
             for n, host in enumerate(hosts):
-                # Opened from a thread inside the namespace (host.call) rather than with
-                # TapDevice(netns=...): pyroute2's IPRoute(netns=...) path loses the view of
-                # /run/netns for the rest of the process after a second vnet_hdr TAP.
-                tap = host.call(
-                    lambda n=n: TapDevice(
-                        "enclave0",
-                        mac=mac_str(overlay_mac(n)),
-                        address=f"{overlay_ip(n)}/10",
-                        mtu=tap_mtu or mtu,
-                        vnet_hdr=offload,
-                        offload=offload,
-                    )
+                tap = TapDevice(
+                    "enclave0",
+                    mac=mac_str(overlay_mac(n)),
+                    address=f"{overlay_ip(n)}/10",
+                    mtu=tap_mtu or mtu,
+                    vnet_hdr=offload,
+                    offload=offload,
+                    netns=host.netns,
                 )
                 if ipv6:
                     host.run(["sysctl", "-qw", "net.ipv6.conf.enclave0.disable_ipv6=0"], check=True)
