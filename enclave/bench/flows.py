@@ -18,18 +18,17 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
+
+from enclave.spawn import module_argv
 
 IPERF_PORT = 5201
 UDPGEN_PORT = 5311
 ECHO_PORT = 5312
 BENCH_UDP_PORTS = (IPERF_PORT, UDPGEN_PORT, ECHO_PORT)  # forwarded on the lab NATs (raw path)
-REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class FlowError(RuntimeError):
@@ -80,11 +79,6 @@ def stop(proc: subprocess.Popen[Any], grace: float = 2.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-
-
-def python_argv(module: str, *args: str) -> list[str]:
-    """Run one of our modules with this interpreter (works inside `ip netns exec`)."""
-    return ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, "-m", module, *args]
 
 
 def read_json_line(proc: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
@@ -216,14 +210,14 @@ class UdpRateResult:
 def udp_rate(client: Place, server: Place, server_ip: str, *, size: int, duration: float,
              port: int = UDPGEN_PORT, run_id: int = 1) -> UdpRateResult:
     recv = server.popen(
-        python_argv("enclave.bench.udpgen", "recv", "--port", str(port), "--run-id",
+        module_argv("enclave.bench.udpgen", "recv", "--port", str(port), "--run-id",
                     str(run_id), "--wait", str(duration + 15)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         read_json_line(recv, 15)  # {"ready": true}
         res = client.run(
-            python_argv("enclave.bench.udpgen", "send", "--to", f"{server_ip}:{port}",
+            module_argv("enclave.bench.udpgen", "send", "--to", f"{server_ip}:{port}",
                         "--size", str(size), "--duration", str(duration), "--run-id",
                         str(run_id)),
             timeout=duration + 30,
@@ -260,7 +254,7 @@ class LatencyResult:
 
 
 def start_echo_server(place: Place, port: int = ECHO_PORT) -> subprocess.Popen[Any]:
-    proc = place.popen(python_argv("enclave.bench.udpgen", "echo", "--port", str(port)),
+    proc = place.popen(module_argv("enclave.bench.udpgen", "echo", "--port", str(port)),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     read_json_line(proc, 15)
     return proc
@@ -269,7 +263,7 @@ def start_echo_server(place: Place, port: int = ECHO_PORT) -> subprocess.Popen[A
 def latency(client: Place, server_ip: str, *, count: int, interval: float = 0.005,
             timeout: float = 1.0, port: int = ECHO_PORT) -> LatencyResult:
     res = client.run(
-        python_argv("enclave.bench.udpgen", "ping", "--to", f"{server_ip}:{port}",
+        module_argv("enclave.bench.udpgen", "ping", "--to", f"{server_ip}:{port}",
                     "--count", str(count), "--interval", str(interval), "--timeout",
                     str(timeout)),
         timeout=count * (interval + timeout) + 30,

@@ -46,7 +46,6 @@ from enclave.bench.runner import (
     BenchOptions,
     Progress,
     StageFailed,
-    enclave_argv,
     enrol_host,
     forward_bench_ports,
     in_lab,
@@ -60,6 +59,7 @@ from enclave.bench.runner import (
     stop_agents,
     timed_stage,
 )
+from enclave.spawn import enclave_argv
 
 DEFAULT_FLOWS = ("tcp1", "tcp4", "latency")
 GATEWAY_ACL = ",".join([f"tcp:{flows.IPERF_PORT}",

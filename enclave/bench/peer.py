@@ -20,6 +20,7 @@ from typing import Any
 from enclave.bench import flows
 from enclave.bench.report import Figure, Report
 from enclave.bench.runner import missing_agent_commands, parse_peers
+from enclave.spawn import enclave_argv
 
 
 class PeerBenchError(RuntimeError):
@@ -64,7 +65,7 @@ def run(name: str, *, state: str | None, duration: float, ping_count: int = 100,
         raise PeerBenchError("iperf3 is not installed (apt-get install iperf3)")
     local = place or flows.LocalPlace()
     argv = ["peers", "--json"] + (["--state", state] if state else [])
-    res = local.run(flows.python_argv("enclave", *argv), timeout=30)
+    res = local.run(enclave_argv(*argv), timeout=30)
     if res.returncode != 0:
         raise PeerBenchError(f"enclave peers: {res.stderr.strip()[-300:]}")
     overlay_ip, underlay_ip = find_peer(parse_peers(res.stdout), name, overlay_ip)

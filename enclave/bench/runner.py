@@ -41,6 +41,7 @@ from typing import Any
 
 from enclave.bench import flows, procstat
 from enclave.bench.report import Figure, Report
+from enclave.spawn import enclave_argv
 
 ALL_FLOWS = ("tcp1", "tcp4", "udp64", "udp512", "udp1400", "latency")
 PLATFORM_PORT = 8443
@@ -325,10 +326,6 @@ def _ceiling(ctx: BenchContext) -> None:
             if row.open_failures:
                 box["status"] = "failed"
         box["detail"] = ", ".join(f"{r.cipher or 'plain'} {r.gbit_s:.2f} Gbit/s" for r in rows)
-
-
-def enclave_argv(*args: str) -> list[str]:
-    return flows.python_argv("enclave", *args)
 
 
 def in_workdir(ctx: BenchContext, prefix: str, body: Callable[[], None]) -> None:
