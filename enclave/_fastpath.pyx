@@ -11,7 +11,12 @@ What lives here (each part in its own include file):
     _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
     _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
     _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
-    _fp_loops.pxi   DataPlane: the per-direction native loops (TAP <-> peers), punt socket
+    _fp_epoch.pxi   the loops' shared state: peer table snapshots, keys, epoch reclamation
+    _fp_punt.pxi    the punt socket between the loops and Python (header drawn there)
+    _fp_icmp.pxi    ICMP "too big" written back to the TAP for oversized frames
+    _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx
+    _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx
+    _fp_dataplane.pxi DataPlane: the Python-facing class (install/remove, start/stop, counters)
     _fp_offload.pxi vnet_hdr TAP offloads: TSO split (in place) and GRO coalesce (writev)
     _fp_relay.pxi   TapRelay: TAP <-> TAP with the overlay's AEAD work and no UDP, the
                     machine's ceiling that `enclave bench` measures (not used by the agent)
@@ -156,5 +161,10 @@ include "_fp_replay.pxi"
 include "_fp_switch.pxi"
 include "_fp_udp.pxi"
 include "_fp_offload.pxi"
-include "_fp_loops.pxi"
+include "_fp_epoch.pxi"
+include "_fp_punt.pxi"
+include "_fp_icmp.pxi"
+include "_fp_tx.pxi"
+include "_fp_rx.pxi"
+include "_fp_dataplane.pxi"
 include "_fp_relay.pxi"

@@ -1,5 +1,6 @@
 # TapRelay: the machine's ceiling for a TAP overlay, measured by `enclave bench` (stage "ceiling")
-# (included by _fastpath.pyx after _fp_aead.pxi, _fp_udp.pxi and _fp_loops.pxi). Not used by the agent.
+# (included by _fastpath.pyx after _fp_aead.pxi, _fp_udp.pxi and the data-plane includes).
+# Not used by the agent.
 #
 # The overlay's per-byte work and thread structure, minus the network leg. Per direction, two
 # native threads (as dp-tx of one agent and dp-rx of the other) joined by a ring in memory

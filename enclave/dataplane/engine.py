@@ -51,7 +51,7 @@ _PUNT_HDR = struct.Struct("<BBHiI16s")  # kind, family, port (BE, fixed below), 
 
 @dataclass(frozen=True)
 class PuntMessage:
-    """One message from the native loops (layout: enclave/_fp_loops.pxi)."""
+    """One message from the native loops (layout: enclave/_fp_punt.pxi)."""
 
     kind: int  # fp.PUNT_DATAGRAM | PUNT_FIRST_RX | PUNT_ROAMED | PUNT_TX
     peer: str | None  # for FIRST_RX / ROAMED / TX

@@ -1,0 +1,535 @@
+# DataPlane: the Python-facing class of the compiled data plane (included by _fastpath.pyx
+# after _fp_rx.pxi). Python calls it; the native threads never do.
+#
+#   install/remove(slot, ...) --> _slots (Python dicts of _TxKey/_RxKey) --> _publish:
+#       a new dp_snap (see _fp_epoch.pxi), old one retired, freed by _reclaim
+#   set_addr/get_addr --> dp_addr[slot] (mutex; the tx loop reads, the rx loop roams)
+#   start/stop --> two threading.Threads that run dp_tx_loop / dp_rx_loop with nogil
+#   counters/global_counters/activity <-- the loops' per-peer and global counters
+#   inject(packet) --> punt socket (INJECT) --> rx loop
+
+# --- Python side ----------------------------------------------------------------------------------
+
+@cython.final
+cdef class _TxKey:
+    cdef AeadKey key
+    cdef dp_txkey *c
+    cdef bytes digest
+
+    def __dealloc__(self):
+        free(self.c)
+        self.c = NULL
+
+
+@cython.final
+cdef class _RxKey:
+    cdef AeadKey key
+    cdef dp_rxkey *c
+    cdef bytes digest
+
+    def __dealloc__(self):
+        free(self.c)
+        self.c = NULL
+
+
+cdef void dp_snap_free(dp_snap *s) noexcept nogil:
+    if s != NULL:
+        free(s.peers)
+        free(s.flood)
+        free(s.idx)
+        free(s)
+
+
+def _digest(cipher: str, key) -> bytes:
+    return _dp_hashlib.blake2b(bytes(key), digest_size=16, person=cipher.encode()[:16]).digest()
+
+
+def _cipher_name(cipher) -> str:
+    if isinstance(cipher, str):
+        return cipher
+    name = {int(_dp_wire.Cipher.AES256_GCM): "aes256gcm",
+            int(_dp_wire.Cipher.CHACHA20_POLY1305): "chacha20poly1305"}.get(int(cipher))
+    if name is None:
+        raise ValueError(f"unknown cipher {cipher!r}")
+    return name
+
+
+@cython.final
+cdef class DataPlane:
+    """The compiled data plane over an open TAP fd and UDP socket fd (both non-blocking).
+
+    Peers live in slots 0..max_peers-1; Python installs/removes sessions, the two native
+    threads (start/stop) do everything per frame. Datagrams that are not DATA for a known
+    receiver index, and notices, arrive on ``punt_socket`` (format at the top of
+    _fp_punt.pxi); DATA received over other paths goes back in with ``inject``.
+    """
+
+    cdef dp_state *st
+    cdef readonly object punt_socket
+    cdef object _c_sock
+    cdef int _wake
+    cdef list _threads
+    cdef dict _slots             # slot -> {"tx": _TxKey | None, "rx": {index: _RxKey}, ...}
+    cdef list _retired           # [(generation, snapshot address, [keys])]
+    cdef readonly int max_peers
+    cdef readonly int mtu
+
+    def __cinit__(self, int tap_fd, int udp_fd, *, bint vnet_hdr=False, bint tap_gro=False,
+                  bint udp_gso=False, bint udp_gro=False, int mtu=1406, int max_peers=256,
+                  int mac_capacity=4096, uint64_t mac_max_age_ms=300_000):
+        cdef int i
+        cdef uint64_t nb = 16
+        self.st = NULL
+        self._wake = -1
+        if tap_fd < 0 or udp_fd < 0:
+            raise ValueError("tap_fd and udp_fd must be open file descriptors")
+        if not 68 <= mtu <= 65535 - 14 - DP_OVERHEAD - 48:
+            raise ValueError(f"mtu {mtu} out of range")
+        if not 1 <= max_peers <= 65536:
+            raise ValueError("max_peers must be 1..65536")
+        if tap_gro and not vnet_hdr:
+            raise ValueError("tap_gro needs a vnet_hdr TAP")
+        if mac_capacity < 16 or mac_capacity > (1 << 24):
+            raise ValueError("mac_capacity must be 16..2**24")
+        self.st = <dp_state *>calloc(1, sizeof(dp_state))
+        if self.st == NULL:
+            raise MemoryError()
+        self.st.tap_fd = tap_fd
+        self.st.udp_fd = udp_fd
+        self.st.vnet_hdr = vnet_hdr
+        self.st.tap_gro = tap_gro
+        self.st.udp_gso = udp_gso
+        self.st.udp_gro = udp_gro
+        self.st.mtu = mtu
+        self.st.max_frame = mtu + DP_ETH
+        self.st.max_peers = max_peers
+        self.st.tx_flush_bytes = DP_TX_BUF
+        self.st.tx_flush_frames = DP_TX_ENTRIES
+        self.st.rx_batch = 0
+        self.st.seen[0] = <uint64_t>DP_QUIESCENT
+        self.st.seen[1] = <uint64_t>DP_QUIESCENT
+        pthread_mutex_init(&self.st.mt_lock, NULL)
+        while nb < <uint64_t>mac_capacity:
+            nb <<= 1
+        self.st.mt.entries = <mt_entry *>calloc(nb, sizeof(mt_entry))
+        self.st.mt.mask = nb - 1
+        self.st.mt.max_age = mac_max_age_ms
+        self.st.mt.seed = int.from_bytes(_dp_os.urandom(8), "little")
+        self.st.addrs = <dp_addr *>calloc(max_peers, sizeof(dp_addr))
+        self.st.rxc = <dp_rxc *>calloc(max_peers, sizeof(dp_rxc))
+        self.st.txc = <dp_txc *>calloc(max_peers, sizeof(dp_txc))
+        if (self.st.mt.entries == NULL or self.st.addrs == NULL or self.st.rxc == NULL
+                or self.st.txc == NULL):
+            raise MemoryError()
+        for i in range(max_peers):
+            pthread_mutex_init(&self.st.addrs[i].lock, NULL)
+        self.max_peers = max_peers
+        self.mtu = mtu
+        self._slots = {}
+        self._retired = []
+        self._threads = []
+        a, b = _dp_socket.socketpair(_dp_socket.AF_UNIX, _dp_socket.SOCK_DGRAM)
+        for sock in (a, b):
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_SNDBUF, 4 << 20)
+                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_RCVBUF, 4 << 20)
+            except OSError:
+                pass
+        self.punt_socket = a
+        self._c_sock = b
+        self.st.punt_fd = b.fileno()
+        self._wake = _dp_os.eventfd(0, _dp_os.EFD_NONBLOCK | _dp_os.EFD_CLOEXEC)
+        self.st.wake_fd = self._wake
+        self._publish([])
+
+    def __dealloc__(self):
+        cdef int i
+        if self.st == NULL:
+            return
+        # threads hold a reference to self while running, so none is running here
+        dp_snap_free(<dp_snap *>self.st.snap)
+        for _gen, addr, _keys in (self._retired or []):
+            dp_snap_free(<dp_snap *><size_t>addr)
+        free(self.st.mt.entries)
+        if self.st.addrs != NULL:
+            for i in range(self.st.max_peers):
+                pthread_mutex_destroy(&self.st.addrs[i].lock)
+        free(self.st.addrs)
+        free(self.st.rxc)
+        free(self.st.txc)
+        pthread_mutex_destroy(&self.st.mt_lock)
+        free(self.st)
+        self.st = NULL
+        if self._wake >= 0:
+            _dp_os.close(self._wake)
+            self._wake = -1
+
+    def tune(self, *, tx_flush_bytes: int | None = None, tx_flush_frames: int | None = None,
+             rx_batch: int | None = None) -> dict:
+        """Batching knobs (latency vs syscalls per frame); only while stopped. Returns them.
+
+        tx_flush_bytes / tx_flush_frames: the tx loop sends its batch once this much is
+        queued, else when the TAP has nothing more to read (default: the whole batch buffer).
+        rx_batch: datagrams (UDP_GRO buffers) per recvmmsg, 0 = all receive slots.
+        """
+        if self._threads:
+            raise RuntimeError("tune() while the loops run")
+        if tx_flush_bytes is not None:
+            if not 1 <= tx_flush_bytes <= DP_TX_BUF:
+                raise ValueError(f"tx_flush_bytes must be 1..{DP_TX_BUF}")
+            self.st.tx_flush_bytes = <uint32_t>tx_flush_bytes
+        if tx_flush_frames is not None:
+            if not 1 <= tx_flush_frames <= DP_TX_ENTRIES:
+                raise ValueError(f"tx_flush_frames must be 1..{DP_TX_ENTRIES}")
+            self.st.tx_flush_frames = tx_flush_frames
+        if rx_batch is not None:
+            if not 0 <= rx_batch <= UB_MAX:
+                raise ValueError(f"rx_batch must be 0..{UB_MAX}")
+            self.st.rx_batch = rx_batch
+        return {"tx_flush_bytes": self.st.tx_flush_bytes,
+                "tx_flush_frames": self.st.tx_flush_frames, "rx_batch": self.st.rx_batch}
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    cdef void _publish(self, list dropped) except *:
+        """Build a snapshot of self._slots, publish it, retire the old one with `dropped`."""
+        cdef dp_snap *s = <dp_snap *>calloc(1, sizeof(dp_snap))
+        cdef uint32_t cap = 16
+        cdef uint32_t h
+        cdef int nrx = 0
+        cdef int nflood = 0
+        cdef _TxKey tk
+        cdef _RxKey rk
+        cdef dp_peer *p
+        cdef uint64_t gen
+        cdef void *old
+        if s == NULL:
+            raise MemoryError()
+        for info in self._slots.values():
+            nrx += len(info["rx"])
+        while cap < <uint32_t>(2 * nrx + 2):
+            cap <<= 1
+        s.peers = <dp_peer *>calloc(self.st.max_peers, sizeof(dp_peer))
+        s.flood = <int32_t *>calloc(self.st.max_peers, sizeof(int32_t))
+        s.idx = <dp_idx *>calloc(cap, sizeof(dp_idx))
+        if s.peers == NULL or s.flood == NULL or s.idx == NULL:
+            dp_snap_free(s)
+            raise MemoryError()
+        s.idx_mask = cap - 1
+        for slot in sorted(self._slots):
+            info = self._slots[slot]
+            p = &s.peers[<int>slot]
+            p.active = 1
+            p.bridging = info["bridging"]
+            p.via_python = info["via_python"]
+            p.mac = int.from_bytes(info["mac"], "big")
+            if info["tx"] is not None:
+                tk = info["tx"]
+                p.tx = tk.c
+                s.flood[nflood] = <int32_t>slot
+                nflood += 1
+            for index, rko in info["rx"].items():
+                rk = rko
+                h = (<uint32_t>index * <uint32_t>0x9E3779B1) & s.idx_mask
+                while s.idx[h].index != 0:
+                    h = (h + 1) & s.idx_mask
+                s.idx[h].index = <uint32_t>index
+                s.idx[h].rx = rk.c
+        s.nflood = nflood
+        old = self.st.snap
+        gen = self.st.gen
+        dp_store_ptr(&self.st.snap, <void *>s)
+        dp_store_u64(&self.st.gen, gen + 1)
+        if old != NULL or dropped:
+            self._retired.append((gen, <size_t>old, dropped))
+        self._reclaim()
+
+    cdef void _reclaim(self) except *:
+        cdef uint64_t a = dp_load_u64(&self.st.seen[0])
+        cdef uint64_t b = dp_load_u64(&self.st.seen[1])
+        keep = []
+        for gen, addr, keys in self._retired:
+            if ((a == <uint64_t>DP_QUIESCENT or a > <uint64_t>gen)
+                    and (b == <uint64_t>DP_QUIESCENT or b > <uint64_t>gen)):
+                dp_snap_free(<dp_snap *><size_t>addr)
+            else:
+                keep.append((gen, addr, keys))
+        self._retired = keep
+
+    def reclaim(self) -> int:
+        """Free retired snapshots no thread can still use; returns how many remain."""
+        self._reclaim()
+        return len(self._retired)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    cdef int _check_slot(self, int slot) except -1:
+        if not 0 <= slot < self.st.max_peers:
+            raise ValueError(f"slot {slot} out of range 0..{self.st.max_peers - 1}")
+        return 0
+
+    cdef void _set_addr(self, int slot, object addr) except *:
+        cdef bytes raw = b""
+        cdef dp_addr *a = &self.st.addrs[slot]
+        if addr is not None:
+            host, port = addr
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"bad port {port!r}")
+            raw = _pack_sockaddr(str(host), int(port))
+        pthread_mutex_lock(&a.lock)
+        memset(&a.sa, 0, sizeof(sockaddr_storage))
+        if raw:
+            memcpy(&a.sa, <const char *>raw, len(raw))
+        a.len = <socklen_t>len(raw)
+        pthread_mutex_unlock(&a.lock)
+
+    def install(self, int slot, peer_mac, bint allow_bridging, addr, tx, rx, *,
+                tx_local_index=None, tx_limit=None, bint via_python=False) -> None:
+        """Install or replace peer `slot`'s session atomically.
+
+        peer_mac: the peer's certified MAC (6 bytes). addr: (host, port) or None (keep the
+        current address; a new slot starts without one). tx: (remote_index, key, cipher) or
+        None; rx: [(local_index, key, cipher), ...] (at most DATAPLANE_MAX_RX_KEYS).
+        tx_local_index: the local index of the session `tx` belongs to (its rx key may move
+        the peer's address when a newer packet arrives from elsewhere). via_python: the path
+        is not UDP: encrypted packets are punted (PUNT_TX) for Python to send.
+        Keys whose index and key bytes are unchanged keep their counter / replay window.
+        """
+        cdef _TxKey tk
+        cdef _RxKey rk
+        cdef bytes mac
+        cdef uint64_t limit = DP_DEFAULT_LIMIT if tx_limit is None else tx_limit
+        self._check_slot(slot)
+        mac = bytes(peer_mac)
+        if len(mac) != 6 or mac[0] & 1:
+            raise ValueError("peer_mac must be 6 bytes, unicast")
+        rx = list(rx)
+        if len(rx) > DP_MAX_RX:
+            raise ValueError(f"at most {DP_MAX_RX} receive keys per peer")
+        seen = set()
+        for entry in rx:
+            index = int(entry[0])
+            if not 0 < index < 2**32 or index in seen:
+                raise ValueError(f"bad or duplicate receive index {index!r}")
+            seen.add(index)
+            for other, oinfo in self._slots.items():
+                if other != slot and index in oinfo["rx"]:
+                    raise ValueError(f"receive index {index:#x} already used by slot {other}")
+        old = self._slots.get(slot)
+        dropped = []
+        new_tx = None
+        if tx is not None:
+            rindex, key, cipher = tx
+            cname = _cipher_name(cipher)
+            if not 0 <= int(rindex) < 2**32:
+                raise ValueError("bad remote index")
+            dg = _digest(cname, key)
+            if (old is not None and old["tx"] is not None
+                    and (<_TxKey>old["tx"]).c.remote_index == int(rindex)
+                    and (<_TxKey>old["tx"]).digest == dg):
+                new_tx = old["tx"]
+                (<_TxKey>new_tx).c.limit = limit
+            else:
+                tk = _TxKey.__new__(_TxKey)
+                tk.key = AeadKey(cname, key)
+                tk.digest = dg
+                tk.c = <dp_txkey *>calloc(1, sizeof(dp_txkey))
+                if tk.c == NULL:
+                    raise MemoryError()
+                tk.c.kind = tk.key.kind
+                tk.c.state = tk.key.state
+                tk.c.remote_index = <uint32_t>int(rindex)
+                tk.c.limit = limit
+                new_tx = tk
+        new_rx = {}
+        for entry in rx:
+            index, key, cipher = int(entry[0]), entry[1], entry[2]
+            cname = _cipher_name(cipher)
+            dg = _digest(cname, key)
+            prev = old["rx"].get(index) if old is not None else None
+            if prev is not None and (<_RxKey>prev).digest == dg:
+                rk = prev
+            else:
+                rk = _RxKey.__new__(_RxKey)
+                rk.key = AeadKey(cname, key)
+                rk.digest = dg
+                rk.c = <dp_rxkey *>calloc(1, sizeof(dp_rxkey))
+                if rk.c == NULL:
+                    raise MemoryError()
+                rk.c.kind = rk.key.kind
+                rk.c.state = rk.key.state
+                rk.c.local_index = <uint32_t>index
+                rk.c.slot = slot
+                rw_init(&rk.c.win, DP_DEFAULT_LIMIT)
+            new_rx[index] = rk
+        # The `current` flag is set only on keys not yet visible to the rx thread or left as
+        # they were: a key that changes role gets the new flag before the snapshot is swapped
+        # (an int store; the rx thread reads either value safely).
+        for index, rko in new_rx.items():
+            rk = rko
+            rk.c.current = tx_local_index is not None and index == int(tx_local_index)
+        if old is not None:
+            if old["tx"] is not None and old["tx"] is not new_tx:
+                dropped.append(old["tx"])
+            for index, rko in old["rx"].items():
+                if new_rx.get(index) is not rko:
+                    dropped.append(rko)
+        else:
+            memset(&self.st.rxc[slot], 0, sizeof(dp_rxc))
+            memset(&self.st.txc[slot], 0, sizeof(dp_txc))
+            self._set_addr(slot, None)
+        if addr is not None:
+            self._set_addr(slot, addr)
+        self._slots[slot] = {"mac": mac, "bridging": allow_bridging, "via_python": via_python,
+                             "tx": new_tx, "rx": new_rx}
+        self._publish(dropped)
+
+    def remove(self, int slot) -> None:
+        """Remove peer `slot` (its keys, address and learned MACs)."""
+        self._check_slot(slot)
+        old = self._slots.pop(slot, None)
+        if old is None:
+            return
+        dropped = list(old["rx"].values())
+        if old["tx"] is not None:
+            dropped.append(old["tx"])
+        self._publish(dropped)
+        with nogil:
+            pthread_mutex_lock(&self.st.mt_lock)
+            mt_forget_slot(&self.st.mt, slot)
+            pthread_mutex_unlock(&self.st.mt_lock)
+        self._set_addr(slot, None)
+
+    def set_addr(self, int slot, addr) -> None:
+        """Point peer `slot`'s DATA packets at (host, port), or nowhere (None)."""
+        self._check_slot(slot)
+        self._set_addr(slot, addr)
+
+    def get_addr(self, int slot):
+        """The address DATA packets for `slot` go to, as (host, port), or None."""
+        cdef dp_addr *a
+        self._check_slot(slot)
+        a = &self.st.addrs[slot]
+        pthread_mutex_lock(&a.lock)
+        raw = (<const char *>&a.sa)[:a.len] if a.len else b""
+        pthread_mutex_unlock(&a.lock)
+        return _unpack_sockaddr(raw) if raw else None
+
+    def slots(self) -> list:
+        return sorted(self._slots)
+
+    # -- counters -------------------------------------------------------------------------------
+
+    def counters(self, int slot) -> dict:
+        """Per-peer counters (frames/bytes in and out, drops by reason, key usage)."""
+        cdef dp_rxc r
+        cdef dp_txc t
+        cdef _TxKey tk
+        self._check_slot(slot)
+        r = self.st.rxc[slot]
+        t = self.st.txc[slot]
+        info = self._slots.get(slot)
+        out = {
+            "rx_frames": r.frames, "rx_bytes": r.bytes, "rx_replay": r.replay,
+            "rx_decrypt_fail": r.decrypt_fail, "rx_spoofed": r.spoofed, "rx_runt": r.runt,
+            "roamed": r.roamed,
+            "tx_frames": t.frames, "tx_bytes": t.bytes, "tx_key_limit": t.key_limit,
+            "tx_no_key": t.no_key, "tx_no_addr": t.no_addr, "tx_send_errors": t.send_errors,
+            "tx_via_python": t.via_python,
+        }
+        if info is not None and info["tx"] is not None:
+            tk = info["tx"]
+            out["tx_counter"] = tk.c.next
+        return out
+
+    def global_counters(self) -> dict:
+        cdef dp_grx r = self.st.grx
+        cdef dp_gtx t = self.st.gtx
+        return {
+            "rx_datagrams": r.datagrams, "rx_punted": r.punted,
+            "rx_punt_dropped": r.punt_dropped, "rx_unknown_index": r.unknown_index,
+            "rx_malformed": r.malformed, "rx_truncated": r.truncated,
+            "tap_writes": r.tap_writes, "tap_write_errors": r.tap_write_errors,
+            "rx_gro_datagrams": r.gro_datagrams, "rx_injected": r.injected,
+            "rx_rounds": r.rounds,
+            "tap_reads": t.tap_reads, "tx_oversize": t.oversize, "icmp_sent": t.icmp_sent,
+            "tx_flooded": t.flooded, "tx_no_peer": t.no_peer, "tx_runt": t.runt,
+            "tx_offload_errors": t.offload_errors, "sendmmsg_calls": t.sendmmsg_calls,
+            "gso_messages": t.gso_messages, "gso_fallbacks": t.gso_fallbacks,
+            "tx_punt_dropped": t.punt_dropped, "tx_eagain_waits": t.eagain_waits,
+            "tx_rounds": t.rounds,
+            "udp_gso": bool(self.st.udp_gso), "udp_gro": bool(self.st.udp_gro),
+            "vnet_hdr": bool(self.st.vnet_hdr), "tap_gro": bool(self.st.tap_gro),
+        }
+
+    def activity(self) -> list:
+        """[(slot, local_index, rx_packets, tx_messages or None)] for every installed key:
+        what Node.report_activity needs (tx_messages: counters used by the tx key that the
+        session with this local index sends with)."""
+        cdef _RxKey rk
+        cdef _TxKey tk
+        out = []
+        for slot, info in self._slots.items():
+            for index, rko in info["rx"].items():
+                rk = rko
+                sent = None
+                if rk.c.current and info["tx"] is not None:
+                    tk = info["tx"]
+                    sent = tk.c.next
+                out.append((slot, index, rk.c.frames, sent))
+        return out
+
+    # -- Python-originated traffic ----------------------------------------------------------------
+
+    def inject(self, packet) -> None:
+        """Hand a DATA packet that arrived over TCP / the relay to the rx thread."""
+        hdr = bytearray(DP_PUNT_HDR)
+        hdr[0] = DP_PUNT_INJECT
+        self.punt_socket.send(bytes(hdr) + bytes(packet))
+
+    # -- threads ----------------------------------------------------------------------------------
+
+    def _run(self, int which) -> None:
+        with nogil:
+            if which == 0:
+                dp_tx_loop(self.st)
+            else:
+                dp_rx_loop(self.st)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("data plane already started")
+        self.st.stop = 0
+        self._threads = [
+            _dp_threading.Thread(target=self._run, args=(0,), name="enclave-dp-tx", daemon=True),
+            _dp_threading.Thread(target=self._run, args=(1,), name="enclave-dp-rx", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wake both loops and join them (they notice within one poll round)."""
+        if not self._threads:
+            return
+        self.st.stop = 1
+        _dp_os.eventfd_write(self._wake, 1)
+        for t in self._threads:
+            t.join(timeout)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            raise RuntimeError(f"data-plane threads did not stop: {alive}")
+        self._threads = []
+        _dp_os.eventfd_read(self._wake)
+        dp_store_u64(&self.st.seen[0], <uint64_t>DP_QUIESCENT)
+        dp_store_u64(&self.st.seen[1], <uint64_t>DP_QUIESCENT)
+        self._reclaim()
+
+    def close(self) -> None:
+        self.stop()
+        self.punt_socket.close()
+        self._c_sock.close()

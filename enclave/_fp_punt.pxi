@@ -1,0 +1,62 @@
+# The punt socket: how the native loops hand Python what is not theirs (handshakes, unknown
+# senders, notices, DATA for a path that is not UDP) and how Python hands DATA back in.
+# (included by _fastpath.pyx after _fp_epoch.pxi).
+#
+#   rx thread --DATAGRAM/FIRST_RX/ROAMED--> punt socket --> Python (dataplane/engine.py)
+#   tx thread --TX (sealed DATA, path not UDP)--> punt socket --> Python sends over TCP/relay
+#   Python --INJECT (DATA from TCP/relay)--> punt socket --> rx thread (as if from UDP)
+#
+# Punt socket (AF_UNIX SOCK_DGRAM socketpair; DataPlane.punt_socket is Python's end).
+# Every message, either way, starts with this 28-byte header (integers little-endian unless
+# marked BE):
+#
+#    0      1        2..3       4..7          8..11          12..27          28 ...
+#   +------+--------+----------+-------------+--------------+---------------+-----------------+
+#   | kind | family | port BE  | slot (i32)  | index (u32)  | address (16)  | packet          |
+#   +------+--------+----------+-------------+--------------+---------------+-----------------+
+#   C -> Python:
+#     1 DATAGRAM  a UDP datagram that is not DATA for a known index; address = its source
+#     2 FIRST_RX  first authentic packet on receiver `index` of `slot` (no packet)
+#     3 ROAMED    `slot` moved to `address` (authentic, newest packet on key `index`)
+#     4 TX        an encrypted DATA packet for `slot`, whose path is not UDP: Python sends it
+#   Python -> C:
+#     5 INJECT    a packet that arrived over TCP / the relay; handled like a UDP datagram,
+#                 except that it never moves the peer's address
+#   family: 4 or 6 (0 = no address); IPv4 uses the first 4 address bytes.
+
+# --- punt ---------------------------------------------------------------------------------------
+
+cdef int dp_punt(dp_state *st, uint8_t *pbuf, int kind, const sockaddr_storage *sa,
+                 int32_t slot, uint32_t index, const uint8_t *pkt, size_t n) noexcept nogil:
+    """Send one punt message (header drawn at the top); pbuf has DP_PUNT_HDR + n bytes."""
+    cdef const uint8_t *raw = <const uint8_t *>sa
+    memset(pbuf, 0, DP_PUNT_HDR)
+    pbuf[0] = <uint8_t>kind
+    if sa != NULL and sa.ss_family == AF_INET:
+        pbuf[1] = 4
+        pbuf[2] = raw[2]
+        pbuf[3] = raw[3]
+        memcpy(pbuf + 12, raw + 4, 4)
+    elif sa != NULL and sa.ss_family == AF_INET6:
+        pbuf[1] = 6
+        pbuf[2] = raw[2]
+        pbuf[3] = raw[3]
+        memcpy(pbuf + 12, raw + 8, 16)
+    dp_put_le32(pbuf + 4, <uint32_t>slot)
+    dp_put_le32(pbuf + 8, index)
+    if n:
+        memcpy(pbuf + DP_PUNT_HDR, pkt, n)
+    if dp_send_dgram(st.punt_fd, pbuf, DP_PUNT_HDR + n) < 0:
+        return -1
+    return 0
+
+
+cdef inline bint dp_same_addr(const sockaddr_storage *a, socklen_t alen,
+                              const sockaddr_storage *b) noexcept nogil:
+    cdef const uint8_t *x = <const uint8_t *>a
+    cdef const uint8_t *y = <const uint8_t *>b
+    if alen == 0 or a.ss_family != b.ss_family:
+        return 0
+    if a.ss_family == AF_INET:
+        return memcmp(x + 2, y + 2, 6) == 0
+    return memcmp(x + 2, y + 2, 2) == 0 and memcmp(x + 8, y + 8, 16) == 0

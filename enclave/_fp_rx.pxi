@@ -1,0 +1,243 @@
+# The rx loop ("outside": UDP -> TAP), one native thread, GIL released, no Python per frame.
+# (included by _fastpath.pyx after _fp_tx.pxi).
+#
+#   Inbound (outside -> inside), thread "rx":
+#     1. poll(UDP, wake, punt); recvmmsg (UDP_GRO: one buffer may hold a run of datagrams,
+#        cut by the gso_size cmsg); datagrams Python sent us through the punt socket (INJECT:
+#        DATA that arrived over TCP or the relay) take the same path
+#     2. anything not DATA for a known receiver index -> punted to Python (with its source)
+#     3. rw_check -> AEAD open -> rw_update (the window moves only for authentic packets)
+#     4. anti-spoofing (source MAC must be the peer's certified MAC unless it may bridge),
+#        MAC learning, roaming (newest packet on the current key from a new address)
+#     5. TAP write: vnet_hdr TAP with offloads -> fo_gro_iov coalesces same-flow TCP segments;
+#        one writev per run: the first frame (headers patched, virtio header in its headroom)
+#        and every later frame's payload where it was decrypted, no copy in user space
+#
+# --- rx thread ---------------------------------------------------------------------------------
+
+ctypedef struct dp_rx:
+    uint8_t *buf                # nslots * slotsize
+    uint8_t *ibuf               # one injected message
+    uint8_t *pbuf
+    size_t slotsize
+    int nslots
+    udp_batch *ub
+    uint32_t offsets[UB_MAX]
+    uint32_t sizes[UB_MAX]
+    uint32_t lengths[UB_MAX]
+    int nf                      # frames queued for the TAP
+    uint32_t foff[FO_GRO_MAX_FRAMES]
+    uint32_t flen[FO_GRO_MAX_FRAMES]
+    iovec iov[FO_GRO_MAX_FRAMES]     # TAP writes (fo_gro_iov): frames / payloads in place
+    int wcnt[FO_GRO_MAX_FRAMES]      # iovecs per write
+
+
+cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
+    if _c_write(st.tap_fd, p, n) < 0:
+        st.grx.tap_write_errors += 1
+    else:
+        st.grx.tap_writes += 1
+
+
+cdef void dp_rx_flush(dp_state *st, dp_rx *rx) noexcept nogil:
+    """Write the queued frames (frame i at rx.buf + foff[i] + 16) to the TAP."""
+    cdef int i, k, m = 0
+    cdef uint8_t *f
+    if rx.nf == 0:
+        return
+    if st.tap_gro:
+        k = fo_gro_iov(rx.buf, rx.foff, rx.flen, rx.nf, DP_HDR, rx.iov, rx.wcnt, 0)
+        if k >= 0:
+            for i in range(k):
+                if writev(st.tap_fd, &rx.iov[m], rx.wcnt[i]) < 0:
+                    st.grx.tap_write_errors += 1
+                else:
+                    st.grx.tap_writes += 1
+                m += rx.wcnt[i]
+            rx.nf = 0
+            return
+    for i in range(rx.nf):
+        f = rx.buf + rx.foff[i] + DP_HDR
+        if st.vnet_hdr:
+            memset(f - FO_VNET_HDR_LEN, 0, FO_VNET_HDR_LEN)
+            dp_tap_write(st, f - FO_VNET_HDR_LEN, rx.flen[i] + FO_VNET_HDR_LEN)
+        else:
+            dp_tap_write(st, f, rx.flen[i])
+    rx.nf = 0
+
+
+cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t n,
+                      const sockaddr_storage *sa, bint injected, uint64_t now) noexcept nogil:
+    """One datagram: punt, drop, or decrypt in place and queue its frame. 1 if queued."""
+    cdef dp_rxkey *k
+    cdef dp_addr *a
+    cdef uint64_t counter
+    cdef int32_t slot
+    cdef bint newest
+    cdef uint8_t *f
+    cdef size_t flen
+    if n < DP_HDR or pkt[0] != DP_MSG_DATA:
+        st.grx.punted += 1
+        if dp_punt(st, rx.pbuf, DP_PUNT_DATAGRAM, sa, -1, 0, pkt, n) < 0:
+            st.grx.punt_dropped += 1
+        return 0
+    if pkt[1] or pkt[2] or pkt[3]:
+        st.grx.malformed += 1
+        return 0
+    k = dp_find(s, dp_le32(pkt + 4))
+    if k == NULL:
+        st.grx.unknown_index += 1
+        st.grx.punted += 1
+        if dp_punt(st, rx.pbuf, DP_PUNT_DATAGRAM, sa, -1, 0, pkt, n) < 0:
+            st.grx.punt_dropped += 1
+        return 0
+    slot = k.slot
+    if n < DP_HDR + DP_ETH + DP_TAG:
+        st.rxc[slot].runt += 1
+        return 0
+    counter = dp_le64(pkt + 8)
+    if not rw_check(&k.win, counter):
+        st.rxc[slot].replay += 1
+        return 0
+    newest = k.frames == 0 or counter > k.win.last
+    if dp_open(k.kind, k.state, pkt, n - DP_HDR, counter) != 0:
+        st.rxc[slot].decrypt_fail += 1
+        return 0
+    if not rw_update(&k.win, counter):
+        st.rxc[slot].replay += 1
+        return 0
+    k.frames += 1
+    if not k.notified:
+        k.notified = 1
+        if dp_punt(st, rx.pbuf, DP_PUNT_FIRST_RX, NULL, slot, k.local_index, NULL, 0) < 0:
+            st.grx.punt_dropped += 1
+    f = pkt + DP_HDR
+    flen = n - DP_OVERHEAD
+    if (f[6] & 1) or (not s.peers[slot].bridging and mt_mac(f + 6) != s.peers[slot].mac):
+        st.rxc[slot].spoofed += 1
+        return 0
+    if k.current and newest and not injected and sa != NULL:
+        a = &st.addrs[slot]
+        pthread_mutex_lock(&a.lock)
+        if not dp_same_addr(&a.sa, a.len, sa):
+            if sa.ss_family == AF_INET:
+                a.len = 16
+            else:
+                a.len = 28
+            memcpy(&a.sa, sa, a.len)
+            pthread_mutex_unlock(&a.lock)
+            st.rxc[slot].roamed += 1
+            if dp_punt(st, rx.pbuf, DP_PUNT_ROAMED, sa, slot, k.local_index, NULL, 0) < 0:
+                st.grx.punt_dropped += 1
+        else:
+            pthread_mutex_unlock(&a.lock)
+    pthread_mutex_lock(&st.mt_lock)
+    mt_learn(&st.mt, f, flen, slot, now)
+    pthread_mutex_unlock(&st.mt_lock)
+    st.rxc[slot].frames += 1
+    st.rxc[slot].bytes += flen
+    if rx.nf == FO_GRO_MAX_FRAMES:
+        dp_rx_flush(st, rx)
+    rx.foff[rx.nf] = <uint32_t>(pkt - rx.buf)
+    rx.flen[rx.nf] = <uint32_t>flen
+    rx.nf += 1
+    return 1
+
+
+cdef void dp_rx_loop(dp_state *st) noexcept nogil:
+    cdef dp_rx *rx = <dp_rx *>calloc(1, sizeof(dp_rx))
+    cdef pollfd p[3]
+    cdef dp_snap *s
+    cdef int i, r, trunc, m
+    cdef ssize_t got
+    cdef size_t seg, off, n
+    cdef uint64_t now
+    cdef int more = 0
+    cdef int nb
+    if rx == NULL:
+        return
+    dp_name_thread("enclave-dp-rx")
+    if st.udp_gro:
+        rx.nslots = 16
+        rx.slotsize = 65536
+    else:
+        rx.nslots = UB_MAX
+        rx.slotsize = ((st.max_frame + DP_OVERHEAD + 64 + 63) // 64) * 64
+        if rx.slotsize < 2048:
+            rx.slotsize = 2048
+    # slot nslots is the injected-packet slot: frames queued from it live in the same buffer
+    rx.buf = <uint8_t *>malloc(rx.slotsize * (rx.nslots + 1))
+    rx.ibuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
+    rx.pbuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
+    if posix_memalign(<void **>&rx.ub, 64, sizeof(udp_batch)) != 0:
+        rx.ub = NULL
+    if rx.buf == NULL or rx.ibuf == NULL or rx.pbuf == NULL or rx.ub == NULL:
+        st.stop = 1
+    else:
+        memset(rx.ub, 0, sizeof(udp_batch))
+    nb = st.rx_batch if 0 < st.rx_batch < rx.nslots else rx.nslots
+    for i in range(rx.nslots):
+        rx.offsets[i] = <uint32_t>(i * rx.slotsize)
+        rx.sizes[i] = <uint32_t>rx.slotsize
+    while not st.stop:
+        if not more:
+            dp_leave(st, 1)
+            p[0].fd = st.udp_fd
+            p[0].events = POLLIN
+            p[0].revents = 0
+            p[1].fd = st.wake_fd
+            p[1].events = POLLIN
+            p[1].revents = 0
+            p[2].fd = st.punt_fd
+            p[2].events = POLLIN
+            p[2].revents = 0
+            if poll(p, 3, 1000) <= 0:
+                continue
+            if p[1].revents:
+                break
+        if more:                          # no poll this round: look for injected packets
+            p[2].revents = POLLIN if (st.grx.rounds & 7) == 0 else 0   # every 8th round
+        more = 0
+        s = dp_enter(st, 1)
+        st.grx.rounds += 1
+        now = dp_now_ms()
+        # packets Python injects (TCP / relay paths), one at a time through the spare slot
+        for m in range(DP_RX_INJECT if p[2].revents else 0):
+            got = dp_recv_dgram(st.punt_fd, rx.ibuf, 65536 + DP_PUNT_HDR, &trunc)
+            if got < 0:
+                break
+            if trunc or got < DP_PUNT_HDR or rx.ibuf[0] != DP_PUNT_INJECT or \
+                    <size_t>got - DP_PUNT_HDR > rx.slotsize:
+                st.grx.malformed += 1
+                continue
+            st.grx.injected += 1
+            n = <size_t>got - DP_PUNT_HDR
+            memcpy(rx.buf + rx.nslots * rx.slotsize, rx.ibuf + DP_PUNT_HDR, n)
+            dp_rx_packet(st, rx, s, rx.buf + rx.nslots * rx.slotsize, n, NULL, 1, now)
+            dp_rx_flush(st, rx)
+        r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, nb)
+        if r == nb:
+            more = 1
+        for i in range(r if r > 0 else 0):
+            st.grx.datagrams += 1
+            if rx.ub.trunc[i]:
+                st.grx.truncated += 1
+                continue
+            seg = rx.ub.gso[i]
+            n = rx.lengths[i]
+            if seg == 0 or seg >= n:
+                dp_rx_packet(st, rx, s, rx.buf + rx.offsets[i], n, &rx.ub.addrs[i], 0, now)
+                continue
+            st.grx.gro_datagrams += 1
+            off = 0
+            while off < n:
+                dp_rx_packet(st, rx, s, rx.buf + rx.offsets[i] + off,
+                             seg if n - off > seg else n - off, &rx.ub.addrs[i], 0, now)
+                off += seg
+        dp_rx_flush(st, rx)
+    dp_leave(st, 1)
+    free(rx.buf)
+    free(rx.ibuf)
+    free(rx.pbuf)
+    free(rx.ub)
+    free(rx)
