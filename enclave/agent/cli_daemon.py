@@ -22,6 +22,7 @@ from enclave.agent.localapi import call
 from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
 from enclave.cert.errors import CertificateError, KeyStoreError
 from enclave.discovery.channel import INTENTS_PATH
+from enclave.logfmt import FORMATS, LOG_FORMAT_ENV, use_format
 from enclave.policy.intent import IntentError, IntentStatement, encode_signed
 
 Command = Callable[[argparse.Namespace], int]
@@ -52,6 +53,10 @@ def _duration(text: str) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from enclave.agent.daemon import AgentOptions, run_agent
 
+    try:
+        use_format(args.log_format)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
     state = _state(args)
     opts = AgentOptions.resolve(state, {
         "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
@@ -152,6 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="control plane only: no TAP device / data plane")
     p.add_argument("--no-offload", action="store_true",
                    help="no TAP TSO/GRO or UDP GSO/GRO offloads (also ENCLAVE_OFFLOAD=0)")
+    p.add_argument("--log-format", choices=FORMATS, default=None,
+                   help=f"log lines as text or one JSON object each (default: ${LOG_FORMAT_ENV}"
+                   " or text)")
     p.set_defaults(func=_guard(cmd_up))
 
     p = sub.add_parser("status", help="this agent's status (asks the running agent)")
