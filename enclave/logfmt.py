@@ -1,4 +1,4 @@
-"""Log output formats shared by the agent (`enclave up`) and the platform (`enclave platform serve`).
+"""Log output formats shared by the agent (`enclave up`) and the platform (`platform serve`).
 
     text (default)   2026-12-06 04:31:10,123 INFO enclave.agent: agent V88RY up ...
     json             {"ts": "2026-12-06T04:31:10.123456+00:00", "level": "info",
