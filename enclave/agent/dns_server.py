@@ -1,0 +1,181 @@
+"""The agent's DNS server: a thin asyncio shell around enclave.agent.dns_resolver.
+
+    Agent --introduce(intro) / withdraw(peer)--> AgentDns --set / remove--> NameTable
+                                                    |
+                     UDP :53 on the overlay IP -----+---- TCP :53 (2-byte length framing)
+                     respond(table, query) per datagram / per framed message
+                                                    |
+                               ResolvedRoute: `~enclave` -> overlay IP (systemd-resolved)
+
+The server binds to the overlay IP only (it exists once the TAP has its address), so nothing
+outside the overlay reaches it. TCP: at most MAX_TCP_CONNECTIONS at a time (more are closed at
+once), each closed after TCP_IDLE_TIMEOUT seconds without a complete query or when a message is
+malformed beyond a FORMERR; a reply the client does not read within the timeout ends it too.
+A peer's introduction adds `NAME.enclave` only when its certificate verifies and names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import cast
+
+from enclave.agent.dns_resolved import ResolvedRoute
+from enclave.agent.dns_resolver import NameTable, respond
+from enclave.cert.errors import CertificateError
+from enclave.cert.identity import SystemIdentity
+from enclave.discovery.introduction import Introduction
+
+log = logging.getLogger("enclave.agent.dns")
+
+DNS_PORT = 53
+MAX_TCP_CONNECTIONS = 32
+TCP_IDLE_TIMEOUT = 10.0
+LENGTH_PREFIX = 2
+
+VerifyCert = Callable[[bytes], SystemIdentity]  # raises CertificateError / ValueError
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, table: NameTable) -> None:
+        self.table = table
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = respond(self.table, data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: udp error: %s", exc)
+
+
+class DnsServer:
+    """UDP and TCP DNS on one address and port, answering from `table`."""
+
+    def __init__(self, table: NameTable, host: str, port: int = DNS_PORT, *,
+                 max_tcp: int = MAX_TCP_CONNECTIONS,
+                 idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
+        self.table = table
+        self.host = host
+        self.port = port
+        self.max_tcp = max_tcp
+        self.idle_timeout = idle_timeout
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind both sockets (OSError if either cannot be bound; nothing stays open then)."""
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._client, self.host, self.port,
+                                               reuse_address=True)
+        if self.port == 0:  # tests: the kernel's port for TCP, the same one for UDP
+            self.port = self._tcp.sockets[0].getsockname()[1]
+        try:
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self.table), local_addr=(self.host, self.port))
+        except OSError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+        for task in list(self._clients):
+            task.cancel()
+        for task in list(self._clients):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._clients)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or len(self._clients) >= self.max_tcp:
+            writer.close()
+            return
+        self._clients.add(task)
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(LENGTH_PREFIX), self.idle_timeout)
+                size = int.from_bytes(head, "big")
+                if size == 0:
+                    break
+                query = await asyncio.wait_for(reader.readexactly(size), self.idle_timeout)
+                reply = respond(self.table, query)
+                if reply is None:
+                    break
+                writer.write(len(reply).to_bytes(LENGTH_PREFIX, "big") + reply)
+                await asyncio.wait_for(writer.drain(), self.idle_timeout)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class AgentDns:
+    """`NAME.enclave` for this system and its introduced peers, served on the overlay IP."""
+
+    def __init__(self, name: str, address: ipaddress.IPv4Address, interface: str,
+                 verify: VerifyCert, *, port: int = DNS_PORT,
+                 route: ResolvedRoute | None = None) -> None:
+        self.name = name
+        self.address = address
+        self.table = NameTable()
+        self.table.set(name, address)
+        self._verify = verify
+        self.server = DnsServer(self.table, str(address), port)
+        self.route = route if route is not None else ResolvedRoute(interface, address)
+        self.serving = False
+
+    async def start(self) -> bool:
+        """Serve DNS and route `~enclave` to it; False (logged) when the port cannot be bound."""
+        try:
+            await self.server.start()
+        except OSError as exc:
+            log.warning("dns: cannot serve on %s port %d: %s", self.address, self.server.port,
+                        exc)
+            return False
+        self.serving = True
+        log.info("dns: answering NAME.enclave on %s port %d (udp, tcp)", self.address,
+                 self.server.port)
+        await asyncio.to_thread(self.route.apply)
+        return True
+
+    async def stop(self) -> None:
+        if self.route.applied:
+            await asyncio.to_thread(self.route.revert)
+        await self.server.close()
+        self.serving = False
+
+    def introduce(self, intro: Introduction) -> None:
+        try:
+            ident = self._verify(intro.cert_der)
+        except (CertificateError, ValueError) as exc:
+            log.info("dns: no name for %s: %s", intro.peer, exc)
+            return
+        if ident.name != intro.peer:
+            log.warning("dns: introduction for %s carries %s's certificate", intro.peer,
+                        ident.name)
+            return
+        self.table.set(ident.name, ident.overlay_ip)
+
+    def withdraw(self, peer: str) -> None:
+        if peer.lower() != self.name.lower():
+            self.table.remove(peer)
