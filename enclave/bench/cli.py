@@ -16,55 +16,26 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from enclave.bench.report import Report
-
-CIPHER_CHOICES = ("aes256gcm", "chacha20poly1305", "both")
-
-
-def _ciphers(choice: str | None) -> list[str]:
-    from enclave.bench.crypto import available_ciphers
-
-    try:
-        have = available_ciphers()
-    except ImportError:
-        have = ["aes256gcm", "chacha20poly1305"]
-    if choice in (None, "both"):
-        return have
-    if choice not in have:
-        raise ValueError(f"cipher {choice} is not available here (have: {', '.join(have)})")
-    return [str(choice)]
-
-
-def _write_outputs(report: Report, args: argparse.Namespace) -> None:
-    from enclave.bench.report import to_html
-
-    if getattr(args, "json", None):
-        Path(args.json).write_text(report.to_json() + "\n")
-    if getattr(args, "html", None):
-        Path(args.html).write_text(to_html(report))
-
-
-def _status(report: Report) -> int:
-    return 0 if all(s.status in ("ok", "skipped") for s in report.stages) else 1
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console()
+from enclave.bench import peer, runner
+from enclave.bench.command import (
+    CIPHER_CHOICES,
+    Command,
+    ciphers,
+    console,
+    exit_status,
+    with_progress,
+    write_outputs,
+)
+from enclave.bench.flows import FlowError
+from enclave.bench.gateway import register as register_gateway
+from enclave.bench.report import Report, render
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from enclave.bench import runner
-    from enclave.bench.report import render
-
     flows = tuple(f for f in args.flows.split(",") if f) if args.flows else runner.ALL_FLOWS
     opts = runner.BenchOptions(
-        ciphers=_ciphers(args.cipher),
+        ciphers=ciphers(args.cipher),
         duration=args.duration,
         offload=args.offload,
         flows=flows,
@@ -78,23 +49,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         keep_logs=bool(args.workdir),
         connect_timeout=args.connect_timeout,
     )
-    console = _console()
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("enclave bench", total=runner.steps_for(opts))
-
-        def step(text: str) -> None:
-            bar.update(task, advance=1, description=text)
-
-        report = runner.run(opts, progress=step)
-    render(report, console)
-    _write_outputs(report, args)
-    return _status(report)
+    report, out = with_progress("enclave bench", runner.steps_for(opts),
+                                lambda step: runner.run(opts, progress=step))
+    render(report, out)
+    write_outputs(report, args)
+    return exit_status(report)
 
 
 def cmd_crypto(args: argparse.Namespace) -> int:
+    # imported here: keeps `enclave` start-up fast (bench.crypto loads the compiled fast path)
     from enclave.bench import crypto
-    from enclave.bench.report import render
 
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -102,40 +66,32 @@ def cmd_crypto(args: argparse.Namespace) -> int:
         raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     report = Report(meta={"mode": "crypto", "seconds_per_cell": args.seconds})
     try:
-        report.crypto = crypto.run(_ciphers(args.cipher), sizes, seconds=args.seconds)
+        report.crypto = crypto.run(ciphers(args.cipher), sizes, seconds=args.seconds)
         report.stage("crypto", "ok")
     except ImportError as exc:
         report.stage("crypto", "unavailable", f"compiled fast path not built: {exc}")
-    render(report, _console())
-    _write_outputs(report, args)
-    return _status(report)
+    render(report, console())
+    write_outputs(report, args)
+    return exit_status(report)
 
 
 def cmd_peer(args: argparse.Namespace) -> int:
-    from enclave.bench import peer
-    from enclave.bench.report import render
-
     report = peer.run(args.name, state=args.state, duration=args.duration,
                       ping_count=args.ping_count, overlay_ip=args.overlay_ip)
-    render(report, _console())
-    _write_outputs(report, args)
-    return _status(report)
+    render(report, console())
+    write_outputs(report, args)
+    return exit_status(report)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from enclave.bench import peer
-
     return peer.serve()
 
 
-def _guard(func: Any) -> Any:
+def _guard(func: Command) -> Command:
     def run(args: argparse.Namespace) -> int:
-        from enclave.bench.flows import FlowError
-        from enclave.bench.peer import PeerBenchError
-
         try:
             return int(func(args))
-        except (ValueError, PeerBenchError, FlowError, OSError) as exc:
+        except (ValueError, peer.PeerBenchError, FlowError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, ValueError) else 1
 
@@ -149,8 +105,6 @@ def _outputs(p: argparse.ArgumentParser, html: bool = True) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    from enclave.bench.runner import ALL_FLOWS
-
     bench = sub.add_parser(
         "bench",
         help="measure throughput, packet rate, latency and crypto (overlay vs raw path)",
@@ -167,7 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                      help="ask the agents for TSO/GRO offload")
     off.add_argument("--no-offload", dest="offload", action="store_false")
     bench.add_argument("--flows", default="", metavar="LIST",
-                       help=f"comma-separated subset of {','.join(ALL_FLOWS)} (default: all)")
+                       help=f"comma-separated subset of {','.join(runner.ALL_FLOWS)} "
+                            "(default: all)")
     bench.add_argument("--nat-a", default="full-cone", help="NAT type of site a")
     bench.add_argument("--nat-b", default="port-restricted", help="NAT type of site b")
     bench.add_argument("--ping-count", type=int, default=200, help="pings per latency figure")
@@ -202,8 +157,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
     p = bsub.add_parser("serve", help="run iperf3 -s and the UDP echo for `bench peer`")
     p.set_defaults(func=_guard(cmd_serve))
-
-    from enclave.bench.gateway import register as register_gateway
 
     register_gateway(bsub, _outputs, _guard)
 

@@ -37,8 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from enclave import __version__
+from enclave.agent.errors import AgentError
+from enclave.agent.localapi import call
 from enclave.bench import flows
-from enclave.bench.report import Figure, Report
+from enclave.bench.command import (
+    CIPHER_CHOICES,
+    Command,
+    ciphers,
+    exit_status,
+    with_progress,
+    write_outputs,
+)
+from enclave.bench.report import Figure, Report, render
 from enclave.bench.runner import (
     ALL_FLOWS,
     BenchAgent,
@@ -85,8 +96,6 @@ def steps_for(opts: BenchOptions) -> int:
 
 def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
     """Run every stage that can run; always returns a report (the lab is always torn down)."""
-    from enclave import __version__
-
     report = Report(meta={
         "mode": "gateway",
         "version": __version__,
@@ -168,9 +177,6 @@ def _platform_and_enrol(ctx: BenchContext, roles: GatewayBench) -> bool:
 
 def _status(agent: BenchAgent) -> dict[str, Any] | None:
     """The running agent's status over its local API (the socket is on the shared filesystem)."""
-    from enclave.agent.errors import AgentError
-    from enclave.agent.localapi import call
-
     try:
         return dict(call(agent.state, "status", timeout=5))
     except (AgentError, OSError, ValueError):
@@ -272,9 +278,6 @@ def _probe(ctx: BenchContext) -> flows.LatencyResult | None:
 
 
 def _peers(agent: BenchAgent) -> list[dict[str, Any]]:
-    from enclave.agent.errors import AgentError
-    from enclave.agent.localapi import call
-
     try:
         return [p for p in call(agent.state, "peers", timeout=5) if isinstance(p, dict)]
     except (AgentError, OSError, ValueError):
@@ -299,37 +302,23 @@ def _gw_counters(agent: BenchAgent) -> dict[str, int]:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from enclave.bench.cli import _ciphers, _console, _status, _write_outputs
-    from enclave.bench.report import render
-
     flow_list = tuple(f for f in args.flows.split(",") if f) if args.flows else DEFAULT_FLOWS
     opts = BenchOptions(
-        ciphers=_ciphers(args.cipher), duration=args.duration, offload=args.offload,
+        ciphers=ciphers(args.cipher), duration=args.duration, offload=args.offload,
         flows=flow_list, nat_a=args.nat_a, nat_b=args.nat_b, ping_count=args.ping_count,
         crypto=False, workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir), connect_timeout=args.connect_timeout,
     )
-    console = _console()
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("enclave bench gateway", total=steps_for(opts))
-
-        def step(text: str) -> None:
-            bar.update(task, advance=1, description=text)
-
-        report = run(opts, progress=step)
-    render(report, console)
-    _write_outputs(report, args)
-    return _status(report)
+    report, out = with_progress("enclave bench gateway", steps_for(opts),
+                                lambda step: run(opts, progress=step))
+    render(report, out)
+    write_outputs(report, args)
+    return exit_status(report)
 
 
 def register(bsub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-ignore]
              outputs: Callable[[argparse.ArgumentParser], None],
-             guard: Callable[[Any], Any]) -> None:
-    from enclave.bench.cli import CIPHER_CHOICES
-
+             guard: Callable[[Command], Command]) -> None:
     p = bsub.add_parser(
         "gateway", help="client -> gateway -> plain LAN host vs the raw path (netlab, root)",
         description=(__doc__ or "").split("\n\n")[0] + " Builds a netlab with a client site "

@@ -102,6 +102,22 @@ async def read_json(request: web.Request) -> dict[str, object]:
     return data
 
 
+def str_field(body: dict[str, object], field: str) -> str:
+    """A required string field of a JSON request body (400 if missing or another type)."""
+    value = body.get(field)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{field!r} must be a string")
+    return value
+
+
+def str_list(body: dict[str, object], field: str) -> list[str]:
+    """A required list-of-strings field of a JSON request body (400 otherwise)."""
+    value = body.get(field)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{field!r} must be a list of strings")
+    return value
+
+
 def build_app(platform: Platform) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
     app[PLATFORM] = platform

@@ -13,8 +13,8 @@ import json
 import logging
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from enclave.cert.errors import CertificateError, KeyStoreError
 from enclave.platform.admin import (
@@ -23,29 +23,13 @@ from enclave.platform.admin import (
     parse_duration,
     parse_tag_changes,
 )
+from enclave.platform.cli_store import Command, cert_fits, data_paths
 from enclave.platform.errors import ApiError, StoreError
+from enclave.platform.gateways import register_systems_gateway
 from enclave.platform.init import InitError, init_platform, validate_overlay
-from enclave.platform.paths import DATA_ENV, PlatformPaths, PlatformSettings, default_data_dir
-from enclave.platform.store import Store, System
-
-Command = Callable[[argparse.Namespace], int]
-
-
-def _paths(args: argparse.Namespace) -> PlatformPaths:
-    data = args.data or default_data_dir()
-    if not data:
-        raise InitError(f"no data directory: pass --data DIR or set {DATA_ENV}")
-    return PlatformPaths(Path(data))
-
-
-def cert_fits(paths: PlatformPaths, store: Store) -> Callable[[System], None]:
-    """The certificate-size check for tag and gateway changes (authority.certificate_fits),
-    from the CA's certificate and the platform's settings; no CA key needed."""
-    from enclave.platform.authority import certificate_fits
-
-    settings = PlatformSettings.load(store)
-    return certificate_fits(paths.load_ca_certificate(), settings.org,
-                            settings.overlay.prefixlen)
+from enclave.platform.paths import DATA_ENV, PlatformSettings
+from enclave.platform.policy import register as register_policy
+from enclave.platform.store import System
 
 
 def _now() -> datetime.datetime:
@@ -75,7 +59,7 @@ def _guard(func: Command) -> Command:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    paths = data_paths(args)
     token, pin = init_platform(
         paths, url=args.url, org=args.org, overlay=validate_overlay(args.overlay), now=_now()
     )
@@ -94,18 +78,17 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # imported here: keeps `enclave` start-up fast (the server needs aiohttp)
     from enclave.platform.app import Platform
     from enclave.platform.serve import run
 
     if args.serve_log_level:
         logging.getLogger().setLevel(args.serve_log_level.upper())
-    paths = _paths(args)
+    paths = data_paths(args)
     platform = Platform.open(paths)
     if args.listen:
         host, port = _listen(args.listen)
     else:
-        from urllib.parse import urlsplit
-
         host, port = "0.0.0.0", urlsplit(platform.settings.url).port or 443
     run(platform, host, port)
     return 0
@@ -115,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    paths = data_paths(args)
     store = paths.open_store()
     try:
         key, token = create_enrolment_key(
@@ -145,7 +128,7 @@ def _ts(value: int | None) -> str:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    store = _paths(args).open_store()
+    store = data_paths(args).open_store()
     try:
         keys = store.list_keys()
     finally:
@@ -163,7 +146,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    store = _paths(args).open_store()
+    store = data_paths(args).open_store()
     try:
         store.revoke_key(args.id, int(_now().timestamp()))
     finally:
@@ -176,7 +159,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_systems_list(args: argparse.Namespace) -> int:
-    store = _paths(args).open_store()
+    store = data_paths(args).open_store()
     try:
         systems = store.list_systems()
     finally:
@@ -201,7 +184,7 @@ def _system_command(action: str) -> Command:
             del changes[i : i + 2]
         if action == "tag" and not changes:
             raise ValueError("give tag changes like +web -db")
-        paths = _paths(args)
+        paths = data_paths(args)
         store = paths.open_store()
         now = int(_now().timestamp())
         dropped: list[str] = []
@@ -311,12 +294,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("name")
     p.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG")
     p.set_defaults(func=_guard(_system_command("tag")))
-    from enclave.platform.gateways import register_systems_gateway
-
     register_systems_gateway(ssub, _data_arg, _guard)
-
-    from enclave.platform.policy import register as register_policy
-
     register_policy(psub, _data_arg, _guard)
 
 

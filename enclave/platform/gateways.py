@@ -27,6 +27,7 @@ from collections.abc import Callable
 from cryptography import x509
 
 from enclave.cert.encoding import parse_san
+from enclave.platform.cli_store import Command, cert_fits, data_paths
 from enclave.platform.store import Store, System
 from enclave.policy.gateway import (
     GatewayGrant,
@@ -38,7 +39,6 @@ from enclave.policy.gateway import (
 from enclave.policy.mutual import SystemView, selector_matches
 
 log = logging.getLogger("enclave.platform.hub")
-Command = Callable[[argparse.Namespace], int]
 GatewayPolicy = tuple[str, str, str, list[str], list[str]]  # name, from_sel, gateway, routes, acl
 
 
@@ -84,13 +84,11 @@ def needs_renewal(store: Store, system: System, now: int) -> bool:
 def register_systems_gateway(ssub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-ignore]
                              data_arg: Callable[[argparse.ArgumentParser], None],
                              guard: Callable[[Command], Command]) -> None:
-    from enclave.platform.cli import _paths, cert_fits
-
     def cmd_gateway(args: argparse.Namespace) -> int:
         if args.clear == bool(args.routes):
             raise ValueError("give --routes CIDR[,CIDR...] or --clear")
         routes = () if args.clear else parse_routes(args.routes)
-        paths = _paths(args)
+        paths = data_paths(args)
         store = paths.open_store()
         try:
             system = store.set_gateway(args.name, routes, args.nat,

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from enclave.discovery.candidates import Candidate, NatBehaviour
 from enclave.discovery.channel import PUNCH_DELAY
 from enclave.discovery.introduction import Introduction, Withdrawal
@@ -94,7 +96,8 @@ class Session:
                 self.queue.put_nowait(None)
 
 
-def _usable(system: System, now: int) -> bool:
+def usable(system: System, now: int) -> bool:
+    """May the system be introduced: active, with a certificate that has not expired."""
     return system.state == "active" and (system.cert_not_after or 0) > now
 
 
@@ -205,13 +208,13 @@ class Hub:
         now = int(self.platform.clock().timestamp())
         self._reap_ephemeral(now)
         systems = {s.name: s for s in store.list_systems()}
-        views = [SystemView(s.name, s.tags, _usable(s, now)) for s in systems.values()]
+        views = [SystemView(s.name, s.tags, usable(s, now)) for s in systems.values()]
 
         # sessions of systems that lost their standing, or whose certificate was revoked
         revoked = {serial for serial, _at, _r in store.revoked_certificates(now)}
         for name, session in list(self.sessions.items()):
             system = systems.get(name)
-            if system is None or not _usable(system, now) or session.serial in revoked:
+            if system is None or not usable(system, now) or session.serial in revoked:
                 log.info("control: closing %s (%s)", name, _reason(system, now))
                 session.send({"type": "error", "error": "system is not active"})
                 self.leave(session)
@@ -239,7 +242,7 @@ class Hub:
         for pair in sorted(self.introduced - wanted, key=sorted):
             self.introduced.discard(pair)
             a, b = sorted(pair)
-            unusable = [x for x in (a, b) if x not in systems or not _usable(systems[x], now)]
+            unusable = [x for x in (a, b) if x not in systems or not usable(systems[x], now)]
             if unusable:
                 reason = _reason(systems.get(unusable[0]), now)
             elif not (a in online and b in online):
@@ -351,3 +354,6 @@ class Hub:
                 session.offered[(a, b)] = mono
                 session.send({"type": "policy_offer",
                               "offer": encode_signed(st, self.platform.authority.ca_key)})
+
+
+HUB = web.AppKey("hub", Hub)  # the running hub in the aiohttp app (routes_control starts it)

@@ -24,11 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from enclave.cert.names import is_valid_system_name, is_valid_tag
+from enclave.platform.cli_store import Command, data_paths
 from enclave.platform.store import Store
 from enclave.policy.gateway import parse_acl, parse_routes
 from enclave.policy.intent import is_valid_policy_name
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def validate_selector(sel: str) -> None:
@@ -87,8 +86,6 @@ def add_gateway_policy(store: Store, spec: GatewayPolicySpec, now: int) -> None:
 
 def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.ArgumentParser], None],
              guard: Callable[[Command], Command]) -> None:  # type: ignore[type-arg,unused-ignore]
-    from enclave.platform.cli import _paths
-
     def cmd_add(args: argparse.Namespace) -> int:
         if (args.to_sel is None) == (args.gateway is None):
             raise ValueError("give --to SELECTOR, or --gateway NAME --routes CIDR,...")
@@ -100,7 +97,7 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
             raise ValueError("--routes and --acl belong to gateway policies (--gateway NAME)")
         else:
             validate_policy(args.name, args.from_sel, args.to_sel)
-        store = _paths(args).open_store()
+        store = data_paths(args).open_store()
         try:
             now = int(datetime.datetime.now(datetime.UTC).timestamp())
             if spec is not None:
@@ -117,7 +114,7 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
         return 0
 
     def cmd_list(args: argparse.Namespace) -> int:
-        store = _paths(args).open_store()
+        store = data_paths(args).open_store()
         try:
             rows = store.list_policies()
         finally:
@@ -131,7 +128,7 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
         return 0
 
     def cmd_remove(args: argparse.Namespace) -> int:
-        store = _paths(args).open_store()
+        store = data_paths(args).open_store()
         try:
             store.remove_policy(args.name)
         finally:

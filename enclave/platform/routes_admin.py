@@ -27,8 +27,8 @@
                                                     -> 201 the stored policy (as listed)
     DELETE /v1/admin/gateway-policies/{name}       its intents are withdrawn
 
-Request bodies are checked with str_field / str_list (also used by routes_control.py): a wrong
-type is a 400 naming the field. A gateway policy is validated like `enclave platform policy add
+Request bodies are checked with str_field / str_list (app.py, beside read_json): a wrong type is
+a 400 naming the field. A gateway policy is validated like `enclave platform policy add
 --gateway` (one validator: enclave.platform.policy.validate_gateway_policy): 400 for a malformed
 name, selector, route or ACL entry, 404 for an unknown gateway, 409 for a policy name in use;
 nothing is stored then.
@@ -49,10 +49,11 @@ from enclave.platform.admin import (
     parse_duration,
     parse_tag_changes,
 )
-from enclave.platform.app import PLATFORM, Handler, read_json
+from enclave.platform.app import PLATFORM, Handler, read_json, str_field, str_list
 from enclave.platform.authority import refused_if_too_large
 from enclave.platform.errors import ApiError
 from enclave.platform.gateways import needs_renewal
+from enclave.platform.hub import HUB
 from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
 from enclave.policy.gateway import GatewayConfigError, parse_routes
 
@@ -164,8 +165,6 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 def _hub_changed(request: web.Request) -> None:
     """Same-process store writes do not move PRAGMA data_version: tell the hub directly."""
-    from enclave.platform.routes_control import HUB
-
     hub = request.app.get(HUB)
     if hub is not None:
         hub.changed()
@@ -200,22 +199,6 @@ async def list_gateways(request: web.Request) -> web.Response:
 
 async def list_gateway_policies(request: web.Request) -> web.Response:
     return web.json_response({"policies": _gateway_policies(request)})
-
-
-def str_field(body: dict[str, object], field: str) -> str:
-    """A required string field of a JSON request body (400 if missing or another type)."""
-    value = body.get(field)
-    if not isinstance(value, str):
-        raise ApiError(400, f"{field!r} must be a string")
-    return value
-
-
-def str_list(body: dict[str, object], field: str) -> list[str]:
-    """A required list-of-strings field of a JSON request body (400 otherwise)."""
-    value = body.get(field)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, f"{field!r} must be a list of strings")
-    return value
 
 
 async def post_gateway_policy(request: web.Request) -> web.Response:

@@ -43,18 +43,17 @@ from enclave.discovery.channel import (
     challenge_message,
 )
 from enclave.discovery.introduction import IntroductionError, candidate_from_json
-from enclave.platform.app import PLATFORM, Handler, Platform, read_json
+from enclave.platform.app import PLATFORM, Handler, Platform, read_json, str_field
 from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
 from enclave.platform.errors import ApiError
-from enclave.platform.hub import Hub, Session
+from enclave.platform.hub import HUB, Hub, Session, usable
 from enclave.platform.policy import validate_policy
 from enclave.platform.relay import RELAY
-from enclave.platform.routes_admin import str_field
+from enclave.platform.store import System
 from enclave.policy.intent import IntentError, IntentStatement, check_fresh, decode_signed
-from enclave.policy.mutual import policy_offers
+from enclave.policy.mutual import SystemView, policy_offers
 
 log = logging.getLogger("enclave.platform.control")
-HUB = web.AppKey("hub", Hub)
 DISCOVERY = web.AppKey("discovery", DiscoveryService)
 MAX_CANDIDATES = 32
 
@@ -119,11 +118,8 @@ def accept_intent(platform: Platform, signed: object, *, policy_check: bool = Fa
     ]}
 
 
-def _view(system: Any, now: int) -> Any:
-    from enclave.platform.hub import _usable
-    from enclave.policy.mutual import SystemView
-
-    return SystemView(system.name, system.tags, _usable(system, now))
+def _view(system: System, now: int) -> SystemView:
+    return SystemView(system.name, system.tags, usable(system, now))
 
 
 async def post_intent(request: web.Request) -> web.Response:
