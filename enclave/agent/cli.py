@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import IO
 
 from enclave.agent.enrol import enrol, renew, renew_if_due, renewal_due_at, resume
 from enclave.agent.errors import AgentError
@@ -38,16 +39,40 @@ def _state(args: argparse.Namespace) -> StateDir:
     return StateDir(resolve_state_dir(args.state))
 
 
+MAX_TOKEN_FILE_BYTES = 4096
+
+
+def read_token_file(path: str, stdin: IO[str] | None = None) -> str:
+    """The enrolment token in file `path` ("-": standard input), surrounding space removed."""
+    try:
+        if path == "-":
+            text = (stdin or sys.stdin).read(MAX_TOKEN_FILE_BYTES + 1)
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read(MAX_TOKEN_FILE_BYTES + 1)
+    except UnicodeDecodeError:
+        raise AgentError(f"token file {path} is not text") from None
+    if len(text) > MAX_TOKEN_FILE_BYTES:
+        raise AgentError(f"token file {path} is too large for an enrolment token")
+    token = text.strip()
+    if not token:
+        raise AgentError(f"token file {path} is empty")
+    return token
+
+
 def cmd_enrol(args: argparse.Namespace) -> int:
     state = _state(args)
+    if args.token and args.token_file:
+        raise AgentError("give either TOKEN or --token-file, not both")
+    token = read_token_file(args.token_file) if args.token_file else args.token
     if args.resume:
-        if args.token:
-            raise AgentError("give either TOKEN or --resume, not both")
+        if token:
+            raise AgentError("give either a token or --resume, not both")
         result = resume(state, wait=args.wait)
-    elif not args.token:
-        raise AgentError("an enrolment token is required (or --resume)")
+    elif not token:
+        raise AgentError("an enrolment token is required (TOKEN, --token-file, or --resume)")
     else:
-        result = enrol(args.token, state, hostname=args.hostname)
+        result = enrol(token, state, hostname=args.hostname)
         if result.state == "pending" and args.wait > 0:
             result = resume(state, wait=args.wait)
     if args.json:
@@ -89,7 +114,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "run `enclave enrol --resume` after approval (or pass --wait SECONDS to poll). "
         f"Exit status {EXIT_PENDING} means pending.",
     )
-    p.add_argument("token", nargs="?", help="enrolment token (enclave1-...)")
+    p.add_argument("token", nargs="?",
+                   help="enrolment token (enclave1-...); visible to other users in the process "
+                   "list and kept in shell history: prefer --token-file")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the enrolment token from FILE ('-': standard input)")
     _state_arg(p)
     p.add_argument("--hostname", help="name shown to administrators (default: this host's)")
     p.add_argument("--resume", action="store_true", help="fetch the certificate after approval")

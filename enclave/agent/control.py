@@ -7,6 +7,8 @@
     lost or refused: reconnect after a jittered exponential backoff (BACKOFF_BASE doubling to
     BACKOFF_MAX, uniform jitter in [0.5, 1] of it); reset after a welcome. Heartbeats are
     WebSocket pings (enclave.discovery.channel.HEARTBEAT).
+    Whatever a handler raises is logged with its traceback and ends only that connection: run()
+    reconnects; only cancellation stops it.
 
 Protocol reference: enclave.discovery.channel.
 """
@@ -103,17 +105,27 @@ class ControlClient:
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.info("control channel unavailable: %s", self.last_error)
+                except Exception as exc:  # a handler's bug: log it, reconnect
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("control channel: error while handling the platform's "
+                                  "messages; reconnecting")
                 finally:
                     was_connected = self.state == "connected"
                     self._ws = None
                     if self.state != "auth-failed":
                         self.state = "disconnected"
                     if was_connected:
-                        self.handler.on_disconnected()
+                        self._disconnected()
                 delay = backoff_delay(attempt)
                 attempt += 1
                 log.debug("control channel: reconnecting in %.2fs", delay)
                 await asyncio.sleep(delay)
+
+    def _disconnected(self) -> None:
+        try:
+            self.handler.on_disconnected()
+        except Exception:
+            log.exception("control channel: on_disconnected failed")
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         self.state = "connecting"

@@ -9,7 +9,9 @@
     Node.receive_datagram(msg, PathAddr(RELAY, ..)) <-- unwrap() <-- DATA(ch, msg) <--
 
 The PathAddr of a relayed peer is PathAddr(Transport.RELAY, <relay host>, <channel>): the channel
-is this agent's own label for the peer, so every relayed peer has its own path address.  The
+is this agent's own label for the peer, so every relayed peer has its own path address.
+Channels are drawn at random (1..RELAY_MAX_CHANNEL, never one in use), so a third party cannot
+guess the channel of a live registration from how many came before.  The
 relay only ever sees ciphertext; the session's end-to-end authentication is unchanged.
 Registrations are refreshed every REFRESH_INTERVAL seconds (which also keeps our NAT mapping
 towards the relay open).  Sans-I/O: callers pass `now` and send what comes back.
@@ -17,6 +19,7 @@ towards the relay open).  Sans-I/O: callers pass `now` and send what comes back.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from enclave.discovery.candidates import PathAddr, Transport
@@ -69,7 +72,6 @@ class RelayClient:
     def __init__(self) -> None:
         self._by_peer: dict[str, _Channel] = {}
         self._by_channel: dict[int, _Channel] = {}
-        self._next_channel = 1
 
     # --- registration ---------------------------------------------------------------------
     def add(self, peer: str, relay: Addr, ticket: bytes, now: float) -> list[tuple[bytes, Addr]]:
@@ -115,12 +117,12 @@ class RelayClient:
         return any(ch.relay == addr for ch in self._by_peer.values())
 
     def _allocate(self) -> int:
-        for _ in range(RELAY_MAX_CHANNEL):
-            c = self._next_channel
-            self._next_channel = c % RELAY_MAX_CHANNEL + 1
+        if len(self._by_channel) >= RELAY_MAX_CHANNEL:
+            raise RuntimeError("no free relay channel")
+        while True:
+            c = secrets.randbelow(RELAY_MAX_CHANNEL) + 1
             if c not in self._by_channel:
                 return c
-        raise RuntimeError("no free relay channel")
 
     def _register(self, ch: _Channel, now: float) -> tuple[bytes, Addr]:
         ch.tries += 1

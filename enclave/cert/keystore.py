@@ -11,6 +11,11 @@ AES-256-CBC, via `cryptography`). The key-encryption passphrase comes from, in o
      first stored if neither of the above is set.
 
 Keys are never logged, never sent, and never written unencrypted.
+
+SecretStore keeps a small symmetric secret (the relay's ticket key) under the same passphrase:
+
+    enclave-secret-v1\n base64( salt[16] | nonce[12] | AES-256-GCM(secret, aad=magic) ) \n
+    key = scrypt(passphrase, salt, n=2**15, r=8, p=1)
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from enclave.cert.errors import KeyStoreError
 from enclave.cert.files import PRIVATE_FILE_MODE, atomic_write
@@ -36,6 +44,8 @@ AGENT_CREDENTIAL = "enclave-key-passphrase"
 PLATFORM_PASSPHRASE_ENV = "ENCLAVE_PLATFORM_KEY_PASSPHRASE"
 PLATFORM_CREDENTIAL = "enclave-platform-key-passphrase"
 MAX_KEY_FILE_BYTES = 16384
+SECRET_MAGIC = b"enclave-secret-v1\n"
+_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 
 
 def encrypt_private_key(key: PrivateKey, passphrase: bytes) -> bytes:
@@ -125,3 +135,60 @@ class KeyStore:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyStoreError(f"{self.key_path} does not hold an Ed25519 key")
         return key
+
+
+def _secret_key(passphrase: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, **_SCRYPT).derive(passphrase)
+
+
+def encrypt_secret(secret: bytes, passphrase: bytes) -> bytes:
+    if not passphrase:
+        raise KeyStoreError("empty key-encryption passphrase")
+    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    sealed = AESGCM(_secret_key(passphrase, salt)).encrypt(nonce, secret, SECRET_MAGIC)
+    return SECRET_MAGIC + base64.b64encode(salt + nonce + sealed) + b"\n"
+
+
+def decrypt_secret(data: bytes, passphrase: bytes) -> bytes:
+    if not data.startswith(SECRET_MAGIC):
+        raise KeyStoreError("secret file is not an encrypted enclave secret")
+    try:
+        raw = base64.b64decode(data[len(SECRET_MAGIC):].strip(), validate=True)
+    except ValueError:
+        raise KeyStoreError("secret file is corrupt") from None
+    if len(raw) < 16 + 12 + 16:
+        raise KeyStoreError("secret file is corrupt")
+    try:
+        return AESGCM(_secret_key(passphrase, raw[:16])).decrypt(raw[16:28], raw[28:],
+                                                                 SECRET_MAGIC)
+    except InvalidTag:
+        raise KeyStoreError("cannot decrypt secret (wrong passphrase or corrupt file)") from None
+
+
+@dataclass(frozen=True)
+class SecretStore:
+    """One encrypted symmetric secret file; the passphrase comes from `keys` (a KeyStore)."""
+
+    path: Path
+    keys: KeyStore
+
+    def save(self, secret: bytes, *, environ: Mapping[str, str] | None = None) -> None:
+        passphrase = self.keys.passphrase(create=True, environ=environ)
+        atomic_write(self.path, encrypt_secret(secret, passphrase), PRIVATE_FILE_MODE)
+
+    def load(self, *, environ: Mapping[str, str] | None = None) -> bytes:
+        try:
+            if self.path.stat().st_size > MAX_KEY_FILE_BYTES:
+                raise KeyStoreError(f"secret file {self.path} is too large")
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise KeyStoreError(f"secret file {self.path} not found") from None
+        return decrypt_secret(data, self.keys.passphrase(environ=environ))
+
+    def is_clear(self, size: int) -> bool:
+        """The file holds exactly `size` bytes not in the encrypted format (an old clear key)."""
+        try:
+            data = self.path.read_bytes() if self.path.stat().st_size == size else b""
+        except FileNotFoundError:
+            return False
+        return len(data) == size and not data.startswith(SECRET_MAGIC)

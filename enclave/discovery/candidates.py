@@ -10,10 +10,16 @@ Path rank, best first (lower is better):
     1  direct UDP    UDP to a public / peer-reflexive candidate
     2  direct TCP    TCP to any candidate
     3  relay         through the platform's relay
+
+Candidate hosts are IP address literals, never names (check_candidate_host): nothing that comes
+from a peer or the platform can make an agent resolve a name, and nothing aims an agent's probes
+at addresses no peer can hold (loopback unless allowed, unspecified, multicast, broadcast,
+reserved, link-local, IPv4-mapped, scoped).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import NamedTuple
@@ -86,3 +92,41 @@ def punchable(candidate: Candidate, local_nat: NatBehaviour) -> bool:
     return not (
         candidate.nat is NatBehaviour.SYMMETRIC and local_nat is NatBehaviour.SYMMETRIC
     )
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_candidate_host(host: str, *, loopback: bool = False) -> str:
+    """The canonical text of `host` if it may be a candidate address; ValueError saying why not.
+
+    Only IP literals pass (a name is refused, never resolved). Refused: unspecified, multicast,
+    broadcast and other reserved ranges, link-local (only meaningful with an interface scope,
+    which a candidate cannot carry), IPv4-mapped IPv6, scoped IPv6, and loopback unless
+    `loopback` (both ends on one host).
+    """
+    if not isinstance(host, str) or not 0 < len(host) <= 45:
+        raise ValueError("candidate host is not an IP address literal")
+    try:
+        ip: IpAddress = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("candidate host is not an IP address literal") from None
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.scope_id or ip.ipv4_mapped is not None):
+        raise ValueError("scoped or IPv4-mapped IPv6 candidate")
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+        raise ValueError("unspecified, multicast or link-local candidate")
+    if ip.is_loopback:
+        if not loopback:
+            raise ValueError("loopback candidate")
+    elif ip.is_reserved:
+        raise ValueError("reserved or broadcast candidate")
+    return str(ip)
+
+
+def candidate_allowed(candidate: Candidate, *, loopback: bool = False) -> bool:
+    """Whether `candidate`'s host passes check_candidate_host."""
+    try:
+        check_candidate_host(candidate.addr.host, loopback=loopback)
+    except ValueError:
+        return False
+    return True

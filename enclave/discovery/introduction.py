@@ -21,20 +21,37 @@ JSON form on the control channel (one object per introduction):
                                             # gateway for these (GatewayGrant)
 
     {"type": "withdraw", "peer": "V88RY", "reason": "intent" | "revoked" | "offline" | ...}
+
+Candidate and relay hosts must be IP literals (enclave.discovery.candidates.check_candidate_host):
+a candidate with any other host is dropped on arrival (candidates_from_json), a relay that is not
+an IP literal makes the introduction malformed. A withdrawal with reason "offline" is a hint
+(the peer lost its control channel): the agent keeps a working session and ends only what is
+still being set up.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.discovery.candidates import (
+    Candidate,
+    CandidateKind,
+    NatBehaviour,
+    PathAddr,
+    Transport,
+    candidate_allowed,
+    check_candidate_host,
+)
 from enclave.policy.gateway import GatewayConfigError, GatewayGrant, GatewayOffer, grants_from_json
 
 _KIND_NAMES = {k: k.name.lower().replace("_", "-") for k in CandidateKind}
 _KIND_BY_NAME = {v: k for k, v in _KIND_NAMES.items()}
+MAX_INTRO_CANDIDATES = 64  # more in one introduction: malformed
+WITHDRAW_OFFLINE = "offline"  # the withdrawal reason that is only a hint (see above)
 
 
 class IntroductionError(ValueError):
@@ -86,9 +103,8 @@ class Introduction:
             if not isinstance(peer, str) or not peer or len(peer) > 64:
                 raise IntroductionError("bad peer name")
             cert = base64.b64decode(obj["cert"], validate=True)
-            cands = obj["candidates"]
-            if not isinstance(cands, list) or len(cands) > 64:
-                raise IntroductionError("bad candidate list")
+            candidates, _dropped = candidates_from_json(
+                obj["candidates"], limit=MAX_INTRO_CANDIDATES, loopback=True)
             relay = obj.get("relay")
             ticket = obj.get("relay_ticket")
             if ticket is not None and (not isinstance(ticket, str) or len(ticket) > 1024):
@@ -96,10 +112,10 @@ class Introduction:
             return cls(
                 peer=peer,
                 cert_der=cert,
-                candidates=tuple(candidate_from_json(c) for c in cands),
+                candidates=candidates,
                 nat=NatBehaviour(obj["nat"]),
                 punch_at=float(obj["punch_at"]),
-                relay=addr_from_json(relay) if relay is not None else None,
+                relay=_relay_from_json(relay) if relay is not None else None,
                 relay_ticket=(
                     base64.b64decode(ticket, validate=True) if ticket is not None else None
                 ),
@@ -145,7 +161,8 @@ def addr_from_json(obj: Any) -> PathAddr:
     if not isinstance(obj, dict):
         raise IntroductionError("address is not an object")
     host, port = obj["host"], obj["port"]
-    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
+    if (not isinstance(host, str) or len(host) > 255 or not isinstance(port, int)
+            or isinstance(port, bool) or not 0 < port < 65536):
         raise IntroductionError("bad address")
     return PathAddr(Transport(obj["transport"]), host, port)
 
@@ -160,3 +177,27 @@ def candidate_from_json(obj: Any) -> Candidate:
     if kind is None:
         raise IntroductionError(f"bad candidate kind {obj.get('kind')!r}")
     return Candidate(addr, kind, NatBehaviour(obj.get("nat", NatBehaviour.UNKNOWN.value)))
+
+
+def candidates_from_json(raw: object, *, limit: int, loopback: bool
+                         ) -> tuple[tuple[Candidate, ...], int]:
+    """The acceptable candidates of a JSON list, and how many were dropped for their host
+    (not an IP literal, or an address check_candidate_host refuses). A list that is not a
+    list, longer than `limit`, or holds a structurally malformed entry: IntroductionError."""
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise IntroductionError("bad candidate list")
+    parsed = [candidate_from_json(c) for c in raw]
+    kept = tuple(
+        dataclasses.replace(c, addr=c.addr._replace(host=check_candidate_host(
+            c.addr.host, loopback=loopback)))
+        for c in parsed if candidate_allowed(c, loopback=loopback)
+    )
+    return kept, len(parsed) - len(kept)
+
+
+def _relay_from_json(obj: Any) -> PathAddr:
+    addr = addr_from_json(obj)
+    try:
+        return addr._replace(host=check_candidate_host(addr.host, loopback=True))
+    except ValueError as exc:
+        raise IntroductionError(f"bad relay address: {exc}") from None

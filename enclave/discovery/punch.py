@@ -9,6 +9,8 @@ candidates at T, so each side's NAT has an outbound mapping before the other's p
     each round: private candidates first, then public UDP, then TCP (rank order)
 
 Rounds stop at T + duration (default 5 s); `PathManager` gives up on direct paths then.
+A schedule probes at most MAX_PUNCH_TARGETS candidates (the best ranked), however many a peer
+reported: one introduction cannot turn this agent into a flood source.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from enclave.discovery.candidates import Candidate, path_rank
 PUNCH_INTERVAL_MIN = 0.100
 PUNCH_INTERVAL_MAX = 0.200
 PUNCH_DURATION = 5.0
+MAX_PUNCH_TARGETS = 16
 
 
 class PunchSchedule:
@@ -33,7 +36,8 @@ class PunchSchedule:
         duration: float = PUNCH_DURATION,
         interval: tuple[float, float] = (PUNCH_INTERVAL_MIN, PUNCH_INTERVAL_MAX),
     ) -> None:
-        self.candidates = sorted(candidates, key=path_rank)  # stable: keeps given order in a rank
+        # stable sort: keeps the given order within a rank; the best MAX_PUNCH_TARGETS only
+        self.candidates = sorted(candidates, key=path_rank)[:MAX_PUNCH_TARGETS]
         self.start = punch_at
         self.end = punch_at + duration
         self._rng = rng

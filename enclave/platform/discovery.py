@@ -10,6 +10,10 @@ enclave.proto.wire. A request is answered only when it is signed by the key of a
 carries a timestamp within REFLECT_MAX_SKEW and an unseen nonce, and its sender is under the
 per-system rate limit; the 40-byte reply is smaller than the 108-byte request (no amplifier).
 Anything else is dropped silently.
+
+Order of checks: the signature is verified before a per-system token is spent (forged requests
+naming a system cannot use up its budget); the verification work itself is capped by one global
+bucket (VERIFY_RATE). Per-system buckets live in an LRU of at most MAX_TRACKED names.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from typing import Any
 
 from enclave.cert.keys import verify
 from enclave.proto import wire
+from enclave.proto.ratelimit import TokenBucket
 
 log = logging.getLogger("enclave.platform.discovery")
 REFLECT_MAX_SKEW = 300
 NONCE_CACHE = 65536
 RATE_PER_SYSTEM = 20.0  # requests per second, burst the same
+VERIFY_RATE = 2000.0  # signature checks per second in all, burst the same
+MAX_TRACKED = 65536  # per-system buckets kept (least recently used dropped first)
 TCP_READ_TIMEOUT = 5.0
 PORTS_ENV = "ENCLAVE_DISCOVERY_PORTS"  # "UDP_A,UDP_B" (TCP on UDP_B); default API port, +1
 
@@ -52,7 +59,9 @@ class Reflector:
     lookup: KeyLookup
     clock: Callable[[], float] = time.time
     _nonces: collections.OrderedDict[bytes, None] = field(default_factory=collections.OrderedDict)
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _buckets: collections.OrderedDict[str, TokenBucket] = field(
+        default_factory=collections.OrderedDict)
+    _verify: TokenBucket = field(default_factory=lambda: TokenBucket(VERIFY_RATE, VERIFY_RATE))
     answered: int = 0
     dropped: int = 0
 
@@ -72,10 +81,12 @@ class Reflector:
         now = self.clock()
         if abs(now - req.timestamp) > REFLECT_MAX_SKEW or req.nonce in self._nonces:
             return None
-        if not self._allow(req.name, now):
+        if not self._verify.allow(now):
             return None
         key = self.lookup(req.name)
         if key is None or not verify(key, req.signature, wire.REFLECT_DOMAIN + data[:44]):
+            return None
+        if not self._allow(req.name, now):
             return None
         self._nonces[req.nonce] = None
         while len(self._nonces) > NONCE_CACHE:
@@ -86,15 +97,18 @@ class Reflector:
             return None
 
     def _allow(self, name: str, now: float) -> bool:
-        tokens, last = self._buckets.get(name, (RATE_PER_SYSTEM, now))
-        tokens = min(RATE_PER_SYSTEM, tokens + (now - last) * RATE_PER_SYSTEM)
-        if tokens < 1.0:
-            self._buckets[name] = (tokens, now)
-            return False
-        self._buckets[name] = (tokens - 1.0, now)
-        if len(self._buckets) > NONCE_CACHE:
-            self._buckets.clear()
-        return True
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(RATE_PER_SYSTEM, RATE_PER_SYSTEM)
+            while len(self._buckets) > MAX_TRACKED:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(name)
+        return bucket.allow(now)
+
+    def tracked(self) -> int:
+        """How many systems' rate buckets are kept."""
+        return len(self._buckets)
 
 
 class _UdpReflector(asyncio.DatagramProtocol):

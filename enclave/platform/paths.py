@@ -6,7 +6,8 @@
       ca.key                       CA private key, encrypted PKCS#8
       tls.crt                      HTTPS API certificate (PEM, public; agents pin its key)
       tls.key                      HTTPS API private key, encrypted PKCS#8
-      keys.kek                     key-encryption key for ca.key and tls.key (0600), unless
+      relay.key                    relay ticket HMAC key, encrypted (SecretStore)
+      keys.kek                     key-encryption key for ca.key, tls.key, relay.key (0600), unless
                                    ENCLAVE_PLATFORM_KEY_PASSPHRASE or the systemd credential
                                    enclave-platform-key-passphrase is used instead
 """
@@ -20,7 +21,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from enclave.cert.keystore import PLATFORM_CREDENTIAL, PLATFORM_PASSPHRASE_ENV, KeyStore
+from enclave.cert.keystore import (
+    PLATFORM_CREDENTIAL,
+    PLATFORM_PASSPHRASE_ENV,
+    KeyStore,
+    SecretStore,
+)
 from enclave.platform.errors import StoreError
 from enclave.platform.store import Store
 
@@ -57,6 +63,10 @@ class PlatformPaths:
 
     def tls_keystore(self) -> KeyStore:
         return self._keystore("tls.key")
+
+    def secret_store(self, name: str) -> SecretStore:
+        """A symmetric secret in the data directory, encrypted with the same passphrase."""
+        return SecretStore(self.root / name, self._keystore("ca.key"))
 
     def load_ca_certificate(self) -> x509.Certificate:
         return _load_cert(self.ca_cert)
