@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from enclave.agent.metrics import AgentCollector, Totals, agent_registry
@@ -43,13 +43,12 @@ class FakeAgent:
         return self.status_row
 
 
-def scrape(agent: FakeAgent, collector: AgentCollector | None = None) -> dict[tuple[str, ...], float]:
+def scrape(agent: FakeAgent,
+           collector: AgentCollector | None = None) -> dict[tuple[str, ...], float]:
     """name + sorted label values -> value, through the text format and the official parser."""
     if collector is None:
         text = generate_latest(agent_registry(agent)).decode()
     else:
-        from prometheus_client import CollectorRegistry
-
         reg = CollectorRegistry(auto_describe=False)
         reg.register(collector)
         text = generate_latest(reg).decode()
