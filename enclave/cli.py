@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "enclave.platform.cli",
     "enclave.agent.cli",
     "enclave.bench.cli",
+    "enclave.service.cli",
 )
 
 

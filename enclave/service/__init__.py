@@ -1,0 +1,1 @@
+"""Running the agent and the platform as systemd services (`enclave service ...`)."""
