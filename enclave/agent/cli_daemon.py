@@ -1,4 +1,5 @@
-"""Agent daemon commands: `enclave up`, `enclave status`, `enclave peers`, `enclave intent ...`.
+"""Agent daemon commands: `enclave up`, `enclave status`, `enclave peers`, `enclave intent ...`
+(and, from agent/cli_diag.py, `enclave ping`, `enclave netcheck`).
 
 `status` and `peers` ask the running agent over its root-only Unix socket (agent/localapi.py).
 `intent add|remove|list` work whether or not the agent runs: the command signs an intent
@@ -14,16 +15,21 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from enclave.agent.cli_diag import register as register_diag
 from enclave.agent.client import PinnedClient
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import call
 from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
+from enclave.agent.statusfmt import status_text
 from enclave.cert.errors import CertificateError, KeyStoreError
 from enclave.discovery.channel import INTENTS_PATH
 from enclave.logfmt import FORMATS, LOG_FORMAT_ENV, use_format
 from enclave.policy.intent import IntentError, IntentStatement, encode_signed
+
+if TYPE_CHECKING:
+    from enclave.agent.daemon import CmFactory
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -67,14 +73,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_cm_factory() -> Any:
-    """The connection manager, once enclave.agent.connections exists (see AGENT-ARCH)."""
-    try:
-        from enclave.agent import connections  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    factory = getattr(connections, "agent_factory", None)
-    return factory
+def _default_cm_factory() -> CmFactory:
+    """The connection manager `enclave up` runs: TAP + compiled data plane (agent/wiring.py).
+    Imported here: the wiring loads cryptography's signing and the data plane's modules, which
+    the other commands of this file never need."""
+    from enclave.agent.wiring import agent_factory
+
+    return agent_factory
 
 
 def send_intent(state: StateDir, op: str, peer: str, exp: int | None = None) -> dict[str, Any]:
@@ -111,20 +116,12 @@ def cmd_intent(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    result = call(_state(args).root, "status")
+    root = _state(args).root
+    result = call(root, "status")
     if args.json:
         print(json.dumps(result))
         return 0
-    plat = result["platform"]
-    print(f"name         {result['name']} ({result['org']})")
-    print(f"overlay ip   {result['overlay_ip']}")
-    print(f"certificate  expires {result['cert_expires']}")
-    print(f"platform     {plat['url']} {plat['state']}"
-          + (f" ({plat['last_error']})" if plat.get("last_error") else ""))
-    udp = ", ".join(m or "-" for m in result["mappings"]["udp"]) or "-"
-    print(f"mappings     udp {udp}; tcp {result['mappings']['tcp'] or '-'}")
-    print(f"nat          {result['nat']}")
-    print(f"peers        {result['peers']}")
+    print(status_text(result, call(root, "peers"), time.time()))
     return 0
 
 
@@ -162,7 +159,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    " or text)")
     p.set_defaults(func=_guard(cmd_up))
 
-    p = sub.add_parser("status", help="this agent's status (asks the running agent)")
+    p = sub.add_parser("status", help="this agent's status and one line per peer (asks the "
+                       "running agent)")
     _state_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_guard(cmd_status))
@@ -184,3 +182,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         _state_arg(sp)
         sp.add_argument("--json", action="store_true")
         sp.set_defaults(func=_guard(cmd_intent))
+
+    register_diag(sub)

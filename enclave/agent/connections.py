@@ -54,6 +54,7 @@ from enclave.proto.events import (
     PathChanged,
     PeerKeysUpdated,
     PeerRoamed,
+    PingAnswered,
     SessionClosed,
     SessionEstablished,
     SessionRekeyed,
@@ -124,6 +125,7 @@ class _PeerInfo:
     state: str = "connecting"  # connecting | relay-wait | connected | closed | failed
     addr: PathAddr | None = None
     connected_at: float | None = None  # unix time
+    handshake_at: float | None = None  # unix time of the latest completed handshake (or rekey)
     setup_ms: float | None = None  # introduction -> first authenticated packet
     punch_ms: float | None = None  # punch start -> first authenticated packet
     rx_bytes: int = 0
@@ -183,6 +185,7 @@ class ConnectionManager:
         self._relay = RelayClient()
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
+        self._pings: dict[int, asyncio.Future[PingAnswered]] = {}  # operator pings in flight
         self._wall_offset = time.time() - time.monotonic()  # loop.time() is monotonic
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -238,6 +241,7 @@ class ConnectionManager:
         if old is not None and old.state == "connected":
             info.state, info.addr, info.connected_at = old.state, old.addr, old.connected_at
             info.setup_ms, info.punch_ms = old.setup_ms, old.punch_ms
+            info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
             info.next_ping = old.next_ping
         self._peers[intro.peer] = info
@@ -333,6 +337,31 @@ class ConnectionManager:
             log.info("%s roamed to %s:%s", peer, addr[0], addr[1])
         self._pump()
 
+    async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None:
+        """An operator's ping (`enclave ping`) on `peer`'s current path: path, endpoint and
+        rtt_ms of the authenticated PONG, or None (no session, or no PONG within `timeout`)."""
+        if self._loop is None:
+            return None
+        ping_id = self.node.send_ping(peer, self._now())
+        if ping_id is None:
+            return None
+        fut: asyncio.Future[PingAnswered] = self._loop.create_future()
+        self._pings[ping_id] = fut
+        self._pump()
+        try:
+            ans = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._pings.pop(ping_id, None)
+        info = self._peers.get(peer)
+        addr = ans.addr if isinstance(ans.addr, PathAddr) else None
+        return {
+            "path": path_name(addr, info.kinds if info is not None else {}),
+            "endpoint": None if addr is None else f"{addr.host}:{addr.port}",
+            "rtt_ms": round(ans.rtt * 1000, 3),
+        }
+
     def counters(self) -> dict[str, int]:
         """Packets the Node dropped silently, by reason (`enclave status --json`)."""
         return self.node.counters()
@@ -353,6 +382,7 @@ class ConnectionManager:
                 "tx_bytes": info.tx_bytes,
                 "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                 "connected_at": info.connected_at,
+                "last_handshake_at": info.handshake_at,
                 "setup_ms": info.setup_ms,
                 "punch_ms": info.punch_ms,
                 "rekeys": info.rekeys,
@@ -544,6 +574,11 @@ class ConnectionManager:
             for cb in self._on_data:
                 cb(ev.peer, ev.frame)
             return
+        if isinstance(ev, PingAnswered):
+            waiter = self._pings.get(ev.ping_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(ev)
+            return
         if info is None:
             return
         if isinstance(ev, SessionEstablished):
@@ -552,7 +587,7 @@ class ConnectionManager:
             if overlay is not None:
                 info.extra["overlay_ip"] = str(overlay)
             info.state = "connected"
-            info.connected_at = now + self._wall_offset
+            info.connected_at = info.handshake_at = now + self._wall_offset
             info.setup_ms = round((now - info.introduced_at) * 1000, 1)
             info.punch_ms = round(max(0.0, now - info.punch_at) * 1000, 1)
             info.closed_reason = None
@@ -566,6 +601,7 @@ class ConnectionManager:
             )
         elif isinstance(ev, SessionRekeyed):
             info.rekeys += 1
+            info.handshake_at = now + self._wall_offset
         elif isinstance(ev, (PeerRoamed, PathChanged)):
             self._learn(info, ev.addr)
             info.path_changes += 1

@@ -41,6 +41,7 @@ from enclave.agent.discovery import Discovery, DiscoveryState
 from enclave.agent.enrol import renew, renew_if_due, renewal_due_at
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
+from enclave.agent.ping import ping_peer
 from enclave.agent.state import StateDir
 from enclave.cert.crl import parse_crl
 from enclave.cert.errors import CertificateError
@@ -89,6 +90,7 @@ class ConnectionManagerLike(Protocol):
     def set_revoked(self, serials: set[int]) -> None: ...
     def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
     def peers(self) -> list[dict[str, Any]]: ...
+    async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None: ...
 
 
 CmFactory = Callable[["Agent"], ConnectionManagerLike | None]
@@ -231,7 +233,8 @@ class Agent:
                     lambda: _UdpReader(self._feed_udp), sock=sock)
             self.control = ControlClient(self.record.url, self.record.pin, name, self.key, self)
             api = LocalApi(socket_path(self.state.root),
-                           {"status": self.status, "peers": self.peers})
+                           {"status": self.status, "peers": self.peers},
+                           {"ping": self.ping})
             await api.start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -431,6 +434,9 @@ class Agent:
                 "last_error": self.control.last_error if self.control else None,
             },
             "mappings": ds.mappings_json() if ds else {"udp": [], "tcp": None},
+            "discovery": None if self.discovery_target is None else {
+                "host": self.discovery_target[0], "udp": list(self.discovery_target[1]),
+                "tcp": self.discovery_target[2]},
             "nat": (ds.nat if ds else NatBehaviour.UNKNOWN).value,
             "private_addresses": ds.private if ds else [],
             "port": self.options.port,
@@ -458,6 +464,10 @@ class Agent:
         out: dict[str, Any] = describe()
         out["cipher"] = getattr(self.cm, "cipher", None)
         return out
+
+    async def ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The local API's "ping": one authenticated PING to an introduced peer (agent/ping.py)."""
+        return await ping_peer(self.cm, self.intros, args)
 
     def peers(self) -> list[dict[str, Any]]:
         if self.cm is not None:

@@ -3,7 +3,9 @@
     /run/enclave/            0700 (or $ENCLAVE_RUN_DIR)
       <sha256(state dir)[:16]>.sock   0600, one per agent (state directory)
 
-One request per connection: a JSON line {"cmd": "status" | "peers"}; one JSON line back.
+One request per connection: a JSON line {"cmd": "status" | "peers"} or, for the commands that
+take arguments and run a while, {"cmd": "ping", "args": {...}}; one JSON line back:
+{"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,12 @@ MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 5.0
 
 Commands = dict[str, Callable[[], Any]]
+Calls = dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]  # with arguments, asynchronous
+CALL_TIMEOUT = 60.0  # the longest an asynchronous call may run
+
+
+class LocalApiError(AgentError):
+    """A call's refusal that the client shows as it is (e.g. "BBBBB is not a peer")."""
 
 
 class AgentNotRunning(AgentError):
@@ -39,9 +47,10 @@ def socket_path(state_root: Path) -> Path:
 
 
 class LocalApi:
-    def __init__(self, path: Path, commands: Commands) -> None:
+    def __init__(self, path: Path, commands: Commands, calls: Calls | None = None) -> None:
         self.path = path
         self.commands = commands
+        self.calls: Calls = dict(calls or {})
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -71,8 +80,9 @@ class LocalApi:
             line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
             try:
                 req = json.loads(line[:MAX_REQUEST])
-                func = self.commands[req["cmd"]]
-                reply: Any = {"ok": True, "result": func()}
+                reply: Any = {"ok": True, "result": await self._dispatch(req)}
+            except LocalApiError as exc:
+                reply = {"ok": False, "error": str(exc)}
             except (ValueError, KeyError, TypeError):
                 reply = {"ok": False, "error": "bad request"}
             writer.write(json.dumps(reply).encode() + b"\n")
@@ -81,6 +91,19 @@ class LocalApi:
             pass
         finally:
             writer.close()
+
+
+    async def _dispatch(self, req: Any) -> Any:
+        cmd = req["cmd"]
+        if cmd in self.commands:
+            return self.commands[cmd]()
+        args = req.get("args", {})
+        if not isinstance(args, dict):
+            raise TypeError("args must be an object")
+        try:
+            return await asyncio.wait_for(self.calls[cmd](args), CALL_TIMEOUT)
+        except TimeoutError:
+            raise LocalApiError(f"{cmd} took longer than {CALL_TIMEOUT:.0f}s") from None
 
 
 def _alive(path: Path) -> bool:
@@ -93,7 +116,8 @@ def _alive(path: Path) -> bool:
         return True
 
 
-def call(state_root: Path, cmd: str, timeout: float = CLIENT_TIMEOUT) -> Any:
+def call(state_root: Path, cmd: str, timeout: float = CLIENT_TIMEOUT,
+         args: dict[str, Any] | None = None) -> Any:
     """Ask the agent running with this state directory; AgentNotRunning if there is none."""
     path = socket_path(state_root)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -105,7 +129,8 @@ def call(state_root: Path, cmd: str, timeout: float = CLIENT_TIMEOUT) -> Any:
                                   "(start it with `enclave up`)") from None
         except OSError as exc:
             raise AgentError(f"cannot reach the agent at {path}: {exc}") from None
-        s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        req: dict[str, Any] = {"cmd": cmd} if args is None else {"cmd": cmd, "args": args}
+        s.sendall(json.dumps(req).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)

@@ -89,6 +89,16 @@ class UseRelay:
 
 
 @dataclass(frozen=True)
+class PingAnswered:
+    """The PONG to our `Node.send_ping`: round-trip time (s) and the path the PING went out on."""
+
+    peer: str
+    ping_id: int
+    rtt: float
+    addr: Hashable
+
+
+@dataclass(frozen=True)
 class DataReceived:
     """A DATA frame decrypted by the Python reference data path."""
 
@@ -105,5 +115,6 @@ Event = (
     | PeerRoamed
     | PathChanged
     | UseRelay
+    | PingAnswered
     | DataReceived
 )

@@ -61,12 +61,15 @@ from enclave.proto.handshake import (
     ValidatePeer,
     validate_init,
 )
+from enclave.proto.ping import PingTracker
 from enclave.proto.ratelimit import KeyedRateLimiter
 from enclave.proto.session import KeyLimit, Keyset
 from enclave.proto.wire import (
     CONFIRM_SIZE,
     CTRL_CLOSE,
     CTRL_KEEPALIVE,
+    CTRL_PING,
+    CTRL_PONG,
     CTRL_PROBE,
     CTRL_PROBE_REPLY,
     KEEPALIVE_FLAG_REPLY,
@@ -169,6 +172,7 @@ class Node:
         self._out: deque[tuple[bytes, Addr]] = deque()
         self._events: deque[Event] = deque()
         self._drops: dict[str, int] = {}  # silent drops by reason (counters())
+        self._pings = PingTracker(lambda: int.from_bytes(self._random_bytes(8), "little"))
 
     # ------------------------------------------------------------------ public API
     def connect(
@@ -253,6 +257,35 @@ class Node:
             return False
         self._send_to_peer(p, msg, p.addr, now)
         return True
+
+    def send_ping(self, peer: str, now: float) -> int | None:
+        """An operator's ping (`enclave ping`): PING on the session's current path.
+
+        Returns the ping's id (a PingAnswered event with it follows the authenticated PONG),
+        or None when there is no session with `peer`."""
+        p = self._peers.get(peer)
+        if p is None or p.current is None or p.addr is None:
+            return None
+        ping_id = self._pings.start(p.name, p.addr, now)
+        msg = self._seal_control(p, p.current, Control(CTRL_PING, ping_id), now)
+        if msg is None:
+            return None
+        self._send_to_peer(p, msg, p.addr, now)
+        return ping_id
+
+    def _on_ping(self, p: _Peer, ks: Keyset, ctl: Control, addr: Addr, now: float) -> None:
+        """PING / PONG that opened under `ks` (authenticated): answer a PING in that session
+        on the path it came from; match a PONG to our outstanding ping."""
+        if ctl.kind == CTRL_PING:
+            msg = self._seal_control(p, ks, Control(CTRL_PONG, ctl.value), now)
+            if msg is not None:
+                self._send(msg, addr)
+            return
+        answered = self._pings.answer(p.name, ctl.value, now)
+        if answered is None:
+            self._drop("pong_unexpected")
+        else:
+            self._events.append(answered)
 
     def rtt(self, peer: str) -> float | None:
         """Smoothed round-trip time (seconds) of the current path, from ping()/probe replies."""
@@ -653,6 +686,8 @@ class Node:
                 self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)
         elif ctl.kind == CTRL_CLOSE:
             self._close(p, now, CloseReason.REMOTE, notify=False)
+        elif ctl.kind in (CTRL_PING, CTRL_PONG):
+            self._on_ping(p, ks, ctl, addr, now)
         elif ctl.kind == CTRL_PROBE:
             msg = self._seal_control(p, ks, Control(CTRL_PROBE_REPLY, ctl.value), now)
             if msg is not None:
@@ -731,6 +766,7 @@ class Node:
             self._indices.pop(p.inbound.local_index, None)
             p.inbound = None
         del self._peers[p.name]
+        self._pings.forget_peer(p.name)
         if p.snapshot is not None and (p.snapshot.tx is not None or p.snapshot.rx):
             self._events.append(PeerKeysUpdated(p.name, None, None, ()))
         if had_session:

@@ -45,6 +45,19 @@ CONTROL plaintext: kind (u8) || body
     CLOSE       2   reason u8                                  -> 2 bytes
     PROBE       3   probe id u64 LE                             -> 9 bytes
     PROBE_REPLY 4   probe id u64 LE                             -> 9 bytes
+    PING        5   ping id u64 LE (`enclave ping`)             -> 9 bytes
+    PONG        6   ping id u64 LE, echoed                      -> 9 bytes
+
+PROBE and PING share one plaintext layout (PROBE measures a candidate path for the path manager,
+PING answers an operator's `enclave ping` on the session's current path):
+
+     0               1                                               9
+    +---------------+-----------------------------------------------+
+    | kind (3,4,5,6)|            id (u64 LE)                        |
+    +---------------+-----------------------------------------------+
+
+A PONG goes back only inside the authenticated session the PING arrived in, on the path it came
+from, and is as large as the PING (no amplification).
 
 Handshake messages are drawn next to their encoders below.
 """
@@ -71,6 +84,9 @@ CTRL_KEEPALIVE = 1
 CTRL_CLOSE = 2
 CTRL_PROBE = 3
 CTRL_PROBE_REPLY = 4
+CTRL_PING = 5
+CTRL_PONG = 6
+CTRL_ID_KINDS = frozenset({CTRL_PROBE, CTRL_PROBE_REPLY, CTRL_PING, CTRL_PONG})  # u64 id body
 KEEPALIVE_FLAG_REPLY = 0x01
 
 # --- sizes -----------------------------------------------------------------------------------
@@ -328,10 +344,10 @@ def decode_confirm(data: bytes) -> HandshakeConfirm:
 @dataclass(frozen=True, slots=True)
 class Control:
     kind: int
-    value: int = 0  # flags (KEEPALIVE), reason (CLOSE) or probe id (PROBE / PROBE_REPLY)
+    value: int = 0  # flags (KEEPALIVE), reason (CLOSE) or id (PROBE / PROBE_REPLY / PING / PONG)
 
     def encode(self) -> bytes:
-        if self.kind in (CTRL_PROBE, CTRL_PROBE_REPLY):
+        if self.kind in CTRL_ID_KINDS:
             return bytes([self.kind]) + self.value.to_bytes(8, "little")
         return bytes([self.kind, self.value])
 
@@ -340,9 +356,9 @@ def decode_control(plain: bytes) -> Control:
     if not plain:
         raise WireError("empty control message")
     kind = plain[0]
-    if kind in (CTRL_PROBE, CTRL_PROBE_REPLY):
+    if kind in CTRL_ID_KINDS:
         if len(plain) != 9:
-            raise WireError("probe has the wrong size")
+            raise WireError("probe / ping has the wrong size")
         return Control(kind, int.from_bytes(plain[1:], "little"))
     if kind in (CTRL_KEEPALIVE, CTRL_CLOSE):
         if len(plain) != 2:
