@@ -26,6 +26,7 @@ is ever filled in unless the overlay carried it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enclave.agent.cli import register as register_agent_commands
 from enclave.bench import flows, procstat
 from enclave.bench.report import Figure, Report
 from enclave.spawn import enclave_argv
@@ -104,16 +106,13 @@ def _flow_steps(opts: BenchOptions) -> int:
     return n
 
 
-# -- the agent CLI (may not exist yet) ---------------------------------------------------------
+# -- the agent CLI ------------------------------------------------------------------------------
 
 
 def agent_commands() -> dict[str, set[str]]:
-    """Sub-commands of `enclave` that exist now, with their option strings."""
-    import argparse
-
-    from enclave.cli import build_parser
-
-    parser = build_parser()
+    """The agent's sub-commands of `enclave` (enclave.agent.cli), with their option strings."""
+    parser = argparse.ArgumentParser(prog="enclave")
+    register_agent_commands(parser.add_subparsers())
     out: dict[str, set[str]] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -1,19 +1,23 @@
-"""The platform's aiohttp application.
+"""The platform's shared state and request helpers, below every route module.
 
-    Platform (this file)       one object per process: store, settings, CA authority, clock
-      |
+    serve.py                   build_app: one ``setup(app)`` per route module (ROUTES), HTTPS
+      |                        until SIGTERM; modules use app.on_startup / app.on_cleanup for
+      |                        background tasks
       +-- routes_pki.py        GET  /v1/ca, /v1/crl                          (public)
       +-- routes_enrol.py      POST /v1/enrol, /v1/system/certificate        (token / system key)
       +-- routes_admin.py      /v1/admin/...                                 (admin bearer token)
-      +-- (later) control channel WebSocket, discovery, relay: add a module to ROUTE_MODULES
-          with ``setup(app)``; use ``app[PLATFORM]`` for the shared state and app.on_startup /
-          app.on_cleanup for background tasks.
+      +-- routes_control.py    /v1/control WebSocket, /v1/intents, /v1/admin/policies, discovery
+      +-- relay.py             the UDP relay (started with the app)
+            |  all import
+            v
+    app.py (this file)         Platform: one object per process (store, settings, CA authority,
+                               clock), ``app[PLATFORM]``; error_middleware; read_json and
+                               str_field / str_list for request bodies
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import logging
 import sqlite3
@@ -29,13 +33,6 @@ from enclave.platform.store import Store
 
 log = logging.getLogger("enclave.platform")
 
-ROUTE_MODULES: tuple[str, ...] = (
-    "enclave.platform.routes_pki",
-    "enclave.platform.routes_enrol",
-    "enclave.platform.routes_admin",
-    "enclave.platform.routes_control",
-    "enclave.platform.relay",
-)
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -116,11 +113,3 @@ def str_list(body: dict[str, object], field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(400, f"{field!r} must be a list of strings")
     return value
-
-
-def build_app(platform: Platform) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
-    app[PLATFORM] = platform
-    for name in ROUTE_MODULES:
-        importlib.import_module(name).setup(app)
-    return app

@@ -8,16 +8,34 @@ import secrets
 import signal
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from enclave.cert.files import atomic_write
-from enclave.platform.app import Platform, build_app
+from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
+from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middleware
 
 log = logging.getLogger("enclave.platform")
 SHUTDOWN_TIMEOUT = 5.0
+ROUTES: tuple[Callable[[web.Application], None], ...] = (
+    routes_pki.setup,
+    routes_enrol.setup,
+    routes_admin.setup,
+    routes_control.setup,
+    relay.setup,
+)  # each adds its routes (and start-up / clean-up tasks) to the app
+
+
+def build_app(platform: Platform) -> web.Application:
+    """The aiohttp application: the platform's state in ``app[PLATFORM]``, every route module."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app[PLATFORM] = platform
+    for setup in ROUTES:
+        setup(app)
+    return app
 
 
 def tls_context(platform: Platform) -> ssl.SSLContext:

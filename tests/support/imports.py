@@ -1,8 +1,10 @@
 """The module import graph of a package, read from source with `ast` (nothing is imported).
 
 Every import statement counts, wherever it stands: at module level, inside a function, under
-`if TYPE_CHECKING:`. `from pkg import name` is an edge to `pkg.name` when that is a module of the
-package, otherwise to `pkg`. Relative imports are resolved. Cython sources (`.pyx` and the
+`if TYPE_CHECKING:`; so does a module named by string to `importlib.import_module` (a literal
+argument, or a module-level tuple of names such as a command registry). `from pkg import name`
+is an edge to `pkg.name` when that is a module of the package, otherwise to `pkg`. Relative
+imports are resolved. Cython sources (`.pyx` and the
 `.pxi` files it includes) belong to the module named after the `.pyx`; their Python `import`
 lines are read line by line (`cimport` is C-level and not counted).
 
@@ -85,6 +87,31 @@ def _python_imports(module: str, path: Path, source: str) -> list[Import]:
             visit(child, inner)
 
     visit(tree, False)
+    out.extend(_dynamic_imports(module, tree))
+    return out
+
+
+def _dynamic_imports(module: str, tree: ast.Module) -> list[Import]:
+    """Modules named by string to `importlib.import_module`: the literal argument of a call, and
+    the strings of a module-level tuple or list (a registry such as COMMAND_MODULES) in a module
+    that calls it. Whether a string names a module of the package is decided by the caller."""
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and (
+        (isinstance(n.func, ast.Attribute) and n.func.attr == "import_module")
+        or (isinstance(n.func, ast.Name) and n.func.id == "import_module"))]
+    if not calls:
+        return []
+    out: list[Import] = []
+    for call in calls:
+        for arg in call.args[:1]:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                out.append(Import(module, (arg.value,), call.lineno, True))
+    for stmt in tree.body:
+        value = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Tuple | ast.List):
+            names = tuple(e.value for e in value.elts
+                          if isinstance(e, ast.Constant) and isinstance(e.value, str))
+            if names:
+                out.append(Import(module, names, stmt.lineno, False))
     return out
 
 

@@ -2,7 +2,8 @@
 between the rooms (docs/ARCHITECTURE.md).
 
 Read from the source with `ast` (tests/support/imports.py): nothing is imported or run. An import
-counts wherever it stands, inside a function or under `if TYPE_CHECKING:` too. The checkers are
+counts wherever it stands, inside a function or under `if TYPE_CHECKING:` too, and so does a
+module named by string to `importlib.import_module`. The checkers are
 tried first on small synthetic packages, so a rule that could never fail would show here.
 """
 
@@ -100,6 +101,20 @@ def test_checker_follows_relative_submodule_and_type_checking_imports(tmp_path: 
     assert graph["pkg.sub.y"] == {"pkg.z"}
     assert cycles(graph) == [["pkg.sub.x", "pkg.sub.y", "pkg.z"]]
     assert cycles(package_graph(graph)) == [["pkg.sub", "pkg.z"]]
+
+
+def test_checker_follows_imports_by_name(tmp_path: Path) -> None:
+    root = _package(tmp_path, {
+        "app.py": "import importlib\nimport logging\nlog = logging.getLogger('pkg.routes')\n"
+                  "ROUTES = ('pkg.routes',)\n"
+                  "def build():\n    for n in ROUTES:\n        importlib.import_module(n)\n",
+        "routes.py": "from pkg.app import log\n",
+        "other.py": "NAMES = ('pkg.routes',)\n",  # no import_module here: just data
+    })
+    graph = import_graph(root)
+    assert graph["pkg.app"] == {"pkg.routes"}
+    assert graph["pkg.other"] == set()
+    assert cycles(graph) == [["pkg.app", "pkg.routes"]]
 
 
 def test_checker_passes_a_one_way_package(tmp_path: Path) -> None:
