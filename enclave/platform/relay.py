@@ -18,7 +18,11 @@ registered; data flows only between two live registrations whose tickets name ea
 rate limited; registrations expire unless refreshed; state is bounded.
 
 Tickets are HMAC-SHA256 tagged with a key only the platform holds (``relay.key`` in the
-platform directory); the control channel hands each side its ticket with the introduction.
+platform directory, encrypted at rest with the platform's key-encryption passphrase like the CA
+key: enclave.cert.keystore.SecretStore; a clear 32-byte file from an older version is
+encrypted in place at start); the control channel hands each side its ticket with the
+introduction.  Only systems the control hub allows (allow_only: active, unrevoked, unexpired)
+may register or be relayed to: a revoked system's live registrations are dropped at once.
 """
 
 from __future__ import annotations
@@ -26,18 +30,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from enclave.cert.errors import KeyStoreError
+from enclave.cert.keystore import SecretStore
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.platform.app import PLATFORM
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
@@ -95,21 +102,21 @@ def verify_ticket(key: bytes, data: bytes, now: float) -> RelayTicket | None:
     return t
 
 
-def load_or_create_key(directory: Path) -> bytes:
-    """The platform's relay ticket key (created 0600 on first use)."""
-    path = directory / KEY_FILE
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
+def load_or_create_key(store: SecretStore) -> bytes:
+    """The platform's relay ticket key: created (encrypted, 0600) on first use; a clear key
+    file left by an older version is encrypted in place."""
+    if not store.path.exists():
         key = secrets.token_bytes(KEY_SIZE)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key)
-        finally:
-            os.close(fd)
+        store.save(key)
         return key
+    if store.is_clear(KEY_SIZE):
+        key = store.path.read_bytes()
+        store.save(key)
+        log.warning("relay key %s was stored in clear; it is now encrypted", store.path)
+        return key
+    key = store.load()
     if len(key) != KEY_SIZE:
-        raise ValueError(f"{path}: relay key must be {KEY_SIZE} bytes")
+        raise KeyStoreError(f"{store.path}: relay key must be {KEY_SIZE} bytes")
     return key
 
 
@@ -140,6 +147,7 @@ class RelayCore:
         self._max = max_registrations
         self._by_addr: dict[tuple[Addr, int], _Registration] = {}
         self._by_pair: dict[tuple[str, str], _Registration] = {}
+        self._allowed: frozenset[str] | None = None  # None: every ticket holder
         self._limiter = KeyedRateLimiter(
             REGISTER_RATE_PER_SOURCE,
             REGISTER_BURST_PER_SOURCE,
@@ -170,6 +178,16 @@ class RelayCore:
         self.dropped += 1  # CHALLENGE / REGISTERED only travel relay -> agent
         return []
 
+    def allow_only(self, names: set[str] | frozenset[str]) -> None:
+        """Only these systems may register or be relayed to from now on; registrations
+        naming anyone else (revoked, disabled, expired, removed) are dropped at once."""
+        self._allowed = frozenset(names)
+        for reg in [r for r in self._by_addr.values() if not self._permitted(r.src, r.dst)]:
+            self._drop(reg)
+
+    def _permitted(self, src: str, dst: str) -> bool:
+        return self._allowed is None or (src in self._allowed and dst in self._allowed)
+
     def expire(self, now: float) -> None:
         for reg in [r for r in self._by_addr.values() if r.expires <= now]:
             self._drop(reg)
@@ -188,7 +206,8 @@ class RelayCore:
         off = RELAY_HEADER_SIZE
         cookie, raw_ticket = data[off : off + RELAY_COOKIE_SIZE], data[off + RELAY_COOKIE_SIZE :]
         ticket = verify_ticket(self._key, raw_ticket, now)
-        if ticket is None or len(cookie) != RELAY_COOKIE_SIZE:
+        if (ticket is None or len(cookie) != RELAY_COOKIE_SIZE
+                or not self._permitted(ticket.src, ticket.dst)):
             self.dropped += 1
             return []  # unauthenticated: silence
         good = any(
@@ -329,6 +348,10 @@ class RelayService:
     def ticket(self, src: str, dst: str, lifetime: int | None = None) -> bytes:
         return mint_ticket(self.key, src, dst, int(time.time()) + (lifetime or self.lifetime))
 
+    def allow_only(self, names: set[str] | frozenset[str]) -> None:
+        """See RelayCore.allow_only (the control hub calls this after every re-evaluation)."""
+        self.server.core.allow_only(names)
+
 
 def ticket_lifetime_from_env() -> int:
     """ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME = seconds (default TICKET_LIFETIME, min 10)."""
@@ -348,19 +371,42 @@ async def _startup(app: web.Application) -> None:
     if bind is None:
         return
     platform = app[PLATFORM]
-    key = load_or_create_key(platform.paths.root)
+    try:
+        key = load_or_create_key(platform.paths.secret_store(KEY_FILE))
+    except (KeyStoreError, OSError) as exc:
+        log.error("relay not started: its key cannot be loaded: %s", exc)
+        return
     server = RelayServer(RelayCore(key))
     try:
         _host, port = await server.start(*bind)
     except OSError as exc:
         log.warning("relay not started on %s:%d: %s", bind[0], bind[1], exc)
         return
-    public_host = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or (
+    public_name = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or (
         urlsplit(platform.settings.url).hostname or bind[0]
     )
+    public_host = await _address_of(public_name)
+    if public_host is None:
+        log.warning("relay not started: its public name %r has no IPv4 address", public_name)
+        server.close()
+        return
     app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port),
                               ticket_lifetime_from_env())
     log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port, public_host)
+
+
+async def _address_of(host: str) -> str | None:
+    """An IPv4 literal for `host` (resolved once, off the event loop): agents are given only
+    addresses, never names, so they never resolve anything the platform sends."""
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET)
+    except (OSError, UnicodeError):
+        return None
+    return str(infos[0][4][0]) if infos else None
 
 
 async def _shutdown(app: web.Application) -> None:
