@@ -68,6 +68,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
         "tap": False if args.no_tap else None,
         "offload": False if args.no_offload else None,
+        "dns": False if args.no_dns else None,
+        "metrics": args.metrics,
     })
     run_agent(state, opts, _default_cm_factory() if opts.tap else None)
     return 0
@@ -154,6 +156,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="control plane only: no TAP device / data plane")
     p.add_argument("--no-offload", action="store_true",
                    help="no TAP TSO/GRO or UDP GSO/GRO offloads (also ENCLAVE_OFFLOAD=0)")
+    p.add_argument("--no-dns", action="store_true",
+                   help="do not answer NAME.enclave on the overlay IP (also ENCLAVE_DNS=0)")
+    p.add_argument("--metrics", metavar="HOST:PORT", default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                   "(also ENCLAVE_METRICS; default off)"),
     p.add_argument("--log-format", choices=FORMATS, default=None,
                    help=f"log lines as text or one JSON object each (default: ${LOG_FORMAT_ENV}"
                    " or text)")

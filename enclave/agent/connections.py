@@ -76,6 +76,7 @@ PING_INTERVAL = 10.0  # rtt measurement on the current path (authenticated PROBE
 RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until a session exists
 RELAY_NUDGES = 40
 RECONNECT_DELAY = 1.0  # after a session closed (dead peer, remote close) while still introduced
+HANDSHAKE_RESULTS = ("established", "rekeyed", "failed")  # handshake_counts() keys
 
 # data-plane counters that count dropped packets (summed into peers()[i]["drops"])
 _DROP_COUNTERS = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_runt", "tx_key_limit",
@@ -190,6 +191,7 @@ class ConnectionManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._running = False
+        self._handshakes = dict.fromkeys(HANDSHAKE_RESULTS, 0)  # handshake_counts()
         self.node = Node(
             creds,
             self._validate,
@@ -365,6 +367,10 @@ class ConnectionManager:
     def counters(self) -> dict[str, int]:
         """Packets the Node dropped silently, by reason (`enclave status --json`)."""
         return self.node.counters()
+
+    def handshake_counts(self) -> dict[str, int]:
+        """Handshakes so far by result: established, rekeyed, failed (gave up retrying)."""
+        return dict(self._handshakes)
 
     # ------------------------------------------------------------------ status
     def peers(self) -> list[dict[str, Any]]:
@@ -582,6 +588,7 @@ class ConnectionManager:
         if info is None:
             return
         if isinstance(ev, SessionEstablished):
+            self._handshakes["established"] += 1
             self._learn(info, ev.addr)
             overlay = getattr(ev.identity, "overlay_ip", None)
             if overlay is not None:
@@ -600,6 +607,7 @@ class ConnectionManager:
                 info.setup_ms,
             )
         elif isinstance(ev, SessionRekeyed):
+            self._handshakes["rekeyed"] += 1
             info.rekeys += 1
             info.handshake_at = now + self._wall_offset
         elif isinstance(ev, (PeerRoamed, PathChanged)):
@@ -612,6 +620,7 @@ class ConnectionManager:
             if ev.reason is not CloseReason.LOCAL and ev.reason is not CloseReason.CERT_INVALID:
                 info.reconnect_at = now + RECONNECT_DELAY
         elif isinstance(ev, HandshakeFailed):
+            self._handshakes["failed"] += 1
             if info.state != "connected":
                 info.state = "failed"
         elif isinstance(ev, UseRelay):

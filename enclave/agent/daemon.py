@@ -38,18 +38,22 @@ from cryptography import x509
 
 from enclave.agent.control import ControlClient
 from enclave.agent.discovery import Discovery, DiscoveryState
+from enclave.agent.dns_server import AgentDns
 from enclave.agent.enrol import renew, renew_if_due, renewal_due_at
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
+from enclave.agent.metrics import agent_registry
 from enclave.agent.ping import ping_peer
 from enclave.agent.state import StateDir
 from enclave.cert.crl import parse_crl
 from enclave.cert.errors import CertificateError
 from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import Ed25519PrivateKey, public_key_raw
+from enclave.cert.verification import verify_system_certificate
 from enclave.discovery.candidates import NatBehaviour
 from enclave.discovery.introduction import Introduction, IntroductionError, Withdrawal
 from enclave.policy.intent import IntentError, IntentStatement, decode_signed, encode_signed
+from enclave.promhttp import MetricsServer, parse_listen
 
 log = logging.getLogger("enclave.agent")
 DEFAULT_PORT = 51820
@@ -90,6 +94,7 @@ class ConnectionManagerLike(Protocol):
     def set_revoked(self, serials: set[int]) -> None: ...
     def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
     def peers(self) -> list[dict[str, Any]]: ...
+    def handshake_counts(self) -> dict[str, int]: ...
     async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None: ...
 
 
@@ -104,6 +109,8 @@ class AgentOptions:
     cipher: str | None = None
     offload: bool = True
     tap: bool = True
+    dns: bool = True  # NAME.enclave on the overlay IP, port 53 (enclave.agent.dns_server)
+    metrics: str | None = None  # HOST:PORT for Prometheus /metrics (enclave.agent.metrics)
 
     @classmethod
     def resolve(cls, state: StateDir, cli: dict[str, Any]) -> AgentOptions:
@@ -115,7 +122,7 @@ class AgentOptions:
                 merged.update(tomllib.loads(path.read_text()))
             except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
                 raise AgentError(f"config file {path} is invalid: {exc}") from None
-        for key in ("port", "interface", "mtu", "cipher", "offload"):
+        for key in ("port", "interface", "mtu", "cipher", "offload", "dns", "metrics"):
             env = os.environ.get(f"ENCLAVE_{key.upper()}")
             if env:
                 merged[key] = env
@@ -128,11 +135,18 @@ class AgentOptions:
                 cipher=str(merged["cipher"]) if merged.get("cipher") else None,
                 offload=str(merged.get("offload", True)).lower() not in ("0", "false", "no"),
                 tap=bool(merged.get("tap", True)),
+                dns=str(merged.get("dns", True)).lower() not in ("0", "false", "no"),
+                metrics=str(merged["metrics"]) if merged.get("metrics") else None,
             )
         except (TypeError, ValueError) as exc:
             raise AgentError(f"invalid agent option: {exc}") from None
         if not 0 < opts.port < 65536:
             raise AgentError(f"port must be 1..65535, got {opts.port}")
+        if opts.metrics is not None:
+            try:
+                parse_listen(opts.metrics)
+            except ValueError as exc:
+                raise AgentError(str(exc)) from None
         return opts
 
 
@@ -173,6 +187,8 @@ class Agent:
         self.cm_factory = cm_factory
         self.cm: ConnectionManagerLike | None = None
         self.gateway: Any = None  # enclave.agent.gateway.AgentGateway once the TAP is up
+        self.dns: AgentDns | None = None  # NAME.enclave on the overlay IP once the TAP is up
+        self.metrics: MetricsServer | None = None  # --metrics HOST:PORT
         self.intros: dict[str, Introduction] = {}
         self.intro_times: dict[str, float] = {}
         self.withdrawals: list[dict[str, Any]] = []  # the most recent, for status
@@ -228,6 +244,10 @@ class Agent:
 
                     self.gateway = AgentGateway(self)
                     self.gateway.schedule()
+                    if self.options.dns:
+                        self.dns = AgentDns(name, self.identity.overlay_ip,
+                                            self.options.interface, self._verify_peer_cert)
+                        await self.dns.start()
             else:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpReader(self._feed_udp), sock=sock)
@@ -236,6 +256,15 @@ class Agent:
                            {"status": self.status, "peers": self.peers},
                            {"ping": self.ping})
             await api.start()
+            if self.options.metrics:
+                host, port = parse_listen(self.options.metrics)
+                self.metrics = MetricsServer(agent_registry(self), host, port)
+                try:
+                    await self.metrics.start()
+                except OSError as exc:
+                    raise AgentError(f"cannot serve metrics on {self.options.metrics}: "
+                                     f"{exc}") from None
+                log.info("metrics on http://%s/metrics", self.options.metrics)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
             signals = True
@@ -260,6 +289,10 @@ class Agent:
             if signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            if self.metrics is not None:
+                await self.metrics.close()
+            if self.dns is not None:
+                await self.dns.stop()
             if api is not None:
                 await api.stop()
             if self.gateway is not None:
@@ -334,6 +367,8 @@ class Agent:
                     self.cm.introduce(intro)
                 if self.gateway is not None:
                     self.gateway.introduce(intro)
+                if self.dns is not None:
+                    self.dns.introduce(intro)
             elif kind == "withdraw":
                 w = Withdrawal.from_json(msg)
                 self.intros.pop(w.peer, None)
@@ -345,6 +380,8 @@ class Agent:
                     self.cm.withdraw(w.peer, w.reason)
                 if self.gateway is not None:
                     self.gateway.withdraw(w.peer)
+                if self.dns is not None:
+                    self.dns.withdraw(w.peer)
             elif kind == "crl":
                 self._apply_crl(msg)
             elif kind == "intents":
@@ -449,8 +486,14 @@ class Agent:
             "peers": len(self.intros),
             "dataplane": self._dataplane_status(),
             "node_drops": self._node_drops(),
+            "handshakes": self.cm.handshake_counts() if self.cm is not None else {},
             "gateway": self.gateway.describe() if self.gateway is not None else None,
         }
+
+    def _verify_peer_cert(self, der: bytes) -> SystemIdentity:
+        """A peer's certificate checked against the CA and the CRL (CertificateError)."""
+        return verify_system_certificate(der, self.ca, now=datetime.datetime.now(datetime.UTC),
+                                         revoked_serials=self.revoked)
 
     def _node_drops(self) -> dict[str, int]:
         """What the connection manager's Node dropped silently, by reason."""
