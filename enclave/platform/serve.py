@@ -1,4 +1,8 @@
-"""`enclave platform serve`: run the HTTPS API until SIGTERM/SIGINT, then shut down gracefully."""
+"""`enclave platform serve`: run the HTTPS API until SIGTERM/SIGINT, then shut down gracefully.
+
+Settings beyond the flags come from ENCLAVE_PLATFORM_* variables, else DATA/config.toml
+(enclave.platform.config).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
 from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middleware
+from enclave.platform.config import CONFIG_FILE, apply_config
 
 log = logging.getLogger("enclave.platform")
 SHUTDOWN_TIMEOUT = 5.0
@@ -82,7 +87,11 @@ async def serve(platform: Platform, host: str, port: int) -> None:
 
 
 def run(platform: Platform, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, with DATA/config.toml's settings under the environment's."""
     try:
+        applied = apply_config(platform.paths.root)
+        if applied:
+            log.info("from %s: %s", platform.paths.root / CONFIG_FILE, ", ".join(applied))
         asyncio.run(serve(platform, host, port))
     finally:
         platform.close()

@@ -1,0 +1,80 @@
+"""The platform's optional DATA/config.toml (see examples/platform.config.toml).
+
+Precedence, as for the agent: command-line flag > environment variable > config.toml > default.
+Each setting is read where it is used, from its environment variable (relay.py, hub.py,
+discovery.py); `enclave platform serve` calls apply_config() first, which sets the variable of
+every key in config.toml whose variable is not set already. Unknown keys and values of the wrong
+type are refused with the file and key named. The listen address stays a flag (--listen).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from enclave.platform.discovery import PORTS_ENV
+from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
+from enclave.platform.relay import DEFAULT_PORT, TICKET_LIFETIME
+
+CONFIG_FILE = "config.toml"
+MAX_CONFIG_BYTES = 65536
+
+
+class ConfigError(ValueError):
+    """config.toml cannot be read, or names a key or value the platform does not know."""
+
+
+@dataclass(frozen=True)
+class Option:
+    env: str
+    default: str | int
+    kind: type  # str or int: the TOML type the key takes
+
+
+OPTIONS: dict[str, Option] = {
+    "relay": Option("ENCLAVE_PLATFORM_RELAY", f"0.0.0.0:{DEFAULT_PORT}", str),
+    "relay_public": Option("ENCLAVE_PLATFORM_RELAY_PUBLIC", "", str),
+    "relay_ticket_lifetime": Option("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", TICKET_LIFETIME,
+                                    int),
+    "discovery_ports": Option(PORTS_ENV, "", str),
+    "ephemeral_grace": Option(EPHEMERAL_GRACE_ENV, EPHEMERAL_GRACE, int),
+}
+
+
+def load_config(root: Path) -> dict[str, str]:
+    """ROOT/config.toml as {environment variable: value}; {} when there is no file."""
+    path = root / CONFIG_FILE
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is invalid: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        option = OPTIONS.get(key)
+        if option is None:
+            raise ConfigError(f"config file {path}: unknown key {key!r} "
+                              f"(known: {', '.join(OPTIONS)})")
+        if isinstance(value, bool) or not isinstance(value, option.kind):
+            raise ConfigError(f"config file {path}: {key} must be of type {option.kind.__name__}, "
+                              f"got {value!r}")
+        out[option.env] = str(value)
+    return out
+
+
+def apply_config(root: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Set the variable of each config.toml key that the environment does not set; returns
+    the variables set."""
+    env = os.environ if environ is None else environ
+    applied = []
+    for name, value in load_config(root).items():
+        if not env.get(name):
+            env[name] = value
+            applied.append(name)
+    return applied
