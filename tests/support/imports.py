@@ -308,3 +308,52 @@ def long_files(roots: Iterable[Path], limit: int,
                 if n > limit:
                     out.append((path, n))
     return sorted(out, key=lambda item: -item[1])
+
+
+def layers(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Rooms by layer for an acyclic graph: layer 0 imports nothing, layer n only lower ones."""
+    level: dict[str, int] = {}
+
+    def depth(node: str, seen: frozenset[str] = frozenset()) -> int:
+        if node not in level:
+            if node in seen:
+                raise ValueError(f"cycle through {node}")
+            below = [depth(t, seen | {node}) for t in graph.get(node, ()) if t != node]
+            level[node] = 1 + max(below, default=-1)
+        return level[node]
+
+    for node in graph:
+        depth(node)
+    out: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for node in sorted(level):
+        out[level[node]].append(node)
+    return out
+
+
+def matrix(graph: Mapping[str, set[str]], prefix: str = "") -> str:
+    """The graph as text, one row per room bottom-up: "x" where the row imports the column.
+    An acyclic graph has every "x" left of the diagonal."""
+    order = [n for layer in layers(graph) for n in layer]
+    names = [n.removeprefix(prefix) or n for n in order]
+    width = max(map(len, names))
+    head = " " * (width + 2) + " ".join(f"{i:>2}" for i in range(len(order)))
+    rows = [head]
+    for i, (node, name) in enumerate(zip(order, names, strict=True)):
+        cells = ["x" if t in graph.get(node, ()) else ("." if j == i else " ")
+                 for j, t in enumerate(order)]
+        rows.append(f"{name:<{width}}  " + " ".join(f"{c:>2}" for c in cells) + f"   {i:>2}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python3 -m tests.support.imports [PACKAGE_DIR]: the rooms' graph
+    import sys
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "enclave")
+    rooms = package_graph(import_graph(root))
+    for n, layer in enumerate(layers(rooms)):
+        print(f"layer {n}: " + ", ".join(
+            f"{r.removeprefix(root.name + '.')} -> "
+            f"{','.join(sorted(t.removeprefix(root.name + '.') for t in rooms[r])) or '-'}"
+            for r in layer))
+    print()
+    print(matrix(rooms, prefix=root.name + "."))
