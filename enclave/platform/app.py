@@ -22,12 +22,13 @@ import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from enclave.platform.authority import Authority
 from enclave.platform.errors import ApiError, StoreError
+from enclave.platform.metrics import PlatformMetrics
 from enclave.platform.paths import PlatformPaths, PlatformSettings
 from enclave.platform.store import Store
 
@@ -47,6 +48,10 @@ class Platform:
     settings: PlatformSettings
     authority: Authority
     clock: Callable[[], datetime.datetime] = utcnow
+    metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
+
+    def __post_init__(self) -> None:
+        self.metrics.time_store(self.store)  # store_seconds{op}: every database call timed
 
     @classmethod
     def open(cls, paths: PlatformPaths) -> Platform:

@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = _listen(args.listen)
     else:
         host, port = "0.0.0.0", urlsplit(platform.settings.url).port or 443
-    run(platform, host, port)
+    run(platform, host, port, args.metrics)
     return 0
 
 
@@ -243,6 +243,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p = psub.add_parser("serve", help="run the HTTPS API until SIGTERM")
     _data_arg(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="default: 0.0.0.0 and the URL's port")
+    p.add_argument("--metrics", metavar="HOST:PORT", default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                   "(also ENCLAVE_PLATFORM_METRICS; default off)")
     p.add_argument("--log-level", dest="serve_log_level", default=None,
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_guard(cmd_serve))

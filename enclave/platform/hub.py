@@ -253,6 +253,7 @@ class Hub:
                 if me in self.sessions:
                     self.sessions[me].send(Withdrawal(other, reason).to_json())
             log.info("control: withdrew %s <-> %s (%s)", a, b, reason)
+            self.platform.metrics.withdrawals.labels(reason).inc()
         for pair in sorted(wanted - self.introduced, key=sorted):
             a, b = sorted(pair)
             if self._introduce(a, b):
@@ -276,6 +277,7 @@ class Hub:
         now = int(self.platform.clock().timestamp())
         certs = {n: store.current_certificate(n, now) for n in (a, b)}
         if any(c is None for c in certs.values()):
+            self.platform.metrics.introductions.labels("no_certificate").inc()
             return False
         punch_at = time.time() + PUNCH_DELAY
         relay = self.relay() if self.relay is not None else None
@@ -293,6 +295,7 @@ class Hub:
             self.sessions[me].send(intro.to_json())
         if relay is not None:
             self._tickets_at[frozenset((a, b))] = time.monotonic()
+        self.platform.metrics.introductions.labels("introduced").inc()
         return True
 
     def _refresh_tickets(self) -> None:

@@ -155,6 +155,7 @@ class RelayCore:
             global_burst=REGISTER_BURST_GLOBAL,
         )
         self.forwarded = 0
+        self.forwarded_bytes = 0  # payload bytes (without the relay header)
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -257,6 +258,7 @@ class RelayCore:
             self.dropped += 1
             return []
         self.forwarded += 1
+        self.forwarded_bytes += len(data) - RELAY_HEADER_SIZE
         return [
             (
                 pack_relay_header(MSG_RELAY_DATA, other.channel) + data[RELAY_HEADER_SIZE:],

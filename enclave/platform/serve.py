@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import ssl
@@ -22,6 +23,10 @@ from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
 from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middleware
 from enclave.platform.config import CONFIG_FILE, apply_config
+from enclave.platform.hub import HUB
+from enclave.platform.metrics import METRICS_ENV
+from enclave.platform.relay import RELAY, RelayCore
+from enclave.promhttp import MetricsServer, parse_listen
 
 log = logging.getLogger("enclave.platform")
 SHUTDOWN_TIMEOUT = 5.0
@@ -36,7 +41,8 @@ ROUTES: tuple[Callable[[web.Application], None], ...] = (
 
 def build_app(platform: Platform) -> web.Application:
     """The aiohttp application: the platform's state in ``app[PLATFORM]``, every route module."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[platform.metrics.enrol_middleware(), error_middleware])
     app[PLATFORM] = platform
     for setup in ROUTES:
         setup(app)
@@ -62,12 +68,34 @@ def tls_context(platform: Platform) -> ssl.SSLContext:
     return ctx
 
 
-async def serve(platform: Platform, host: str, port: int) -> None:
+async def serve_metrics(platform: Platform, app: web.Application,
+                        listen: str) -> MetricsServer:
+    """Prometheus /metrics on `listen` (HOST:PORT), reading the hub and the relay of `app`."""
+    def agents() -> int:
+        hub = app.get(HUB)
+        return 0 if hub is None else len(hub.sessions)
+
+    def relay_counts() -> RelayCore | None:
+        service = app.get(RELAY)
+        return None if service is None else service.server.core
+
+    platform.metrics.watch(agents, relay_counts)
+    host, port = parse_listen(listen)
+    server = MetricsServer(platform.metrics.registry, host, port)
+    await server.start()
+    log.info("metrics on http://%s/metrics", listen)
+    return server
+
+
+async def serve(platform: Platform, host: str, port: int, metrics: str | None = None) -> None:
+    """metrics: HOST:PORT for Prometheus /metrics (else $ENCLAVE_PLATFORM_METRICS; else off)."""
     app = build_app(platform)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls_context(platform), reuse_address=True)
     await site.start()
+    listen = metrics or os.environ.get(METRICS_ENV)
+    exporter = await serve_metrics(platform, app, listen) if listen else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,6 +106,8 @@ async def serve(platform: Platform, host: str, port: int) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if exporter is not None:
+            await exporter.close()
         try:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
         finally:
@@ -86,12 +116,12 @@ async def serve(platform: Platform, host: str, port: int) -> None:
         log.info("stopped")
 
 
-def run(platform: Platform, host: str, port: int) -> None:
+def run(platform: Platform, host: str, port: int, metrics: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT, with DATA/config.toml's settings under the environment's."""
     try:
         applied = apply_config(platform.paths.root)
         if applied:
             log.info("from %s: %s", platform.paths.root / CONFIG_FILE, ", ".join(applied))
-        asyncio.run(serve(platform, host, port))
+        asyncio.run(serve(platform, host, port, metrics))
     finally:
         platform.close()

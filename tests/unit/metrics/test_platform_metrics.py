@@ -1,0 +1,129 @@
+"""enclave.platform.metrics: enrolments by result (through the real middlewares on loopback),
+database latency around a real Store, live relay/agent figures; all through the text format."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from enclave.cert.enrolment import PATH_ENROL
+from enclave.platform.app import error_middleware
+from enclave.platform.errors import ApiError
+from enclave.platform.metrics import PlatformMetrics, enrolment_result
+from enclave.platform.relay import RelayCore
+from enclave.platform.store import Store
+
+
+def samples(metrics: PlatformMetrics) -> dict[tuple[str, ...], float]:
+    out: dict[tuple[str, ...], float] = {}
+    for fam in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for s in fam.samples:
+            out[(s.name, *(f"{k}={v}" for k, v in sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.mark.parametrize(("status", "result"), [
+    (201, "issued"), (202, "pending"), (400, "refused"), (401, "refused"), (403, "refused"),
+    (413, "refused"), (500, "error"), (503, "error"),
+])
+def test_enrolment_result(status: int, result: str) -> None:
+    assert enrolment_result(status) == result
+
+
+def test_enrolments_are_counted_by_the_status_they_are_answered_with() -> None:
+    metrics = PlatformMetrics()
+    replies = iter([201, 202, 401, 201])
+
+    async def enrol(_request: web.Request) -> web.Response:
+        status = next(replies)
+        if status >= 400:
+            raise ApiError(status, "bad token")
+        return web.json_response({}, status=status)
+
+    async def other(_request: web.Request) -> web.Response:
+        return web.json_response({}, status=201)
+
+    async def main() -> None:
+        app = web.Application(middlewares=[metrics.enrol_middleware(), error_middleware])
+        app.router.add_post(PATH_ENROL, enrol)
+        app.router.add_post("/v1/other", other)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+
+        def post(path: str) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}",
+                                         method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        try:
+            got = [await asyncio.to_thread(post, PATH_ENROL) for _ in range(4)]
+            assert got == [201, 202, 401, 201]
+            assert await asyncio.to_thread(post, "/v1/other") == 201  # not an enrolment
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    m = samples(metrics)
+    assert m[("enclave_platform_enrolments_total", "result=issued")] == 2
+    assert m[("enclave_platform_enrolments_total", "result=pending")] == 1
+    assert m[("enclave_platform_enrolments_total", "result=refused")] == 1
+
+
+def test_every_public_store_call_is_timed(tmp_path: Path) -> None:
+    metrics = PlatformMetrics()
+    store = Store(tmp_path / "platform.db")
+    try:
+        metrics.time_store(store)
+        store.set_meta({"k": "v"})
+        assert store.get_meta("k") == "v"
+        assert store.get_meta("missing") is None
+        assert store.list_systems() == []
+    finally:
+        store.close()
+    m = samples(metrics)
+    assert m[("enclave_platform_store_seconds_count", "op=get_meta")] == 2
+    assert m[("enclave_platform_store_seconds_count", "op=set_meta")] == 1
+    assert m[("enclave_platform_store_seconds_count", "op=list_systems")] == 1
+    assert m[("enclave_platform_store_seconds_bucket", "le=+Inf", "op=get_meta")] == 2
+    assert ("enclave_platform_store_seconds_count", "op=_tx") not in m
+
+
+def test_live_figures_are_read_at_each_scrape() -> None:
+    metrics = PlatformMetrics()
+    m = samples(metrics)  # nothing watched yet: zeros, still valid exposition
+    assert m[("enclave_platform_agents_connected",)] == 0
+    assert m[("enclave_platform_relay_forwarded_bytes_total",)] == 0
+    core = RelayCore(b"\x01" * 32)
+    sessions = ["A", "B"]
+    metrics.watch(lambda: len(sessions), lambda: core)
+    core.forwarded, core.forwarded_bytes, core.dropped = 3, 4200, 1
+    m = samples(metrics)
+    assert m[("enclave_platform_agents_connected",)] == 2
+    assert m[("enclave_platform_relay_forwarded_bytes_total",)] == 4200
+    assert m[("enclave_platform_relay_forwarded_packets_total",)] == 3
+    assert m[("enclave_platform_relay_dropped_packets_total",)] == 1
+    sessions.pop()
+    assert samples(metrics)[("enclave_platform_agents_connected",)] == 1
+
+
+def test_introductions_and_withdrawals_render_by_label() -> None:
+    metrics = PlatformMetrics()
+    metrics.introductions.labels("introduced").inc(2)
+    metrics.withdrawals.labels("offline").inc()
+    m = samples(metrics)
+    assert m[("enclave_platform_introductions_total", "result=introduced")] == 2
+    assert m[("enclave_platform_withdrawals_total", "reason=offline")] == 1
