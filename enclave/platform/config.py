@@ -17,6 +17,7 @@ from pathlib import Path
 
 from enclave.platform.discovery import PORTS_ENV
 from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
+from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.relay import DEFAULT_PORT, TICKET_LIFETIME
 
 CONFIG_FILE = "config.toml"
@@ -41,6 +42,7 @@ OPTIONS: dict[str, Option] = {
                                     int),
     "discovery_ports": Option(PORTS_ENV, "", str),
     "ephemeral_grace": Option(EPHEMERAL_GRACE_ENV, EPHEMERAL_GRACE, int),
+    "metrics": Option(METRICS_ENV, "", str),
 }
 
 
