@@ -52,6 +52,7 @@ def measure(a: Any, b: Any, *, ciphers: list[str], duration: float, offload: boo
         from enclave._fastpath import AeadKey, TapRelay
     except ImportError as exc:  # the stage fails with a reason; the run goes on
         raise RuntimeError(f"compiled fast path not available: {exc}") from exc
+    # imported here: keeps `enclave` start-up fast (dataplane.tap loads pyroute2)
     from enclave.dataplane.tap import TapDevice
 
     rows: list[CeilingRow] = []

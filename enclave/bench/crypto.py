@@ -21,6 +21,7 @@ DEFAULT_SIZES = (64, 512, 1400, 9000)
 
 
 def available_ciphers() -> list[str]:
+    # imported here: keeps `enclave` start-up fast (a build without _fastpath fails here)
     from enclave import _fastpath as fp
 
     return [c for c in fp.CIPHERS if c != "aes256gcm" or fp.aes256gcm_available()]
@@ -54,6 +55,7 @@ def _timed(call: Callable[[], Any], frames_per_call: int, seconds: float) -> tup
 
 
 def fastpath_seal(cipher: str, size: int, seconds: float) -> dict[str, Any]:
+    # imported here: keeps `enclave` start-up fast (a build without _fastpath fails here)
     from enclave import _fastpath as fp
 
     key = fp.AeadKey(cipher, os.urandom(fp.KEY_BYTES))
@@ -72,6 +74,7 @@ def fastpath_seal(cipher: str, size: int, seconds: float) -> dict[str, Any]:
 
 
 def pynacl_seal(cipher: str, size: int, seconds: float) -> dict[str, Any]:
+    # imported here: keeps `enclave` start-up fast (a build without _fastpath fails here)
     import nacl.bindings as nb
 
     from enclave import _fastpath as fp

@@ -119,6 +119,7 @@ def fmt_ratio(value: float | None) -> str:
 
 def render(report: Report, console: Any = None) -> None:
     """Print stages, figures and crypto rows as rich tables."""
+    # imported here: keeps `enclave` start-up fast (rich is only needed to show a report)
     from rich.console import Console
     from rich.table import Table
 
@@ -157,6 +158,7 @@ def render(report: Report, console: Any = None) -> None:
 
 def html_free(text: str) -> str:
     """Text safe for rich markup (square brackets escaped)."""
+    # imported here: keeps `enclave` start-up fast (rich is only needed to show a report)
     from rich.markup import escape
 
     return escape(text)

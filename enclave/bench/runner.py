@@ -40,9 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enclave import __version__
 from enclave.agent.cli import register as register_agent_commands
-from enclave.bench import flows, procstat
+from enclave.bench import ceiling, crypto, flows, procstat
 from enclave.bench.report import Figure, Report
+from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
+from enclave.netlab import Lab, NatType, Site, Topology, netns
 from enclave.spawn import enclave_argv
 
 ALL_FLOWS = ("tcp1", "tcp4", "udp64", "udp512", "udp1400", "latency")
@@ -90,8 +93,8 @@ def steps_for(opts: BenchOptions) -> int:
     """Progress steps a full run takes (for the progress bar's total)."""
     per_path = _flow_steps(opts)
     overlay = (4 + per_path) * len(opts.ciphers) if opts.overlay else 0
-    ceiling = 1 + len(opts.ciphers) if wants_ceiling(opts) else 0
-    return 5 + overlay + per_path + ceiling + (1 if opts.crypto else 0)
+    ceiling_steps = 1 + len(opts.ciphers) if wants_ceiling(opts) else 0
+    return 5 + overlay + per_path + ceiling_steps + (1 if opts.crypto else 0)
 
 
 def wants_ceiling(opts: BenchOptions) -> bool:
@@ -184,8 +187,6 @@ class StageFailed(Exception):
 
 def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
     """Run every stage that can run; always returns a report (the lab is always torn down)."""
-    from enclave import __version__
-
     report = Report(meta={
         "version": __version__,
         "kernel": os.uname().release,
@@ -204,8 +205,6 @@ def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
         progress("crypto")
         t0 = time.monotonic()
         try:
-            from enclave.bench import crypto
-
             report.crypto = crypto.run(opts.ciphers, seconds=opts.crypto_seconds)
             report.stage("crypto", "ok", "", time.monotonic() - t0)
         except (ImportError, RuntimeError, ValueError) as exc:
@@ -219,8 +218,6 @@ def in_lab(ctx: BenchContext, b_hosts: int, describe: Callable[[], str],
     """Stage "lab": site a (one host) behind --nat-a, site b (b_hosts hosts) behind --nat-b and a
     public platform host; ``describe`` (run once the lab is up) sets ctx.a/ctx.b and returns the
     stage detail. Then run ``body``; agents are stopped and the lab torn down afterwards."""
-    from enclave.netlab import Lab, NatType, Site, Topology
-
     opts = ctx.opts
     ctx.progress("lab")
     try:
@@ -302,9 +299,6 @@ def _run_in_lab(ctx: BenchContext) -> None:
 
 def _ceiling(ctx: BenchContext) -> None:
     """Stage "ceiling": TapRelay between a1 and b1 (see enclave.bench.ceiling)."""
-    from enclave.bench import ceiling
-    from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
-
     opts = ctx.opts
     with contextlib.suppress(StageFailed), timed_stage(ctx, "ceiling") as box:
         rows = ceiling.measure(ctx.a, ctx.b, ciphers=opts.ciphers, duration=opts.duration,
@@ -428,8 +422,6 @@ def forward_bench_ports(lab: Any, host: Any) -> None:
     Own table ``ip enclave_bench`` for the DNAT (priority before the lab's dstnat, so it wins);
     an accept for exactly these flows inserted at the top of the lab's forward filter.
     """
-    from enclave.netlab import netns
-
     site = lab.site(host.site)
     tcp = f"tcp dport {flows.IPERF_PORT}"
     udp = "udp dport { " + ", ".join(str(p) for p in flows.BENCH_UDP_PORTS) + " }"

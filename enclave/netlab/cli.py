@@ -218,6 +218,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_selfcheck(args: argparse.Namespace) -> int:
     if (why := _need_root()) is not None:
         return _err(why)
+    # imported here: keeps `enclave` start-up fast (the self-check's probes)
     from enclave.netlab.selfcheck import format_report, run_selfcheck
 
     try:
