@@ -14,9 +14,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 from enclave.agent.errors import AgentError
-from enclave.agent.localapi import CLIENT_TIMEOUT, call
+from enclave.agent.localapi import CLIENT_TIMEOUT, AgentNotRunning, call
+from enclave.agent.netcheck import Target, report_text, resolve, run_netcheck
 from enclave.agent.ping import DEFAULT_TIMEOUT, MAX_TIMEOUT, format_pong
 from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
 from enclave.cert.errors import CertificateError, KeyStoreError
@@ -59,6 +62,44 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0 if answered else 1
 
 
+def locate(state: StateDir, url: str) -> tuple[Target, list[dict[str, Any]] | None]:
+    """The reflector (from the running agent's control channel, else the API URL's port and
+    the next) and the relay measurements of the running agent's relayed peers (None: no
+    agent)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    target = Target(host, (port, port + 1), port + 1)
+    relays: list[dict[str, Any]] | None = None
+    try:
+        status = call(state.root, "status")
+        peers = call(state.root, "peers")
+    except AgentNotRunning:
+        status, peers = {}, []
+    else:
+        relays = [{"peer": p.get("name"), "relay": p.get("relay"), "rtt_ms": p.get("relay_rtt_ms")}
+                  for p in peers if isinstance(p, dict) and p.get("relay")]
+    disc = status.get("discovery") if isinstance(status, dict) else None
+    if isinstance(disc, dict) and isinstance(disc.get("udp"), list) and len(disc["udp"]) == 2:
+        tcp = disc.get("tcp")
+        target = Target(str(disc.get("host") or host), (int(disc["udp"][0]), int(disc["udp"][1])),
+                        tcp if isinstance(tcp, int) else None)
+    try:
+        return Target(resolve(target.host), target.udp, target.tcp), relays
+    except OSError as exc:
+        raise AgentError(f"cannot resolve the platform host {target.host!r}: {exc}") from None
+
+
+def cmd_netcheck(args: argparse.Namespace) -> int:
+    state = _state(args)
+    record = state.load_enrolment()
+    key = state.keystore().load_ed25519()
+    target, relays = locate(state, record.url)
+    report = run_netcheck(target, record.name, key, relays)
+    print(json.dumps(report) if args.json else report_text(report))
+    return 0 if report["udp"]["reachable"] or report["tcp"]["reachable"] else 1
+
+
 def _state_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", metavar="DIR", default=None,
                    help=f"agent state directory (default: ${STATE_ENV} or /var/lib/enclave)")
@@ -77,4 +118,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--json", action="store_true", help="one JSON object per ping")
     _state_arg(p)
     p.set_defaults(func=_guard(cmd_ping))
+
+    p = sub.add_parser(
+        "netcheck", help="NAT behaviour, platform reachability and relay RTT of this system",
+        description="Ask the platform's reflector (signed with this system's key) how this "
+        "system's NAT maps and filters UDP (RFC 4787 words and the cone/symmetric name), "
+        "whether the platform is reachable over UDP and TCP, the reflected addresses, and the "
+        "relay round-trip times the running agent measured. Exit status 1 when the platform "
+        "is unreachable over both UDP and TCP.")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    _state_arg(p)
+    p.set_defaults(func=_guard(cmd_netcheck))
 

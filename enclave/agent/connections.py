@@ -377,6 +377,7 @@ class ConnectionManager:
         out = []
         for info in sorted(self._peers.values(), key=lambda i: i.name):
             rtt = self.node.rtt(info.name)
+            relay = self._relay.rtt(info.name)
             keys = self.node.session(info.name) if info.state == "connected" else None
             d: dict[str, Any] = {
                 "name": info.name,
@@ -394,6 +395,9 @@ class ConnectionManager:
                 "rekeys": info.rekeys,
                 "path_changes": info.path_changes,
                 "relay_registered": self._relay.registered(info.name),
+                "relay": None if relay is None else f"{relay[0][0]}:{relay[0][1]}",
+                "relay_rtt_ms": None if relay is None or relay[1] is None
+                else round(relay[1] * 1000, 3),
                 "closed_reason": info.closed_reason,
                 "cipher": None if keys is None else keys.cipher.name.lower(),
             }

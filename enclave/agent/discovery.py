@@ -70,6 +70,15 @@ def private_addresses(exclude_ifaces: tuple[str, ...] = ()) -> list[str]:
     return sorted(set(out))
 
 
+def reflect_request(name: str, key: Ed25519PrivateKey,
+                    msg_type: int = wire.MSG_REFLECT_REQUEST) -> tuple[bytes, bytes]:
+    """(nonce, signed request) asking the platform's reflector for our mapping; `msg_type`
+    says where the reply comes from (wire.REFLECT_REQUEST_TYPES)."""
+    nonce = secrets.token_bytes(wire.REFLECT_NONCE_SIZE)
+    part = wire.reflect_signed_part(int(time.time()), nonce, name, msg_type)
+    return nonce, part + sign(key, wire.REFLECT_DOMAIN + part)
+
+
 def classify(a: Mapping | None, b: Mapping | None, local: list[str], port: int) -> NatBehaviour:
     if a is None or b is None:
         return NatBehaviour.UNKNOWN
@@ -136,9 +145,7 @@ class Discovery:
     # -- requests ----------------------------------------------------------------------------
 
     def _request(self) -> tuple[bytes, bytes]:
-        nonce = secrets.token_bytes(wire.REFLECT_NONCE_SIZE)
-        part = wire.reflect_signed_part(int(time.time()), nonce, self.name)
-        return nonce, part + sign(self.key, wire.REFLECT_DOMAIN + part)
+        return reflect_request(self.name, self.key)
 
     def feed(self, data: bytes, addr: tuple[Any, ...]) -> bool:
         """A datagram from the data socket; True if it was a reflect reply we waited for."""

@@ -66,6 +66,8 @@ class _Channel:
     registered: bool = False
     next_send: float = 0.0
     tries: int = 0
+    sent_at: float | None = None  # the last REGISTER not yet answered
+    rtt: float | None = None  # REGISTER -> CHALLENGE / REGISTERED, the latest measured
 
 
 class RelayClient:
@@ -113,6 +115,11 @@ class RelayClient:
         ch = self._by_peer.get(peer)
         return ch is not None and ch.registered
 
+    def rtt(self, peer: str) -> tuple[Addr, float | None] | None:
+        """(relay address, latest REGISTER round-trip time in seconds) of `peer`'s channel."""
+        ch = self._by_peer.get(peer)
+        return None if ch is None else (ch.relay, ch.rtt)
+
     def is_relay(self, addr: Addr) -> bool:
         return any(ch.relay == addr for ch in self._by_peer.values())
 
@@ -126,6 +133,7 @@ class RelayClient:
 
     def _register(self, ch: _Channel, now: float) -> tuple[bytes, Addr]:
         ch.tries += 1
+        ch.sent_at = now
         ch.next_send = now + (REFRESH_INTERVAL if ch.registered else RETRY_INTERVAL)
         return pack_relay_header(MSG_RELAY_REGISTER, ch.channel) + ch.cookie + ch.ticket, ch.relay
 
@@ -162,6 +170,8 @@ class RelayClient:
         if kind == MSG_RELAY_DATA:
             path = PathAddr(Transport.RELAY, ch.relay[0], ch.channel)
             return RelayInput("data", ch.peer, path, bytes(data[RELAY_HEADER_SIZE:]))
+        if kind in (MSG_RELAY_CHALLENGE, MSG_RELAY_REGISTERED) and ch.sent_at is not None:
+            ch.rtt, ch.sent_at = max(0.0, now - ch.sent_at), None
         if kind == MSG_RELAY_CHALLENGE and len(data) == RELAY_CHALLENGE_SIZE:
             ch.cookie = bytes(data[RELAY_HEADER_SIZE:])
             ch.tries = 0

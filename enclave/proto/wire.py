@@ -78,6 +78,10 @@ MSG_CONTROL = 5
 # discovery (agent <-> platform reflector, never between peers): layouts at the end of this file
 MSG_REFLECT_REQUEST = 16
 MSG_REFLECT_REPLY = 17
+MSG_REFLECT_REQUEST_ALT_PORT = 18
+MSG_REFLECT_REQUEST_ALT_ADDR = 19
+REFLECT_REQUEST_TYPES = frozenset(
+    {MSG_REFLECT_REQUEST, MSG_REFLECT_REQUEST_ALT_PORT, MSG_REFLECT_REQUEST_ALT_ADDR})
 
 # --- control kinds (inside the encrypted CONTROL payload) -----------------------------------
 CTRL_KEEPALIVE = 1
@@ -379,7 +383,7 @@ def decode_control(plain: bytes) -> Control:
 #     0                   1                   2                   3
 #     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 #    +---------------+-----------------------------------------------+
-#    |   type = 16   |              reserved (0, 0, 0)               |  0
+#    | type 16/18/19 |              reserved (0, 0, 0)               |  0
 #    +---------------+-----------------------------------------------+
 #    |                 timestamp (u64 LE, unix seconds)              |  4
 #    +---------------------------------------------------------------+
@@ -390,6 +394,13 @@ def decode_control(plain: bytes) -> Control:
 #    |       signature (64) = Ed25519(REFLECT_DOMAIN || bytes 0..44)  | 44
 #    +---------------------------------------------------------------+
 #
+# The type byte (signed with the rest) says where the reply comes from -- `enclave netcheck` uses
+# 18 and 19 to see which unsolicited senders the NAT lets in (RFC 4787 filtering):
+#    16  REFLECT_REQUEST           from the address and port the request went to
+#    18  REFLECT_REQUEST_ALT_PORT  from the reflector's other UDP port (same address; UDP only)
+#    19  REFLECT_REQUEST_ALT_ADDR  from the reflector's other address (UDP only; silence when it
+#                                  has none -- replies say whether it has one, flag bit 0)
+#
 # REFLECT_REPLY (40 bytes):
 #
 #    +---------------+-----------------------------------------------+
@@ -397,7 +408,7 @@ def decode_control(plain: bytes) -> Control:
 #    +---------------+-----------------------------------------------+
 #    |                 nonce (echoed, 16 bytes)                      |  4
 #    +---------------+---------------+-------------------------------+
-#    | family (4|6)  | reserved (0)  |  observed port (u16 LE)       | 20
+#    | family (4|6)  | flags         |  observed port (u16 LE)       | 20
 #    +---------------+---------------+-------------------------------+
 #    |   observed address (16 bytes; IPv4 in the first 4, rest 0)    | 24
 #    +---------------------------------------------------------------+
@@ -407,8 +418,9 @@ REFLECT_NAME_SIZE = 16
 REFLECT_SIGNED_SIZE = 44
 REFLECT_REQUEST_SIZE = REFLECT_SIGNED_SIZE + SIGNATURE_SIZE  # 108
 REFLECT_REPLY_SIZE = 40
+REFLECT_FLAG_ALT_ADDR = 0x01  # reply flag: this reflector can answer type 19
 _REFLECT_REQ = struct.Struct("<B3xQ16s16s")
-_REFLECT_REPLY = struct.Struct("<B3x16sBxH16s")
+_REFLECT_REPLY = struct.Struct("<B3x16sBBH16s")
 
 
 @dataclass(frozen=True)
@@ -417,44 +429,54 @@ class ReflectRequest:
     nonce: bytes
     name: str
     signature: bytes
+    msg_type: int = MSG_REFLECT_REQUEST  # where the reply should come from (16, 18, 19)
 
     def signed_bytes(self) -> bytes:
         return _REFLECT_REQ.pack(
-            MSG_REFLECT_REQUEST, self.timestamp, self.nonce, self.name.encode("ascii")
+            self.msg_type, self.timestamp, self.nonce, self.name.encode("ascii")
         )
 
 
-def reflect_signed_part(timestamp: int, nonce: bytes, name: str) -> bytes:
+def reflect_signed_part(
+    timestamp: int, nonce: bytes, name: str, msg_type: int = MSG_REFLECT_REQUEST
+) -> bytes:
     """Bytes 0..44 of a request; sign REFLECT_DOMAIN + these, then append the signature."""
     raw = name.encode("ascii")
     if len(nonce) != REFLECT_NONCE_SIZE or not 0 < len(raw) <= REFLECT_NAME_SIZE:
         raise WireError("bad reflect nonce or name")
-    return _REFLECT_REQ.pack(MSG_REFLECT_REQUEST, timestamp, nonce, raw)
+    if msg_type not in REFLECT_REQUEST_TYPES:
+        raise WireError("not a reflect request type")
+    return _REFLECT_REQ.pack(msg_type, timestamp, nonce, raw)
 
 
 def decode_reflect_request(data: bytes) -> ReflectRequest:
-    if len(data) != REFLECT_REQUEST_SIZE or message_type(data) != MSG_REFLECT_REQUEST:
+    if len(data) != REFLECT_REQUEST_SIZE or message_type(data) not in REFLECT_REQUEST_TYPES:
         raise WireError("not a reflect request")
     _t, ts, nonce, name_raw = _REFLECT_REQ.unpack_from(data)
     name_raw = name_raw.rstrip(b"\x00")
     if not name_raw or b"\x00" in name_raw or not name_raw.isascii():
         raise WireError("bad name in reflect request")
-    return ReflectRequest(ts, nonce, name_raw.decode("ascii"), bytes(data[44:]))
+    return ReflectRequest(ts, nonce, name_raw.decode("ascii"), bytes(data[44:]), data[0])
 
 
-def encode_reflect_reply(nonce: bytes, host: str, port: int) -> bytes:
+def encode_reflect_reply(nonce: bytes, host: str, port: int, flags: int = 0) -> bytes:
     addr = ipaddress.ip_address(host)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     family = 4 if addr.version == 4 else 6
-    return _REFLECT_REPLY.pack(MSG_REFLECT_REPLY, nonce, family, port, addr.packed)
+    return _REFLECT_REPLY.pack(MSG_REFLECT_REPLY, nonce, family, flags, port, addr.packed)
+
+
+def reflect_reply_flags(data: bytes) -> int:
+    """The flags byte of a reply that decode_reflect_reply accepted (REFLECT_FLAG_*)."""
+    return data[21] if len(data) == REFLECT_REPLY_SIZE else 0
 
 
 def decode_reflect_reply(data: bytes) -> tuple[bytes, str, int]:
     """(nonce, observed host, observed port)."""
     if len(data) != REFLECT_REPLY_SIZE or message_type(data) != MSG_REFLECT_REPLY:
         raise WireError("not a reflect reply")
-    _t, nonce, family, port, raw = _REFLECT_REPLY.unpack(data)
+    _t, nonce, family, _flags, port, raw = _REFLECT_REPLY.unpack(data)
     if family == 4:
         if raw[4:] != bytes(12):
             raise WireError("bad IPv4 address padding")
