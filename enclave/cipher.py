@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from enclave.sysinfo import cpu_info
+
 AES256GCM = "aes256gcm"
 CHACHA20POLY1305 = "chacha20poly1305"
 CIPHER_NAMES: tuple[str, ...] = (AES256GCM, CHACHA20POLY1305)
@@ -75,10 +77,9 @@ def select_cipher(
     """
     environ = os.environ if env is None else env
     if cpu_flags is None:
-        from enclave.sysinfo import cpu_info
-
         cpu_flags = cpu_info().crypto_flags()
     if sodium_flags is None:
+        # imported here: keeps `enclave` start-up fast (a build without _fastpath fails here)
         from enclave import _fastpath
 
         sodium_flags = _fastpath.sodium_runtime_flags()

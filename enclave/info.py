@@ -17,6 +17,7 @@ from enclave import __version__
 
 def gather(configured_cipher: str | None = None) -> dict[str, Any]:
     """Collect the report as a JSON-serialisable dict."""
+    # imported here: keeps `enclave` start-up fast (sysinfo loads importlib.metadata, ctypes)
     from enclave import sysinfo
 
     cpu = sysinfo.cpu_info()
@@ -37,10 +38,12 @@ def gather(configured_cipher: str | None = None) -> dict[str, Any]:
         "kernel_features": sysinfo.kernel_features(),
     }
     try:
+        # imported here: keeps `enclave` start-up fast; a build without it is reported below
         from enclave import _fastpath
     except ImportError as e:
         report["fastpath_error"] = str(e)
         return report
+    # imported here: keeps `enclave` start-up fast (cipher loads sysinfo)
     from enclave.cipher import CipherError, select_cipher
 
     report["fastpath"] = True
@@ -74,6 +77,7 @@ def _flags(flags: dict[str, bool] | None) -> str:
 
 def render(report: dict[str, Any]) -> None:
     """Print the report as a rich table."""
+    # imported here: keeps `enclave` start-up fast (rich is only needed to show a report)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

@@ -53,6 +53,7 @@ def bundled_sodium_from_changelog(description: str, pynacl_version: str) -> str 
 def libsodium_version() -> str:
     """Version of the libsodium the fast path uses (PyNaCl's copy), e.g. "1.0.20"."""
     try:
+        # imported here: keeps `enclave` start-up fast; a build without it falls back below
         from enclave import _fastpath
 
         own = _fastpath.sodium_version_string()
@@ -100,6 +101,7 @@ class CpuInfo:
 @functools.cache
 def cpu_info() -> CpuInfo:
     """py-cpuinfo's view of the CPU. Slow (~1 s, it spawns a process), so computed once."""
+    # imported here: keeps `enclave` start-up fast (py-cpuinfo is only needed for this)
     import cpuinfo
 
     info: dict[str, Any] = cpuinfo.get_cpu_info()
