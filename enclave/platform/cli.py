@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from enclave.cert.errors import CertificateError, KeyStoreError
+from enclave.logfmt import FORMATS, LOG_FORMAT_ENV, use_format
 from enclave.platform.admin import (
     DEFAULT_CERT_LIFETIME,
     create_enrolment_key,
@@ -82,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from enclave.platform.app import Platform
     from enclave.platform.serve import run
 
+    use_format(args.log_format)
     if args.serve_log_level:
         logging.getLogger().setLevel(args.serve_log_level.upper())
     paths = data_paths(args)
@@ -248,6 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    "(also ENCLAVE_PLATFORM_METRICS; default off)")
     p.add_argument("--log-level", dest="serve_log_level", default=None,
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=FORMATS, default=None,
+                   help=f"log lines as text or one JSON object each (default: ${LOG_FORMAT_ENV}"
+                   " or text)")
     p.set_defaults(func=_guard(cmd_serve))
 
     keys = psub.add_parser("keys", help="enrolment keys (operates on the store in --data)")

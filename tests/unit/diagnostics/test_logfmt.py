@@ -92,3 +92,15 @@ def test_up_and_serve_take_the_flag() -> None:
     assert parser.parse_args(["up", "--log-format", "json"]).log_format == "json"
     with pytest.raises(SystemExit):
         parser.parse_args(["up", "--log-format", "yaml"])
+
+
+def test_serve_takes_the_flag_and_refuses_a_bad_env_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["platform", "serve", "--log-format", "json"])
+    assert args.log_format == "json"
+    monkeypatch.setenv(LOG_FORMAT_ENV, "yaml")
+    args = parser.parse_args(["platform", "serve", "--data", str(tmp_path)])
+    assert args.func(args) == 1
+    assert "log format must be one of text, json" in capsys.readouterr().err
