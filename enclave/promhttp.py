@@ -1,7 +1,7 @@
 """Prometheus /metrics over HTTP on the caller's asyncio loop (agent and platform share it).
 
     parse_listen("127.0.0.1:9101") -> ("127.0.0.1", 9101)      ("[::1]:9101" for IPv6)
-    await MetricsServer(registry, host, port).start()           GET /metrics -> text format 0.0.4
+    await MetricsServer(registry, host, port).start()     GET /metrics -> Prometheus text
 
 The exposition is rendered by prometheus_client (generate_latest) at each scrape, in the loop's
 thread, so custom collectors read the process's state without locks. Any other path is 404.
