@@ -37,7 +37,7 @@ from enclave.netlab import Lab, Topology
 from enclave.proto.wire import Cipher
 
 fp = pytest.importorskip("enclave._fastpath")
-support = pytest.importorskip("tests.dataplane.support")
+support = pytest.importorskip("tests.support.overlay")
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
@@ -74,9 +74,9 @@ def lab_factory(netlab_required: None) -> Any:
 
 @pytest.fixture(scope="session")
 def netlab_required() -> None:
-    from tests.netlab.conftest import _netlab_unavailable
+    from tests.support.lab import netlab_unavailable
 
-    reason = _netlab_unavailable()
+    reason = netlab_unavailable()
     if reason is not None:
         pytest.skip(reason)
 

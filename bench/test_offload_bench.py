@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.offload_frames import csum_sum, pseudo
+from tests.support.offload_frames import csum_sum, pseudo
 
 fp = pytest.importorskip("enclave._fastpath")
 

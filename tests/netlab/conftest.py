@@ -5,44 +5,25 @@
         ...                                   # torn down after the test, pass or fail
 
 ``netlab_required`` skips with a clear reason when the lab cannot run here (not root, no iproute2
-or nft, no network namespaces).
+or nft, no network namespaces: tests.support.lab.netlab_unavailable).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from enclave.netlab import Lab, Topology
-
-
-def _netlab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "netlab tests need root (network namespaces)"
-    for tool in ("ip", "nft", "tc"):
-        if shutil.which(tool) is None:
-            return f"netlab tests need {tool!r} (iproute2 / nftables)"
-    probe = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
-    )
-    if probe.returncode != 0:
-        return f"`ip netns` unavailable: {probe.stderr.strip()}"
-    return None
+from tests.support.lab import LabFactory, netlab_unavailable
 
 
 @pytest.fixture(scope="session")
 def netlab_required() -> None:
-    reason = _netlab_unavailable()
+    reason = netlab_unavailable()
     if reason is not None:
         pytest.skip(reason)
-
-
-LabFactory = Callable[..., Lab]
 
 
 @pytest.fixture

@@ -1,5 +1,0 @@
-"""The netlab tier's fixtures (lab_factory, netlab_required) for the data-plane tests."""
-
-from tests.netlab.conftest import lab_factory, netlab_required
-
-__all__ = ["lab_factory", "netlab_required"]

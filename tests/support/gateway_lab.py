@@ -1,0 +1,155 @@
+"""A gateway lab: a NATed client, two gateways on a LAN, and a plain LAN host (no agent).
+
+    site a (port-restricted NAT)          site b 198.19.2.0/24 (routed, no NAT)
+    +-----------------------+             +--------------------------------------------+
+    | a1  198.19.1.11       |   UDP       | b1 198.19.2.11  gateway 1 (100.64.0.2)      |
+    | enclave0 100.64.0.1   |<===========>| b2 198.19.2.12  gateway 2 (100.64.0.3)      |
+    | route 198.19.2.0/24   |  overlay    | b3 198.19.2.13  plain LAN host, no agent    |
+    |  via active gateway   |  (static    +--------------------------------------------+
+    +-----------------------+   keys)
+
+Sessions use the compiled DataPlane with static keys (tests/support/overlay.py); each member
+gets a GatewayManager applied inside its namespace. The gateways masquerade, so the LAN host
+sees the serving gateway's LAN address as the source: that tells which gateway carried a flow
+(and that it did not come over the underlay, where it would show the client NAT's address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+
+from enclave.agent.gateway import (
+    GatewayManager,
+    GatewayProber,
+    echo_request,
+    mark_socket,
+    parse_echo_reply,
+)
+from enclave.netlab import Host, Lab, NatType, Site, Topology
+from enclave.policy.gateway import (
+    GatewayGrant,
+    GatewayOffer,
+    LocalView,
+    PeerView,
+    parse_acl,
+    parse_routes,
+)
+from enclave.proto.events import PeerKeysUpdated, SessionKeys
+from tests.support.overlay import PORT, Member, Overlay, index_of, overlay_ip, overlay_mac
+
+LAN = "198.19.2.0/24"
+TOPOLOGY = Topology(sites=[Site("a", nat=NatType.PORT_RESTRICTED, hosts=1),
+                           Site("b", nat=NatType.NONE, hosts=3)])
+
+
+def ping(host: Host, dst: str, count: int = 2, *, src: str | None = None,
+         wait: float = 1.0) -> int:
+    """Echo requests from ``host`` (raw ICMP socket in its namespace); number of replies."""
+    sock = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    with sock:
+        if src is not None:
+            sock.bind((src, 0))
+        ident = 0x6777 ^ (id(sock) & 0xFFF)
+        got = 0
+        for seq in range(1, count + 1):
+            sock.sendto(echo_request(ident, seq), (dst, 0))
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    reply = parse_echo_reply(sock.recv(2048), ident)
+                except TimeoutError:
+                    break
+                if reply == (dst, seq):
+                    got += 1
+                    break
+        return got
+
+
+class NatOverlay(Overlay):
+    """Static sessions addressed to where the internet sees each host (its NAT's address)."""
+
+    def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes) -> PeerKeysUpdated:
+        tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher, 0.0)
+        return PeerKeysUpdated(b.name, (str(b.host.public_ip), PORT), tx, (tx,))
+
+
+def peer_view(m: Member, **kw: object) -> PeerView:
+    return PeerView(m.name, overlay_mac(m.n), ipaddress.IPv4Address(overlay_ip(m.n)),
+                    **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class GatewayLab:
+    lab: Lab
+    overlay: NatOverlay
+    client: Member
+    gateways: list[Member]
+    managers: dict[str, GatewayManager]
+    prober: GatewayProber | None = None
+
+    def manager_apply(self, m: Member) -> None:
+        mgr = self.managers[m.name]
+        m.host.call(mgr.apply)
+
+    def stop_gateway(self, m: Member) -> None:
+        """What `enclave down` on a gateway does to the data path: sessions, TAP, filter gone."""
+        mgr = self.managers.pop(m.name)
+        m.host.call(mgr.close)
+        m.dp.close()
+        m.tap.close()
+        m.sock.close()
+        self.overlay.members.remove(m)
+
+    def close(self) -> None:
+        if self.prober is not None:
+            self.prober.stop()
+        for m in [self.client, *self.gateways]:
+            mgr = self.managers.pop(m.name, None)
+            if mgr is not None:
+                m.host.call(mgr.close)
+        self.overlay.close()
+
+
+def build(lab: Lab, *, grant_routes: str = "198.19.2.0/28", acl: str = "icmp,tcp:7000,udp:7001",
+          nat: bool = True, probe: bool = True) -> GatewayLab:
+    a1, b1, b2 = lab.host("a1"), lab.host("b1"), lab.host("b2")
+    overlay = NatOverlay(lab, [a1, b1, b2])
+    client, g1, g2 = overlay.members
+    gl = GatewayLab(lab, overlay, client, [g1, g2], {})
+    try:
+        for m in overlay.members:
+            mark_socket(m.sock)
+        for g in (g1, g2):
+            overlay.connect(client, g)
+        served = parse_routes(LAN)
+        grant = GatewayGrant(parse_routes(grant_routes), parse_acl(acl), "ops-lan")
+        for g in (g1, g2):
+            local = LocalView("enclave0", ipaddress.IPv4Interface(f"{overlay_ip(g.n)}/10"),
+                              served, nat)
+            mgr = GatewayManager(local)
+            mgr.upsert_peer(peer_view(client, grants=(grant,)))
+            gl.managers[g.name] = mgr
+            gl.manager_apply(g)
+        cmgr = GatewayManager(LocalView("enclave0",
+                                        ipaddress.IPv4Interface(f"{overlay_ip(client.n)}/10")))
+        for g in (g1, g2):
+            cmgr.upsert_peer(peer_view(g, cert_routes=served,
+                                       offer=GatewayOffer(served, nat=nat)))
+        gl.managers[client.name] = cmgr
+        gl.manager_apply(client)
+        for g in (g1, g2):  # warm up: ARP through the overlay and the client's NAT mapping
+            deadline = time.monotonic() + 10.0
+            while not ping(client.host, overlay_ip(g.n), 1, wait=0.5):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"gateway {g.name} unreachable over the overlay")
+        if probe:
+            gl.prober = GatewayProber(cmgr)
+            client.host.call(gl.prober.start)  # its thread inherits the namespace
+    except BaseException:
+        gl.close()
+        raise
+    return gl
