@@ -39,9 +39,10 @@ CREDSTORE = Path("/etc/credstore.encrypted")
 PLATFORM_DATA_DIR = "/var/lib/enclave-platform"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
+HOME_DIRS = (PurePosixPath("/home"), PurePosixPath("/root"), PurePosixPath("/run/user"))
+
 _COMMON_HARDENING = (
     ("ProtectSystem", "strict"),
-    ("ProtectHome", "yes"),
     ("PrivateTmp", "yes"),
     ("NoNewPrivileges", "yes"),
     ("ProtectKernelModules", "yes"),
@@ -146,7 +147,11 @@ def render_unit(spec: UnitSpec, executable: Path, *, credential: Path | None) ->
     ]
     if credential is not None:
         service.append(("LoadCredentialEncrypted", f"{spec.credential_name}:{credential}"))
+    # ProtectHome=yes hides /home, /root and /run/user: an enclave installed there (a
+    # developer's pyenv) must stay reachable, read-only.
+    in_home = any(PurePosixPath(executable).is_relative_to(d) for d in HOME_DIRS)
     service += [
+        ("ProtectHome", "read-only" if in_home else "yes"),
         ("CapabilityBoundingSet", " ".join(spec.capabilities)),
         ("RestrictAddressFamilies", " ".join(spec.address_families)),
         *spec.extra,

@@ -69,8 +69,9 @@ def test_agent_unit_directives() -> None:
         "enclave-key-passphrase:/etc/credstore.encrypted/enclave-key-passphrase"]
     assert service["DeviceAllow"] == ["/dev/net/tun rw"]
     assert "AF_NETLINK" in service["RestrictAddressFamilies"][0].split()
-    for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges"):
+    for key in ("PrivateTmp", "NoNewPrivileges"):
         assert service[key] == ["yes"], key
+    assert service["ProtectHome"] in (["yes"], ["read-only"])
     assert "ProtectKernelTunables" not in service  # a gateway writes net.ipv4.ip_forward
     assert service["ExecStart"][0].split()[1:] == ["up", "--state", "/var/lib/enclave"]
     assert _directives(text)["Install"]["WantedBy"] == ["multi-user.target"]
@@ -85,6 +86,13 @@ def test_platform_unit_directives() -> None:
     assert service["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert service["ProtectSystem"] == ["strict"] and service["PrivateDevices"] == ["yes"]
     assert "LoadCredentialEncrypted" not in service  # --no-credential: keys.kek is used
+
+
+def test_enclave_installed_under_a_home_directory_stays_reachable() -> None:
+    home = _directives(render_unit(AGENT, Path("/root/.venv/bin/enclave"), credential=None))
+    assert home["Service"]["ProtectHome"] == ["read-only"]
+    opt = _directives(render_unit(AGENT, Path("/opt/enclave/bin/enclave"), credential=None))
+    assert opt["Service"]["ProtectHome"] == ["yes"]
 
 
 def test_render_refuses_relative_executable_and_unknown_role() -> None:
