@@ -1,8 +1,8 @@
 """The agent's DNS answers for `NAME.enclave`, sans I/O: a name table, query bytes -> reply.
 
-    NameTable  <- this system + every introduced peer (set / remove by system name)
+    NameTable  <- this system (the owner) + every introduced peer (set / remove by system name)
         |
-    respond(table, query_wire) -> reply_wire | None      (dnspython messages)
+    respond(table, query_wire, asker) -> reply_wire | None      (dnspython messages)
 
 What it answers (authoritative for the zone `enclave.`, no recursion):
   * `NAME.enclave.` for a name in the table (case-insensitive): A -> the overlay IPv4,
@@ -14,6 +14,12 @@ What it answers (authoritative for the zone `enclave.`, no recursion):
     introduced gets exactly the reply of a name that exists nowhere (cloaking); negative replies
     carry the constant SOA, whose serial never changes, so nothing tells them apart.
   * names outside `enclave.`, other classes than IN: REFUSED; opcodes other than QUERY: NOTIMP.
+
+Who sees what (`asker`, the query's source address): the owner itself (a query from its own
+overlay address, or asker None) sees the whole table. Anyone else, such as a peer asking over the
+overlay, sees only the owner's name and its own (a name whose address is the asker's): the
+owner's other peers were introduced to the owner, not to the asker, so for the asker they get
+the NXDOMAIN of a name that does not exist, and the table cannot be enumerated from outside.
 
 Error contract: never raises for any input bytes. A message too short to hold a header, or one
 that is itself a response (QR set), gets no reply (None); a parseable header with a malformed
@@ -51,9 +57,10 @@ class Record:
 
 
 class NameTable:
-    """System name -> Record, for this system and the peers it has been introduced to."""
+    """System name -> Record, for this system (`owner`) and the peers it has been introduced to."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner.lower()
         self._records: dict[str, Record] = {}
 
     def set(self, name: str, v4: ipaddress.IPv4Address,
@@ -66,6 +73,20 @@ class NameTable:
     def get(self, name: str) -> Record | None:
         return self._records.get(name.lower())
 
+    def lookup(self, name: str, asker: str | None) -> Record | None:
+        """The record of `name` as `asker` may see it (see the module docstring)."""
+        record = self.get(name)
+        if record is None or asker is None or name.lower() == self.owner:
+            return record
+        try:
+            source = ipaddress.ip_address(asker)
+        except ValueError:
+            return None
+        own = self._records.get(self.owner)
+        if own is not None and source in (own.v4, own.v6):
+            return record
+        return record if source in (record.v4, record.v6) else None
+
     def names(self) -> list[str]:
         return sorted(self._records)
 
@@ -73,8 +94,9 @@ class NameTable:
         return len(self._records)
 
 
-def respond(table: NameTable, wire: bytes) -> bytes | None:
-    """The reply to one DNS message `wire`, or None when it deserves silence.
+def respond(table: NameTable, wire: bytes, asker: str | None = None) -> bytes | None:
+    """The reply to one DNS message `wire` from address `asker` (None: this system itself),
+    or None when it deserves silence.
 
     Every reply fits the 512 bytes of plain DNS over UDP (one question of at most 255 bytes, at
     most one A and one AAAA record or one SOA, names compressed), so none is ever truncated.
@@ -85,10 +107,11 @@ def respond(table: NameTable, wire: bytes) -> bytes | None:
         query = dns.message.from_wire(wire)
     except Exception:  # DNSException, and plain ValueError/IndexError on some garbage
         return _formerr(wire)
-    return _answer(table, query).to_wire(max_size=PLAIN_UDP_SIZE)
+    return _answer(table, query, asker).to_wire(max_size=PLAIN_UDP_SIZE)
 
 
-def _answer(table: NameTable, query: dns.message.Message) -> dns.message.Message:
+def _answer(table: NameTable, query: dns.message.Message,
+            asker: str | None) -> dns.message.Message:
     reply = dns.message.make_response(query, recursion_available=False)
     if query.opcode() != dns.opcode.QUERY:
         reply.set_rcode(dns.rcode.NOTIMP)
@@ -109,7 +132,7 @@ def _answer(table: NameTable, query: dns.message.Message) -> dns.message.Message
         else:
             reply.authority.append(_soa())
         return reply
-    record = table.get(_label_text(labels[0])) if len(labels) == 1 else None
+    record = table.lookup(_label_text(labels[0]), asker) if len(labels) == 1 else None
     if record is None:
         reply.set_rcode(dns.rcode.NXDOMAIN)
         reply.authority.append(_soa())

@@ -11,7 +11,8 @@ The server binds to the overlay IP only (it exists once the TAP has its address)
 outside the overlay reaches it. TCP: at most MAX_TCP_CONNECTIONS at a time (more are closed at
 once), each closed after TCP_IDLE_TIMEOUT seconds without a complete query or when a message is
 malformed beyond a FORMERR; a reply the client does not read within the timeout ends it too.
-A peer's introduction adds `NAME.enclave` only when its certificate verifies and names it.
+A peer's introduction adds `NAME.enclave` only when its certificate verifies and names it; what a
+query may see depends on its source address (dns_resolver: a peer sees the owner and itself).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = respond(self.table, data)
+        reply = respond(self.table, data, str(addr[0]))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -108,6 +109,8 @@ class DnsServer:
             writer.close()
             return
         self._clients.add(task)
+        peer = writer.get_extra_info("peername")
+        asker = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(LENGTH_PREFIX), self.idle_timeout)
@@ -115,7 +118,7 @@ class DnsServer:
                 if size == 0:
                     break
                 query = await asyncio.wait_for(reader.readexactly(size), self.idle_timeout)
-                reply = respond(self.table, query)
+                reply = respond(self.table, query, asker)
                 if reply is None:
                     break
                 writer.write(len(reply).to_bytes(LENGTH_PREFIX, "big") + reply)
@@ -137,7 +140,7 @@ class AgentDns:
                  route: ResolvedRoute | None = None) -> None:
         self.name = name
         self.address = address
-        self.table = NameTable()
+        self.table = NameTable(owner=name)
         self.table.set(name, address)
         self._verify = verify
         self.server = DnsServer(self.table, str(address), port)

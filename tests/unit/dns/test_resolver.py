@@ -19,7 +19,7 @@ PEER_V6 = ipaddress.IPv6Address("fd7a:115c:a1e0::3")
 
 @pytest.fixture
 def table() -> NameTable:
-    t = NameTable()
+    t = NameTable(owner="4T9GP")
     t.set("4T9GP", SELF_V4)
     t.set("3ZM8D", PEER_V4, PEER_V6)
     return t
@@ -154,3 +154,37 @@ def test_the_longest_name_still_fits_plain_udp(table: NameTable) -> None:
     reply = ask(table, name, "ANY", use_edns=0)
     assert reply.rcode() == dns.rcode.NXDOMAIN
     assert len(reply.to_wire()) <= 512
+
+
+OTHER_V4 = "100.64.0.4"
+
+
+def ask_from(table: NameTable, name: str, asker: str | None) -> dns.message.Message:
+    wire = respond(table, dns.message.make_query(name, "A").to_wire(), asker)
+    assert wire is not None
+    return dns.message.from_wire(wire)
+
+
+@pytest.mark.parametrize(("case", "asker", "name", "answers"), [
+    (1, None, "3ZM8D.enclave.", ["100.64.0.3"]),              # this system: everything
+    (2, "100.64.0.2", "3ZM8D.enclave.", ["100.64.0.3"]),      # from its own overlay address
+    (3, "100.64.0.3", "3ZM8D.enclave.", ["100.64.0.3"]),      # a peer asking its own name
+    (4, "100.64.0.3", "4T9GP.enclave.", ["100.64.0.2"]),      # a peer asking the owner's
+    (5, OTHER_V4, "3ZM8D.enclave.", []),                      # another peer's name: hidden
+    (6, OTHER_V4, "4t9gp.enclave.", ["100.64.0.2"]),
+    (7, "fd7a:115c:a1e0::3", "3ZM8D.enclave.", ["100.64.0.3"]),  # its overlay IPv6
+    (8, "not an address", "3ZM8D.enclave.", []),
+])
+def test_who_sees_which_names(table: NameTable, case: int, asker: str | None, name: str,
+                              answers: list[str]) -> None:
+    reply = ask_from(table, name, asker)
+    assert addresses(reply) == answers, case
+    assert reply.rcode() == (dns.rcode.NOERROR if answers else dns.rcode.NXDOMAIN), case
+
+
+def test_a_hidden_peer_looks_exactly_like_a_name_that_does_not_exist(table: NameTable) -> None:
+    hidden = ask_from(table, "3ZM8D.enclave.", OTHER_V4)
+    absent = ask_from(table, "ZZZZZ.enclave.", OTHER_V4)
+    assert (hidden.rcode(), hidden.flags, hidden.answer) == (absent.rcode(), absent.flags,
+                                                             absent.answer)
+    assert [r.to_text() for r in hidden.authority] == [r.to_text() for r in absent.authority]
