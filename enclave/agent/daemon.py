@@ -495,6 +495,16 @@ class Agent:
         return verify_system_certificate(der, self.ca, now=datetime.datetime.now(datetime.UTC),
                                          revoked_serials=self.revoked)
 
+    def metrics_view(self) -> dict[str, Any]:
+        """What `--metrics` reads at each scrape (enclave.agent.metrics): in-memory figures only,
+        unlike status() (no nft counters, no discovery state)."""
+        return {
+            "cert_expires": self.identity.not_after.isoformat(),
+            "dataplane": self._dataplane_status(),
+            "node_drops": self._node_drops(),
+            "handshakes": self.cm.handshake_counts() if self.cm is not None else {},
+        }
+
     def _node_drops(self) -> dict[str, int]:
         """What the connection manager's Node dropped silently, by reason."""
         counters = getattr(self.cm, "counters", None)

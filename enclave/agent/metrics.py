@@ -1,11 +1,12 @@
 """The agent's Prometheus metrics: a custom collector that reads the agent at each scrape.
 
     `enclave up --metrics HOST:PORT` -> enclave.promhttp.MetricsServer (GET /metrics, agent loop)
-        -> AgentCollector.collect() -> AgentView.peers() / .status()
-              peers():  per-peer bytes and frames (control messages + the compiled fast path's
-                        per-slot counters, read while its threads run), state, path, rtt
-              status(): the fast path's global counters, the Node's silent drops by reason,
-                        handshakes by result, the certificate's notAfter
+        -> AgentCollector.collect() -> AgentView.peers() / .metrics_view()
+              peers():        per-peer bytes and frames (control messages + the compiled fast
+                              path's per-slot counters, read while its threads run), state,
+                              path, rtt
+              metrics_view(): the fast path's global counters, the Node's silent drops by
+                              reason, handshakes by result, the certificate's notAfter
 
 Exported (peer = system name):
     enclave_peer_receive_bytes_total{peer}      enclave_peer_transmit_bytes_total{peer}
@@ -46,11 +47,11 @@ REJECTED_HANDSHAKES = ("init_invalid", "response_invalid", "confirm_invalid")
 
 
 class AgentView(Protocol):
-    """What the collector reads: enclave.agent.daemon.Agent's local-API views."""
+    """What the collector reads: enclave.agent.daemon.Agent's in-memory views."""
 
     def peers(self) -> list[dict[str, Any]]: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def metrics_view(self) -> dict[str, Any]: ...
 
 
 class Totals:
@@ -89,7 +90,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         peers = self.agent.peers()
-        status = self.agent.status()
+        status = self.agent.metrics_view()
         yield from self._peer_counters(peers)
         yield self._dropped(peers, status)
         yield self._states(peers)

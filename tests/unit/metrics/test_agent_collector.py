@@ -39,7 +39,7 @@ class FakeAgent:
     def peers(self) -> list[dict[str, Any]]:
         return self.peer_rows
 
-    def status(self) -> dict[str, Any]:
+    def metrics_view(self) -> dict[str, Any]:
         return self.status_row
 
 
