@@ -186,7 +186,8 @@ class ConnectionManager:
         self._relay = RelayClient()
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
-        self._pings: dict[int, asyncio.Future[PingAnswered]] = {}  # operator pings in flight
+        # operator pings in flight: the PONG and when it arrived (time.perf_counter)
+        self._pings: dict[int, asyncio.Future[tuple[PingAnswered, float]]] = {}
         self._wall_offset = time.time() - time.monotonic()  # loop.time() is monotonic
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -341,17 +342,19 @@ class ConnectionManager:
 
     async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None:
         """An operator's ping (`enclave ping`) on `peer`'s current path: path, endpoint and
-        rtt_ms of the authenticated PONG, or None (no session, or no PONG within `timeout`)."""
+        rtt_ms of the authenticated PONG, or None (no session, or no PONG within `timeout`).
+        The round trip is timed with time.perf_counter (the loop's clock may tick in ms)."""
         if self._loop is None:
             return None
+        sent = time.perf_counter()
         ping_id = self.node.send_ping(peer, self._now())
         if ping_id is None:
             return None
-        fut: asyncio.Future[PingAnswered] = self._loop.create_future()
+        fut: asyncio.Future[tuple[PingAnswered, float]] = self._loop.create_future()
         self._pings[ping_id] = fut
         self._pump()
         try:
-            ans = await asyncio.wait_for(fut, timeout)
+            ans, received = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
         finally:
@@ -361,7 +364,7 @@ class ConnectionManager:
         return {
             "path": path_name(addr, info.kinds if info is not None else {}),
             "endpoint": None if addr is None else f"{addr.host}:{addr.port}",
-            "rtt_ms": round(ans.rtt * 1000, 3),
+            "rtt_ms": round((received - sent) * 1000, 3),
         }
 
     def counters(self) -> dict[str, int]:
@@ -587,7 +590,7 @@ class ConnectionManager:
         if isinstance(ev, PingAnswered):
             waiter = self._pings.get(ev.ping_id)
             if waiter is not None and not waiter.done():
-                waiter.set_result(ev)
+                waiter.set_result((ev, time.perf_counter()))
             return
         if info is None:
             return

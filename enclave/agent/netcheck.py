@@ -14,8 +14,9 @@ from the system's own key, from sockets of its own (the agent may hold the data 
 The verdicts come from enclave.discovery.natcheck (pure).  Where the reflector is and the relay
 round-trip times come from the running agent when there is one (local API "status": the
 platform's discovery ports from the control channel's welcome; "peers": relay_rtt_ms measured
-by its relay registrations); without an agent the reflector is taken to listen on the API
-URL's port and the next one, and the relay is not measured (it needs a peer's relay ticket).
+by its relay registrations, to the millisecond); without an agent the reflector is taken to
+listen on the API URL's port and the next one, and the relay is not measured (it needs a peer's
+relay ticket).
 """
 
 from __future__ import annotations
@@ -192,6 +193,14 @@ def run_netcheck(target: Target, name: str, key: Ed25519PrivateKey,
     }
 
 
+def _relay_rtt(ms: float | None) -> str:
+    """The agent times relay registrations with its event loop's clock, which ticks in
+    milliseconds: 0 means "under a millisecond"."""
+    if ms is None:
+        return "-"
+    return "<1ms" if ms < 1 else f"{ms:.0f}ms"
+
+
 def report_text(r: dict[str, Any]) -> str:
     """The report for people (`enclave netcheck` without --json)."""
     udp, tcp = r["udp"], r["tcp"]
@@ -219,7 +228,6 @@ def report_text(r: dict[str, Any]) -> str:
         lines.append("relay        not measured (no peer is relayed; the agent registers with "
                      "the relay only for peers without a direct path)")
     for rel in relays or []:
-        rtt = rel.get("rtt_ms")
-        lines.append(f"relay        {rel.get('relay')} rtt "
-                     f"{'-' if rtt is None else f'{rtt:.1f}ms'} (peer {rel.get('peer')})")
+        lines.append(f"relay        {rel.get('relay')} rtt {_relay_rtt(rel.get('rtt_ms'))} "
+                     f"(peer {rel.get('peer')})")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ def connected_pair() -> tuple[Router, Host, Host]:
     r = Router(latency=0.01)
     a = r.add(make_host(pki, A, [udp("198.18.1.1")], intents={B}, seed=1))
     b = r.add(make_host(pki, B, [udp("198.18.2.2")], intents={A}, seed=2))
-    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now)
+    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now,
+                   peer_key=b.public_key)
     assert r.run_until(
         lambda: a.node.session(B) is not None and b.node.session(A) is not None, 10.0)
     r.run(1.0)
@@ -60,7 +61,7 @@ def test_no_session_no_ping() -> None:
 
 def test_forged_ping_gets_nothing() -> None:
     """A PING sealed with a key the attacker made up, at B's real receiver index."""
-    r, a, b = connected_pair()
+    r, _a, b = connected_pair()
     keys = b.node.session(A)
     assert keys is not None
     counter = 1 << 40
@@ -78,9 +79,10 @@ def test_forged_ping_gets_nothing() -> None:
 
 def test_replayed_ping_gets_no_second_pong() -> None:
     """A's real PING, captured and sent again from elsewhere: the replay window drops it."""
-    r, a, b = connected_pair()
+    r, a, _b = connected_pair()
     assert a.node.send_ping(B, r.now) is not None
     (ping, dst), = a.node.datagrams_to_send(r.now)  # take it off the wire ourselves
+    assert isinstance(dst, PathAddr)
     start = r.now
     r.inject(ping, a.addrs[0], dst)
     assert r.run_until(lambda: bool(events_of(a, PingAnswered)), 1.0)
@@ -103,7 +105,7 @@ def test_unsolicited_pong_is_dropped_not_reported() -> None:
 
 
 def test_pings_end_with_the_session() -> None:
-    r, a, b = connected_pair()
+    r, a, _b = connected_pair()
     r.blocked.add((B, a.addrs[0]))  # B's PONG never arrives
     assert a.node.send_ping(B, r.now) is not None
     r.run(0.5)

@@ -121,7 +121,7 @@ def test_alt_requests_need_a_valid_signature() -> None:
 def test_relay_client_measures_register_rtt() -> None:
     rc = RelayClient()
     relay = ("198.18.0.11", 3479)
-    (reg, dst), = rc.add("BBBBB", relay, b"t" * 60, 10.0)
+    (reg, _dst), = rc.add("BBBBB", relay, b"t" * 60, 10.0)
     assert rc.rtt("BBBBB") == (relay, None)
     channel = int.from_bytes(reg[4:8], "little")
     challenge = wire.pack_relay_header(wire.MSG_RELAY_CHALLENGE, channel) + b"c" * 16
