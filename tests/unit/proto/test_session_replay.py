@@ -6,7 +6,7 @@ import pytest
 
 from enclave.proto.handshake import HandshakeResult
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
-from enclave.proto.replay import ReplayWindow
+from enclave.proto.replay import REPLAY_WINDOW, ReplayWindow
 from enclave.proto.session import KeyLimit, Keyset
 from enclave.proto.timing import REJECT_AFTER_TIME
 from enclave.proto.wire import MSG_CONTROL, MSG_DATA, Cipher
@@ -17,14 +17,14 @@ from enclave.proto.wire import MSG_CONTROL, MSG_DATA, Cipher
     [
         (1, [0, 1, 2], [True, True, True]),  # in order
         (2, [5, 5], [True, False]),  # duplicate
-        (3, [10000, 10000 - 8191, 10000 - 8192], [True, True, False]),  # window edge / too old
+        (3, [10000, 10000 - REPLAY_WINDOW, 10000 - REPLAY_WINDOW - 1], [True, True, False]),  # edge
         (4, [3, 1, 2, 1], [True, True, True, False]),  # reorder then duplicate
         (5, [1, 10**12, 2], [True, True, False]),  # far jump
         (6, [2**64 - 1], [False]),  # counter limit
     ],
 )
 def test_replay_window(case: int, seq: list[int], expected: list[bool]) -> None:
-    w = ReplayWindow(8192)
+    w = ReplayWindow()
     assert [w.update(c) for c in seq] == expected
 
 
