@@ -17,6 +17,18 @@ platform restart gives every system a full grace to reconnect.
 
 Cloaking: a session learns about another system only through "introduce", which is sent only
 for a mutual pair (enclave.policy.mutual) whose both sides are online.
+
+Not in the data path: a pair withdrawn because one side went offline gets reason "offline",
+which agents treat as a hint (a working session stays up; see enclave.discovery.introduction).
+
+Candidate reports take effect at most once per REPORT_INTERVAL per system (a newer report waits
+and replaces an older waiting one), so a system cannot make the hub re-introduce its pairs at
+will. Loopback candidates are accepted only from a session that itself comes from loopback and
+are passed only to peers that do too (both on the platform's host).
+
+The relay (if running) is told after every re-evaluation which systems may use it
+(RelayService.allow_only): a revoked, disabled, expired or removed system's tickets stop
+working at the next re-evaluation (at most FULL_TICK seconds, at once after an admin change).
 """
 
 from __future__ import annotations
@@ -33,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from enclave.discovery.candidates import Candidate, NatBehaviour
+from enclave.discovery.candidates import Candidate, NatBehaviour, candidate_allowed
 from enclave.discovery.channel import PUNCH_DELAY
 from enclave.discovery.introduction import Introduction, Withdrawal
+from enclave.logsafe import RejectionLog
 from enclave.platform.app import Platform
 from enclave.platform.gateways import GatewaySync
 from enclave.platform.store import System
@@ -50,6 +63,7 @@ TICK = 0.25
 FULL_TICK = 5.0
 TICKET_REFRESH_FRACTION = 0.5  # relay tickets are re-issued after this part of their lifetime
 SEND_QUEUE = 256
+REPORT_INTERVAL = 1.0  # seconds between two candidate reports of one system taking effect
 OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 EPHEMERAL_GRACE = 600  # seconds an ephemeral system may stay offline before it is removed
 EPHEMERAL_GRACE_ENV = "ENCLAVE_PLATFORM_EPHEMERAL_GRACE"
@@ -79,6 +93,10 @@ class Session:
     sent_intents: tuple[str, ...] | None = None
     offered: dict[tuple[str, str], float] = field(default_factory=dict)  # pair -> when (mono)
     closed: bool = False
+    local: bool = False  # the control connection comes from loopback (same host as platform)
+    reported_at: float | None = None  # monotonic time the last report took effect
+    waiting: tuple[tuple[Candidate, ...], NatBehaviour, dict[str, Any]] | None = None
+    report_timer: asyncio.TimerHandle | None = None
 
     def send(self, msg: dict[str, Any] | None) -> None:
         if self.closed:
@@ -90,6 +108,9 @@ class Session:
             self.close()
 
     def close(self) -> None:
+        if self.report_timer is not None:
+            self.report_timer.cancel()
+            self.report_timer = None
         if not self.closed:
             self.closed = True
             with contextlib.suppress(asyncio.QueueFull):
@@ -126,6 +147,7 @@ class Hub:
         self._pending = False
         self._task: asyncio.Task[None] | None = None
         self.ephemeral_grace = ephemeral_grace_from_env()
+        self.rejections = RejectionLog(log)  # bad input from agents, logged within a budget
         self._started_at = int(platform.clock().timestamp())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -191,6 +213,32 @@ class Hub:
 
     def report(self, session: Session, candidates: tuple[Candidate, ...], nat: NatBehaviour,
                mappings: dict[str, Any]) -> None:
+        """A candidate report: applied now, or (within REPORT_INTERVAL of the last one) when
+        the interval ends, the newest waiting report replacing older ones."""
+        session.waiting = (candidates, nat, mappings)
+        if session.report_timer is not None or session.closed:
+            return
+        mono = time.monotonic()
+        wait = 0.0 if session.reported_at is None else session.reported_at + REPORT_INTERVAL - mono
+        if wait > 0:
+            session.report_timer = asyncio.get_running_loop().call_later(
+                wait, self._report_due, session)
+        else:
+            self._apply_report(session)
+
+    def _report_due(self, session: Session) -> None:
+        session.report_timer = None
+        if not session.closed:
+            try:
+                self._apply_report(session)
+            except Exception:
+                log.exception("control hub: applying a report of %s failed", session.name)
+
+    def _apply_report(self, session: Session) -> None:
+        if session.waiting is None:
+            return
+        (candidates, nat, mappings), session.waiting = session.waiting, None
+        session.reported_at = time.monotonic()
         if (candidates, nat) == (session.candidates, session.nat):
             session.mappings = mappings
             return
@@ -260,6 +308,9 @@ class Hub:
                 self.introduced.add(pair)
                 log.info("control: introduced %s <-> %s", a, b)
         self._refresh_tickets()
+        relay = self.relay() if self.relay is not None else None
+        if relay is not None:
+            relay.allow_only({n for n, s in systems.items() if usable(s, now)})
         self.gateways.sync(store, systems, dict(self.sessions), self.introduced, now,
                            lambda name, msg: self.sessions[name].send(msg), self._introduce)
 
@@ -288,7 +339,9 @@ class Hub:
             # each side gets its own ticket ("me may relay to other"); a pair with no direct
             # path falls back to the relay with them
             offer, grants = self.gateways.intro_fields(store, me, other)
-            intro = Introduction(other, cert.der, peer.candidates, peer.nat, punch_at,
+            candidates = peer.candidates if self.sessions[me].local else tuple(
+                c for c in peer.candidates if candidate_allowed(c, loopback=False))
+            intro = Introduction(other, cert.der, candidates, peer.nat, punch_at,
                                  relay=None if relay is None else relay.public,
                                  relay_ticket=None if relay is None else relay.ticket(me, other),
                                  gateway=offer, grants=grants)

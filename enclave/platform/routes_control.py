@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from enclave.cert.keys import verify
-from enclave.discovery.candidates import NatBehaviour
+from enclave.discovery.candidates import CandidateKind, NatBehaviour, Transport
 from enclave.discovery.channel import (
     CHALLENGE_SIZE,
     CLOSE_AUTH_FAILED,
@@ -42,7 +43,8 @@ from enclave.discovery.channel import (
     MAX_MESSAGE_BYTES,
     challenge_message,
 )
-from enclave.discovery.introduction import IntroductionError, candidate_from_json
+from enclave.discovery.introduction import IntroductionError, candidates_from_json
+from enclave.logsafe import RejectionLog, shown
 from enclave.platform.app import PLATFORM, Handler, Platform, read_json, str_field
 from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
 from enclave.platform.errors import ApiError
@@ -56,18 +58,23 @@ from enclave.policy.mutual import SystemView, policy_offers
 log = logging.getLogger("enclave.platform.control")
 DISCOVERY = web.AppKey("discovery", DiscoveryService)
 MAX_CANDIDATES = 32
+REPORTED_KINDS = (CandidateKind.PRIVATE, CandidateKind.PUBLIC)  # what an agent may report
 
 
 # -- intents -----------------------------------------------------------------------------------
 
 
-def _holder_key(platform: Platform, name: str) -> bytes:
+AUTH_FAILED = "authentication failed"  # the one answer for unknown name and bad signature
+_NOBODY_KEY = bytes(32)  # verified against when the holder is unknown: the same work is done
+
+
+def _holder_key(platform: Platform, name: str) -> bytes | None:
     try:
         system = platform.store.get_system(name)
     except ApiError:
         system = None
     if system is None or system.state != "active":
-        raise ApiError(401, "authentication failed (unknown or inactive system)")
+        return None
     return system.public_key
 
 
@@ -80,7 +87,14 @@ def accept_intent(platform: Platform, signed: object, *, policy_check: bool = Fa
         raise ApiError(400, str(exc)) from None
     key = _holder_key(platform, st.from_name)
     try:
-        st, raw, sig = decode_signed(signed, key)
+        st, raw, sig = decode_signed(signed, key or _NOBODY_KEY)
+    except IntentError:
+        # an unknown or inactive holder is answered exactly like a wrong signature: the
+        # endpoint is no oracle for which names exist
+        raise ApiError(401, AUTH_FAILED) from None
+    if key is None:
+        raise ApiError(401, AUTH_FAILED)
+    try:
         now = int(platform.clock().timestamp())
         check_fresh(st, now)
     except IntentError as exc:
@@ -177,9 +191,10 @@ async def control(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    session = await _authenticate(platform, ws)
+    session = await _authenticate(platform, ws, hub.rejections, request.remote)
     if session is None:
         return ws
+    session.local = _is_loopback(request.remote)
     ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
     crl = hub.crl_message()
     await ws.send_json({
@@ -196,7 +211,8 @@ async def control(request: web.Request) -> web.StreamResponse:
             try:
                 _handle(platform, hub, session, json.loads(msg.data))
             except (ValueError, TypeError, KeyError, IntroductionError, ApiError) as exc:
-                log.info("control: bad message from %s: %s", session.name, exc)
+                hub.rejections.note(session.name, "control: bad message from %s: %s",
+                                    session.name, shown(str(exc), 200))
             if session.closed:
                 break
     finally:
@@ -208,7 +224,15 @@ async def control(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _authenticate(platform: Platform, ws: web.WebSocketResponse) -> Session | None:
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+async def _authenticate(platform: Platform, ws: web.WebSocketResponse,
+                        rejections: RejectionLog, remote: str | None) -> Session | None:
     nonce = secrets.token_bytes(CHALLENGE_SIZE)
     await ws.send_json({"type": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
     try:
@@ -233,7 +257,8 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse) -> Sessio
             session = Session(name, cert.serial)
             platform.store.touch(name, now)
     if session is None:
-        log.info("control: authentication failed (%r)", name)
+        rejections.note(remote, "control: authentication failed (%s) from %s", shown(name),
+                        remote)
         with contextlib.suppress(Exception):
             await ws.send_json({"type": "error", "error": "authentication failed"})
         await ws.close(code=CLOSE_AUTH_FAILED, message=b"authentication failed")
@@ -254,10 +279,16 @@ def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None
         raise ValueError("message is not an object")
     kind = msg.get("type")
     if kind == "report":
-        raw = msg.get("candidates")
-        if not isinstance(raw, list) or len(raw) > MAX_CANDIDATES:
-            raise ValueError("bad candidate list")
-        candidates = tuple(candidate_from_json(c) for c in raw)
+        candidates, dropped = candidates_from_json(msg.get("candidates"), limit=MAX_CANDIDATES,
+                                                   loopback=session.local)
+        reported = tuple(c for c in candidates if c.kind in REPORTED_KINDS
+                         and c.addr.transport in (Transport.UDP, Transport.TCP))
+        if dropped or len(reported) != len(candidates):
+            hub.rejections.note(session.name, "control: dropped %d of %d candidates from %s "
+                                "(not an acceptable IP literal, or not a reportable kind)",
+                                dropped + len(candidates) - len(reported),
+                                dropped + len(candidates), session.name)
+        candidates = reported
         nat = NatBehaviour(msg.get("nat", "unknown"))
         mappings = msg.get("mappings")
         hub.report(session, candidates, nat, mappings if isinstance(mappings, dict) else {})

@@ -1,0 +1,259 @@
+"""Findings of the 1eeaf5c audit, against a real platform process on loopback.
+
+Systems are enrolled with the real CLI (the token from a file and from standard input, never in
+argv); their control sessions are the agent's own ControlClient, driven from this test, so a
+test can report what a hostile agent would:
+
+  - a hostname (and other non-address) candidate is dropped by the platform: peers never see it
+  - candidate reports are rate limited per system: a burst of reports is not a burst of
+    introductions, and the newest report still arrives
+  - a handler that raises does not end ControlClient.run: it logs and reconnects
+  - POST /v1/intents answers an unknown name exactly as a known name with a bad signature
+  - a stranger's huge hello name is logged cut short, and repeated failures are rate limited
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from enclave.agent.control import ControlClient
+from enclave.agent.state import StateDir
+from enclave.cert.keys import generate_private_key
+from enclave.logsafe import BURST
+from enclave.policy.intent import IntentStatement, encode_signed
+from tests.support.platform import Platform
+from tests.support.proc import enclave, local_run
+
+Msgs = list[dict[str, Any]]
+
+
+class Recorder:
+    """A ControlHandler that keeps every message (and can be told to raise once)."""
+
+    def __init__(self) -> None:
+        self.msgs: Msgs = []
+        self.welcomes = 0
+        self.raise_on_connect = 0
+
+    def on_connected(self, welcome: dict[str, Any]) -> None:
+        self.welcomes += 1
+        if self.raise_on_connect > 0:
+            self.raise_on_connect -= 1
+            raise RuntimeError("a handler bug")
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        self.msgs.append(msg)
+
+    def on_disconnected(self) -> None:
+        pass
+
+    def intros(self, peer: str) -> Msgs:
+        return [m for m in self.msgs if m.get("type") == "introduce" and m.get("peer") == peer]
+
+
+@pytest.fixture(scope="module")
+def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    p = Platform.loopback(tmp_path_factory.mktemp("hard"))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def _enrol(plat: Platform, state: Path, *, stdin: bool) -> str:
+    token = plat.token()
+    if stdin:
+        res = local_run(enclave("enrol", "--token-file", "-", "--state", str(state)),
+                        input=token + "\n")
+    else:
+        path = state.parent / f"{state.name}.token"
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        res = local_run(enclave("enrol", "--token-file", str(path), "--state", str(state)))
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def systems(plat: Platform, tmp_path_factory: pytest.TempPathFactory) -> list[StateDir]:
+    tmp = tmp_path_factory.mktemp("sys")
+    out = []
+    for i in range(3):
+        _enrol(plat, tmp / f"s{i}", stdin=i % 2 == 0)
+        out.append(StateDir(tmp / f"s{i}"))
+    x, y = out[0], out[1]
+    for a, b in ((x, y), (y, x)):
+        res = local_run(enclave("intent", "add", b.load_enrolment().name, "--state", str(a.root)))
+        assert res.returncode == 0, res.stderr
+    return out
+
+
+def _client(state: StateDir, handler: Recorder) -> ControlClient:
+    rec = state.load_enrolment()
+    return ControlClient(rec.url, rec.pin, rec.name, state.keystore().load_ed25519(), handler)
+
+
+async def _until(check: Callable[[], object], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def _cand(host: str, port: int, **kw: str) -> dict[str, Any]:
+    return {"transport": "udp", "host": host, "port": port, "kind": "public", "nat": "none", **kw}
+
+
+def test_token_file_and_stdin_enrol(systems: list[StateDir]) -> None:
+    for s in systems:
+        assert s.load_enrolment().state == "active"
+
+
+def test_hostname_candidates_never_reach_peers(systems: list[StateDir]) -> None:
+    x, y = systems[0], systems[1]
+    xname = x.load_enrolment().name
+
+    async def scenario() -> None:
+        hx, hy = Recorder(), Recorder()
+        cx, cy = _client(x, hx), _client(y, hy)
+        tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
+        try:
+            await _until(lambda: cx.state == "connected" and cy.state == "connected")
+            await _until(lambda: hy.intros(xname))
+            assert cx.send({"type": "report", "nat": "none", "mappings": {}, "candidates": [
+                _cand("evil.example", 51820), _cand("localhost", 51820),
+                _cand("0.0.0.0", 51820), _cand("224.0.0.1", 51820), _cand("169.254.9.9", 51820),
+                _cand("198.18.5.5", 51820, kind="relay"),
+                _cand("198.18.5.5", 51820, transport="relay"),
+                _cand("198.18.5.5", 51820)]})
+            got = await _until(lambda: [m for m in hy.intros(xname) if m["candidates"]])
+            assert [(c["host"], c["port"], c["kind"]) for c in got[-1]["candidates"]] == [
+                ("198.18.5.5", 51820, "public")]
+            await asyncio.sleep(1.5)  # nothing else arrives later either
+            assert "evil.example" not in json.dumps(hy.msgs)
+            assert "localhost" not in json.dumps(hy.msgs)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    _run(scenario)
+
+
+def test_candidate_reports_are_rate_limited(systems: list[StateDir]) -> None:
+    x, y = systems[0], systems[1]
+    xname = x.load_enrolment().name
+
+    async def scenario() -> None:
+        hx, hy = Recorder(), Recorder()
+        cx, cy = _client(x, hx), _client(y, hy)
+        tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
+        try:
+            await _until(lambda: cx.state == "connected" and cy.state == "connected")
+            await _until(lambda: hy.intros(xname))
+            await asyncio.sleep(0.5)
+            before = len(hy.intros(xname))
+            for port in range(40000, 40040):  # 40 changed reports at once
+                cx.send({"type": "report", "nat": "none", "mappings": {},
+                         "candidates": [_cand("198.18.5.5", port)]})
+                await asyncio.sleep(0.01)
+            last = await _until(lambda: [m for m in hy.intros(xname)
+                                         if m["candidates"]
+                                         and m["candidates"][0]["port"] == 40039])
+            assert last  # the newest report is not lost
+            await asyncio.sleep(1.5)
+            assert len(hy.intros(xname)) - before <= 4, len(hy.intros(xname)) - before
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    _run(scenario)
+
+
+def test_control_client_survives_a_handler_exception(systems: list[StateDir]) -> None:
+    z = systems[2]
+
+    async def scenario() -> None:
+        h = Recorder()
+        h.raise_on_connect = 2
+        c = _client(z, h)
+        task = asyncio.create_task(c.run())
+        try:
+            await _until(lambda: h.welcomes >= 3 or task.done(), timeout=20)
+            assert not task.done(), task.exception()
+            assert c.last_error is None or "RuntimeError" in c.last_error
+            await _until(lambda: c.state == "connected", timeout=10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    _run(scenario)
+
+
+async def _post_intent(plat: Platform, signed: dict[str, Any]) -> tuple[int, bytes]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    async with aiohttp.ClientSession() as http, http.post(
+            plat.url + "/v1/intents", json=signed, ssl=ctx) as resp:
+        return resp.status, await resp.read()
+
+
+def test_intents_api_is_no_name_oracle(plat: Platform, systems: list[StateDir]) -> None:
+    known = systems[2].load_enrolment().name
+    wrong = generate_private_key()
+    now = int(time.time())
+
+    async def scenario() -> None:
+        a = await _post_intent(plat, encode_signed(
+            IntentStatement.new("add", known, "ZZZZZ", now), wrong))
+        b = await _post_intent(plat, encode_signed(
+            IntentStatement.new("add", "QQQQQ", "ZZZZZ", now), wrong))
+        assert a == b, (a, b)
+        assert a[0] == 401
+
+    _run(scenario)
+
+
+def test_stranger_names_are_logged_short_and_rate_limited(plat: Platform) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    marker = "X" * 20000
+    tries = BURST + 10
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(tries):
+                async with http.ws_connect(plat.url.replace("https", "wss") + "/v1/control",
+                                           ssl=ctx) as ws:
+                    await ws.receive_json(timeout=5)
+                    await ws.send_json({"type": "hello", "name": marker,
+                                        "signature": base64.b64encode(b"x" * 64).decode()})
+                    async for _msg in ws:
+                        pass
+
+    _run(scenario)
+    time.sleep(0.5)
+    lines = [ln for ln in plat.log().splitlines() if "control: authentication failed" in ln]
+    assert lines, plat.log()[-2000:]
+    assert max(len(ln) for ln in plat.log().splitlines()) < 2000
+    assert len(lines) <= BURST + 1, len(lines)
