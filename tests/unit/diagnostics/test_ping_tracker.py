@@ -9,6 +9,7 @@ import pytest
 from enclave.discovery import PathAddr, Transport
 from enclave.proto.events import PingAnswered
 from enclave.proto.ping import MAX_OUTSTANDING, PING_LIFETIME, PingTracker
+from enclave.proto.wire import CTRL_PING, CTRL_PONG, Control, WireError, decode_control
 
 PATH = PathAddr(Transport.UDP, "198.18.2.2", 51820)
 
@@ -77,3 +78,13 @@ def test_8_bad_limits_refused() -> None:
         tracker(max_outstanding=0)
     with pytest.raises(ValueError):
         tracker(lifetime=0.0)
+
+
+@pytest.mark.parametrize("kind", [CTRL_PING, CTRL_PONG])
+def test_9_ping_pong_wire_round_trip(kind: int) -> None:
+    raw = Control(kind, 2**64 - 1).encode()
+    assert len(raw) == 9 and raw[0] == kind
+    assert decode_control(raw) == Control(kind, 2**64 - 1)
+    for bad in (raw[:8], raw + b"\x00"):  # a PING carries exactly its u64 id
+        with pytest.raises(WireError):
+            decode_control(bad)
