@@ -65,6 +65,9 @@ class ControlClient:
         parts = urlsplit(url)
         self.ws_url = urlunsplit(("wss", parts.netloc, CONTROL_PATH, "", ""))
         self.host = parts.hostname or ""
+        # the address the live connection reached (`host` resolved by the connection, off the
+        # event loop): what the agent sends discovery datagrams to, so it never resolves a name
+        self.address: str | None = None
         self.pin = pin.lower()
         self.name = name
         self.key = key
@@ -132,6 +135,8 @@ class ControlClient:
         async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=HEARTBEAT,
                                    max_msg_size=MAX_MESSAGE_BYTES, autoping=True) as ws:
             self._check_pin(ws)
+            peer = ws.get_extra_info("peername")
+            self.address = str(peer[0]) if isinstance(peer, tuple) and peer else None
             challenge = await self._receive(ws)
             if challenge.get("type") != "challenge":
                 raise ControlError("platform did not send a challenge")
