@@ -23,6 +23,7 @@ from enclave.cert import (
     verify_system_certificate,
 )
 from enclave.cert import sign as ed_sign
+from enclave.cert.keys import public_key_raw
 from enclave.cert.names import random_system_name
 from enclave.proto.handshake import (
     InitiatorHandshake,
@@ -86,7 +87,8 @@ class _Pki:
             overlay_ip=ipaddress.IPv4Address(f"100.64.0.{self.n}"), overlay_prefix=10,
             now=NOW - dt.timedelta(minutes=1), lifetime=dt.timedelta(days=1))
         der = cert.public_bytes(Encoding.DER)
-        return LocalCredentials(name, der, lambda m: ed_sign(key, m), 0), der
+        return LocalCredentials(name, der, lambda m: ed_sign(key, m), 0,
+                                public_key_raw(key.public_key())), der
 
     def validate(self, der: bytes) -> SystemIdentity | None:
         return verify_system_certificate(der, self.ca, now=NOW)
@@ -99,7 +101,8 @@ def test_handshake_round(benchmark: Any) -> None:
     yes = lambda _name: True  # noqa: E731
 
     def handshake() -> tuple[bytes, bytes]:
-        ini = InitiatorHandshake(a, local_index=1, timestamp=1, random_bytes=os.urandom)
+        ini = InitiatorHandshake(a, responder_key=b.public_key, local_index=1, timestamp=1,
+                                 random_bytes=os.urandom)
         validated = validate_init(ini.init_bytes, pki.validate, yes)
         assert validated is not None
         resp = ResponderHandshake(b, validated, local_index=2, random_bytes=os.urandom)

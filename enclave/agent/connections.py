@@ -43,7 +43,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from enclave.agent.relay_client import RelayClient
-from enclave.agent.transport_tcp import SocketFactory, TcpTransport, default_socket_factory
+from enclave.agent.transport_tcp import (
+    PortGuardLike,
+    SocketFactory,
+    TcpTransport,
+    default_socket_factory,
+)
 from enclave.agent.transport_udp import UdpTransport
 from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
 from enclave.discovery.introduction import Introduction
@@ -63,9 +68,8 @@ from enclave.proto.events import (
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.proto.node import Node
 from enclave.proto.wire import (
-    MSG_CONTROL,
     MSG_DATA,
-    MSG_HANDSHAKE_INIT,
+    PEER_MESSAGE_TYPES,
     RELAY_MESSAGE_TYPES,
     CloseReason,
 )
@@ -163,6 +167,7 @@ class ConnectionManager:
         local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
         tcp_socket_factory: SocketFactory = default_socket_factory,
         tcp_bind_host: str = "0.0.0.0",
+        tcp_guard: PortGuardLike | None = None,
     ) -> None:
         self.name = creds.name
         self._validate_outer = validate_peer
@@ -182,6 +187,7 @@ class ConnectionManager:
             self._on_tcp,
             socket_factory=tcp_socket_factory,
             bind_host=tcp_bind_host,
+            guard=tcp_guard,
         )
         self._relay = RelayClient()
         self._unhandled: list[OnUnhandled] = []
@@ -250,7 +256,15 @@ class ConnectionManager:
         self._peers[intro.peer] = info
         for c in intro.candidates:
             self._addr_peer[c.addr] = intro.peer
-        self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at)
+        self._tcp.allow_peer(intro.peer, [c.addr.host for c in intro.candidates
+                                          if c.addr.transport is not Transport.RELAY])
+        ident = self._validate(intro.cert_der)  # its public key keys our INITs' MAC1
+        if ident is None or ident.name != intro.peer:
+            log.warning("introduced to %.64s with a certificate that does not check out; "
+                        "not connecting", intro.peer)
+        else:
+            self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at,
+                              peer_key=ident.public_key)
         self._pump()
 
     def refresh_ticket(self, peer: str, ticket: bytes) -> None:
@@ -270,6 +284,7 @@ class ConnectionManager:
         now = self._now()
         self.node.close(peer, now, CloseReason.LOCAL)
         self._relay.remove(peer)
+        self._tcp.forget_peer(peer)
         for a in [a for a, n in self._addr_peer.items() if n == peer]:
             del self._addr_peer[a]
         if info is not None:
@@ -445,7 +460,7 @@ class ConnectionManager:
     def _on_udp(self, data: bytes, src: Addr) -> None:
         kind = data[0] if len(data) >= 4 and data[1:4] == b"\x00\x00\x00" else -1
         now = self._now()
-        if MSG_HANDSHAKE_INIT <= kind <= MSG_CONTROL:
+        if kind in PEER_MESSAGE_TYPES:
             self._to_node(data, PathAddr(Transport.UDP, src[0], src[1]), now)
         elif kind in RELAY_MESSAGE_TYPES and self._relay.is_relay(src):
             self._on_relay(data, src, now)
@@ -571,6 +586,8 @@ class ConnectionManager:
         if isinstance(addr, PathAddr):
             info.addr = addr
             self._addr_peer[addr] = info.name
+            if addr.transport is Transport.TCP:
+                self._tcp.authenticate(addr)  # a session runs over it: off the deadline
 
     def _on_event(self, ev: Event, now: float) -> None:
         info = self._peers.get(ev.peer)

@@ -20,8 +20,17 @@ never loops into the tunnel itself.
 
 A stream is addressed as PathAddr(TCP, remote ip, remote port) — for the Node it is one more
 path.  Several streams to the same remote address are fine (one connected out, one accepted):
-we read from all and send on the first.  Streams that carry nothing for IDLE_TIMEOUT seconds
-are closed; accepted streams are bounded in number (strangers cannot hold many).
+we read from all and send on the first.
+
+Strangers get nothing from the data port, and cannot hold its slots:
+  - the port guard (enclave.agent.guard, when given) drops TCP to the port from any address
+    not among the introduced peers' candidates, in the kernel: no SYN-ACK, no RST;
+  - an accepted stream must become authenticated (the owner calls authenticate(addr) once a
+    session runs over it) within AUTH_TIMEOUT seconds, or it is closed;
+  - unauthenticated accepted streams are bounded per source IP (MAX_STREAMS_PER_IP) and in
+    total (MAX_STREAMS);
+  - a stream whose bytes do not complete a frame for IDLE_TIMEOUT seconds is closed (partial
+    frames do not count as traffic); one that breaks the framing at once.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ import contextlib
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.policy.gateway import SOCKET_MARK
@@ -44,12 +53,26 @@ MAX_FRAME = 0xFFFF
 CONNECT_TIMEOUT = 8.0  # the kernel retransmits the SYN at 1, 3, 7 s
 RETRY_AFTER = 1.0  # a failed connect may be retried this long after it failed
 IDLE_TIMEOUT = 90.0
+AUTH_TIMEOUT = 5.0  # an accepted stream without an authenticated session is closed after this
 MAX_STREAMS = 256
+MAX_STREAMS_PER_IP = 4  # unauthenticated accepted streams from one source IP
 MAX_PENDING = 8  # datagrams queued per address while connecting
 WRITE_BUFFER_LIMIT = 1 << 20  # beyond this, datagrams are dropped (UDP-like)
 
 SocketFactory = Callable[[], socket.socket]
 OnFrame = Callable[[bytes, PathAddr], None]
+
+
+class PortGuardLike(Protocol):
+    """The kernel-side guard of the data port (enclave.agent.guard.PortGuard fits)."""
+
+    def install(self, port: int) -> bool: ...
+
+    def allow(self, peer: str, hosts: Iterable[str]) -> None: ...
+
+    def forget(self, peer: str) -> None: ...
+
+    def remove(self) -> None: ...
 
 
 def default_socket_factory() -> socket.socket:
@@ -100,30 +123,42 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder()
         self.last_rx = 0.0
+        self.authenticated = not accepted  # we dialled a candidate ourselves
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass: no isinstance check
         tr = cast(asyncio.Transport, transport)
         peer = tr.get_extra_info("peername")
         self.transport = tr
-        self.last_rx = asyncio.get_running_loop().time()
-        if peer is None or not self.owner._admit(self):
+        loop = asyncio.get_running_loop()
+        self.last_rx = loop.time()
+        if peer is None or not self.owner._admit(self, str(peer[0])):
             tr.abort()
             return
         self.addr = PathAddr(Transport.TCP, str(peer[0]), int(peer[1]))
         with contextlib.suppress(OSError):
             tr.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self.authenticated:
+            self._auth_timer = loop.call_later(AUTH_TIMEOUT, self._auth_deadline)
         self.owner._attach(self)
+
+    def _auth_deadline(self) -> None:
+        self._auth_timer = None
+        if not self.authenticated and self.transport is not None:
+            self.owner.auth_timeouts += 1
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.addr is None or self.transport is None:
             return
-        self.last_rx = asyncio.get_running_loop().time()
         try:
             frames = self.decoder.feed(data)
         except ValueError:
             self.transport.abort()  # a stream that breaks the framing is not a peer of ours
             return
+        if frames:  # bytes that do not complete a frame do not keep a stream alive
+            self.last_rx = asyncio.get_running_loop().time()
         for f in frames:
             self.owner.rx_frames += 1
             try:
@@ -132,6 +167,9 @@ class _Stream(asyncio.Protocol):
                 log.exception("error while handling a TCP frame from %s", self.addr)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
         self.owner._detach(self)
         self.transport = None
 
@@ -151,8 +189,12 @@ class TcpTransport:
         *,
         socket_factory: SocketFactory = default_socket_factory,
         bind_host: str = "0.0.0.0",
+        guard: PortGuardLike | None = None,
     ) -> None:
+        """`guard` (the agent's nftables guard) admits TCP to the port only from introduced
+        peers (allow_peer); without it the port answers every SYN."""
         self.port = port
+        self._guard = guard
         self._on_frame = on_frame
         self._factory = socket_factory
         self._bind_host = bind_host
@@ -168,6 +210,8 @@ class TcpTransport:
         self.tx_frames = 0
         self.connects = 0
         self.connect_failures = 0
+        self.auth_timeouts = 0  # accepted streams closed without an authenticated session
+        self.refused = 0  # accepted streams over the per-IP or total bound
 
     def _socket(self) -> socket.socket:
         sock = self._factory()
@@ -187,6 +231,8 @@ class TcpTransport:
         sock = self._socket()
         if self.port == 0:
             self.port = int(sock.getsockname()[1])
+        if self._guard is not None:
+            self._guard.install(self.port)  # before listen(): no stranger's SYN gets an answer
         sock.listen(64)
         self._server = await loop.create_server(lambda: _Stream(self, True), sock=sock)
         self._reaper = loop.create_task(self._reap())
@@ -210,10 +256,36 @@ class TcpTransport:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
         self._connecting.clear()
+        if self._guard is not None:
+            self._guard.remove()
+
+    # --- who may connect ---------------------------------------------------------------------
+    def allow_peer(self, peer: str, hosts: Iterable[str]) -> None:
+        """An introduced peer's candidate hosts may open TCP to the port (the guard's set)."""
+        if self._guard is not None:
+            self._guard.allow(peer, hosts)
+
+    def forget_peer(self, peer: str) -> None:
+        if self._guard is not None:
+            self._guard.forget(peer)
+
+    def authenticate(self, addr: PathAddr) -> None:
+        """A session runs over the streams at `addr`: they are no longer on a deadline."""
+        for s in self._streams.get(addr, ()):
+            s.authenticated = True
 
     # --- streams ----------------------------------------------------------------------------
-    def _admit(self, s: _Stream) -> bool:
-        return not self._closed and (not s.accepted or len(self._all) < MAX_STREAMS)
+    def _admit(self, s: _Stream, host: str) -> bool:
+        if self._closed:
+            return False
+        if not s.accepted:
+            return True
+        strangers = sum(1 for o in self._all if o.addr is not None and o.addr.host == host
+                        and not o.authenticated)
+        if len(self._all) >= MAX_STREAMS or strangers >= MAX_STREAMS_PER_IP:
+            self.refused += 1
+            return False
+        return True
 
     def _attach(self, s: _Stream) -> None:
         assert s.addr is not None

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from enclave.agent.connections import ConnectionManager
 from enclave.agent.errors import AgentError
+from enclave.agent.guard import PortGuard
 from enclave.cert.errors import CertificateError
 from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import sign
@@ -130,7 +131,8 @@ def credentials(agent: Agent, cipher: str) -> LocalCredentials:
     der = agent.state.load_certificate().public_bytes(serialization.Encoding.DER)
     key = agent.key
     caps = CAP_AES256GCM_HW if cipher == AES256GCM else 0
-    return LocalCredentials(agent.record.name, der, lambda msg: sign(key, msg), caps)
+    return LocalCredentials(agent.record.name, der, lambda msg: sign(key, msg), caps,
+                            agent.identity.public_key)
 
 
 class CompiledDataPlane:
@@ -288,7 +290,8 @@ def agent_factory(agent: Agent) -> AgentConnections:
     compiled = open_dataplane(agent, validator) if agent.options.tap else None
     try:
         cm = AgentConnections(creds, validator, udp_sock=agent.udp_sock,
-                              tcp_port=agent.options.port, compiled=compiled)
+                              tcp_port=agent.options.port, compiled=compiled,
+                              tcp_guard=PortGuard())  # TCP to the data port only from peers
     except BaseException:
         if compiled is not None:
             off_loop(compiled.dp.close)

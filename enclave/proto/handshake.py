@@ -4,7 +4,10 @@
     -----------                                              -----------
     e_i, c_i fresh
     INIT = idx_i, ts, c_i, e_i, caps_i, cert_i,
-           sig_i0 = Sign_I(L_INIT || INIT-before-sig)   ---->
+           sig_i0 = Sign_I(L_INIT || INIT-before-sig),
+           mac1 (key from R's public key), mac2   ---->
+                                                             0. MAC1 (and under load MAC2) and
+                                                                rate limits: enclave.proto.admission
                                                              1. parse (size limits)
                                                              2. validate_peer(cert_i): chains to the
                                                                 CA, in validity, not revoked
@@ -19,9 +22,10 @@
     CONFIRM = idx_r, sig_i = Sign_I(L_CONF || H(INIT || RESPONSE))   ---->
                                                              verify sig_i; then derive keys (server)
 
-    H = BLAKE2b-512.  Both transcript signatures cover both challenges, both ephemeral keys, both
-    certificates, both capability bytes and both indices; the labels keep a signature from being
-    reused as another message's signature.  Keys: libsodium crypto_kx over the ephemeral X25519
+    H = BLAKE2b-512; INIT in the transcript is the INIT body (without MAC1/MAC2).  Both
+    transcript signatures cover both challenges, both ephemeral keys, both certificates, both
+    capability bytes and both indices; the labels keep a signature from being reused as another
+    message's signature.  Keys: libsodium crypto_kx over the ephemeral X25519
     keys, initiator = client:  rx || tx = BLAKE2B-512(q || client_pk || server_pk).
 
 Error contract: every function here returns None for any message it does not accept (malformed,
@@ -41,6 +45,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
 
 from enclave.proto.aead import choose_cipher
+from enclave.proto.cookie import KeyedMac, mac1_key, stamp_init
 from enclave.proto.wire import (
     CAP_KNOWN,
     CHALLENGE_SIZE,
@@ -83,10 +88,13 @@ class LocalCredentials:
     cert_der: bytes
     sign: Callable[[bytes], bytes]  # Ed25519 signature (64 bytes) with our private key
     caps: int  # wire.CAP_* flags, e.g. CAP_AES256GCM_HW when AES is in hardware
+    public_key: bytes  # our certified Ed25519 public key (32 bytes): the MAC1 / cookie keys
 
     def __post_init__(self) -> None:
         if not 0 < len(self.cert_der) <= MAX_CERT_SIZE:
             raise ValueError(f"certificate must be 1..{MAX_CERT_SIZE} bytes")
+        if len(self.public_key) != 32:
+            raise ValueError("public_key must be the 32-byte Ed25519 public key")
 
 
 @dataclass(frozen=True)
@@ -148,12 +156,18 @@ def _sign(creds: LocalCredentials, message: bytes) -> bytes:
 
 
 class InitiatorHandshake:
-    """State of one outgoing handshake (created by `start`)."""
+    """State of one outgoing handshake.
+
+    `responder_key` is the responder's certified Ed25519 public key (from its certificate in
+    the introduction, or from the session being rekeyed): MAC1 is made with it.  `init_bytes`
+    is the INIT without a cookie; `message(cookie)` the INIT with MAC2 for a cookie the
+    responder sent (enclave.proto.cookie)."""
 
     def __init__(
         self,
         creds: LocalCredentials,
         *,
+        responder_key: bytes,
         local_index: int,
         timestamp: int,
         random_bytes: RandomBytes,
@@ -181,7 +195,14 @@ class InitiatorHandshake:
             unsigned.cert,
             sig,
         )
-        self.init_bytes = self.init.encode()
+        self.responder_key = responder_key
+        self.init_body = self.init.body()  # what the transcript covers
+        self.mac1 = KeyedMac(mac1_key(responder_key)).digest(self.init_body)
+        self.init_bytes = stamp_init(self.init_body, self.mac1, None)
+
+    def message(self, cookie: bytes | None) -> bytes:
+        """The INIT to send: with MAC2 when we hold a cookie for the destination."""
+        return self.init_bytes if cookie is None else stamp_init(self.init_body, self.mac1, cookie)
 
     def receive_response(
         self, data: bytes, validate_peer: ValidatePeer, intends: Intends
@@ -199,7 +220,7 @@ class InitiatorHandshake:
         if not verify_signature(
             ident.public_key,
             resp.signature,
-            LABEL_RESPONSE + transcript_hash(self.init_bytes, resp.signed_part()),
+            LABEL_RESPONSE + transcript_hash(self.init_body, resp.signed_part()),
         ):
             return None
         try:
@@ -208,7 +229,7 @@ class InitiatorHandshake:
             )
         except (CryptoError, ValueError, TypeError):
             return None  # e.g. a low-order ephemeral key
-        sig = _sign(self.creds, LABEL_CONFIRM + transcript_hash(self.init_bytes, data))
+        sig = _sign(self.creds, LABEL_CONFIRM + transcript_hash(self.init_body, data))
         confirm = HandshakeConfirm(resp.sender_index, sig).encode()
         result = HandshakeResult(
             peer=ident,
@@ -228,14 +249,17 @@ class ValidatedInit:
     """An INIT whose certificate, intent and signature checked out (nothing allocated yet)."""
 
     init: HandshakeInit
-    raw: bytes
+    raw: bytes  # the INIT body (without MAC1/MAC2): what the transcript covers
     peer: PeerIdentity
 
 
 def validate_init(
     data: bytes, validate_peer: ValidatePeer, intends: Intends
 ) -> ValidatedInit | None:
-    """Steps 1-4 of the responder; None for anything a stranger could send."""
+    """Steps 1-4 of the responder; None for anything a stranger could send.
+
+    MAC1 / MAC2 are not checked here: the Node's InitGate (enclave.proto.admission) checks them
+    before this work is spent."""
     try:
         init = decode_init(data)
     except WireError:
@@ -245,7 +269,7 @@ def validate_init(
         return None
     if not verify_signature(ident.public_key, init.signature, LABEL_INIT + init.signed_part()):
         return None
-    return ValidatedInit(init, bytes(data), ident)
+    return ValidatedInit(init, init.body(), ident)
 
 
 class ResponderHandshake:

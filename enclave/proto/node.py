@@ -12,11 +12,16 @@
 Addresses are opaque hashables to the Node (in practice enclave.discovery.PathAddr); the I/O
 layer gives them in and gets them back.  Inbound dispatch by the first byte:
 
-    INIT      rate limit (per source, global) -> validate_init (cert, intent, signature)
+    INIT      MAC1 (else dropped: init_bad_mac1) -> a repeat of a pending INIT gets the cached
+              RESPONSE -> under load without MAC2: COOKIE_REPLY -> rate limits (per source IP,
+              per claimed certificate, global; enclave.proto.admission)
+              -> validate_init (cert, intent, signature)
               -> replay check (timestamp newer than the last accepted from that name)
               -> simultaneous-initiation rule -> allocate index, RESPONSE
     RESPONSE  receiver index must name our outgoing handshake -> rate limit -> validate
               -> CONFIRM, pending keys (receive-only)
+    COOKIE    receiver index must name our outgoing handshake -> open (AD = its MAC1) -> keep
+    REPLY     the cookie for that address, send the INIT again with MAC2
     CONFIRM   receiver index must name a pending incoming handshake -> verify -> session,
               keepalive as acknowledgement
     DATA/CTRL receiver index -> keyset -> replay window -> AEAD open -> roaming, control
@@ -39,6 +44,8 @@ from enclave.discovery.candidates import RANK_RELAY, Candidate, NatBehaviour, Pa
 from enclave.discovery.paths import PathManager
 from enclave.discovery.punch import PUNCH_DURATION
 from enclave.proto import timing as T
+from enclave.proto.admission import InitGate
+from enclave.proto.cookie import CookieJar, open_cookie_reply
 from enclave.proto.events import (
     DataReceived,
     Event,
@@ -72,11 +79,14 @@ from enclave.proto.wire import (
     CTRL_PONG,
     CTRL_PROBE,
     CTRL_PROBE_REPLY,
+    INIT_MACS_SIZE,
     KEEPALIVE_FLAG_REPLY,
     MSG_CONTROL,
+    MSG_COOKIE_REPLY,
     MSG_DATA,
     MSG_HANDSHAKE_CONFIRM,
     MSG_HANDSHAKE_INIT,
+    MSG_HANDSHAKE_INIT_V1,
     MSG_HANDSHAKE_RESPONSE,
     RESPONSE_FIXED_SIZE,
     WIRE_CLOSE_REASONS,
@@ -108,6 +118,8 @@ class _Peer:
         self.addr: Addr | None = None
         self.paths: PathManager | None = None
         self.wanted = False  # we called connect(): keep trying
+        self.peer_key: bytes | None = None  # its certified public key: our INITs' MAC1 key
+        self.cookies = CookieJar()  # its cookies (it was under load), by address
         self.relay_reported = False
         # outgoing handshake
         self.outbound: InitiatorHandshake | None = None
@@ -172,6 +184,7 @@ class Node:
         self._out: deque[tuple[bytes, Addr]] = deque()
         self._events: deque[Event] = deque()
         self._drops: dict[str, int] = {}  # silent drops by reason (counters())
+        self._gate = InitGate(creds.public_key, random_bytes)  # MAC1, cookies, INIT limits
         self._pings = PingTracker(lambda: int.from_bytes(self._random_bytes(8), "little"))
 
     # ------------------------------------------------------------------ public API
@@ -182,11 +195,14 @@ class Node:
         now: float,
         *,
         punch_at: float | None = None,
+        peer_key: bytes,
     ) -> None:
         """Start (or refresh) connecting to `peer` at its candidate addresses.
 
         Probing (the INIT doubles as the punch probe before a session exists) starts at
-        `punch_at` (default: now), so both sides can start together.
+        `punch_at` (default: now), so both sides can start together.  `peer_key` is the peer's
+        certified Ed25519 public key (from the certificate in the introduction): our INITs
+        carry a MAC1 made with it, without which the peer spends no work on them.
         """
         if peer == self.name:
             raise ValueError("cannot connect to ourselves")
@@ -195,6 +211,7 @@ class Node:
             p = self._peers[peer] = _Peer(peer)
         p.wanted = True
         p.relay_reported = False
+        p.peer_key = peer_key
         start = now if punch_at is None else max(now, punch_at)
         p.paths = PathManager(candidates, start, self._rng, local_nat=self._local_nat)
         if p.current is None and p.outbound is None and p.inbound is None:
@@ -209,7 +226,7 @@ class Node:
             return
         p.paths.add_candidate(candidate)
         if p.current is None and p.outbound is not None:
-            self._send(p.outbound.init_bytes, candidate.addr)
+            self._send_init(p, candidate.addr, now)
 
     def close(self, peer: str, now: float, reason: CloseReason = CloseReason.LOCAL) -> None:
         """Close locally (intent withdrawn, certificate expired/revoked); the peer is told."""
@@ -497,10 +514,11 @@ class Node:
         if kind == MSG_DATA or kind == MSG_CONTROL:
             self._on_transport(data, addr, now)
         elif kind == MSG_HANDSHAKE_INIT:
-            if self._limiter.allow(addr, now):
-                self._on_init(data, addr, now)
-            else:
-                self._drop("init_rate_limited")
+            self._on_init_datagram(data, addr, now)
+        elif kind == MSG_COOKIE_REPLY:
+            self._on_cookie_reply(data, addr, now)
+        elif kind == MSG_HANDSHAKE_INIT_V1:
+            self._drop("init_legacy")
         elif kind == MSG_HANDSHAKE_RESPONSE:
             self._on_response(data, addr, now)
         elif kind == MSG_HANDSHAKE_CONFIRM:
@@ -508,13 +526,43 @@ class Node:
         else:
             self._drop("unknown_type")
 
-    def _on_init(self, data: bytes, addr: Addr, now: float) -> None:
-        p0 = self._peers_by_inbound_raw(data)
+    def _on_init_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Admission (enclave.proto.admission) before any work: MAC1 first, then the cached
+        answer to a repeated INIT, then load (cookies) and rate limits."""
+        if not self._gate.check_mac1(data):
+            self._drop("init_bad_mac1")
+            return
+        p0 = self._peers_by_inbound_raw(data[:-INIT_MACS_SIZE])
         if p0 is not None:  # the same INIT again (punching on several paths, lost RESPONSE)
             if p0.inbound is not None and p0.in_resends < T.MAX_RESPONSE_RESENDS:
                 p0.in_resends += 1
                 self._send(p0.inbound.response_bytes, addr)
             return
+        verdict = self._gate.admit(data, addr, now)
+        if verdict.reply is not None:
+            self._send(verdict.reply, addr)
+        if verdict.drop is not None:
+            self._drop(verdict.drop)
+        if verdict.admit:
+            self._on_init(data, addr, now)
+
+    def _on_cookie_reply(self, data: bytes, addr: Addr, now: float) -> None:
+        """The responder is under load: keep its cookie for `addr` and send the INIT again
+        with MAC2 (once per new cookie, so a replayed reply makes us send nothing)."""
+        index = int.from_bytes(data[4:8], "little")
+        entry = self._indices.get(index)
+        hs = entry[0].outbound if entry is not None and entry[1] is None else None
+        if entry is None or hs is None or hs.local_index != index:
+            self._drop("cookie_unknown_index")
+            return
+        got = open_cookie_reply(data, hs.responder_key, hs.mac1)
+        if got is None:
+            self._drop("cookie_invalid")
+            return
+        if entry[0].cookies.store(addr, got[1], now):
+            self._send(hs.message(got[1]), addr)
+
+    def _on_init(self, data: bytes, addr: Addr, now: float) -> None:
         v = validate_init(data, self._validate_peer, self._intends)
         if v is None or v.peer.name == self.name:
             self._drop("init_invalid")
@@ -534,7 +582,7 @@ class Node:
                     # where theirs came from, which may be the only address that reaches them
                     # (a peer-reflexive mapping of an address-and-port-dependent NAT)
                     if p.current is None:
-                        self._send(p.outbound.init_bytes, addr)
+                        self._send_init(p, addr, now)
                     return
                 self._abort_outbound(p)
         self._init_ts[name] = v.init.timestamp
@@ -597,6 +645,7 @@ class Node:
         p.pending = ks
         self._indices[ks.local_index] = (p, ks)
         p.identity, p.cert = result.peer, result.peer_cert
+        p.peer_key = result.peer.public_key
         if p.current is None:
             p.addr = addr
         if p.paths is not None and isinstance(addr, PathAddr):
@@ -636,6 +685,7 @@ class Node:
         ks.confirm_msg = bytes(data)
         self._indices[ks.local_index] = (p, ks)
         p.identity, p.cert = result.peer, result.peer_cert
+        p.peer_key = result.peer.public_key
         p.addr = addr
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.confirm(addr, now)
@@ -826,9 +876,13 @@ class Node:
 
     def _start_handshake(self, p: _Peer, now: float, *, send: bool) -> None:
         self._abort_outbound(p)
+        if p.peer_key is None:  # neither introduced nor authenticated: nobody to MAC for
+            p.out_next = None
+            return
         index = self._new_index()
         p.outbound = InitiatorHandshake(
             self.creds,
+            responder_key=p.peer_key,
             local_index=index,
             timestamp=self._timestamp(now),
             random_bytes=self._random_bytes,
@@ -838,7 +892,7 @@ class Node:
         p.out_next = now + self._retry_delay(p.out_attempts)
         if send:
             for addr in self._handshake_targets(p):
-                self._send(p.outbound.init_bytes, addr)
+                self._send_init(p, addr, now)
 
     def _handshake_targets(self, p: _Peer) -> list[Addr]:
         if p.current is not None and p.addr is not None:
@@ -853,7 +907,7 @@ class Node:
     def _probe(self, p: _Peer, addr: PathAddr, now: float) -> None:
         if p.current is None:
             if p.outbound is not None:
-                self._send(p.outbound.init_bytes, addr)
+                self._send_init(p, addr, now)
             return
         if addr == p.addr:
             return
@@ -866,6 +920,11 @@ class Node:
     # ------------------------------------------------------------------ output
     def _send(self, data: bytes, addr: Addr) -> None:
         self._out.append((data, addr))
+
+    def _send_init(self, p: _Peer, addr: Addr, now: float) -> None:
+        """Our INIT to `addr`, with MAC2 when we hold the peer's cookie for that address."""
+        if p.outbound is not None:
+            self._send(p.outbound.message(p.cookies.get(addr, now)), addr)
 
     def _send_to_peer(self, p: _Peer, data: bytes, addr: Addr, now: float) -> None:
         p.last_tx = now

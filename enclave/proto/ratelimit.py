@@ -26,26 +26,16 @@ class TokenBucket:
         return False
 
 
-class KeyedRateLimiter:
-    """One bucket per key (e.g. source address) plus one global bucket; bounded memory.
+class KeyedBuckets:
+    """One bucket per key (a source IP, a claimed identity); an LRU of at most `max_keys`.
 
-    The key table is an LRU of at most `max_keys` entries, so a flood from many spoofed sources
-    evicts old buckets instead of growing; the global bucket still caps the total work.
-    """
+    A flood from many keys evicts old buckets instead of growing; a global bucket beside it
+    caps the total work."""
 
-    def __init__(
-        self,
-        rate: float,
-        burst: float,
-        *,
-        global_rate: float,
-        global_burst: float,
-        max_keys: int = 4096,
-    ) -> None:
+    def __init__(self, rate: float, burst: float, *, max_keys: int = 4096) -> None:
         self._rate = rate
         self._burst = burst
         self._max_keys = max_keys
-        self._global = TokenBucket(global_rate, global_burst)
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
     def __len__(self) -> int:
@@ -60,6 +50,28 @@ class KeyedRateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        if not bucket.allow(now):
+        return bucket.allow(now)
+
+
+class KeyedRateLimiter:
+    """One bucket per key (e.g. source address) plus one global bucket; bounded memory."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        global_rate: float,
+        global_burst: float,
+        max_keys: int = 4096,
+    ) -> None:
+        self._keyed = KeyedBuckets(rate, burst, max_keys=max_keys)
+        self._global = TokenBucket(global_rate, global_burst)
+
+    def __len__(self) -> int:
+        return len(self._keyed)
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        if not self._keyed.allow(key, now):
             return False
         return self._global.allow(now)

@@ -27,8 +27,15 @@ CONFIRM_MAX_SENDS = 10
 CLOSE_SENDS = 3  # an authenticated CLOSE is sent this many times ...
 CLOSE_INTERVAL = 0.25  # ... this far apart
 
-INIT_RATE_PER_SOURCE = 10.0  # handshake messages per second per source address
+INIT_RATE_PER_SOURCE = 10.0  # handshake messages per second per source (INIT: per source IP)
 INIT_BURST_PER_SOURCE = 20.0
+INIT_RATE_PER_IDENTITY = 5.0  # INITs per second per claimed certificate (after MAC1)
+INIT_BURST_PER_IDENTITY = 10.0
+UNDER_LOAD_RATE = 250.0  # valid-MAC1 INITs offered faster than this (half the global limit) ...
+UNDER_LOAD_BURST = 100.0
+UNDER_LOAD_AFTER = 1.0  # ... put the responder under load for this long: cookies (MAC2) needed
+COOKIE_SECRET_LIFETIME = 120.0  # the responder's cookie secret is replaced this often
+COOKIE_LIFETIME = 115.0  # an initiator uses a cookie this long (a little less than the secret)
 INIT_RATE_GLOBAL = 500.0  # and in total
 INIT_BURST_GLOBAL = 200.0
 RATE_LIMIT_TABLE = 4096  # source addresses tracked (LRU)

@@ -7,11 +7,16 @@ bytes are not zero).
 
 Message types
 -------------
-    1 HANDSHAKE_INIT      initiator -> responder  (certificate, challenge, ephemeral key, signature)
+    1 (retired)           the INIT before MAC1/MAC2: dropped and counted (init_legacy)
     2 HANDSHAKE_RESPONSE  responder -> initiator  (certificate, challenge, ephemeral key, signature)
     3 HANDSHAKE_CONFIRM   initiator -> responder   (signature over the whole transcript)
     4 DATA                either way, an encrypted Ethernet frame   (fast path)
     5 CONTROL             either way, an encrypted control message  (keepalive, close, path probe)
+    6 HANDSHAKE_INIT      initiator -> responder  (as 1, then MAC1 and MAC2: see its diagram)
+    7 COOKIE_REPLY        responder -> initiator  (under load, instead of the RESPONSE)
+
+The INIT changed its type byte when it gained MAC1/MAC2, so old and new never mis-parse each
+other: a node of the old format drops type 6 (unknown type), a node of this format drops type 1.
 
 DATA and CONTROL share one 16-byte header (the AEAD associated data) and differ only in the type
 byte and in the nonce domain (see below); the fast path handles DATA and hands everything else to
@@ -70,11 +75,18 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 # --- message types -------------------------------------------------------------------------
-MSG_HANDSHAKE_INIT = 1
+MSG_HANDSHAKE_INIT_V1 = 1  # retired: the INIT without MAC1/MAC2 (dropped, counted)
+MSG_HANDSHAKE_INIT = 6
 MSG_HANDSHAKE_RESPONSE = 2
 MSG_HANDSHAKE_CONFIRM = 3
 MSG_DATA = 4
 MSG_CONTROL = 5
+MSG_COOKIE_REPLY = 7
+# types a peer sends to a peer (the agent hands these to the Node)
+PEER_MESSAGE_TYPES = frozenset({
+    MSG_HANDSHAKE_INIT_V1, MSG_HANDSHAKE_RESPONSE, MSG_HANDSHAKE_CONFIRM, MSG_DATA, MSG_CONTROL,
+    MSG_HANDSHAKE_INIT, MSG_COOKIE_REPLY,
+})
 # discovery (agent <-> platform reflector, never between peers): layouts at the end of this file
 MSG_REFLECT_REQUEST = 16
 MSG_REFLECT_REPLY = 17
@@ -116,8 +128,11 @@ EPHEMERAL_KEY_SIZE = 32  # X25519 (crypto_kx) public key
 SIGNATURE_SIZE = 64  # Ed25519
 TIMESTAMP_SIZE = 8
 
-MAX_CERT_SIZE = 1280  # init <= 1428 bytes: fits a 1500-byte MTU over IPv6 (1452-byte UDP payload)
-INIT_FIXED_SIZE = 84 + SIGNATURE_SIZE  # 148
+MAC_SIZE = 16  # MAC1, MAC2 (keyed BLAKE2b-128) and the cookie
+INIT_MACS_SIZE = 2 * MAC_SIZE
+MAX_CERT_SIZE = 1248  # init <= 1428 bytes: fits a 1500-byte MTU over IPv6 (1452-byte UDP payload)
+INIT_BODY_FIXED_SIZE = 84 + SIGNATURE_SIZE  # 148: the INIT before its MACs (signed part + sig)
+INIT_FIXED_SIZE = INIT_BODY_FIXED_SIZE + INIT_MACS_SIZE  # 180
 RESPONSE_FIXED_SIZE = 80 + SIGNATURE_SIZE  # 144
 CONFIRM_SIZE = 8 + SIGNATURE_SIZE  # 72
 MAX_HANDSHAKE_SIZE = INIT_FIXED_SIZE + MAX_CERT_SIZE  # 1428 (the response is 4 bytes smaller)
@@ -210,7 +225,7 @@ def aead_nonce(domain: bytes, counter: int) -> bytes:
 # --- handshake init ---------------------------------------------------------------------------
 #  0               4               8                              16
 #  +-------+-------+---------------+------------------------------+
-#  | 01 00 00 00   | sender index  |  timestamp (u64 LE, ns UTC)  |
+#  | 06 00 00 00   | sender index  |  timestamp (u64 LE, ns UTC)  |
 #  +---------------+---------------+------------------------------+
 #  | challenge_i (32 bytes)                                       |  16
 #  +--------------------------------------------------------------+
@@ -218,9 +233,24 @@ def aead_nonce(domain: bytes, counter: int) -> bytes:
 #  +-------+-------+--------------+-------------------------------+
 #  | caps  | 0     | cert len u16 | cert_i (DER, cert len bytes)  |  80, 81, 82, 84
 #  +-------+-------+--------------+-------------------------------+
-#  | sig_i0 = Ed25519_i(INIT_LABEL || all bytes above) (64 bytes) |
+#  | sig_i0 = Ed25519_i(INIT_LABEL || all bytes above) (64 bytes) |  84 + cert len
 #  +--------------------------------------------------------------+
+#  | mac1 = BLAKE2b-128(key = mac1_key(R), all bytes above)      |  148 + cert len  (16 bytes)
+#  +--------------------------------------------------------------+
+#  | mac2 = BLAKE2b-128(key = cookie, all bytes above), or zeros  |  164 + cert len  (16 bytes)
+#  +--------------------------------------------------------------+
+#
+#  mac1_key(R) = BLAKE2b-256(MAC1_LABEL || R's certified Ed25519 public key): only a party that
+#  holds R's certificate (the platform hands it over with the introduction) can compute MAC1, and
+#  R checks it before it spends a rate-limit token, a parse or a signature check.  MAC2 is zeros
+#  unless the initiator holds a cookie from R's COOKIE_REPLY for the address it sends to (under
+#  load R asks for it: the sender proves it receives at its source address).  The signature and
+#  the handshake transcript cover the INIT body (everything before mac1), not the MACs.
+#
+#  Changes against type 1: the type byte (1 -> 6) and the 32 bytes of MACs at the end.
 _INIT = struct.Struct("<B3xIQ32s32sBxH")  # 84 bytes
+_ZERO_MAC = bytes(MAC_SIZE)
+_INIT_TYPE_WORD = bytes([MSG_HANDSHAKE_INIT, 0, 0, 0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +262,8 @@ class HandshakeInit:
     caps: int
     cert: bytes
     signature: bytes
+    mac1: bytes = _ZERO_MAC
+    mac2: bytes = _ZERO_MAC
 
     def signed_part(self) -> bytes:
         return _INIT.pack(
@@ -244,8 +276,20 @@ class HandshakeInit:
             len(self.cert),
         ) + self.cert
 
-    def encode(self) -> bytes:
+    def body(self) -> bytes:
+        """The INIT before its MACs (what MAC1 and the transcript cover)."""
         return self.signed_part() + self.signature
+
+    def encode(self) -> bytes:
+        return self.body() + self.mac1 + self.mac2
+
+
+def init_size_ok(data: bytes) -> bool:
+    """Cheap shape check of an INIT (type word, sizes, cert length field) before any MAC."""
+    n = len(data)
+    if not INIT_FIXED_SIZE < n <= MAX_HANDSHAKE_SIZE or data[:4] != _INIT_TYPE_WORD:
+        return False
+    return n == INIT_FIXED_SIZE + int.from_bytes(data[82:84], "little")
 
 
 def decode_init(data: bytes) -> HandshakeInit:
@@ -256,10 +300,56 @@ def decode_init(data: bytes) -> HandshakeInit:
     if message_type(data) != MSG_HANDSHAKE_INIT or data[81] != 0:
         raise WireError("not a well-formed handshake init")
     _t, sender, ts, challenge, eph, caps, cert_len = _INIT.unpack_from(data)
-    if cert_len == 0 or len(data) != _INIT.size + cert_len + SIGNATURE_SIZE:
+    if cert_len == 0 or len(data) != INIT_FIXED_SIZE + cert_len:
         raise WireError("handshake init length mismatch")
     cert = data[_INIT.size : _INIT.size + cert_len]
-    return HandshakeInit(sender, ts, challenge, eph, caps, cert, data[-SIGNATURE_SIZE:])
+    sig_at = _INIT.size + cert_len
+    mac1_at = sig_at + SIGNATURE_SIZE
+    return HandshakeInit(
+        sender, ts, challenge, eph, caps, bytes(cert), bytes(data[sig_at:mac1_at]),
+        bytes(data[mac1_at : mac1_at + MAC_SIZE]), bytes(data[mac1_at + MAC_SIZE :]),
+    )
+
+
+# --- cookie reply -------------------------------------------------------------------------------
+#  Sent by a responder under load to an INIT with a valid MAC1 but no valid MAC2, instead of any
+#  expensive work (64 bytes: smaller than any INIT, so it never amplifies).
+#
+#  0               4               8
+#  +---------------+---------------+----------------------------------------------+
+#  | 07 00 00 00   | receiver index| nonce (24 random bytes)                      |
+#  |               | (the INIT's   |                                              |
+#  |               | sender index) |                                              |  8
+#  +---------------+---------------+----------------------------------------------+
+#  | XChaCha20-Poly1305(key = cookie_key(R), nonce, plaintext = cookie (16 bytes), |  32
+#  |                    associated data = the INIT's mac1) -> 16 + 16-byte tag     |
+#  +-------------------------------------------------------------------------------+
+#
+#  cookie_key(R) = BLAKE2b-256(COOKIE_LABEL || R's Ed25519 public key).
+#  cookie = BLAKE2b-128(key = R's secret (random, replaced every COOKIE_SECRET_LIFETIME s),
+#                       the INIT's source address as R saw it): a spoofed source never sees it.
+COOKIE_NONCE_SIZE = 24
+COOKIE_REPLY_SIZE = 8 + COOKIE_NONCE_SIZE + MAC_SIZE + AEAD_TAG_SIZE  # 64
+_COOKIE_REPLY = struct.Struct("<B3xI24s32s")
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReply:
+    receiver_index: int
+    nonce: bytes
+    sealed_cookie: bytes  # the cookie (16) + the AEAD tag (16)
+
+    def encode(self) -> bytes:
+        return _COOKIE_REPLY.pack(
+            MSG_COOKIE_REPLY, self.receiver_index, self.nonce, self.sealed_cookie
+        )
+
+
+def decode_cookie_reply(data: bytes) -> CookieReply:
+    if len(data) != COOKIE_REPLY_SIZE or message_type(data) != MSG_COOKIE_REPLY:
+        raise WireError("not a cookie reply")
+    _t, receiver, nonce, sealed = _COOKIE_REPLY.unpack(data)
+    return CookieReply(receiver, nonce, sealed)
 
 
 # --- handshake response -----------------------------------------------------------------------

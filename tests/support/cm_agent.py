@@ -15,6 +15,7 @@ from typing import Any
 
 from enclave.agent.connections import ConnectionManager
 from enclave.cert import sign as ed_sign
+from enclave.cert.keys import public_key_raw
 from enclave.discovery import Candidate, NatBehaviour, PathAddr
 from enclave.discovery.introduction import Introduction
 from enclave.platform.relay import mint_ticket
@@ -54,7 +55,8 @@ def make_agent(
 ) -> Agent:
     key, der, serial = pki.issue(name)
     creds = LocalCredentials(
-        name=name, cert_der=der, sign=lambda data: ed_sign(key, data), caps=CAP_AES256GCM_HW
+        name=name, cert_der=der, sign=lambda data: ed_sign(key, data), caps=CAP_AES256GCM_HW,
+        public_key=public_key_raw(key.public_key()),
     )
     udp = sock_factory(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

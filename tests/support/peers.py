@@ -5,7 +5,8 @@
     pki, r, a, b = connected_pair()    the same, already connected (default router seed)
     r, b = victim_b(pki)               B alone, for packets a stranger M injects
     silent(r, b, data)                 B neither answers ``data`` nor keeps state for it
-    capture_init(pki, name)            a real handshake INIT as it leaves host ``name``
+    capture_init(pki, name, to_key=k)  a real handshake INIT as it leaves host ``name`` (MAC1
+                                       made with the victim's public key ``k``)
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def connected(a: Host, b: Host) -> bool:
 
 
 def connect(r: Router, a: Host, b: Host, timeout: float = 10.0) -> None:
-    a.node.connect(b.name, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now)
+    a.node.connect(b.name, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now,
+                   peer_key=b.public_key)
     assert r.run_until(lambda: connected(a, b), timeout)
 
 
@@ -57,12 +59,13 @@ def silent(r: Router, victim: Host, data: bytes, src: PathAddr = ADDR_M) -> None
     assert victim.events == []
 
 
-def capture_init(pki: Pki, name: str, *, to: str = B,
+def capture_init(pki: Pki, name: str, *, to_key: bytes, to: str = B,
                  key_cert: KeyCert | None = None) -> bytes:
-    """A real INIT from host `name` (which intends `to`) as it leaves that host."""
+    """A real INIT from host `name` (which intends `to`, whose public key is `to_key`: the
+    introduction hands it over, MAC1 is made with it) as it leaves that host."""
     r = Router()
     m = r.add(make_host(pki, name, [ADDR_M], intents={to}, seed=5, key_cert=key_cert))
-    m.node.connect(to, [Candidate(ADDR_B, CandidateKind.PUBLIC)], r.now)
+    m.node.connect(to, [Candidate(ADDR_B, CandidateKind.PUBLIC)], r.now, peer_key=to_key)
     m.node.handle_timer(r.now)
     out = m.node.datagrams_to_send(r.now)
     assert out and out[0][0][0] == MSG_HANDSHAKE_INIT
@@ -80,6 +83,6 @@ def connected_pair() -> tuple[Pki, Router, Host, Host]:
     r = Router()
     a = r.add(make_host(pki, A, [ADDR_A], intents={B}, seed=1))
     b = r.add(make_host(pki, B, [ADDR_B], intents={A}, seed=2))
-    a.node.connect(B, [Candidate(ADDR_B, CandidateKind.PUBLIC)], r.now)
+    a.node.connect(B, [Candidate(ADDR_B, CandidateKind.PUBLIC)], r.now, peer_key=b.public_key)
     assert r.run_until(lambda: b.node.session(A) is not None and a.node.session(B) is not None, 5)
     return pki, r, a, b

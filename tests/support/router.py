@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave.cert import sign as ed_sign
+from enclave.cert.keys import public_key_raw
 from enclave.discovery import PathAddr, Transport
 from enclave.proto.events import Event
-from enclave.proto.handshake import LocalCredentials
+from enclave.proto.handshake import LocalCredentials, ValidatePeer
 from enclave.proto.node import Node
 from enclave.proto.wire import CAP_AES256GCM_HW
 from tests.support.pki import Pki
@@ -53,6 +54,11 @@ class Host:
     events: list[Event] = field(default_factory=list)
     nat_source: PathAddr | None = None  # what remote hosts see as our source (None: addrs[0])
 
+    @property
+    def public_key(self) -> bytes:
+        """The certified Ed25519 public key: what a peer needs to MAC its INITs to us."""
+        return public_key_raw(self.key.public_key())
+
 
 def make_host(
     pki: Pki,
@@ -63,7 +69,10 @@ def make_host(
     aes: bool = True,
     seed: int = 1,
     key_cert: tuple[Ed25519PrivateKey, bytes, int] | None = None,
+    validate: ValidatePeer | None = None,
 ) -> Host:
+    """A host with a certificate from `pki`; `validate` checks peers' certificates (default:
+    pki.validate)."""
     key, der, serial = key_cert or pki.issue(name)
     wanted: set[str] = set() if intents is None else intents
     creds = LocalCredentials(
@@ -71,11 +80,12 @@ def make_host(
         cert_der=der,
         sign=lambda data: ed_sign(key, data),
         caps=CAP_AES256GCM_HW if aes else 0,
+        public_key=public_key_raw(key.public_key()),
     )
     rng = random.Random(seed)
     node = Node(
         creds,
-        pki.validate,
+        pki.validate if validate is None else validate,
         lambda peer: peer in wanted,
         wall_offset=1.7e9,
         rng=rng,

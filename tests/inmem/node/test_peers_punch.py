@@ -26,8 +26,8 @@ def two_sites(*, same_lan: bool) -> tuple[Router, Host, Host]:
     if not same_lan:  # the other site's LAN is unreachable
         r.blocked |= {(A, LAN_B), (B, LAN_A)}
     at = r.now + 1.0
-    a.node.connect(B, cands(lan_b, PUB_B), r.now, punch_at=at)
-    b.node.connect(A, cands(LAN_A, PUB_A), r.now, punch_at=at)
+    a.node.connect(B, cands(lan_b, PUB_B), r.now, punch_at=at, peer_key=b.public_key)
+    b.node.connect(A, cands(LAN_A, PUB_A), r.now, punch_at=at, peer_key=a.public_key)
     return r, a, b
 
 

@@ -88,8 +88,10 @@ def test_handshake_survives_loss_duplication_reorder(
 def test_simultaneous_initiation_converges_to_one_session() -> None:
     _pki, r, a, b = pair()
     at = r.now + 0.5
-    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now, punch_at=at)
-    b.node.connect(A, [Candidate(a.addrs[0], CandidateKind.PUBLIC)], r.now, punch_at=at)
+    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now, punch_at=at,
+                   peer_key=b.public_key)
+    b.node.connect(A, [Candidate(a.addrs[0], CandidateKind.PUBLIC)], r.now, punch_at=at,
+                   peer_key=a.public_key)
     assert r.run_until(lambda: connected(a, b), 10)
     r.run(30)
     ka, kb = a.node.session(B), b.node.session(A)
@@ -215,7 +217,8 @@ def test_revoked_certificate_closes_the_session_on_both_sides() -> None:
     assert events_of(a, SessionClosed)[0].reason is CloseReason.CERT_INVALID
     assert events_of(b, SessionClosed)[0].reason is CloseReason.REMOTE
     # and B cannot come back while revoked
-    b.node.connect(A, [Candidate(a.addrs[0], CandidateKind.PUBLIC)], r.now)
+    b.node.connect(A, [Candidate(a.addrs[0], CandidateKind.PUBLIC)], r.now,
+                   peer_key=a.public_key)
     r.run(10)
     assert a.node.session(B) is None
 
@@ -243,7 +246,8 @@ def test_withdrawn_intent_closes_and_peer_learns() -> None:
 def test_handshake_retries_with_backoff_then_fails() -> None:
     _pki, r, a, b = pair()
     r.blocked.add((A, udp("198.18.2.2")))
-    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now)
+    a.node.connect(B, [Candidate(b.addrs[0], CandidateKind.PUBLIC)], r.now,
+                   peer_key=b.public_key)
     r.run(200)
     inits = [t for t, s, _d, data in r.log if s == A and data[0] == MSG_HANDSHAKE_INIT]
     # distinct INIT messages = attempts; the first is carried by the punch rounds

@@ -14,7 +14,7 @@ from enclave.proto import wire as W
     [
         (1, W.DATA_HEADER_SIZE, 16),
         (2, W.DATA_OVERHEAD, 32),
-        (3, W.INIT_FIXED_SIZE, 148),
+        (3, W.INIT_FIXED_SIZE, 180),  # 148 + MAC1 + MAC2
         (4, W.RESPONSE_FIXED_SIZE, 144),
         (5, W.CONFIRM_SIZE, 72),
         (6, W.MAX_HANDSHAKE_SIZE, 1428),
