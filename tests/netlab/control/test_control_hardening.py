@@ -26,39 +26,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from enclave.agent.control import ControlClient
 from enclave.agent.state import StateDir
 from enclave.cert.keys import generate_private_key
 from enclave.logsafe import BURST
 from enclave.policy.intent import IntentStatement, encode_signed
+from tests.support.control_client import Recorder, client, until
 from tests.support.platform import Platform
 from tests.support.proc import enclave, local_run
-
-Msgs = list[dict[str, Any]]
-
-
-class Recorder:
-    """A ControlHandler that keeps every message (and can be told to raise once)."""
-
-    def __init__(self) -> None:
-        self.msgs: Msgs = []
-        self.welcomes = 0
-        self.raise_on_connect = 0
-
-    def on_connected(self, welcome: dict[str, Any]) -> None:
-        self.welcomes += 1
-        if self.raise_on_connect > 0:
-            self.raise_on_connect -= 1
-            raise RuntimeError("a handler bug")
-
-    def on_message(self, msg: dict[str, Any]) -> None:
-        self.msgs.append(msg)
-
-    def on_disconnected(self) -> None:
-        pass
-
-    def intros(self, peer: str) -> Msgs:
-        return [m for m in self.msgs if m.get("type") == "introduce" and m.get("peer") == peer]
 
 
 @pytest.fixture(scope="module")
@@ -98,21 +72,6 @@ def systems(plat: Platform, tmp_path_factory: pytest.TempPathFactory) -> list[St
     return out
 
 
-def _client(state: StateDir, handler: Recorder) -> ControlClient:
-    rec = state.load_enrolment()
-    return ControlClient(rec.url, rec.pin, rec.name, state.keystore().load_ed25519(), handler)
-
-
-async def _until(check: Callable[[], object], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def _run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
@@ -132,18 +91,18 @@ def test_hostname_candidates_never_reach_peers(systems: list[StateDir]) -> None:
 
     async def scenario() -> None:
         hx, hy = Recorder(), Recorder()
-        cx, cy = _client(x, hx), _client(y, hy)
+        cx, cy = client(x, hx), client(y, hy)
         tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
         try:
-            await _until(lambda: cx.state == "connected" and cy.state == "connected")
-            await _until(lambda: hy.intros(xname))
+            await until(lambda: cx.state == "connected" and cy.state == "connected")
+            await until(lambda: hy.intros(xname))
             assert cx.send({"type": "report", "nat": "none", "mappings": {}, "candidates": [
                 _cand("evil.example", 51820), _cand("localhost", 51820),
                 _cand("0.0.0.0", 51820), _cand("224.0.0.1", 51820), _cand("169.254.9.9", 51820),
                 _cand("198.18.5.5", 51820, kind="relay"),
                 _cand("198.18.5.5", 51820, transport="relay"),
                 _cand("198.18.5.5", 51820)]})
-            got = await _until(lambda: [m for m in hy.intros(xname) if m["candidates"]])
+            got = await until(lambda: [m for m in hy.intros(xname) if m["candidates"]])
             assert [(c["host"], c["port"], c["kind"]) for c in got[-1]["candidates"]] == [
                 ("198.18.5.5", 51820, "public")]
             await asyncio.sleep(1.5)  # nothing else arrives later either
@@ -163,18 +122,18 @@ def test_candidate_reports_are_rate_limited(systems: list[StateDir]) -> None:
 
     async def scenario() -> None:
         hx, hy = Recorder(), Recorder()
-        cx, cy = _client(x, hx), _client(y, hy)
+        cx, cy = client(x, hx), client(y, hy)
         tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
         try:
-            await _until(lambda: cx.state == "connected" and cy.state == "connected")
-            await _until(lambda: hy.intros(xname))
+            await until(lambda: cx.state == "connected" and cy.state == "connected")
+            await until(lambda: hy.intros(xname))
             await asyncio.sleep(0.5)
             before = len(hy.intros(xname))
             for port in range(40000, 40040):  # 40 changed reports at once
                 cx.send({"type": "report", "nat": "none", "mappings": {},
                          "candidates": [_cand("198.18.5.5", port)]})
                 await asyncio.sleep(0.01)
-            last = await _until(lambda: [m for m in hy.intros(xname)
+            last = await until(lambda: [m for m in hy.intros(xname)
                                          if m["candidates"]
                                          and m["candidates"][0]["port"] == 40039])
             assert last  # the newest report is not lost
@@ -194,13 +153,13 @@ def test_control_client_survives_a_handler_exception(systems: list[StateDir]) ->
     async def scenario() -> None:
         h = Recorder()
         h.raise_on_connect = 2
-        c = _client(z, h)
+        c = client(z, h)
         task = asyncio.create_task(c.run())
         try:
-            await _until(lambda: h.welcomes >= 3 or task.done(), timeout=20)
+            await until(lambda: h.welcomes >= 3 or task.done(), timeout=20)
             assert not task.done(), task.exception()
             assert c.last_error is None or "RuntimeError" in c.last_error
-            await _until(lambda: c.state == "connected", timeout=10)
+            await until(lambda: c.state == "connected", timeout=10)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,95 @@
+"""The relay refuses systems in the CRL: a revoked system's relay tickets stop working within
+seconds, though they have not expired (a real platform on loopback with its relay).
+
+    X, Y enrolled, mutual intent; X's ControlClient (driven here) gets Y's introduction with
+    the relay's address and X's ticket "X may relay to Y"
+    X's RelayClient --REGISTER--> relay: REGISTERED          (before)
+    `enclave platform systems revoke Y`
+    X's RelayClient --REGISTER--> relay: silence              (within seconds)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import time
+from pathlib import Path
+
+from enclave.agent.relay_client import RelayClient
+from enclave.agent.state import StateDir
+from tests.support.control_client import Recorder, client, until
+from tests.support.platform import Platform
+from tests.support.proc import enclave, free_port, local_run
+
+LO = "127.0.0.1"
+
+
+def _enrol(plat: Platform, state: Path) -> str:
+    res = local_run(enclave("enrol", "--token-file", "-", "--state", str(state)),
+                    input=plat.token())
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def _registers(rc: RelayClient, peer: str, relay: tuple[str, int], ticket: bytes,
+               sock: socket.socket) -> bool:
+    """REGISTER (answering the cookie challenge) until REGISTERED, or False on silence."""
+    now = time.time()
+    out = rc.add(peer, relay, ticket, now)
+    for _ in range(6):
+        for data, dst in out:
+            sock.sendto(data, dst)
+        try:
+            data, src = sock.recvfrom(2048)
+        except TimeoutError:
+            out = rc.due(time.time() + 1.0)
+            continue
+        got = rc.receive(data, src, time.time())
+        if got is not None and got.kind in ("registered", "refreshed"):
+            return True
+        out = got.send if got is not None else []
+    return False
+
+
+def test_revoked_systems_tickets_stop_working(tmp_path: Path) -> None:
+    relay_port = free_port()
+    plat = Platform.loopback(tmp_path, ENCLAVE_PLATFORM_RELAY=f"{LO}:{relay_port}")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LO, 0))
+    sock.settimeout(0.5)
+    try:
+        x, y = StateDir(tmp_path / "x"), StateDir(tmp_path / "y")
+        xname, yname = _enrol(plat, x.root), _enrol(plat, y.root)
+        for a, b in ((x, yname), (y, xname)):
+            res = local_run(enclave("intent", "add", b, "--state", str(a.root)))
+            assert res.returncode == 0, res.stderr
+
+        async def intro() -> dict[str, object]:
+            hx, hy = Recorder(), Recorder()
+            cx, cy = client(x, hx), client(y, hy)
+            tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
+            try:
+                got = await until(lambda: [m for m in hx.intros(yname) if m.get("relay_ticket")],
+                                  what="X introduced to Y with a relay ticket")
+                return dict(got[-1])
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        msg = asyncio.run(asyncio.wait_for(intro(), 30))
+        relay = msg["relay"]
+        assert isinstance(relay, dict) and relay["host"] == LO and relay["port"] == relay_port
+        ticket = base64.b64decode(str(msg["relay_ticket"]))
+        assert _registers(RelayClient(), yname, (LO, relay_port), ticket, sock)
+
+        res = plat.cli("systems", "revoke", yname)
+        assert res.returncode == 0, res.stderr
+        deadline = time.monotonic() + 15
+        while _registers(RelayClient(), yname, (LO, relay_port), ticket, sock):
+            assert time.monotonic() < deadline, "the relay still registers a revoked peer"
+            time.sleep(0.5)
+    finally:
+        sock.close()
+        plat.stop()
