@@ -1,11 +1,13 @@
 """Running the real `enclave` command for tests: here, or through a lab host's runner.
 
-    local_run(enclave("platform", "init", ...))   python -m enclave ... (30 s timeout)
+    local_run(enclave("platform", "init", ...))   python -P -m enclave ... (30 s timeout)
     run_cli("enrol", token, env={...})             the same, extra environment
     local_popen(argv, stdout=log)                  a long-running process (own session)
     stop(proc)                                     SIGTERM, then SIGKILL after 10 s
 
-Every process runs from the repository with it on PYTHONPATH (``ENV``).
+Every process runs from the repository with it on PYTHONPATH (``ENV``), so test shims under
+tests.support import; `enclave` itself is started by enclave.spawn.enclave_argv (`-P`: the
+working directory is not on sys.path), which with the suite's editable install is the checkout.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from enclave.spawn import enclave_argv
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -35,12 +38,12 @@ def local_popen(argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
 
 
 def enclave(*args: str) -> list[str]:
-    return [sys.executable, "-m", "enclave", *args]
+    return enclave_argv(*args)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run the real `enclave` command (python -m enclave ...) with ``env`` added."""
+    """Run the real `enclave` command (python -P -m enclave ...) with ``env`` added."""
     return subprocess.run(enclave(*args), capture_output=True, text=True, timeout=timeout,
                           env={**ENV, **(env or {})}, cwd=REPO)
 

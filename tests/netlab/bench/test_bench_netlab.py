@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from enclave.bench import runner
 from enclave.bench.report import to_html
 from enclave.netlab import netns
+from enclave.spawn import enclave_argv
 from tests.support.lab import netlab_unavailable
 from tests.support.proc import REPO
 
@@ -74,12 +74,12 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     'unavailable' and raw figures only."""
     out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
     res = subprocess.run(
-        [sys.executable, "-m", "enclave", "bench", "--duration", "1", "--flows", "tcp1",
-         "--cipher", "aes256gcm", "--no-crypto", "--ping-count", "10",
-         "--connect-timeout", "10",
-         "--json", str(out_json), "--html", str(out_html)],
+        enclave_argv("bench", "--duration", "1", "--flows", "tcp1",
+                     "--cipher", "aes256gcm", "--no-crypto", "--ping-count", "10",
+                     "--connect-timeout", "10",
+                     "--json", str(out_json), "--html", str(out_html)),
         capture_output=True, text=True, timeout=240, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200"},
     )
     data = json.loads(out_json.read_text())
     assert not _leftovers(data["meta"]["lab_prefix"]), "lab not torn down"

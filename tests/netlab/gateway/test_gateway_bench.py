@@ -9,13 +9,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from enclave.bench.gateway import gateway_route
 from enclave.netlab import netns
+from enclave.spawn import enclave_argv
 from tests.support.lab import netlab_unavailable
 from tests.support.proc import REPO
 
@@ -40,11 +40,11 @@ def test_enclave_bench_gateway_command(tmp_path: Path) -> None:
         pytest.skip(reason)
     out_json, out_html = tmp_path / "gw.json", tmp_path / "gw.html"
     res = subprocess.run(
-        [sys.executable, "-m", "enclave", "bench", "gateway", "--duration", "1",
-         "--flows", "tcp1,latency", "--ping-count", "20", "--connect-timeout", "20",
-         "--json", str(out_json), "--html", str(out_html)],
+        enclave_argv("bench", "gateway", "--duration", "1",
+                     "--flows", "tcp1,latency", "--ping-count", "20", "--connect-timeout", "20",
+                     "--json", str(out_json), "--html", str(out_html)),
         capture_output=True, text=True, timeout=220, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+        env={**os.environ, "COLUMNS": "200"})
     assert out_json.exists(), res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads(out_json.read_text())
     prefix = report["meta"]["lab_prefix"]
