@@ -23,8 +23,9 @@ which agents treat as a hint (a working session stays up; see enclave.discovery.
 
 Candidate reports take effect at most once per REPORT_INTERVAL per system (a newer report waits
 and replaces an older waiting one), so a system cannot make the hub re-introduce its pairs at
-will. Loopback candidates are accepted only from a session that itself comes from loopback and
-are passed only to peers that do too (both on the platform's host).
+will. Loopback candidates are accepted only from a session that comes from loopback to a
+platform served on loopback, and are passed only to peers whose sessions are such too (all on
+the platform's host).
 
 The relay (if running) is told after every re-evaluation which systems may use it
 (RelayService.allow_only): a revoked, disabled, expired or removed system's tickets stop
@@ -93,7 +94,7 @@ class Session:
     sent_intents: tuple[str, ...] | None = None
     offered: dict[tuple[str, str], float] = field(default_factory=dict)  # pair -> when (mono)
     closed: bool = False
-    local: bool = False  # the control connection comes from loopback (same host as platform)
+    local: bool = False  # loopback platform reached from loopback: the system is on its host
     reported_at: float | None = None  # monotonic time the last report took effect
     waiting: tuple[tuple[Candidate, ...], NatBehaviour, dict[str, Any]] | None = None
     report_timer: asyncio.TimerHandle | None = None

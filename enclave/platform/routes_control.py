@@ -194,7 +194,11 @@ async def control(request: web.Request) -> web.StreamResponse:
     session = await _authenticate(platform, ws, hub.rejections, request.remote)
     if session is None:
         return ws
-    session.local = _is_loopback(request.remote)
+    # loopback candidates make sense only when every system is on the platform's host: a
+    # platform served on loopback, reached from loopback (never through a local proxy in front
+    # of a public platform)
+    session.local = (_is_loopback(urlsplit(platform.settings.url).hostname)
+                     and _is_loopback(request.remote))
     ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
     crl = hub.crl_message()
     await ws.send_json({
