@@ -6,6 +6,8 @@ the listener sees it, so it gets neither a SYN-ACK nor an RST (a port scan finds
     table inet enclave_guard_<port>                       one table per data port, the agent's own
       set peers4 { type ipv4_addr }  set peers6 { ... }   introduced peers' candidate addresses
       chain input (hook input, priority filter - 10)
+        tcp dport <port> ct state established,related accept   replies to our own connects
+                                                          (TCP reflection, simultaneous open)
         tcp dport <port> ip  saddr @peers4 accept
         tcp dport <port> ip6 saddr @peers6 accept
         tcp dport <port> counter drop                     everything else, silently
@@ -66,6 +68,7 @@ def ruleset(port: int, allowed: Iterable[IPAddress]) -> str:
         + f"  set peers6 {{ type ipv6_addr;{elements(v6)} }}\n"
         + "  chain input {\n"
         + "    type filter hook input priority filter - 10; policy accept;\n"
+        + f"    tcp dport {port} ct state established,related accept\n"
         + f"    tcp dport {port} ip saddr @peers4 accept\n"
         + f"    tcp dport {port} ip6 saddr @peers6 accept\n"
         + f"    tcp dport {port} counter drop\n"
