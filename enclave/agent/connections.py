@@ -51,7 +51,7 @@ from enclave.agent.transport_tcp import (
 )
 from enclave.agent.transport_udp import UdpTransport
 from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
-from enclave.discovery.introduction import Introduction
+from enclave.discovery.introduction import WITHDRAW_OFFLINE, Introduction
 from enclave.proto.events import (
     DataReceived,
     Event,
@@ -142,6 +142,7 @@ class _PeerInfo:
     relay_nudges: int = 0
     next_nudge: float | None = None
     reconnect_at: float | None = None
+    offline: bool = False  # the platform said the peer is offline; its session was kept
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -253,7 +254,12 @@ class ConnectionManager:
             info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
             info.next_ping = old.next_ping
+            info.rekeys, info.path_changes = old.rekeys, old.path_changes
         self._peers[intro.peer] = info
+        # the peer's addresses: its current candidates and path only (bounded, not appended)
+        for a in [a for a, n in self._addr_peer.items() if n == intro.peer and a != info.addr
+                  and a.transport is not Transport.RELAY]:
+            del self._addr_peer[a]
         for c in intro.candidates:
             self._addr_peer[c.addr] = intro.peer
         self._tcp.allow_peer(intro.peer, [c.addr.host for c in intro.candidates
@@ -278,18 +284,30 @@ class ConnectionManager:
             self._udp.send(out, dst)
         self._pump()
 
-    def withdraw(self, peer: str, reason: str) -> None:
-        """Intent withdrawn / peer revoked / offline: close the session and forget the peer."""
-        info = self._peers.pop(peer, None)
-        now = self._now()
+    def withdraw(self, peer: str, reason: str) -> bool:
+        """Intent withdrawn / peer revoked / disabled / expired: close the session and forget
+        the peer (True).  "offline" (the peer lost its control channel) is only a hint: a
+        connected session stays up (False) until the peer closes it, dead-peer detection ends
+        it, or the CRL / expiry invalidates it; the peer is forgotten then."""
+        info = self._peers.get(peer)
+        if reason == WITHDRAW_OFFLINE and info is not None and info.state == "connected":
+            if not info.offline:
+                log.info("platform says %s is offline; the working session stays up", peer)
+            info.offline = True
+            return False
+        self._forget(peer, self._now())
+        if info is not None:
+            log.info("peer %s withdrawn (%s)", peer, reason)
+        self._pump()
+        return True
+
+    def _forget(self, peer: str, now: float) -> None:
+        self._peers.pop(peer, None)
         self.node.close(peer, now, CloseReason.LOCAL)
         self._relay.remove(peer)
         self._tcp.forget_peer(peer)
         for a in [a for a, n in self._addr_peer.items() if n == peer]:
             del self._addr_peer[a]
-        if info is not None:
-            log.info("peer %s withdrawn (%s)", peer, reason)
-        self._pump()
 
     def set_intents(self, names: Iterable[str]) -> None:
         self._intents = set(names)
@@ -584,6 +602,9 @@ class ConnectionManager:
 
     def _learn(self, info: _PeerInfo, addr: object) -> None:
         if isinstance(addr, PathAddr):
+            old = info.addr
+            if old is not None and old != addr and old not in info.kinds:
+                self._addr_peer.pop(old, None)  # a learnt path left behind: not kept
             info.addr = addr
             self._addr_peer[addr] = info.name
             if addr.transport is Transport.TCP:
@@ -641,7 +662,11 @@ class ConnectionManager:
             info.state = "closed"
             info.closed_reason = ev.reason.name.lower()
             info.next_ping = None
-            if ev.reason is not CloseReason.LOCAL and ev.reason is not CloseReason.CERT_INVALID:
+            if info.offline:  # kept after an "offline" hint: nothing to reconnect to
+                log.info("session with %s ended (%s) while it was offline; forgotten",
+                         ev.peer, info.closed_reason)
+                self._forget(ev.peer, now)
+            elif ev.reason is not CloseReason.LOCAL and ev.reason is not CloseReason.CERT_INVALID:
                 info.reconnect_at = now + RECONNECT_DELAY
         elif isinstance(ev, HandshakeFailed):
             self._handshakes["failed"] += 1

@@ -89,7 +89,7 @@ class ConnectionManagerLike(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def introduce(self, intro: Introduction) -> None: ...
-    def withdraw(self, peer: str, reason: str) -> None: ...
+    def withdraw(self, peer: str, reason: str) -> bool: ...
     def set_intents(self, names: set[str]) -> None: ...
     def set_revoked(self, serials: set[int]) -> None: ...
     def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
@@ -338,7 +338,9 @@ class Agent:
 
     def on_connected(self, welcome: dict[str, Any]) -> None:
         disc = welcome.get("discovery")
-        host = self.control.host if self.control else ""
+        # the address the control connection reached, never a name (resolving it here would
+        # block the event loop on every discovery datagram)
+        host = (self.control.address or self.control.host) if self.control else ""
         if isinstance(disc, dict) and isinstance(disc.get("udp"), list):
             udp = [int(p) for p in disc["udp"] if isinstance(p, int)][:2]
             tcp = disc.get("tcp")
@@ -371,17 +373,21 @@ class Agent:
                     self.dns.introduce(intro)
             elif kind == "withdraw":
                 w = Withdrawal.from_json(msg)
-                self.intros.pop(w.peer, None)
-                self.intro_times.pop(w.peer, None)
+                # False: an "offline" hint for a working session, which stays up (the
+                # platform is not in the data path)
+                ended = self.cm.withdraw(w.peer, w.reason) if self.cm is not None else True
                 self.withdrawals = [*self.withdrawals[-15:],
-                                    {"peer": w.peer, "reason": w.reason, "at": time.time()}]
-                log.info("withdrawn: %s (%s)", w.peer, w.reason)
-                if self.cm is not None:
-                    self.cm.withdraw(w.peer, w.reason)
-                if self.gateway is not None:
-                    self.gateway.withdraw(w.peer)
-                if self.dns is not None:
-                    self.dns.withdraw(w.peer)
+                                    {"peer": w.peer, "reason": w.reason, "at": time.time(),
+                                     "session_kept": not ended}]
+                log.info("withdrawn: %s (%s)%s", w.peer, w.reason,
+                         "" if ended else "; the working session is kept")
+                if ended:
+                    self.intros.pop(w.peer, None)
+                    self.intro_times.pop(w.peer, None)
+                    if self.gateway is not None:
+                        self.gateway.withdraw(w.peer)
+                    if self.dns is not None:
+                        self.dns.withdraw(w.peer)
             elif kind == "crl":
                 self._apply_crl(msg)
             elif kind == "intents":

@@ -13,6 +13,11 @@
                        table 51820, per subnet, one active gateway each (choose_active);
                        deleted when the gateway goes away or close()
 
+A run that ended without close() (a crash, SIGKILL) leaves its tables, ip rule, routes and
+ip_forward behind: the first apply() of the next run removes them whatever this system's role
+now is, and restores ip_forward from the record the crashed run kept in the state directory
+(FORWARD_RECORD, written while forwarding is on because we turned it on).
+
 Everything runs in the caller's network namespace (tests call it through Host.call). Failures
 of nft / netlink raise GatewayApplyError; the manager keeps what it believes is installed
 consistent with what the kernel accepted, so the next apply() retries the difference.
@@ -32,11 +37,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from enclave.cert.files import PRIVATE_FILE_MODE, atomic_write
 from enclave.policy.gateway import (
     PROBE_INTERVAL,
     PROBE_MISSES,
@@ -61,6 +68,7 @@ from enclave.policy.gateway import (
 log = logging.getLogger("enclave.agent.gateway")
 NFT_TIMEOUT = 10.0
 FORWARD_SYSCTL = "net.ipv4.ip_forward"
+FORWARD_RECORD = "gateway-ip-forward"  # in the state dir: ip_forward before we turned it on
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -92,8 +100,10 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
 
 
 class GatewayManager:
-    def __init__(self, local: LocalView) -> None:
+    def __init__(self, local: LocalView, forward_record: Path | None = None) -> None:
         self.local = local
+        self._forward_record = forward_record  # see FORWARD_RECORD (None: not kept)
+        self._recovered = False
         self.peers: dict[str, PeerView] = {}
         self.active: dict[Route, str] = {}  # subnet -> gateway carrying it
         self.installed: dict[Route, ipaddress.IPv4Address] = {}  # routes in the kernel
@@ -128,9 +138,30 @@ class GatewayManager:
     def apply(self) -> None:
         """Bring the kernel in line with the state (idempotent; cheap when nothing changed)."""
         with self._lock:
+            if not self._recovered:
+                self._recovered = True  # once: a system without nft is not told each time
+                try:
+                    self._recover()
+                except GatewayApplyError as exc:
+                    log.warning("gateway: cleaning up after a previous run failed: %s", exc)
             self._apply_nft()
             self._apply_forwarding()
             self._apply_routes()
+
+    def _recover(self) -> None:
+        """Remove what a previous run left behind (see the module docstring)."""
+        _run(["nft", "-f", "-"], teardown_script())
+        self._set_rule(False)
+        subprocess.run(["ip", "route", "flush", "table", str(ROUTE_TABLE)], capture_output=True,
+                       timeout=NFT_TIMEOUT, check=False)  # fails only when it is empty
+        record = self._forward_record
+        if record is not None and record.exists():
+            saved = record.read_text(errors="replace").strip()
+            if saved in ("0", "1") and saved != "1":
+                _run(["sysctl", "-qw", f"{FORWARD_SYSCTL}={saved}"])
+                log.info("gateway: restored %s=%s left on by a previous run", FORWARD_SYSCTL,
+                         saved)
+            record.unlink(missing_ok=True)
 
     def _apply_nft(self) -> None:
         peers = list(self.peers.values())
@@ -148,6 +179,9 @@ class GatewayManager:
         if self.local.served and self._forward_saved is None:
             before = _run(["sysctl", "-n", FORWARD_SYSCTL]).stdout.strip()
             if before != "1":
+                if self._forward_record is not None:  # a crash leaves the record behind
+                    atomic_write(self._forward_record, before.encode() + b"\n",
+                                 PRIVATE_FILE_MODE)
                 _run(["sysctl", "-qw", f"{FORWARD_SYSCTL}=1"])
             self._forward_saved = before
             log.info("gateway: IPv4 forwarding on for %s (%s)",
@@ -160,6 +194,8 @@ class GatewayManager:
         saved, self._forward_saved = self._forward_saved, None
         if saved is not None and saved != "1":
             _run(["sysctl", "-qw", f"{FORWARD_SYSCTL}={saved}"])
+        if self._forward_record is not None:
+            self._forward_record.unlink(missing_ok=True)
 
     def _apply_routes(self) -> None:
         plan = choose_active(self.peers.values(), self.active)
@@ -380,7 +416,8 @@ class AgentGateway:
         self.agent = agent
         ident = agent.identity
         self.manager = GatewayManager(LocalView(agent.options.interface, ident.overlay_interface,
-                                                tuple(ident.gateway_routes), True))
+                                                tuple(ident.gateway_routes), True),
+                                      agent.state.root / FORWARD_RECORD)
         self.prober: GatewayProber | None = None
         self.errors = 0
         self._task: Any = None

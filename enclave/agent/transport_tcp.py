@@ -356,7 +356,11 @@ class TcpTransport:
         except (OSError, TimeoutError):
             # refused, timed out, or the 4-tuple is already an accepted stream (EADDRINUSE)
             self.connect_failures += 1
-            self._failed_at[addr] = loop.time()
+            now = loop.time()
+            # entries older than RETRY_AFTER no longer hold anything back: pruned (bounded)
+            for old in [a for a, t in self._failed_at.items() if now - t >= RETRY_AFTER]:
+                del self._failed_at[old]
+            self._failed_at[addr] = now
             if not self.connected(addr):
                 self._pending.pop(addr, None)
         finally:

@@ -44,6 +44,7 @@ from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import sign
 from enclave.cert.verification import verify_system_certificate
 from enclave.cipher import AES256GCM, CipherError, select_cipher
+from enclave.logsafe import RejectionLog, shown
 from enclave.proto.events import PeerKeysUpdated
 from enclave.proto.handshake import LocalCredentials, PeerIdentity
 from enclave.proto.wire import CAP_AES256GCM_HW
@@ -98,22 +99,27 @@ class PeerValidator:
 
     Remembers the identity of every certificate it accepted, by system name, so the data plane
     can install the peer's certified MAC (PeerKeysUpdated comes before SessionEstablished).
+    Rejections are logged cut short and within a budget (enclave.logsafe.RejectionLog): a
+    flood of bad certificates does not flood the log.
     """
 
     def __init__(self, agent: Agent, clock: Callable[[], datetime.datetime] | None = None) -> None:
         self._agent = agent
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.identities: dict[str, SystemIdentity] = {}
+        self.rejections = RejectionLog(log)
 
     def __call__(self, der: bytes) -> PeerIdentity | None:
         try:
             ident = verify_system_certificate(der, self._agent.ca, now=self._clock(),
                                               revoked_serials=self._agent.revoked)
         except (CertificateError, ValueError) as exc:
-            log.info("rejected a peer certificate: %s", exc)
+            self.rejections.note("certificate", "rejected a peer certificate: %s",
+                                 shown(str(exc), 200))
             return None
         if ident.org != self._agent.identity.org:
-            log.info("rejected a peer certificate of another organisation (%s)", ident.org)
+            self.rejections.note("organisation", "rejected a peer certificate of another "
+                                 "organisation (%s)", shown(ident.org))
             return None
         self.identities[ident.name] = ident
         return ident
