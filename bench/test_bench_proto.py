@@ -111,7 +111,7 @@ def test_handshake_round(benchmark: Any) -> None:
         confirm, ra = got
         rb = resp.receive_confirm(confirm)
         assert rb is not None
-        return ra.tx_key, rb.rx_key
+        return ra.keys.tx_key, rb.keys.rx_key
 
     benchmark.group = "handshake"
     tx, rx = benchmark(handshake)

@@ -2,9 +2,13 @@
 
 import socket
 from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any, Final
 
 from typing_extensions import Buffer
+
+from enclave.proto.keys import SessionKeys
+from enclave.proto.wire import Cipher
 
 SODIUM_PATH: Final[str]
 KEY_BYTES: Final[int]
@@ -19,11 +23,12 @@ def aes256gcm_available() -> bool: ...
 def nonce_for(counter: int) -> bytes: ...
 
 class AeadKey:
-    """AEAD key for one direction; `cipher` is "aes256gcm" or "chacha20poly1305"."""
+    """AEAD key for one direction; `cipher` is "aes256gcm" / "chacha20poly1305" or a
+    wire.Cipher (its value is the C kind); the `cipher` property is the name."""
 
     @property
     def cipher(self) -> str: ...
-    def __init__(self, cipher: str, key: Buffer) -> None: ...
+    def __init__(self, cipher: str | Cipher, key: Buffer) -> None: ...
     def seal_batch(
         self,
         buf: Buffer,
@@ -184,18 +189,22 @@ class DataPlane:
     def install(
         self,
         slot: int,
-        peer_mac: bytes,
-        allow_bridging: bool,
-        addr: tuple[str, int] | None,
-        tx: tuple[int, Buffer, str | int] | None,
-        rx: Iterable[tuple[int, Buffer, str | int]],
+        tx: SessionKeys | None,
+        rx: Iterable[SessionKeys],
         *,
-        tx_local_index: int | None = None,
+        peer_mac: bytes,
+        allow_bridging: bool = False,
+        addr: tuple[str, int] | None = None,
+        overlay_ip4: IPv4Address | str | None = None,
+        overlay_ip6: Iterable[IPv6Address | str] = (),
+        routes: Iterable[IPv4Network | str] = (),
         tx_limit: int | None = None,
         via_python: bool = False,
     ) -> None:
-        """tx: (remote_index, key, cipher); rx: [(local_index, key, cipher)]; cipher is a
-        name ("aes256gcm") or wire.Cipher value."""
+        """Keys as the handshake made them (their cipher, a wire.Cipher, is the C kind);
+        the peer's certified MAC, overlay addresses and gateway routes stored with it."""
+    def identity(self, slot: int) -> dict[str, Any] | None:
+        """The certified addresses stored for `slot` (ip4, ip6, routes), read back from C."""
 
     def remove(self, slot: int) -> None: ...
     def set_addr(self, slot: int, addr: tuple[str, int] | None) -> None: ...

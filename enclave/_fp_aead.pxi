@@ -39,8 +39,25 @@ TAG_BYTES: int = _TAG_BYTES
 CIPHERS: tuple = ("aes256gcm", "chacha20poly1305")
 
 cdef enum:
-    FP_AES256GCM = 1
-    FP_CHACHA20POLY1305 = 2
+    # the values of enclave.proto.wire.Cipher (checked at import in _fp_dataplane.pxi): a
+    # session's cipher reaches C as the handshake chose it and is its kind here
+    FP_CHACHA20POLY1305 = 1
+    FP_AES256GCM = 2
+
+
+cdef int fp_kind(object cipher):
+    """The C kind of a cipher name ("aes256gcm", ...) or wire.Cipher; 0 if unknown."""
+    if isinstance(cipher, str):
+        if cipher == "aes256gcm":
+            return FP_AES256GCM
+        if cipher == "chacha20poly1305":
+            return FP_CHACHA20POLY1305
+        return 0
+    try:
+        kind = int(cipher)
+    except (TypeError, ValueError):
+        return 0
+    return kind if kind in (FP_AES256GCM, FP_CHACHA20POLY1305) else 0
 
 
 cdef inline void fp_nonce(unsigned char *n, uint64_t counter) noexcept nogil:
@@ -75,23 +92,24 @@ cdef class AeadKey:
     cdef void *state          # AES: crypto_aead_aes256gcm_state; ChaCha: 32-byte key
     cdef size_t state_len
 
-    def __cinit__(self, str cipher, const unsigned char[::1] key not None):
+    def __cinit__(self, object cipher, const unsigned char[::1] key not None):
         self.state = NULL
         self.state_len = 0
-        if cipher == "aes256gcm":
-            self.kind = FP_AES256GCM
+        self.kind = fp_kind(cipher)
+        if self.kind == FP_AES256GCM:
             if not _na.aes_is_available():
                 raise RuntimeError("aes256gcm is not available on this CPU (libsodium needs "
                                    "AES-NI and PCLMULQDQ); use chacha20poly1305")
             self.state_len = _na.aes_statebytes()
-        elif cipher == "chacha20poly1305":
-            self.kind = FP_CHACHA20POLY1305
+            self.cipher = "aes256gcm"
+        elif self.kind == FP_CHACHA20POLY1305:
             self.state_len = _KEY_BYTES
+            self.cipher = "chacha20poly1305"
         else:
-            raise ValueError(f"unknown cipher {cipher!r}; expected one of {CIPHERS}")
+            raise ValueError(f"unknown cipher {cipher!r}; expected one of {CIPHERS} "
+                             "or an enclave.proto.wire.Cipher")
         if key.shape[0] != _KEY_BYTES:
             raise ValueError(f"key must be {_KEY_BYTES} bytes, got {key.shape[0]}")
-        self.cipher = cipher
         if posix_memalign(&self.state, 64, self.state_len) != 0:
             self.state = NULL
             raise MemoryError()

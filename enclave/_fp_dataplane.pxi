@@ -32,6 +32,55 @@ cdef class _RxKey:
         self.c = NULL
 
 
+@cython.final
+cdef class _Ident:
+    """A peer's certified overlay addresses in one C allocation (dp_ident), kept alive like
+    the keys: by the slot, then by the retired list until no snapshot can point at it."""
+    cdef dp_ident *c
+    cdef tuple value             # (ip4 int, ip6 packed bytes tuple, (net, mask) tuple)
+
+    def __dealloc__(self):
+        free(self.c)
+        self.c = NULL
+
+
+cdef _Ident dp_ident_new(tuple value):
+    cdef _Ident ident = _Ident.__new__(_Ident)
+    cdef uint32_t ip4 = <uint32_t>value[0]
+    cdef tuple ip6 = value[1]
+    cdef tuple routes = value[2]
+    cdef size_t size = sizeof(dp_ident) + 16 * len(ip6) + sizeof(dp_route) * len(routes)
+    cdef int i
+    cdef bytes raw
+    ident.c = <dp_ident *>calloc(1, size)
+    if ident.c == NULL:
+        raise MemoryError()
+    ident.value = value
+    ident.c.ip4 = ip4
+    ident.c.nip6 = len(ip6)
+    ident.c.nroutes = len(routes)
+    ident.c.routes = <dp_route *>(<uint8_t *>ident.c + sizeof(dp_ident))
+    ident.c.ip6 = <uint8_t *>(ident.c.routes + len(routes))
+    for i in range(len(routes)):
+        ident.c.routes[i].net = <uint32_t>routes[i][0]
+        ident.c.routes[i].mask = <uint32_t>routes[i][1]
+    for i in range(len(ip6)):
+        raw = ip6[i]
+        memcpy(ident.c.ip6 + 16 * i, <const char *>raw, 16)
+    return ident
+
+
+def _ident_value(overlay_ip4, overlay_ip6, routes) -> tuple:
+    """(ip4, ip6s, routes) as integers / packed bytes; ValueError for anything malformed."""
+    ip4 = 0 if overlay_ip4 is None else int(_dp_ipaddress.IPv4Address(overlay_ip4))
+    ip6 = tuple(_dp_ipaddress.IPv6Address(a).packed for a in overlay_ip6)
+    nets = []
+    for r in routes:
+        net = _dp_ipaddress.IPv4Network(r)
+        nets.append((int(net.network_address), int(net.netmask)))
+    return (ip4, ip6, tuple(nets))
+
+
 cdef void dp_snap_free(dp_snap *s) noexcept nogil:
     if s != NULL:
         free(s.peers)
@@ -40,18 +89,21 @@ cdef void dp_snap_free(dp_snap *s) noexcept nogil:
         free(s)
 
 
-def _digest(cipher: str, key) -> bytes:
-    return _dp_hashlib.blake2b(bytes(key), digest_size=16, person=cipher.encode()[:16]).digest()
+if (int(_dp_wire.Cipher.AES256_GCM) != FP_AES256GCM
+        or int(_dp_wire.Cipher.CHACHA20_POLY1305) != FP_CHACHA20POLY1305):
+    raise ImportError("enclave.proto.wire.Cipher values differ from the fast path's AEAD kinds")
 
 
-def _cipher_name(cipher) -> str:
-    if isinstance(cipher, str):
-        return cipher
-    name = {int(_dp_wire.Cipher.AES256_GCM): "aes256gcm",
-            int(_dp_wire.Cipher.CHACHA20_POLY1305): "chacha20poly1305"}.get(int(cipher))
-    if name is None:
-        raise ValueError(f"unknown cipher {cipher!r}")
-    return name
+def _digest(int kind, key) -> bytes:
+    return _dp_hashlib.blake2b(bytes(key), digest_size=16, person=b"enclave-kind-%d" % kind).digest()
+
+
+cdef int _kind_of(object cipher) except -1:
+    """A session's cipher (wire.Cipher) as the C AEAD kind; ValueError if it is none."""
+    cdef int kind = fp_kind(cipher) if not isinstance(cipher, str) else 0
+    if kind == 0:
+        raise ValueError(f"unknown cipher {cipher!r}: an enclave.proto.wire.Cipher is needed")
+    return kind
 
 
 @cython.final
@@ -224,6 +276,7 @@ cdef class DataPlane:
             p.bridging = info["bridging"]
             p.via_python = info["via_python"]
             p.mac = int.from_bytes(info["mac"], "big")
+            p.ident = (<_Ident>info["ident"]).c
             if info["tx"] is not None:
                 tk = info["tx"]
                 p.tx = tk.c
@@ -284,32 +337,41 @@ cdef class DataPlane:
         a.len = <socklen_t>len(raw)
         pthread_mutex_unlock(&a.lock)
 
-    def install(self, int slot, peer_mac, bint allow_bridging, addr, tx, rx, *,
-                tx_local_index=None, tx_limit=None, bint via_python=False) -> None:
+    def install(self, int slot, tx, rx, *, peer_mac, bint allow_bridging=False, addr=None,
+                overlay_ip4=None, overlay_ip6=(), routes=(), tx_limit=None,
+                bint via_python=False) -> None:
         """Install or replace peer `slot`'s session atomically.
 
-        peer_mac: the peer's certified MAC (6 bytes). addr: (host, port) or None (keep the
-        current address; a new slot starts without one). tx: (remote_index, key, cipher) or
-        None; rx: [(local_index, key, cipher), ...] (at most DATAPLANE_MAX_RX_KEYS).
-        tx_local_index: the local index of the session `tx` belongs to (its rx key may move
-        the peer's address when a newer packet arrives from elsewhere). via_python: the path
-        is not UDP: encrypted packets are punted (PUNT_TX) for Python to send.
-        Keys whose index and key bytes are unchanged keep their counter / replay window.
+        tx: the SessionKeys (enclave.proto.keys) to send with, or None; its local_index names
+        the session whose receive key may move the peer's address when a newer packet arrives
+        from elsewhere. rx: the SessionKeys that may receive (at most DATAPLANE_MAX_RX_KEYS).
+        The keys are read as they are (local_index, remote_index, rx_key, tx_key, cipher: a
+        wire.Cipher, whose value is the C AEAD kind).
+        peer_mac: the peer's certified MAC (6 bytes); allow_bridging: it may send from other
+        MACs (a gateway). overlay_ip4 / overlay_ip6 / routes: its certified overlay addresses
+        and gateway routes, stored with the peer (not yet enforced by the rx loop).
+        addr: (host, port) or None (keep the current address; a new slot starts without one).
+        via_python: the path is not UDP: encrypted packets are punted (PUNT_TX) for Python
+        to send. Keys whose index and key bytes are unchanged keep their counter / replay
+        window.
         """
         cdef _TxKey tk
         cdef _RxKey rk
+        cdef _Ident ident
         cdef bytes mac
+        cdef int kind
         cdef uint64_t limit = DP_DEFAULT_LIMIT if tx_limit is None else tx_limit
         self._check_slot(slot)
         mac = bytes(peer_mac)
         if len(mac) != 6 or mac[0] & 1:
             raise ValueError("peer_mac must be 6 bytes, unicast")
+        ivalue = _ident_value(overlay_ip4, overlay_ip6, routes)
         rx = list(rx)
         if len(rx) > DP_MAX_RX:
             raise ValueError(f"at most {DP_MAX_RX} receive keys per peer")
         seen = set()
-        for entry in rx:
-            index = int(entry[0])
+        for keys in rx:
+            index = int(keys.local_index)
             if not 0 < index < 2**32 or index in seen:
                 raise ValueError(f"bad or duplicate receive index {index!r}")
             seen.add(index)
@@ -319,40 +381,42 @@ cdef class DataPlane:
         old = self._slots.get(slot)
         dropped = []
         new_tx = None
+        tx_local_index = None
         if tx is not None:
-            rindex, key, cipher = tx
-            cname = _cipher_name(cipher)
-            if not 0 <= int(rindex) < 2**32:
+            rindex = int(tx.remote_index)
+            tx_local_index = int(tx.local_index)
+            kind = _kind_of(tx.cipher)
+            if not 0 <= rindex < 2**32:
                 raise ValueError("bad remote index")
-            dg = _digest(cname, key)
+            dg = _digest(kind, tx.tx_key)
             if (old is not None and old["tx"] is not None
-                    and (<_TxKey>old["tx"]).c.remote_index == int(rindex)
+                    and (<_TxKey>old["tx"]).c.remote_index == rindex
                     and (<_TxKey>old["tx"]).digest == dg):
                 new_tx = old["tx"]
                 (<_TxKey>new_tx).c.limit = limit
             else:
                 tk = _TxKey.__new__(_TxKey)
-                tk.key = AeadKey(cname, key)
+                tk.key = AeadKey(tx.cipher, tx.tx_key)
                 tk.digest = dg
                 tk.c = <dp_txkey *>calloc(1, sizeof(dp_txkey))
                 if tk.c == NULL:
                     raise MemoryError()
                 tk.c.kind = tk.key.kind
                 tk.c.state = tk.key.state
-                tk.c.remote_index = <uint32_t>int(rindex)
+                tk.c.remote_index = <uint32_t>rindex
                 tk.c.limit = limit
                 new_tx = tk
         new_rx = {}
-        for entry in rx:
-            index, key, cipher = int(entry[0]), entry[1], entry[2]
-            cname = _cipher_name(cipher)
-            dg = _digest(cname, key)
+        for keys in rx:
+            index = int(keys.local_index)
+            kind = _kind_of(keys.cipher)
+            dg = _digest(kind, keys.rx_key)
             prev = old["rx"].get(index) if old is not None else None
             if prev is not None and (<_RxKey>prev).digest == dg:
                 rk = prev
             else:
                 rk = _RxKey.__new__(_RxKey)
-                rk.key = AeadKey(cname, key)
+                rk.key = AeadKey(keys.cipher, keys.rx_key)
                 rk.digest = dg
                 rk.c = <dp_rxkey *>calloc(1, sizeof(dp_rxkey))
                 if rk.c == NULL:
@@ -363,18 +427,24 @@ cdef class DataPlane:
                 rk.c.slot = slot
                 rw_init(&rk.c.win, DP_DEFAULT_LIMIT)
             new_rx[index] = rk
+        if old is not None and old["ident"] is not None and (<_Ident>old["ident"]).value == ivalue:
+            ident = old["ident"]
+        else:
+            ident = dp_ident_new(ivalue)
         # The `current` flag is set only on keys not yet visible to the rx thread or left as
         # they were: a key that changes role gets the new flag before the snapshot is swapped
         # (an int store; the rx thread reads either value safely).
         for index, rko in new_rx.items():
             rk = rko
-            rk.c.current = tx_local_index is not None and index == int(tx_local_index)
+            rk.c.current = tx_local_index is not None and index == tx_local_index
         if old is not None:
             if old["tx"] is not None and old["tx"] is not new_tx:
                 dropped.append(old["tx"])
             for index, rko in old["rx"].items():
                 if new_rx.get(index) is not rko:
                     dropped.append(rko)
+            if old["ident"] is not ident:
+                dropped.append(old["ident"])
         else:
             memset(&self.st.rxc[slot], 0, sizeof(dp_rxc))
             memset(&self.st.txc[slot], 0, sizeof(dp_txc))
@@ -382,7 +452,7 @@ cdef class DataPlane:
         if addr is not None:
             self._set_addr(slot, addr)
         self._slots[slot] = {"mac": mac, "bridging": allow_bridging, "via_python": via_python,
-                             "tx": new_tx, "rx": new_rx}
+                             "tx": new_tx, "rx": new_rx, "ident": ident}
         self._publish(dropped)
 
     def remove(self, int slot) -> None:
@@ -392,6 +462,7 @@ cdef class DataPlane:
         if old is None:
             return
         dropped = list(old["rx"].values())
+        dropped.append(old["ident"])
         if old["tx"] is not None:
             dropped.append(old["tx"])
         self._publish(dropped)
@@ -418,6 +489,28 @@ cdef class DataPlane:
 
     def slots(self) -> list:
         return sorted(self._slots)
+
+    def identity(self, int slot):
+        """Peer `slot`'s certified addresses as stored for the loops (read back from C):
+        {"ip4": str | None, "ip6": [str], "routes": [str]}, or None for an empty slot."""
+        cdef dp_ident *c
+        cdef int i
+        self._check_slot(slot)
+        info = self._slots.get(slot)
+        if info is None:
+            return None
+        c = (<_Ident>info["ident"]).c
+        routes = []
+        for i in range(c.nroutes):
+            net = _dp_ipaddress.IPv4Address(c.routes[i].net)
+            mask = _dp_ipaddress.IPv4Address(c.routes[i].mask)
+            routes.append(str(_dp_ipaddress.IPv4Network(f"{net}/{mask}")))
+        return {
+            "ip4": str(_dp_ipaddress.IPv4Address(c.ip4)) if c.ip4 else None,
+            "ip6": [str(_dp_ipaddress.IPv6Address((<const char *>c.ip6)[16 * i:16 * i + 16]))
+                    for i in range(c.nip6)],
+            "routes": routes,
+        }
 
     # -- counters -------------------------------------------------------------------------------
 

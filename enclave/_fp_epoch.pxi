@@ -29,6 +29,7 @@ import os as _dp_os
 import socket as _dp_socket
 import threading as _dp_threading
 import hashlib as _dp_hashlib
+import ipaddress as _dp_ipaddress
 
 from enclave.proto import wire as _dp_wire
 from enclave.proto import timing as _dp_timing
@@ -147,12 +148,24 @@ ctypedef struct dp_rxkey:
     uint64_t frames             # authentic packets (rx thread only)
     rw_window win
 
+ctypedef struct dp_route:       # an IPv4 network behind a gateway peer (certified)
+    uint32_t net                # host byte order
+    uint32_t mask
+
+ctypedef struct dp_ident:       # the peer's certified overlay addresses; immutable, shared
+    uint32_t ip4                # by snapshots like the keys; host byte order, 0 = none
+    int nip6
+    int nroutes
+    uint8_t *ip6                # nip6 * 16 bytes (in the same allocation)
+    dp_route *routes            # nroutes entries (in the same allocation)
+
 ctypedef struct dp_peer:        # inside a snapshot: immutable once published
     int active
     int bridging
     int via_python
     uint64_t mac
     dp_txkey *tx
+    dp_ident *ident             # NULL: none given (not yet enforced by the rx loop)
 
 ctypedef struct dp_idx:
     uint32_t index              # 0 = empty bucket

@@ -11,16 +11,16 @@
                                                                         |
         Node.datagrams_to_send(now) -> by PathAddr transport: UDP sendto / TCP stream / relay
         Node.get_timer() -> one asyncio TimerHandle, re-armed after every call into the Node
-        Node.next_event() -> PeerKeysUpdated -> dataplane.install(); session/path events ->
+        Node.next_event() -> PeerKeysUpdated -> dataplane.apply(); session/path events ->
                              peer status (`enclave peers`); UseRelay -> relay registration;
                              DataReceived -> on_data callbacks (Python reference data path)
 
-Compiled data plane (a dataplane with ``reads_udp = True``, enclave.agent.wiring): its native rx
-thread owns the UDP socket, so the ConnectionManager adds no reader there.  DATA for installed
-keys never reaches Python; everything else is punted back and arrives through receive_udp();
-DATA that came over TCP / the relay is handed to dataplane.inject(); encrypted DATA whose path
-is not UDP comes back through send_on_path(); the loops' key usage reaches the Node through
-report_activity().
+Compiled data plane (enclave.dataplane.engine.DataPlane, set up by enclave.agent.wiring): its
+native rx thread owns the UDP socket, so the ConnectionManager adds no reader there.  DATA for
+installed keys never reaches Python; everything else is punted back and arrives through
+receive_udp(); DATA that came over TCP / the relay is handed to dataplane.inject(); encrypted
+DATA whose path is not UDP comes back through send_on_path(); the loops' key usage reaches the
+Node through report_activity().
 
 Hole punching: introduce() hands the peer's candidates to Node.connect() with the introduction's
 punch time; the Node's PathManager probes all candidates (private first) every 100-200 ms for
@@ -60,6 +60,7 @@ from enclave.proto.events import (
     PeerKeysUpdated,
     PeerRoamed,
     PingAnswered,
+    Reconnecting,
     SessionClosed,
     SessionEstablished,
     SessionRekeyed,
@@ -76,10 +77,6 @@ from enclave.proto.wire import (
 
 log = logging.getLogger("enclave.agent.connections")
 
-PING_INTERVAL = 10.0  # rtt measurement on the current path (authenticated PROBE / REPLY)
-RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until a session exists
-RELAY_NUDGES = 40
-RECONNECT_DELAY = 1.0  # after a session closed (dead peer, remote close) while still introduced
 HANDSHAKE_RESULTS = ("established", "rekeyed", "failed")  # handshake_counts() keys
 
 # data-plane counters that count dropped packets (summed into peers()[i]["drops"])
@@ -91,12 +88,15 @@ OnUnhandled = Callable[[bytes, Addr], object]  # return value ignored
 OnData = Callable[[str, bytes], None]
 
 
-class DataPlaneLike(Protocol):
-    def install(self, peer: str, keys: PeerKeysUpdated) -> None: ...
+class DataPlanePort(Protocol):
+    """The data plane as the ConnectionManager drives it (enclave.dataplane.engine.DataPlane).
+    It reads the UDP socket itself and punts back what is not DATA for its keys."""
 
-    def remove(self, peer: str) -> None: ...
+    def apply(self, update: PeerKeysUpdated) -> None: ...
 
     def counters(self, peer: str) -> dict[str, int]: ...
+
+    def inject(self, packet: bytes) -> None: ...
 
 
 class _SocketSender:
@@ -138,10 +138,6 @@ class _PeerInfo:
     rekeys: int = 0
     path_changes: int = 0
     closed_reason: str | None = None
-    next_ping: float | None = None
-    relay_nudges: int = 0
-    next_nudge: float | None = None
-    reconnect_at: float | None = None
     offline: bool = False  # the platform said the peer is offline; its session was kept
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -164,7 +160,7 @@ class ConnectionManager:
         *,
         udp_sock: socket.socket,
         tcp_port: int,
-        dataplane: DataPlaneLike | None = None,
+        dataplane: DataPlanePort | None = None,
         local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
         tcp_socket_factory: SocketFactory = default_socket_factory,
         tcp_bind_host: str = "0.0.0.0",
@@ -177,11 +173,9 @@ class ConnectionManager:
         self._peers: dict[str, _PeerInfo] = {}
         self._addr_peer: dict[PathAddr, str] = {}
         self._dataplane = dataplane
-        self._dp_reads_udp = bool(getattr(dataplane, "reads_udp", False))
-        self._dp_inject: Callable[[bytes], None] | None = getattr(dataplane, "inject", None)
         self._udp_sock = udp_sock
         self._udp: UdpTransport | _SocketSender = (
-            _SocketSender(udp_sock) if self._dp_reads_udp else UdpTransport(self._on_udp)
+            _SocketSender(udp_sock) if dataplane is not None else UdpTransport(self._on_udp)
         )
         self._tcp = TcpTransport(
             tcp_port,
@@ -253,7 +247,6 @@ class ConnectionManager:
             info.setup_ms, info.punch_ms = old.setup_ms, old.punch_ms
             info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
-            info.next_ping = old.next_ping
             info.rekeys, info.path_changes = old.rekeys, old.path_changes
         self._peers[intro.peer] = info
         # the peer's addresses: its current candidates and path only (bounded, not appended)
@@ -460,8 +453,7 @@ class ConnectionManager:
         ident = self._validate_outer(der)
         if ident is None:
             return None
-        serial = getattr(ident, "serial", None)
-        if serial is not None and serial in self._revoked:
+        if ident.serial in self._revoked:
             return None
         return ident
 
@@ -491,11 +483,11 @@ class ConnectionManager:
 
     def _to_node(self, data: bytes, addr: PathAddr, now: float) -> None:
         peer = self._addr_peer.get(addr)
-        if (self._dp_inject is not None and addr.transport is not Transport.UDP
+        if (self._dataplane is not None and addr.transport is not Transport.UDP
                 and data[:1] == bytes([MSG_DATA])):
             # DATA over TCP / the relay: decrypted by the data plane (DATA it punted from UDP
             # has an unknown index: the Node drops it, never back into the loops)
-            self._dp_inject(data)
+            self._dataplane.inject(data)
             return
         if peer is not None and peer in self._peers:
             self._peers[peer].rx_bytes += len(data)
@@ -518,8 +510,6 @@ class ConnectionManager:
             self._addr_peer[path] = got.peer
             info.kinds[path] = CandidateKind.RELAY
             self.node.add_candidate(got.peer, Candidate(path, CandidateKind.RELAY), now)
-            info.relay_nudges = RELAY_NUDGES
-            info.next_nudge = now + RELAY_NUDGE_INTERVAL
         self._pump()
 
     # ------------------------------------------------------------------ outbound, timers
@@ -548,11 +538,8 @@ class ConnectionManager:
                     self._udp.send(*wrapped)
 
     def _arm(self, now: float) -> None:
+        """One deadline: the earliest of the Node's and the relay client's (both sans-I/O)."""
         times = [t for t in (self.node.get_timer(), self._relay.next_deadline()) if t is not None]
-        for info in self._peers.values():
-            times.extend(
-                t for t in (info.next_ping, info.next_nudge, info.reconnect_at) if t is not None
-            )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -575,22 +562,6 @@ class ConnectionManager:
             self.node.handle_timer(now)
         for out, dst in self._relay.due(now):
             self._udp.send(out, dst)
-        for info in list(self._peers.values()):
-            if info.next_ping is not None and now >= info.next_ping:
-                info.next_ping = now + PING_INTERVAL
-                self.node.ping(info.name, now)
-            if info.next_nudge is not None and now >= info.next_nudge:
-                path = self._relay.path_for(info.name)
-                if info.state == "connected" or info.relay_nudges <= 0 or path is None:
-                    info.next_nudge = None
-                else:
-                    info.relay_nudges -= 1
-                    info.next_nudge = now + RELAY_NUDGE_INTERVAL
-                    self.node.add_candidate(info.name, Candidate(path, CandidateKind.RELAY), now)
-            if info.reconnect_at is not None and now >= info.reconnect_at:
-                info.reconnect_at = None
-                if info.state != "connected":
-                    self.introduce(info.intro)
 
     # ------------------------------------------------------------------ events
     def _drain_events(self, now: float) -> None:
@@ -614,10 +585,7 @@ class ConnectionManager:
         info = self._peers.get(ev.peer)
         if isinstance(ev, PeerKeysUpdated):
             if self._dataplane is not None:
-                if ev.tx is None and not ev.rx:
-                    self._dataplane.remove(ev.peer)
-                else:
-                    self._dataplane.install(ev.peer, ev)
+                self._dataplane.apply(ev)
             if info is not None and ev.addr is not None:
                 self._learn(info, ev.addr)
             return
@@ -635,15 +603,12 @@ class ConnectionManager:
         if isinstance(ev, SessionEstablished):
             self._handshakes["established"] += 1
             self._learn(info, ev.addr)
-            overlay = getattr(ev.identity, "overlay_ip", None)
-            if overlay is not None:
-                info.extra["overlay_ip"] = str(overlay)
+            info.extra["overlay_ip"] = str(ev.identity.overlay_ip)
             info.state = "connected"
             info.connected_at = info.handshake_at = now + self._wall_offset
             info.setup_ms = round((now - info.introduced_at) * 1000, 1)
             info.punch_ms = round(max(0.0, now - info.punch_at) * 1000, 1)
             info.closed_reason = None
-            info.next_ping = now
             log.info(
                 "session with %s up over %s %s in %.0f ms",
                 ev.peer,
@@ -661,13 +626,13 @@ class ConnectionManager:
         elif isinstance(ev, SessionClosed):
             info.state = "closed"
             info.closed_reason = ev.reason.name.lower()
-            info.next_ping = None
             if info.offline:  # kept after an "offline" hint: nothing to reconnect to
                 log.info("session with %s ended (%s) while it was offline; forgotten",
                          ev.peer, info.closed_reason)
-                self._forget(ev.peer, now)
-            elif ev.reason is not CloseReason.LOCAL and ev.reason is not CloseReason.CERT_INVALID:
-                info.reconnect_at = now + RECONNECT_DELAY
+                self._forget(ev.peer, now)  # also cancels the Node's pending reconnect
+        elif isinstance(ev, Reconnecting):  # the Node connects again after a lost session
+            info.state = "connecting"
+            info.introduced_at = info.punch_at = now
         elif isinstance(ev, HandshakeFailed):
             self._handshakes["failed"] += 1
             if info.state != "connected":
@@ -681,10 +646,3 @@ class ConnectionManager:
             relay = (intro.relay.host, intro.relay.port)
             for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
                 self._udp.send(out, dst)
-
-
-def agent_factory(agent: Any) -> ConnectionManager:
-    """The ConnectionManager `enclave up` runs (enclave.agent.wiring: TAP + compiled data plane)."""
-    from enclave.agent.wiring import agent_factory as build
-
-    return build(agent)

@@ -1,13 +1,13 @@
-"""`enclave up`: the agent daemon (one asyncio process; see /work docs AGENT-ARCH).
+"""`enclave up`: the agent daemon (one asyncio process).
 
     ControlClient ----introduce / withdraw / crl / intents / offers----> Agent
     Discovery ------private addrs, reflected mappings, NAT-------------> Agent --report--> platform
     Agent ---introduce / withdraw / set_intents / set_revoked--> ConnectionManager (optional)
     LocalApi <--- `enclave status|peers` (root-only Unix socket)
 
-Without a ConnectionManager (tests of the control plane, or before the data plane is wired) the
-Agent keeps the introductions in a dict that status/peers show, and reads the UDP data socket
-itself (only reflect replies are expected there).
+Without a ConnectionManager (`enclave up --no-tap`: the control plane only) the Agent keeps
+the introductions in a dict that status/peers show, and reads the UDP data socket itself (only
+reflect replies are expected there).
 
 Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
 ENCLAVE_OFFLOAD) > <state>/config.toml (keys port, interface, mtu, cipher, offload) > defaults.
@@ -32,8 +32,9 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import uvloop
 from cryptography import x509
 
 from enclave.agent.control import ControlClient
@@ -44,6 +45,7 @@ from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
 from enclave.agent.metrics import agent_registry
 from enclave.agent.ping import ping_peer
+from enclave.agent.ports import AgentView
 from enclave.agent.state import StateDir
 from enclave.cert.crl import parse_crl
 from enclave.cert.errors import CertificateError
@@ -51,9 +53,17 @@ from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import Ed25519PrivateKey, public_key_raw
 from enclave.cert.verification import verify_system_certificate
 from enclave.discovery.candidates import NatBehaviour
-from enclave.discovery.introduction import Introduction, IntroductionError, Withdrawal
+from enclave.discovery.introduction import (
+    Introduction,
+    IntroductionError,
+    Withdrawal,
+    candidate_to_json,
+)
 from enclave.policy.intent import IntentError, IntentStatement, decode_signed, encode_signed
 from enclave.promhttp import MetricsServer, parse_listen
+
+if TYPE_CHECKING:
+    from enclave.agent.gateway import AgentGateway
 
 log = logging.getLogger("enclave.agent")
 DEFAULT_PORT = 51820
@@ -86,19 +96,29 @@ def renewal_sleep(ident: SystemIdentity, now: datetime.datetime, check: float) -
 
 
 class ConnectionManagerLike(Protocol):
+    """The daemon's connection manager (enclave.agent.wiring.AgentConnections)."""
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def introduce(self, intro: Introduction) -> None: ...
     def withdraw(self, peer: str, reason: str) -> bool: ...
     def set_intents(self, names: set[str]) -> None: ...
     def set_revoked(self, serials: set[int]) -> None: ...
+    def refresh_ticket(self, peer: str, ticket: bytes) -> None: ...
+    def renewed(self, agent: AgentView) -> None: ...
     def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
     def peers(self) -> list[dict[str, Any]]: ...
-    def handshake_counts(self) -> dict[str, int]: ...
+    def counters(self) -> dict[str, int]: ...
+    def dataplane_status(self) -> dict[str, object] | None: ...
     async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None: ...
+    def handshake_counts(self) -> dict[str, int]: ...
+
+    @property
+    def has_tap(self) -> bool:
+        """A TAP and the compiled data plane run (gateways and DNS are possible)."""
 
 
-CmFactory = Callable[["Agent"], ConnectionManagerLike | None]
+CmFactory = Callable[[AgentView], ConnectionManagerLike]
 
 
 @dataclass
@@ -186,7 +206,7 @@ class Agent:
         self.ca: x509.Certificate = state.load_ca()
         self.cm_factory = cm_factory
         self.cm: ConnectionManagerLike | None = None
-        self.gateway: Any = None  # enclave.agent.gateway.AgentGateway once the TAP is up
+        self.gateway: AgentGateway | None = None  # once the TAP is up
         self.dns: AgentDns | None = None  # NAME.enclave on the overlay IP once the TAP is up
         self.metrics: MetricsServer | None = None  # --metrics HOST:PORT
         self.intros: dict[str, Introduction] = {}
@@ -239,7 +259,8 @@ class Agent:
             if self.cm is not None:
                 self.cm.on_unhandled(self.discovery.feed)
                 await self.cm.start()
-                if getattr(self.cm, "compiled", None) is not None:  # a TAP: gateways possible
+                if self.cm.has_tap:
+                    # imported here: pyroute2 costs ~0.2 s that `enclave up --no-tap` never needs
                     from enclave.agent.gateway import AgentGateway
 
                     self.gateway = AgentGateway(self)
@@ -328,9 +349,8 @@ class Agent:
         if ident is not None:
             self.identity = ident
             log.info("certificate renewed, valid until %s", ident.not_after.isoformat())
-            renewed = getattr(self.cm, "renewed", None)
-            if renewed is not None:
-                renewed(self)  # later handshakes present the new certificate
+            if self.cm is not None:
+                self.cm.renewed(self)  # later handshakes present the new certificate
             if self.gateway is not None:
                 self.gateway.renewed()
 
@@ -415,9 +435,8 @@ class Agent:
         if intro is None or intro.relay is None:
             return
         self.intros[peer] = dataclasses.replace(intro, relay_ticket=ticket)
-        refresh = getattr(self.cm, "refresh_ticket", None)
-        if refresh is not None:
-            refresh(peer, ticket)
+        if self.cm is not None:
+            self.cm.refresh_ticket(peer, ticket)
 
     def _apply_crl(self, msg: dict[str, Any]) -> None:
         raw = msg.get("crl")
@@ -450,8 +469,6 @@ class Agent:
     def _report(self) -> None:
         if self.control is None or self.discovery is None:
             return
-        from enclave.discovery.introduction import candidate_to_json
-
         ds = self.discovery.state
         cands = ds.candidates(self.options.port, self.options.port)
         sent = self.control.send({"type": "report", "nat": ds.nat.value,
@@ -513,16 +530,10 @@ class Agent:
 
     def _node_drops(self) -> dict[str, int]:
         """What the connection manager's Node dropped silently, by reason."""
-        counters = getattr(self.cm, "counters", None)
-        return dict(counters()) if counters is not None else {}
+        return dict(self.cm.counters()) if self.cm is not None else {}
 
-    def _dataplane_status(self) -> dict[str, Any] | None:
-        describe = getattr(getattr(self.cm, "compiled", None), "describe", None)
-        if describe is None:
-            return None
-        out: dict[str, Any] = describe()
-        out["cipher"] = getattr(self.cm, "cipher", None)
-        return out
+    def _dataplane_status(self) -> dict[str, object] | None:
+        return self.cm.dataplane_status() if self.cm is not None else None
 
     async def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         """The local API's "ping": one authenticated PING to an introduced peer (agent/ping.py)."""
@@ -546,10 +557,4 @@ class Agent:
 
 def run_agent(state: StateDir, options: AgentOptions, cm_factory: CmFactory | None = None) -> None:
     agent = Agent(state, options, cm_factory=cm_factory)
-    try:
-        import uvloop
-
-        runner: Callable[..., Any] = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    runner(agent.run())
+    uvloop.run(agent.run())

@@ -25,6 +25,9 @@ consistent with what the kernel accepted, so the next apply() retries the differ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime
 import errno
 import ipaddress
 import json
@@ -43,7 +46,11 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from enclave.agent.ports import AgentView
+from enclave.cert.errors import CertificateError
 from enclave.cert.files import PRIVATE_FILE_MODE, atomic_write
+from enclave.cert.verification import verify_system_certificate
+from enclave.discovery.introduction import Introduction
 from enclave.policy.gateway import (
     PROBE_INTERVAL,
     PROBE_MISSES,
@@ -412,7 +419,7 @@ class AgentGateway:
     platform's JSON). Kernel changes run off the event loop, coalesced.
     """
 
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: AgentView) -> None:
         self.agent = agent
         ident = agent.identity
         self.manager = GatewayManager(LocalView(agent.options.interface, ident.overlay_interface,
@@ -420,7 +427,7 @@ class AgentGateway:
                                       agent.state.root / FORWARD_RECORD)
         self.prober: GatewayProber | None = None
         self.errors = 0
-        self._task: Any = None
+        self._task: asyncio.Task[None] | None = None
         self._dirty = False
         if agent.udp_sock is not None:
             mark_socket(agent.udp_sock)
@@ -432,12 +439,7 @@ class AgentGateway:
         return LocalView(self.agent.options.interface, ident.overlay_interface,
                          tuple(ident.gateway_routes), nat)
 
-    def introduce(self, intro: Any) -> None:
-        import datetime
-
-        from enclave.cert.errors import CertificateError
-        from enclave.cert.verification import verify_system_certificate
-
+    def introduce(self, intro: Introduction) -> None:
         try:
             peer = verify_system_certificate(intro.cert_der, self.agent.ca,
                                              now=datetime.datetime.now(datetime.UTC),
@@ -463,15 +465,11 @@ class AgentGateway:
         self.schedule()
 
     def schedule(self) -> None:
-        import asyncio
-
         self._dirty = True
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._apply_loop())
 
     async def _apply_loop(self) -> None:
-        import asyncio
-
         while self._dirty:
             self._dirty = False
             self.manager.set_local(self._local())
@@ -495,9 +493,6 @@ class AgentGateway:
         return out
 
     async def close(self) -> None:
-        import asyncio
-        import contextlib
-
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task

@@ -2,8 +2,10 @@
 
     ConnectionManager (asyncio)                      enclave._fastpath.DataPlane (native)
     ---------------------------                      ------------------------------------
-    install_peer(peer, PeerKeysUpdated, mac, gw) --> slot: keys, indices, address, MAC (atomic)
-    remove_peer(peer)                            --> slot emptied, learned MACs forgotten
+    apply(PeerKeysUpdated)                       --> keys: slot install (SessionKeys as they
+                                                     are, address, certified MAC / overlay
+                                                     addresses / routes), atomic
+                                                     no keys: slot emptied, MACs forgotten
     peer_counters(peer)                          <-- frames/bytes/drops per peer
     on_punt(cb) / punt_reader()                  <-- punt socket: handshakes, CONTROL, unknown
                                                      indices (DATAGRAM), FIRST_RX, ROAMED,
@@ -12,6 +14,12 @@
     inject(packet)                               --> DATA that arrived over TCP / the relay
     poll_activity()                              <-- (peer, local index, rx?, tx messages) for
                                                      Node.report_activity
+    serve(handler) / aclose()                    --> loops started; punt messages and key usage
+                                                     routed to a PuntHandler (the agent's
+                                                     ConnectionManager) from the asyncio loop:
+        DATAGRAM -> handler.receive_udp    TX -> handler.send_on_path
+        FIRST_RX -> handler.report_activity (rx)    ROAMED -> handler.peer_roamed
+        every ACTIVITY_INTERVAL: poll_activity -> handler.report_activity
 
     TAP enclave0 --[tx thread: switch, TSO split, seal, sendmmsg/GSO]--> UDP socket
     TAP enclave0 <--[rx thread: recvmmsg/GRO, replay, open, anti-spoof, GRO]-- UDP socket
@@ -25,13 +33,14 @@ Offloads (each with a start-up self-test and a kill switch, ``offload=False``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from enclave import _fastpath as fp
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
@@ -41,6 +50,7 @@ from enclave.proto.events import PeerKeysUpdated
 
 log = logging.getLogger(__name__)
 
+ACTIVITY_INTERVAL = 1.0  # seconds between key-usage reports to the handler (serve)
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
@@ -76,6 +86,18 @@ def parse_punt(raw: bytes) -> tuple[int, int, int, tuple[str, int] | None, bytes
     else:
         raise ValueError(f"punt message with address family {family}")
     return kind, slot, index, where, bytes(raw[fp.PUNT_HEADER_LEN :])
+
+
+class PuntHandler(Protocol):
+    """Where serve() routes what the loops hand to Python (the agent's ConnectionManager)."""
+
+    def receive_udp(self, data: bytes, src: tuple[str, int]) -> None: ...
+
+    def send_on_path(self, peer: str, packet: bytes) -> bool: ...
+
+    def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None: ...
+
+    def peer_roamed(self, peer: str, addr: tuple[str, int], local_index: int) -> None: ...
 
 
 SOCKET_BUFFER = 8 << 20  # bytes of UDP send/receive buffer: absorbs bursts of whole batches
@@ -134,9 +156,8 @@ class DataPlane:
     """TAP device + UDP socket + native loops, addressed by peer name.
 
     ``tap`` and ``udp_sock`` stay owned by the caller unless the DataPlane created them
-    (``DataPlane.open``). ``identity_of(peer) -> (mac, allow_bridging) | None`` lets
-    ``install(peer, update)`` (the ConnectionManager's DataPlaneLike shape) find the peer's
-    certified MAC; ``install_peer`` takes it explicitly.
+    (``DataPlane.open``). ``apply(update)`` is the one place a Node's PeerKeysUpdated becomes
+    a compiled install or removal; the native rx thread reads the UDP socket.
     """
 
     def __init__(
@@ -147,7 +168,6 @@ class DataPlane:
         offload: bool = True,
         mtu: int | None = None,
         max_peers: int = 256,
-        identity_of: Callable[[str], tuple[bytes, bool] | None] | None = None,
         owns_tap: bool = False,
         udp_offload: bool | None = None,
     ) -> None:
@@ -170,7 +190,6 @@ class DataPlane:
             mtu=self.mtu,
             max_peers=max_peers,
         )
-        self._identity_of = identity_of
         self._owns_tap = owns_tap
         self._slots: dict[str, int] = {}
         self._names: dict[int, str] = {}
@@ -178,6 +197,8 @@ class DataPlane:
         self._activity: dict[tuple[int, int], tuple[int, int | None]] = {}
         self._punt_cbs: list[Callable[[PuntMessage], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler: PuntHandler | None = None
+        self._activity_task: asyncio.Task[None] | None = None
         self.punt_errors = 0
 
     @classmethod
@@ -192,7 +213,6 @@ class DataPlane:
         offload: bool = True,
         netns: str | None = None,
         max_peers: int = 256,
-        identity_of: Callable[[str], tuple[bytes, bool] | None] | None = None,
     ) -> DataPlane:
         """Create the TAP (MAC + overlay address from the certificate) and the data plane."""
         if isinstance(mac, bytes):
@@ -213,7 +233,6 @@ class DataPlane:
                 offload=offload,
                 mtu=mtu,
                 max_peers=max_peers,
-                identity_of=identity_of,
                 owns_tap=True,
             )
         except BaseException:
@@ -239,6 +258,50 @@ class DataPlane:
         self.native.close()
         if self._owns_tap:
             self.tap.close()
+
+    def serve(self, handler: PuntHandler) -> None:
+        """Start the loops and route punt messages and key usage to `handler` (from the
+        running asyncio loop) until aclose()."""
+        loop = asyncio.get_running_loop()
+        self.native.start()
+        self._handler = handler
+        self.on_punt(self._route, loop)
+        self._activity_task = loop.create_task(self._report_activity())
+
+    async def aclose(self) -> None:
+        """Stop routing, then stop and join the loops and close (off the event loop)."""
+        task, self._activity_task = self._activity_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._handler = None
+        await asyncio.to_thread(self.close)
+
+    def _route(self, msg: PuntMessage) -> None:
+        h = self._handler
+        if h is None:
+            return
+        if msg.kind == fp.PUNT_DATAGRAM and msg.addr is not None:
+            h.receive_udp(msg.packet, msg.addr)
+        elif msg.kind == fp.PUNT_TX and msg.peer is not None:
+            h.send_on_path(msg.peer, msg.packet)
+        elif msg.kind == fp.PUNT_FIRST_RX:
+            h.report_activity(msg.local_index, rx=True, tx_messages=None)
+        elif msg.kind == fp.PUNT_ROAMED and msg.peer is not None and msg.addr is not None:
+            h.peer_roamed(msg.peer, msg.addr, msg.local_index)
+
+    async def _report_activity(self) -> None:
+        while True:
+            await asyncio.sleep(ACTIVITY_INTERVAL)
+            h = self._handler
+            if h is None:
+                return
+            try:
+                for _peer, index, got, sent in self.poll_activity():
+                    h.report_activity(index, rx=got, tx_messages=sent)
+            except Exception:  # keep reporting; a bug here must not end the data path
+                log.exception("data-plane activity report failed")
 
     def __enter__(self) -> DataPlane:
         return self
@@ -268,46 +331,35 @@ class DataPlane:
             self._names[slot] = peer
         return slot
 
-    def install_peer(
-        self, peer: str, update: PeerKeysUpdated, identity_mac: bytes, allow_bridging: bool
-    ) -> None:
-        """Install the Node's complete key state for `peer` (replaces whatever it had)."""
+    def apply(self, update: PeerKeysUpdated) -> None:
+        """Make `update.peer`'s slot what the Node published: its keys, address and certified
+        identity (replacing whatever it had), or no slot at all when it has no keys."""
+        peer = update.peer
         if update.tx is None and not update.rx:
             self.remove_peer(peer)
             return
+        ident = update.identity
+        if ident is None:
+            raise ValueError(f"keys for {peer!r} without a certified identity")
         addr, via_python = _udp_target(update.addr)
         new = peer not in self._slots
         slot = self._slot_for(peer)
-        tx = None
-        if update.tx is not None:
-            tx = (update.tx.remote_index, update.tx.tx_key, int(update.tx.cipher))
-        rx = [(k.local_index, k.rx_key, int(k.cipher)) for k in update.rx]
         try:
             self.native.install(
                 slot,
-                identity_mac,
-                allow_bridging,
-                addr,
-                tx,
-                rx,
-                tx_local_index=None if update.tx is None else update.tx.local_index,
+                update.tx,
+                update.rx,
+                peer_mac=ident.mac,
+                allow_bridging=bool(ident.gateway_routes),
+                addr=addr,
+                overlay_ip4=ident.overlay_ip,
+                routes=ident.gateway_routes,
                 via_python=via_python,
             )
         except BaseException:
             if new:
                 self._release(peer)
             raise
-
-    def install(self, peer: str, update: PeerKeysUpdated) -> None:
-        """DataPlaneLike.install: identity (MAC, bridging) from ``identity_of``."""
-        if update.tx is None and not update.rx:
-            self.remove_peer(peer)
-            return
-        ident = self._identity_of(peer) if self._identity_of is not None else None
-        if ident is None:
-            log.warning("no certified MAC known for %s: data plane session not installed", peer)
-            return
-        self.install_peer(peer, update, ident[0], ident[1])
 
     def _release(self, peer: str) -> None:
         slot = self._slots.pop(peer)
@@ -322,8 +374,6 @@ class DataPlane:
             return
         self.native.remove(slot)
         self._release(peer)
-
-    remove = remove_peer
 
     def peer_counters(self, peer: str) -> dict[str, int]:
         slot = self._slots.get(peer)
@@ -364,7 +414,10 @@ class DataPlane:
 
     def inject(self, packet: bytes) -> None:
         """DATA received over TCP or the relay: decrypt and deliver it like a UDP datagram."""
-        self.native.inject(packet)
+        try:
+            self.native.inject(packet)
+        except OSError:  # punt socket full: the packet is lost like on a busy link
+            log.debug("inject queue full: dropped a %d-byte DATA packet", len(packet))
 
     # -- punt channel -----------------------------------------------------------------------------
     def read_punt(self) -> PuntMessage | None:

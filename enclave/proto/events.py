@@ -6,40 +6,26 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from enclave.proto.handshake import PeerIdentity
-from enclave.proto.wire import Cipher, CloseReason
-
-
-@dataclass(frozen=True)
-class SessionKeys:
-    """One key pair as the fast path needs it.  Counters start at 0 for DATA."""
-
-    local_index: int  # receiver index in DATA packets sent to us
-    remote_index: int  # receiver index we put in DATA packets we send
-    rx_key: bytes
-    tx_key: bytes
-    cipher: Cipher
-    created: float  # `now` of the handshake that made them
-
-    def __repr__(self) -> str:  # keys never reach logs
-        return (
-            f"SessionKeys(local_index={self.local_index:#010x}, "
-            f"remote_index={self.remote_index:#010x}, cipher={self.cipher.name}, "
-            f"created={self.created})"
-        )
+from enclave.proto.keys import SessionKeys
+from enclave.proto.wire import CloseReason
 
 
 @dataclass(frozen=True)
 class PeerKeysUpdated:
-    """Complete key state of one peer for the fast path: replace whatever it had.
+    """Everything the fast path needs about one peer: replace whatever it had.
 
     `tx` is None while no key may be used for sending; `rx` lists every local index that may
     receive (current, previous during the overlap, and freshly derived keys awaiting use).
+    No keys at all (tx None, rx empty) means the peer is gone (DataPlane.apply removes it).
+    `identity` is the peer's certified identity (MAC, overlay address, gateway routes) from
+    the authenticated handshake whose keys these are; None only when there are no keys.
     """
 
     peer: str
     addr: Hashable | None
     tx: SessionKeys | None
     rx: tuple[SessionKeys, ...]
+    identity: PeerIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +85,13 @@ class PingAnswered:
 
 
 @dataclass(frozen=True)
+class Reconnecting:
+    """A lost session (not closed locally) is being set up again (proto/upkeep.py)."""
+
+    peer: str
+
+
+@dataclass(frozen=True)
 class DataReceived:
     """A DATA frame decrypted by the Python reference data path."""
 
@@ -115,6 +108,7 @@ Event = (
     | PeerRoamed
     | PathChanged
     | UseRelay
+    | Reconnecting
     | PingAnswered
     | DataReceived
 )

@@ -36,6 +36,7 @@ only after steps 1-4 succeed.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,11 +47,11 @@ from nacl.signing import VerifyKey
 
 from enclave.proto.aead import choose_cipher
 from enclave.proto.cookie import KeyedMac, mac1_key, stamp_init
+from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import (
     CAP_KNOWN,
     CHALLENGE_SIZE,
     MAX_CERT_SIZE,
-    Cipher,
     HandshakeConfirm,
     HandshakeInit,
     HandshakeResponse,
@@ -66,13 +67,27 @@ LABEL_CONFIRM = b"enclave/handshake/confirm/v1"
 
 
 class PeerIdentity(Protocol):
-    """What the handshake needs from a validated certificate (enclave.cert.SystemIdentity fits)."""
+    """A validated certificate's identity (enclave.cert.SystemIdentity fits): what the
+    handshake needs (name, public key) and what the data plane binds to the peer once the
+    handshake is authenticated (MAC, overlay address, gateway routes)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def public_key(self) -> bytes: ...
+
+    @property
+    def serial(self) -> int: ...
+
+    @property
+    def mac(self) -> bytes: ...
+
+    @property
+    def overlay_ip(self) -> ipaddress.IPv4Address: ...
+
+    @property
+    def gateway_routes(self) -> tuple[ipaddress.IPv4Network, ...]: ...
 
 
 ValidatePeer = Callable[[bytes], "PeerIdentity | None"]
@@ -99,22 +114,18 @@ class LocalCredentials:
 
 @dataclass(frozen=True)
 class HandshakeResult:
-    """Keys and indices of a completed handshake (one direction pair of a session)."""
+    """A completed, authenticated handshake: who the peer is and the session's keys, already
+    in the shape the Node and the data plane use (SessionKeys)."""
 
     peer: PeerIdentity
     peer_cert: bytes
     initiator: bool
-    local_index: int
-    remote_index: int
-    rx_key: bytes
-    tx_key: bytes
-    cipher: Cipher
+    keys: SessionKeys
 
     def __repr__(self) -> str:  # never print keys
         return (
             f"HandshakeResult(peer={self.peer.name!r}, initiator={self.initiator}, "
-            f"local_index={self.local_index:#x}, remote_index={self.remote_index:#x}, "
-            f"cipher={self.cipher.name})"
+            f"keys={self.keys!r})"
         )
 
 
@@ -235,11 +246,10 @@ class InitiatorHandshake:
             peer=ident,
             peer_cert=resp.cert,
             initiator=True,
-            local_index=self.local_index,
-            remote_index=resp.sender_index,
-            rx_key=rx,
-            tx_key=tx,
-            cipher=choose_cipher(self.creds.caps, resp.caps),
+            keys=SessionKeys(
+                self.local_index, resp.sender_index, rx, tx,
+                choose_cipher(self.creds.caps, resp.caps),
+            ),
         )
         return confirm, result
 
@@ -336,9 +346,8 @@ class ResponderHandshake:
             peer=self.peer,
             peer_cert=init.cert,
             initiator=False,
-            local_index=self.local_index,
-            remote_index=init.sender_index,
-            rx_key=rx,
-            tx_key=tx,
-            cipher=choose_cipher(self.creds.caps, init.caps),
+            keys=SessionKeys(
+                self.local_index, init.sender_index, rx, tx,
+                choose_cipher(self.creds.caps, init.caps),
+            ),
         )

@@ -38,14 +38,19 @@ import os
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 
-from enclave.discovery.candidates import RANK_RELAY, Candidate, NatBehaviour, PathAddr
+from enclave.discovery.candidates import (
+    RANK_RELAY,
+    Candidate,
+    CandidateKind,
+    NatBehaviour,
+    PathAddr,
+)
 from enclave.discovery.paths import PathManager
 from enclave.discovery.punch import PUNCH_DURATION
 from enclave.proto import timing as T
 from enclave.proto.admission import InitGate
-from enclave.proto.cookie import CookieJar, open_cookie_reply
+from enclave.proto.cookie import open_cookie_reply
 from enclave.proto.events import (
     DataReceived,
     Event,
@@ -53,9 +58,9 @@ from enclave.proto.events import (
     PathChanged,
     PeerKeysUpdated,
     PeerRoamed,
+    Reconnecting,
     SessionClosed,
     SessionEstablished,
-    SessionKeys,
     SessionRekeyed,
     UseRelay,
 )
@@ -63,14 +68,17 @@ from enclave.proto.handshake import (
     InitiatorHandshake,
     Intends,
     LocalCredentials,
-    PeerIdentity,
     ResponderHandshake,
     ValidatePeer,
     validate_init,
 )
+from enclave.proto.keys import SessionKeys
+from enclave.proto.peerstate import Closing as _Closing
+from enclave.proto.peerstate import PeerState as _Peer
 from enclave.proto.ping import PingTracker
 from enclave.proto.ratelimit import KeyedRateLimiter
 from enclave.proto.session import KeyLimit, Keyset
+from enclave.proto.upkeep import Nudge, Probe, Upkeep
 from enclave.proto.wire import (
     CONFIRM_SIZE,
     CTRL_CLOSE,
@@ -99,53 +107,6 @@ from enclave.proto.wire import (
 )
 
 Addr = Hashable
-
-
-@dataclass
-class _Closing:
-    keys: Keyset
-    addr: Addr
-    reason: CloseReason
-    sends_left: int
-    next_send: float
-
-
-class _Peer:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.identity: PeerIdentity | None = None
-        self.cert: bytes | None = None
-        self.addr: Addr | None = None
-        self.paths: PathManager | None = None
-        self.wanted = False  # we called connect(): keep trying
-        self.peer_key: bytes | None = None  # its certified public key: our INITs' MAC1 key
-        self.cookies = CookieJar()  # its cookies (it was under load), by address
-        self.relay_reported = False
-        # outgoing handshake
-        self.outbound: InitiatorHandshake | None = None
-        self.out_attempts = 0
-        self.out_next: float | None = None
-        # incoming handshake (after its INIT was validated)
-        self.inbound: ResponderHandshake | None = None
-        self.in_addr: Addr | None = None
-        self.in_deadline = 0.0
-        self.in_resends = 0
-        # keysets
-        self.pending: Keyset | None = None
-        self.current: Keyset | None = None
-        self.previous: Keyset | None = None
-        self.previous_until = 0.0
-        self.established = False
-        self.established_at = 0.0
-        # liveness
-        self.last_rx = 0.0
-        self.last_tx = 0.0
-        self.keepalive_after = T.KEEPALIVE_MIN
-        self.last_ping = float("-inf")
-        self.snapshot: PeerKeysUpdated | None = None
-
-    def keysets(self) -> list[Keyset]:
-        return [k for k in (self.current, self.pending, self.previous) if k is not None]
 
 
 class Node:
@@ -186,6 +147,8 @@ class Node:
         self._drops: dict[str, int] = {}  # silent drops by reason (counters())
         self._gate = InitGate(creds.public_key, random_bytes)  # MAC1, cookies, INIT limits
         self._pings = PingTracker(lambda: int.from_bytes(self._random_bytes(8), "little"))
+        self._upkeep = Upkeep(lambda: self._rng.uniform(0.9, 1.1))  # rtt probes, relay
+        # re-offers, reconnects: protocol policy kept here, not in the I/O shell
 
     # ------------------------------------------------------------------ public API
     def connect(
@@ -212,6 +175,8 @@ class Node:
         p.wanted = True
         p.relay_reported = False
         p.peer_key = peer_key
+        p.candidates = tuple(candidates)
+        self._upkeep.cancel_reconnect(peer)
         start = now if punch_at is None else max(now, punch_at)
         p.paths = PathManager(candidates, start, self._rng, local_nat=self._local_nat)
         if p.current is None and p.outbound is None and p.inbound is None:
@@ -224,15 +189,24 @@ class Node:
         p = self._peers.get(peer)
         if p is None or p.paths is None:
             return
+        if candidate.kind is CandidateKind.RELAY:  # re-offered until a session is up
+            self._upkeep.relay_offered(peer, candidate, now)
+        self._offer(p, candidate, now)
+
+    def _offer(self, p: _Peer, candidate: Candidate, now: float) -> None:
+        assert p.paths is not None
         p.paths.add_candidate(candidate)
         if p.current is None and p.outbound is not None:
             self._send_init(p, candidate.addr, now)
 
     def close(self, peer: str, now: float, reason: CloseReason = CloseReason.LOCAL) -> None:
-        """Close locally (intent withdrawn, certificate expired/revoked); the peer is told."""
+        """Close locally (intent withdrawn, certificate expired/revoked); the peer is told.
+        A reconnect still pending for a lost session is cancelled."""
         p = self._peers.get(peer)
         if p is not None:
             self._close(p, now, reason, notify=True)
+        else:
+            self._upkeep.forget(peer)
 
     def revalidate(self, now: float) -> None:
         """Re-check every peer's certificate and our intent (after a CRL update, on a clock
@@ -369,7 +343,12 @@ class Node:
 
     def session(self, peer: str) -> SessionKeys | None:
         p = self._peers.get(peer)
-        return None if p is None or p.current is None else p.current.export()
+        return None if p is None or p.current is None else p.current.keys
+
+    def session_created(self, peer: str) -> float | None:
+        """`now` of the handshake that made the current keys."""
+        p = self._peers.get(peer)
+        return None if p is None or p.current is None else p.current.created
 
     def peer_addr(self, peer: str) -> Addr | None:
         p = self._peers.get(peer)
@@ -388,6 +367,9 @@ class Node:
         for p in self._peers.values():
             times.extend(self._deadlines(p))
         times.extend(c.next_send for c in self._closing)
+        upkeep = self._upkeep.deadline()
+        if upkeep is not None:
+            times.append(upkeep)
         return min(times) if times else None
 
     def _deadlines(self, p: _Peer) -> list[float]:
@@ -431,6 +413,18 @@ class Node:
                 self._send_close(c, now)
         for p in list(self._peers.values()):
             self._peer_timers(p, now)
+        for act in self._upkeep.due(now):
+            q = self._peers.get(act.peer)
+            if isinstance(act, Probe):
+                self.ping(act.peer, now)
+            elif isinstance(act, Nudge):
+                if q is None or q.current is not None or q.paths is None:
+                    self._upkeep.stop_nudging(act.peer)
+                else:
+                    self._offer(q, act.candidate, now)
+            elif q is None or q.current is None:  # Reconnect
+                self.connect(act.peer, act.candidates, now, peer_key=act.peer_key)
+                self._events.append(Reconnecting(act.peer))
 
     def _peer_timers(self, p: _Peer, now: float) -> None:
         # keys past their hard limit
@@ -778,6 +772,7 @@ class Node:
             p.established = True
             p.last_tx = now
             p.keepalive_after = self._rng.uniform(T.KEEPALIVE_MIN, T.KEEPALIVE_MAX)
+            self._upkeep.session_up(p.name, now)
             assert p.identity is not None and p.addr is not None
             self._events.append(SessionEstablished(p.name, p.identity, p.addr, ks.initiator))
         else:
@@ -819,6 +814,10 @@ class Node:
         self._pings.forget_peer(p.name)
         if p.snapshot is not None and (p.snapshot.tx is not None or p.snapshot.rx):
             self._events.append(PeerKeysUpdated(p.name, None, None, ()))
+        again = had_session and p.wanted and reason not in (CloseReason.LOCAL,
+                                                            CloseReason.CERT_INVALID)
+        self._upkeep.session_lost(p.name, now, reconnect=p.candidates if again else None,
+                                  peer_key=p.peer_key)
         if had_session:
             self._events.append(SessionClosed(p.name, reason))
 
@@ -842,9 +841,11 @@ class Node:
             del self._indices[ks.local_index]
 
     def _publish(self, p: _Peer) -> None:
-        tx = p.current.export() if p.current is not None else None
-        rx = tuple(k.export() for k in p.keysets())
-        snap = PeerKeysUpdated(p.name, p.addr, tx, rx)
+        """The one event the fast path needs: keys as the handshake made them, the address,
+        and the certified identity (set only once a handshake was authenticated)."""
+        tx = p.current.keys if p.current is not None else None
+        rx = tuple(k.keys for k in p.keysets())
+        snap = PeerKeysUpdated(p.name, p.addr, tx, rx, p.identity if tx or rx else None)
         if snap != p.snapshot:
             p.snapshot = snap
             self._events.append(snap)

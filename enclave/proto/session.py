@@ -20,8 +20,8 @@ path owns the DATA counter and Python owns the CONTROL counter.
 from __future__ import annotations
 
 from enclave.proto.aead import open_, seal
-from enclave.proto.events import SessionKeys
 from enclave.proto.handshake import HandshakeResult
+from enclave.proto.keys import SessionKeys
 from enclave.proto.replay import ReplayWindow
 from enclave.proto.timing import (
     REJECT_AFTER_MESSAGES,
@@ -41,13 +41,16 @@ class KeyLimit(Exception):
 
 
 class Keyset:
+    """A session's SessionKeys (as the handshake made them) with the Node's state around them."""
+
     def __init__(self, result: HandshakeResult, now: float, *, confirmed: bool) -> None:
-        self.local_index = result.local_index
-        self.remote_index = result.remote_index
+        self.keys: SessionKeys = result.keys  # published as is (PeerKeysUpdated)
+        self.local_index = result.keys.local_index
+        self.remote_index = result.keys.remote_index
         self.initiator = result.initiator
-        self.cipher = result.cipher
-        self._rx = result.rx_key
-        self._tx = result.tx_key
+        self.cipher = result.keys.cipher
+        self._rx = result.keys.rx_key
+        self._tx = result.keys.tx_key
         self.created = now
         self.confirmed = confirmed
         self.ctl_tx = 0
@@ -68,11 +71,6 @@ class Keyset:
 
     def expired(self, now: float) -> bool:
         return now >= self.created + REJECT_AFTER_TIME
-
-    def export(self) -> SessionKeys:
-        return SessionKeys(
-            self.local_index, self.remote_index, self._rx, self._tx, self.cipher, self.created
-        )
 
     def _seal(self, msg_type: int, domain: bytes, counter: int, plain: bytes, now: float) -> bytes:
         if self.expired(now) or counter >= REJECT_AFTER_MESSAGES:

@@ -27,6 +27,11 @@ CONFIRM_MAX_SENDS = 10
 CLOSE_SENDS = 3  # an authenticated CLOSE is sent this many times ...
 CLOSE_INTERVAL = 0.25  # ... this far apart
 
+RTT_PROBE_INTERVAL = 10.0  # rtt measurement on the current path (authenticated PROBE / REPLY)
+RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until a session exists
+RELAY_NUDGES = 40
+RECONNECT_DELAY = 1.0  # after a session was lost (not closed locally) while the peer is wanted
+
 INIT_RATE_PER_SOURCE = 10.0  # handshake messages per second per source (INIT: per source IP)
 INIT_BURST_PER_SOURCE = 20.0
 INIT_RATE_PER_IDENTITY = 5.0  # INITs per second per claimed certificate (after MAC1)

@@ -37,8 +37,17 @@ from enclave.policy.gateway import (
     parse_acl,
     parse_routes,
 )
-from enclave.proto.events import PeerKeysUpdated, SessionKeys
-from tests.support.overlay import PORT, Member, Overlay, index_of, overlay_ip, overlay_mac
+from enclave.proto.events import PeerKeysUpdated
+from enclave.proto.keys import SessionKeys
+from tests.support.overlay import (
+    PORT,
+    Member,
+    Overlay,
+    index_of,
+    member_identity,
+    overlay_ip,
+    overlay_mac,
+)
 
 LAN = "198.19.2.0/24"
 TOPOLOGY = Topology(sites=[Site("a", nat=NatType.PORT_RESTRICTED, hosts=1),
@@ -72,9 +81,11 @@ def ping(host: Host, dst: str, count: int = 2, *, src: str | None = None,
 class NatOverlay(Overlay):
     """Static sessions addressed to where the internet sees each host (its NAT's address)."""
 
-    def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes) -> PeerKeysUpdated:
-        tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher, 0.0)
-        return PeerKeysUpdated(b.name, (str(b.host.public_ip), PORT), tx, (tx,))
+    def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes,
+                   bridging: bool = False) -> PeerKeysUpdated:
+        tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher)
+        return PeerKeysUpdated(b.name, (str(b.host.public_ip), PORT), tx, (tx,),
+                               member_identity(b, bridging=bridging))
 
 
 def peer_view(m: Member, **kw: object) -> PeerView:

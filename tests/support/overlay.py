@@ -11,13 +11,16 @@
 
 udp_roundtrip / tcp_transfer carry traffic between two members over the overlay.
 
-Keys are random (nacl.utils.random) and installed as the Node would hand them over: for
-each ordered pair (i, j), i's tx key for j is j's rx key from i, with matching indices.
+Keys are random (nacl.utils.random) and installed as the Node would hand them over (one
+PeerKeysUpdated per peer, applied with DataPlane.apply, the member's certified identity in it):
+for each ordered pair (i, j), i's tx key for j is j's rx key from i, with matching indices.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import ipaddress
 import os
 import socket
 import threading
@@ -26,10 +29,12 @@ from dataclasses import dataclass, field
 
 import nacl.utils
 
+from enclave.cert import SystemIdentity
 from enclave.dataplane.engine import DataPlane
 from enclave.dataplane.tap import TapDevice
 from enclave.netlab import Host, Lab
-from enclave.proto.events import PeerKeysUpdated, SessionKeys
+from enclave.proto.events import PeerKeysUpdated
+from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import Cipher
 
 PORT = 51820
@@ -50,6 +55,17 @@ def mac_str(mac: bytes) -> str:
 def index_of(src: int, dst: int) -> int:
     """Receiver index `dst` allocated for packets from `src` (nonzero, unique)."""
     return 0x1000 * (dst + 1) + src + 1
+
+
+def member_identity(m: Member, *, bridging: bool = False) -> SystemIdentity:
+    """Member m's identity as its certificate would state it: its MAC and overlay address; a
+    gateway route when it may bridge (carry frames from other MACs)."""
+    routes = (ipaddress.IPv4Network("192.168.0.0/16"),) if bridging else ()
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    return SystemIdentity(
+        name=m.name, org="lab", overlay_ip=ipaddress.IPv4Address(overlay_ip(m.n)),
+        overlay_prefix=10, mac=overlay_mac(m.n), tags=(), public_key=bytes(32), serial=m.n + 1,
+        not_before=start, not_after=start + dt.timedelta(days=3650), gateway_routes=routes)
 
 
 @dataclass
@@ -123,9 +139,11 @@ class Overlay:
             self.close()
             raise
 
-    def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes) -> PeerKeysUpdated:
-        tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher, 0.0)
-        return PeerKeysUpdated(b.name, (str(b.host.ip), PORT), tx, (tx,))
+    def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes,
+                   bridging: bool = False) -> PeerKeysUpdated:
+        tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher)
+        return PeerKeysUpdated(b.name, (str(b.host.ip), PORT), tx, (tx,),
+                               member_identity(b, bridging=bridging))
 
     def connect(
         self, a: Member, b: Member, *, bridging: tuple[bool, bool] = (False, False)
@@ -135,12 +153,8 @@ class Overlay:
         k_ba = nacl.utils.random(32)
         a.keys[b.n] = (k_ab, k_ba)
         b.keys[a.n] = (k_ba, k_ab)
-        a.dp.install_peer(
-            b.name, self.update_for(a, b, tx_key=k_ab, rx_key=k_ba), overlay_mac(b.n), bridging[1]
-        )
-        b.dp.install_peer(
-            a.name, self.update_for(b, a, tx_key=k_ba, rx_key=k_ab), overlay_mac(a.n), bridging[0]
-        )
+        a.dp.apply(self.update_for(a, b, tx_key=k_ab, rx_key=k_ba, bridging=bridging[1]))
+        b.dp.apply(self.update_for(b, a, tx_key=k_ba, rx_key=k_ab, bridging=bridging[0]))
 
     def mesh(self) -> None:
         for i, a in enumerate(self.members):

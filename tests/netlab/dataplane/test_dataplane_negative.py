@@ -17,9 +17,18 @@ import pytest
 
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.netlab import Lab, Topology
-from enclave.proto.events import PeerKeysUpdated, SessionKeys
+from enclave.proto.events import PeerKeysUpdated
+from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import MSG_DATA, MSG_HANDSHAKE_INIT, Cipher
-from tests.support.overlay import PORT, Member, Overlay, index_of, overlay_mac, udp_roundtrip
+from tests.support.overlay import (
+    PORT,
+    Member,
+    Overlay,
+    index_of,
+    member_identity,
+    overlay_mac,
+    udp_roundtrip,
+)
 from tests.support.wait import wait_for
 
 fp = pytest.importorskip("enclave._fastpath")
@@ -144,7 +153,7 @@ def test_spoofed_source_mac_dropped_unless_bridging(ov: Overlay) -> None:
     assert b.dp.peer_counters("pa")["rx_spoofed"] == 2
     # a gateway (certificate allows bridging) may carry other MACs, never group sources
     k_tx, k_rx = b.keys[a.n]
-    b.dp.install_peer("pa", ov.update_for(b, a, tx_key=k_tx, rx_key=k_rx), overlay_mac(a.n), True)
+    b.dp.apply(ov.update_for(b, a, tx_key=k_tx, rx_key=k_rx, bridging=True))
     s.sendto(data_from(ov, a, b, 3, b"bridged", src_mac=other), dst)
     s.sendto(data_from(ov, a, b, 4, b"group src", src_mac=b"\x03" + other[1:]), dst)
     got = tap.get()
@@ -182,15 +191,9 @@ def test_tx_key_limit_stops_using_the_key(ov: Overlay) -> None:
     slot = a.dp._slots["pb"]
     k_tx, k_rx = a.keys[b.n]
     ia, ib = index_of(b.n, a.n), index_of(a.n, b.n)
+    k = SessionKeys(ia, ib, k_rx, k_tx, Cipher.AES256_GCM)
     a.dp.native.install(
-        slot,
-        overlay_mac(b.n),
-        False,
-        (str(b.host.ip), PORT),
-        (ib, k_tx, "aes256gcm"),
-        [(ia, k_rx, "aes256gcm")],
-        tx_local_index=ia,
-        tx_limit=3,
+        slot, k, [k], peer_mac=overlay_mac(b.n), addr=(str(b.host.ip), PORT), tx_limit=3
     )
     tx = a.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
     tx.bind(("enclave0", ETHERTYPE))
@@ -229,29 +232,20 @@ def test_rekey_under_traffic_loses_nothing(ov: Overlay) -> None:
         ia, ib = 0x10000 * gen + 1, 0x10000 * gen + 2
         mk = SessionKeys
         # b: receive on the new key (pending), keep sending/receiving on the old one
-        b_old = mk(old_ib, old_ia, old_ab, old_ba, cipher, 0.0)
-        b_new = mk(ib, ia, new_ab, new_ba, cipher, 0.0)
-        a_old = mk(old_ia, old_ib, old_ba, old_ab, cipher, 0.0)
-        a_new = mk(ia, ib, new_ba, new_ab, cipher, 0.0)
+        b_old = mk(old_ib, old_ia, old_ab, old_ba, cipher)
+        b_new = mk(ib, ia, new_ab, new_ba, cipher)
+        a_old = mk(old_ia, old_ib, old_ba, old_ab, cipher)
+        a_new = mk(ia, ib, new_ba, new_ab, cipher)
         b_addr, a_addr = (str(a.host.ip), PORT), (str(b.host.ip), PORT)
-        b.dp.install_peer(
-            "pa", PeerKeysUpdated("pa", b_addr, b_old, (b_old, b_new)), overlay_mac(a.n), False
-        )
+        id_a, id_b = member_identity(a), member_identity(b)
+        b.dp.apply(PeerKeysUpdated("pa", b_addr, b_old, (b_old, b_new), id_a))
         time.sleep(0.02)
-        a.dp.install_peer(
-            "pb", PeerKeysUpdated("pb", a_addr, a_new, (a_new, a_old)), overlay_mac(b.n), False
-        )
+        a.dp.apply(PeerKeysUpdated("pb", a_addr, a_new, (a_new, a_old), id_b))
         time.sleep(0.02)
-        b.dp.install_peer(
-            "pa", PeerKeysUpdated("pa", b_addr, b_new, (b_new, b_old)), overlay_mac(a.n), False
-        )
+        b.dp.apply(PeerKeysUpdated("pa", b_addr, b_new, (b_new, b_old), id_a))
         time.sleep(0.02)
-        b.dp.install_peer(
-            "pa", PeerKeysUpdated("pa", b_addr, b_new, (b_new,)), overlay_mac(a.n), False
-        )
-        a.dp.install_peer(
-            "pb", PeerKeysUpdated("pb", a_addr, a_new, (a_new,)), overlay_mac(b.n), False
-        )
+        b.dp.apply(PeerKeysUpdated("pa", b_addr, b_new, (b_new,), id_a))
+        a.dp.apply(PeerKeysUpdated("pb", a_addr, a_new, (a_new,), id_b))
         old_ab, old_ba, old_ia, old_ib = new_ab, new_ba, ia, ib
         time.sleep(0.02)
     time.sleep(0.05)
@@ -276,7 +270,7 @@ def test_reinstalling_the_same_key_keeps_its_counter(ov: Overlay) -> None:
     udp_roundtrip(a, b, b"one")
     before = a.dp.peer_counters("pb")["tx_counter"]
     k_tx, k_rx = a.keys[b.n]
-    a.dp.install_peer("pb", ov.update_for(a, b, tx_key=k_tx, rx_key=k_rx), overlay_mac(b.n), False)
+    a.dp.apply(ov.update_for(a, b, tx_key=k_tx, rx_key=k_rx))
     assert a.dp.peer_counters("pb")["tx_counter"] == before
     udp_roundtrip(a, b, b"two", port=5003)
     assert b.dp.peer_counters("pa")["rx_replay"] == 0
@@ -288,7 +282,7 @@ def test_non_udp_path_goes_through_python_and_inject(ov: Overlay) -> None:
     k_tx, k_rx = a.keys[b.n]
     upd = ov.update_for(a, b, tx_key=k_tx, rx_key=k_rx)
     tcp = PathAddr(Transport.TCP, str(b.host.ip), 51820)
-    a.dp.install_peer("pb", PeerKeysUpdated("pb", tcp, upd.tx, upd.rx), overlay_mac(b.n), False)
+    a.dp.apply(PeerKeysUpdated("pb", tcp, upd.tx, upd.rx, upd.identity))
     tap = Tap(b)
     tx = a.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
     tx.bind(("enclave0", ETHERTYPE))

@@ -14,11 +14,19 @@ import pytest
 
 from enclave.dataplane import engine
 from enclave.discovery.candidates import PathAddr, Transport
+from enclave.proto.keys import SessionKeys
+from enclave.proto.wire import Cipher
 
 fp = pytest.importorskip("enclave._fastpath")
 
 MAC = bytes([2, 0, 0, 0, 0, 9])
 KEY = bytes(range(32))
+AES, CHACHA = Cipher.AES256_GCM, Cipher.CHACHA20_POLY1305
+
+
+def keys(local: int, remote: int = 7, key: bytes = KEY, cipher: object = CHACHA) -> SessionKeys:
+    """Session keys as a handshake would make them (the same key bytes both ways)."""
+    return SessionKeys(local, remote, key, key, cipher)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -68,11 +76,11 @@ def test_udp_target_maps_paths() -> None:
     [
         ({"peer_mac": b"\x01" + MAC[1:]}, "unicast"),
         ({"peer_mac": MAC[:5]}, "6 bytes"),
-        ({"rx": [(i, KEY, "aes256gcm") for i in range(1, 6)]}, "at most"),
-        ({"rx": [(0, KEY, "aes256gcm")]}, "receive index"),
-        ({"rx": [(5, KEY, "aes256gcm"), (5, KEY, "aes256gcm")]}, "duplicate"),
-        ({"rx": [(5, KEY, "rot13")]}, "cipher"),
-        ({"rx": [(5, KEY[:31], "chacha20poly1305")]}, "32 bytes"),
+        ({"rx": [keys(i, cipher=AES) for i in range(1, 6)]}, "at most"),
+        ({"rx": [keys(0, cipher=AES)]}, "receive index"),
+        ({"rx": [keys(5, cipher=AES), keys(5, cipher=AES)]}, "duplicate"),
+        ({"rx": [keys(5, cipher=13)]}, "cipher"),
+        ({"rx": [keys(5, key=KEY[:31])]}, "32 bytes"),
         ({"addr": ("198.18.0.1", 0)}, "port"),
         ({"slot": 4}, "out of range"),
     ],
@@ -83,27 +91,28 @@ def test_install_rejects_bad_input(native: fp.DataPlane, kwargs: dict, match: st
         "peer_mac": MAC,
         "allow_bridging": False,
         "addr": ("198.18.0.1", 51820),
-        "tx": (7, KEY, "chacha20poly1305"),
-        "rx": [(5, KEY, "chacha20poly1305")],
+        "tx": keys(5),
+        "rx": [keys(5)],
     }
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         native.install(
             args["slot"],
-            args["peer_mac"],
-            args["allow_bridging"],
-            args["addr"],
             args["tx"],
             args["rx"],
+            peer_mac=args["peer_mac"],
+            allow_bridging=args["allow_bridging"],
+            addr=args["addr"],
         )
     assert native.slots() == []  # nothing half-installed
 
 
 def test_indices_unique_across_slots_and_slot_lifecycle(native: fp.DataPlane) -> None:
-    native.install(0, MAC, False, ("198.18.0.1", 51820), (7, KEY, 1), [(5, KEY, 1)])
+    # the tx key's session (99) has no receive key here: no rx key is marked current
+    native.install(0, keys(99), [keys(5)], peer_mac=MAC, addr=("198.18.0.1", 51820))
     with pytest.raises(ValueError, match="already used by slot 0"):
-        native.install(1, MAC, False, None, None, [(5, KEY, 1)])
-    native.install(1, MAC, False, ("2001:db8::1", 4000), None, [(6, KEY, 1)])
+        native.install(1, None, [keys(5)], peer_mac=MAC)
+    native.install(1, None, [keys(6)], peer_mac=MAC, addr=("2001:db8::1", 4000))
     assert native.slots() == [0, 1]
     assert native.get_addr(0) == ("198.18.0.1", 51820)
     assert native.get_addr(1) == ("2001:db8::1", 4000)
@@ -124,12 +133,9 @@ def test_indices_unique_across_slots_and_slot_lifecycle(native: fp.DataPlane) ->
 def test_current_flag_marks_the_tx_session(native: fp.DataPlane) -> None:
     native.install(
         2,
-        MAC,
-        False,
-        None,
-        (7, KEY, "aes256gcm" if fp.aes256gcm_available() else 1),
-        [(5, KEY, 1), (9, KEY, 1)],
-        tx_local_index=9,
+        keys(9, cipher=AES if fp.aes256gcm_available() else CHACHA),
+        [keys(5), keys(9)],
+        peer_mac=MAC,
     )
     acts = {index: sent for _slot, index, _rx, sent in native.activity()}
     assert acts == {5: None, 9: 0}

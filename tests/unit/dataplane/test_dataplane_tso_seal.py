@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt
 
-from enclave.proto.wire import MSG_DATA
+from enclave.proto.keys import SessionKeys
+from enclave.proto.wire import MSG_DATA, Cipher
 from tests.support.offload_frames import (
     ACK,
     GSO_NONE,
@@ -55,7 +56,8 @@ def flood() -> Iterator[tuple[socket.socket, list[socket.socket], fp.DataPlane]]
         s.setblocking(False)
     dp = fp.DataPlane(tap_dp.fileno(), udp.fileno(), vnet_hdr=True, mtu=1500, max_peers=4)
     for slot, (key, mac, s) in enumerate(zip(KEYS, PEER_MACS, peers, strict=True)):
-        dp.install(slot, mac, False, s.getsockname(), (100 + slot, key, "chacha20poly1305"), [])
+        tx = SessionKeys(0, 100 + slot, key, key, Cipher.CHACHA20_POLY1305)
+        dp.install(slot, tx, [], peer_mac=mac, addr=s.getsockname())
     dp.start()
     try:
         yield tap_ours, peers, dp

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enclave.proto.handshake import HandshakeResult
+from enclave.proto.keys import SessionKeys
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from enclave.proto.replay import REPLAY_WINDOW, ReplayWindow
 from enclave.proto.session import KeyLimit, Keyset
@@ -47,8 +48,8 @@ def test_token_bucket_and_keyed_limiter() -> None:
 
 def _pair(cipher: Cipher) -> tuple[Keyset, Keyset]:
     k1, k2 = bytes(range(32)), bytes(range(1, 33))
-    a = HandshakeResult(None, b"", True, 1, 2, k1, k2, cipher)  # type: ignore[arg-type]
-    b = HandshakeResult(None, b"", False, 2, 1, k2, k1, cipher)  # type: ignore[arg-type]
+    a = HandshakeResult(None, b"", True, SessionKeys(1, 2, k1, k2, cipher))  # type: ignore[arg-type]
+    b = HandshakeResult(None, b"", False, SessionKeys(2, 1, k2, k1, cipher))  # type: ignore[arg-type]
     return Keyset(a, 0.0, confirmed=True), Keyset(b, 0.0, confirmed=True)
 
 

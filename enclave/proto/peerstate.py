@@ -1,0 +1,71 @@
+"""Per-peer state of a Node (enclave/proto/node.py): the peer table's rows, no behaviour.
+
+    PeerState   one peer: identity (set only after an authenticated handshake), paths, the
+                handshakes in flight, up to three keysets (pending / current / previous),
+                liveness times and the last PeerKeysUpdated published for it
+    Closing     the keys of a closed session, kept only to resend its CLOSE
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from enclave.discovery.candidates import Candidate
+from enclave.discovery.paths import PathManager
+from enclave.proto import timing as T
+from enclave.proto.cookie import CookieJar
+from enclave.proto.events import PeerKeysUpdated
+from enclave.proto.handshake import InitiatorHandshake, PeerIdentity, ResponderHandshake
+from enclave.proto.session import Keyset
+from enclave.proto.wire import CloseReason
+
+Addr = Hashable
+
+
+@dataclass
+class Closing:
+    keys: Keyset
+    addr: Addr
+    reason: CloseReason
+    sends_left: int
+    next_send: float
+
+
+class PeerState:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.identity: PeerIdentity | None = None
+        self.cert: bytes | None = None
+        self.addr: Addr | None = None
+        self.paths: PathManager | None = None
+        self.wanted = False  # we called connect(): keep trying
+        self.peer_key: bytes | None = None  # its certified public key: our INITs' MAC1 key
+        self.cookies = CookieJar()  # its cookies (it was under load), by address
+        self.relay_reported = False
+        self.candidates: tuple[Candidate, ...] = ()  # as connect() got them (reconnects)
+        # outgoing handshake
+        self.outbound: InitiatorHandshake | None = None
+        self.out_attempts = 0
+        self.out_next: float | None = None
+        # incoming handshake (after its INIT was validated)
+        self.inbound: ResponderHandshake | None = None
+        self.in_addr: Addr | None = None
+        self.in_deadline = 0.0
+        self.in_resends = 0
+        # keysets
+        self.pending: Keyset | None = None
+        self.current: Keyset | None = None
+        self.previous: Keyset | None = None
+        self.previous_until = 0.0
+        self.established = False
+        self.established_at = 0.0
+        # liveness
+        self.last_rx = 0.0
+        self.last_tx = 0.0
+        self.keepalive_after = T.KEEPALIVE_MIN
+        self.last_ping = float("-inf")
+        self.snapshot: PeerKeysUpdated | None = None
+
+    def keysets(self) -> list[Keyset]:
+        return [k for k in (self.current, self.pending, self.previous) if k is not None]
