@@ -71,6 +71,7 @@ def _connected(a: Agent, b: Agent) -> tuple[dict[str, Any], dict[str, Any]]:
                   what=f"{a.name} connected to {b.name}")
     pb = wait_for(lambda: b.connected(a.name), timeout=CONNECT_TIMEOUT, interval=0.2,
                   what=f"{b.name} connected to {a.name}")
+    assert pa is not None and pb is not None
     return pa, pb
 
 
