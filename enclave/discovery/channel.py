@@ -15,6 +15,7 @@ agent checks the TLS key pin before it signs anything.
     then, pushed by the platform as things change (no polling):
       {"type": "introduce", ...}   enclave.discovery.introduction.Introduction
       {"type": "withdraw", "peer": P, "reason": "intent"|"revoked"|"disabled"|"expired"|"offline"}
+                                   "offline" is a hint: a working session stays up
       {"type": "crl", "crl": b64 DER, "crl_number": n}
       {"type": "intents", "peers": [names this system holds intent for]}
       {"type": "policy_offer", "offer": {"statement", "signature"}}  CA-signed, op "policy"
@@ -22,6 +23,10 @@ agent checks the TLS key pin before it signs anything.
     and sent by the agent:
       {"type": "report", "candidates": [candidate JSON...], "nat": NatBehaviour value,
        "mappings": {"udp": ["ip:port", "ip:port"], "tcp": "ip:port" | null}}
+                                   candidates: IP literals of kind private/public over udp/tcp
+                                   only (others are dropped: enclave.discovery.candidates.
+                                   check_candidate_host), at most 32; applied at most once a
+                                   second per system, the newest waiting report winning
       {"type": "intent", "signed": {"statement", "signature"}}   counter-signed policy offer
     WebSocket ping/pong heartbeats every HEARTBEAT seconds both ways.
 """
