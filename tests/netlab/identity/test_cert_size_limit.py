@@ -1,4 +1,4 @@
-"""A system certificate must fit the handshake (wire.MAX_CERT_SIZE = 1280 bytes, one datagram).
+"""A system certificate must fit the handshake (wire.MAX_CERT_SIZE = 1248 bytes, one datagram).
 Tags and gateway routes grow it (about 20 routes fit), so the platform refuses a change that
 would outgrow it, over the CLI and the admin API, with a reason and nothing written; an
 enrolment key whose tags alone are too many fails enrolment the same way (409) instead of
