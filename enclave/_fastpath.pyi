@@ -144,7 +144,7 @@ def gro_coalesce(
     frames: list[bytes], verify: bool = True, arena_size: int | None = None
 ) -> list[bytes]: ...
 
-# --- _fp_loops.pxi: the native data-plane loops ------------------------------------------------
+# --- _fp_epoch.pxi .. _fp_dataplane.pxi: the native data-plane loops and their Python class ---
 PUNT_HEADER_LEN: Final[int]
 PUNT_DATAGRAM: Final[int]
 PUNT_FIRST_RX: Final[int]

@@ -10,7 +10,9 @@
                                         -> Node.receive_datagram(frame, PathAddr(TCP, ip, port))
                                                                         |
         Node.datagrams_to_send(now) -> by PathAddr transport: UDP sendto / TCP stream / relay
-        Node.get_timer() -> one asyncio TimerHandle, re-armed after every call into the Node
+        Node.get_timer(), relay client's deadline -> one asyncio TimerHandle, re-armed after
+                             every call into the Node (the Node's own upkeep: rtt probes,
+                             relay re-offers, reconnects -- enclave/proto/upkeep.py)
         Node.next_event() -> PeerKeysUpdated -> dataplane.apply(); session/path events ->
                              peer status (`enclave peers`); UseRelay -> relay registration;
                              DataReceived -> on_data callbacks (Python reference data path)

@@ -9,6 +9,10 @@
     fast path / agent         <---------   next_event() -> PeerKeysUpdated, SessionEstablished, ...
     fast path counters        --------->   report_activity(local_index, now, rx=.., tx_messages=..)
 
+Every timer is the Node's: handshake retries, keepalives, rekeys, dead-peer detection, path
+probes, and the per-peer upkeep of proto/upkeep.py (rtt probes, relay re-offers, reconnects).
+PeerKeysUpdated is the one event the fast path needs (keys, address, certified identity).
+
 Addresses are opaque hashables to the Node (in practice enclave.discovery.PathAddr); the I/O
 layer gives them in and gets them back.  Inbound dispatch by the first byte:
 
