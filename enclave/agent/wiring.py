@@ -14,7 +14,7 @@
         enclave.dataplane.engine.DataPlane (native tx / rx threads, GIL released)
              | punt socket                   ^ apply(PeerKeysUpdated): the ConnectionManager
              v                               | hands the Node's event straight to it
-        PuntRouter (this file)
+        engine.DataPlane.serve(cm) routes them to the AgentConnections (a PuntHandler):
              DATAGRAM  -> cm.receive_udp       (handshakes, CONTROL, reflector replies, ...)
              TX        -> cm.send_on_path      (encrypted DATA for a TCP / relay path)
              FIRST_RX  -> cm.report_activity   (promotes receive-only keys at once)
