@@ -230,3 +230,34 @@ def test_handshakes_succeed_under_a_spoofed_handshake_flood(
     # (so a genuine INIT never waited behind it), no cookie asked for, no certificate checked
     assert drops.get("init_bad_mac1", 0) - before >= result["sent"] // 4, (drops, result)
     assert drops.get("init_rate_limited", 0) == 0 and drops.get("init_invalid", 0) == 0, drops
+
+
+def _guard(agent: Agent) -> str | None:
+    """b1's guard table as `nft list` shows it, or None when there is none."""
+    res = agent.host.run(["nft", "list", "table", "inet", f"enclave_guard_{PORT}"])
+    return res.stdout if res.returncode == 0 else None
+
+
+def test_guard_is_removed_on_exit_and_replaced_after_a_crash(
+        world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
+    _lab, _plat, agents = world
+    a1, b1 = agents["a1"], agents["b1"]
+    if a1.connected(b1.name) is None:
+        intents_both_ways(a1, b1)
+        _connected(a1, b1)
+    assert b1.proc is not None
+    b1.proc.kill()  # a crash: nothing is cleaned up
+    b1.proc.wait(10)
+    b1.proc = None
+    left = _guard(b1)
+    assert left is not None and str(a1.host.public_ip) in left  # the table outlived the agent
+    # a stale entry the next start must not keep
+    b1.host.run(["nft", "add", "element", "inet", f"enclave_guard_{PORT}", "peers4",
+                 "{ 198.18.77.77 }"], check=True)
+    b1.up()
+    _connected(a1, b1)
+    table = _guard(b1)
+    assert table is not None and str(a1.host.public_ip) in table
+    assert "198.18.77.77" not in table
+    assert b1.down() == 0  # a clean exit removes the table
+    assert _guard(b1) is None
