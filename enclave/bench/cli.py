@@ -1,7 +1,8 @@
 """`enclave bench`, `enclave bench crypto`, `enclave bench peer NAME`, `enclave bench serve`.
 
-    enclave bench [--cipher aes256gcm|chacha20poly1305|both] [--duration S] [--offload|--no-offload]
-                  [--json FILE] [--html FILE] [--flows tcp1,tcp4,udp64,udp512,udp1400,latency]
+    enclave bench [--cipher all|NAME,NAME...] [--repeat N] [--duration S]
+                  [--offload|--no-offload] [--json FILE] [--html FILE]
+                  [--flows tcp1,tcp4,udp64,udp512,udp1400,latency]
     enclave bench crypto [--cipher ...] [--sizes 64,512,1400,9000] [--seconds S] [--json FILE]
     enclave bench peer NAME [--state DIR] [--duration S] [--json FILE] [--html FILE]
     enclave bench serve                     # on the peer: iperf3 -s + UDP echo
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from enclave.bench import peer, runner
 from enclave.bench.command import (
-    CIPHER_CHOICES,
+    CIPHER_HELP,
     Command,
     ciphers,
     console,
@@ -29,6 +30,7 @@ from enclave.bench.command import (
 )
 from enclave.bench.flows import FlowError
 from enclave.bench.gateway import register as register_gateway
+from enclave.bench.repeat import check_repeat, run_repeated
 from enclave.bench.report import Report, render
 
 
@@ -44,13 +46,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ping_count=args.ping_count,
         crypto=not args.no_crypto,
         overlay=not args.no_overlay,
-        ceiling=not args.no_ceiling,
+        relay=not args.no_relay,
         workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir),
         connect_timeout=args.connect_timeout,
     )
-    report, out = with_progress("enclave bench", runner.steps_for(opts),
-                                lambda step: runner.run(opts, progress=step))
+    repeat = check_repeat(args.repeat)
+    report, out = with_progress(
+        "enclave bench", runner.steps_for(opts) * repeat,
+        lambda step: run_repeated(repeat, lambda s: runner.run(opts, progress=s), step))
     render(report, out)
     write_outputs(report, args)
     return exit_status(report)
@@ -113,7 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "every flow over the overlay and over the raw path. " + (__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("--cipher", choices=CIPHER_CHOICES, default="both")
+    bench.add_argument("--cipher", default="all", metavar="LIST", help=CIPHER_HELP +
+                       " (default all)")
+    bench.add_argument("--repeat", type=int, default=1, metavar="N",
+                       help="run the whole bench N times; every figure as median [min-max]")
     bench.add_argument("--duration", type=float, default=5.0, metavar="S",
                        help="seconds per flow (default 5)")
     off = bench.add_mutually_exclusive_group()
@@ -130,8 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                        help="how long to wait for the agents to connect (default 30)")
     bench.add_argument("--no-crypto", action="store_true", help="skip the in-process AEAD part")
     bench.add_argument("--no-overlay", action="store_true", help="raw path (and crypto) only")
-    bench.add_argument("--no-ceiling", action="store_true",
-                       help="skip the TAP-relay ceiling (overlay work without UDP)")
+    bench.add_argument("--no-relay", "--no-ceiling", dest="no_relay", action="store_true",
+                       help="skip the TAP relay reference (the overlay's work without UDP)")
     bench.add_argument("--workdir", metavar="DIR",
                        help="keep platform/agent state and logs here (default: temporary)")
     _outputs(bench)
@@ -139,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
     bsub = bench.add_subparsers(dest="bench_command", metavar="COMMAND")
     p = bsub.add_parser("crypto", help="AEAD throughput in process: fast path vs PyNaCl")
-    p.add_argument("--cipher", choices=CIPHER_CHOICES, default="both")
+    p.add_argument("--cipher", default="all", metavar="LIST", help=CIPHER_HELP)
     p.add_argument("--sizes", default="64,512,1400,9000", help="frame sizes in bytes")
     p.add_argument("--seconds", type=float, default=0.5, help="seconds per cell")
     _outputs(p, html=True)

@@ -1,37 +1,69 @@
-"""What the `enclave bench` commands share (cli.py, gateway.py): the cipher choice, the console and
-progress bar, writing --json / --html, and the exit status. It sits below both.
+"""What the `enclave bench` commands share (cli.py, gateway.py): the cipher list, --repeat, the
+console and progress bar, writing --json / --html, and the exit status. It sits below both.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enclave.bench.report import Report, to_html
+from enclave.cipher import CIPHER_NAMES
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-CIPHER_CHOICES = ("aes256gcm", "chacha20poly1305", "both")
+CIPHER_HELP = ("comma-separated ciphers (aes256gcm, chacha20poly1305, ...), or `all`: every "
+               "cipher this machine's agent supports")
 Command = Callable[[argparse.Namespace], int]
 
 
-def ciphers(choice: str | None) -> list[str]:
-    """The ciphers to measure for --cipher (None or "both": every one this machine has)."""
+def supported_ciphers() -> list[str]:
+    """The ciphers this machine's agent can run: the agent's cipher names (enclave.cipher) that
+    the compiled fast path implements and this CPU can run (AES-based ones need AES-NI)."""
     # imported here: keeps `enclave` start-up fast (bench.crypto loads the compiled fast path)
     from enclave.bench.crypto import available_ciphers
 
     try:
-        have = available_ciphers()
-    except ImportError:
-        have = ["aes256gcm", "chacha20poly1305"]
-    if choice in (None, "both"):
-        return have
-    if choice not in have:
-        raise ValueError(f"cipher {choice} is not available here (have: {', '.join(have)})")
-    return [str(choice)]
+        have = set(available_ciphers())
+    except ImportError:  # no compiled fast path: the agent cannot run at all; name them anyway
+        have = set(CIPHER_NAMES)
+    return [c for c in CIPHER_NAMES if c in have]
+
+
+def parse_ciphers(text: str | None, supported: Sequence[str]) -> list[str]:
+    """--cipher's value as a list: comma-separated names in the order given, duplicates once;
+    None, "all" (or the older "both") = every supported cipher. A name the agent does not know,
+    or one this machine cannot run, is a ValueError that names the supported ones."""
+    if text is None or text.strip().lower() in ("all", "both"):
+        if not supported:
+            raise ValueError("no cipher is supported on this machine")
+        return list(supported)
+    chosen: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name in ("all", "both"):
+            raise ValueError(f"--cipher: {name!r} stands alone, not in a list")
+        if name not in supported:
+            why = ("not available on this machine" if name in CIPHER_NAMES
+                   else "not a cipher this agent knows")
+            raise ValueError(f"--cipher: {name!r} is {why}; supported here: "
+                             f"{', '.join(supported) or 'none'} (or 'all')")
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError(f"--cipher: no cipher given; supported here: {', '.join(supported)} "
+                         "(or 'all')")
+    return chosen
+
+
+def ciphers(choice: str | None) -> list[str]:
+    """The ciphers to measure for --cipher on this machine (see parse_ciphers)."""
+    return parse_ciphers(choice, supported_ciphers())
 
 
 def write_outputs(report: Report, args: argparse.Namespace) -> None:

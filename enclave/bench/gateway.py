@@ -42,13 +42,14 @@ from enclave.agent.errors import AgentError
 from enclave.agent.localapi import call
 from enclave.bench import flows
 from enclave.bench.command import (
-    CIPHER_CHOICES,
+    CIPHER_HELP,
     Command,
     ciphers,
     exit_status,
     with_progress,
     write_outputs,
 )
+from enclave.bench.repeat import check_repeat, run_repeated
 from enclave.bench.report import Figure, Report, render
 from enclave.bench.runner import (
     ALL_FLOWS,
@@ -309,8 +310,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         crypto=False, workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir), connect_timeout=args.connect_timeout,
     )
-    report, out = with_progress("enclave bench gateway", steps_for(opts),
-                                lambda step: run(opts, progress=step))
+    repeat = check_repeat(args.repeat)
+    report, out = with_progress(
+        "enclave bench gateway", steps_for(opts) * repeat,
+        lambda step: run_repeated(repeat, lambda s: run(opts, progress=s), step))
     render(report, out)
     write_outputs(report, args)
     return exit_status(report)
@@ -324,7 +327,10 @@ def register(bsub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-i
         description=(__doc__ or "").split("\n\n")[0] + " Builds a netlab with a client site "
         "and a gateway site (gateway + a plain LAN host), a platform, a gateway policy, and "
         "measures every flow through the gateway and over the raw path.")
-    p.add_argument("--cipher", choices=CIPHER_CHOICES, default="aes256gcm")
+    p.add_argument("--cipher", default="aes256gcm", metavar="LIST",
+                   help=CIPHER_HELP + " (default aes256gcm)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run it N times; every figure as median [min-max]")
     p.add_argument("--duration", type=float, default=5.0, metavar="S",
                    help="seconds per flow (default 5)")
     p.add_argument("--no-offload", dest="offload", action="store_false", default=None,

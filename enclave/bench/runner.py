@@ -14,6 +14,7 @@ Stages, in order (each recorded in the report as ok / unavailable / failed / ski
       connected  poll `enclave peers --json` until b1 shows connected; set-up time, path
       overlay    flows to b1's overlay IP; agent CPU seconds per GB and peak RSS
     raw        the same flows to b1's public address
+    relay reference   TCP 1 stream over enclave.bench.relayref's TAP relay (no UDP leg)
     crypto     in-process AEAD (enclave bench crypto), short
 
           a1 (site a, NAT)                      b1 (site b, NAT)
@@ -42,7 +43,7 @@ from typing import Any
 
 from enclave import __version__
 from enclave.agent.cli import register as register_agent_commands
-from enclave.bench import ceiling, crypto, flows, procstat
+from enclave.bench import crypto, flows, procstat, relayref
 from enclave.bench.report import Figure, Report
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
 from enclave.netlab import Lab, NatType, Site, Topology, netns
@@ -68,7 +69,7 @@ class BenchOptions:
     crypto: bool = True
     crypto_seconds: float = 0.1
     overlay: bool = True
-    ceiling: bool = True
+    relay: bool = True
     workdir: Path | None = None
     keep_logs: bool = False
     connect_timeout: float = CONNECT_TIMEOUT_S
@@ -80,6 +81,8 @@ class BenchOptions:
                              f"(choose from {', '.join(ALL_FLOWS)})")
         if self.duration <= 0:
             raise ValueError("--duration must be > 0")
+        if not self.ciphers:
+            raise ValueError("no cipher to measure")
 
 
 Progress = Callable[[str], None]
@@ -93,13 +96,13 @@ def steps_for(opts: BenchOptions) -> int:
     """Progress steps a full run takes (for the progress bar's total)."""
     per_path = _flow_steps(opts)
     overlay = (4 + per_path) * len(opts.ciphers) if opts.overlay else 0
-    ceiling_steps = 1 + len(opts.ciphers) if wants_ceiling(opts) else 0
-    return 5 + overlay + per_path + ceiling_steps + (1 if opts.crypto else 0)
+    relay_steps = 1 + len(opts.ciphers) if wants_relay(opts) else 0
+    return 5 + overlay + per_path + relay_steps + (1 if opts.crypto else 0)
 
 
-def wants_ceiling(opts: BenchOptions) -> bool:
-    """The ceiling stage runs with the single-stream TCP flow it is compared with."""
-    return opts.ceiling and opts.overlay and "tcp1" in opts.flows
+def wants_relay(opts: BenchOptions) -> bool:
+    """The relay reference runs with the single-stream TCP flow it is compared with."""
+    return opts.relay and opts.overlay and "tcp1" in opts.flows
 
 
 def _flow_steps(opts: BenchOptions) -> int:
@@ -198,6 +201,7 @@ def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
         "nat_b": opts.nat_b,
         "flows": ",".join(opts.flows),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     })
     ctx = BenchContext(opts=opts, report=report, progress=progress)
     in_workdir(ctx, "enclave-bench-", lambda: _run_lab(ctx))
@@ -293,32 +297,35 @@ def _run_in_lab(ctx: BenchContext) -> None:
             errors = measure_path(ctx, "raw", str(ctx.b.public_ip), cipher=None)
             if errors:
                 box["detail"] = "; ".join(errors)
-    if wants_ceiling(opts):
-        _ceiling(ctx)
+    if wants_relay(opts):
+        _relay_reference(ctx)
 
 
-def _ceiling(ctx: BenchContext) -> None:
-    """Stage "ceiling": TapRelay between a1 and b1 (see enclave.bench.ceiling)."""
+def _relay_reference(ctx: BenchContext) -> None:
+    """Stage "relay reference": TapRelay between a1 and b1 (see enclave.bench.relayref)."""
     opts = ctx.opts
-    with contextlib.suppress(StageFailed), timed_stage(ctx, "ceiling") as box:
-        rows = ceiling.measure(ctx.a, ctx.b, ciphers=opts.ciphers, duration=opts.duration,
-                               offload=opts.offload is not False, mtu=DEFAULT_OVERLAY_MTU,
-                               progress=ctx.progress)
+    with contextlib.suppress(StageFailed), timed_stage(ctx, "relay reference") as box:
+        rows = relayref.measure(ctx.a, ctx.b, ciphers=opts.ciphers, duration=opts.duration,
+                                offload=opts.offload is not False, mtu=DEFAULT_OVERLAY_MTU,
+                                progress=ctx.progress)
         raw = next((f.raw for f in ctx.report.figures if f.key == "tcp1_ab"), None)
         for row in rows:
             over = ctx.report.figure("tcp1_ab", row.cipher) if row.cipher else None
-            reached = (f"overlay at {over.overlay / row.gbit_s:.2f}x of it; "
-                       if over is not None and over.overlay and row.gbit_s else "")
-            what = "" if row.cipher is None else \
-                f" + AEAD/{ceiling.segment_for(DEFAULT_OVERLAY_MTU)} B"
+            versus = (f"overlay / relay {over.overlay / row.gbit_s:.2f}x; "
+                      if over is not None and over.overlay and row.gbit_s else "")
+            what = "no AEAD" if row.cipher is None else \
+                f"AEAD every {relayref.segment_for(DEFAULT_OVERLAY_MTU)} B"
+            note = row.note or (f"{versus}{row.frames} frames, "
+                                f"{row.open_failures} open failures")
             ctx.report.figures.append(Figure(
-                "ceiling_plain" if row.cipher is None else "ceiling_aead", "ceiling",
-                f"ceiling (no UDP): TAP relay{what} a1->b1", "Gbit/s", row.cipher,
-                row.gbit_s, raw, True,
-                f"{reached}{row.frames} frames, {row.open_failures} open failures"))
+                "relay_plain" if row.cipher is None else "relay_aead", "reference",
+                f"TAP relay reference (no UDP), {what}, a1->b1", "Gbit/s", row.cipher,
+                row.gbit_s, raw, True, note))
             if row.open_failures:
                 box["status"] = "failed"
-        box["detail"] = ", ".join(f"{r.cipher or 'plain'} {r.gbit_s:.2f} Gbit/s" for r in rows)
+        box["detail"] = ", ".join(
+            f"{r.cipher or 'plain'} " + ("-" if r.gbit_s is None else f"{r.gbit_s:.2f} Gbit/s")
+            for r in rows)
 
 
 def in_workdir(ctx: BenchContext, prefix: str, body: Callable[[], None]) -> None:

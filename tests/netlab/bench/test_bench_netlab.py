@@ -69,48 +69,70 @@ def test_raw_path_run_report_json_html(tmp_path: Path) -> None:
     assert bars and float(bars[0][1]) == pytest.approx(figs["tcp1_ab"].raw, rel=1e-5)
 
 
+CIPHERS = ("aes256gcm", "chacha20poly1305")
+
+
 def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
-    """The real command: lab, platform, enrol, then the overlay if the agent exists, else a clear
-    'unavailable' and raw figures only."""
+    """The real command, twice over (--repeat 2) with two ciphers: lab, platform, enrol, then the
+    overlay per cipher if the agent exists, else a clear 'unavailable' and raw figures only;
+    every figure carries its cipher and one sample per run."""
     out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
     res = subprocess.run(
-        enclave_argv("bench", "--duration", "1", "--flows", "tcp1",
-                     "--cipher", "aes256gcm", "--no-crypto", "--ping-count", "10",
+        enclave_argv("bench", "--duration", "1", "--flows", "tcp1", "--repeat", "2",
+                     "--cipher", ",".join(CIPHERS), "--no-crypto", "--ping-count", "10",
                      "--connect-timeout", "10",
                      "--json", str(out_json), "--html", str(out_html)),
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=480, cwd=REPO,
         env={**os.environ, "COLUMNS": "200"},
     )
     data = json.loads(out_json.read_text())
-    assert not _leftovers(data["meta"]["lab_prefix"]), "lab not torn down"
-    stages = {s["name"]: s for s in data["stages"]}
-    for name in ("lab", "raw-path", "platform", "enrol", "flows raw"):
-        assert stages[name]["status"] == "ok", stages[name]
-    assert "<svg" in out_html.read_text()
-    figs = [f for f in data["figures"] if f["key"] == "tcp1_ab"]
-    assert figs and all(f["raw"] and f["raw"] > 0 for f in figs)
-    overlay_ok = stages.get("flows overlay (aes256gcm)", {}).get("status") == "ok"
+    assert data["meta"]["repeat"] == 2 and data["meta"]["ciphers"] == ",".join(CIPHERS)
+    assert len(data["meta"]["lab_prefixes"]) == 2
+    for prefix in data["meta"]["lab_prefixes"]:
+        assert not _leftovers(prefix), "lab not torn down"
+    assert {s["run"] for s in data["stages"]} == {1, 2}
+    stages = {(s["run"], s["name"]): s for s in data["stages"]}
+    for run in (1, 2):
+        for name in ("lab", "raw-path", "platform", "enrol", "flows raw"):
+            assert stages[(run, name)]["status"] == "ok", stages[(run, name)]
+    page = out_html.read_text()
+    assert "<svg" in page and "of 2 runs" in page
+    figs = {f["cipher"]: f for f in data["figures"] if f["key"] == "tcp1_ab"}
+    assert set(figs) == set(CIPHERS)  # one figure per cipher, each with the raw path's samples
+    for f in figs.values():
+        assert f["runs"] == 2 and len(f["raw_samples"]) == 2 and f["raw"] > 0
+        assert f["raw_min"] <= f["raw"] <= f["raw_max"]
+    overlay_ok = all(stages.get((run, f"flows overlay ({c})"), {}).get("status") == "ok"
+                     for run in (1, 2) for c in CIPHERS)
     if overlay_ok:
         assert res.returncode == 0, res.stdout + res.stderr
-        assert all(f["overlay"] and f["overlay"] > 0 and f["ratio"] for f in figs)
-        assert data["paths"]["aes256gcm"] in ("lan", "direct-udp", "direct-tcp", "relay")
-        setup = [f for f in data["figures"] if f["key"] == "setup_ms"]
-        assert setup and setup[0]["overlay"] > 0
-        startup = [f for f in data["figures"] if f["key"] == "startup_ms"]
-        assert startup and startup[0]["overlay"] > 0
-        # the ceiling: TapRelay between the same hosts, no AEAD and with the run's cipher
-        assert stages["ceiling"]["status"] == "ok", stages["ceiling"]
-        ceil = {f["key"]: f for f in data["figures"] if f["group"] == "ceiling"}
-        assert set(ceil) == {"ceiling_plain", "ceiling_aead"}
-        assert ceil["ceiling_plain"]["cipher"] is None
-        assert ceil["ceiling_aead"]["cipher"] == "aes256gcm"
-        for f in ceil.values():
-            assert f["overlay"] > 0 and f["raw"] == figs[0]["raw"]
-            assert f["note"].endswith(" 0 open failures")
-        assert ceil["ceiling_aead"]["note"].startswith("overlay at ")
+        for cipher, f in figs.items():
+            assert len(f["samples"]) == 2 and all(v > 0 for v in f["samples"]), f
+            assert f["value"] == f["overlay"] and f["min"] <= f["value"] <= f["max"]
+            assert len(f["ratio_samples"]) == 2 and f["ratio"] > 0
+            assert data["paths"][cipher] in ("lan", "direct-udp", "direct-tcp", "relay")
+            bars = re.findall(rf'class="whisker" data-series="{cipher}" data-flow="tcp1_ab"',
+                              page)
+            assert len(bars) == 1, cipher
+        for key in ("setup_ms", "startup_ms"):
+            got = {f["cipher"]: f for f in data["figures"] if f["key"] == key}
+            assert set(got) == set(CIPHERS)
+            assert all(len(f["samples"]) == 2 and f["value"] > 0 for f in got.values())
+        # the relay reference: TapRelay between the same hosts, no AEAD and each cipher
+        for run in (1, 2):
+            assert stages[(run, "relay reference")]["status"] == "ok"
+        relay = {(f["key"], f["cipher"]): f for f in data["figures"] if f["group"] == "reference"}
+        assert set(relay) == {("relay_plain", None), *(("relay_aead", c) for c in CIPHERS)}
+        for f in relay.values():
+            assert len(f["samples"]) == 2 and f["value"] > 0 and len(f["raw_samples"]) == 2
+            assert "0 open failures" in f["note"]
+        assert relay[("relay_aead", "aes256gcm")]["note"].startswith("overlay / relay ")
     else:
         assert res.returncode == 1
         blocked = [s for s in data["stages"] if s["status"] in ("unavailable", "failed")]
         assert blocked, data["stages"]
-        assert all(f["overlay"] is None and f["ratio"] is None for f in figs)
+        for cipher, f in figs.items():  # never an overlay number the overlay did not carry
+            carried = sum(stages.get((run, f"flows overlay ({cipher})"), {}).get("status") == "ok"
+                          for run in (1, 2))
+            assert len(f["samples"]) == carried if carried else f["overlay"] is None
         assert "unavailable" in res.stdout or "failed" in res.stdout

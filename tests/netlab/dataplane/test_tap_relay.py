@@ -1,5 +1,5 @@
-"""TapRelay, the bench's ceiling (enclave/_fp_relay.pxi): frames cross between two TAPs in two
-lab namespaces byte for byte, with and without vnet_hdr/TSO, sealed and opened on the way."""
+"""TapRelay, the bench's relay reference (enclave/_fp_relay.pxi): frames cross between two TAPs
+in two lab namespaces byte for byte, with and without vnet_hdr/TSO, sealed and opened on the way."""
 
 from __future__ import annotations
 

@@ -118,8 +118,9 @@ def test_crypto_rows_are_measured() -> None:
 
 
 def test_find_peer() -> None:
-    peers = [{"name": "AAAAA", "overlay_ip": "100.64.0.5", "endpoint": "198.18.2.1:51820"},
-             {"name": "BBBBB", "overlay_ip": None, "endpoint": None}]
+    peers: list[dict[str, Any]] = [
+        {"name": "AAAAA", "overlay_ip": "100.64.0.5", "endpoint": "198.18.2.1:51820"},
+        {"name": "BBBBB", "overlay_ip": None, "endpoint": None}]
     assert find_peer(peers, "AAAAA") == ("100.64.0.5", "198.18.2.1")
     with pytest.raises(PeerBenchError, match="no overlay_ip"):
         find_peer(peers, "BBBBB")

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from enclave._fastpath import AeadKey, TapRelay
-from enclave.bench.ceiling import segment_for
+from enclave.bench.relayref import segment_for
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -1,0 +1,129 @@
+"""`--repeat N`: N whole runs of a bench folded into one report, every figure as median and spread.
+
+    run 1 --+
+    run 2 --+--> aggregate() --> one Report
+    run N --+
+
+* figures, matched by (key, cipher) in the order they first appear: overlay and raw are the
+  medians of the runs' values, ratio the median of the per-run ratios (each run's overlay over
+  the same run's raw path, never across runs); every sample is kept (Figure.*_samples) and
+  ``runs`` says how many runs there were, so a figure some run did not measure shows it;
+* crypto rows, matched by (cipher, size, impl, op): gbit_s and ns_per_frame are medians, the
+  Gbit/s samples are kept with their min and max;
+* stages: every run's, numbered (Stage.run), so the exit status covers all runs;
+* paths: per cipher, the distinct paths the runs took, joined with ",";
+* meta: the first run's, with ``repeat`` = N, ``started`` of the first run and
+  ``lab_prefixes`` of all.
+
+Each run is a whole run (its own lab, agents, platform), so start-up and set-up are measured N
+times too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from enclave.bench.report import Figure, Report, Stage, median, spread
+
+MAX_REPEAT = 50
+
+
+def check_repeat(n: int) -> int:
+    """--repeat's value, or a ValueError."""
+    if not 1 <= n <= MAX_REPEAT:
+        raise ValueError(f"--repeat must be 1..{MAX_REPEAT}, got {n}")
+    return n
+
+
+def run_repeated(n: int, once: Callable[[Callable[[str], None]], Report],
+                 progress: Callable[[str], None]) -> Report:
+    """Call ``once(step)`` n times (each step text prefixed with "run i/n") and aggregate."""
+    if n == 1:
+        return once(progress)
+
+    def numbered(i: int) -> Callable[[str], None]:
+        return lambda text: progress(f"run {i}/{n}: {text}")
+
+    return aggregate([once(numbered(i)) for i in range(1, n + 1)])
+
+
+def aggregate(reports: Sequence[Report]) -> Report:
+    """One report from several runs of the same bench (see the module docstring)."""
+    if not reports:
+        raise ValueError("nothing to aggregate")
+    first = reports[0]
+    meta = dict(first.meta)
+    meta["repeat"] = len(reports)
+    prefixes = [r.meta["lab_prefix"] for r in reports if r.meta.get("lab_prefix")]
+    if prefixes:
+        meta["lab_prefixes"] = prefixes
+    out = Report(meta=meta)
+    for i, report in enumerate(reports, 1):
+        out.stages += [Stage(s.name, s.status, s.detail, s.seconds, i) for s in report.stages]
+    out.figures = _figures(reports)
+    out.crypto = _crypto(reports)
+    ciphers: list[str] = []
+    for report in reports:
+        ciphers += [c for c in report.paths if c not in ciphers]
+    for cipher in ciphers:
+        taken = []
+        for report in reports:
+            path = report.paths.get(cipher)
+            if path is not None and path not in taken:
+                taken.append(path)
+        out.paths[cipher] = ",".join(taken) if taken else None
+    return out
+
+
+def _figures(reports: Sequence[Report]) -> list[Figure]:
+    order: list[tuple[str, str | None]] = []
+    runs: dict[tuple[str, str | None], list[Figure]] = {}
+    for report in reports:
+        for f in report.figures:
+            ident = (f.key, f.cipher)
+            if ident not in runs:
+                order.append(ident)
+                runs[ident] = []
+            runs[ident].append(f)
+    out = []
+    for ident in order:
+        figs = runs[ident]
+        base = figs[0]
+        over = [f.overlay for f in figs if f.overlay is not None]
+        raw = [f.raw for f in figs if f.raw is not None]
+        ratio = [r for r in (f.ratio for f in figs) if r is not None]
+        notes: list[str] = []
+        for f in figs:
+            if f.note and f.note not in notes:
+                notes.append(f.note)
+        out.append(Figure(base.key, base.group, base.label, base.unit, base.cipher,
+                          overlay=median(over), raw=median(raw),
+                          higher_is_better=base.higher_is_better, note=" | ".join(notes),
+                          overlay_samples=over, raw_samples=raw, ratio_samples=ratio,
+                          runs=len(reports)))
+    return out
+
+
+def _crypto(reports: Sequence[Report]) -> list[dict[str, Any]]:
+    order: list[tuple[Any, ...]] = []
+    rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for report in reports:
+        for row in report.crypto:
+            ident = (row["cipher"], row["size"], row["impl"], row["op"])
+            if ident not in rows:
+                order.append(ident)
+                rows[ident] = []
+            rows[ident].append(row)
+    out = []
+    for ident in order:
+        group = rows[ident]
+        gbit = [float(r["gbit_s"]) for r in group]
+        lo, hi = spread(gbit)
+        out.append({**group[0],
+                    "frames": sum(int(r["frames"]) for r in group),
+                    "seconds": sum(float(r["seconds"]) for r in group),
+                    "gbit_s": median(gbit),
+                    "ns_per_frame": median([float(r["ns_per_frame"]) for r in group]),
+                    "samples": gbit, "min": lo, "max": hi})
+    return out
