@@ -84,6 +84,8 @@ class EnrolmentToken:
             secret = unb64url(body["s"])
         except (ValueError, KeyError, TypeError) as exc:
             raise TokenError(f"malformed enrolment token: {exc}") from None
+        except RecursionError:  # JSON nested too deep for the decoder
+            raise TokenError("malformed enrolment token: nested too deeply") from None
         if not all(isinstance(v, str) for v in (url, pin, key_id)):
             raise TokenError("malformed enrolment token: wrong field types")
         parts = urlsplit(url)

@@ -11,8 +11,9 @@
             |  all import
             v
     app.py (this file)         Platform: one object per process (store, settings, CA authority,
-                               clock), ``app[PLATFORM]``; error_middleware; read_json and
-                               str_field / str_list for request bodies
+                               clock), ``app[PLATFORM]``; error_middleware; read_json (bounded
+                               nesting: parse_json) and str_field / str_list for
+                               request bodies
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import datetime
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -35,6 +36,7 @@ from enclave.platform.store import Store
 log = logging.getLogger("enclave.platform")
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # arrays/objects inside each other in a request body or control message
 
 
 def utcnow() -> datetime.datetime:
@@ -90,14 +92,48 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(503, "platform database error; nothing was changed or issued")
 
 
+class JsonTooDeep(ValueError):
+    """A JSON document that nests arrays/objects deeper than allowed."""
+
+
+def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """JSON text from the network as Python objects; ValueError when it is not JSON,
+    JsonTooDeep when arrays/objects nest deeper than `max_depth` (measured without recursion,
+    and a document too deep for the decoder's own recursion is the same error)."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
+    todo: list[tuple[object, int]] = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+        todo.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return value
+
+
 async def read_json(request: web.Request) -> dict[str, object]:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "request body too large") from None
+    return json_object(body)
+
+
+def json_object(body: bytes) -> dict[str, object]:
+    """A request body as a JSON object, or ApiError 400 (not JSON, too deep, not an object)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(body)
+    except JsonTooDeep as exc:
+        raise ApiError(400, f"request body is not acceptable: {exc}") from None
+    except ValueError:  # UnicodeDecodeError is one
         raise ApiError(400, "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")

@@ -22,7 +22,6 @@ import base64
 import binascii
 import contextlib
 import ipaddress
-import json
 import logging
 import secrets
 from typing import Any
@@ -45,7 +44,7 @@ from enclave.discovery.channel import (
 )
 from enclave.discovery.introduction import IntroductionError, candidates_from_json
 from enclave.logsafe import RejectionLog, shown
-from enclave.platform.app import PLATFORM, Handler, Platform, read_json, str_field
+from enclave.platform.app import PLATFORM, Handler, Platform, parse_json, read_json, str_field
 from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
 from enclave.platform.errors import ApiError
 from enclave.platform.hub import HUB, Hub, Session, usable
@@ -213,7 +212,7 @@ async def control(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                _handle(platform, hub, session, json.loads(msg.data))
+                _handle(platform, hub, session, parse_json(msg.data))
             except (ValueError, TypeError, KeyError, IntroductionError, ApiError) as exc:
                 hub.rejections.note(session.name, "control: bad message from %s: %s",
                                     session.name, shown(str(exc), 200))
@@ -241,7 +240,7 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse,
     await ws.send_json({"type": "challenge", "v": 1, "nonce": base64.b64encode(nonce).decode()})
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        hello = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+        hello = parse_json(msg.data) if msg.type == WSMsgType.TEXT else None
         if not isinstance(hello, dict) or hello.get("type") != "hello":
             raise ValueError("expected hello")
         name = hello["name"]

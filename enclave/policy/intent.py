@@ -132,7 +132,7 @@ def parse_statement(raw: bytes) -> IntentStatement:
         raise IntentError("intent statement too large")
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise IntentError("intent statement is not JSON") from None
     if not isinstance(obj, dict) or obj.get("v") != INTENT_VERSION:
         raise IntentError("unsupported intent statement version")
