@@ -235,7 +235,7 @@ def aead_nonce(domain: bytes, counter: int) -> bytes:
 #  +-------+-------+--------------+-------------------------------+
 #  | sig_i0 = Ed25519_i(INIT_LABEL || all bytes above) (64 bytes) |  84 + cert len
 #  +--------------------------------------------------------------+
-#  | mac1 = BLAKE2b-128(key = mac1_key(R), all bytes above)      |  148 + cert len  (16 bytes)
+#  | mac1 = BLAKE2b-128(key = mac1_key(R), all bytes above)       |  148 + cert len  (16 bytes)
 #  +--------------------------------------------------------------+
 #  | mac2 = BLAKE2b-128(key = cookie, all bytes above), or zeros  |  164 + cert len  (16 bytes)
 #  +--------------------------------------------------------------+
