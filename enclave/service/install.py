@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def installed_enclave() -> Path:
 
 
 def check_executable(path: Path) -> Path:
-    if not path.is_absolute() or not path.is_file() or not shutil.which(str(path)):
+    if not path.is_absolute() or not path.is_file() or not os.access(path, os.X_OK):
         raise ServiceError(f"{path} is not an executable file given by its absolute path")
     return path
 

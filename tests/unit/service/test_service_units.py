@@ -117,6 +117,18 @@ def test_install_writes_the_printed_unit(tmp_path: Path) -> None:
     assert f"wrote {written}" in res.stdout
 
 
+def test_exec_must_be_an_absolute_executable(tmp_path: Path) -> None:
+    script = tmp_path / "enclave"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    for bad in (str(script), "enclave", str(tmp_path / "absent")):
+        res = _cli("unit", "agent", "--exec", bad, cwd=tmp_path)
+        assert res.returncode == 1 and "not an executable file" in res.stderr, bad
+    script.chmod(0o755)
+    res = _cli("unit", "agent", "--exec", str(script), cwd=tmp_path)
+    assert res.returncode == 0 and f"ExecStart={script} up" in res.stdout
+
+
 def test_install_refuses_a_missing_credential_with_the_remedy(tmp_path: Path) -> None:
     res = _cli("install", "platform", "--unit-dir", str(tmp_path), "--credential",
                str(tmp_path / "absent"), cwd=tmp_path)
