@@ -10,7 +10,8 @@
 # What it does (every step is idempotent; running it again upgrades in place):
 #   1. apt-get installs the compiler, Python headers and venv module (to build the Cython fast
 #      path) and the system tools the agent, the bench and the suite run: ip/tc (iproute2),
-#      nft (nftables), iperf3, sysctl (procps), dig (bind9-dnsutils), openssl, systemd-analyze.
+#      nft (nftables), iperf3, sysctl (procps), dig (bind9-dnsutils), openssl, systemd-analyze;
+#      `test` adds postgresql (the suite starts a throwaway PostgreSQL server).
 #   2. makes a virtual environment at $ENCLAVE_PREFIX (default /opt/enclave) with Debian's
 #      /usr/bin/python3 (PEP 668: the system Python itself stays untouched).
 #   3. installs this checkout into it: a regular (non-editable) install; `test` installs it
@@ -27,12 +28,14 @@ apt_packages=(
     build-essential python3-dev python3-venv
     iproute2 nftables iperf3 procps bind9-dnsutils openssl systemd ca-certificates
 )
+test_packages=(postgresql)  # the PostgreSQL-backed store tests run a throwaway server
 
 verb="${1:-}"
 case "$verb" in
     "") ;;
-    bench | test) shift ;;
-    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    bench) shift ;;
+    test) shift; apt_packages+=("${test_packages[@]}") ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown verb '$verb' (use: bench, test, or nothing)" >&2; exit 2 ;;
 esac
 
