@@ -199,12 +199,23 @@ def work(name: str, runs: int, seed: int, timeout: int, report: Path, corpus: Pa
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="fuzz worker (started by bench/fuzz/run.py)")
     ap.add_argument("target", choices=sorted(TARGETS))
-    ap.add_argument("--runs", type=int, required=True)
+    ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=10)
-    ap.add_argument("--report", type=Path, required=True)
-    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--report", type=Path)
+    ap.add_argument("--corpus", type=Path)
+    ap.add_argument("--replay", type=Path, nargs="+", metavar="INPUT",
+                    help="run these inputs (e.g. a crash-* file) once each, without atheris, "
+                    "and show any exception")
     a = ap.parse_args(argv)
+    if a.replay:
+        h = load(a.target, a.seed)
+        for path in a.replay:
+            h.one(path.read_bytes())
+            print(f"{path}: no crash")
+        return
+    if a.report is None or a.corpus is None:
+        ap.error("--report and --corpus are required (or --replay)")
     work(a.target, a.runs, a.seed, a.timeout, a.report, a.corpus)
 
 
