@@ -25,7 +25,7 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def create_enrolment_key(
+async def create_enrolment_key(
     store: Store,
     settings: PlatformSettings,
     *,
@@ -49,7 +49,7 @@ def create_enrolment_key(
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     secret = new_secret()
-    key = store.create_key(
+    key = await store.create_key(
         secret=secret,
         now=now,
         expires_at=None if expires_in is None else now + expires_in,

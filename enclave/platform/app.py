@@ -56,19 +56,19 @@ class Platform:
         self.metrics.time_store(self.store)  # store_seconds{op}: every database call timed
 
     @classmethod
-    def open(cls, paths: PlatformPaths) -> Platform:
-        store = paths.open_store()
+    async def open(cls, paths: PlatformPaths) -> Platform:
+        store = await paths.open_store()
         try:
-            store.integrity_check()
-            settings = PlatformSettings.load(store)
+            await store.integrity_check()
+            settings = await PlatformSettings.load(store)
             authority = Authority.load(paths, settings.org, settings.overlay.prefixlen)
         except BaseException:
-            store.close()
+            await store.close()
             raise
         return cls(paths, store, settings, authority)
 
-    def close(self) -> None:
-        self.store.close()
+    async def close(self) -> None:
+        await self.store.close()
 
 
 PLATFORM = web.AppKey("platform", Platform)

@@ -127,16 +127,16 @@ class Authority:
         """certificate_fits for this CA (see there)."""
         return certificate_fits(self.ca_cert, self.org, self.overlay_prefix)
 
-    def crl(self, store: Store, now: datetime.datetime) -> bytes:
+    async def crl(self, store: Store, now: datetime.datetime) -> bytes:
         """The current DER CRL; rebuilt when the store's CRL number changes or every hour."""
-        number = store.crl_number()
+        number = await store.crl_number()
         ts = int(now.timestamp())
         cached = self._crl_cache
         if cached is not None and cached[0] == number and ts - cached[1] < 3600:
             return cached[2]
         entries = [
             RevokedEntry(serial, _utc(revoked_at), _REASONS[reason])
-            for serial, revoked_at, reason in store.revoked_certificates(ts)
+            for serial, revoked_at, reason in await store.revoked_certificates(ts)
         ]
         der = build_crl(self.ca_key, self.ca_cert, entries, now=now, number=max(number, 1))
         self._crl_cache = (number, ts, der)

@@ -11,10 +11,8 @@ import argparse
 import datetime
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from enclave.cert.errors import CertificateError, KeyStoreError
 from enclave.logfmt import FORMATS, LOG_FORMAT_ENV, use_format
@@ -24,13 +22,13 @@ from enclave.platform.admin import (
     parse_duration,
     parse_tag_changes,
 )
-from enclave.platform.cli_store import Command, cert_fits, data_paths
+from enclave.platform.cli_store import Command, cert_fits, data_paths, with_store
 from enclave.platform.errors import ApiError, StoreError
 from enclave.platform.gateways import register_systems_gateway
 from enclave.platform.init import InitError, init_platform, validate_overlay
-from enclave.platform.paths import DATA_ENV, PlatformSettings
+from enclave.platform.paths import DATA_ENV, DB_ENV, PlatformPaths, PlatformSettings
 from enclave.platform.policy import register as register_policy
-from enclave.platform.store import System
+from enclave.platform.store import EnrolmentKey, Store, System
 
 
 def _now() -> datetime.datetime:
@@ -47,8 +45,6 @@ def _guard(func: Command) -> Command:
             print(f"error: {exc.message}", file=sys.stderr)
         except (StoreError, KeyStoreError, CertificateError, InitError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-        except sqlite3.Error as exc:
-            print(f"error: platform database error: {exc}", file=sys.stderr)
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,19 +76,14 @@ def _listen(text: str) -> tuple[str, int]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # imported here: keeps `enclave` start-up fast (the server needs aiohttp)
-    from enclave.platform.app import Platform
     from enclave.platform.serve import run
 
     use_format(args.log_format)
     if args.serve_log_level:
         logging.getLogger().setLevel(args.serve_log_level.upper())
     paths = data_paths(args)
-    platform = Platform.open(paths)
-    if args.listen:
-        host, port = _listen(args.listen)
-    else:
-        host, port = "0.0.0.0", urlsplit(platform.settings.url).port or 443
-    run(platform, host, port, args.metrics)
+    listen = _listen(args.listen) if args.listen else None
+    run(paths, listen, args.metrics)
     return 0
 
 
@@ -100,12 +91,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    paths = data_paths(args)
-    store = paths.open_store()
-    try:
-        key, token = create_enrolment_key(
+    async def create(store: Store, _paths: PlatformPaths) -> tuple[EnrolmentKey, str]:
+        return await create_enrolment_key(
             store,
-            PlatformSettings.load(store),
+            await PlatformSettings.load(store),
             now=int(_now().timestamp()),
             uses=None if args.unlimited else args.uses,
             expires_in=None if args.expires in ("never", "0") else parse_duration(args.expires),
@@ -114,8 +103,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             ephemeral=args.ephemeral,
             cert_lifetime=parse_duration(args.cert_lifetime),
         )
-    finally:
-        store.close()
+
+    key, token = with_store(args, create)
     if args.json:
         print(json.dumps({"token": token, "key": key.as_json()}))
     else:
@@ -130,11 +119,7 @@ def _ts(value: int | None) -> str:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    store = data_paths(args).open_store()
-    try:
-        keys = store.list_keys()
-    finally:
-        store.close()
+    keys = with_store(args, lambda store, _paths: store.list_keys())
     if args.json:
         print(json.dumps({"keys": [k.as_json() for k in keys]}))
         return 0
@@ -148,11 +133,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    store = data_paths(args).open_store()
-    try:
-        store.revoke_key(args.id, int(_now().timestamp()))
-    finally:
-        store.close()
+    with_store(args, lambda store, _paths: store.revoke_key(args.id, int(_now().timestamp())))
     print(f"enrolment key {args.id} revoked")
     return 0
 
@@ -161,11 +142,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_systems_list(args: argparse.Namespace) -> int:
-    store = data_paths(args).open_store()
-    try:
-        systems = store.list_systems()
-    finally:
-        store.close()
+    systems = with_store(args, lambda store, _paths: store.list_systems())
     if args.json:
         print(json.dumps({"systems": [s.as_json() for s in systems]}))
         return 0
@@ -186,28 +163,24 @@ def _system_command(action: str) -> Command:
             del changes[i : i + 2]
         if action == "tag" and not changes:
             raise ValueError("give tag changes like +web -db")
-        paths = data_paths(args)
-        store = paths.open_store()
         now = int(_now().timestamp())
-        dropped: list[str] = []
-        try:
-            result: System | None
+
+        async def change(store: Store, paths: PlatformPaths) -> tuple[System | None, list[str]]:
             if action == "approve":
-                result = store.approve(args.name)
-            elif action == "disable":
-                result = store.disable(args.name, now)
-            elif action == "enable":
-                result = store.enable(args.name)
-            elif action == "revoke":
-                result = store.revoke(args.name, now)
-            elif action == "remove":
-                dropped = store.remove(args.name, now)
-                result = None
-            else:
-                add, remove = parse_tag_changes(changes)
-                result = store.set_tags(args.name, add, remove, fits=cert_fits(paths, store))
-        finally:
-            store.close()
+                return await store.approve(args.name), []
+            if action == "disable":
+                return await store.disable(args.name, now), []
+            if action == "enable":
+                return await store.enable(args.name), []
+            if action == "revoke":
+                return await store.revoke(args.name, now), []
+            if action == "remove":
+                return None, await store.remove(args.name, now)
+            add, remove = parse_tag_changes(changes)
+            fits = await cert_fits(paths, store)
+            return await store.set_tags(args.name, add, remove, fits=fits), []
+
+        result, dropped = with_store(args, change)
         if result is None:
             also = f"; gateway policies removed with it: {', '.join(dropped)}" if dropped else ""
             print(f"system {args.name} removed (its certificates are revoked){also}")
@@ -224,6 +197,9 @@ def _system_command(action: str) -> Command:
 def _data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", default=None,
                    help=f"platform data directory (default: ${DATA_ENV})")
+    p.add_argument("--db", metavar="URL", default=None,
+                   help="keep the store in PostgreSQL: postgresql://USER@HOST/DB "
+                   f"(default: ${DB_ENV}, else SQLite in the data directory)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from cryptography import x509
 
 from enclave.cert.encoding import parse_san
-from enclave.platform.cli_store import Command, cert_fits, data_paths
-from enclave.platform.store import Store, System
+from enclave.platform.cli_store import Command, cert_fits, with_store
+from enclave.platform.paths import PlatformPaths
+from enclave.platform.store import Snapshot, Store, System
 from enclave.policy.gateway import (
     GatewayGrant,
     GatewayOffer,
@@ -73,7 +74,7 @@ def gateway_info(me: System, other: System, policies: list[GatewayPolicy]
     return offer, tuple(grants)
 
 
-def needs_renewal(store: Store, system: System, now: int) -> bool:
+def needs_renewal(store: Snapshot, system: System, now: int) -> bool:
     """True when the system's current certificate does not carry its gateway routes."""
     cert = store.current_certificate(system.name, now)
     if cert is None:
@@ -88,13 +89,12 @@ def register_systems_gateway(ssub: argparse._SubParsersAction,  # type: ignore[t
         if args.clear == bool(args.routes):
             raise ValueError("give --routes CIDR[,CIDR...] or --clear")
         routes = () if args.clear else parse_routes(args.routes)
-        paths = data_paths(args)
-        store = paths.open_store()
-        try:
-            system = store.set_gateway(args.name, routes, args.nat,
-                                       fits=cert_fits(paths, store) if routes else None)
-        finally:
-            store.close()
+
+        async def change(store: Store, paths: PlatformPaths) -> System:
+            fits = await cert_fits(paths, store) if routes else None
+            return await store.set_gateway(args.name, routes, args.nat, fits=fits)
+
+        system = with_store(args, change)
         if routes:
             print(f"system {system.name}: gateway for {','.join(map(str, routes))} "
                   f"({'masquerade' if system.gateway_nat else 'routed'}); "
@@ -127,14 +127,14 @@ class GatewaySync:
         self.renew_pushed: dict[str, int] = {}  # system -> serial we asked it to replace
         self.signatures: dict[frozenset[str], str] = {}
 
-    def intro_fields(self, store: Store, me: str, other: str
+    def intro_fields(self, store: Snapshot, me: str, other: str
                      ) -> tuple[GatewayOffer | None, tuple[GatewayGrant, ...]]:
         policies = store.list_gateway_policies()
         if not policies:
             return None, ()
         return gateway_info(store.get_system(me), store.get_system(other), policies)
 
-    def signature(self, store: Store, a: str, b: str, now: int) -> str:
+    def signature(self, store: Snapshot, a: str, b: str, now: int) -> str:
         parts = []
         for me, other in ((a, b), (b, a)):
             offer, grants = self.intro_fields(store, me, other)
@@ -144,7 +144,7 @@ class GatewaySync:
                                [g.to_json() for g in grants])))
         return "|".join(parts)
 
-    def sync(self, store: Store, systems: dict[str, System], sessions: dict[str, object],
+    def sync(self, store: Snapshot, systems: dict[str, System], sessions: dict[str, object],
              introduced: set[frozenset[str]], now: int,
              send: Callable[[str, dict[str, object]], None],
              reintroduce: Callable[[str, str], bool]) -> None:

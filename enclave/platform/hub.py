@@ -5,7 +5,13 @@
 
 reevaluate() is the single place that decides; it runs when anything changes: a session comes or
 goes, an agent reports, an intent or admin request lands, or another process (the admin CLI)
-commits to the store (PRAGMA data_version, checked every TICK), plus every FULL_TICK for expiry.
+commits to the store (Store.data_version, checked every TICK), plus every FULL_TICK for expiry.
+It runs on one task (the ticker), so two never overlap; it reads the store once per pass
+(Store.snapshot) and decides from that read.
+
+Last-seen times are noted in memory (Store.note_seen: on authentication and on disconnect) and
+written every SEEN_FLUSH seconds and before ephemeral systems are reaped, so a control
+connection writes nothing to the store.
 
 Ephemeral systems (enrolled with an ephemeral key) are reaped by reevaluate(): one offline for
 longer than ENCLAVE_PLATFORM_EPHEMERAL_GRACE seconds (default 600) is removed like `systems
@@ -20,6 +26,9 @@ for a mutual pair (enclave.policy.mutual) whose both sides are online.
 
 Not in the data path: a pair withdrawn because one side went offline gets reason "offline",
 which agents treat as a hint (a working session stays up; see enclave.discovery.introduction).
+Such a pair is remembered (dormant): if it then ends for a real reason while a side is still
+offline (intent gone, revoked, disabled, expired, removed), the online side gets a withdrawal
+with that reason, so the session the hint kept does not outlive it.
 
 Candidate reports take effect at most once per REPORT_INTERVAL per system (a newer report waits
 and replaces an older waiting one), so a system cannot make the hub re-introduce its pairs at
@@ -52,7 +61,7 @@ from enclave.discovery.introduction import Introduction, Withdrawal
 from enclave.logsafe import RejectionLog
 from enclave.platform.app import Platform
 from enclave.platform.gateways import GatewaySync
-from enclave.platform.store import System
+from enclave.platform.store import Snapshot, System
 from enclave.policy.intent import IntentStatement, encode_signed
 from enclave.policy.mutual import IntentRow, SystemView, mutual_pairs, policy_offers
 
@@ -68,6 +77,7 @@ REPORT_INTERVAL = 1.0  # seconds between two candidate reports of one system tak
 OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 EPHEMERAL_GRACE = 600  # seconds an ephemeral system may stay offline before it is removed
 EPHEMERAL_GRACE_ENV = "ENCLAVE_PLATFORM_EPHEMERAL_GRACE"
+SEEN_FLUSH = 5.0  # seconds between two writes of the noted last-seen times
 
 
 def ephemeral_grace_from_env() -> int:
@@ -140,21 +150,25 @@ class Hub:
         self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
         self.introduced: set[frozenset[str]] = set()
+        self._dormant: set[frozenset[str]] = set()  # withdrawn as "offline": may still be up
         self._tickets_at: dict[frozenset[str], float] = {}  # pair -> when its tickets were minted
         self.gateways = GatewaySync()
         self._crl_number = -1
         self._data_version = -1
         self._last_full = 0.0
-        self._pending = False
+        self._flushed_at = 0.0
+        self._wake = asyncio.Event()
+        self._reintroduce: set[frozenset[str]] = set()  # pairs whose candidates changed
         self._task: asyncio.Task[None] | None = None
+        self.active_keys: dict[str, bytes] = {}  # active systems' keys, as of the last pass
         self.ephemeral_grace = ephemeral_grace_from_env()
         self.rejections = RejectionLog(log)  # bad input from agents, logged within a budget
         self._started_at = int(platform.clock().timestamp())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._crl_number = self.platform.store.crl_number()
+    async def start(self) -> None:
+        self._crl_number = await self.platform.store.crl_number()
         self._task = asyncio.get_running_loop().create_task(self._ticker())
 
     async def stop(self) -> None:
@@ -164,33 +178,34 @@ class Hub:
                 await self._task
         for s in list(self.sessions.values()):
             s.close()
+        try:
+            await self.platform.store.flush_seen()
+        except Exception:
+            log.exception("control hub: last-seen times not written")
 
     async def _ticker(self) -> None:
         while True:
-            await asyncio.sleep(TICK)
+            woken = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+                woken = True
+            self._wake.clear()
             try:
-                version = self.platform.store.data_version()
                 mono = time.monotonic()
-                if version != self._data_version or mono - self._last_full > FULL_TICK:
+                if mono - self._flushed_at >= SEEN_FLUSH:
+                    self._flushed_at = mono
+                    await self.platform.store.flush_seen()
+                version = await self.platform.store.data_version()
+                if woken or version != self._data_version or mono - self._last_full > FULL_TICK:
                     self._data_version = version
                     self._last_full = mono
-                    self.reevaluate()
+                    await self.reevaluate()
             except Exception:  # keep the hub alive; the next tick retries
                 log.exception("control hub re-evaluation failed")
 
     def changed(self) -> None:
-        """Something changed: re-evaluate soon (coalesced)."""
-        if self._pending:
-            return
-        self._pending = True
-        asyncio.get_running_loop().call_soon(self._run_pending)
-
-    def _run_pending(self) -> None:
-        self._pending = False
-        try:
-            self.reevaluate()
-        except Exception:
-            log.exception("control hub re-evaluation failed")
+        """Something changed: re-evaluate soon (coalesced; on the ticker's task)."""
+        self._wake.set()
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -208,8 +223,8 @@ class Hub:
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
             log.info("control: %s offline", session.name)
-            # last_seen is "offline since" for the ephemeral reaper
-            self.platform.store.touch(session.name, int(self.platform.clock().timestamp()))
+            # last_seen is "offline since" for the ephemeral reaper (written in the next batch)
+            self.platform.store.note_seen(session.name, int(self.platform.clock().timestamp()))
             self.changed()
 
     def report(self, session: Session, candidates: tuple[Candidate, ...], nat: NatBehaviour,
@@ -244,41 +259,42 @@ class Hub:
             session.mappings = mappings
             return
         session.candidates, session.nat, session.mappings = candidates, nat, mappings
-        for pair in self.introduced:
-            if session.name in pair:
-                (other,) = pair - {session.name}
-                self._introduce(session.name, other)
+        self._reintroduce.update(pair for pair in self.introduced if session.name in pair)
         self.changed()
 
     # -- the decision ------------------------------------------------------------------------
 
-    def reevaluate(self) -> None:
+    async def reevaluate(self) -> None:
         store = self.platform.store
         now = int(self.platform.clock().timestamp())
-        self._reap_ephemeral(now)
-        systems = {s.name: s for s in store.list_systems()}
+        await self._reap_ephemeral(now)
+        snap = await store.snapshot(now, frozenset(self.sessions))
+        if snap.crl_number != self._crl_number:
+            crl: dict[str, Any] | None = await self.crl_message()
+        else:
+            crl = None
+        deleted = await self._drop_uncovered(snap)
+        # from here on nothing awaits: the sessions do not change under the decision
+        systems = snap.systems
+        self.active_keys = {n: s.public_key for n, s in systems.items() if s.state == "active"}
         views = [SystemView(s.name, s.tags, usable(s, now)) for s in systems.values()]
 
         # sessions of systems that lost their standing, or whose certificate was revoked
-        revoked = {serial for serial, _at, _r in store.revoked_certificates(now)}
         for name, session in list(self.sessions.items()):
             system = systems.get(name)
-            if system is None or not usable(system, now) or session.serial in revoked:
+            if system is None or not usable(system, now) or session.serial in snap.revoked_serials:
                 log.info("control: closing %s (%s)", name, _reason(system, now))
                 session.send({"type": "error", "error": "system is not active"})
                 self.leave(session)
 
-        number = store.crl_number()
-        if number != self._crl_number:
-            self._crl_number = number
-            crl = self.crl_message()
+        if crl is not None:
+            self._crl_number = snap.crl_number
             for session in self.sessions.values():
                 session.send(crl)
 
-        self._policies(views)
-        rows = store.list_intents()
-        intents = [IntentRow(r["from_name"], r["to_name"], r["expires_at"], r["policy"])
-                   for r in rows]
+        self._offer_policies(views, snap)
+        intents = [IntentRow(r.from_name, r.to_name, r.expires_at, r.policy)
+                   for r in snap.intents if (r.from_name, r.to_name) not in deleted]
         for session in self.sessions.values():
             mine = tuple(sorted(r.to_name for r in intents if r.from_name == session.name
                                 and (r.exp is None or now < r.exp)))
@@ -286,7 +302,7 @@ class Hub:
                 session.sent_intents = mine
                 session.send({"type": "intents", "peers": list(mine)})
 
-        online = set(self.sessions)
+        online = {n for n in self.sessions if n in snap.certificates}
         wanted = {p for p in mutual_pairs(intents, views, now) if p <= online}
         for pair in sorted(self.introduced - wanted, key=sorted):
             self.introduced.discard(pair)
@@ -298,36 +314,70 @@ class Hub:
                 reason = "offline"
             else:
                 reason = "intent"
+            if reason == "offline":  # a hint: their session may go on (see _settle_dormant)
+                self._dormant.add(pair)
             for me, other in ((a, b), (b, a)):
                 if me in self.sessions:
                     self.sessions[me].send(Withdrawal(other, reason).to_json())
             log.info("control: withdrew %s <-> %s (%s)", a, b, reason)
             self.platform.metrics.withdrawals.labels(reason).inc()
+        self._settle_dormant(systems, views, intents, wanted, now)
         for pair in sorted(wanted - self.introduced, key=sorted):
             a, b = sorted(pair)
-            if self._introduce(a, b):
+            if self._introduce(a, b, snap):
                 self.introduced.add(pair)
                 log.info("control: introduced %s <-> %s", a, b)
+        again, self._reintroduce = self._reintroduce & self.introduced, set()
+        for pair in sorted(again, key=sorted):  # new candidates: introduced again
+            a, b = sorted(pair)
+            self._introduce(a, b, snap)
         self._refresh_tickets()
         relay = self.relay() if self.relay is not None else None
         if relay is not None:
             relay.allow_only({n for n, s in systems.items() if usable(s, now)})
-        self.gateways.sync(store, systems, dict(self.sessions), self.introduced, now,
-                           lambda name, msg: self.sessions[name].send(msg), self._introduce)
+        self.gateways.sync(snap, systems, dict(self.sessions), self.introduced, now,
+                           lambda name, msg: self.sessions[name].send(msg),
+                           lambda a, b: self._introduce(a, b, snap))
 
-    def _reap_ephemeral(self, now: int) -> None:
+    def _settle_dormant(self, systems: dict[str, System], views: list[SystemView],
+                        intents: list[IntentRow], wanted: set[frozenset[str]], now: int) -> None:
+        """Pairs withdrawn as "offline" may still hold a working session (agents keep it).
+        When such a pair ends for a real reason (intent gone, revoked, disabled, expired,
+        removed) while one side is offline, the side that is online is told that reason, so
+        its session ends; a pair wanted again is simply introduced again."""
+        mutual = mutual_pairs(intents, views, now)
+        for pair in sorted(self._dormant, key=sorted):
+            a, b = sorted(pair)
+            unusable = [x for x in (a, b) if x not in systems or not usable(systems[x], now)]
+            if unusable:
+                reason = _reason(systems.get(unusable[0]), now)
+            elif pair in wanted or pair in mutual:
+                if pair in wanted:
+                    self._dormant.discard(pair)
+                continue
+            else:
+                reason = "intent"
+            self._dormant.discard(pair)
+            for me, other in ((a, b), (b, a)):
+                if me in self.sessions:
+                    self.sessions[me].send(Withdrawal(other, reason).to_json())
+            log.info("control: withdrew %s <-> %s (%s, after offline)", a, b, reason)
+            self.platform.metrics.withdrawals.labels(reason).inc()
+
+    async def _reap_ephemeral(self, now: int) -> None:
         offline_since = now - self.ephemeral_grace
         if offline_since < self._started_at:
             return
-        for name in self.platform.store.reap_ephemeral(offline_since, set(self.sessions), now):
+        for name in await self.platform.store.reap_ephemeral(offline_since, set(self.sessions),
+                                                              now):
             log.info("control: removed ephemeral system %s (offline for more than %d s)",
                      name, self.ephemeral_grace)
 
-    def _introduce(self, a: str, b: str) -> bool:
+    def _introduce(self, a: str, b: str, snap: Snapshot) -> bool:
         """Send each of a, b the other's introduction with one shared punch time."""
-        store = self.platform.store
-        now = int(self.platform.clock().timestamp())
-        certs = {n: store.current_certificate(n, now) for n in (a, b)}
+        if a not in self.sessions or b not in self.sessions:
+            return False
+        certs = {n: snap.certificates.get(n) for n in (a, b)}
         if any(c is None for c in certs.values()):
             self.platform.metrics.introductions.labels("no_certificate").inc()
             return False
@@ -339,7 +389,7 @@ class Hub:
             assert cert is not None
             # each side gets its own ticket ("me may relay to other"); a pair with no direct
             # path falls back to the relay with them
-            offer, grants = self.gateways.intro_fields(store, me, other)
+            offer, grants = self.gateways.intro_fields(snap, me, other)
             candidates = peer.candidates if self.sessions[me].local else tuple(
                 c for c in peer.candidates if candidate_allowed(c, loopback=False))
             intro = Introduction(other, cert.der, candidates, peer.nat, punch_at,
@@ -373,26 +423,34 @@ class Hub:
             self._tickets_at[pair] = mono
             log.info("control: relay tickets renewed for %s <-> %s", a, b)
 
-    def crl_message(self) -> dict[str, Any]:
-        der = self.platform.authority.crl(self.platform.store, self.platform.clock())
+    async def crl_message(self) -> dict[str, Any]:
+        der = await self.platform.authority.crl(self.platform.store, self.platform.clock())
         return {"type": "crl", "crl": base64.b64encode(der).decode(),
-                "crl_number": self.platform.store.crl_number()}
+                "crl_number": await self.platform.store.crl_number()}
 
     # -- tag policies ------------------------------------------------------------------------
 
-    def _policies(self, views: list[SystemView]) -> None:
-        """Offer CA-signed policy intents to online subjects; drop rows a policy no longer
-        covers (a tag was removed)."""
-        store = self.platform.store
-        policies = store.list_policies()
+    async def _drop_uncovered(self, snap: Snapshot) -> set[tuple[str, str]]:
+        """Delete the counter-signed intents no policy covers any more (a tag was removed, a
+        system left); the pairs deleted."""
+        views = [SystemView(s.name, s.tags, usable(s, snap.now)) for s in snap.systems.values()]
+        offers = {p.name: policy_offers(p.from_sel, p.to_sel, views) for p in snap.policies}
+        deleted = set()
+        for r in snap.intents:
+            pair = (r.from_name, r.to_name)
+            if r.policy is not None and pair not in offers.get(r.policy, set()):
+                await self.platform.store.delete_intent(*pair, policy=r.policy)
+                deleted.add(pair)
+        return deleted
+
+    def _offer_policies(self, views: list[SystemView], snap: Snapshot) -> None:
+        """Offer CA-signed policy intents to online subjects (again after OFFER_RETRY if not
+        counter-signed by then)."""
         offers: dict[str, set[tuple[str, str]]] = {
-            name: policy_offers(f, t, views) for name, f, t, _c in policies
+            p.name: policy_offers(p.from_sel, p.to_sel, views) for p in snap.policies
         }
-        held = {(r["from_name"], r["to_name"]): r["policy"] for r in store.list_intents()}
-        for (a, b), policy in held.items():
-            if policy is not None and (a, b) not in offers.get(policy, set()):
-                store.delete_intent(a, b)
-        now = int(self.platform.clock().timestamp())
+        held = {(r.from_name, r.to_name) for r in snap.intents}
+        now = snap.now
         mono = time.monotonic()
         current = {pair for pairs in offers.values() for pair in pairs}
         for online in self.sessions.values():

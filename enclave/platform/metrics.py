@@ -101,7 +101,7 @@ class PlatformMetrics:
 
     def time_store(self, store: object) -> None:
         """Wrap every public method of `store` (its class's, not inherited from object) so its
-        duration lands in store_seconds{op=<method>}."""
+        duration (to the end of the await, for a coroutine) lands in store_seconds{op=<method>}."""
         for name, _function in inspect.getmembers(type(store), inspect.isfunction):
             if name.startswith("_"):
                 continue
@@ -109,6 +109,16 @@ class PlatformMetrics:
 
     def _timed(self, method: Callable[..., Any], op: str) -> Callable[..., Any]:
         observe = self.store_seconds.labels(op).observe
+        if inspect.iscoroutinefunction(method):
+            @functools.wraps(method)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    observe(time.perf_counter() - start)
+
+            return timed_async
 
         @functools.wraps(method)
         def timed(*args: Any, **kwargs: Any) -> Any:

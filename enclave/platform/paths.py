@@ -1,7 +1,7 @@
 """The platform data directory (0700), and the platform's settings kept in the store.
 
     DATA/
-      platform.db (+ -wal, -shm)   SQLite store
+      platform.db (+ -wal, -shm)   SQLite store (unless --db postgresql://... names another)
       ca.crt                       org CA certificate (PEM, public)
       ca.key                       CA private key, encrypted PKCS#8
       tls.crt                      HTTPS API certificate (PEM, public; agents pin its key)
@@ -31,6 +31,7 @@ from enclave.platform.errors import StoreError
 from enclave.platform.store import Store
 
 DATA_ENV = "ENCLAVE_PLATFORM_DATA"
+DB_ENV = "ENCLAVE_PLATFORM_DB"  # postgresql://... : the store on PostgreSQL (else SQLite)
 
 
 def default_data_dir() -> str | None:
@@ -40,6 +41,7 @@ def default_data_dir() -> str | None:
 @dataclass(frozen=True)
 class PlatformPaths:
     root: Path
+    database: str | None = None  # postgresql://... (--db / ENCLAVE_PLATFORM_DB); None: SQLite
 
     @property
     def db(self) -> Path:
@@ -74,11 +76,19 @@ class PlatformPaths:
     def load_tls_certificate(self) -> x509.Certificate:
         return _load_cert(self.tls_cert)
 
-    def open_store(self) -> Store:
+    @property
+    def store_location(self) -> str | Path:
+        """Where the store is: the --db URL (PostgreSQL), else DATA/platform.db."""
+        return self.database or self.db
+
+    async def open_store(self) -> Store:
+        """The existing store (migrated to this enclave's schema); StoreError when missing."""
         if not self.root.is_dir():
             raise StoreError(f"platform data directory {self.root} does not exist "
                              "(run `enclave platform init`)")
-        return Store.open_existing(self.db)
+        if self.database is None and not self.db.exists():
+            raise StoreError(f"no platform database at {self.db} (run `enclave platform init`)")
+        return await Store.open(self.store_location)
 
 
 def _load_cert(path: Path) -> x509.Certificate:
@@ -98,13 +108,13 @@ class PlatformSettings:
     pin: str
 
     @classmethod
-    def load(cls, store: Store) -> PlatformSettings:
+    async def load(cls, store: Store) -> PlatformSettings:
         try:
             return cls(
-                org=store.require_meta("org"),
-                overlay=ipaddress.IPv4Network(store.require_meta("overlay")),
-                url=store.require_meta("url"),
-                pin=store.require_meta("tls_pin"),
+                org=await store.require_meta("org"),
+                overlay=ipaddress.IPv4Network(await store.require_meta("overlay")),
+                url=await store.require_meta("url"),
+                pin=await store.require_meta("tls_pin"),
             )
         except ValueError as exc:
             raise StoreError(f"platform settings are corrupt: {exc}") from None

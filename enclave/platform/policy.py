@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from enclave.cert.names import is_valid_system_name, is_valid_tag
-from enclave.platform.cli_store import Command, data_paths
+from enclave.platform.cli_store import Command, with_store
+from enclave.platform.paths import PlatformPaths
 from enclave.platform.store import Store
 from enclave.policy.gateway import parse_acl, parse_routes
 from enclave.policy.intent import is_valid_policy_name
@@ -78,9 +79,9 @@ def validate_gateway_policy(name: str, from_sel: str, gateway: str,
                              tuple(str(a) for a in entries))
 
 
-def add_gateway_policy(store: Store, spec: GatewayPolicySpec, now: int) -> None:
+async def add_gateway_policy(store: Store, spec: GatewayPolicySpec, now: int) -> None:
     """Store it; ApiError 404 for an unknown gateway, 409 for a name in use (one transaction)."""
-    store.add_policy(spec.name, spec.from_sel, spec.to_sel, now, gateway=spec.gateway,
+    await store.add_policy(spec.name, spec.from_sel, spec.to_sel, now, gateway=spec.gateway,
                      routes=spec.routes, acl=spec.acl)
 
 
@@ -97,15 +98,15 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
             raise ValueError("--routes and --acl belong to gateway policies (--gateway NAME)")
         else:
             validate_policy(args.name, args.from_sel, args.to_sel)
-        store = data_paths(args).open_store()
-        try:
-            now = int(datetime.datetime.now(datetime.UTC).timestamp())
+        now = int(datetime.datetime.now(datetime.UTC).timestamp())
+
+        async def add(store: Store, _paths: PlatformPaths) -> None:
             if spec is not None:
-                add_gateway_policy(store, spec, now)
+                await add_gateway_policy(store, spec, now)
             else:
-                store.add_policy(args.name, args.from_sel, args.to_sel, now)
-        finally:
-            store.close()
+                await store.add_policy(args.name, args.from_sel, args.to_sel, now)
+
+        with_store(args, add)
         if spec is not None:
             print(f"policy {spec.name}: {spec.from_sel} -> gateway {spec.gateway} "
                   f"routes {','.join(spec.routes)} acl {','.join(spec.acl)}")
@@ -114,25 +115,18 @@ def register(psub: argparse._SubParsersAction, data_arg: Callable[[argparse.Argu
         return 0
 
     def cmd_list(args: argparse.Namespace) -> int:
-        store = data_paths(args).open_store()
-        try:
-            rows = store.list_policies()
-        finally:
-            store.close()
+        rows = with_store(args, lambda store, _paths: store.list_policies())
         if args.json:
-            print(json.dumps({"policies": [{"name": n, "from": f, "to": t, "created_at": c}
-                                           for n, f, t, c in rows]}))
+            print(json.dumps({"policies": [
+                {"name": p.name, "from": p.from_sel, "to": p.to_sel, "created_at": p.created_at}
+                for p in rows]}))
         else:
-            for n, f, t, _c in rows:
-                print(f"{n:24} {f} <-> {t}")
+            for p in rows:
+                print(f"{p.name:24} {p.from_sel} <-> {p.to_sel}")
         return 0
 
     def cmd_remove(args: argparse.Namespace) -> int:
-        store = data_paths(args).open_store()
-        try:
-            store.remove_policy(args.name)
-        finally:
-            store.close()
+        with_store(args, lambda store, _paths: store.remove_policy(args.name))
         print(f"policy {args.name} removed")
         return 0
 

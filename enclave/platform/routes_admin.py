@@ -66,7 +66,7 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.path.startswith(ADMIN_PREFIX):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not request.app[PLATFORM].store.check_admin_token(
+        if scheme.lower() != "bearer" or not await request.app[PLATFORM].store.check_admin_token(
             token.strip()
         ):
             raise ApiError(401, "admin token required")
@@ -75,7 +75,7 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def list_systems(request: web.Request) -> web.Response:
     store = request.app[PLATFORM].store
-    return web.json_response({"systems": [s.as_json() for s in store.list_systems()]})
+    return web.json_response({"systems": [s.as_json() for s in await store.list_systems()]})
 
 
 async def system_action(request: web.Request) -> web.Response:
@@ -84,13 +84,13 @@ async def system_action(request: web.Request) -> web.Response:
     now = int(platform.clock().timestamp())
     store = platform.store
     if action == "approve":
-        system = store.approve(name)
+        system = await store.approve(name)
     elif action == "disable":
-        system = store.disable(name, now)
+        system = await store.disable(name, now)
     elif action == "enable":
-        system = store.enable(name)
+        system = await store.enable(name)
     elif action == "revoke":
-        system = store.revoke(name, now)
+        system = await store.revoke(name, now)
     else:
         raise ApiError(404, f"unknown action {action!r}")
     log.info("admin: %s %s", action, name)
@@ -100,7 +100,7 @@ async def system_action(request: web.Request) -> web.Response:
 async def remove_system(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     name = request.match_info["name"]
-    policies = platform.store.remove(name, int(platform.clock().timestamp()))
+    policies = await platform.store.remove(name, int(platform.clock().timestamp()))
     log.info("admin: removed %s%s", name,
              f" and its gateway policies {', '.join(policies)}" if policies else "")
     return web.json_response({"removed": name})
@@ -114,13 +114,13 @@ async def tag_system(request: web.Request) -> web.Response:
     add, remove = parse_tag_changes(changes)
     platform = request.app[PLATFORM]
     with refused_if_too_large(400):
-        system = platform.store.set_tags(request.match_info["name"], add, remove,
+        system = await platform.store.set_tags(request.match_info["name"], add, remove,
                                          fits=platform.authority.fits())
     return web.json_response(system.as_json())
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    keys = request.app[PLATFORM].store.list_keys()
+    keys = await request.app[PLATFORM].store.list_keys()
     return web.json_response({"keys": [k.as_json() for k in keys]})
 
 
@@ -142,7 +142,7 @@ async def create_key(request: web.Request) -> web.Response:
         raise ApiError(400, "'uses' must be an integer or null (unlimited)")
     lifetime = _opt_duration(body, "cert_lifetime", DEFAULT_CERT_LIFETIME)
     assert lifetime is not None
-    key, token = create_enrolment_key(
+    key, token = await create_enrolment_key(
         platform.store,
         platform.settings,
         now=int(platform.clock().timestamp()),
@@ -159,7 +159,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
-    platform.store.revoke_key(request.match_info["id"], int(platform.clock().timestamp()))
+    await platform.store.revoke_key(request.match_info["id"], int(platform.clock().timestamp()))
     return web.json_response({"revoked": request.match_info["id"]})
 
 
@@ -170,20 +170,21 @@ def _hub_changed(request: web.Request) -> None:
         hub.changed()
 
 
-def _gateway_policies(request: web.Request) -> list[dict[str, object]]:
-    store = request.app[PLATFORM].store
-    created = {n: c for n, _f, _t, c in store.list_policies()}
-    return [{"name": n, "from": f, "gateway": g, "routes": r, "acl": a,
-             "created_at": created.get(n)}
-            for n, f, g, r, a in store.list_gateway_policies()]
+async def _gateway_policies(request: web.Request) -> list[dict[str, object]]:
+    policies = await request.app[PLATFORM].store.list_policies()
+    return [{"name": p.name, "from": p.from_sel, "gateway": p.gateway, "routes": list(p.routes),
+             "acl": list(p.acl), "created_at": p.created_at}
+            for p in policies if p.gateway is not None]
 
 
 async def list_gateways(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     now = int(platform.clock().timestamp())
-    policies = _gateway_policies(request)
+    policies = await _gateway_policies(request)
+    snapshot = await platform.store.snapshot(now, frozenset(
+        s.name for s in await platform.store.list_systems() if s.gateway_routes))
     out = []
-    for system in platform.store.list_systems():
+    for system in snapshot.systems.values():
         if not system.gateway_routes:
             continue
         out.append({
@@ -191,14 +192,14 @@ async def list_gateways(request: web.Request) -> web.Response:
             "routes": [str(r) for r in system.gateway_routes],
             "nat": system.gateway_nat,
             "state": system.state,
-            "certified": not needs_renewal(platform.store, system, now),
+            "certified": not needs_renewal(snapshot, system, now),
             "policies": [p["name"] for p in policies if p["gateway"] == system.name],
         })
     return web.json_response({"gateways": out, "policies": policies})
 
 
 async def list_gateway_policies(request: web.Request) -> web.Response:
-    return web.json_response({"policies": _gateway_policies(request)})
+    return web.json_response({"policies": await _gateway_policies(request)})
 
 
 async def post_gateway_policy(request: web.Request) -> web.Response:
@@ -212,7 +213,7 @@ async def post_gateway_policy(request: web.Request) -> web.Response:
     except ValueError as exc:  # GatewayConfigError is one
         raise ApiError(400, str(exc)) from None
     now = int(platform.clock().timestamp())
-    add_gateway_policy(platform.store, spec, now)
+    await add_gateway_policy(platform.store, spec, now)
     log.info("admin: gateway policy %s: %s -> %s routes %s acl %s", spec.name, spec.from_sel,
              spec.gateway, ",".join(spec.routes), ",".join(spec.acl))
     _hub_changed(request)
@@ -223,7 +224,7 @@ async def post_gateway_policy(request: web.Request) -> web.Response:
 
 async def delete_gateway_policy(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    request.app[PLATFORM].store.remove_policy(name, gateway_only=True)
+    await request.app[PLATFORM].store.remove_policy(name, gateway_only=True)
     log.info("admin: gateway policy %s removed", name)
     _hub_changed(request)
     return web.json_response({"removed": name})
@@ -243,7 +244,7 @@ async def set_gateway(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from None
     platform = request.app[PLATFORM]
     with refused_if_too_large(400):
-        system = platform.store.set_gateway(request.match_info["name"], parsed, nat,
+        system = await platform.store.set_gateway(request.match_info["name"], parsed, nat,
                                             fits=platform.authority.fits())
     log.info("admin: %s is a gateway for %s (%s)", system.name,
              ",".join(map(str, parsed)), "masquerade" if nat else "routed")
@@ -253,8 +254,8 @@ async def set_gateway(request: web.Request) -> web.Response:
 
 async def clear_gateway(request: web.Request) -> web.Response:
     store = request.app[PLATFORM].store
-    system = store.set_gateway(request.match_info["name"], (), True)
-    kept = [p[0] for p in store.list_gateway_policies() if p[2] == system.name]
+    system = await store.set_gateway(request.match_info["name"], (), True)
+    kept = [p[0] for p in await store.list_gateway_policies() if p[2] == system.name]
     log.info("admin: %s is no longer a gateway%s", system.name,
              f" (its gateway policies {', '.join(kept)} stay, offering no routes)" if kept else "")
     _hub_changed(request)

@@ -67,9 +67,9 @@ AUTH_FAILED = "authentication failed"  # the one answer for unknown name and bad
 _NOBODY_KEY = bytes(32)  # verified against when the holder is unknown: the same work is done
 
 
-def _holder_key(platform: Platform, name: str) -> bytes | None:
+async def _holder_key(platform: Platform, name: str) -> bytes | None:
     try:
-        system = platform.store.get_system(name)
+        system = await platform.store.get_system(name)
     except ApiError:
         system = None
     if system is None or system.state != "active":
@@ -77,14 +77,14 @@ def _holder_key(platform: Platform, name: str) -> bytes | None:
     return system.public_key
 
 
-def accept_intent(platform: Platform, signed: object, *, policy_check: bool = False
+async def accept_intent(platform: Platform, signed: object, *, policy_check: bool = False
                   ) -> tuple[IntentStatement, dict[str, Any]]:
     """Verify a signed statement from its holder, apply it; the (cloaked) reply body."""
     try:
         st, _raw, _sig = decode_signed(signed)
     except IntentError as exc:
         raise ApiError(400, str(exc)) from None
-    key = _holder_key(platform, st.from_name)
+    key = await _holder_key(platform, st.from_name)
     try:
         st, raw, sig = decode_signed(signed, key or _NOBODY_KEY)
     except IntentError:
@@ -100,33 +100,34 @@ def accept_intent(platform: Platform, signed: object, *, policy_check: bool = Fa
         raise ApiError(401, str(exc)) from None
     if st.op == "policy":
         raise ApiError(400, "policy statements come from the platform")
-    if not platform.store.use_nonce("intent:" + st.nonce, now):
+    if not await platform.store.use_nonce("intent:" + st.nonce, now):
         raise ApiError(401, "replayed intent statement")
     store = platform.store
     if st.op == "add":
         if st.policy is not None:
-            policies = {p[0]: p for p in store.list_policies()}
+            policies = {p.name: p for p in await store.list_policies()}
             if st.policy not in policies:
                 raise ApiError(404, f"no policy {st.policy!r}")
-            _n, f, t, _c = policies[st.policy]
-            views = [_view(s, now) for s in store.list_systems()]
-            if (st.from_name, st.to_name) not in policy_offers(f, t, views):
+            policy = policies[st.policy]
+            views = [_view(s, now) for s in await store.list_systems()]
+            if (st.from_name, st.to_name) not in policy_offers(policy.from_sel, policy.to_sel,
+                                                               views):
                 raise ApiError(403, "policy does not cover this pair")
-        store.put_intent(st.from_name, st.to_name, raw, sig, st.iat, st.exp, st.policy)
+        await store.put_intent(st.from_name, st.to_name, raw, sig, st.iat, st.exp, st.policy)
         log.info("intent: %s -> %s%s", st.from_name, st.to_name,
                  f" (policy {st.policy})" if st.policy else "")
         return st, {"ok": True, "op": "add", "peer": st.to_name}
     if st.op == "remove":
-        store.delete_intent(st.from_name, st.to_name)
+        await store.delete_intent(st.from_name, st.to_name)
         log.info("intent removed: %s -> %s", st.from_name, st.to_name)
         return st, {"ok": True, "op": "remove", "peer": st.to_name}
-    mine = store.list_intents(st.from_name)
-    back = {r["from_name"] for r in store.list_intents() if r["to_name"] == st.from_name
-            and (r["expires_at"] is None or now < r["expires_at"])}
+    mine = await store.list_intents(st.from_name)
+    back = {r.from_name for r in await store.list_intents() if r.to_name == st.from_name
+            and (r.expires_at is None or now < r.expires_at)}
     return st, {"intents": [
-        {"peer": r["to_name"], "issued_at": r["issued_at"], "expires_at": r["expires_at"],
-         "policy": r["policy"],
-         "mutual": r["to_name"] in back and (r["expires_at"] is None or now < r["expires_at"])}
+        {"peer": r.to_name, "issued_at": r.issued_at, "expires_at": r.expires_at,
+         "policy": r.policy,
+         "mutual": r.to_name in back and (r.expires_at is None or now < r.expires_at)}
         for r in mine
     ]}
 
@@ -137,7 +138,7 @@ def _view(system: System, now: int) -> SystemView:
 
 async def post_intent(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
-    st, reply = accept_intent(platform, await read_json(request))
+    st, reply = await accept_intent(platform, await read_json(request))
     if st.op != "list":
         request.app[HUB].changed()
     return web.json_response(reply)
@@ -147,9 +148,10 @@ async def post_intent(request: web.Request) -> web.Response:
 
 
 async def list_policies(request: web.Request) -> web.Response:
-    rows = request.app[PLATFORM].store.list_policies()
+    rows = await request.app[PLATFORM].store.list_policies()
     return web.json_response({"policies": [
-        {"name": n, "from": f, "to": t, "created_at": c} for n, f, t, c in rows]})
+        {"name": p.name, "from": p.from_sel, "to": p.to_sel, "created_at": p.created_at}
+        for p in rows]})
 
 
 async def add_policy(request: web.Request) -> web.Response:
@@ -160,13 +162,13 @@ async def add_policy(request: web.Request) -> web.Response:
         validate_policy(name, f, t)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    platform.store.add_policy(name, f, t, int(platform.clock().timestamp()))
+    await platform.store.add_policy(name, f, t, int(platform.clock().timestamp()))
     request.app[HUB].changed()
     return web.json_response({"name": name, "from": f, "to": t}, status=201)
 
 
 async def remove_policy(request: web.Request) -> web.Response:
-    request.app[PLATFORM].store.remove_policy(request.match_info["name"])
+    await request.app[PLATFORM].store.remove_policy(request.match_info["name"])
     request.app[HUB].changed()
     return web.json_response({"removed": request.match_info["name"]})
 
@@ -199,7 +201,7 @@ async def control(request: web.Request) -> web.StreamResponse:
     session.local = (_is_loopback(urlsplit(platform.settings.url).hostname)
                      and _is_loopback(request.remote))
     ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
-    crl = hub.crl_message()
+    crl = await hub.crl_message()
     await ws.send_json({
         "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
         "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
@@ -212,7 +214,7 @@ async def control(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                _handle(platform, hub, session, parse_json(msg.data))
+                await _handle(platform, hub, session, parse_json(msg.data))
             except (ValueError, TypeError, KeyError, IntroductionError, ApiError) as exc:
                 hub.rejections.note(session.name, "control: bad message from %s: %s",
                                     session.name, shown(str(exc), 200))
@@ -251,14 +253,14 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse,
     session = None
     if isinstance(name, str) and len(name) <= 16:
         try:
-            system = platform.store.get_system(name)
+            system = await platform.store.get_system(name)
         except ApiError:
             system = None
-        cert = platform.store.current_certificate(name, now) if system else None
+        cert = await platform.store.current_certificate(name, now) if system else None
         if (system is not None and system.state == "active" and cert is not None and verify(
                 system.public_key, sig, challenge_message(nonce, name, platform.settings.pin))):
             session = Session(name, cert.serial)
-            platform.store.touch(name, now)
+            platform.store.note_seen(name, now)  # written in the hub's next batch
     if session is None:
         rejections.note(remote, "control: authentication failed (%s) from %s", shown(name),
                         remote)
@@ -277,7 +279,7 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
         await ws.send_json(msg)
 
 
-def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None:
+async def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None:
     if not isinstance(msg, dict):
         raise ValueError("message is not an object")
     kind = msg.get("type")
@@ -296,7 +298,7 @@ def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -> None
         mappings = msg.get("mappings")
         hub.report(session, candidates, nat, mappings if isinstance(mappings, dict) else {})
     elif kind == "intent":
-        st, _reply = accept_intent(platform, msg.get("signed"))
+        st, _reply = await accept_intent(platform, msg.get("signed"))
         if st.from_name != session.name:
             raise ValueError("intent for another system")
         hub.changed()
@@ -311,14 +313,10 @@ async def _startup(app: web.Application) -> None:
     platform = app[PLATFORM]
     hub = Hub(platform, relay=lambda: app.get(RELAY))  # relay starts later: looked up lazily
     app[HUB] = hub
-    hub.start()
+    await hub.start()
 
-    def lookup(name: str) -> bytes | None:
-        try:
-            system = platform.store.get_system(name)
-        except ApiError:
-            return None
-        return system.public_key if system.state == "active" else None
+    def lookup(name: str) -> bytes | None:  # from the hub's last read of the store
+        return hub.active_keys.get(name)
 
     port = urlsplit(platform.settings.url).port or 443
     service = DiscoveryService(Reflector(lookup), "0.0.0.0", discovery_ports(port))

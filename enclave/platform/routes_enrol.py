@@ -86,7 +86,7 @@ async def enrol(request: web.Request) -> web.Response:
         raise ApiError(400, f"bad CSR: {exc}") from None
     now = platform.clock()
     with refused_if_too_large(409):  # the key's tags: nothing was written
-        system, cert = platform.store.enrol(
+        system, cert = await platform.store.enrol(
             key_id=key_id,
             secret=secret,
             public_key=public_key,
@@ -102,7 +102,7 @@ async def enrol(request: web.Request) -> web.Response:
     return web.json_response(_reply(platform, system, cert), status=201 if cert else 202)
 
 
-def _authenticate(platform: Platform, body: dict[str, object]) -> tuple[System, str]:
+async def _authenticate(platform: Platform, body: dict[str, object]) -> tuple[System, str]:
     name = _str(body, "name", 16)
     action = _str(body, "action", 16)
     nonce = _str(body, "nonce", 64)
@@ -121,36 +121,37 @@ def _authenticate(platform: Platform, body: dict[str, object]) -> tuple[System, 
     if abs(now - timestamp) > SYSTEM_REQUEST_MAX_SKEW:
         raise ApiError(401, "request timestamp too far from platform time (check the clock)")
     try:
-        system = platform.store.get_system(name) if is_valid_system_name(name) else None
+        system = await platform.store.get_system(name) if is_valid_system_name(name) else None
     except ApiError:
         system = None
     message = system_request_message(action, name, timestamp, nonce)
     if system is None or not verify(system.public_key, signature, message):
         raise ApiError(401, "authentication failed (unknown system or bad signature)")
-    if not platform.store.use_nonce(nonce, now):
+    if not await platform.store.use_nonce(nonce, now):
         raise ApiError(401, "replayed request")
     return system, action
 
 
 async def system_certificate(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
-    system, action = _authenticate(platform, await read_json(request))
+    system, action = await _authenticate(platform, await read_json(request))
     now = platform.clock()
     ts = int(now.timestamp())
     if system.state == "pending":
-        platform.store.touch(system.name, ts)
+        platform.store.note_seen(system.name, ts)
         return web.json_response(_reply(platform, system, None), status=202)
     if system.state != "active":
         raise ApiError(403, f"system {system.name} is {system.state}")
-    cert = platform.store.current_certificate(system.name, ts) if action == "fetch" else None
+    cert = await platform.store.current_certificate(system.name, ts) if action == "fetch" \
+        else None
     if cert is None:
         with refused_if_too_large(409):
-            cert = platform.store.issue_certificate(system.name, ts,
+            cert = await platform.store.issue_certificate(system.name, ts,
                                                     platform.authority.issuer(now))
         log.info("issued certificate %d to %s (%s)", cert.serial, system.name, action)
     else:
-        platform.store.touch(system.name, ts)
-    return web.json_response(_reply(platform, platform.store.get_system(system.name), cert))
+        platform.store.note_seen(system.name, ts)
+    return web.json_response(_reply(platform, await platform.store.get_system(system.name), cert))
 
 
 def setup(app: web.Application) -> None:

@@ -15,7 +15,7 @@ async def get_ca(request: web.Request) -> web.Response:
 
 async def get_crl(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
-    der = platform.authority.crl(platform.store, platform.clock())
+    der = await platform.authority.crl(platform.store, platform.clock())
     return web.Response(body=der, content_type="application/pkix-crl")
 
 

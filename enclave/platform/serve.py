@@ -15,6 +15,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middl
 from enclave.platform.config import CONFIG_FILE, apply_config
 from enclave.platform.hub import HUB
 from enclave.platform.metrics import METRICS_ENV
+from enclave.platform.paths import PlatformPaths
 from enclave.platform.relay import RELAY, RelayCore
 from enclave.promhttp import MetricsServer, parse_listen
 
@@ -116,12 +118,21 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
         log.info("stopped")
 
 
-def run(platform: Platform, host: str, port: int, metrics: str | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, with DATA/config.toml's settings under the environment's."""
+def run(paths: PlatformPaths, listen: tuple[str, int] | None, metrics: str | None = None
+        ) -> None:
+    """Serve until SIGTERM/SIGINT, with DATA/config.toml's settings under the environment's;
+    listen: (host, port), else 0.0.0.0 and the port of the platform's URL."""
+    applied = apply_config(paths.root)
+    if applied:
+        log.info("from %s: %s", paths.root / CONFIG_FILE, ", ".join(applied))
+    asyncio.run(_open_and_serve(paths, listen, metrics))
+
+
+async def _open_and_serve(paths: PlatformPaths, listen: tuple[str, int] | None,
+                          metrics: str | None) -> None:
+    platform = await Platform.open(paths)
     try:
-        applied = apply_config(platform.paths.root)
-        if applied:
-            log.info("from %s: %s", platform.paths.root / CONFIG_FILE, ", ".join(applied))
-        asyncio.run(serve(platform, host, port, metrics))
+        host, port = listen or ("0.0.0.0", urlsplit(platform.settings.url).port or 443)
+        await serve(platform, host, port, metrics)
     finally:
-        platform.close()
+        await platform.close()

@@ -6,6 +6,8 @@
     plat.cli("systems", "list", "--json")         `enclave platform ... --data DIR`
     plat.token() / plat.new_token("--tag", "web") enrolment tokens (unlimited / as given)
     plat.db() / plat.count(sql)                   the platform's SQLite file, read directly
+    Platform.loopback(tmp, db=URL)                the store on PostgreSQL (every command
+                                                  and the server get ENCLAVE_PLATFORM_DB)
 """
 
 from __future__ import annotations
@@ -31,25 +33,31 @@ class Platform:
     proc: subprocess.Popen[Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     admin_token: str = ""  # the admin API token `platform init` printed (its last line)
+    database: str | None = None  # postgresql://... URL of the store (None: SQLite in data)
 
     @classmethod
     def init(cls, tmp: Path, host: str, port: int, run: Runner = local_run,
              popen: Spawner = local_popen, listen_host: str | None = None,
-             org: str = "acme") -> Platform:
+             org: str = "acme", db: str | None = None) -> Platform:
         data = tmp / "platform"
         url = f"https://{host}:{port}"
-        res = run(enclave("platform", "init", "--data", str(data), "--url", url, "--org", org))
+        res = run(enclave("platform", "init", "--data", str(data), "--url", url, "--org", org,
+                          *(("--db", db) if db else ())))
         assert res.returncode == 0, res.stderr
         admin_token = res.stdout.strip().splitlines()[-1]
         assert admin_token.startswith("enclave-admin-")
-        return cls(data, url, f"{listen_host or host}:{port}", run, popen, tmp / "platform.log",
-                   admin_token=admin_token)
+        plat = cls(data, url, f"{listen_host or host}:{port}", run, popen, tmp / "platform.log",
+                   admin_token=admin_token, database=db)
+        if db:
+            plat.extra_env["ENCLAVE_PLATFORM_DB"] = db
+        return plat
 
     @classmethod
-    def loopback(cls, tmp: Path, *, org: str = "acme", **env: str) -> Platform:
+    def loopback(cls, tmp: Path, *, org: str = "acme", db: str | None = None,
+                 **env: str) -> Platform:
         """Initialised and serving on 127.0.0.1 (free API and discovery ports); ``env`` adds
         to the server's environment (e.g. ENCLAVE_PLATFORM_RELAY="off"). The caller stops it."""
-        plat = cls.init(tmp, "127.0.0.1", free_port(), org=org)
+        plat = cls.init(tmp, "127.0.0.1", free_port(), org=org, db=db)
         plat.extra_env["ENCLAVE_DISCOVERY_PORTS"] = f"{free_port()},{free_port()}"
         plat.extra_env.update(env)
         try:
@@ -83,7 +91,8 @@ class Platform:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`enclave platform ARGS --data DIR` through this platform's runner."""
-        return self.run(enclave("platform", *args, "--data", str(self.data)))
+        env = ["env", f"ENCLAVE_PLATFORM_DB={self.database}"] if self.database else []
+        return self.run([*env, *enclave("platform", *args, "--data", str(self.data))])
 
     def new_token(self, *args: str) -> str:
         """`enclave platform keys create ARGS`: an enrolment token."""

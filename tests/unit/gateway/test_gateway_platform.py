@@ -1,6 +1,7 @@
-"""Gateways on the platform: real store (SQLite), real CA, the `enclave platform` CLI in-process:
-`systems gateway`, gateway policies, offers/grants clipped to the certificate, renew pushes and
-re-introduction when gateway information changes."""
+"""Gateways on the platform: real store (SQLite, driven synchronously: tests.support.store),
+real CA, the `enclave platform` CLI in-process: `systems gateway`, gateway policies,
+offers/grants clipped to the certificate, renew pushes and re-introduction when gateway
+information changes."""
 
 from __future__ import annotations
 
@@ -18,20 +19,20 @@ from enclave.platform.cli import main as platform_main
 from enclave.platform.gateways import GatewaySync, cert_routes, gateway_info, needs_renewal
 from enclave.platform.init import init_platform
 from enclave.platform.paths import PlatformPaths, PlatformSettings
-from enclave.platform.store import Store
 from enclave.policy.gateway import parse_acl, parse_routes
+from tests.support.store import SyncStore
 
 NOW = datetime.datetime.now(datetime.UTC)
 LAN = ipaddress.IPv4Network("198.19.50.0/24")
 
 
 @pytest.fixture
-def plat(tmp_path: Path) -> tuple[PlatformPaths, Store, Authority, dict[str, str]]:
+def plat(tmp_path: Path) -> tuple[PlatformPaths, SyncStore, Authority, dict[str, str]]:
     paths = PlatformPaths(tmp_path / "data")
     init_platform(paths, url="https://127.0.0.1:8443", org="lab",
                   overlay=ipaddress.IPv4Network("100.64.0.0/10"), now=NOW)
-    store = paths.open_store()
-    settings = PlatformSettings.load(store)
+    store = SyncStore(paths.db)
+    settings = store.run(PlatformSettings.load(store.store))
     auth = Authority.load(paths, settings.org, settings.overlay.prefixlen)
     key = store.create_key(secret=b"k" * 32, now=0, expires_at=None, uses_allowed=None,
                            tags=(), approval="auto", ephemeral=False, cert_lifetime=86400)
@@ -52,17 +53,17 @@ def test_systems_gateway_cli_and_renewal(plat, capsys: pytest.CaptureFixture[str
     paths, store, auth, n = plat
     now = int(NOW.timestamp())
     gw = n["gw"]
-    assert not needs_renewal(store, store.get_system(gw), now)
+    assert not needs_renewal(store.snapshot(now, {gw}), store.get_system(gw), now)
     assert platform_main(["platform", "systems", "gateway", gw, "--routes",
                           "198.19.50.0/24,10.9.0.0/16", "--no-nat", "--data", str(paths.root)]) == 0
-    store2 = Store(paths.db)  # what another process sees
+    store2 = SyncStore(paths.db)  # what another process sees
     system = store2.get_system(gw)
     assert system.gateway_routes == parse_routes("10.9.0.0/16,198.19.50.0/24")
     assert system.gateway_nat is False and system.as_json()["gateway_nat"] is False
-    assert needs_renewal(store2, system, now)  # the current certificate lacks the routes
+    assert needs_renewal(store2.snapshot(now, {gw}), system, now)  # the cert lacks the routes
     cert = store2.issue_certificate(gw, now, auth.issuer(NOW + datetime.timedelta(seconds=5)))
     assert cert_routes(cert.der) == system.gateway_routes
-    assert not needs_renewal(store2, system, now)
+    assert not needs_renewal(store2.snapshot(now, {gw}), system, now)
     store2.close()
     # bad input: clear errors, nothing changed
     for bad in (["--routes", "0.0.0.0/0"], ["--routes", "10.0.0.1/8"], [],
@@ -75,7 +76,9 @@ def test_systems_gateway_cli_and_renewal(plat, capsys: pytest.CaptureFixture[str
     assert store.get_system(gw).gateway_routes == parse_routes("10.9.0.0/16,198.19.50.0/24")
     assert platform_main(["platform", "systems", "gateway", gw, "--clear",
                           "--data", str(paths.root)]) == 0
-    assert Store(paths.db).get_system(gw).gateway_routes == ()
+    store3 = SyncStore(paths.db)
+    assert store3.get_system(gw).gateway_routes == ()
+    store3.close()
 
 
 def test_gateway_policy_offers_and_grants(plat) -> None:
@@ -96,9 +99,9 @@ def test_gateway_policy_offers_and_grants(plat) -> None:
                           "--gateway", gw, "--routes", "10.0.0.0/8", "--acl", "tcp:0", *d]) == 1
     assert platform_main(["platform", "policy", "add", "--name", "w", "--from", "tag:ops",
                           "--gateway", "NOSUCH", "--routes", "10.0.0.0/8", *d]) == 1
-    s = Store(paths.db)
-    assert [p[0] for p in s.list_policies()] == ["ops-lan"]
-    assert s.list_policies()[0][2] == f"name:{gw}"  # mutual intent client <-> gateway
+    s = SyncStore(paths.db)
+    assert [p.name for p in s.list_policies()] == ["ops-lan"]
+    assert s.list_policies()[0].to_sel == f"name:{gw}"  # mutual intent client <-> gateway
     policies = s.list_gateway_policies()
     sys_gw, sys_client, sys_other = (s.get_system(x) for x in (gw, client, other))
     offer, grants = gateway_info(sys_client, sys_gw, policies)
@@ -126,7 +129,8 @@ def test_gateway_sync_renew_push_and_reintroduction(plat) -> None:
 
     def run() -> None:
         systems = {s.name: s for s in store.list_systems()}
-        sync.sync(store, systems, {gw: object(), client: object()}, {pair}, now,
+        sync.sync(store.snapshot(now, {gw, client}), systems,
+                  {gw: object(), client: object()}, {pair}, now,
                   lambda name, msg: sent.append((name, msg)),
                   lambda a, b: reintro.append((a, b)) or True)
 
@@ -154,8 +158,9 @@ def test_introduction_carries_gateway_fields(plat) -> None:
     store.set_gateway(n["gw"], (LAN,), True)
     store.add_policy("ops-lan", "tag:ops", f"name:{n['gw']}", now, gateway=n["gw"],
                      routes=("198.19.50.0/24",), acl=("icmp",))
-    offer, _ = GatewaySync().intro_fields(store, n["client"], n["gw"])
-    _, grants = GatewaySync().intro_fields(store, n["gw"], n["client"])
+    snap = store.snapshot(now)
+    offer, _ = GatewaySync().intro_fields(snap, n["client"], n["gw"])
+    _, grants = GatewaySync().intro_fields(snap, n["gw"], n["client"])
     intro = Introduction(n["gw"], cert.der, (), NatBehaviour.UNKNOWN, 1.0, gateway=offer,
                          grants=grants)
     back = Introduction.from_json(intro.to_json())

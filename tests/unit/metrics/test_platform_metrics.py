@@ -85,15 +85,19 @@ def test_enrolments_are_counted_by_the_status_they_are_answered_with() -> None:
 
 def test_every_public_store_call_is_timed(tmp_path: Path) -> None:
     metrics = PlatformMetrics()
-    store = Store(tmp_path / "platform.db")
-    try:
-        metrics.time_store(store)
-        store.set_meta({"k": "v"})
-        assert store.get_meta("k") == "v"
-        assert store.get_meta("missing") is None
-        assert store.list_systems() == []
-    finally:
-        store.close()
+
+    async def calls() -> None:
+        store = await Store.open(tmp_path / "platform.db")
+        try:
+            metrics.time_store(store)
+            await store.set_meta({"k": "v"})
+            assert await store.get_meta("k") == "v"
+            assert await store.get_meta("missing") is None
+            assert await store.list_systems() == []
+        finally:
+            await store.close()
+
+    asyncio.run(calls())
     m = samples(metrics)
     assert m[("enclave_platform_store_seconds_count", "op=get_meta")] == 2
     assert m[("enclave_platform_store_seconds_count", "op=set_meta")] == 1

@@ -1,4 +1,5 @@
-"""The platform store in-process on a real SQLite file: migrations, allocation, transactions."""
+"""The platform store in-process on both backends (a real SQLite file, a real PostgreSQL
+database): migrations, allocation, transactions, batched last-seen times, the hub's snapshot."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from enclave.platform.errors import ApiError, StoreError
-from enclave.platform.schema import MIGRATIONS
-from enclave.platform.store import IssuedCert, Store, System
+from enclave.platform.store import IssuedCert, System
+from enclave.platform.store.migrations import LATEST, MIGRATIONS, split_sql
+from tests.support.store import SyncStore
 
 
 def issue(system: System) -> IssuedCert:
@@ -18,7 +20,7 @@ def issue(system: System) -> IssuedCert:
                       not_after=10**10)
 
 
-def make_key(store: Store, **kw: object) -> tuple[str, bytes]:
+def make_key(store: SyncStore, **kw: object) -> tuple[str, bytes]:
     secret = b"s" * 32
     args: dict = dict(secret=secret, now=0, expires_at=None, uses_allowed=None, tags=("t",),
                       approval="auto", ephemeral=False, cert_lifetime=3600)
@@ -26,23 +28,53 @@ def make_key(store: Store, **kw: object) -> tuple[str, bytes]:
     return store.create_key(**args).id, secret
 
 
-def test_migrations_and_wal(tmp_path: Path) -> None:
-    store = Store(tmp_path / "p.db")
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+def test_migrations_numbered_and_applied_once(store_location: str | Path) -> None:
+    assert [m.number for m in MIGRATIONS] == list(range(1, LATEST + 1))
+    store = SyncStore(store_location, now=5)
+    applied = store.sql("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["applied_at"]) for r in applied] == [(n, 5) for n in
+                                                                   range(1, LATEST + 1)]
     store.close()
-    Store(tmp_path / "p.db").close()  # reopening applies nothing twice
-    with sqlite3.connect(tmp_path / "p.db") as db:
-        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    store = SyncStore(store_location, now=6)  # reopening applies nothing twice
+    assert len(store.sql("SELECT version FROM schema_migrations")) == LATEST
+    store.sql("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+              (LATEST + 1, 7))
+    store.close()
     with pytest.raises(StoreError, match="newer"):
-        Store(tmp_path / "p.db")
+        SyncStore(store_location)
+
+
+def test_sqlite_wal_and_schema_version_adopted_in_place(tmp_path: Path) -> None:
+    """A data directory from before the migrations table (PRAGMA user_version = 3) keeps its
+    rows and gets the table, with 1..3 recorded as applied."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        for migration in MIGRATIONS[:3]:
+            for statement in split_sql(migration.sql):
+                db.execute(statement)
+        db.execute("INSERT INTO meta (key, value) VALUES ('org', 'old')")
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    store = SyncStore(path, now=9)
+    assert store.get_meta("org") == "old"
+    assert [r["version"] for r in store.sql("SELECT version FROM schema_migrations "
+                                            "ORDER BY version")] == list(range(1, LATEST + 1))
+    assert store.sql("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    assert store.sql("PRAGMA user_version")[0]["user_version"] == LATEST
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {LATEST + 1}")
+        db.execute("DELETE FROM schema_migrations")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        SyncStore(path)
     (tmp_path / "bad.db").write_bytes(b"x" * 4096)
-    with pytest.raises(StoreError, match="cannot open"):
-        Store(tmp_path / "bad.db")
+    with pytest.raises(StoreError, match="not a database"):
+        SyncStore(tmp_path / "bad.db")
 
 
-def test_small_overlay_never_uses_network_or_broadcast(tmp_path: Path) -> None:
-    store = Store(tmp_path / "p.db")
+def test_small_overlay_never_uses_network_or_broadcast(store_location: str | Path) -> None:
+    store = SyncStore(store_location)
     key_id, secret = make_key(store)
     overlay = ipaddress.IPv4Network("100.64.0.0/30")  # 2 usable addresses
     ips = set()
@@ -62,8 +94,8 @@ def test_small_overlay_never_uses_network_or_broadcast(tmp_path: Path) -> None:
     assert len(store.list_systems()) == 2
 
 
-def test_failed_issue_rolls_back_everything(tmp_path: Path) -> None:
-    store = Store(tmp_path / "p.db")
+def test_failed_issue_rolls_back_everything(store_location: str | Path) -> None:
+    store = SyncStore(store_location)
     key_id, secret = make_key(store, uses_allowed=1)
 
     def broken(system: System) -> IssuedCert:
@@ -76,8 +108,8 @@ def test_failed_issue_rolls_back_everything(tmp_path: Path) -> None:
     assert store.get_key(key_id).uses == 0  # type: ignore[union-attr]
 
 
-def test_state_transitions_and_crl_entries(tmp_path: Path) -> None:
-    store = Store(tmp_path / "p.db")
+def test_state_transitions_and_crl_entries(store_location: str | Path) -> None:
+    store = SyncStore(store_location)
     key_id, secret = make_key(store)
     system, cert = store.enrol(key_id=key_id, secret=secret, public_key=b"\x01" * 32,
                                hostname="h", overlay=ipaddress.IPv4Network("100.64.0.0/10"),

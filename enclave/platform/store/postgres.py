@@ -1,0 +1,131 @@
+"""The PostgreSQL backend (``--db postgresql://...``): psycopg 3 with its async pool.
+
+Every call is a coroutine on the event loop (libpq's non-blocking mode). Write transactions that
+check and then insert take one transaction-level advisory lock (WRITE_LOCK), so writers are
+serialised across every process and node on the database, as SQLite's write lock does for
+a file; single-statement writes (``serialized=False``) skip it. Reads run as REPEATABLE READ,
+READ ONLY: one consistent snapshot per read().
+
+The SQL is the store's (``?`` placeholders, turned into ``%s`` here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from enclave.platform.errors import StoreError
+from enclave.platform.store.base import Database, Dialect, Params, Tx
+from enclave.platform.store.records import Row
+
+WRITE_LOCK = 0x656E636C  # pg_advisory_xact_lock key of the store's writers ("encl")
+POOL_SIZE = 8
+CONNECT_TIMEOUT = 10.0  # seconds to wait for the first connection at open
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _PgTx:
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, conn: psycopg.AsyncConnection[Row], location: str) -> None:
+        self._conn = conn
+        self._location = location
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            cur = await self._conn.execute(_pg(sql), tuple(params) or None)
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self._location}: {exc}") from None
+        return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        try:
+            async with self._conn.cursor() as cur:
+                await cur.executemany(_pg(sql), [tuple(r) for r in rows])
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self._location}: {exc}") from None
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        try:
+            cur = await self._conn.execute(_pg(sql), tuple(params) or None)
+            return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self._location}: {exc}") from None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        try:
+            cur = await self._conn.execute(_pg(sql), tuple(params) or None)
+            return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self._location}: {exc}") from None
+
+
+class PostgresDatabase(Database):
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: str, pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]]
+                 ) -> None:
+        self.url = url
+        self.location = redacted(url)
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresDatabase:
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            url, min_size=1, max_size=POOL_SIZE, open=False, name="enclave-platform",
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            connection_class=psycopg.AsyncConnection[Row])
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except (psycopg.Error, Exception) as exc:  # PoolTimeout, bad conninfo
+            await pool.close()
+            raise StoreError(f"cannot open platform database {redacted(url)}: {exc}") from None
+        return cls(url, pool)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, first: str, params: Params = ()) -> AsyncIterator[Tx]:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(first, tuple(params))
+                yield _PgTx(conn, self.location)
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self.location}: {exc}") from None
+
+    def write(self, *, serialized: bool = True) -> contextlib.AbstractAsyncContextManager[Tx]:
+        if serialized:
+            return self._transaction("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        return self._transaction("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    def read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        return self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    async def data_version(self) -> int:
+        # the next transaction id the cluster will hand out: moves with every committed write
+        async with self.read() as tx:
+            row = await tx.fetchone("SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS v")
+        return 0 if row is None else int(row["v"])
+
+    async def integrity_check(self) -> None:
+        async with self.read() as tx:
+            await tx.fetchone("SELECT 1 AS ok")
+
+    async def close(self) -> None:
+        await self._pool.close()
