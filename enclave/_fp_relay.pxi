@@ -1,10 +1,11 @@
-# TapRelay: the machine's ceiling for a TAP overlay, measured by `enclave bench` (stage "ceiling")
+# TapRelay: the TAP relay reference of `enclave bench` (stage "relay reference")
 # (included by _fastpath.pyx after _fp_aead.pxi, _fp_udp.pxi and the data-plane includes).
 # Not used by the agent.
 #
 # The overlay's per-byte work and thread structure, minus the network leg. Per direction, two
 # native threads (as dp-tx of one agent and dp-rx of the other) joined by a ring in memory
-# where the overlay has sendmmsg -> lab -> recvmmsg:
+# where the overlay has sendmmsg -> lab -> recvmmsg. A reference, not a bound: its four threads
+# share one process (one scheduling group), where the overlay's are split over two agents.
 #
 #   TAP a --read--> [seal thread]                          [open thread] --write--> TAP b
 #                   read into slot.plain                   open every piece
@@ -211,6 +212,9 @@ cdef class TapRelay:
             raise ValueError(f"passes must be 0, 1 or 2, got {passes}")
         if passes and key is None:
             raise ValueError("an AeadKey is needed when passes > 0")
+        if key is not None and key.kind not in (FP_AES256GCM, FP_CHACHA20POLY1305):
+            raise ValueError(f"TapRelay cannot run {key.cipher} "
+                             "(it has aes256gcm and chacha20poly1305)")
         if not 64 <= segment <= 65535:
             raise ValueError(f"segment must be 64..65535 bytes, got {segment}")
         for i in range(2):

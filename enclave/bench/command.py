@@ -5,11 +5,12 @@ console and progress bar, writing --json / --html, and the exit status. It sits 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from enclave.bench.report import Report, to_html
+from enclave.bench.report import NON_TTY_WIDTH, Report, to_html
 from enclave.cipher import CIPHER_NAMES
 
 if TYPE_CHECKING:
@@ -80,10 +81,15 @@ def exit_status(report: Report) -> int:
 
 
 def console() -> Console:
+    """The console reports are drawn on; not a terminal (a log, a pipe) and no COLUMNS: wide
+    enough that each figure stays on one row."""
     # imported here: keeps `enclave` start-up fast (rich is only needed to show a report)
     from rich.console import Console
 
-    return Console()
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(width=NON_TTY_WIDTH)
+    return out
 
 
 def with_progress(title: str, total: int,

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA = "enclave-bench/1"
-NON_TTY_WIDTH = 160  # columns of the rich tables when stdout is not a terminal
+NON_TTY_WIDTH = 200  # columns of the rich tables when stdout is not a terminal
 STAGE_STATUSES = ("ok", "unavailable", "failed", "skipped")
 
 

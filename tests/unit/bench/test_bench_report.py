@@ -114,3 +114,13 @@ def test_setup_time_sources() -> None:
     assert ms == 90.0 and "setup_ms" in note
     ms, note = setup_time_ms({"connected_at": None, "setup_ms": None}, 1000.0, 0.5)
     assert ms == 500.0 and "polled" in note
+
+
+def test_command_console_is_wide_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`enclave bench > log`: the report is not wrapped at 80 columns."""
+    from enclave.bench.command import console
+    from enclave.bench.report import NON_TTY_WIDTH
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = console()
+    assert not out.is_terminal and out.width == NON_TTY_WIDTH
