@@ -13,7 +13,7 @@ JSON (``Report.to_json()``)::
     {"schema": "enclave-bench/1", "meta": {..., "repeat": N},
      "stages": [{"name", "status", "detail", "seconds", "run"}],
      "paths": {"aes256gcm": "direct-udp", ...},
-     "figures": [{"key", "group", "label", "unit", "cipher", "overlay", "raw", "ratio",
+     "figures": [{"id", "key", "group", "label", "unit", "cipher", "overlay", "raw", "ratio",
                   "higher_is_better", "note", "runs",
                   "value", "samples", "min", "max",        # the headline: overlay, else raw
                   "raw_samples", "raw_min", "raw_max", "ratio_samples", "ratio_min",
@@ -74,6 +74,11 @@ class Figure:
             return None
         return self.overlay / self.raw
 
+    @property
+    def ident(self) -> str:
+        """Unique within a report: the key, and the cipher where the figure has one."""
+        return self.key if self.cipher is None else f"{self.key}.{self.cipher}"
+
     def series(self) -> tuple[list[float], list[float], list[float]]:
         """The samples behind overlay, raw and ratio (a single run: its own values)."""
         if self.runs > 1:
@@ -86,7 +91,8 @@ class Figure:
     def as_json(self) -> dict[str, Any]:
         over, raw, ratio = self.series()
         head = over if self.overlay is not None else raw
-        out = {k: v for k, v in asdict(self).items() if not k.endswith("_samples")}
+        out = {"id": self.ident, **{k: v for k, v in asdict(self).items()
+                                    if not k.endswith("_samples")}}
         out["ratio"] = self.ratio
         out["value"] = self.overlay if self.overlay is not None else self.raw
         out["samples"] = head

@@ -494,13 +494,18 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
         ctx.progress(f"connected ({cipher})")
         with timed_stage(ctx, f"connected ({cipher})") as box:
             peer, waited = _wait_connected(a, b.name, t0, opts.connect_timeout)
+            used = session_cipher(peer)
+            if used is not None and used != cipher:  # never label one cipher's figures another's
+                box["status"] = "unavailable"
+                box["detail"] = f"asked for {cipher}, the session uses {used}: not measured"
+                return
             setup_ms, note = setup_time_ms(peer, t0_wall, waited)
             path = peer.get("path")
             ctx.report.paths[cipher] = path
             ctx.report.figures.append(Figure(
                 "setup_ms", "setup", "connection set-up (second intent -> first frame)", "ms",
                 cipher, float(setup_ms), None, False, f"{note}; path {path}"))
-            box["detail"] = f"path {path}, {setup_ms:.0f} ms"
+            box["detail"] = f"path {path}, {setup_ms:.0f} ms, cipher {used or 'not reported'}"
         ctx.progress(f"overlay check ({cipher})")
         with timed_stage(ctx, f"overlay check ({cipher})") as box:
             echo = flows.start_echo_server(b.host)
@@ -523,6 +528,15 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
         for agent, peer_name in ((a, b.name), (b, a.name)):
             with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
                 _cli_ok(agent.host, "intent", "remove", peer_name, "--state", str(agent.state))
+
+
+def session_cipher(peer: dict[str, Any]) -> str | None:
+    """The cipher the agent reports for the peer's session, spelled as --cipher spells it
+    ("aes256_gcm" -> "aes256gcm"); None when it reports none."""
+    value = peer.get("cipher")
+    if not isinstance(value, str) or not value:
+        return None
+    return value.lower().replace("_", "").replace("-", "")
 
 
 def setup_time_ms(peer: dict[str, Any], intent_wall: float, polled_s: float,

@@ -55,7 +55,7 @@ def test_json_shape_of_a_repeated_figure() -> None:
     assert data["meta"]["repeat"] == 3 and data["meta"]["started"] == "t1"
     assert data["meta"]["lab_prefixes"] == ["enl-1-", "enl-2-", "enl-3-"]
     fig = next(f for f in data["figures"] if f["key"] == "tcp1_ab")
-    assert fig["cipher"] == "aes256gcm" and fig["runs"] == 3
+    assert fig["cipher"] == "aes256gcm" and fig["runs"] == 3 and fig["id"] == "tcp1_ab.aes256gcm"
     assert (fig["value"], fig["samples"], fig["min"], fig["max"]) == (4.0, [4.0, 3.0, 5.0],
                                                                       3.0, 5.0)
     assert fig["overlay"] == 4.0 and fig["raw"] == 10.0
@@ -96,6 +96,7 @@ def test_raw_only_figure_headline_is_raw() -> None:
     assert (fig["value"], fig["samples"], fig["min"], fig["max"]) == (2.0, [1.0, 3.0, 2.0],
                                                                       1.0, 3.0)
     assert fig["overlay"] is None and fig["ratio"] is None and fig["ratio_samples"] == []
+    assert fig["id"] == "tcp1_ab" and fig["cipher"] is None
 
 
 def test_stages_and_paths_of_every_run() -> None:

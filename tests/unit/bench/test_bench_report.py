@@ -124,3 +124,12 @@ def test_command_console_is_wide_when_not_a_terminal(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("COLUMNS", raising=False)
     out = console()
     assert not out.is_terminal and out.width == NON_TTY_WIDTH
+
+
+def test_session_cipher_spelled_as_the_option() -> None:
+    from enclave.bench.runner import session_cipher
+
+    assert session_cipher({"cipher": "aes256_gcm"}) == "aes256gcm"
+    assert session_cipher({"cipher": "chacha20_poly1305"}) == "chacha20poly1305"
+    assert session_cipher({"cipher": "aegis256"}) == "aegis256"
+    assert session_cipher({"cipher": None}) is None and session_cipher({}) is None
