@@ -77,7 +77,7 @@ def run_one(target: str, runs: int, seed: int, timeout: int, workdir: Path, nice
     text = (work / "worker.log").read_text(errors="replace")
     if proc.returncode == 0 and report.exists():
         return Result(target, "ok", wall, json.loads(report.read_text()))
-    verdict = "hang" if "ALARM" in text or "timeout" in text.lower() else "crash"
+    verdict = "hang" if "libFuzzer: timeout" in text else "crash"  # out-of-memory: a crash
     tail = [ln for ln in text.splitlines() if not ln.startswith("#")][-40:]
     return Result(target, verdict, wall, detail="\n".join(tail))
 

@@ -88,7 +88,10 @@ class EnrolmentToken:
             raise TokenError("malformed enrolment token: nested too deeply") from None
         if not all(isinstance(v, str) for v in (url, pin, key_id)):
             raise TokenError("malformed enrolment token: wrong field types")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced "["
+            raise TokenError(f"enrolment token has an invalid platform URL {url!r}") from None
         if parts.scheme != "https" or not parts.hostname:
             raise TokenError(f"enrolment token has an invalid platform URL {url!r}")
         if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
