@@ -144,7 +144,27 @@ def gro_coalesce(
     frames: list[bytes], verify: bool = True, arena_size: int | None = None
 ) -> list[bytes]: ...
 
+# --- _fp_ident.pxi: identity binding of a peer's decrypted frames (rx loop) -------------------
+IDENT_PASS: Final[int]
+IDENT_MAC_SPOOFED: Final[int]
+IDENT_IP_SPOOFED: Final[int]
+IDENT_ARP_SPOOFED: Final[int]
+IDENT_VERDICTS: Final[dict[int, str]]
+
+def ident_check(
+    frame: Buffer,
+    *,
+    peer_mac: bytes,
+    bridging: bool = False,
+    overlay_ip4: str | IPv4Address | None = None,
+    overlay_ip6: Iterable[str | IPv6Address] = (),
+    routes: Iterable[str | IPv4Network] = (),
+) -> int:
+    """Verdict (IDENT_*) on one decrypted Ethernet frame from a peer certified with these."""
+
 # --- _fp_epoch.pxi .. _fp_dataplane.pxi: the native data-plane loops and their Python class ---
+PEER_DROP_COUNTERS: Final[tuple[str, ...]]
+GLOBAL_DROP_COUNTERS: Final[tuple[str, ...]]
 PUNT_HEADER_LEN: Final[int]
 PUNT_DATAGRAM: Final[int]
 PUNT_FIRST_RX: Final[int]

@@ -14,6 +14,7 @@ What lives here (each part in its own include file):
     _fp_epoch.pxi   the loops' shared state: peer table snapshots, keys, epoch reclamation
     _fp_punt.pxi    the punt socket between the loops and Python (header drawn there)
     _fp_icmp.pxi    ICMP "too big" written back to the TAP for oversized frames
+    _fp_ident.pxi   fp_ident_check: a peer's frame may claim only its certified MAC / IPs
     _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx
     _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx
     _fp_dataplane.pxi DataPlane: the Python-facing class (install/remove, start/stop, counters)
@@ -36,7 +37,8 @@ Inbound (peers -> TAP; thread enclave-dp-rx):
     1. recvmmsg with UDP_GRO (a GRO'd datagram is split by its gso_size)
     2. anything that is not DATA for a known receiver index is punted to Python
     3. replay check, AeadKey open, replay window update only after authentication
-    4. anti-spoofing (certified source MAC unless bridging), MAC learning, roaming notice
+    4. identity binding (Ethernet, ARP, IPv4, IPv6 and ND sources as certified; _fp_ident.pxi),
+       MAC learning, roaming notice
     5. GRO: same-flow TCP segments coalesced and written with one writev (fo_gro_iov)
 """
 
@@ -164,6 +166,7 @@ include "_fp_offload.pxi"
 include "_fp_epoch.pxi"
 include "_fp_punt.pxi"
 include "_fp_icmp.pxi"
+include "_fp_ident.pxi"
 include "_fp_tx.pxi"
 include "_fp_rx.pxi"
 include "_fp_dataplane.pxi"

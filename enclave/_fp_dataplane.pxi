@@ -89,6 +89,15 @@ cdef void dp_snap_free(dp_snap *s) noexcept nogil:
         free(s)
 
 
+# the counters() / global_counters() keys that count a dropped packet (metrics, peers' drops)
+PEER_DROP_COUNTERS: tuple = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_ip_spoofed",
+                             "rx_arp_spoofed", "rx_runt", "tx_key_limit", "tx_no_key",
+                             "tx_no_addr", "tx_send_errors")
+GLOBAL_DROP_COUNTERS: tuple = ("rx_punt_dropped", "rx_unknown_index", "rx_malformed",
+                               "rx_truncated", "tap_write_errors", "tx_oversize", "tx_no_peer",
+                               "tx_runt", "tx_offload_errors", "tx_punt_dropped")
+
+
 if (int(_dp_wire.Cipher.AES256_GCM) != FP_AES256GCM
         or int(_dp_wire.Cipher.CHACHA20_POLY1305) != FP_CHACHA20POLY1305):
     raise ImportError("enclave.proto.wire.Cipher values differ from the fast path's AEAD kinds")
@@ -349,7 +358,7 @@ cdef class DataPlane:
         wire.Cipher, whose value is the C AEAD kind).
         peer_mac: the peer's certified MAC (6 bytes); allow_bridging: it may send from other
         MACs (a gateway). overlay_ip4 / overlay_ip6 / routes: its certified overlay addresses
-        and gateway routes, stored with the peer (not yet enforced by the rx loop).
+        and gateway routes: the sources its frames may claim (fp_ident_check, _fp_ident.pxi).
         addr: (host, port) or None (keep the current address; a new slot starts without one).
         via_python: the path is not UDP: encrypted packets are punted (PUNT_TX) for Python
         to send. Keys whose index and key bytes are unchanged keep their counter / replay
@@ -515,7 +524,8 @@ cdef class DataPlane:
     # -- counters -------------------------------------------------------------------------------
 
     def counters(self, int slot) -> dict:
-        """Per-peer counters (frames/bytes in and out, drops by reason, key usage)."""
+        """Per-peer counters (frames/bytes in and out, drops by reason: PEER_DROP_COUNTERS,
+        key usage)."""
         cdef dp_rxc r
         cdef dp_txc t
         cdef _TxKey tk
@@ -526,6 +536,7 @@ cdef class DataPlane:
         out = {
             "rx_frames": r.frames, "rx_bytes": r.bytes, "rx_replay": r.replay,
             "rx_decrypt_fail": r.decrypt_fail, "rx_spoofed": r.spoofed, "rx_runt": r.runt,
+            "rx_ip_spoofed": r.ip_spoofed, "rx_arp_spoofed": r.arp_spoofed,
             "roamed": r.roamed,
             "tx_frames": t.frames, "tx_bytes": t.bytes, "tx_key_limit": t.key_limit,
             "tx_no_key": t.no_key, "tx_no_addr": t.no_addr, "tx_send_errors": t.send_errors,

@@ -154,6 +154,7 @@ ctypedef struct dp_route:       # an IPv4 network behind a gateway peer (certifi
 
 ctypedef struct dp_ident:       # the peer's certified overlay addresses; immutable, shared
     uint32_t ip4                # by snapshots like the keys; host byte order, 0 = none
+                                # (what the rx loop binds frames to: _fp_ident.pxi)
     int nip6
     int nroutes
     uint8_t *ip6                # nip6 * 16 bytes (in the same allocation)
@@ -165,7 +166,7 @@ ctypedef struct dp_peer:        # inside a snapshot: immutable once published
     int via_python
     uint64_t mac
     dp_txkey *tx
-    dp_ident *ident             # NULL: none given (not yet enforced by the rx loop)
+    dp_ident *ident             # NULL: no certified addresses (fp_ident_check)
 
 ctypedef struct dp_idx:
     uint32_t index              # 0 = empty bucket
@@ -189,10 +190,12 @@ ctypedef struct dp_rxc:
     uint64_t bytes
     uint64_t replay
     uint64_t decrypt_fail
-    uint64_t spoofed
+    uint64_t spoofed            # Ethernet source not the certified MAC
     uint64_t runt
     uint64_t roamed
-    uint64_t pad
+    uint64_t ip_spoofed         # IPv4/IPv6 source or ND target not certified (_fp_ident.pxi)
+    uint64_t arp_spoofed        # ARP sender MAC / IPv4 not certified
+    uint64_t pad[6]
 
 ctypedef struct dp_txc:
     uint64_t frames

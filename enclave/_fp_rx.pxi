@@ -7,7 +7,9 @@
 #        DATA that arrived over TCP or the relay) take the same path
 #     2. anything not DATA for a known receiver index -> punted to Python (with its source)
 #     3. rw_check -> AEAD open -> rw_update (the window moves only for authentic packets)
-#     4. anti-spoofing (source MAC must be the peer's certified MAC unless it may bridge),
+#     4. identity binding (fp_ident_check, _fp_ident.pxi): the frame's Ethernet source, and
+#        its ARP / IPv4 / IPv6 source and Neighbour Advertisement target, must be what the
+#        peer's certificate names (drops: rx_spoofed, rx_arp_spoofed, rx_ip_spoofed);
 #        MAC learning, roaming (newest packet on the current key from a new address)
 #     5. TAP write: vnet_hdr TAP with offloads -> fo_gro_iov coalesces same-flow TCP segments;
 #        one writev per run: the first frame (headers patched, virtio header in its headroom)
@@ -76,6 +78,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     cdef bint newest
     cdef uint8_t *f
     cdef size_t flen
+    cdef int verdict
     if n < DP_HDR or pkt[0] != DP_MSG_DATA:
         st.grx.punted += 1
         if dp_punt(st, rx.pbuf, DP_PUNT_DATAGRAM, sa, -1, 0, pkt, n) < 0:
@@ -113,8 +116,15 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
             st.grx.punt_dropped += 1
     f = pkt + DP_HDR
     flen = n - DP_OVERHEAD
-    if (f[6] & 1) or (not s.peers[slot].bridging and mt_mac(f + 6) != s.peers[slot].mac):
-        st.rxc[slot].spoofed += 1
+    verdict = fp_ident_check(f, flen, s.peers[slot].ident, s.peers[slot].mac,
+                             s.peers[slot].bridging)
+    if verdict != FP_ID_PASS:
+        if verdict == FP_ID_IP:
+            st.rxc[slot].ip_spoofed += 1
+        elif verdict == FP_ID_ARP:
+            st.rxc[slot].arp_spoofed += 1
+        else:
+            st.rxc[slot].spoofed += 1
         return 0
     if k.current and newest and not injected and sa != NULL:
         a = &st.addrs[slot]

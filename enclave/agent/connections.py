@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from enclave import _fastpath as fp
 from enclave.agent.relay_client import RelayClient
 from enclave.agent.transport_tcp import (
     PortGuardLike,
@@ -82,8 +83,7 @@ log = logging.getLogger("enclave.agent.connections")
 HANDSHAKE_RESULTS = ("established", "rekeyed", "failed")  # handshake_counts() keys
 
 # data-plane counters that count dropped packets (summed into peers()[i]["drops"])
-_DROP_COUNTERS = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_runt", "tx_key_limit",
-                  "tx_no_key", "tx_no_addr", "tx_send_errors")
+_DROP_COUNTERS: tuple[str, ...] = fp.PEER_DROP_COUNTERS
 
 Addr = tuple[str, int]
 OnUnhandled = Callable[[bytes, Addr], object]  # return value ignored

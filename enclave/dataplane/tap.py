@@ -4,7 +4,13 @@
                            |--TUNSETVNETHDRSZ(10)   virtio_net_hdr in front of every frame
                            |--TUNSETOFFLOAD(CSUM|TSO4|TSO6)  kernel may hand us TCP super-frames
                            '--O_NONBLOCK: the fd goes to the compiled loops as a plain int
-    pyroute2 (rtnetlink): MAC, MTU, overlay IPv4/prefix, link up
+    pyroute2 (rtnetlink): MAC, MTU, IPv6 addr_gen_mode eui64, overlay IPv4/prefix, link up
+
+The IPv6 link-local address is generated from the (certified) MAC with modified EUI-64
+(addr_gen_mode 0, set before the link comes up, whatever the system default is): the peers'
+data planes accept IPv6 from this system only from that address, an overlay IPv6 its
+certificate names, or :: (enclave/_fp_ident.pxi); a stable-privacy or random link-local
+would not cross.
 
 With ``vnet_hdr=True`` every read() returns, and every write() must start with, the 10-byte
 legacy ``struct virtio_net_hdr`` (fields in host byte order; little-endian on x86/arm64):
@@ -36,6 +42,7 @@ from types import TracebackType
 from typing import Final, TypeVar
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU, MAX_TAP_MTU
 
@@ -72,6 +79,7 @@ VIRTIO_NET_HDR_GSO_TCPV6: Final = 4
 VIRTIO_NET_HDR_GSO_ECN: Final = 0x80
 
 DEFAULT_NAME: Final = "enclave0"
+IN6_ADDR_GEN_MODE_EUI64: Final = 0  # <linux/if_link.h>
 
 # The TAP's transmit ring (tx_queue_len) is the overlay's bottleneck queue under a bulk flow:
 #
@@ -275,6 +283,7 @@ class TapDevice:
             self.ifindex = int(found[0])
             ipr.link("set", index=self.ifindex, address=self.mac, mtu=self.mtu,
                      txqlen=self.txqueuelen)
+            self._eui64_link_local(ipr)
             if self.address is not None:
                 ipr.addr(
                     "add",
@@ -284,6 +293,16 @@ class TapDevice:
                 )
             if up:
                 ipr.link("set", index=self.ifindex, state="up")
+
+    def _eui64_link_local(self, ipr: IPRoute) -> None:
+        """addr_gen_mode eui64: the link-local address comes from the MAC (see the module
+        docstring). A kernel without IPv6 on this link refuses it; nothing to bind then."""
+        mode = [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_EUI64)]
+        try:
+            ipr.link("set", index=self.ifindex,
+                     IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": mode})]})
+        except NetlinkError as exc:
+            log.debug("no IPv6 addr_gen_mode on %s: %s", self.name, exc)
 
     # -- I/O helpers for tests and slow paths; the data plane uses `fd` from C ------------------
 
