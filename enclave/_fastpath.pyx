@@ -7,7 +7,8 @@ callers that cannot import this module must report it and stop (``enclave info``
 
 What lives here (each part in its own include file):
 
-    _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF seal/open in place, batched
+    _fp_aead.pxi    AeadKey: AES256-GCM / ChaCha20-Poly1305-IETF / AEGIS-256 seal/open in
+                    place, batched
     _fp_replay.pxi  rw_window: RFC 6479 anti-replay window (8128 counters), ReplayWindow
     _fp_switch.pxi  mt_table: MAC learning switch table (src MAC -> peer slot), MacTable
     _fp_udp.pxi     udp_batch: recvmmsg/sendmmsg with UDP GSO/GRO, UdpBatchIO
@@ -29,7 +30,7 @@ Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
     3. TSO: each segment's headers are written in front of its payload in the read buffer
        (fo_tso_inplace / fo_tso_next), so there is no payload copy
     4. AeadKey seal, out of place: header (type, receiver index, counter) = AD, segment
-       encrypted straight into the datagram buffer, 16-byte tag appended
+       encrypted straight into the datagram buffer, tag appended (16 bytes; AEGIS-256: 32)
     5. sendmmsg, with UDP_SEGMENT (GSO) for runs of equal-sized datagrams to one peer
 
 Inbound (peers -> TAP; thread enclave-dp-rx):
@@ -51,6 +52,8 @@ from enclave._sodium cimport (
     aes_beforenm_fn,
     aes_dec_afternm_fn,
     aes_enc_afternm_fn,
+    aegis_dec_fn,
+    aegis_enc_fn,
     chacha_dec_fn,
     chacha_enc_fn,
     dlerror,
@@ -115,6 +118,8 @@ cdef int _load_sodium() except -1:
         b"crypto_aead_chacha20poly1305_ietf_encrypt_detached")
     _na.chacha_decrypt = <chacha_dec_fn>_sym(
         b"crypto_aead_chacha20poly1305_ietf_decrypt_detached")
+    _na.aegis_encrypt = <aegis_enc_fn>_sym(b"crypto_aead_aegis256_encrypt_detached")
+    _na.aegis_decrypt = <aegis_dec_fn>_sym(b"crypto_aead_aegis256_decrypt_detached")
     # Idempotent; PyNaCl already did it. Needed for the runtime CPU checks below.
     if _na.sodium_init() < 0:
         raise ImportError("libsodium sodium_init() failed")

@@ -2,28 +2,37 @@
 #
 # Frame layout inside the caller's buffer, at buf[off]:
 #
-#   off                off+headroom                 off+headroom+len   +TAG_BYTES
-#   |<--- headroom --->|<-------- payload ---------->|<--- tag (16) --->|
+#   off                off+headroom                 off+headroom+len   +tag
+#   |<--- headroom --->|<-------- payload ---------->|<--- tag -------->|
 #   | wire header = AD |  plaintext -> ciphertext    |  written by seal |
 #
-#   seal: `len` = plaintext length; the payload is encrypted in place and the 16-byte tag is
-#         written right after it, so the buffer must have TAG_BYTES of tailroom per frame.
+#   tag: 16 bytes (AES256-GCM, ChaCha20-Poly1305), 32 bytes (AEGIS-256): AeadKey.tag_bytes.
+#   seal: `len` = plaintext length; the payload is encrypted in place and the tag is written
+#         right after it, so the buffer must have tag_bytes of tailroom per frame.
 #   open: `len` = ciphertext length INCLUDING the tag (what came off the wire after the header);
-#         on success the payload holds the plaintext (len - TAG_BYTES bytes); on failure the
-#         payload bytes are unspecified (libsodium's AES-GCM zeroes them) and must be dropped.
+#         on success the payload holds the plaintext (len - tag_bytes bytes); on failure the
+#         payload bytes are unspecified (libsodium zeroes them) and must be dropped.
 #
 # Associated data = the `headroom` bytes in front of the payload, i.e. the whole wire header
 # (including the counter it carries), so a header cannot be altered or swapped between frames.
 #
-# Nonce (12 bytes, the ONE place this layout is defined; both ciphers use it):
+# Nonce: 12 bytes for AES256-GCM and ChaCha20-Poly1305 (the ONE place this layout is defined):
 #
 #   byte  0    1    2    3    4 ............................ 11
 #         +----+----+----+----+--------------------------------+
 #         | 00 | 00 | 00 | 00 |  counter, 64-bit little-endian |
 #         +----+----+----+----+--------------------------------+
 #
-# The counter must never repeat under one key; the session layer owns it (and rekeys long
-# before 2^64 and before libsodium's ~350 GB AES-GCM per-key guidance).
+# AEGIS-256 takes a 32-byte nonce: the same 12 bytes, then 20 zero bytes. Its nonce space is
+# large enough for random nonces, but enclave never draws one: the counter is the nonce, as for
+# the other ciphers (wire.aead_nonce builds the same bytes for CONTROL, with domain 01 00 00 00).
+#
+#   byte  0 ... 3   4 ......................... 11   12 ........................... 31
+#         | 00 x 4 | counter, 64-bit little-endian |  00 x 20                        |
+#
+# The counter must never repeat under one key (for AEGIS-256 a repeat reveals the XOR of two
+# plaintexts and lets a forger in); the session layer owns it (and rekeys long before 2^64 and
+# before libsodium's ~350 GB AES-GCM per-key guidance).
 
 from libc.string cimport memcpy
 cimport cython
@@ -31,18 +40,25 @@ cimport cython
 cdef enum:
     _KEY_BYTES = 32
     _NONCE_BYTES = 12
-    _TAG_BYTES = 16
+    _TAG_BYTES = 16             # AES256-GCM, ChaCha20-Poly1305
+    _AEGIS_NONCE_BYTES = 32
+    _AEGIS_TAG_BYTES = 32
+    _MAX_TAG_BYTES = 32         # the largest tag of any kind (buffer tailroom)
 
 KEY_BYTES: int = _KEY_BYTES
 NONCE_BYTES: int = _NONCE_BYTES
 TAG_BYTES: int = _TAG_BYTES
-CIPHERS: tuple = ("aes256gcm", "chacha20poly1305")
+AEGIS_NONCE_BYTES: int = _AEGIS_NONCE_BYTES
+AEGIS_TAG_BYTES: int = _AEGIS_TAG_BYTES
+MAX_TAG_BYTES: int = _MAX_TAG_BYTES
+CIPHERS: tuple = ("aes256gcm", "chacha20poly1305", "aegis256")
 
 cdef enum:
     # the values of enclave.proto.wire.Cipher (checked at import in _fp_dataplane.pxi): a
     # session's cipher reaches C as the handshake chose it and is its kind here
     FP_CHACHA20POLY1305 = 1
     FP_AES256GCM = 2
+    FP_AEGIS256 = 3
 
 
 cdef int fp_kind(object cipher):
@@ -52,12 +68,38 @@ cdef int fp_kind(object cipher):
             return FP_AES256GCM
         if cipher == "chacha20poly1305":
             return FP_CHACHA20POLY1305
+        if cipher == "aegis256":
+            return FP_AEGIS256
         return 0
     try:
         kind = int(cipher)
     except (TypeError, ValueError):
         return 0
-    return kind if kind in (FP_AES256GCM, FP_CHACHA20POLY1305) else 0
+    return kind if kind in (FP_AES256GCM, FP_CHACHA20POLY1305, FP_AEGIS256) else 0
+
+
+cdef inline size_t fp_tag_bytes(int kind) noexcept nogil:
+    """The tag length of a kind: 32 for AEGIS-256, 16 for the others."""
+    return _AEGIS_TAG_BYTES if kind == FP_AEGIS256 else _TAG_BYTES
+
+
+cdef inline bint fp_aegis_hw() noexcept nogil:
+    """libsodium runs AEGIS-256 on AES-NI (its AES-NI code also needs AVX); without them it
+    falls back to software AES, which enclave does not use."""
+    return _na.has_aesni() != 0 and _na.has_avx() != 0
+
+
+def tag_bytes(object cipher) -> int:
+    """The tag length of a cipher name or wire.Cipher (ValueError if unknown)."""
+    cdef int kind = fp_kind(cipher)
+    if kind == 0:
+        raise ValueError(f"unknown cipher {cipher!r}; expected one of {CIPHERS}")
+    return fp_tag_bytes(kind)
+
+
+def aegis256_available() -> bool:
+    """True when libsodium runs AEGIS-256 in hardware here (AES-NI and AVX)."""
+    return bool(fp_aegis_hw())
 
 
 cdef inline void fp_nonce(unsigned char *n, uint64_t counter) noexcept nogil:
@@ -71,9 +113,58 @@ cdef inline void fp_nonce(unsigned char *n, uint64_t counter) noexcept nogil:
         n[4 + i] = <unsigned char>((counter >> (8 * i)) & 0xFF)
 
 
-def nonce_for(uint64_t counter) -> bytes:
-    """The 12-byte nonce used for `counter` (for tests and interop with other AEAD callers)."""
-    cdef unsigned char n[_NONCE_BYTES]
+cdef inline void fp_nonce32(unsigned char *n, uint64_t counter) noexcept nogil:
+    """Write AEGIS-256's 32-byte nonce for `counter` (the 12-byte nonce, 20 zeros) into n."""
+    fp_nonce(n, counter)
+    memset(n + _NONCE_BYTES, 0, _AEGIS_NONCE_BYTES - _NONCE_BYTES)
+
+
+cdef inline int fp_seal(int kind, void *state, unsigned char *c, const unsigned char *m,
+                        size_t mlen, const unsigned char *ad, size_t adlen,
+                        uint64_t counter) noexcept nogil:
+    """Encrypt m[0:mlen] into c (may be m), tag at c + mlen, nonce from `counter`; 0 = ok.
+    The one dispatch on the kind for sealing (AeadKey and the data-plane loops use it)."""
+    cdef unsigned char nonce[_AEGIS_NONCE_BYTES]
+    if kind == FP_AEGIS256:
+        fp_nonce32(nonce, counter)
+        return _na.aegis_encrypt(c, c + mlen, NULL, m, mlen, ad, adlen, NULL, nonce,
+                                 <const unsigned char *>state)
+    fp_nonce(nonce, counter)
+    if kind == FP_AES256GCM:
+        return _na.aes_encrypt_afternm(c, c + mlen, NULL, m, mlen, ad, adlen, NULL, nonce,
+                                       state)
+    return _na.chacha_encrypt(c, c + mlen, NULL, m, mlen, ad, adlen, NULL, nonce,
+                              <const unsigned char *>state)
+
+
+cdef inline int fp_open(int kind, void *state, unsigned char *p, size_t clen,
+                        const unsigned char *ad, size_t adlen, uint64_t counter) noexcept nogil:
+    """Authenticate and decrypt p[0:clen] in place (clen includes the kind's tag); 0 when
+    authentic (plaintext = the first clen - tag bytes), -1 otherwise (also when too short)."""
+    cdef unsigned char nonce[_AEGIS_NONCE_BYTES]
+    cdef size_t tag = fp_tag_bytes(kind)
+    cdef size_t mlen
+    if clen < tag:
+        return -1
+    mlen = clen - tag
+    if kind == FP_AEGIS256:
+        fp_nonce32(nonce, counter)
+        return _na.aegis_decrypt(p, NULL, p, mlen, p + mlen, ad, adlen, nonce,
+                                 <const unsigned char *>state)
+    fp_nonce(nonce, counter)
+    if kind == FP_AES256GCM:
+        return _na.aes_decrypt_afternm(p, NULL, p, mlen, p + mlen, ad, adlen, nonce, state)
+    return _na.chacha_decrypt(p, NULL, p, mlen, p + mlen, ad, adlen, nonce,
+                              <const unsigned char *>state)
+
+
+def nonce_for(uint64_t counter, object cipher="aes256gcm") -> bytes:
+    """The nonce used for `counter` under `cipher` (12 bytes; AEGIS-256: 32), for tests and
+    interop with other AEAD callers."""
+    cdef unsigned char n[_AEGIS_NONCE_BYTES]
+    if fp_kind(cipher) == FP_AEGIS256:
+        fp_nonce32(n, counter)
+        return <bytes>n[:_AEGIS_NONCE_BYTES]
     fp_nonce(n, counter)
     return <bytes>n[:_NONCE_BYTES]
 
@@ -83,13 +174,15 @@ cdef class AeadKey:
     """One direction's AEAD key, expanded once; usable from nogil loops via seal()/open().
 
     AES256-GCM keeps libsodium's precomputed (beforenm) state in 16-byte aligned memory;
-    ChaCha20-Poly1305-IETF keeps the raw key. Both are wiped on deallocation. The state is
-    read-only after construction, so one AeadKey may be used from several threads at once.
+    ChaCha20-Poly1305-IETF and AEGIS-256 keep the raw key. All are wiped on deallocation. The
+    state is read-only after construction, so one AeadKey may be used from several threads at
+    once. ``tag_bytes`` is the tag the cipher appends (16; AEGIS-256: 32).
     """
 
     cdef readonly str cipher
+    cdef readonly int tag_bytes
     cdef int kind
-    cdef void *state          # AES: crypto_aead_aes256gcm_state; ChaCha: 32-byte key
+    cdef void *state          # AES: crypto_aead_aes256gcm_state; ChaCha / AEGIS: 32-byte key
     cdef size_t state_len
 
     def __cinit__(self, object cipher, const unsigned char[::1] key not None):
@@ -105,9 +198,16 @@ cdef class AeadKey:
         elif self.kind == FP_CHACHA20POLY1305:
             self.state_len = _KEY_BYTES
             self.cipher = "chacha20poly1305"
+        elif self.kind == FP_AEGIS256:
+            if not fp_aegis_hw():
+                raise RuntimeError("aegis256 is not available on this CPU (enclave runs it only "
+                                   "on AES-NI with AVX); use aes256gcm or chacha20poly1305")
+            self.state_len = _KEY_BYTES
+            self.cipher = "aegis256"
         else:
             raise ValueError(f"unknown cipher {cipher!r}; expected one of {CIPHERS} "
                              "or an enclave.proto.wire.Cipher")
+        self.tag_bytes = <int>fp_tag_bytes(self.kind)
         if key.shape[0] != _KEY_BYTES:
             raise ValueError(f"key must be {_KEY_BYTES} bytes, got {key.shape[0]}")
         if posix_memalign(&self.state, 64, self.state_len) != 0:
@@ -134,43 +234,26 @@ cdef class AeadKey:
                   uint64_t counter) noexcept nogil:
         """Encrypt frame[headroom:headroom+plen] in place, tag after it, AD = frame[:headroom].
 
-        Returns 0. The caller guarantees headroom + plen + TAG_BYTES bytes are writable.
+        Returns 0. The caller guarantees headroom + plen + tag_bytes bytes are writable.
         """
-        cdef unsigned char nonce[_NONCE_BYTES]
         cdef unsigned char *p = frame + headroom
-        fp_nonce(nonce, counter)
-        if self.kind == FP_AES256GCM:
-            return _na.aes_encrypt_afternm(p, p + plen, NULL, p, plen, frame, headroom,
-                                           NULL, nonce, self.state)
-        return _na.chacha_encrypt(p, p + plen, NULL, p, plen, frame, headroom, NULL, nonce,
-                                  <const unsigned char *>self.state)
+        return fp_seal(self.kind, self.state, p, p, plen, frame, headroom, counter)
 
     cdef int open(self, unsigned char *frame, size_t headroom, size_t clen,
                   uint64_t counter) noexcept nogil:
         """Authenticate and decrypt frame[headroom:headroom+clen] (clen includes the tag).
 
-        Returns 0 when authentic (plaintext in place, clen - TAG_BYTES bytes), -1 otherwise.
+        Returns 0 when authentic (plaintext in place, clen - tag_bytes bytes), -1 otherwise.
         """
-        cdef unsigned char nonce[_NONCE_BYTES]
-        cdef unsigned char *p = frame + headroom
-        cdef size_t mlen
-        if clen < _TAG_BYTES:
-            return -1
-        mlen = clen - _TAG_BYTES
-        fp_nonce(nonce, counter)
-        if self.kind == FP_AES256GCM:
-            return _na.aes_decrypt_afternm(p, NULL, p, mlen, p + mlen, frame, headroom, nonce,
-                                           self.state)
-        return _na.chacha_decrypt(p, NULL, p, mlen, p + mlen, frame, headroom, nonce,
-                                  <const unsigned char *>self.state)
+        return fp_open(self.kind, self.state, frame + headroom, clen, frame, headroom, counter)
 
     def seal_batch(self, unsigned char[::1] buf not None,
                    const uint32_t[::1] offsets not None,
                    const uint32_t[::1] lengths not None,
                    const uint64_t[::1] counters not None,
                    size_t headroom) -> bytearray:
-        """Seal frame i at buf[offsets[i]] (headroom bytes of AD, lengths[i] bytes of payload)
-        with counters[i]. All frames are bounds-checked before any is touched (ValueError);
+        """Seal frame i at buf[offsets[i]] (headroom bytes of AD, lengths[i] bytes of payload,
+        then tag_bytes of room for the tag) with counters[i]. All frames are bounds-checked before any is touched (ValueError);
         the GIL is released for the whole batch. Returns one ok flag (1/0) per frame.
         """
         return self._batch(buf, offsets, lengths, counters, headroom, 1)
@@ -192,7 +275,7 @@ cdef class AeadKey:
         cdef Py_ssize_t i
         cdef Py_ssize_t bad = -1
         cdef size_t cap = <size_t>buf.shape[0]
-        cdef size_t extra = _TAG_BYTES if sealing else 0
+        cdef size_t extra = <size_t>self.tag_bytes if sealing else 0
         cdef unsigned char *base
         cdef unsigned char[::1] ok
         if lengths.shape[0] != n or counters.shape[0] != n:
@@ -223,6 +306,7 @@ cdef class AeadKey:
                                           counters[i]) == 0
         if bad >= 0:
             raise ValueError(f"frame {bad} (offset {offsets[bad]}, length {lengths[bad]}, "
-                             f"headroom {headroom}{', +16 tag' if sealing else ''}) "
+                             f"headroom {headroom}"
+                             f"{f', +{self.tag_bytes} tag' if sealing else ''}) "
                              f"exceeds the {cap}-byte buffer")
         return flags

@@ -99,7 +99,9 @@ GLOBAL_DROP_COUNTERS: tuple = ("rx_punt_dropped", "rx_unknown_index", "rx_malfor
 
 
 if (int(_dp_wire.Cipher.AES256_GCM) != FP_AES256GCM
-        or int(_dp_wire.Cipher.CHACHA20_POLY1305) != FP_CHACHA20POLY1305):
+        or int(_dp_wire.Cipher.CHACHA20_POLY1305) != FP_CHACHA20POLY1305
+        or int(_dp_wire.Cipher.AEGIS256) != FP_AEGIS256
+        or {int(c) for c in _dp_wire.Cipher} != {FP_AES256GCM, FP_CHACHA20POLY1305, FP_AEGIS256}):
     raise ImportError("enclave.proto.wire.Cipher values differ from the fast path's AEAD kinds")
 
 
@@ -144,7 +146,7 @@ cdef class DataPlane:
         self._wake = -1
         if tap_fd < 0 or udp_fd < 0:
             raise ValueError("tap_fd and udp_fd must be open file descriptors")
-        if not 68 <= mtu <= 65535 - 14 - DP_OVERHEAD - 48:
+        if not 68 <= mtu <= 65535 - 14 - DP_MAX_OVERHEAD - 48:
             raise ValueError(f"mtu {mtu} out of range")
         if not 1 <= max_peers <= 65536:
             raise ValueError("max_peers must be 1..65536")

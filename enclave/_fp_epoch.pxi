@@ -97,8 +97,8 @@ cdef extern from *:
 
 cdef enum:
     DP_HDR = 16                 # DATA header (wire.DATA_HEADER_SIZE, checked at import)
-    DP_TAG = 16                 # AEAD tag (wire.AEAD_TAG_SIZE)
-    DP_OVERHEAD = 32
+    DP_TAG = 16                 # AEAD tag (wire.AEAD_TAG_SIZE); a key's own: fp_tag_bytes
+    DP_MAX_OVERHEAD = 48        # header + the largest tag (AEGIS-256's 32): buffer sizing
     DP_MAX_RX = 4               # receive keys per peer (current, previous, pending + spare)
     DP_PUNT_HDR = 28
     DP_TX_ENTRIES = 256         # datagrams per tx flush
@@ -125,7 +125,9 @@ PUNT_TX: int = DP_PUNT_TX
 PUNT_INJECT: int = DP_PUNT_INJECT
 DATAPLANE_MAX_RX_KEYS: int = DP_MAX_RX
 
-if _dp_wire.DATA_HEADER_SIZE != DP_HDR or _dp_wire.AEAD_TAG_SIZE != DP_TAG:
+if (_dp_wire.DATA_HEADER_SIZE != DP_HDR or _dp_wire.AEAD_TAG_SIZE != DP_TAG
+        or DP_HDR + _dp_wire.MAX_AEAD_TAG_SIZE != DP_MAX_OVERHEAD
+        or _dp_wire.MAX_AEAD_TAG_SIZE != _MAX_TAG_BYTES):
     raise ImportError("enclave.proto.wire DATA header / tag sizes differ from the fast path's")
 cdef uint8_t DP_MSG_DATA = _dp_wire.MSG_DATA
 cdef uint64_t DP_DEFAULT_LIMIT = _dp_timing.REJECT_AFTER_MESSAGES
@@ -269,30 +271,20 @@ ctypedef struct dp_state:
 
 cdef inline int dp_seal(int kind, void *state, uint8_t *hdr, const uint8_t *src, size_t n,
                         uint64_t counter) noexcept nogil:
-    """Encrypt src[0:n] into hdr + 16 (may be the same bytes), tag after it; AD = hdr[0:16]."""
-    cdef unsigned char nonce[_NONCE_BYTES]
-    cdef uint8_t *c = hdr + DP_HDR
-    fp_nonce(nonce, counter)
-    if kind == FP_AES256GCM:
-        return _na.aes_encrypt_afternm(c, c + n, NULL, src, n, hdr, DP_HDR, NULL, nonce, state)
-    return _na.chacha_encrypt(c, c + n, NULL, src, n, hdr, DP_HDR, NULL, nonce,
-                              <const unsigned char *>state)
+    """Encrypt src[0:n] into hdr + 16 (may be the same bytes), the kind's tag after it (16
+    bytes; AEGIS-256: 32); AD = hdr[0:16]."""
+    return fp_seal(kind, state, hdr + DP_HDR, src, n, hdr, DP_HDR, counter)
 
 
 cdef inline int dp_open(int kind, void *state, uint8_t *pkt, size_t clen,
                         uint64_t counter) noexcept nogil:
     """Authenticate + decrypt pkt[16:16+clen] in place (clen includes the tag); 0 if authentic."""
-    cdef unsigned char nonce[_NONCE_BYTES]
-    cdef uint8_t *p = pkt + DP_HDR
-    cdef size_t m
-    if clen < DP_TAG:
-        return -1
-    m = clen - DP_TAG
-    fp_nonce(nonce, counter)
-    if kind == FP_AES256GCM:
-        return _na.aes_decrypt_afternm(p, NULL, p, m, p + m, pkt, DP_HDR, nonce, state)
-    return _na.chacha_decrypt(p, NULL, p, m, p + m, pkt, DP_HDR, nonce,
-                              <const unsigned char *>state)
+    return fp_open(kind, state, pkt + DP_HDR, clen, pkt, DP_HDR, counter)
+
+
+cdef inline size_t dp_overhead(int kind) noexcept nogil:
+    """Bytes a DATA datagram adds to its frame under a key of this kind: header + tag."""
+    return DP_HDR + fp_tag_bytes(kind)
 
 
 cdef inline void dp_header(uint8_t *h, uint32_t receiver, uint64_t counter) noexcept nogil:

@@ -95,7 +95,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
             st.grx.punt_dropped += 1
         return 0
     slot = k.slot
-    if n < DP_HDR + DP_ETH + DP_TAG:
+    if n < DP_HDR + DP_ETH + fp_tag_bytes(k.kind):
         st.rxc[slot].runt += 1
         return 0
     counter = dp_le64(pkt + 8)
@@ -115,7 +115,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
         if dp_punt(st, rx.pbuf, DP_PUNT_FIRST_RX, NULL, slot, k.local_index, NULL, 0) < 0:
             st.grx.punt_dropped += 1
     f = pkt + DP_HDR
-    flen = n - DP_OVERHEAD
+    flen = n - dp_overhead(k.kind)
     verdict = fp_ident_check(f, flen, s.peers[slot].ident, s.peers[slot].mac,
                              s.peers[slot].bridging)
     if verdict != FP_ID_PASS:
@@ -172,7 +172,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         rx.slotsize = 65536
     else:
         rx.nslots = UB_MAX
-        rx.slotsize = ((st.max_frame + DP_OVERHEAD + 64 + 63) // 64) * 64
+        rx.slotsize = ((st.max_frame + DP_MAX_OVERHEAD + 64 + 63) // 64) * 64
         if rx.slotsize < 2048:
             rx.slotsize = 2048
     # slot nslots is the injected-packet slot: frames queued from it live in the same buffer

@@ -132,17 +132,18 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     cdef dp_addr *a = &st.addrs[slot]
     cdef int nseg, i
     cdef bint inplace = st.vnet_hdr and last
-    cdef size_t need
+    cdef size_t need, ov
     cdef uint32_t seglen
     cdef uint8_t *h
     cdef const uint8_t *src
     if not peer.active or k == NULL:
         st.txc[slot].no_key += 1
         return -1
+    ov = dp_overhead(k.kind)          # header + this key's tag (16; AEGIS-256: 32)
     if st.vnet_hdr:
-        need = rlen + FO_TSO_MAX_SEGS * (FO_MAX_HDR + DP_OVERHEAD)
+        need = rlen + FO_TSO_MAX_SEGS * (FO_MAX_HDR + ov)
     else:
-        need = flen + DP_OVERHEAD
+        need = flen + ov
     if tx.n + FO_TSO_MAX_SEGS > DP_TX_ENTRIES or DP_TX_BUF - tx.pos < need:
         dp_tx_flush(st, tx)
     pthread_mutex_lock(&a.lock)
@@ -156,7 +157,7 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     if inplace:
         nseg = fo_tso_inplace(tx.rbuf, rlen, st.max_frame, FO_TSO_MAX_SEGS, &tx.tso)
     elif st.vnet_hdr:
-        nseg = fo_tso_split(tx.rbuf, rlen, tx.buf, DP_TX_BUF, tx.pos, DP_HDR, DP_TAG,
+        nseg = fo_tso_split(tx.rbuf, rlen, tx.buf, DP_TX_BUF, tx.pos, DP_HDR, ov - DP_HDR,
                             st.max_frame, tx.segoff, tx.seglen, FO_TSO_MAX_SEGS)
     else:
         if flen > st.max_frame:
@@ -189,17 +190,17 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         st.txc[slot].bytes += seglen
         if peer.via_python:
             st.txc[slot].via_python += 1
-            if dp_punt(st, tx.pbuf, DP_PUNT_TX, NULL, slot, 0, h, seglen + DP_OVERHEAD) < 0:
+            if dp_punt(st, tx.pbuf, DP_PUNT_TX, NULL, slot, 0, h, seglen + ov) < 0:
                 st.gtx.punt_dropped += 1
             continue
         if i > 0:
             tx.dlen[tx.n] = tx.dlen[tx.n - 1]
             memcpy(&tx.dst[tx.n], &tx.dst[tx.n - 1], tx.dlen[tx.n])
         tx.off[tx.n] = <uint32_t>(h - tx.buf)
-        tx.len[tx.n] = seglen + DP_OVERHEAD
+        tx.len[tx.n] = seglen + ov
         tx.slot[tx.n] = slot
         tx.n += 1
-        tx.pos = <size_t>(h - tx.buf) + seglen + DP_OVERHEAD
+        tx.pos = <size_t>(h - tx.buf) + seglen + ov
     return 0
 
 
@@ -251,7 +252,7 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
     dp_name_thread("enclave-dp-tx")
     tx.rbuf = <uint8_t *>malloc(DP_RBUF)
     tx.buf = <uint8_t *>malloc(DP_TX_BUF)
-    tx.pbuf = <uint8_t *>malloc(DP_RBUF + DP_PUNT_HDR + DP_OVERHEAD)
+    tx.pbuf = <uint8_t *>malloc(DP_RBUF + DP_PUNT_HDR + DP_MAX_OVERHEAD)
     if posix_memalign(<void **>&tx.ub, 64, sizeof(udp_batch)) != 0:
         tx.ub = NULL
     if tx.rbuf == NULL or tx.buf == NULL or tx.pbuf == NULL or tx.ub == NULL:

@@ -62,6 +62,21 @@ ctypedef int (*chacha_dec_fn)(
     const unsigned char *ad, unsigned long long adlen,
     const unsigned char *npub, const unsigned char *k) noexcept nogil
 
+# crypto_aead_aegis256_encrypt_detached(c, mac, maclen_p, m, mlen, ad, adlen, nsec, npub, k)
+# (the same shape as ChaCha20's; 32-byte key, 32-byte nonce, 32-byte tag)
+ctypedef int (*aegis_enc_fn)(
+    unsigned char *c, unsigned char *mac, unsigned long long *maclen_p,
+    const unsigned char *m, unsigned long long mlen,
+    const unsigned char *ad, unsigned long long adlen,
+    const unsigned char *nsec, const unsigned char *npub, const unsigned char *k) noexcept nogil
+
+# crypto_aead_aegis256_decrypt_detached(m, nsec, c, clen, mac, ad, adlen, npub, k)
+ctypedef int (*aegis_dec_fn)(
+    unsigned char *m, unsigned char *nsec,
+    const unsigned char *c, unsigned long long clen, const unsigned char *mac,
+    const unsigned char *ad, unsigned long long adlen,
+    const unsigned char *npub, const unsigned char *k) noexcept nogil
+
 ctypedef struct sodium_api:
     sodium_init_fn sodium_init
     sodium_memzero_fn sodium_memzero
@@ -77,3 +92,5 @@ ctypedef struct sodium_api:
     aes_dec_afternm_fn aes_decrypt_afternm
     chacha_enc_fn chacha_encrypt
     chacha_dec_fn chacha_decrypt
+    aegis_enc_fn aegis_encrypt
+    aegis_dec_fn aegis_decrypt

@@ -1,6 +1,7 @@
 """Data-plane cipher selection at start-up.
 
-Rule: AES256-GCM when the CPU has AES-NI, PCLMULQDQ and SSSE3, else ChaCha20-Poly1305-IETF.
+Rule (the default, `auto`): AES256-GCM when the CPU has AES-NI, PCLMULQDQ and SSSE3, else
+ChaCha20-Poly1305-IETF.
 Two witnesses are consulted: the CPU's flags (py-cpuinfo spelling; by default py-cpuinfo itself,
 while the agent passes the kernel's /proc/cpuinfo flags, sysinfo.crypto_flags_fast, because
 py-cpuinfo spawns a process) and libsodium's own runtime detection (sodium_runtime_has_*). If they
@@ -10,6 +11,14 @@ An explicit choice overrides the rule, in this order:
     ENCLAVE_CIPHER environment variable  >  configuration  >  automatic
 
 Forcing aes256gcm on a CPU where libsodium cannot run it is an error, not a silent downgrade.
+
+AEGIS-256 is opt-in and a preference, not a force: `aegis256` means "use AEGIS-256 with a peer
+that allows it too, else the rule above" (the `fallback`). This side offers it in the handshake
+(wire.CAP_AEGIS256, offer_caps) only when libsodium runs it on AES-NI (with AVX, which
+libsodium's AES-NI code for it needs); without them `aegis256` logs a warning and behaves as
+`auto`. The pair's cipher is then negotiated in the handshake (enclave.proto.aead): AEGIS-256
+only when both sides offer it. Its tag is 32 bytes, so the TAP MTU of a side that offers it is
+16 bytes smaller (max_tag_size, enclave.dataplane.mtu).
 """
 
 from __future__ import annotations
@@ -19,11 +28,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from enclave.proto.wire import (
+    AEAD_TAG_SIZE,
+    AEGIS256_TAG_SIZE,
+    CAP_AEGIS256,
+    CAP_AES256GCM_HW,
+)
 from enclave.sysinfo import cpu_info
 
 AES256GCM = "aes256gcm"
 CHACHA20POLY1305 = "chacha20poly1305"
-CIPHER_NAMES: tuple[str, ...] = (AES256GCM, CHACHA20POLY1305)
+AEGIS256 = "aegis256"
+CIPHER_NAMES: tuple[str, ...] = (AES256GCM, CHACHA20POLY1305, AEGIS256)
 ENV_VAR = "ENCLAVE_CIPHER"
 
 # What AES256-GCM needs, as (py-cpuinfo flag, libsodium runtime flag).
@@ -32,6 +48,8 @@ _AES_REQUIREMENTS: tuple[tuple[str, str], ...] = (
     ("pclmulqdq", "pclmul"),
     ("ssse3", "ssse3"),
 )
+# What AEGIS-256 needs in libsodium's runtime flags to run on AES-NI.
+AEGIS_SODIUM_FLAGS: tuple[str, ...] = ("aesni", "avx")
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +60,50 @@ class CipherError(ValueError):
 
 @dataclass(frozen=True)
 class CipherChoice:
+    """cipher: what this side prefers (aegis256 only when it may offer it); fallback: what the
+    default rule gives, used with a peer that does not allow aegis256 (= cipher otherwise)."""
+
     cipher: str
     reason: str
     cpu_flags: dict[str, bool]
     sodium_flags: dict[str, bool]
+    fallback: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fallback:
+            object.__setattr__(self, "fallback", self.cipher)
+
+    @property
+    def aegis_allowed(self) -> bool:
+        """This side offers AEGIS-256 in the handshake."""
+        return self.cipher == AEGIS256
+
+    @property
+    def max_tag_size(self) -> int:
+        """The largest AEAD tag a session of this side may use (the TAP MTU accounts for it)."""
+        return AEGIS256_TAG_SIZE if self.aegis_allowed else AEAD_TAG_SIZE
+
+
+def offer_caps(choice: CipherChoice) -> int:
+    """The handshake's caps byte (this side's cipher offer) for a choice: AES256-GCM when it
+    is the default rule's cipher here, AEGIS-256 when preferred (ChaCha20 is always offered)."""
+    caps = CAP_AES256GCM_HW if choice.fallback == AES256GCM else 0
+    if choice.aegis_allowed:
+        caps |= CAP_AEGIS256
+    return caps
+
+
+def aegis_runs_here(sodium_flags: Mapping[str, bool]) -> bool:
+    """libsodium runs AEGIS-256 on AES-NI here (its aesni and avx runtime flags)."""
+    return all(bool(sodium_flags.get(f, False)) for f in AEGIS_SODIUM_FLAGS)
 
 
 def _normalise(value: str, source: str) -> str:
     name = value.strip().lower().replace("-", "").replace("_", "")
     aliases = {"aes256gcm": AES256GCM, "aesgcm": AES256GCM, "aes": AES256GCM,
                "chacha20poly1305": CHACHA20POLY1305, "chacha20poly1305ietf": CHACHA20POLY1305,
-               "chacha": CHACHA20POLY1305, "chacha20": CHACHA20POLY1305}
+               "chacha": CHACHA20POLY1305, "chacha20": CHACHA20POLY1305,
+               "aegis256": AEGIS256, "aegis": AEGIS256}
     if name not in aliases:
         raise CipherError(
             f"{source}: unknown cipher {value!r}; expected one of {', '.join(CIPHER_NAMES)}"
@@ -73,7 +124,9 @@ def select_cipher(
     env: environment to read ENCLAVE_CIPHER from (default os.environ).
     cpu_flags / sodium_flags: injected witnesses (default: py-cpuinfo, cached, and the compiled
     fast path's libsodium). cpu_flags keys use py-cpuinfo names (aes, pclmulqdq, ssse3),
-    sodium_flags keys libsodium's (aesni, pclmul, ssse3).
+    sodium_flags keys libsodium's (aesni, pclmul, ssse3; avx for aegis256).
+    aegis256 gives CipherChoice("aegis256", fallback=the automatic rule's cipher) when
+    libsodium runs it on AES-NI here, else the automatic rule (with a warning).
     """
     environ = os.environ if env is None else env
     if cpu_flags is None:
@@ -108,9 +161,34 @@ def select_cipher(
             f"{source} requests aes256gcm, but libsodium reports this CPU lacks "
             f"{', '.join(missing)}; use {CHACHA20POLY1305}"
         )
-    if forced is not None:
+    if forced is not None and forced != AEGIS256:
         return CipherChoice(forced, f"forced by {source}", dict(cpu), dict(sod))
 
+    auto = _automatic(cpu, sod, cpu_ok=cpu_ok, sodium_ok=sodium_ok)
+    if forced == AEGIS256:
+        if aegis_runs_here(sodium_flags):
+            return CipherChoice(
+                AEGIS256,
+                f"preferred by {source}: used with peers that allow it too, else "
+                f"{auto.cipher} ({auto.reason})",
+                dict(cpu), dict(sod), fallback=auto.cipher,
+            )
+        missing = [f for f in AEGIS_SODIUM_FLAGS if not sodium_flags.get(f, False)]
+        log.warning("%s: this CPU lacks %s (per libsodium), so aegis256 is not offered; "
+                    "using the automatic rule", source, ", ".join(missing))
+        return CipherChoice(
+            auto.cipher,
+            f"{source} asked for aegis256, but this CPU lacks {', '.join(missing)}: "
+            f"{auto.reason}",
+            dict(cpu), dict(sod),
+        )
+    return auto
+
+
+def _automatic(
+    cpu: dict[str, bool], sod: dict[str, bool], *, cpu_ok: bool, sodium_ok: bool
+) -> CipherChoice:
+    """The default rule: AES256-GCM when libsodium has its hardware, else ChaCha20."""
     if sodium_ok:
         reason = "CPU has AES-NI, PCLMULQDQ and SSSE3"
         if not cpu_ok:

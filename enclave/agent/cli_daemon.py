@@ -151,7 +151,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--port", type=int, default=None, help="UDP/TCP data port (default 51820)")
     p.add_argument("--interface", default=None, help="TAP interface name (default enclave0)")
     p.add_argument("--mtu", type=int, default=None)
-    p.add_argument("--cipher", choices=["auto", "aes256gcm", "chacha20poly1305"], default=None)
+    p.add_argument("--cipher", choices=["auto", "aes256gcm", "chacha20poly1305", "aegis256"],
+                   default=None, help="auto: AES256-GCM with AES-NI, else ChaCha20-Poly1305; "
+                   "aegis256: prefer AEGIS-256 with peers that allow it too (opt-in)")
     p.add_argument("--no-tap", action="store_true",
                    help="control plane only: no TAP device / data plane")
     p.add_argument("--no-offload", action="store_true",

@@ -2,13 +2,14 @@
 
     Agent (daemon.py) --agent_factory(agent)--> AgentConnections (a ConnectionManager)
                                                    |  creds: system cert DER, Ed25519 signer,
-                                                   |         caps from select_cipher (AES only
-                                                   |         when it runs in hardware)
+                                                   |         caps = the cipher offer from
+                                                   |         select_cipher (cipher.offer_caps)
                                                    |  validate_peer: verify_system_certificate
                                                    |         (CA, revoked serials, now)
                                                    |  dataplane: engine.DataPlane (apply)
                                                    v
-        TAP enclave0 (MAC, overlay IP/prefix from the certificate, MTU from dataplane/mtu.py)
+        TAP enclave0 (MAC, overlay IP/prefix from the certificate, MTU from dataplane/mtu.py
+             for the largest tag the offer allows: 32 bytes when it offers AEGIS-256)
              ^ frames                                             ^ DATA (UDP socket)
              |                                                    |
         enclave.dataplane.engine.DataPlane (native tx / rx threads, GIL released)
@@ -47,11 +48,10 @@ from enclave.agent.ports import AgentView
 from enclave.cert.errors import CertificateError
 from enclave.cert.keys import sign
 from enclave.cert.verification import verify_system_certificate
-from enclave.cipher import AES256GCM, CipherError, select_cipher
-from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
+from enclave.cipher import CipherError, offer_caps, select_cipher
+from enclave.dataplane.mtu import default_overlay_mtu
 from enclave.logsafe import RejectionLog, shown
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
-from enclave.proto.wire import CAP_AES256GCM_HW
 from enclave.sysinfo import crypto_flags_fast
 
 if TYPE_CHECKING:
@@ -124,12 +124,12 @@ class PeerValidator:
         return ident
 
 
-def credentials(agent: AgentView, cipher: str) -> LocalCredentials:
-    """This system's handshake credentials: offering AES256-GCM only when it is the chosen
-    (hardware) cipher; ChaCha20-Poly1305 otherwise (the peer then uses it too)."""
+def credentials(agent: AgentView, caps: int) -> LocalCredentials:
+    """This system's handshake credentials with its cipher offer `caps` (cipher.offer_caps:
+    AES256-GCM only when it is the chosen hardware cipher, AEGIS-256 only when allowed;
+    ChaCha20-Poly1305 always)."""
     der = agent.state.load_certificate().public_bytes(serialization.Encoding.DER)
     key = agent.key
-    caps = CAP_AES256GCM_HW if cipher == AES256GCM else 0
     return LocalCredentials(agent.record.name, der, lambda msg: sign(key, msg), caps,
                             agent.identity.public_key)
 
@@ -152,7 +152,7 @@ class AgentConnections(ConnectionManager):
 
     def renewed(self, agent: AgentView) -> None:
         """The certificate was renewed: present the new one in every later handshake."""
-        self.node.creds = credentials(agent, self.cipher)
+        self.node.creds = credentials(agent, self.node.creds.caps)
 
     def dataplane_status(self) -> dict[str, object] | None:
         if self.dp is None:
@@ -180,12 +180,13 @@ class AgentConnections(ConnectionManager):
                 await dp.aclose()  # stops and joins the threads, removes the TAP
 
 
-def open_dataplane(agent: AgentView) -> DataPlane:
-    """Create the TAP (from the certificate) and the compiled data plane on agent.udp_sock."""
+def open_dataplane(agent: AgentView, max_tag: int) -> DataPlane:
+    """Create the TAP (from the certificate) and the compiled data plane on agent.udp_sock;
+    without a configured MTU the TAP's accounts for `max_tag`, the largest AEAD tag allowed."""
     engine = load_fastpath()
     opts = agent.options
     assert agent.udp_sock is not None
-    mtu = opts.mtu or DEFAULT_OVERLAY_MTU
+    mtu = opts.mtu or default_overlay_mtu(max_tag)
     ident = agent.identity
     try:
         sock = agent.udp_sock
@@ -207,10 +208,10 @@ def agent_factory(agent: AgentView) -> AgentConnections:
     except CipherError as exc:
         raise AgentError(str(exc)) from None
     log.info("cipher %s (%s)", choice.cipher, choice.reason)
-    creds = credentials(agent, choice.cipher)
+    creds = credentials(agent, offer_caps(choice))
     validator = PeerValidator(agent)
     assert agent.udp_sock is not None
-    dp = open_dataplane(agent) if agent.options.tap else None
+    dp = open_dataplane(agent, choice.max_tag_size) if agent.options.tap else None
     try:
         return AgentConnections(creds, validator, udp_sock=agent.udp_sock,
                                 tcp_port=agent.options.port, dp=dp, cipher=choice.cipher)

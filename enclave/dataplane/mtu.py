@@ -6,13 +6,14 @@ An Ethernet frame from the TAP travels inside one UDP datagram of the underlay:
     +-----------+-----+--------------+------------------------------------+---------+
     | IPv4 20 / | UDP | data header  | Ethernet frame (encrypted)          | AEAD    |
     | IPv6 40   |  8  | (wire.py)    | 14 B Ethernet header | L3 packet    | tag 16  |
+    |           |     |              |                      |             | or 32   |
     +-----------+-----+--------------+----------------------+-------------+---------+
                                                             |<- TAP MTU ->|
 
 The TAP MTU counts only the L3 packet; the frame carries the 14-byte Ethernet header on top
 (18 with one 802.1Q tag, which enclave frames do not add themselves). So:
 
-    overlay_mtu = underlay_mtu - ip_header - UDP(8) - data_header - tag(16) - Ethernet(14)
+    overlay_mtu = underlay_mtu - ip_header - UDP(8) - data_header - tag - Ethernet(14)
 
 Worked examples with the 16-byte data header of enclave/proto/wire.py (type u8, 3 reserved,
 receiver index u32, counter u64) and the 16-byte tag:
@@ -25,6 +26,15 @@ for a 1500-byte underlay is the IPv6 figure, 1406; the largest frame the data pl
 handles is 1406 + 14 = 1420 bytes, and the largest UDP payload 1420 + 16 + 16 = 1452.
 (wire.tap_mtu() does the same sum; this module adds the checks, the IPv6-safe default and
 the frame/datagram sizes the loops size their buffers with.)
+
+The tag is the largest one the agent may use with any peer, since one TAP serves all of them:
+16 bytes with the default ciphers (AES256-GCM, ChaCha20-Poly1305), 32 when the agent allows
+AEGIS-256 (`--cipher aegis256`, enclave.cipher.CipherChoice.max_tag_size). Allowing it
+therefore lowers the default TAP MTU by 16, whichever cipher a given pair then negotiates:
+
+    IPv6 underlay, MTU 1500, AEGIS-256 allowed:  1500 - 40 - 8 - 16 - 32 - 14 = 1390
+
+The default configuration (`auto`) never uses a 32-byte tag and keeps 1406.
 """
 
 from __future__ import annotations
@@ -98,3 +108,12 @@ def max_datagram_len(
 
 
 DEFAULT_OVERLAY_MTU: Final[int] = overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True)
+
+
+def default_overlay_mtu(max_tag: int = AEAD_TAG_LEN) -> int:
+    """The agent's TAP MTU when none is configured: the IPv6-safe figure for a 1500-byte
+    underlay with the largest tag it may use (1406 with 16-byte tags, 1390 with AEGIS-256's 32).
+    """
+    if max_tag not in (AEAD_TAG_LEN, wire.MAX_AEAD_TAG_SIZE):
+        raise ValueError(f"no cipher has a {max_tag}-byte tag")
+    return overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True, tag=max_tag)

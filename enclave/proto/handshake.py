@@ -15,18 +15,23 @@
                                                              4. verify sig_i0 with cert_i's key
                                                              -- only now any state is allocated --
                                                              e_r, c_r fresh, idx_r
-                                          <----   RESPONSE = idx_r, idx_i, c_r, e_r, caps_r, cert_r,
+                                                             cipher = negotiate(caps_r, caps_i)
+                                          <----   RESPONSE = idx_r, idx_i, c_r, e_r, caps_r, cipher,
+                                                             cert_r,
                                                sig_r = Sign_R(L_RESP || H(INIT || RESP-before-sig))
     validate_peer(cert_r), intends(name_r),
-    verify sig_r; then derive keys (client)
+    verify sig_r; cipher allowed by caps_i and caps_r
+    (acceptable); then derive keys (client)
     CONFIRM = idx_r, sig_i = Sign_I(L_CONF || H(INIT || RESPONSE))   ---->
                                                              verify sig_i; then derive keys (server)
 
     H = BLAKE2b-512; INIT in the transcript is the INIT body (without MAC1/MAC2).  Both
     transcript signatures cover both challenges, both ephemeral keys, both certificates, both
-    capability bytes and both indices; the labels keep a signature from being reused as another
-    message's signature.  Keys: libsodium crypto_kx over the ephemeral X25519
-    keys, initiator = client:  rx || tx = BLAKE2B-512(q || client_pk || server_pk).
+    capability bytes (the cipher offers), the responder's cipher choice and both indices, so a
+    third party can neither downgrade nor upgrade the cipher (enclave.proto.aead); the labels
+    keep a signature from being reused as another message's signature.  Keys: libsodium
+    crypto_kx over the ephemeral X25519 keys, initiator = client:
+    rx || tx = BLAKE2B-512(q || client_pk || server_pk).
 
 Error contract: every function here returns None for any message it does not accept (malformed,
 unknown CA, expired, revoked, unintended name, bad signature) and never raises for bad input; the
@@ -45,7 +50,7 @@ import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
 
-from enclave.proto.aead import choose_cipher
+from enclave.proto.aead import acceptable, negotiate
 from enclave.proto.cookie import KeyedMac, mac1_key, stamp_init
 from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import (
@@ -102,7 +107,7 @@ class LocalCredentials:
     name: str
     cert_der: bytes
     sign: Callable[[bytes], bytes]  # Ed25519 signature (64 bytes) with our private key
-    caps: int  # wire.CAP_* flags, e.g. CAP_AES256GCM_HW when AES is in hardware
+    caps: int  # wire.CAP_* flags: this side's cipher offer (enclave.cipher.offer_caps)
     public_key: bytes  # our certified Ed25519 public key (32 bytes): the MAC1 / cookie keys
 
     def __post_init__(self) -> None:
@@ -234,6 +239,9 @@ class InitiatorHandshake:
             LABEL_RESPONSE + transcript_hash(self.init_body, resp.signed_part()),
         ):
             return None
+        cipher = acceptable(resp.cipher, self.init.caps, resp.caps)
+        if cipher is None:
+            return None  # a choice outside the offers: a buggy or hostile responder
         try:
             rx, tx = sodium.crypto_kx_client_session_keys(
                 self._eph_pk, self._eph_sk, resp.ephemeral
@@ -247,8 +255,7 @@ class InitiatorHandshake:
             peer_cert=resp.cert,
             initiator=True,
             keys=SessionKeys(
-                self.local_index, resp.sender_index, rx, tx,
-                choose_cipher(self.creds.caps, resp.caps),
+                self.local_index, resp.sender_index, rx, tx, cipher,
             ),
         )
         return confirm, result
@@ -297,12 +304,15 @@ class ResponderHandshake:
         self.validated = validated
         self.local_index = local_index
         self._eph_pk, self._eph_sk = sodium.crypto_kx_keypair()
+        caps = creds.caps & CAP_KNOWN
+        self.cipher = negotiate(caps, validated.init.caps)
         unsigned = HandshakeResponse(
             local_index,
             validated.init.sender_index,
             random_bytes(CHALLENGE_SIZE),
             self._eph_pk,
-            creds.caps & CAP_KNOWN,
+            caps,
+            self.cipher,
             creds.cert_der,
             b"",
         )
@@ -315,6 +325,7 @@ class ResponderHandshake:
             unsigned.challenge,
             unsigned.ephemeral,
             unsigned.caps,
+            unsigned.cipher,
             unsigned.cert,
             sig,
         ).encode()
@@ -347,7 +358,6 @@ class ResponderHandshake:
             peer_cert=init.cert,
             initiator=False,
             keys=SessionKeys(
-                self.local_index, init.sender_index, rx, tx,
-                choose_cipher(self.creds.caps, init.caps),
+                self.local_index, init.sender_index, rx, tx, self.cipher,
             ),
         )

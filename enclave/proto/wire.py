@@ -22,7 +22,8 @@ DATA and CONTROL share one 16-byte header (the AEAD associated data) and differ 
 byte and in the nonce domain (see below); the fast path handles DATA and hands everything else to
 Python.
 
-Transport header (DATA / CONTROL), 16 bytes, then ciphertext, then the 16-byte AEAD tag:
+Transport header (DATA / CONTROL), 16 bytes, then ciphertext, then the AEAD tag (16 bytes;
+32 with AEGIS-256):
 
      0                   1                   2                   3
      0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -37,12 +38,13 @@ Transport header (DATA / CONTROL), 16 bytes, then ciphertext, then the 16-byte A
     +---------------------------------------------------------------+
     |            ciphertext (frame / control plaintext) ...         | 16
     +---------------------------------------------------------------+
-    |                 AEAD tag (16 bytes)                           |
+    |                 AEAD tag (16 bytes; AEGIS-256: 32)            |
     +---------------------------------------------------------------+
 
     AEAD nonce (12 bytes) = domain (4 bytes) || counter (u64 LE)
         DATA:    domain = 00 00 00 00   (counter owned by the fast path)
         CONTROL: domain = 01 00 00 00   (counter owned by Python; same key, disjoint nonces)
+    AEGIS-256 nonce (32 bytes) = the same 12 bytes || 20 zero bytes (a counter, never random)
     AEAD associated data  = the 16 header bytes.
 
 CONTROL plaintext: kind (u8) || body
@@ -112,10 +114,14 @@ COUNTER_SIZE = 8
 DATA_HEADER_SIZE = 16  # type(1) reserved(3) receiver(4) counter(8)
 DATA_RECEIVER_OFFSET = 4
 DATA_COUNTER_OFFSET = 8
-AEAD_TAG_SIZE = 16
+AEAD_TAG_SIZE = 16  # AES256-GCM and ChaCha20-Poly1305 (the default ciphers)
 AEAD_KEY_SIZE = 32
 AEAD_NONCE_SIZE = 12
+AEGIS256_TAG_SIZE = 32  # crypto_aead_aegis256_ABYTES
+AEGIS256_NONCE_SIZE = 32  # crypto_aead_aegis256_NPUBBYTES
+MAX_AEAD_TAG_SIZE = AEGIS256_TAG_SIZE  # the largest tag any session may use
 DATA_OVERHEAD = DATA_HEADER_SIZE + AEAD_TAG_SIZE  # 32 bytes per frame on top of the frame
+MAX_DATA_OVERHEAD = DATA_HEADER_SIZE + MAX_AEAD_TAG_SIZE  # 48 (AEGIS-256)
 NONCE_DOMAIN_DATA = b"\x00\x00\x00\x00"
 NONCE_DOMAIN_CONTROL = b"\x01\x00\x00\x00"
 
@@ -141,15 +147,30 @@ MAX_CONTROL_SIZE = DATA_HEADER_SIZE + CONTROL_MAX_PLAINTEXT + AEAD_TAG_SIZE
 MAX_DATAGRAM_SIZE = 65535
 
 # --- capabilities and ciphers (signed inside the handshake transcript) ------------------------
+# The caps byte of INIT and RESPONSE is each side's offer (ChaCha20-Poly1305 is always offered);
+# the RESPONSE's cipher byte is the responder's choice (enclave.proto.aead.negotiate).
 CAP_AES256GCM_HW = 0x01  # this side has AES-NI+PCLMUL (+SSSE3) and can run AES256-GCM fast
-CAP_KNOWN = CAP_AES256GCM_HW
+CAP_AEGIS256 = 0x02  # this side allows AEGIS-256 (opt-in) and runs it on AES-NI
+CAP_KNOWN = CAP_AES256GCM_HW | CAP_AEGIS256
 
 
 class Cipher(IntEnum):
-    """The AEAD a session uses; value is what the fast path gets."""
+    """The AEAD a session uses; value is what the fast path gets (its C AEAD kind) and what
+    the RESPONSE's cipher byte carries."""
 
     CHACHA20_POLY1305 = 1  # crypto_aead_chacha20poly1305_ietf
     AES256_GCM = 2  # crypto_aead_aes256gcm
+    AEGIS256 = 3  # crypto_aead_aegis256 (IRTF CFRG draft; opt-in)
+
+    @property
+    def tag_size(self) -> int:
+        """Bytes of AEAD tag this cipher appends."""
+        return AEGIS256_TAG_SIZE if self is Cipher.AEGIS256 else AEAD_TAG_SIZE
+
+    @property
+    def nonce_size(self) -> int:
+        """Bytes of nonce this cipher takes (aead_nonce pads to it)."""
+        return AEGIS256_NONCE_SIZE if self is Cipher.AEGIS256 else AEAD_NONCE_SIZE
 
 
 class CloseReason(IntEnum):
@@ -217,9 +238,10 @@ def unpack_transport_header(data: bytes) -> TransportHeader:
     return TransportHeader(msg_type, receiver, counter)
 
 
-def aead_nonce(domain: bytes, counter: int) -> bytes:
-    """12-byte AEAD nonce: 4-byte domain || counter as u64 LE."""
-    return domain + counter.to_bytes(COUNTER_SIZE, "little")
+def aead_nonce(domain: bytes, counter: int, size: int = AEAD_NONCE_SIZE) -> bytes:
+    """AEAD nonce: 4-byte domain || counter as u64 LE (12 bytes), zero-padded to `size`
+    (AEGIS-256: 32, Cipher.nonce_size)."""
+    return (domain + counter.to_bytes(COUNTER_SIZE, "little")).ljust(size, b"\x00")
 
 
 # --- handshake init ---------------------------------------------------------------------------
@@ -361,11 +383,17 @@ def decode_cookie_reply(data: bytes) -> CookieReply:
 #  +--------------------------------------------------------------+
 #  | ephemeral X25519 public key e_r (32 bytes)                   |  44
 #  +-------+-------+--------------+-------------------------------+
-#  | caps  | 0     | cert len u16 | cert_r (DER)                  |  76, 77, 78, 80
+#  | caps  |cipher | cert len u16 | cert_r (DER)                  |  76, 77, 78, 80
 #  +-------+-------+--------------+-------------------------------+
 #  | sig_r = Ed25519_r(RESPONSE_LABEL || BLAKE2b-512(init || all bytes above))  (64 bytes) |
 #  +--------------------------------------------------------------------------------------+
-_RESPONSE = struct.Struct("<B3xII32s32sBxH")  # 80 bytes
+#
+#  cipher: the responder's choice (a Cipher value; anything else is malformed), made from both
+#  caps bytes (enclave.proto.aead.negotiate); the initiator accepts it only if both offers
+#  allow it.  Signed by sig_r and, through the transcript, by the initiator's CONFIRM.  Byte 77
+#  was a reserved zero before the INIT became type 6; no node of that format sees this RESPONSE.
+_RESPONSE = struct.Struct("<B3xII32s32sBBH")  # 80 bytes
+_CIPHER_VALUES = frozenset(int(c) for c in Cipher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +403,7 @@ class HandshakeResponse:
     challenge: bytes
     ephemeral: bytes
     caps: int
+    cipher: int  # a Cipher value: the responder's choice
     cert: bytes
     signature: bytes
 
@@ -386,6 +415,7 @@ class HandshakeResponse:
             self.challenge,
             self.ephemeral,
             self.caps,
+            self.cipher,
             len(self.cert),
         ) + self.cert
 
@@ -398,13 +428,15 @@ def decode_response(data: bytes) -> HandshakeResponse:
         raise WireError("handshake response too long")
     if len(data) < RESPONSE_FIXED_SIZE:
         raise WireError("handshake response too short")
-    if message_type(data) != MSG_HANDSHAKE_RESPONSE or data[77] != 0:
+    if message_type(data) != MSG_HANDSHAKE_RESPONSE or data[77] not in _CIPHER_VALUES:
         raise WireError("not a well-formed handshake response")
-    _t, sender, receiver, challenge, eph, caps, cert_len = _RESPONSE.unpack_from(data)
+    _t, sender, receiver, challenge, eph, caps, cipher, cert_len = _RESPONSE.unpack_from(data)
     if cert_len == 0 or len(data) != _RESPONSE.size + cert_len + SIGNATURE_SIZE:
         raise WireError("handshake response length mismatch")
     cert = data[_RESPONSE.size : _RESPONSE.size + cert_len]
-    return HandshakeResponse(sender, receiver, challenge, eph, caps, cert, data[-SIGNATURE_SIZE:])
+    return HandshakeResponse(
+        sender, receiver, challenge, eph, caps, cipher, cert, data[-SIGNATURE_SIZE:]
+    )
 
 
 # --- handshake confirm ------------------------------------------------------------------------

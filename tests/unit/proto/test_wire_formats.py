@@ -43,7 +43,8 @@ def _init() -> W.HandshakeInit:
 def test_handshake_roundtrips() -> None:
     i = _init()
     assert W.decode_init(i.encode()) == i
-    r = W.HandshakeResponse(8, 7, b"C" * 32, b"E" * 32, 0, b"CERT2", b"S" * 64)
+    r = W.HandshakeResponse(8, 7, b"C" * 32, b"E" * 32, 0, W.Cipher.CHACHA20_POLY1305, b"CERT2",
+                            b"S" * 64)
     assert W.decode_response(r.encode()) == r
     c = W.HandshakeConfirm(8, b"x" * 64)
     assert W.decode_confirm(c.encode()) == c
