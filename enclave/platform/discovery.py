@@ -24,6 +24,10 @@ Anything else is dropped silently.
 Order of checks: the signature is verified before a per-system token is spent (forged requests
 naming a system cannot use up its budget); the verification work itself is capped by one global
 bucket (VERIFY_RATE). Per-system buckets live in an LRU of at most MAX_TRACKED names.
+
+The TCP side is bounded (enclave.platform.frontdoor): at most TCP_MAX_CONNECTIONS open at once,
+TCP_MAX_PER_ADDRESS of them from one source address (more are closed at accept), each given
+TCP_READ_TIMEOUT for its request.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.cert.keys import verify
+from enclave.platform.frontdoor import ConnectionLimits, guarded_listener
 from enclave.proto import wire
 from enclave.proto.ratelimit import TokenBucket
 
@@ -51,6 +56,8 @@ RATE_PER_SYSTEM = 20.0  # requests per second, burst the same
 VERIFY_RATE = 2000.0  # signature checks per second in all, burst the same
 MAX_TRACKED = 65536  # per-system buckets kept (least recently used dropped first)
 TCP_READ_TIMEOUT = 5.0
+TCP_MAX_CONNECTIONS = 256  # open TCP reflector connections at once (each lasts a few seconds)
+TCP_MAX_PER_ADDRESS = 8  # of those, from one source address
 PORTS_ENV = "ENCLAVE_DISCOVERY_PORTS"  # "UDP_A,UDP_B" (TCP on UDP_B); default API port, +1
 ALT_ADDRESS_ENV = "ENCLAVE_DISCOVERY_ALT_ADDRESS"  # a second local address for filtering tests
 
@@ -189,6 +196,8 @@ class DiscoveryService:
         self._udp: list[asyncio.DatagramTransport] = []
         self._alt: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self.tcp_limits = ConnectionLimits(TCP_MAX_CONNECTIONS, TCP_MAX_CONNECTIONS,
+                                           TCP_MAX_PER_ADDRESS)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -206,9 +215,9 @@ class DiscoveryService:
             except OSError as exc:
                 log.warning("discovery: no replies from the alternate address %s: %s",
                             self.alt_address, exc)
-        self._tcp = await asyncio.start_server(
-            self._tcp_client, self.host, self.ports[1], reuse_address=True
-        )
+        # bounded: at most TCP_MAX_CONNECTIONS, TCP_MAX_PER_ADDRESS from one source address
+        self._tcp = await asyncio.start_server(self._tcp_client, sock=guarded_listener(
+            self.host, self.ports[1], self.tcp_limits, "discovery (tcp)", lifetime=None))
         log.info("discovery reflector on udp %d,%d and tcp %d%s", *self.ports, self.ports[1],
                  f" (alternate address {self.alt_address})" if self._alt is not None else "")
 

@@ -47,6 +47,7 @@ from enclave.logsafe import RejectionLog, shown
 from enclave.platform.app import PLATFORM, Handler, Platform, parse_json, read_json, str_field
 from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
 from enclave.platform.errors import ApiError
+from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
 from enclave.platform.hub import HUB, Hub, Session, usable
 from enclave.platform.policy import validate_policy
 from enclave.platform.relay import RELAY
@@ -195,6 +196,9 @@ async def control(request: web.Request) -> web.StreamResponse:
     session = await _authenticate(platform, ws, hub.rejections, request.remote)
     if session is None:
         return ws
+    limits = request.app.get(FRONT_DOOR)
+    if limits is not None:  # an agent: no longer counted against its address, never aged out
+        limits.authenticated(transport_fd(request.transport))
     # loopback candidates make sense only when every system is on the platform's host: a
     # platform served on loopback, reached from loopback (never through a local proxy in front
     # of a public platform)

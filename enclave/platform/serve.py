@@ -24,6 +24,15 @@ from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
 from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middleware
 from enclave.platform.config import CONFIG_FILE, apply_config
+from enclave.platform.frontdoor import (
+    FD_RESERVE,
+    FRONT_DOOR,
+    ConnectionLimits,
+    HandshakeTimeoutSite,
+    guarded_listener,
+    idle_timeout,
+    raise_file_limit,
+)
 from enclave.platform.hub import HUB
 from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.paths import PlatformPaths
@@ -92,9 +101,18 @@ async def serve_metrics(platform: Platform, app: web.Application,
 async def serve(platform: Platform, host: str, port: int, metrics: str | None = None) -> None:
     """metrics: HOST:PORT for Prometheus /metrics (else $ENCLAVE_PLATFORM_METRICS; else off)."""
     app = build_app(platform)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    limits = app[FRONT_DOOR] = ConnectionLimits.from_env(
+        max(64, raise_file_limit() - FD_RESERVE))
+    timeout = idle_timeout()
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls_context(platform), reuse_address=True)
+    try:
+        sock = guarded_listener(host, port, limits, "api")
+    except BaseException:
+        await runner.cleanup()
+        raise
+    site = HandshakeTimeoutSite(runner, sock, ssl_context=tls_context(platform),
+                                handshake_timeout=timeout)
     await site.start()
     listen = metrics or os.environ.get(METRICS_ENV)
     exporter = await serve_metrics(platform, app, listen) if listen else None
@@ -102,8 +120,10 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("platform %s serving on https://%s:%d (org %s)", platform.settings.url, host, port,
-             platform.settings.org)
+    log.info("platform %s serving on https://%s:%d (org %s; at most %d connections, %d "
+             "unauthenticated, %d per address; idle timeout %.0f s)", platform.settings.url,
+             host, port, platform.settings.org, limits.max_total, limits.max_unauth,
+             limits.max_per_address, timeout)
     try:
         await stop.wait()
         log.info("shutting down")
