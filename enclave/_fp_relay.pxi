@@ -53,7 +53,8 @@ cdef struct rl_dir:
     size_t skip          # virtio header bytes in front of every frame (not encrypted)
     size_t segment       # AEAD piece size
     int passes
-    int kind             # FP_AES256GCM / FP_CHACHA20
+    int kind             # FP_AES256GCM / FP_CHACHA20POLY1305 / FP_AEGIS256
+    size_t tag           # its tag length (fp_tag_bytes)
     void *state          # the AeadKey's state (kept alive by the TapRelay)
     unsigned char *plain[RL_SLOTS]
     unsigned char *cipher[RL_SLOTS]
@@ -89,31 +90,44 @@ cdef int rl_sleep(rl_dir *d, int fd) noexcept nogil:
 
 cdef void rl_pieces(rl_dir *d, unsigned char *src, unsigned char *dst, size_t n,
                     uint64_t counter, bint sealing) noexcept nogil:
-    """Seal src -> dst (tags go to a scratch spot past the piece in dst), or open dst -> src."""
+    """Seal src -> dst (tags go to a scratch spot past the frame in dst), or open dst -> src."""
     cdef size_t off = 0
     cdef size_t piece
-    cdef unsigned char nonce[_NONCE_BYTES]
-    cdef unsigned char tag[_TAG_BYTES]
+    cdef int rc
+    cdef unsigned char nonce[_AEGIS_NONCE_BYTES]
+    cdef unsigned char tag[_MAX_TAG_BYTES]
+    cdef unsigned char *spot
     while off < n:
         piece = d.segment if n - off > d.segment else n - off
-        fp_nonce(nonce, counter)
+        if d.kind == FP_AEGIS256:
+            fp_nonce32(nonce, counter)
+        else:
+            fp_nonce(nonce, counter)
         counter += 1
+        spot = dst + n + (off // d.segment) * d.tag
         if sealing:
             if d.kind == FP_AES256GCM:
                 _na.aes_encrypt_afternm(dst + off, tag, NULL, src + off, piece, NULL, 0, NULL,
                                         nonce, d.state)
+            elif d.kind == FP_AEGIS256:
+                _na.aegis_encrypt(dst + off, tag, NULL, src + off, piece, NULL, 0, NULL, nonce,
+                                  <const unsigned char *>d.state)
             else:
                 _na.chacha_encrypt(dst + off, tag, NULL, src + off, piece, NULL, 0, NULL, nonce,
                                    <const unsigned char *>d.state)
-            memcpy(dst + n + (off // d.segment) * _TAG_BYTES, tag, _TAG_BYTES)
+            memcpy(spot, tag, d.tag)
         else:
-            memcpy(tag, dst + n + (off // d.segment) * _TAG_BYTES, _TAG_BYTES)
+            memcpy(tag, spot, d.tag)
             if d.kind == FP_AES256GCM:
-                if _na.aes_decrypt_afternm(src + off, NULL, dst + off, piece, tag, NULL, 0,
-                                           nonce, d.state) != 0:
-                    d.failures += 1
-            elif _na.chacha_decrypt(src + off, NULL, dst + off, piece, tag, NULL, 0, nonce,
-                                    <const unsigned char *>d.state) != 0:
+                rc = _na.aes_decrypt_afternm(src + off, NULL, dst + off, piece, tag, NULL, 0,
+                                             nonce, d.state)
+            elif d.kind == FP_AEGIS256:
+                rc = _na.aegis_decrypt(src + off, NULL, dst + off, piece, tag, NULL, 0, nonce,
+                                       <const unsigned char *>d.state)
+            else:
+                rc = _na.chacha_decrypt(src + off, NULL, dst + off, piece, tag, NULL, 0, nonce,
+                                        <const unsigned char *>d.state)
+            if rc != 0:
                 d.failures += 1
         off += piece
 
@@ -212,17 +226,16 @@ cdef class TapRelay:
             raise ValueError(f"passes must be 0, 1 or 2, got {passes}")
         if passes and key is None:
             raise ValueError("an AeadKey is needed when passes > 0")
-        if key is not None and key.kind not in (FP_AES256GCM, FP_CHACHA20POLY1305):
-            raise ValueError(f"TapRelay cannot run {key.cipher} "
-                             "(it has aes256gcm and chacha20poly1305)")
+        if key is not None and key.kind not in (FP_AES256GCM, FP_CHACHA20POLY1305, FP_AEGIS256):
+            raise ValueError(f"TapRelay cannot run {key.cipher}")
         if not 64 <= segment <= 65535:
             raise ValueError(f"segment must be 64..65535 bytes, got {segment}")
         for i in range(2):
             for s in range(RL_SLOTS):
-                # cipher: room for one 16-byte tag per piece after the frame
+                # cipher: room for one tag (up to 32 bytes) per piece after the frame
                 if (posix_memalign(<void **>&self.dirs[i].plain[s], 64, RL_BUF) != 0 or
                         posix_memalign(<void **>&self.dirs[i].cipher[s], 64,
-                                       RL_BUF + (RL_BUF // 64 + 1) * _TAG_BYTES) != 0):
+                                       RL_BUF + (RL_BUF // 64 + 1) * _MAX_TAG_BYTES) != 0):
                     raise MemoryError()
             self.dirs[i].ev_data = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
             self.dirs[i].ev_space = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -240,6 +253,7 @@ cdef class TapRelay:
             self.dirs[i].passes = passes
             if key is not None:
                 self.dirs[i].kind = key.kind
+                self.dirs[i].tag = fp_tag_bytes(key.kind)
                 self.dirs[i].state = key.state
         self.threads = []
 

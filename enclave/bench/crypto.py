@@ -67,7 +67,7 @@ def fastpath_seal(cipher: str, size: int, seconds: float) -> dict[str, Any]:
     from enclave import _fastpath as fp
 
     key = fp.AeadKey(cipher, os.urandom(fp.KEY_BYTES))
-    slot = HEADROOM + size + fp.TAG_BYTES
+    slot = HEADROOM + size + key.tag_bytes
     buf = bytearray(os.urandom(slot * BATCH))
     offsets = array("I", [i * slot for i in range(BATCH)])
     lengths = array("I", [size] * BATCH)
@@ -82,7 +82,8 @@ def fastpath_seal(cipher: str, size: int, seconds: float) -> dict[str, Any]:
 
 
 def pynacl_seal(cipher: str, size: int, seconds: float) -> dict[str, Any] | None:
-    """PyNaCl per frame; None for a cipher without a 12-byte-nonce PyNaCl binding here."""
+    """PyNaCl per frame (the fast path's nonce for each counter); None for a cipher PyNaCl
+    has no binding for here."""
     # imported here: keeps `enclave` start-up fast (a build without _fastpath fails here)
     import nacl.bindings as nb
 
@@ -91,11 +92,13 @@ def pynacl_seal(cipher: str, size: int, seconds: float) -> dict[str, Any] | None
     enc = {
         "aes256gcm": nb.crypto_aead_aes256gcm_encrypt,
         "chacha20poly1305": nb.crypto_aead_chacha20poly1305_ietf_encrypt,
+        "aegis256": nb.crypto_aead_aegis256_encrypt,
     }.get(cipher)
     if enc is None:
         return None
     key = os.urandom(32)
-    frames = [(os.urandom(HEADROOM), os.urandom(size), fp.nonce_for(i)) for i in range(BATCH)]
+    frames = [(os.urandom(HEADROOM), os.urandom(size), fp.nonce_for(i, cipher))
+              for i in range(BATCH)]
 
     def run() -> None:
         for ad, msg, nonce in frames:

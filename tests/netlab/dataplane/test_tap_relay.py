@@ -60,6 +60,7 @@ def _transfer(a_ns: str, b_ns: str) -> str:
     (False, 2, "aes256gcm"),
     (True, 2, "aes256gcm"),
     (True, 2, "chacha20poly1305"),
+    (True, 2, "aegis256"),  # a 32-byte tag per piece
     (True, 1, "aes256gcm"),
 ])
 def test_relay_carries_tcp_intact(lab_factory: Callable[..., Lab], vnet: bool, passes: int,
