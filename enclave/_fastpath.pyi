@@ -14,13 +14,18 @@ SODIUM_PATH: Final[str]
 KEY_BYTES: Final[int]
 NONCE_BYTES: Final[int]
 TAG_BYTES: Final[int]
+AEGIS_NONCE_BYTES: Final[int]
+AEGIS_TAG_BYTES: Final[int]
+MAX_TAG_BYTES: Final[int]
 CIPHERS: Final[tuple[str, ...]]
 
 def check_symbol(name: str) -> None: ...
 def sodium_version_string() -> str | None: ...
 def sodium_runtime_flags() -> dict[str, bool]: ...
 def aes256gcm_available() -> bool: ...
-def nonce_for(counter: int) -> bytes: ...
+def aegis256_available() -> bool: ...
+def tag_bytes(cipher: str | Cipher) -> int: ...
+def nonce_for(counter: int, cipher: str | Cipher = ...) -> bytes: ...
 
 class AeadKey:
     """AEAD key for one direction; `cipher` is "aes256gcm" / "chacha20poly1305" or a
@@ -28,6 +33,8 @@ class AeadKey:
 
     @property
     def cipher(self) -> str: ...
+    @property
+    def tag_bytes(self) -> int: ...
     def __init__(self, cipher: str | Cipher, key: Buffer) -> None: ...
     def seal_batch(
         self,
@@ -241,7 +248,8 @@ class DataPlane:
 
 # --- _fp_relay.pxi ---
 class TapRelay:
-    """TAP <-> TAP relay with the overlay's AEAD work and no UDP (bench ceiling)."""
+    """TAP <-> TAP relay with the overlay's AEAD work and no UDP (the bench's relay
+    reference)."""
 
     def __init__(
         self,
