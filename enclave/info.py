@@ -35,6 +35,8 @@ def gather(configured_cipher: str | None = None) -> dict[str, Any]:
         "sodium_flags": None,
         "cipher": None,
         "cipher_reason": None,
+        "cipher_fallback": None,
+        "aegis256": {"available": False, "allowed": False},
         "kernel_features": sysinfo.kernel_features(),
     }
     try:
@@ -44,11 +46,14 @@ def gather(configured_cipher: str | None = None) -> dict[str, Any]:
         report["fastpath_error"] = str(e)
         return report
     # imported here: keeps `enclave` start-up fast (cipher loads sysinfo)
-    from enclave.cipher import CipherError, select_cipher
+    from enclave.cipher import CipherError, aegis_runs_here, select_cipher
 
     report["fastpath"] = True
     report["libsodium_path"] = _fastpath.SODIUM_PATH
     report["sodium_flags"] = _fastpath.sodium_runtime_flags()
+    # available: libsodium runs it on AES-NI here; allowed: this configuration offers it to
+    # peers (`--cipher aegis256`); a pair uses it only when both sides offer it
+    report["aegis256"]["available"] = aegis_runs_here(report["sodium_flags"])
     try:
         choice = select_cipher(
             configured_cipher, cpu_flags=report["cpu_flags"], sodium_flags=report["sodium_flags"]
@@ -58,6 +63,8 @@ def gather(configured_cipher: str | None = None) -> dict[str, Any]:
     else:
         report["cipher"] = choice.cipher
         report["cipher_reason"] = choice.reason
+        report["cipher_fallback"] = choice.fallback
+        report["aegis256"]["allowed"] = choice.aegis_allowed
     return report
 
 
@@ -97,6 +104,9 @@ def render(report: dict[str, Any]) -> None:
     table.add_row("libsodium flags", _flags(report["sodium_flags"]))
     cipher = report["cipher"] or "[red]none[/]"
     table.add_row("cipher", f"[bold]{cipher}[/] — {escape(str(report['cipher_reason']))}")
+    aegis = report["aegis256"]
+    table.add_row("aegis256", f"available {_yes(aegis['available'])}, allowed "
+                  f"{_yes(aegis['allowed'])} (opt-in: `--cipher aegis256` on both sides)")
     kf = report["kernel_features"]
     table.add_row("kernel", escape(kf["kernel"]))
     tun = kf["tun"]
@@ -130,7 +140,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--cipher",
         default=None,
-        help="cipher as the configuration would set it (auto|aes256gcm|chacha20poly1305); "
-        "ENCLAVE_CIPHER overrides it",
+        help="cipher as the configuration would set it (auto|aes256gcm|chacha20poly1305|"
+        "aegis256); ENCLAVE_CIPHER overrides it",
     )
     parser.set_defaults(func=run)
