@@ -10,6 +10,8 @@ test can report what a hostile agent would:
   - a handler that raises does not end ControlClient.run: it logs and reconnects
   - POST /v1/intents answers an unknown name exactly as a known name with a bad signature
   - a stranger's huge hello name is logged cut short, and repeated failures are rate limited
+  - a pair withdrawn as "offline" (a hint: sessions stay up) that then loses its intent while
+    one side is still offline: the online side is told "intent", so its session ends
 """
 
 from __future__ import annotations
@@ -216,3 +218,34 @@ def test_stranger_names_are_logged_short_and_rate_limited(plat: Platform) -> Non
     assert lines, plat.log()[-2000:]
     assert max(len(ln) for ln in plat.log().splitlines()) < 2000
     assert len(lines) <= BURST + 1, len(lines)
+
+
+def test_intent_removed_while_offline_reaches_the_online_side(plat: Platform,
+                                                              systems: list[StateDir]) -> None:
+    x, y = systems[0], systems[1]
+    xname, yname = x.load_enrolment().name, y.load_enrolment().name
+
+    async def scenario() -> None:
+        hx, hy = Recorder(), Recorder()
+        cx, cy = client(x, hx), client(y, hy)
+        tx, ty = asyncio.create_task(cx.run()), asyncio.create_task(cy.run())
+        try:
+            await until(lambda: hy.intros(xname), what="y introduced to x")
+            tx.cancel()  # x loses its control channel
+            await asyncio.gather(tx, return_exceptions=True)
+            withdrawals = lambda: [m for m in hy.msgs if m.get("type") == "withdraw"]  # noqa: E731
+            await until(lambda: [w for w in withdrawals() if w["reason"] == "offline"], 20,
+                        what="offline hint")
+            res = await asyncio.to_thread(local_run, enclave(
+                "intent", "remove", yname, "--state", str(x.root)))
+            assert res.returncode == 0, res.stderr
+            await until(lambda: [w for w in withdrawals() if w["reason"] == "intent"], 10,
+                        what="the real reason after the hint")
+        finally:
+            for t in (tx, ty):
+                t.cancel()
+            await asyncio.gather(tx, ty, return_exceptions=True)
+            res = local_run(enclave("intent", "add", yname, "--state", str(x.root)))
+            assert res.returncode == 0, res.stderr
+
+    _run(scenario)
