@@ -3,13 +3,15 @@
     pa (100.64.0.1, 02:..:01)  <--UDP 51820-->  pb (100.64.0.2, 02:..:02)  <-->  pc (100.64.0.3)
     every pair has a session; the DataPlane threads of all hosts run in this process.
 
-L2 semantics (ARP, IPv4, IPv6 + ND, ICMP, TCP, UDP, broadcast, multicast, raw EtherType),
+L2 semantics (ARP, IPv4, IPv6 + ND from the EUI-64 link-local addresses, ICMP, TCP, UDP,
+broadcast, multicast, raw EtherType),
 path-MTU (ICMP generated in C), offload on and off, UDP GSO with software segmentation
 on the veth (gso_max_segs 1, the `ethtool -K tx-udp-segmentation off` equivalent here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -20,6 +22,7 @@ import pytest
 
 from enclave.netlab import Host, Lab, Topology
 from enclave.proto.wire import Cipher
+from tests.support.ident_frames import link_local
 from tests.support.offload_frames import csum_sum
 from tests.support.overlay import Overlay, overlay_mac, tcp_transfer, udp_roundtrip
 from tests.support.wait import wait_for
@@ -124,23 +127,46 @@ def test_udp_gso_with_software_segmentation(make_overlay: Callable[..., Overlay]
 
 
 def test_ipv6_neighbour_discovery_and_udp(make_overlay: Callable[..., Overlay]) -> None:
+    """IPv6 crosses from the link-local addresses the TAPs derive from their certified MACs
+    (EUI-64): neighbour discovery resolves and UDP arrives. An overlay IPv6 no certificate
+    names (fd00::/64 here) does not cross: the receiver counts it as rx_ip_spoofed."""
     ov = make_overlay(2, offload=True, ipv6=True)
     a, b = ov.members
+    b_ll = link_local(overlay_mac(1))
     rs = b.host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    rs.bind(("fd00::2", 6000))
+    wait_for(lambda: _bound(rs, (b_ll, 6000, 0, b.tap.ifindex)), timeout=10,
+             what="b's link-local address out of duplicate address detection")
     rs.settimeout(0.3)
     ss = a.host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     got = None
-    for _ in range(15):
-        ss.sendto(b"v6 payload", ("fd00::2", 6000))
+    for _ in range(30):
+        with contextlib.suppress(OSError):  # a's own link-local may still be tentative
+            ss.sendto(b"v6 payload", (b_ll, 6000, 0, a.tap.ifindex))
         try:
             got = rs.recv(100)
             break
         except TimeoutError:
             continue
     assert got == b"v6 payload"
-    neigh = a.host.run(["ip", "-6", "neigh", "show", "fd00::2"]).stdout
+    neigh = a.host.run(["ip", "-6", "neigh", "show", b_ll, "dev", "enclave0"]).stdout
     assert "02:00:00:00:00:02" in neigh  # resolved by neighbour discovery over the overlay
+    # fd00::1 -> fd00::2: not certified, so neither its neighbour solicitation nor its data
+    rs2 = b.host.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rs2.bind(("fd00::2", 6001))
+    rs2.settimeout(0.3)
+    for _ in range(5):
+        ss.sendto(b"uncertified", ("fd00::2", 6001))
+        with pytest.raises(TimeoutError):
+            rs2.recv(100)
+    assert b.dp.peer_counters("pa")["rx_ip_spoofed"] > 0
+
+
+def _bound(sock: socket.socket, addr: tuple[str, int, int, int]) -> bool:
+    try:
+        sock.bind(addr)
+    except OSError:
+        return False
+    return True
 
 
 def test_broadcast_multicast_and_learning(make_overlay: Callable[..., Overlay]) -> None:
