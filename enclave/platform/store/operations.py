@@ -241,11 +241,6 @@ class Store:
             raise
         return len(pending)
 
-    async def touch(self, name: str, now: int) -> None:
-        """Write one last-seen time at once."""
-        self.note_seen(name, now)
-        await self.flush_seen()
-
     async def approve(self, name: str) -> System:
         async with self.db.write() as tx:
             system = await _system(tx, name)
