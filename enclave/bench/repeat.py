@@ -12,8 +12,8 @@
   Gbit/s samples are kept with their min and max;
 * stages: every run's, numbered (Stage.run), so the exit status covers all runs;
 * paths: per cipher, the distinct paths the runs took, joined with ",";
-* meta: the first run's, with ``repeat`` = N, ``started`` of the first run and
-  ``lab_prefixes`` of all.
+* meta: the first run's, with ``repeat`` = N, ``lab_prefixes`` of all runs and ``runs``: each
+  run's start time and load averages (RUN_META).
 
 Each run is a whole run (its own lab, agents, platform), so start-up and set-up are measured N
 times too.
@@ -27,6 +27,7 @@ from typing import Any
 from enclave.bench.report import Figure, Report, Stage, median, spread
 
 MAX_REPEAT = 50
+RUN_META = ("started", "loadavg_start", "loadavg_end")  # kept for every run in meta["runs"]
 
 
 def check_repeat(n: int) -> int:
@@ -58,6 +59,7 @@ def aggregate(reports: Sequence[Report]) -> Report:
     prefixes = [r.meta["lab_prefix"] for r in reports if r.meta.get("lab_prefix")]
     if prefixes:
         meta["lab_prefixes"] = prefixes
+    meta["runs"] = [{k: r.meta[k] for k in RUN_META if k in r.meta} for r in reports]
     out = Report(meta=meta)
     for i, report in enumerate(reports, 1):
         out.stages += [Stage(s.name, s.status, s.detail, s.seconds, i) for s in report.stages]

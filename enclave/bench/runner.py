@@ -214,6 +214,7 @@ def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
         except (ImportError, RuntimeError, ValueError) as exc:
             report.stage("crypto", "unavailable", f"compiled fast path: {exc}",
                          time.monotonic() - t0)
+    report.meta["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     return report
 
 

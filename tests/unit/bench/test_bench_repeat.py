@@ -54,6 +54,7 @@ def test_json_shape_of_a_repeated_figure() -> None:
     data = json.loads(aggregate(RUNS).to_json())
     assert data["meta"]["repeat"] == 3 and data["meta"]["started"] == "t1"
     assert data["meta"]["lab_prefixes"] == ["enl-1-", "enl-2-", "enl-3-"]
+    assert data["meta"]["runs"] == [{"started": "t1"}, {"started": "t2"}, {"started": "t3"}]
     fig = next(f for f in data["figures"] if f["key"] == "tcp1_ab")
     assert fig["cipher"] == "aes256gcm" and fig["runs"] == 3 and fig["id"] == "tcp1_ab.aes256gcm"
     assert (fig["value"], fig["samples"], fig["min"], fig["max"]) == (4.0, [4.0, 3.0, 5.0],
