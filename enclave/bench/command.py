@@ -16,8 +16,8 @@ from enclave.cipher import CIPHER_NAMES
 if TYPE_CHECKING:
     from rich.console import Console
 
-CIPHER_HELP = ("comma-separated ciphers (aes256gcm, chacha20poly1305, ...), or `all`: every "
-               "cipher this machine's agent supports")
+CIPHER_HELP = ("comma-separated ciphers, e.g. aes256gcm,aegis256,chacha20poly1305, or `all`: "
+               "every cipher this machine's agent supports")
 Command = Callable[[argparse.Namespace], int]
 
 
