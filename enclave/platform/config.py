@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.platform.discovery import PORTS_ENV
+from enclave.platform.discovery import ALT_ADDRESS_ENV, PORTS_ENV
 from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
 from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.relay import DEFAULT_PORT, TICKET_LIFETIME
@@ -41,6 +41,7 @@ OPTIONS: dict[str, Option] = {
     "relay_ticket_lifetime": Option("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", TICKET_LIFETIME,
                                     int),
     "discovery_ports": Option(PORTS_ENV, "", str),
+    "discovery_alt_address": Option(ALT_ADDRESS_ENV, "", str),
     "ephemeral_grace": Option(EPHEMERAL_GRACE_ENV, EPHEMERAL_GRACE, int),
     "metrics": Option(METRICS_ENV, "", str),
 }
