@@ -16,6 +16,7 @@ sees the serving gateway's LAN address as the source: that tells which gateway c
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import time
@@ -79,13 +80,23 @@ def ping(host: Host, dst: str, count: int = 2, *, src: str | None = None,
 
 
 class NatOverlay(Overlay):
-    """Static sessions addressed to where the internet sees each host (its NAT's address)."""
+    """Static sessions addressed to where the internet sees each host (its NAT's address);
+    a member named in `cert_routes` is certified for those gateway routes (the sources the
+    peers' data planes accept from it)."""
+
+    def __init__(self, lab: Lab, hosts: list[Host],
+                 cert_routes: dict[str, tuple[ipaddress.IPv4Network, ...]]) -> None:
+        self.cert_routes = cert_routes
+        super().__init__(lab, hosts)
 
     def update_for(self, a: Member, b: Member, *, tx_key: bytes, rx_key: bytes,
                    bridging: bool = False) -> PeerKeysUpdated:
         tx = SessionKeys(index_of(b.n, a.n), index_of(a.n, b.n), rx_key, tx_key, self.cipher)
-        return PeerKeysUpdated(b.name, (str(b.host.public_ip), PORT), tx, (tx,),
-                               member_identity(b, bridging=bridging))
+        ident = member_identity(b, bridging=bridging)
+        routes = self.cert_routes.get(b.name)
+        if routes:
+            ident = dataclasses.replace(ident, gateway_routes=routes)
+        return PeerKeysUpdated(b.name, (str(b.host.public_ip), PORT), tx, (tx,), ident)
 
 
 def peer_view(m: Member, **kw: object) -> PeerView:
@@ -128,7 +139,8 @@ class GatewayLab:
 def build(lab: Lab, *, grant_routes: str = "198.19.2.0/28", acl: str = "icmp,tcp:7000,udp:7001",
           nat: bool = True, probe: bool = True) -> GatewayLab:
     a1, b1, b2 = lab.host("a1"), lab.host("b1"), lab.host("b2")
-    overlay = NatOverlay(lab, [a1, b1, b2])
+    served = parse_routes(LAN)
+    overlay = NatOverlay(lab, [a1, b1, b2], {b1.name: served, b2.name: served})
     client, g1, g2 = overlay.members
     gl = GatewayLab(lab, overlay, client, [g1, g2], {})
     try:
@@ -136,7 +148,6 @@ def build(lab: Lab, *, grant_routes: str = "198.19.2.0/28", acl: str = "icmp,tcp
             mark_socket(m.sock)
         for g in (g1, g2):
             overlay.connect(client, g)
-        served = parse_routes(LAN)
         grant = GatewayGrant(parse_routes(grant_routes), parse_acl(acl), "ops-lan")
         for g in (g1, g2):
             local = LocalView("enclave0", ipaddress.IPv4Interface(f"{overlay_ip(g.n)}/10"),
