@@ -14,6 +14,8 @@
    case already held: nobody is left to send "offline"; it guards the rekey without platform.)
 Both: >= 95% of the pings answered, the session's connected_at unchanged (never closed), and
 more rekeys than before.
+3. fc1 is killed (SIGKILL) and started again: fd1 kept its session on the "offline" hint, and
+   fc1's fresh handshake still gets a working session.
 """
 
 from __future__ import annotations
@@ -197,3 +199,20 @@ def test_platform_killed(world: World) -> None:
     _outage(world, cut, restore)
     wait_for(lambda: all(x.status()["platform"]["state"] == "connected" for x in (a, b)),
              timeout=30, what="both agents reconnected to the restarted platform")
+
+
+def test_crashed_agent_comes_back(world: World) -> None:
+    """The other side keeps the session on the "offline" hint; an agent that crashed and
+    restarts must still get a working session (its fresh handshake replaces the kept one)."""
+    _plat, a, b = world
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    a.proc = None
+    a.start()
+    a.wait_up()
+    wait_for(lambda: a.connected(b.name) and b.connected(a.name), timeout=30, interval=0.2,
+             what="session again after the crash")
+    wait_for(lambda: ping(a.host, b.overlay_ip, count=1), timeout=10, what="ping after crash")
+    assert ping(a.host, b.overlay_ip, count=5) >= 4
+    assert ping(b.host, a.overlay_ip, count=5) >= 4
