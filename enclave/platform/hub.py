@@ -58,8 +58,9 @@ from aiohttp import web
 from enclave.discovery.candidates import Candidate, NatBehaviour, candidate_allowed
 from enclave.discovery.channel import PUNCH_DELAY
 from enclave.discovery.introduction import Introduction, Withdrawal
-from enclave.logsafe import RejectionLog
+from enclave.logsafe import RejectionLog, shown
 from enclave.platform.app import Platform
+from enclave.platform.errors import StoreError
 from enclave.platform.gateways import GatewaySync
 from enclave.platform.store import Snapshot, System
 from enclave.policy.intent import IntentStatement, encode_signed
@@ -200,6 +201,8 @@ class Hub:
                     self._data_version = version
                     self._last_full = mono
                     await self.reevaluate()
+            except StoreError as exc:  # the database is busy or gone: the next tick retries
+                self.rejections.note("store", "control hub: %s", shown(str(exc), 300))
             except Exception:  # keep the hub alive; the next tick retries
                 log.exception("control hub re-evaluation failed")
 

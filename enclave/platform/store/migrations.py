@@ -135,7 +135,10 @@ def split_sql(script: str) -> list[str]:
 
 
 async def migrate(db: Database, now: int) -> list[int]:
-    """Apply every missing migration in one write transaction; the numbers applied."""
+    """Apply every missing migration in one write transaction; the numbers applied. An
+    up-to-date store is only read (opening it needs no write lock)."""
+    if await _up_to_date(db):
+        return []
     async with db.write() as tx:
         await tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                          "version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
@@ -159,6 +162,19 @@ async def migrate(db: Database, now: int) -> list[int]:
         if tx.dialect == "sqlite" and done:
             await tx.execute(f"PRAGMA user_version = {LATEST}")
         return done
+
+
+async def _up_to_date(db: Database) -> bool:
+    try:
+        async with db.read() as tx:
+            rows = await tx.fetchall("SELECT version FROM schema_migrations")
+    except StoreError:
+        return False  # no migrations table yet
+    applied = {int(r["version"]) for r in rows}
+    if max(applied, default=0) > LATEST:
+        raise StoreError(f"database schema version {max(applied)} is newer than this enclave "
+                         f"({LATEST}); upgrade enclave")
+    return applied >= {m.number for m in MIGRATIONS}
 
 
 async def _adopt_user_version(tx: Tx, now: int) -> set[int]:
