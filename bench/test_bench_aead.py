@@ -20,13 +20,15 @@ from enclave import _fastpath as fp
 
 BATCH = 64
 HEADROOM = 16
-TAG = fp.TAG_BYTES
+SLOT_TAG = fp.MAX_TAG_BYTES  # tailroom for any cipher's tag; fp.tag_bytes(cipher) is its own
 SIZES = [64, 1400, 9000]
 PYNACL: dict[str, Callable[[bytes, bytes | None, bytes, bytes], bytes]] = {
     "aes256gcm": nb.crypto_aead_aes256gcm_encrypt,
     "chacha20poly1305": nb.crypto_aead_chacha20poly1305_ietf_encrypt,
+    "aegis256": nb.crypto_aead_aegis256_encrypt,
 }
-CIPHERS = [c for c in fp.CIPHERS if c != "aes256gcm" or fp.aes256gcm_available()]
+CIPHERS = [c for c in fp.CIPHERS if (c != "aes256gcm" or fp.aes256gcm_available())
+           and (c != "aegis256" or fp.aegis256_available())]
 
 
 def _gbits(benchmark: Any, size: int) -> None:
@@ -40,7 +42,7 @@ def _gbits(benchmark: Any, size: int) -> None:
 
 
 def _batch(size: int) -> tuple[bytearray, array, array, array]:
-    slot = HEADROOM + size + TAG
+    slot = HEADROOM + size + SLOT_TAG
     buf = bytearray(os.urandom(slot * BATCH))
     offsets = array("I", [i * slot for i in range(BATCH)])
     lengths = array("I", [size] * BATCH)
@@ -65,9 +67,10 @@ def test_fastpath_seal_batch(benchmark: Any, cipher: str, size: int) -> None:
     last = offsets[-1]
     hdr = plain[last : last + HEADROOM]
     ref = PYNACL[cipher](plain[last + HEADROOM : last + HEADROOM + size], hdr,
-                         fp.nonce_for(counters[-1]), key)
-    assert bytes(buf[last + HEADROOM : last + HEADROOM + size + TAG]) == ref
-    wire = array("I", [size + TAG] * BATCH)
+                         fp.nonce_for(counters[-1], cipher), key)
+    tag = fp.tag_bytes(cipher)
+    assert bytes(buf[last + HEADROOM : last + HEADROOM + size + tag]) == ref
+    wire = array("I", [size + tag] * BATCH)
     assert k.open_batch(buf, offsets, wire, counters, HEADROOM) == bytearray([1] * BATCH)
     assert bytes(buf[last + HEADROOM : last + HEADROOM + size]) == (
         plain[last + HEADROOM : last + HEADROOM + size]
@@ -81,7 +84,7 @@ def test_fastpath_open_batch(benchmark: Any, cipher: str, size: int) -> None:
     buf, offsets, lengths, counters = _batch(size)
     k.seal_batch(buf, offsets, lengths, counters, HEADROOM)
     sealed = bytes(buf)
-    wire = array("I", [size + TAG] * BATCH)
+    wire = array("I", [size + fp.tag_bytes(cipher)] * BATCH)
 
     def restore() -> None:
         buf[:] = sealed
@@ -103,12 +106,12 @@ def test_pynacl_per_frame(benchmark: Any, cipher: str, size: int) -> None:
     key = os.urandom(32)
     enc = PYNACL[cipher]
     frames = [(os.urandom(HEADROOM), os.urandom(size)) for _ in range(BATCH)]
-    nonces = [fp.nonce_for(i) for i in range(BATCH)]
+    nonces = [fp.nonce_for(i, cipher) for i in range(BATCH)]
 
     def run() -> list[bytes]:
         return [enc(m, ad, n, key) for (ad, m), n in zip(frames, nonces, strict=True)]
 
     benchmark.group = f"seal {size}B x{BATCH}"
     out = benchmark(run)
-    assert len(out) == BATCH and all(len(c) == size + TAG for c in out)
+    assert len(out) == BATCH and all(len(c) == size + fp.tag_bytes(cipher) for c in out)
     _gbits(benchmark, size)
