@@ -1,5 +1,6 @@
-"""End to end against a real `enclave platform serve` process:
-init -> key -> enrol two agents -> list -> gated approve -> renew -> tag -> disable -> revoke.
+"""End to end against a real `enclave platform serve` process, once with each store backend
+(SQLite, PostgreSQL): init -> key -> enrol two agents -> list -> gated approve -> renew -> tag ->
+disable -> revoke.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from enclave.cert.names import is_valid_system_name, mac_for_name
 from tests.support.admin_api import AdminApi
 from tests.support.platform import Platform
 from tests.support.proc import run_cli
+
+
+@pytest.fixture(scope="module")
+def platform(platform_each_store: Platform) -> Platform:
+    return platform_each_store
 
 
 def now() -> datetime.datetime:
