@@ -45,6 +45,7 @@ TARGETS: dict[str, str] = {
     "relay_client": "bench.fuzz.targets_transport",
     "reflector": "bench.fuzz.targets_transport",
     "offload": "bench.fuzz.targets_offload",
+    "ident": "bench.fuzz.targets_offload",
     "token": "bench.fuzz.targets_platform",
     "control_json": "bench.fuzz.targets_platform",
     "http_json": "bench.fuzz.targets_platform",
