@@ -88,7 +88,12 @@ class PlatformPaths:
                              "(run `enclave platform init`)")
         if self.database is None and not self.db.exists():
             raise StoreError(f"no platform database at {self.db} (run `enclave platform init`)")
-        return await Store.open(self.store_location)
+        store = await Store.open(self.store_location)
+        if self.database is not None and await store.get_meta("org") is None:
+            await store.close()
+            raise StoreError(f"no platform in {store.location} (run `enclave platform init "
+                             "--db URL`)")
+        return store
 
 
 def _load_cert(path: Path) -> x509.Certificate:

@@ -100,7 +100,8 @@ class _SqliteTx:
             lambda db: [dict(r) for r in db.execute(sql, tuple(params)).fetchall()])
 
 
-def _rollback(db: sqlite3.Connection) -> None:
+def _end(db: sqlite3.Connection) -> None:
+    """End the connection's transaction, if one is open, without keeping anything."""
     if db.in_transaction:
         db.execute("ROLLBACK")
 
@@ -119,23 +120,24 @@ class SqliteDatabase(Database):
     @contextlib.asynccontextmanager
     async def write(self, *, serialized: bool = True) -> AsyncIterator[Tx]:
         async with self._write_lock:
-            await self._writer.call(lambda db: db.execute("BEGIN IMMEDIATE"))
             try:
+                await self._writer.call(lambda db: db.execute("BEGIN IMMEDIATE"))
                 yield _SqliteTx(self._writer)
                 await self._writer.call(lambda db: db.execute("COMMIT"))
-            except BaseException:
+            except BaseException:  # also a cancelled task: the thread runs the calls in order
                 with contextlib.suppress(StoreError):
-                    await asyncio.shield(self._writer.call(_rollback))
+                    await asyncio.shield(self._writer.call(_end))
                 raise
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         async with self._read_lock:
-            await self._reader.call(lambda db: db.execute("BEGIN"))
             try:
+                await self._reader.call(lambda db: db.execute("BEGIN"))
                 yield _SqliteTx(self._reader)
             finally:
-                await asyncio.shield(self._reader.call(lambda db: db.execute("COMMIT")))
+                with contextlib.suppress(StoreError):
+                    await asyncio.shield(self._reader.call(_end))
 
     async def data_version(self) -> int:
         async with self._read_lock:

@@ -169,3 +169,25 @@ def test_snapshot_is_what_the_hub_decides_from(store_location: str | Path) -> No
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_cancelled_write_leaves_the_store_usable(store_location: str | Path) -> None:
+    """A request cancelled while its write waits for the lock (a client gone, shutdown):
+    nothing of it is kept, and the next write works (no transaction left open)."""
+    async def main() -> None:
+        store = await Store.open(store_location)
+        try:
+            with write_lock_held_elsewhere(store_location):
+                task = asyncio.get_running_loop().create_task(store.set_meta({"a": "1"}))
+                await asyncio.sleep(0.2)
+                assert not task.done()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await task
+            await store.set_meta({"b": "2"})
+            assert await store.get_meta("a") is None
+            assert await store.get_meta("b") == "2"
+        finally:
+            await store.close()
+
+    asyncio.run(main())
