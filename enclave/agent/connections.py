@@ -88,6 +88,7 @@ _DROP_COUNTERS: tuple[str, ...] = fp.PEER_DROP_COUNTERS
 Addr = tuple[str, int]
 OnUnhandled = Callable[[bytes, Addr], object]  # return value ignored
 OnData = Callable[[str, bytes], None]
+OnForgotten = Callable[[str], None]
 
 
 class DataPlanePort(Protocol):
@@ -189,6 +190,7 @@ class ConnectionManager:
         self._relay = RelayClient()
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
+        self._on_forgotten: list[OnForgotten] = []
         # operator pings in flight: the PONG and when it arrived (time.perf_counter)
         self._pings: dict[int, asyncio.Future[tuple[PingAnswered, float]]] = {}
         self._wall_offset = time.time() - time.monotonic()  # loop.time() is monotonic
@@ -319,6 +321,11 @@ class ConnectionManager:
 
     def on_data(self, callback: OnData) -> None:
         self._on_data.append(callback)
+
+    def on_forgotten(self, callback: OnForgotten) -> None:
+        """`callback(peer)` when the manager forgets a peer by itself: a session it kept on an
+        "offline" hint has ended (the owner drops what it keeps for that peer as well)."""
+        self._on_forgotten.append(callback)
 
     def sendto(self, data: bytes, addr: Addr) -> None:
         """Send a non-peer datagram from the data socket (e.g. a discovery reflection request)."""
@@ -632,6 +639,8 @@ class ConnectionManager:
                 log.info("session with %s ended (%s) while it was offline; forgotten",
                          ev.peer, info.closed_reason)
                 self._forget(ev.peer, now)  # also cancels the Node's pending reconnect
+                for forgotten in self._on_forgotten:
+                    forgotten(ev.peer)
         elif isinstance(ev, Reconnecting):  # the Node connects again after a lost session
             info.state = "connecting"
             info.introduced_at = info.punch_at = now

@@ -107,6 +107,7 @@ class ConnectionManagerLike(Protocol):
     def refresh_ticket(self, peer: str, ticket: bytes) -> None: ...
     def renewed(self, agent: AgentView) -> None: ...
     def on_unhandled(self, callback: Callable[[bytes, Any], object]) -> None: ...
+    def on_forgotten(self, callback: Callable[[str], None]) -> None: ...
     def peers(self) -> list[dict[str, Any]]: ...
     def counters(self) -> dict[str, int]: ...
     def dataplane_status(self) -> dict[str, object] | None: ...
@@ -258,6 +259,7 @@ class Agent:
             self.cm = self.cm_factory(self) if self.cm_factory is not None else None
             if self.cm is not None:
                 self.cm.on_unhandled(self.discovery.feed)
+                self.cm.on_forgotten(self._forget_peer)
                 await self.cm.start()
                 if self.cm.has_tap:
                     # imported here: pyroute2 costs ~0.2 s that `enclave up --no-tap` never needs
@@ -402,12 +404,7 @@ class Agent:
                 log.info("withdrawn: %s (%s)%s", w.peer, w.reason,
                          "" if ended else "; the working session is kept")
                 if ended:
-                    self.intros.pop(w.peer, None)
-                    self.intro_times.pop(w.peer, None)
-                    if self.gateway is not None:
-                        self.gateway.withdraw(w.peer)
-                    if self.dns is not None:
-                        self.dns.withdraw(w.peer)
+                    self._forget_peer(w.peer)
             elif kind == "crl":
                 self._apply_crl(msg)
             elif kind == "intents":
@@ -424,6 +421,15 @@ class Agent:
                 self._relay_ticket(msg)
         except (IntroductionError, IntentError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignored malformed %r message from the platform: %s", kind, exc)
+
+    def _forget_peer(self, peer: str) -> None:
+        """The peer is gone (withdrawn, or its session kept on an "offline" hint ended)."""
+        self.intros.pop(peer, None)
+        self.intro_times.pop(peer, None)
+        if self.gateway is not None:
+            self.gateway.withdraw(peer)
+        if self.dns is not None:
+            self.dns.withdraw(peer)
 
     def _relay_ticket(self, msg: dict[str, Any]) -> None:
         """A later relay ticket for an introduced peer (a long relayed session keeps going)."""

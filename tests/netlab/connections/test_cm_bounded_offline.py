@@ -44,6 +44,8 @@ def test_offline_is_a_hint_and_intent_withdrawal_ends_the_session() -> None:
     async def body() -> None:
         a, b = await _pair()
         try:
+            forgotten: list[str] = []
+            b.cm.on_forgotten(forgotten.append)
             since = b.cm.peer(a.name)["connected_at"]  # type: ignore[index]
             assert b.cm.withdraw(a.name, "offline") is False  # kept
             assert await exchange(a, b)
@@ -53,6 +55,7 @@ def test_offline_is_a_hint_and_intent_withdrawal_ends_the_session() -> None:
             assert a.cm.withdraw(b.name, "intent") is True
             await wait_for_async(lambda: b.cm.peer(a.name) is None, 5,
                                  what="b forgets a once the kept session ends")
+            assert forgotten == [a.name]  # the daemon drops its own state for a then
         finally:
             for x in (a, b):
                 await x.cm.stop()
