@@ -151,8 +151,12 @@ class AgentConnections(ConnectionManager):
         return self.dp is not None
 
     def renewed(self, agent: AgentView) -> None:
-        """The certificate was renewed: present the new one in every later handshake."""
+        """The certificate was renewed: present the new one in every later handshake, and
+        handshake again with every connected peer now, so the peers' data planes bind what
+        the new certificate names (a gateway's routes) at once."""
         self.node.creds = credentials(agent, self.node.creds.caps)
+        self.node.rehandshake(self._now())
+        self._pump()
 
     def dataplane_status(self) -> dict[str, object] | None:
         if self.dp is None:

@@ -228,6 +228,14 @@ class Node:
             elif not self._intends(p.name):
                 self._close(p, now, CloseReason.LOCAL, notify=True)
 
+    def rehandshake(self, now: float) -> None:
+        """Start a handshake now with every peer that has a session (our certificate was
+        renewed): each peer authenticates the new certificate and its data plane binds the
+        identity it names (e.g. new gateway routes) without waiting for the next rekey."""
+        for p in self._peers.values():
+            if p.current is not None:
+                self._start_handshake(p, now, send=True)
+
     def send_data(self, peer: str, frame: bytes, now: float) -> bool:
         """Python reference data path: encrypt one frame (the fast path does this in C)."""
         p = self._peers.get(peer)
