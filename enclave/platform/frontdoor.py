@@ -7,14 +7,16 @@
                           | a control WebSocket that authenticates: ConnectionLimits.authenticated
                           v
                       no longer counted against its source address; never closed for age
+                          (unauthenticated ones are shut down UNAUTH_LIFETIMES idle timeouts
+                          after accept)
 
 Caps (ConnectionLimits, no I/O): connections in total (below the process's file limit, which
 serve raises to its hard limit), unauthenticated connections in total, and unauthenticated
 connections per source address (an IPv6 source counts per /64). An unauthenticated connection
-is closed after UNAUTH_LIFETIME whatever it does (slow headers, a WebSocket that never says
-hello). Refusals at this level are closed connections: no TLS has been spent on them, so there
-is no HTTP status to give; refusals after it (bad JSON, too deep, too large, bad token) are
-HTTP statuses from the routes.
+is closed after UNAUTH_LIFETIMES idle timeouts (60 s by default) whatever it does (slow headers,
+a WebSocket that never says hello). Refusals at this level are closed connections: no TLS has
+been spent on them, so there is no HTTP status to give; refusals after it (bad JSON, too deep,
+too large, bad token) are HTTP statuses from the routes.
 
 Settings (environment of `enclave platform serve`):
     ENCLAVE_PLATFORM_IDLE_TIMEOUT     seconds for a TLS handshake and for an idle keep-alive
@@ -49,7 +51,7 @@ MAX_PER_ADDRESS_ENV = "ENCLAVE_PLATFORM_MAX_PER_ADDRESS"
 IDLE_TIMEOUT = 15.0
 MAX_UNAUTH = 1024
 MAX_PER_ADDRESS = 32
-UNAUTH_LIFETIME = 60.0  # seconds an unauthenticated connection may stay open at all
+UNAUTH_LIFETIMES = 4  # idle timeouts an unauthenticated connection may stay open at all
 FD_RESERVE = 256  # file descriptors kept for the database, relay, reflector and logs
 BACKLOG = 512
 
@@ -165,7 +167,8 @@ class _CountedSocket(socket.socket):
 
 class GuardedSocket(socket.socket):
     """A listening socket whose accept() passes on only connections within ``limits``
-    (asyncio's server calls accept() on it); the others are closed at once."""
+    (asyncio's selector event loop calls accept() on it; uvloop would accept in C, around it,
+    so the platform runs on asyncio's loop); the others are closed at once."""
 
     limits: ConnectionLimits
     rejections: RejectionLog
@@ -202,8 +205,9 @@ class GuardedSocket(socket.socket):
 
 
 def guarded_listener(host: str, port: int, limits: ConnectionLimits, what: str, *,
-                     lifetime: float | None = UNAUTH_LIFETIME) -> GuardedSocket:
-    """A bound, listening GuardedSocket for ``host``:``port`` (IPv4 or IPv6 literal)."""
+                     lifetime: float | None) -> GuardedSocket:
+    """A bound, listening GuardedSocket for ``host``:``port`` (IPv4 or IPv6 literal);
+    ``lifetime``: seconds after which a still unauthenticated connection is shut down."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = GuardedSocket(family, socket.SOCK_STREAM)
     try:

@@ -27,6 +27,7 @@ from enclave.platform.config import CONFIG_FILE, apply_config
 from enclave.platform.frontdoor import (
     FD_RESERVE,
     FRONT_DOOR,
+    UNAUTH_LIFETIMES,
     ConnectionLimits,
     HandshakeTimeoutSite,
     guarded_listener,
@@ -107,7 +108,7 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
     runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=timeout)
     await runner.setup()
     try:
-        sock = guarded_listener(host, port, limits, "api")
+        sock = guarded_listener(host, port, limits, "api", lifetime=UNAUTH_LIFETIMES * timeout)
     except BaseException:
         await runner.cleanup()
         raise

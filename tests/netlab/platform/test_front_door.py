@@ -6,6 +6,9 @@ started with a soft limit of 1024 open files (it raises its own limit and caps c
   agent (127.0.0.1) enrols, connects and stays connected;
 * the admitted idle TLS connections, and a TCP connection that never starts its TLS handshake,
   are closed by the platform after the idle timeout (the old server kept them for an hour);
+* a client that keeps sending a request's headers a byte at a time is closed UNAUTH_LIFETIMES
+  idle timeouts after it connected, while the agent's authenticated control channel, older than
+  that, stays (it is not aged out, and the agent never had to reconnect);
 * the refusals are logged within a budget (not a line per connection).
 """
 
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from enclave.platform.frontdoor import UNAUTH_LIFETIMES
 from tests.support.agent import AgentProc
 from tests.support.platform import Platform
 from tests.support.proc import free_port, local_popen, local_run
@@ -55,6 +59,32 @@ async def _stranger(port: int) -> tuple[list[asyncio.StreamWriter], list[asyncio
     results = await asyncio.gather(*(one() for _ in range(CONNECTIONS)), return_exceptions=True)
     opened = [r for r in results if isinstance(r, tuple)]
     return [w for _r, w in opened], [r for r, _w in opened], len(results) - len(opened)
+
+
+async def _slow_headers(port: int, seconds: float) -> bool:
+    """Send a request's headers one byte per 0.2 s; True when the platform closes first."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                   local_addr=("127.0.0.4", 0))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        for byte in b"GET /v1/ca HTTP/1.1\r\nX-Slow: " + b"a" * 10_000:
+            if loop.time() > deadline:
+                return False
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except (ConnectionError, ssl.SSLError):
+                return True
+            if reader.at_eof():
+                return True
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        writer.close()
 
 
 async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float) -> bool:
@@ -94,18 +124,21 @@ def test_idle_strangers_do_not_stop_an_agent(tmp_path: Path) -> None:
                                                 for r in [*readers, raw_reader]))
                 assert all(closed), f"{closed.count(False)} idle connections still open"
                 raw_writer.close()
+                lifetime = UNAUTH_LIFETIMES * IDLE
+                assert await _slow_headers(plat.port, lifetime + 15), "slow client kept"
             finally:
                 for w in writers:
                     w.close()
 
         asyncio.run(scenario())
-        # the agent's authenticated control channel outlived the idle timeout
+        # the agent's authenticated control channel outlived the unauthenticated lifetime
         assert agent.status()["platform"]["state"] == "connected"
         assert plat.proc is not None and plat.proc.poll() is None
         log = plat.log()
         assert "refused a connection from 127.0.0.2" in log
         assert log.count("refused a connection") < 100  # bounded, not one per connection
         assert "Traceback" not in log
+        assert log.count(f"control: {agent.name} online") == 1  # never cut, never reconnected
     finally:
         agent.down()
         plat.stop()
