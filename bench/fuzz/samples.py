@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from enclave.proto.cookie import CookieChecker
 from enclave.proto.wire import MSG_HANDSHAKE_INIT
 from tests.support.peers import ADDR_A, connected_pair
+from tests.support.pki import Pki
 from tests.support.router import Host, Router
 
 
 @dataclass
 class Exchange:
+    pki: Pki
     router: Router
     a: Host
     b: Host
@@ -32,7 +34,7 @@ class Exchange:
 
 def exchange(seconds: float = 1.0) -> Exchange:
     """A and B connected, then `seconds` of keepalive traffic; the datagrams by type."""
-    _pki, r, a, b = connected_pair()
+    pki, r, a, b = connected_pair()
     for i in range(4):
         a.node.send_data(b.name, bytes(range(60 + i)), r.now)  # DATA through the Node
     r.run(seconds)
@@ -44,4 +46,4 @@ def exchange(seconds: float = 1.0) -> Exchange:
     init = by_type[MSG_HANDSHAKE_INIT][0]
     checker = CookieChecker(b.public_key, lambda n: bytes(range(n)))
     cookie_reply = checker.reply(init, repr(ADDR_A).encode(), r.now)
-    return Exchange(r, a, b, dict(by_type), cookie_reply)
+    return Exchange(pki, r, a, b, dict(by_type), cookie_reply)

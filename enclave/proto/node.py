@@ -24,8 +24,9 @@ layer gives them in and gets them back.  Inbound dispatch by the first byte:
               -> simultaneous-initiation rule -> allocate index, RESPONSE
     RESPONSE  receiver index must name our outgoing handshake -> rate limit -> validate
               -> CONFIRM, pending keys (receive-only)
-    COOKIE    receiver index must name our outgoing handshake -> open (AD = its MAC1) -> keep
-    REPLY     the cookie for that address, send the INIT again with MAC2
+    COOKIE    receiver index must name our outgoing handshake, from an address its INIT went
+    REPLY     to -> open (AD = its MAC1) -> keep the cookie for that address, send the INIT
+              again with MAC2
     CONFIRM   receiver index must name a pending incoming handshake -> verify -> session,
               keepalive as acknowledgement
     DATA/CTRL receiver index -> keyset -> replay window -> AEAD open -> roaming, control
@@ -554,12 +555,18 @@ class Node:
 
     def _on_cookie_reply(self, data: bytes, addr: Addr, now: float) -> None:
         """The responder is under load: keep its cookie for `addr` and send the INIT again
-        with MAC2 (once per new cookie, so a replayed reply makes us send nothing)."""
+        with MAC2 (once per new cookie, so a replayed reply makes us send nothing); only from
+        an address this handshake's INIT went to."""
         index = int.from_bytes(data[4:8], "little")
         entry = self._indices.get(index)
         hs = entry[0].outbound if entry is not None and entry[1] is None else None
         if entry is None or hs is None or hs.local_index != index:
             self._drop("cookie_unknown_index")
+            return
+        if addr not in entry[0].out_sent_to:
+            # a cookie is good for the address our INIT went to, and our answer goes where the
+            # reply came from: a forged reply from elsewhere would aim our INIT at anyone
+            self._drop("cookie_wrong_source")
             return
         got = open_cookie_reply(data, hs.responder_key, hs.mac1)
         if got is None:
@@ -893,6 +900,7 @@ class Node:
             p.out_next = None
             return
         index = self._new_index()
+        p.out_sent_to = set()
         p.outbound = InitiatorHandshake(
             self.creds,
             responder_key=p.peer_key,
@@ -937,6 +945,7 @@ class Node:
     def _send_init(self, p: _Peer, addr: Addr, now: float) -> None:
         """Our INIT to `addr`, with MAC2 when we hold the peer's cookie for that address."""
         if p.outbound is not None:
+            p.out_sent_to.add(addr)
             self._send(p.outbound.message(p.cookies.get(addr, now)), addr)
 
     def _send_to_peer(self, p: _Peer, data: bytes, addr: Addr, now: float) -> None:

@@ -46,6 +46,8 @@ class PeerState:
         self.candidates: tuple[Candidate, ...] = ()  # as connect() got them (reconnects)
         # outgoing handshake
         self.outbound: InitiatorHandshake | None = None
+        self.out_sent_to: set[Addr] = set()  # where its INIT went: the only sources a
+        # COOKIE_REPLY for it may come from (else a forged reply aims our INIT anywhere)
         self.out_attempts = 0
         self.out_next: float | None = None
         # incoming handshake (after its INIT was validated)
