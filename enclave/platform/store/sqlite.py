@@ -4,10 +4,12 @@ Two connections, each on its own worker thread, so no SQLite call runs on the ev
 
     event loop --write()--> writer thread: the one write connection (BEGIN IMMEDIATE ... COMMIT;
                             an asyncio lock keeps one write transaction at a time in a process)
-               --read()---> reader thread: a read connection (BEGIN ... COMMIT: one snapshot)
+               --read()---> reader thread: a read connection (BEGIN ... ROLLBACK: one snapshot)
 
 Other processes (the admin CLI) write to the same file; SQLite's lock serialises them, and a
-writer waits at most BUSY_TIMEOUT for it, on its worker thread, never on the loop.
+writer waits at most BUSY_TIMEOUT for it, on its worker thread, never on the loop. A thread runs
+its calls in order, so a transaction whose task is cancelled half-way is still ended there
+before the next one begins.
 """
 
 from __future__ import annotations
