@@ -16,6 +16,7 @@ What lives here (each part in its own include file):
     _fp_punt.pxi    the punt socket between the loops and Python (header drawn there)
     _fp_icmp.pxi    ICMP "too big" written back to the TAP for oversized frames
     _fp_ident.pxi   fp_ident_check: a peer's frame may claim only its certified MAC / IPs
+    _fp_aqm.pxi     CoDel (RFC 8289) on the tx ring and the UDP receive queue, ECN marking
     _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx
     _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx
     _fp_dataplane.pxi DataPlane: the Python-facing class (install/remove, start/stop, counters)
@@ -172,6 +173,7 @@ include "_fp_epoch.pxi"
 include "_fp_punt.pxi"
 include "_fp_icmp.pxi"
 include "_fp_ident.pxi"
+include "_fp_aqm.pxi"
 include "_fp_tx.pxi"
 include "_fp_rx.pxi"
 include "_fp_dataplane.pxi"

@@ -95,7 +95,8 @@ PEER_DROP_COUNTERS: tuple = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_i
                              "tx_no_addr", "tx_send_errors")
 GLOBAL_DROP_COUNTERS: tuple = ("rx_punt_dropped", "rx_unknown_index", "rx_malformed",
                                "rx_truncated", "tap_write_errors", "tx_oversize", "tx_no_peer",
-                               "tx_runt", "tx_offload_errors", "tx_punt_dropped")
+                               "tx_runt", "tx_offload_errors", "tx_punt_dropped",
+                               "tx_aqm_drops", "rx_aqm_drops")
 
 
 if (int(_dp_wire.Cipher.AES256_GCM) != FP_AES256GCM
@@ -125,6 +126,7 @@ cdef class DataPlane:
     threads (start/stop) do everything per frame. Datagrams that are not DATA for a known
     receiver index, and notices, arrive on ``punt_socket`` (format at the top of
     _fp_punt.pxi); DATA received over other paths goes back in with ``inject``.
+    aqm: CoDel on the tx ring and the UDP receive queue, ECN marks before drops (_fp_aqm.pxi).
     """
 
     cdef dp_state *st
@@ -139,7 +141,7 @@ cdef class DataPlane:
 
     def __cinit__(self, int tap_fd, int udp_fd, *, bint vnet_hdr=False, bint tap_gro=False,
                   bint udp_gso=False, bint udp_gro=False, int mtu=1406, int max_peers=256,
-                  int mac_capacity=4096, uint64_t mac_max_age_ms=300_000):
+                  int mac_capacity=4096, uint64_t mac_max_age_ms=300_000, bint aqm=True):
         cdef int i
         cdef uint64_t nb = 16
         self.st = NULL
@@ -169,6 +171,20 @@ cdef class DataPlane:
         self.st.tx_flush_bytes = DP_TX_BUF
         self.st.tx_flush_frames = DP_TX_ENTRIES
         self.st.rx_batch = 0
+        self.st.aqm = aqm
+        if aqm:      # the rx CoDel's sojourn: kernel arrival time per datagram (_fp_aqm.pxi)
+            dup = _dp_os.dup(udp_fd)
+            try:
+                ts = _dp_socket.socket(fileno=dup)
+            except OSError:
+                _dp_os.close(dup)       # not a socket: the rx side runs without CoDel
+            else:
+                try:
+                    ts.setsockopt(_dp_socket.SOL_SOCKET, <int>SO_TIMESTAMPNS, 1)
+                except OSError:
+                    pass                # no timestamps: the rx side runs without CoDel
+                finally:
+                    ts.close()
         self.st.seen[0] = <uint64_t>DP_QUIESCENT
         self.st.seen[1] = <uint64_t>DP_QUIESCENT
         pthread_mutex_init(&self.st.mt_lock, NULL)
@@ -565,6 +581,10 @@ cdef class DataPlane:
             "gso_messages": t.gso_messages, "gso_fallbacks": t.gso_fallbacks,
             "tx_punt_dropped": t.punt_dropped, "tx_eagain_waits": t.eagain_waits,
             "tx_rounds": t.rounds,
+            "tx_aqm_marks": t.aqm_marks, "tx_aqm_drops": t.aqm_drops,
+            "rx_aqm_marks": r.aqm_marks, "rx_aqm_drops": r.aqm_drops,
+            "aqm_marks": t.aqm_marks + r.aqm_marks, "aqm_drops": t.aqm_drops + r.aqm_drops,
+            "aqm": bool(self.st.aqm),
             "udp_gso": bool(self.st.udp_gso), "udp_gro": bool(self.st.udp_gro),
             "vnet_hdr": bool(self.st.vnet_hdr), "tap_gro": bool(self.st.tap_gro),
         }

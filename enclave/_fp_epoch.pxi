@@ -221,7 +221,9 @@ ctypedef struct dp_grx:         # global, rx thread
     uint64_t gro_datagrams
     uint64_t injected
     uint64_t rounds
-    uint64_t pad[5]
+    uint64_t aqm_marks          # CE set by CoDel (_fp_aqm.pxi) instead of a drop
+    uint64_t aqm_drops          # dropped by CoDel (not ECN-capable)
+    uint64_t pad[3]
 
 ctypedef struct dp_gtx:         # global, tx thread
     uint64_t tap_reads
@@ -237,7 +239,9 @@ ctypedef struct dp_gtx:         # global, tx thread
     uint64_t punt_dropped
     uint64_t eagain_waits
     uint64_t rounds
-    uint64_t pad[3]
+    uint64_t aqm_marks          # CE set by CoDel on a TAP read (_fp_aqm.pxi)
+    uint64_t aqm_drops          # TAP reads dropped by CoDel
+    uint64_t pad[1]
 
 ctypedef struct dp_state:
     int tap_fd
@@ -255,6 +259,7 @@ ctypedef struct dp_state:
     uint32_t tx_flush_bytes     # flush the tx batch once this many bytes are queued ...
     int tx_flush_frames         # ... or this many datagrams (latency vs syscalls)
     int rx_batch                # datagrams (GRO buffers) per recvmmsg
+    int aqm                     # CoDel on the tx ring and the UDP receive queue (_fp_aqm.pxi)
     void *snap
     uint64_t gen
     uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT

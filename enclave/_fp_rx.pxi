@@ -14,6 +14,9 @@
 #     5. TAP write: vnet_hdr TAP with offloads -> fo_gro_iov coalesces same-flow TCP segments;
 #        one writev per run: the first frame (headers patched, virtio header in its headroom)
 #        and every later frame's payload where it was decrypted, no copy in user space
+#   AQM (st.aqm): the socket receive buffer is the queue; each datagram's SO_TIMESTAMPNS
+#   arrival gives its sojourn, and CoDel (_fp_aqm.pxi) marks CE on or drops an authentic
+#   frame before step 5 when the queue stood above target for an interval
 #
 # --- rx thread ---------------------------------------------------------------------------------
 
@@ -32,6 +35,11 @@ ctypedef struct dp_rx:
     uint32_t flen[FO_GRO_MAX_FRAMES]
     iovec iov[FO_GRO_MAX_FRAMES]     # TAP writes (fo_gro_iov): frames / payloads in place
     int wcnt[FO_GRO_MAX_FRAMES]      # iovecs per write
+    codel_state cd                   # the receive queue's CoDel (st.aqm)
+    uint64_t arrival                 # this datagram's kernel arrival (realtime ns), 0 = none
+    uint64_t rt_now                  # realtime ns after the recvmmsg
+    uint64_t mono_now                # monotonic ns after the recvmmsg (CoDel's clock)
+    bint qempty                      # this datagram was the last one queued
 
 
 cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
@@ -144,6 +152,14 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     pthread_mutex_lock(&st.mt_lock)
     mt_learn(&st.mt, f, flen, slot, now)
     pthread_mutex_unlock(&st.mt_lock)
+    if st.aqm and rx.arrival and codel_decide(
+            &rx.cd, rx.rt_now - rx.arrival if rx.rt_now > rx.arrival else 0, rx.mono_now,
+            rx.qempty):
+        if fp_ecn_mark(f, flen):
+            st.grx.aqm_marks += 1
+        else:
+            st.grx.aqm_drops += 1
+            return 0
     st.rxc[slot].frames += 1
     st.rxc[slot].bytes += flen
     if rx.nf == FO_GRO_MAX_FRAMES:
@@ -186,6 +202,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     else:
         memset(rx.ub, 0, sizeof(udp_batch))
     nb = st.rx_batch if 0 < st.rx_batch < rx.nslots else rx.nslots
+    codel_init(&rx.cd, DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS)
     for i in range(rx.nslots):
         rx.offsets[i] = <uint32_t>(i * rx.slotsize)
         rx.sizes[i] = <uint32_t>rx.slotsize
@@ -221,6 +238,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
                 st.grx.malformed += 1
                 continue
             st.grx.injected += 1
+            rx.arrival = 0
             n = <size_t>got - DP_PUNT_HDR
             memcpy(rx.buf + rx.nslots * rx.slotsize, rx.ibuf + DP_PUNT_HDR, n)
             dp_rx_packet(st, rx, s, rx.buf + rx.nslots * rx.slotsize, n, NULL, 1, now)
@@ -228,8 +246,13 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, nb)
         if r == nb:
             more = 1
+        if st.aqm and r > 0:
+            rx.rt_now = dp_realtime_ns()
+            rx.mono_now = dp_now_ns()
         for i in range(r if r > 0 else 0):
             st.grx.datagrams += 1
+            rx.arrival = rx.ub.tstamp[i]
+            rx.qempty = r < nb and i == r - 1
             if rx.ub.trunc[i]:
                 st.grx.truncated += 1
                 continue

@@ -16,6 +16,12 @@
 #     6. sendmmsg; consecutive equal-size datagrams to one address become one UDP GSO message
 #        (UDP_SEGMENT, <= 64 segments); EAGAIN -> wait for POLLOUT; GSO refused -> fall back
 #
+#   With the AQM on (st.aqm, the default): step 1 reads the TAP eagerly into the aqm ring
+#   (_fp_aqm.pxi: bytes-bounded, each read stamped with its CLOCK_MONOTONIC arrival), and
+#   steps 2-6 take up to DP_AQM_BUDGET reads from the ring's head per round; CoDel decides
+#   per read at dequeue (head drop, or CE on an ECN-capable packet). Off: one read at a time
+#   straight from the read buffer, the backlog stays in the tun ring.
+#
 #   Buffers (tx batch): the AEAD layout of _fp_aead.pxi, datagrams back to back so a GSO run
 #   is one contiguous span:
 #     | hdr 16 | ciphertext (frame) | tag 16 | hdr 16 | ciphertext | tag 16 | ...
@@ -42,6 +48,9 @@ ctypedef struct dp_tx:
     uint32_t segoff[FO_TSO_MAX_SEGS]
     uint32_t seglen[FO_TSO_MAX_SEGS]
     fo_tso tso
+    uint8_t *rown               # the read buffer (rbuf points at it, or at a ring entry)
+    aqm_ring *q                 # NULL: AQM off
+    codel_state cd
 
 
 cdef int dp_build_msgs(dp_state *st, dp_tx *tx, int start) noexcept nogil:
@@ -240,6 +249,46 @@ cdef void dp_tx_frame(dp_state *st, dp_tx *tx, dp_snap *s, size_t rlen,
             st.gtx.icmp_sent += 1
 
 
+cdef int dp_tx_aqm_round(dp_state *st, dp_tx *tx, dp_snap *s, uint64_t now) noexcept nogil:
+    """One round with the AQM: read the TAP into the ring, then seal up to DP_AQM_BUDGET reads
+    from its head, CoDel deciding on each. 1 if there is more to do without waiting."""
+    cdef aqm_ring *q = tx.q
+    cdef aqm_entry *e
+    cdef uint8_t *room
+    cdef ssize_t r
+    cdef int reads = 0, done = 0
+    cdef size_t vh = FO_VNET_HDR_LEN if st.vnet_hdr else 0
+    cdef uint64_t t
+    cdef bint full = 0
+    while reads < DP_TX_READS:
+        room = aqm_ring_room(q)
+        if room == NULL:
+            full = 1
+            break
+        r = _c_read(st.tap_fd, room, DP_RBUF)
+        if r <= 0:
+            break
+        reads += 1
+        st.gtx.tap_reads += 1
+        aqm_ring_push(q, <uint32_t>r, dp_now_ns())
+    while q.n > 0 and done < DP_AQM_BUDGET:
+        e = aqm_ring_pop(q)
+        done += 1
+        t = dp_now_ns()
+        if codel_decide(&tx.cd, t - e.t if t > e.t else 0, t, q.n == 0):
+            if e.len > vh and fp_ecn_mark(q.buf + e.off + vh, e.len - vh):
+                st.gtx.aqm_marks += 1
+            else:
+                st.gtx.aqm_drops += 1
+                continue
+        tx.rbuf = q.buf + e.off
+        dp_tx_frame(st, tx, s, e.len, now)
+        if tx.n >= st.tx_flush_frames or tx.pos >= st.tx_flush_bytes:
+            dp_tx_flush(st, tx)
+    dp_tx_flush(st, tx)
+    return q.n > 0 or full or reads == DP_TX_READS
+
+
 cdef void dp_tx_loop(dp_state *st) noexcept nogil:
     cdef dp_tx *tx = <dp_tx *>calloc(1, sizeof(dp_tx))
     cdef pollfd p[2]
@@ -250,12 +299,19 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
     if tx == NULL:
         return
     dp_name_thread("enclave-dp-tx")
-    tx.rbuf = <uint8_t *>malloc(DP_RBUF)
+    tx.rown = <uint8_t *>malloc(DP_RBUF)
+    tx.rbuf = tx.rown
     tx.buf = <uint8_t *>malloc(DP_TX_BUF)
     tx.pbuf = <uint8_t *>malloc(DP_RBUF + DP_PUNT_HDR + DP_MAX_OVERHEAD)
     if posix_memalign(<void **>&tx.ub, 64, sizeof(udp_batch)) != 0:
         tx.ub = NULL
-    if tx.rbuf == NULL or tx.buf == NULL or tx.pbuf == NULL or tx.ub == NULL:
+    if st.aqm:
+        tx.q = <aqm_ring *>calloc(1, sizeof(aqm_ring))
+        if tx.q != NULL:
+            tx.q.buf = <uint8_t *>malloc(DP_AQM_RING_BYTES + DP_RBUF + 64)
+        codel_init(&tx.cd, DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS)
+    if (tx.rown == NULL or tx.buf == NULL or tx.pbuf == NULL or tx.ub == NULL
+            or (st.aqm and (tx.q == NULL or tx.q.buf == NULL))):
         st.stop = 1
     else:
         memset(tx.ub, 0, sizeof(udp_batch))
@@ -275,6 +331,9 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
         s = dp_enter(st, 0)
         st.gtx.rounds += 1
         now = dp_now_ms()
+        if tx.q != NULL:
+            more = dp_tx_aqm_round(st, tx, s, now)
+            continue
         more = 0
         reads = 0
         while reads < DP_TX_READS:
@@ -290,7 +349,10 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
             more = 1
         dp_tx_flush(st, tx)
     dp_leave(st, 0)
-    free(tx.rbuf)
+    if tx.q != NULL:
+        free(tx.q.buf)
+        free(tx.q)
+    free(tx.rown)
     free(tx.buf)
     free(tx.pbuf)
     free(tx.ub)

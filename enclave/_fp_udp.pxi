@@ -9,7 +9,9 @@
 #   iov[i]  --> base + offsets[i], sizes[i] (recv) / lengths[i] (send)
 #
 #   recv: addrs[i] = source address; gso[i] = UDP_GRO segment size when the kernel handed us a
-#         coalesced run of equal-sized datagrams (0 = one datagram); trunc[i] = did not fit.
+#         coalesced run of equal-sized datagrams (0 = one datagram); trunc[i] = did not fit;
+#         tstamp[i] = kernel arrival time (CLOCK_REALTIME ns) when SO_TIMESTAMPNS is on, else 0
+#         (the rx loop's CoDel sojourn, _fp_aqm.pxi).
 #   send: dst[i]/dstlen[i] = destination sockaddr (the caller keeps it alive); with gso[i] > 0
 #         message i is a GSO super-datagram: the kernel cuts it into gso[i]-byte datagrams
 #         (the last may be shorter) -- the AEAD batch layout packs equal frames back to back
@@ -76,15 +78,28 @@ cdef extern from *:
     #ifndef UDP_GRO
     #define UDP_GRO 104
     #endif
+    #include <sys/socket.h>
+    #include <time.h>
+    #ifndef SO_TIMESTAMPNS
+    #define SO_TIMESTAMPNS 35
+    #endif
+    static inline uint64_t ub_cmsg_ns(const unsigned char *d) {
+        struct timespec ts; memcpy(&ts, d, sizeof ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
     """
     enum:
         SOL_UDP
         UDP_SEGMENT
         UDP_GRO
+        SOL_SOCKET
+        SO_TIMESTAMPNS
+    uint64_t ub_cmsg_ns(const unsigned char *d) noexcept nogil
 
 cdef enum:
     UB_MAX = 64
-    UB_CTRL_WORDS = 8         # 64 bytes of control space per message (one int/u16 cmsg: 20)
+    UB_CTRL_WORDS = 10        # 80 bytes of control space per message (UDP_GRO int: 24,
+                              # SO_TIMESTAMPNS timespec: 32)
 
 ctypedef struct udp_batch:
     mmsghdr msgs[UB_MAX]
@@ -93,6 +108,7 @@ ctypedef struct udp_batch:
     const void *dst[UB_MAX]
     socklen_t dstlen[UB_MAX]
     uint64_t ctrl[UB_MAX * UB_CTRL_WORDS]
+    uint64_t tstamp[UB_MAX]
     uint16_t gso[UB_MAX]
     uint8_t trunc[UB_MAX]
 
@@ -142,11 +158,14 @@ cdef int ub_recv(udp_batch *b, int fd, uint8_t *base, const uint32_t *offsets,
         lengths[i] = b.msgs[i].msg_len
         b.trunc[i] = (h.msg_flags & MSG_TRUNC) != 0
         b.gso[i] = 0
+        b.tstamp[i] = 0
         c = CMSG_FIRSTHDR(h)
         while c != NULL:
             if c.cmsg_level == SOL_UDP and c.cmsg_type == UDP_GRO:
                 memcpy(&gro, CMSG_DATA(c), sizeof(int))
                 b.gso[i] = <uint16_t>gro
+            elif c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_TIMESTAMPNS:
+                b.tstamp[i] = ub_cmsg_ns(CMSG_DATA(c))
             c = CMSG_NXTHDR(h, c)
     return r
 
