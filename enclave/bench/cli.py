@@ -102,10 +102,9 @@ def _guard(func: Command) -> Command:
     return run
 
 
-def _outputs(p: argparse.ArgumentParser, html: bool = True) -> None:
+def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
-    if html:
-        p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -149,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--cipher", default="all", metavar="LIST", help=CIPHER_HELP)
     p.add_argument("--sizes", default="64,512,1400,9000", help="frame sizes in bytes")
     p.add_argument("--seconds", type=float, default=0.5, help="seconds per cell")
-    _outputs(p, html=True)
+    _outputs(p)
     p.set_defaults(func=_guard(cmd_crypto))
 
     p = bsub.add_parser("peer", help="throughput and latency to a live peer (overlay, underlay)")

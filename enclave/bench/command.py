@@ -68,10 +68,11 @@ def ciphers(choice: str | None) -> list[str]:
 
 
 def write_outputs(report: Report, args: argparse.Namespace) -> None:
-    """The report as JSON to --json FILE and as HTML to --html FILE, where given."""
-    if getattr(args, "json", None):
+    """The report as JSON to --json FILE and as HTML to --html FILE, where given (every
+    command that writes a report has both options)."""
+    if args.json:
         Path(args.json).write_text(report.to_json() + "\n")
-    if getattr(args, "html", None):
+    if args.html:
         Path(args.html).write_text(to_html(report))
 
 

@@ -97,7 +97,7 @@ def run(name: str, *, state: str | None, duration: float, ping_count: int = 100,
                 errors.append("latency: no echo (run `enclave bench serve` on the peer)")
         except flows.FlowError as exc:
             errors.append(f"latency: {exc}")
-        measured = any(getattr(f, "overlay" if path == "overlay" else "raw") is not None
+        measured = any((f.overlay if path == "overlay" else f.raw) is not None
                        for f in report.figures)
         status = "ok" if measured else "failed"
         report.stage(f"flows {path}", status, "; ".join(errors), time.monotonic() - t0)
