@@ -350,10 +350,10 @@ if __name__ == "__main__":  # python3 -m tests.support.imports [PACKAGE_DIR]: th
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "enclave")
     rooms = package_graph(import_graph(root))
+    prefix = root.name + "."
     for n, layer in enumerate(layers(rooms)):
-        print(f"layer {n}: " + ", ".join(
-            f"{r.removeprefix(root.name + '.')} -> "
-            f"{','.join(sorted(t.removeprefix(root.name + '.') for t in rooms[r])) or '-'}"
-            for r in layer))
+        for room in layer:
+            targets = ", ".join(sorted(t.removeprefix(prefix) for t in rooms[room]))
+            print(f"layer {n:<2}  {room.removeprefix(prefix):<10} -> {targets or '-'}")
     print()
-    print(matrix(rooms, prefix=root.name + "."))
+    print(matrix(rooms, prefix=prefix))
