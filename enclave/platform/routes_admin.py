@@ -52,6 +52,7 @@ from enclave.platform.admin import (
 from enclave.platform.app import PLATFORM, Handler, read_json, str_field, str_list
 from enclave.platform.authority import refused_if_too_large
 from enclave.platform.errors import ApiError
+from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
 from enclave.platform.gateways import needs_renewal
 from enclave.platform.hub import HUB
 from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
@@ -70,6 +71,9 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
             token.strip()
         ):
             raise ApiError(401, "admin token required")
+        limits = request.app.get(FRONT_DOOR)
+        if limits is not None:  # an admin's keep-alive connection is not aged out
+            limits.authenticated(transport_fd(request.transport))
     return await handler(request)
 
 

@@ -8,16 +8,19 @@ started with a soft limit of 1024 open files (it raises its own limit and caps c
   are closed by the platform after the idle timeout (the old server kept them for an hour);
 * a client that keeps sending a request's headers a byte at a time is closed UNAUTH_LIFETIMES
   idle timeouts after it connected, while the agent's authenticated control channel, older than
-  that, stays (it is not aged out, and the agent never had to reconnect);
+  that, stays (it is not aged out, and the agent never had to reconnect), and so does an admin's
+  keep-alive connection that made an authenticated request;
 * the refusals are logged within a budget (not a line per connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import resource
 import ssl
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,31 @@ async def _slow_headers(port: int, seconds: float) -> bool:
         writer.close()
 
 
+def _admin_keepalive(plat: Platform, seconds: float) -> int:
+    """Admin requests on one keep-alive connection, one per IDLE / 2, for ``seconds``; how
+    many were answered 200 on that same connection (it raises if the platform closed it)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", plat.port, context=ctx, timeout=10,
+                                       source_address=("127.0.0.5", 0))
+    answered, sock, deadline = 0, None, time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            conn.request("GET", "/v1/admin/keys",
+                         headers={"Authorization": f"Bearer {plat.admin_token}"})
+            reply = conn.getresponse()
+            reply.read()
+            assert reply.status == 200
+            assert sock is None or conn.sock is sock, "the admin connection was replaced"
+            sock = conn.sock
+            answered += 1
+            time.sleep(IDLE / 2)
+    finally:
+        conn.close()
+    return answered
+
+
 async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float) -> bool:
     try:
         return await asyncio.wait_for(reader.read(1), timeout) == b""
@@ -125,7 +153,10 @@ def test_idle_strangers_do_not_stop_an_agent(tmp_path: Path) -> None:
                 assert all(closed), f"{closed.count(False)} idle connections still open"
                 raw_writer.close()
                 lifetime = UNAUTH_LIFETIMES * IDLE
+                admin = asyncio.get_running_loop().run_in_executor(
+                    None, _admin_keepalive, plat, lifetime + 2)
                 assert await _slow_headers(plat.port, lifetime + 15), "slow client kept"
+                assert await admin > lifetime / (IDLE / 2)  # outlived the lifetime
             finally:
                 for w in writers:
                     w.close()
