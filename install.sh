@@ -27,9 +27,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 apt_packages=(
     build-essential python3-dev python3-venv
     iproute2 nftables iperf3 procps bind9-dnsutils openssl systemd ca-certificates
-    postgresql  # server binaries for the PostgreSQL-backed store tests (tests/support/postgres.py)
 )
-test_packages=(postgresql)  # the PostgreSQL-backed store tests run a throwaway server
+test_packages=(postgresql)  # server binaries for the PostgreSQL-backed store tests
+#                             (tests/support/postgres.py starts a throwaway cluster)
 
 verb="${1:-}"
 case "$verb" in
