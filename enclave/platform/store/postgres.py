@@ -25,7 +25,7 @@ from enclave.platform.store.records import Row
 
 WRITE_LOCK = 0x656E636C  # pg_advisory_xact_lock key of the store's writers ("encl")
 POOL_SIZE = 8
-CONNECT_TIMEOUT = 10.0  # seconds to wait for the first connection at open
+CONNECT_TIMEOUT = 10  # seconds to wait for the first connection at open
 
 
 def redacted(url: str) -> str:
@@ -89,6 +89,14 @@ class PostgresDatabase(Database):
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
+        """Connect once (a clear error at once if the server cannot be reached), then the pool."""
+        try:
+            probe = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT)
+            await probe.close()
+        except psycopg.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreError(f"cannot open platform database {redacted(url)}: {reason}"
+                             ) from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, name="enclave-platform",
             kwargs={"autocommit": True, "row_factory": dict_row},

@@ -1,7 +1,8 @@
 """`--db` / ENCLAVE_PLATFORM_DB on the `enclave platform` commands (in-process, real stores):
 init on PostgreSQL writes no SQLite file and refuses a database that already holds a platform;
 the admin commands reach the same store through the flag or the environment; a --db that is not
-a PostgreSQL URL is refused with a clear error; without --db nothing changes (SQLite in --data).
+a PostgreSQL URL, or an unreachable server, is a clear error (never the password); without
+--db nothing changes (SQLite in --data).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from enclave.platform.cli import main as platform_main
 from tests.support.postgres import PostgresCluster
+from tests.support.proc import free_port
 
 
 def _init(data: Path, *db: str) -> int:
@@ -50,3 +52,14 @@ def test_db_must_be_a_postgresql_url(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "a").exists()
     assert _init(tmp_path / "s") == 0  # the default: SQLite in the data directory
     assert (tmp_path / "s" / "platform.db").exists()
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://admin:s3cret@127.0.0.1:{port}/enclave"
+    assert _init(tmp_path / "a", "--db", url) == 1
+    err = capsys.readouterr().err
+    assert "cannot open platform database" in err and f"127.0.0.1:{port}" in err
+    assert "s3cret" not in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists()
