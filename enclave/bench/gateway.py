@@ -243,6 +243,8 @@ def _gateway_run(ctx: BenchContext, roles: GatewayBench, cipher: str) -> None:
             try:
                 probe = _wait(lambda: _probe(ctx), max(5.0, opts.connect_timeout / 2),
                               f"UDP echo from b2 {ctx.b.ip} through the gateway")
+            except RuntimeError as exc:  # say where the frames went
+                raise RuntimeError(f"{exc}; {_drops(client, gw.name)}") from None
             finally:
                 flows.stop(echo)
             ready_ms = (time.monotonic() - t0) * 1000
@@ -268,6 +270,18 @@ def _gateway_run(ctx: BenchContext, roles: GatewayBench, cipher: str) -> None:
             box["detail"] = "; ".join(detail + errors)
     finally:
         stop_agents((client, gw))
+
+
+def _drops(agent: BenchAgent, peer_name: str) -> str:
+    """The agent's data-plane counters for the peer that are not zero (drops by reason)."""
+    peer = next((p for p in _peers(agent) if p.get("name") == peer_name), None)
+    if peer is None:
+        return f"{agent.host.name} does not list {peer_name}"
+    counters = peer.get("dataplane")
+    if not isinstance(counters, dict):
+        return f"{agent.host.name} reports no data-plane counters for {peer_name}"
+    shown = {k: v for k, v in counters.items() if isinstance(v, int) and v}
+    return f"{agent.host.name}'s counters for {peer_name}: {shown}"
 
 
 def _probe(ctx: BenchContext) -> flows.LatencyResult | None:
