@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.store import postgres_cluster  # noqa: F401  (one PostgreSQL per session)
+
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "inmem", "netlab")
 

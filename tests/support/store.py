@@ -6,8 +6,9 @@
                       store.list_systems() runs Store.list_systems to completion; sql() runs
                       raw SQL in one write transaction (triggers, checks of the rows)
 
-A folder whose tests use them imports the fixtures in its conftest.py:
-``from tests.support.store import postgres_cluster, store_location  # noqa: F401``.
+tests/conftest.py registers postgres_cluster (one cluster per session); a folder whose tests
+use store_location imports it in its conftest.py
+(``from tests.support.store import store_location  # noqa: F401``).
 """
 
 from __future__ import annotations

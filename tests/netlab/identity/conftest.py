@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.platform import Platform
 from tests.support.postgres import PostgresCluster
-from tests.support.store import BACKENDS, postgres_cluster  # noqa: F401
+from tests.support.store import BACKENDS
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,4 @@
-"""The store tests run on both backends (tests.support.store)."""
+"""The store tests run on both backends (tests.support.store; the session's PostgreSQL cluster
+fixture is registered in tests/conftest.py)."""
 
-from tests.support.store import postgres_cluster, store_location  # noqa: F401
+from tests.support.store import store_location  # noqa: F401
