@@ -14,7 +14,8 @@ client and GatewayGrants to the gateway (``gateway_info``), clipped to the certi
 Clearing a gateway (--clear, DELETE /v1/admin/systems/NAME/gateway) keeps its gateway policies:
 they offer no routes until it serves routes again, as when a policy is made before its gateway
 serves any (they still introduce the pairs, as tag policies; `policy remove` ends that).
-Removing the gateway system deletes its gateway policies in the same transaction (Store._forget).
+Removing the gateway system deletes its gateway policies in the same transaction
+(store.operations._forget).
 """
 
 from __future__ import annotations

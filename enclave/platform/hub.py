@@ -15,7 +15,7 @@ connection writes nothing to the store.
 
 Ephemeral systems (enrolled with an ephemeral key) are reaped by reevaluate(): one offline for
 longer than ENCLAVE_PLATFORM_EPHEMERAL_GRACE seconds (default 600) is removed like `systems
-remove` (Store._forget: certificates revoked, its intents, the intents naming it and the
+remove` (store.operations._forget: certificates revoked, its intents, the intents naming it and the
 gateway policies using it as gateway deleted, name retired; one transaction), and the same pass
 withdraws it from its peers and pushes the new CRL. "Offline since" is the system's
 last_seen (stamped on connect and on disconnect), but never earlier than this hub's start, so a
