@@ -170,6 +170,24 @@ def ident_check(
     """Verdict (IDENT_*) on one decrypted Ethernet frame from a peer certified with these."""
 
 # --- _fp_epoch.pxi .. _fp_dataplane.pxi: the native data-plane loops and their Python class ---
+AQM_TARGET_NS: Final[int]
+AQM_INTERVAL_NS: Final[int]
+AQM_RING_BYTES: Final[int]
+
+class CoDel:
+    """RFC 8289 CoDel state machine of the data plane, with the caller's clock (tests)."""
+
+    def __init__(self, target_ns: int = ..., interval_ns: int = ...) -> None: ...
+    def step(self, sojourn_ns: int, now_ns: int, empty: bool = False) -> bool: ...
+    @property
+    def dropping(self) -> bool: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def drop_next(self) -> int: ...
+
+def ecn_mark(frame: bytearray | memoryview) -> bool: ...
+
 PEER_DROP_COUNTERS: Final[tuple[str, ...]]
 GLOBAL_DROP_COUNTERS: Final[tuple[str, ...]]
 PUNT_HEADER_LEN: Final[int]
@@ -204,6 +222,7 @@ class DataPlane:
         max_peers: int = 256,
         mac_capacity: int = 4096,
         mac_max_age_ms: int = 300_000,
+        aqm: bool = True,
     ) -> None: ...
     def tune(
         self,
@@ -211,8 +230,10 @@ class DataPlane:
         tx_flush_bytes: int | None = None,
         tx_flush_frames: int | None = None,
         rx_batch: int | None = None,
+        aqm_target_us: int | None = None,
+        aqm_interval_us: int | None = None,
     ) -> dict[str, int]:
-        """Batching knobs, only while stopped; returns the settings in force."""
+        """Batching and CoDel knobs, only while stopped; returns the settings in force."""
     def install(
         self,
         slot: int,

@@ -172,6 +172,8 @@ cdef class DataPlane:
         self.st.tx_flush_frames = DP_TX_ENTRIES
         self.st.rx_batch = 0
         self.st.aqm = aqm
+        self.st.aqm_target_ns = DP_AQM_TARGET_NS
+        self.st.aqm_interval_ns = DP_AQM_INTERVAL_NS
         if aqm:      # the rx CoDel's sojourn: kernel arrival time per datagram (_fp_aqm.pxi)
             dup = _dp_os.dup(udp_fd)
             try:
@@ -245,12 +247,15 @@ cdef class DataPlane:
             self._wake = -1
 
     def tune(self, *, tx_flush_bytes: int | None = None, tx_flush_frames: int | None = None,
-             rx_batch: int | None = None) -> dict:
+             rx_batch: int | None = None, aqm_target_us: int | None = None,
+             aqm_interval_us: int | None = None) -> dict:
         """Batching knobs (latency vs syscalls per frame); only while stopped. Returns them.
 
         tx_flush_bytes / tx_flush_frames: the tx loop sends its batch once this much is
         queued, else when the TAP has nothing more to read (default: the whole batch buffer).
         rx_batch: datagrams (UDP_GRO buffers) per recvmmsg, 0 = all receive slots.
+        aqm_target_us / aqm_interval_us: CoDel's target and interval (_fp_aqm.pxi; defaults
+        AQM_TARGET_NS / AQM_INTERVAL_NS): for experiments and tests, not an agent option.
         """
         if self._threads:
             raise RuntimeError("tune() while the loops run")
@@ -266,8 +271,18 @@ cdef class DataPlane:
             if not 0 <= rx_batch <= UB_MAX:
                 raise ValueError(f"rx_batch must be 0..{UB_MAX}")
             self.st.rx_batch = rx_batch
+        if aqm_target_us is not None:
+            if not 1 <= aqm_target_us <= 1_000_000:
+                raise ValueError("aqm_target_us must be 1..1000000")
+            self.st.aqm_target_ns = <uint64_t>aqm_target_us * 1000
+        if aqm_interval_us is not None:
+            if not 1 <= aqm_interval_us <= 10_000_000:
+                raise ValueError("aqm_interval_us must be 1..10000000")
+            self.st.aqm_interval_ns = <uint64_t>aqm_interval_us * 1000
         return {"tx_flush_bytes": self.st.tx_flush_bytes,
-                "tx_flush_frames": self.st.tx_flush_frames, "rx_batch": self.st.rx_batch}
+                "tx_flush_frames": self.st.tx_flush_frames, "rx_batch": self.st.rx_batch,
+                "aqm_target_us": self.st.aqm_target_ns // 1000,
+                "aqm_interval_us": self.st.aqm_interval_ns // 1000}
 
     # -- snapshots ------------------------------------------------------------------------------
 

@@ -260,6 +260,8 @@ ctypedef struct dp_state:
     int tx_flush_frames         # ... or this many datagrams (latency vs syscalls)
     int rx_batch                # datagrams (GRO buffers) per recvmmsg
     int aqm                     # CoDel on the tx ring and the UDP receive queue (_fp_aqm.pxi)
+    uint64_t aqm_target_ns      # its target and interval (DataPlane.tune)
+    uint64_t aqm_interval_ns
     void *snap
     uint64_t gen
     uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT

@@ -202,7 +202,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     else:
         memset(rx.ub, 0, sizeof(udp_batch))
     nb = st.rx_batch if 0 < st.rx_batch < rx.nslots else rx.nslots
-    codel_init(&rx.cd, DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS)
+    codel_init(&rx.cd, st.aqm_target_ns, st.aqm_interval_ns)
     for i in range(rx.nslots):
         rx.offsets[i] = <uint32_t>(i * rx.slotsize)
         rx.sizes[i] = <uint32_t>rx.slotsize

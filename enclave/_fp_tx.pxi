@@ -309,7 +309,7 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
         tx.q = <aqm_ring *>calloc(1, sizeof(aqm_ring))
         if tx.q != NULL:
             tx.q.buf = <uint8_t *>malloc(DP_AQM_RING_BYTES + DP_RBUF + 64)
-        codel_init(&tx.cd, DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS)
+        codel_init(&tx.cd, st.aqm_target_ns, st.aqm_interval_ns)
     if (tx.rown == NULL or tx.buf == NULL or tx.pbuf == NULL or tx.ub == NULL
             or (st.aqm and (tx.q == NULL or tx.q.buf == NULL))):
         st.stop = 1

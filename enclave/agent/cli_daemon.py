@@ -68,6 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
         "tap": False if args.no_tap else None,
         "offload": False if args.no_offload else None,
+        "aqm": False if args.no_aqm else None,
         "dns": False if args.no_dns else None,
         "metrics": args.metrics,
     })
@@ -158,6 +159,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help="control plane only: no TAP device / data plane")
     p.add_argument("--no-offload", action="store_true",
                    help="no TAP TSO/GRO or UDP GSO/GRO offloads (also ENCLAVE_OFFLOAD=0)")
+    p.add_argument("--no-aqm", action="store_true",
+                   help="no CoDel/ECN queue management in the data plane: queues wait in the "
+                   "TAP ring and socket buffers unmanaged (also ENCLAVE_AQM=0)")
     p.add_argument("--no-dns", action="store_true",
                    help="do not answer NAME.enclave on the overlay IP (also ENCLAVE_DNS=0)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,

@@ -10,7 +10,8 @@ the introductions in a dict that status/peers show, and reads the UDP data socke
 reflect replies are expected there).
 
 Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
-ENCLAVE_OFFLOAD) > <state>/config.toml (keys port, interface, mtu, cipher, offload) > defaults.
+ENCLAVE_OFFLOAD, ENCLAVE_AQM) > <state>/config.toml (keys port, interface, mtu, cipher, offload,
+aqm) > defaults.
 Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
 sockets are up, STOPPING=1 when shutdown begins.
 Certificate renewal: a timer wakes at the certificate's renewal due time (2/3 of its lifetime)
@@ -129,6 +130,7 @@ class AgentOptions:
     mtu: int | None = None
     cipher: str | None = None
     offload: bool = True
+    aqm: bool = True  # CoDel + ECN on the data plane's queues (enclave/_fp_aqm.pxi)
     tap: bool = True
     dns: bool = True  # NAME.enclave on the overlay IP, port 53 (enclave.agent.dns_server)
     metrics: str | None = None  # HOST:PORT for Prometheus /metrics (enclave.agent.metrics)
@@ -143,7 +145,7 @@ class AgentOptions:
                 merged.update(tomllib.loads(path.read_text()))
             except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
                 raise AgentError(f"config file {path} is invalid: {exc}") from None
-        for key in ("port", "interface", "mtu", "cipher", "offload", "dns", "metrics"):
+        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "dns", "metrics"):
             env = os.environ.get(f"ENCLAVE_{key.upper()}")
             if env:
                 merged[key] = env
@@ -155,6 +157,7 @@ class AgentOptions:
                 mtu=int(merged["mtu"]) if merged.get("mtu") is not None else None,
                 cipher=str(merged["cipher"]) if merged.get("cipher") else None,
                 offload=str(merged.get("offload", True)).lower() not in ("0", "false", "no"),
+                aqm=str(merged.get("aqm", True)).lower() not in ("0", "false", "no"),
                 tap=bool(merged.get("tap", True)),
                 dns=str(merged.get("dns", True)).lower() not in ("0", "false", "no"),
                 metrics=str(merged["metrics"]) if merged.get("metrics") else None,

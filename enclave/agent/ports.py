@@ -26,6 +26,7 @@ class OptionsView(Protocol):
     mtu: int | None
     cipher: str | None
     offload: bool
+    aqm: bool
     tap: bool
 
 

@@ -170,6 +170,7 @@ class DataPlane:
         max_peers: int = 256,
         owns_tap: bool = False,
         udp_offload: bool | None = None,
+        aqm: bool = True,
     ) -> None:
         self.tap = tap
         self.udp_sock = udp_sock
@@ -189,7 +190,9 @@ class DataPlane:
             udp_gro=self.udp_gro,
             mtu=self.mtu,
             max_peers=max_peers,
+            aqm=aqm,
         )
+        self.aqm = aqm
         self._owns_tap = owns_tap
         self._slots: dict[str, int] = {}
         self._names: dict[int, str] = {}
@@ -213,6 +216,7 @@ class DataPlane:
         offload: bool = True,
         netns: str | None = None,
         max_peers: int = 256,
+        aqm: bool = True,
     ) -> DataPlane:
         """Create the TAP (MAC + overlay address from the certificate) and the data plane."""
         if isinstance(mac, bytes):
@@ -234,6 +238,7 @@ class DataPlane:
                 mtu=mtu,
                 max_peers=max_peers,
                 owns_tap=True,
+                aqm=aqm,
             )
         except BaseException:
             tap.close()
@@ -318,6 +323,7 @@ class DataPlane:
             "tap_gro": self.tap_gro,
             "udp_gso": self.udp_gso,
             "udp_gro": self.udp_gro,
+            "aqm": self.aqm,
         }
 
     # -- sessions (ConnectionManager adapter) ------------------------------------------------------

@@ -97,6 +97,7 @@ class Overlay:
         tap_mtu: int | None = None,
         ipv6: bool = False,
         udp_offload: bool | None = None,
+        aqm: bool = True,
     ) -> None:
         self.lab = lab
         self.cipher = cipher
@@ -130,7 +131,8 @@ class Overlay:
                 sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.bind((str(host.ip), PORT))
                 dp = DataPlane(
-                    tap, sock, offload=offload, mtu=mtu, max_peers=16, udp_offload=udp_offload
+                    tap, sock, offload=offload, mtu=mtu, max_peers=16, udp_offload=udp_offload,
+                    aqm=aqm,
                 )
                 self.members.append(Member(host, n, tap, sock, dp, name=host.name))
             for m in self.members:

@@ -3,6 +3,7 @@ clock: the behaviour RFC 8289 section 5 describes, case by case."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -68,9 +69,9 @@ def test_5_drop_spacing_shrinks_as_interval_over_sqrt_count() -> None:
             assert t - scheduled[-1] < MS // 10  # ... and at the first packet after it
             drops.append(t)
             scheduled.append(c.drop_next)
-    for count, (a, b) in enumerate(zip(scheduled, scheduled[1:]), start=2):
+    for count, (a, b) in enumerate(itertools.pairwise(scheduled), start=2):
         assert abs((b - a) - INTERVAL / math.sqrt(count)) <= 1, count
-    gaps = [b - a for a, b in zip(scheduled, scheduled[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(scheduled)]
     assert gaps == sorted(gaps, reverse=True)
     assert c.count == 8
 
