@@ -94,6 +94,7 @@ class AgentCollector(Collector):
         status = self.agent.metrics_view()
         yield from self._peer_counters(peers)
         yield self._dropped(peers, status)
+        yield self._marked(status)
         yield self._states(peers)
         yield self._handshakes(status)
         yield from self._paths(peers)
@@ -152,6 +153,20 @@ class AgentCollector(Collector):
         node = status.get("node_drops")
         for reason, value in sorted(node.items() if isinstance(node, dict) else ()):
             fam.add_metric([f"node_{reason}"], self.totals.observe(("node", reason), int(value)))
+        return fam
+
+    def _marked(self, status: Mapping[str, Any]) -> Metric:
+        fam = CounterMetricFamily("enclave_ecn_marked_packets",
+                                  "Packets the data plane's AQM (CoDel) marked CE instead of "
+                                  "dropping them, by direction (its drops: enclave_dropped_"
+                                  "packets, reasons tx_aqm_drops / rx_aqm_drops).",
+                                  labels=["direction"])
+        dataplane = status.get("dataplane")
+        counters = dataplane.get("counters") if isinstance(dataplane, dict) else None
+        for direction in ("tx", "rx"):
+            key = f"{direction}_aqm_marks"
+            value = _int(counters, key) if isinstance(counters, dict) else 0
+            fam.add_metric([direction], self.totals.observe((key,), value))
         return fam
 
     def _states(self, peers: list[dict[str, Any]]) -> Metric:
