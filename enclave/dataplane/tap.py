@@ -95,6 +95,9 @@ IN6_ADDR_GEN_MODE_EUI64: Final = 0  # <linux/if_link.h>
 # --no-offload, median of 3); the price is tail drops the inner TCP sees as loss, as at
 # any bounded bottleneck. With TSO an entry is a super-frame of up to 64 KB; shrinking the ring far
 # enough to matter there (16..32 entries) only trades latency for tail drops, so it stays.
+# With the data plane's AQM on (the default; enclave/_fp_aqm.pxi) the tx loop reads this ring
+# eagerly into its own bytes-bounded ring, where CoDel sees each frame's waiting time, so this
+# ring is only the overflow once that one is full (a flow that ignores drops and marks).
 TXQUEUELEN_PLAIN: Final = 256
 TXQUEUELEN_OFFLOAD: Final = 1000  # the kernel default
 
