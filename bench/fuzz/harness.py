@@ -13,11 +13,14 @@
             after exactly N cases: the report (cases, seconds, slowest case, RSS at the first and
             the last case, the final table sizes) is written to R.json and the worker exits 0.
 
+    python3 -m bench.fuzz.harness TARGET --replay crash-FILE     a kept input again, no atheris
+    drive(load(TARGET, seed), runs, seed)                        deterministic cases, no atheris
+                                                                 (bench/test_fuzz_smoke.py)
+
 A target is a factory (seed -> Harness) in the FACTORIES dict of a ``targets_*`` module; TARGETS
-says which module.
-Targets catch exactly the errors their parser documents (WireError, TokenError, ApiError 400,
-...); anything else escapes and is a crash.  They also assert the properties the code promises
-(round trips, silence towards strangers, outputs within their limits).
+says which module.  Targets catch exactly the errors their parser documents (WireError,
+TokenError, ApiError 400, ...); anything else escapes and is a crash.  They also assert the
+properties the code promises (round trips, silence towards strangers, outputs within limits).
 """
 
 from __future__ import annotations
