@@ -43,9 +43,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from enclave import _fastpath as fp
 from enclave.agent.relay_client import RelayClient
+from enclave.agent.relay_tls import RelayTlsClient
 from enclave.agent.transport_tcp import (
     PortGuardLike,
     SocketFactory,
@@ -53,7 +55,14 @@ from enclave.agent.transport_tcp import (
     default_socket_factory,
 )
 from enclave.agent.transport_udp import UdpTransport
-from enclave.discovery.candidates import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.discovery.candidates import (
+    RELAYED,
+    Candidate,
+    CandidateKind,
+    NatBehaviour,
+    PathAddr,
+    Transport,
+)
 from enclave.discovery.introduction import WITHDRAW_OFFLINE, Introduction
 from enclave.proto.events import (
     DataReceived,
@@ -140,6 +149,7 @@ class _PeerInfo:
     tx_bytes: int = 0
     rekeys: int = 0
     path_changes: int = 0
+    path_changed_at: float | None = None  # unix time the session last moved to another path
     closed_reason: str | None = None
     offline: bool = False  # the platform said the peer is offline; its session was kept
     extra: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +159,9 @@ def path_name(addr: PathAddr | None, kinds: dict[PathAddr, CandidateKind]) -> st
     if addr is None:
         return None
     if addr.transport is Transport.RELAY:
-        return "relay"
+        return "relay-udp"
+    if addr.transport is Transport.RELAY_TLS:
+        return "relay-tls"
     if addr.transport is Transport.TCP:
         return "direct-tcp"
     return "lan" if kinds.get(addr) is CandidateKind.PRIVATE else "direct-udp"
@@ -188,6 +200,7 @@ class ConnectionManager:
             guard=tcp_guard,
         )
         self._relay = RelayClient()
+        self._relay_tls: RelayTlsClient | None = None  # use_relay_tls()
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
         self._on_forgotten: list[OnForgotten] = []
@@ -231,6 +244,15 @@ class ConnectionManager:
             self._timer = None
         self._udp.close()
         await self._tcp.close()
+        if self._relay_tls is not None:
+            await self._relay_tls.close()
+
+    def use_relay_tls(self, url: str, pin: str) -> None:
+        """Relay over TLS through the platform at `url` (its TLS key pinned to `pin`) when no
+        direct path works, alongside the UDP relay (which ranks better when both register)."""
+        host = urlsplit(url).hostname or ""
+        self._relay_tls = RelayTlsClient(url, pin, host, self._on_relay_tls,
+                                         self._relay_tls_registered)
 
     @property
     def tcp_port(self) -> int:
@@ -255,12 +277,12 @@ class ConnectionManager:
         self._peers[intro.peer] = info
         # the peer's addresses: its current candidates and path only (bounded, not appended)
         for a in [a for a, n in self._addr_peer.items() if n == intro.peer and a != info.addr
-                  and a.transport is not Transport.RELAY]:
+                  and a.transport not in RELAYED]:
             del self._addr_peer[a]
         for c in intro.candidates:
             self._addr_peer[c.addr] = intro.peer
         self._tcp.allow_peer(intro.peer, [c.addr.host for c in intro.candidates
-                                          if c.addr.transport is not Transport.RELAY])
+                                          if c.addr.transport not in RELAYED])
         ident = self._validate(intro.cert_der)  # its public key keys our INITs' MAC1
         if ident is None or ident.name != intro.peer:
             log.warning("introduced to %.64s with a certificate that does not check out; "
@@ -279,6 +301,8 @@ class ConnectionManager:
         info.intro = dataclasses.replace(info.intro, relay_ticket=ticket)
         for out, dst in self._relay.set_ticket(peer, ticket, self._now()):
             self._udp.send(out, dst)
+        if self._relay_tls is not None:
+            self._relay_tls.set_ticket(peer, ticket)
         self._pump()
 
     def withdraw(self, peer: str, reason: str) -> bool:
@@ -302,6 +326,8 @@ class ConnectionManager:
         self._peers.pop(peer, None)
         self.node.close(peer, now, CloseReason.LOCAL)
         self._relay.remove(peer)
+        if self._relay_tls is not None:
+            self._relay_tls.remove(peer)
         self._tcp.forget_peer(peer)
         for a in [a for a, n in self._addr_peer.items() if n == peer]:
             del self._addr_peer[a]
@@ -357,6 +383,8 @@ class ConnectionManager:
             if wrapped is None:
                 return False
             self._udp.send(*wrapped)
+        elif addr.transport is Transport.RELAY_TLS:
+            return self._relay_tls is not None and self._relay_tls.send(packet, addr)
         else:
             self._udp.send(packet, (addr.host, addr.port))
         return True
@@ -433,6 +461,9 @@ class ConnectionManager:
                 "rekeys": info.rekeys,
                 "path_changes": info.path_changes,
                 "relay_registered": self._relay.registered(info.name),
+                "relay_tls_registered": self._relay_tls is not None
+                and self._relay_tls.registered(info.name),
+                "path_changed_at": info.path_changed_at,
                 "relay": None if relay is None else f"{relay[0][0]}:{relay[0][1]}",
                 "relay_rtt_ms": None if relay is None or relay[1] is None
                 else round(relay[1] * 1000, 3),
@@ -486,6 +517,19 @@ class ConnectionManager:
         else:
             for cb in self._unhandled:
                 cb(data, src)
+
+    def _on_relay_tls(self, data: bytes, path: PathAddr) -> None:
+        self._to_node(data, path, self._now())
+
+    def _relay_tls_registered(self, peer: str, path: PathAddr) -> None:
+        """The relay over TLS took `peer`'s channel: one more candidate (ranked last)."""
+        info = self._peers.get(peer)
+        if info is None:
+            return
+        self._addr_peer[path] = peer
+        info.kinds[path] = CandidateKind.RELAY
+        self.node.add_candidate(peer, Candidate(path, CandidateKind.RELAY), self._now())
+        self._pump()
 
     def _on_tcp(self, data: bytes, addr: PathAddr) -> None:
         self._to_node(data, addr, self._now())
@@ -541,6 +585,9 @@ class ConnectionManager:
                 self._udp.send(data, (addr.host, addr.port))
             elif addr.transport is Transport.TCP:
                 self._tcp.send(data, addr)
+            elif addr.transport is Transport.RELAY_TLS:
+                if self._relay_tls is not None:
+                    self._relay_tls.send(data, addr)
             else:
                 wrapped = self._relay.wrap(data, addr)
                 if wrapped is not None:
@@ -630,8 +677,12 @@ class ConnectionManager:
             info.rekeys += 1
             info.handshake_at = now + self._wall_offset
         elif isinstance(ev, (PeerRoamed, PathChanged)):
+            before = path_name(info.addr, info.kinds)
             self._learn(info, ev.addr)
             info.path_changes += 1
+            info.path_changed_at = now + self._wall_offset
+            log.info("session with %s moved from %s to %s %s", ev.peer, before,
+                     path_name(info.addr, info.kinds), info.addr)
         elif isinstance(ev, SessionClosed):
             info.state = "closed"
             info.closed_reason = ev.reason.name.lower()
@@ -657,3 +708,5 @@ class ConnectionManager:
             relay = (intro.relay.host, intro.relay.port)
             for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
                 self._udp.send(out, dst)
+            if self._relay_tls is not None:
+                self._relay_tls.add(ev.peer, intro.relay_ticket)

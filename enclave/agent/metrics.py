@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from enclave import _fastpath as fp
 
 PEER_STATES = ("connecting", "relay-wait", "connected", "closed", "failed", "introduced")
-PATHS = ("lan", "direct-udp", "direct-tcp", "relay")
+PATHS = ("lan", "direct-udp", "direct-tcp", "relay-udp", "relay-tls")
 # the fast path's counters that count a dropped packet (per peer, global): named where they
 # are counted (enclave/_fp_dataplane.pxi), so a new drop reason is exported without a change here
 PEER_DROP_COUNTERS: tuple[str, ...] = fp.PEER_DROP_COUNTERS

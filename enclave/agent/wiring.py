@@ -217,8 +217,10 @@ def agent_factory(agent: AgentView) -> AgentConnections:
     assert agent.udp_sock is not None
     dp = open_dataplane(agent, choice.max_tag_size) if agent.options.tap else None
     try:
-        return AgentConnections(creds, validator, udp_sock=agent.udp_sock,
-                                tcp_port=agent.options.port, dp=dp, cipher=choice.cipher)
+        cm = AgentConnections(creds, validator, udp_sock=agent.udp_sock,
+                              tcp_port=agent.options.port, dp=dp, cipher=choice.cipher)
+        cm.use_relay_tls(agent.record.url, agent.record.pin)  # relay of last resort over TLS
+        return cm
     except BaseException:
         if dp is not None:
             off_loop(dp.close)

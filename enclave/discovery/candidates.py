@@ -9,7 +9,8 @@ Path rank, best first (lower is better):
     0  same LAN      UDP to a private candidate
     1  direct UDP    UDP to a public / peer-reflexive candidate
     2  direct TCP    TCP to any candidate
-    3  relay         through the platform's relay
+    3  relay-udp     through the platform's UDP relay
+    4  relay-tls     through the platform's relay over TLS (a WebSocket on its HTTPS port)
 
 Candidate hosts are IP address literals, never names (check_candidate_host): nothing that comes
 from a peer or the platform can make an agent resolve a name, and nothing aims an agent's probes
@@ -28,7 +29,8 @@ from typing import NamedTuple
 class Transport(StrEnum):
     UDP = "udp"
     TCP = "tcp"
-    RELAY = "relay"
+    RELAY = "relay"  # the platform's UDP relay
+    RELAY_TLS = "relay-tls"  # the platform's relay over TLS (enclave.agent.relay_tls)
 
 
 class PathAddr(NamedTuple):
@@ -66,10 +68,14 @@ class Candidate:
 RANK_LAN = 0
 RANK_DIRECT_UDP = 1
 RANK_DIRECT_TCP = 2
-RANK_RELAY = 3
+RANK_RELAY = 3  # the UDP relay; every rank from here on is relayed
+RANK_RELAY_TLS = 4
+RELAYED = frozenset({Transport.RELAY, Transport.RELAY_TLS})
 
 
 def path_rank(candidate: Candidate) -> int:
+    if candidate.addr.transport is Transport.RELAY_TLS:
+        return RANK_RELAY_TLS
     if candidate.addr.transport is Transport.RELAY or candidate.kind is CandidateKind.RELAY:
         return RANK_RELAY
     if candidate.addr.transport is Transport.TCP:
@@ -85,7 +91,7 @@ def punchable(candidate: Candidate, local_nat: NatBehaviour) -> bool:
     Two address-and-port-dependent NATs never meet (each side's mapping towards the other is
     unknown in advance); a relay is never punched.
     """
-    if path_rank(candidate) == RANK_RELAY:
+    if path_rank(candidate) >= RANK_RELAY:
         return False
     if candidate.kind is CandidateKind.PRIVATE:
         return True

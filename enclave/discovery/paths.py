@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from enclave.discovery.candidates import (
     RANK_RELAY,
+    RANK_RELAY_TLS,
     Candidate,
     CandidateKind,
     NatBehaviour,
@@ -97,7 +98,7 @@ class PathManager:
         return best.candidate.addr
 
     def relay_candidates(self) -> list[PathAddr]:
-        return [a for a, p in self._paths.items() if p.rank == RANK_RELAY]
+        return [a for a, p in self._paths.items() if p.rank >= RANK_RELAY]
 
     def _punch_targets(self, better_than: int | None = None) -> list[Candidate]:
         out = []
@@ -190,7 +191,7 @@ class PathManager:
 
     def _best_rank(self) -> int:
         best = self.best()
-        return RANK_RELAY + 1 if best is None else self._paths[best].rank
+        return RANK_RELAY_TLS + 1 if best is None else self._paths[best].rank
 
     def _better_possible(self) -> bool:
         return bool(self._punch_targets(better_than=self._best_rank()))

@@ -248,6 +248,16 @@ class Lab:
             raise KeyError(f"{name!r} is a site host, not a public host")
         return host
 
+    def block_udp(self, site: str, block: bool) -> None:
+        """Make `site`'s router drop all forwarded UDP (True) or let it pass again (False)."""
+        router = self.site(site).router_netns
+        if block:
+            netns.run(netns.exec_argv(router, ["nft", "-f", "-"]),
+                      input=natrules.block_udp_ruleset())
+        else:
+            netns.run(netns.exec_argv(router, ["nft", "delete", "table", "ip",
+                                               natrules.BLOCK_TABLE]))
+
     def site(self, name: str) -> SiteInfo:
         return self._sites[name]
 
@@ -494,6 +504,8 @@ class Lab:
         rules = natrules.ruleset(site.nat, plan.uplink_router.ip)
         if rules:
             netns.run(netns.exec_argv(router, ["nft", "-f", "-"]), input=rules)
+        if site.block_udp:
+            self.block_udp(site.name, True)
         if site.netem is not None:
             backend = impair.apply(router, self.inet_netns, f"s{plan.index}", site.netem)
             if backend is not None:

@@ -35,9 +35,21 @@ import ipaddress
 from enclave.netlab.topology import NatType
 
 TABLE = "enclave_lab"
+BLOCK_TABLE = "enclave_block"  # a site that drops UDP (offices, hotels): a table of its own
 WAN = "wan"
 LAN = "lan"
 MAPPING_TIMEOUT_S = 60
+
+
+def block_udp_ruleset() -> str:
+    """The nft script that makes a router drop every UDP packet it forwards, both ways (the
+    LAN's own traffic and TCP pass).  Deleting table BLOCK_TABLE lifts it."""
+    return (f"table ip {BLOCK_TABLE} {{\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority filter - 10; policy accept;\n"
+            "    meta l4proto udp drop\n"
+            "  }\n"
+            "}\n")
 
 
 def ruleset(nat: NatType, public_ip: ipaddress.IPv4Address) -> str:

@@ -128,6 +128,7 @@ class Site:
     mtu: int = 1500
     netem: Netem | None = None
     lan_mtu: int = 1500
+    block_udp: bool = False  # the router drops all forwarded UDP (Lab.block_udp lifts it)
 
     def __post_init__(self) -> None:
         if not _SITE_RE.match(self.name):
@@ -180,6 +181,7 @@ class Topology:
                     "mtu": s.mtu,
                     "lan_mtu": s.lan_mtu,
                     "netem": None if s.netem is None else vars(s.netem).copy(),
+                    "block_udp": s.block_udp,
                 }
                 for s in self.sites
             ],
@@ -204,6 +206,7 @@ class Topology:
                     mtu=int(raw.get("mtu", 1500)),
                     lan_mtu=int(raw.get("lan_mtu", 1500)),
                     netem=None if netem is None else Netem(**netem),
+                    block_udp=bool(raw.get("block_udp", False)),
                 )
             )
         return cls(sites=sites, public_hosts=[str(h) for h in raw_pub])

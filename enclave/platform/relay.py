@@ -28,6 +28,7 @@ may register or be relayed to: a revoked system's live registrations are dropped
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -46,8 +47,10 @@ from aiohttp import web
 from enclave.cert.errors import KeyStoreError
 from enclave.cert.keystore import SecretStore
 from enclave.discovery.candidates import PathAddr, Transport
-from enclave.platform.app import PLATFORM
+from enclave.platform.app import LISTEN, PLATFORM
+from enclave.platform.relay_ws import RelayWs, serve_ws
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
+from enclave.proto.relay_batch import RELAY_WS_PATH
 from enclave.proto.wire import (
     MSG_RELAY_CHALLENGE,
     MSG_RELAY_DATA,
@@ -323,14 +326,15 @@ class RelayServer:
             self._transport = None
 
 
-def relay_bind_from_env() -> tuple[str, int] | None:
-    """ENCLAVE_PLATFORM_RELAY = "host:port" (default 0.0.0.0:3479) or "off"."""
-    raw = os.environ.get("ENCLAVE_PLATFORM_RELAY", f"0.0.0.0:{DEFAULT_PORT}").strip()
+def relay_bind_from_env(default_host: str = "0.0.0.0") -> tuple[str, int] | None:
+    """ENCLAVE_PLATFORM_RELAY = "host:port" (default: default_host — the API's listen address
+    — and port 3479; ":port" takes default_host too) or "off"."""
+    raw = os.environ.get("ENCLAVE_PLATFORM_RELAY", f":{DEFAULT_PORT}").strip()
     if raw.lower() in ("off", "none", ""):
         return None
     host, _, port = raw.rpartition(":")
     try:
-        return (host or "0.0.0.0", int(port))
+        return (host or default_host, int(port))
     except ValueError:
         log.error("ENCLAVE_PLATFORM_RELAY=%r is not host:port; relay disabled", raw)
         return None
@@ -346,13 +350,25 @@ class RelayService:
     key: bytes
     public: PathAddr
     lifetime: int = TICKET_LIFETIME  # the hub re-issues tickets after half of it
+    ws: RelayWs | None = None  # the relay over TLS (RELAY_WS_PATH); same tickets
+
+    def __post_init__(self) -> None:
+        if self.ws is None:
+            self.ws = RelayWs(lambda raw, now: verify_ticket(self.key, raw, now))
 
     def ticket(self, src: str, dst: str, lifetime: int | None = None) -> bytes:
         return mint_ticket(self.key, src, dst, int(time.time()) + (lifetime or self.lifetime))
 
     def allow_only(self, names: set[str] | frozenset[str]) -> None:
-        """See RelayCore.allow_only (the control hub calls this after every re-evaluation)."""
+        """See RelayCore.allow_only (the control hub calls this after every re-evaluation);
+        on the relay over TLS, a WebSocket left with no registration is closed."""
         self.server.core.allow_only(names)
+        if self.ws is not None:
+            for ws in self.ws.allow_only(names):
+                with contextlib.suppress(RuntimeError):  # no loop: nothing is connected
+                    task = asyncio.get_running_loop().create_task(ws.close())
+                    _CLOSING.add(task)
+                    task.add_done_callback(_CLOSING.discard)
 
 
 def ticket_lifetime_from_env() -> int:
@@ -366,10 +382,12 @@ def ticket_lifetime_from_env() -> int:
 
 
 RELAY = web.AppKey("relay", RelayService)
+_CLOSING: set[asyncio.Task[object]] = set()  # WebSockets of cut systems being closed
 
 
 async def _startup(app: web.Application) -> None:
-    bind = relay_bind_from_env()
+    listen = app.get(LISTEN)
+    bind = relay_bind_from_env(listen[0] if listen else "0.0.0.0")
     if bind is None:
         return
     platform = app[PLATFORM]
@@ -384,9 +402,8 @@ async def _startup(app: web.Application) -> None:
     except OSError as exc:
         log.warning("relay not started on %s:%d: %s", bind[0], bind[1], exc)
         return
-    public_name = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or (
-        urlsplit(platform.settings.url).hostname or bind[0]
-    )
+    public_name = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or _public_name(
+        bind[0], urlsplit(platform.settings.url).hostname)
     public_host = await _address_of(public_name)
     if public_host is None:
         log.warning("relay not started: its public name %r has no IPv4 address", public_name)
@@ -395,6 +412,18 @@ async def _startup(app: web.Application) -> None:
     app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port),
                               ticket_lifetime_from_env())
     log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port, public_host)
+
+
+def _public_name(bound: str, url_host: str | None) -> str:
+    """What agents are told to reach the relay at: the address it is bound to, unless that is
+    unspecified (0.0.0.0), then the platform URL's host (each node of a shared platform that
+    binds its own address advertises its own relay)."""
+    try:
+        if not ipaddress.ip_address(bound).is_unspecified:
+            return bound
+    except ValueError:
+        pass
+    return url_host or bound
 
 
 async def _address_of(host: str) -> str | None:
@@ -417,6 +446,15 @@ async def _shutdown(app: web.Application) -> None:
         service.server.close()
 
 
+async def _relay_ws(request: web.Request) -> web.StreamResponse:
+    """GET /v1/relay: the relay over TLS (enclave.platform.relay_ws); 404 when it is off."""
+    service = request.app.get(RELAY)
+    if service is None or service.ws is None:
+        raise web.HTTPNotFound()
+    return await serve_ws(service.ws, request)
+
+
 def setup(app: web.Application) -> None:
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
+    app.router.add_get(RELAY_WS_PATH, _relay_ws)

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from enclave.discovery.candidates import PathAddr, Transport
+from enclave.discovery.candidates import RELAYED, PathAddr
 from enclave.proto import timing as T
 from enclave.proto.cookie import CookieChecker, RandomBytes
 from enclave.proto.ratelimit import KeyedBuckets, TokenBucket
@@ -52,7 +52,7 @@ def source_bytes(addr: Hashable) -> bytes:
 def source_ip(addr: Hashable) -> Hashable:
     """Rate-limit key of a source: its IP for UDP and TCP (every port of one host counts as
     one); a relay channel as a whole (the relay checked the sender's ticket)."""
-    if isinstance(addr, PathAddr) and addr.transport is not Transport.RELAY:
+    if isinstance(addr, PathAddr) and addr.transport not in RELAYED:
         return addr.host
     return addr
 

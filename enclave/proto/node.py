@@ -922,7 +922,7 @@ class Node:
             return [p.addr] if p.addr is not None else []
         cands = [c.addr for c in sorted(p.paths.candidates(), key=lambda c: c.kind)]
         if not p.relay_reported:
-            cands = [a for a in cands if p.paths.rank_of(a) != RANK_RELAY]
+            cands = [a for a in cands if (p.paths.rank_of(a) or 0) < RANK_RELAY]
         return list(cands)
 
     def _probe(self, p: _Peer, addr: PathAddr, now: float) -> None:

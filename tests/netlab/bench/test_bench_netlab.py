@@ -110,7 +110,8 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
             assert len(f["samples"]) == 2 and all(v > 0 for v in f["samples"]), f
             assert f["value"] == f["overlay"] and f["min"] <= f["value"] <= f["max"]
             assert len(f["ratio_samples"]) == 2 and f["ratio"] > 0
-            assert data["paths"][cipher] in ("lan", "direct-udp", "direct-tcp", "relay")
+            assert data["paths"][cipher] in ("lan", "direct-udp", "direct-tcp", "relay-udp",
+                                              "relay-tls")
             bars = re.findall(rf'class="whisker" data-series="{cipher}" data-flow="tcp1_ab"',
                               page)
             assert len(bars) == 1, cipher

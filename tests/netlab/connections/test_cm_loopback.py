@@ -147,7 +147,7 @@ def test_no_direct_path_falls_back_to_relay() -> None:
                                      what="a <-> b connected through the relay")
                 for x, y in ((a, b), (b, a)):
                     p = x.cm.peer(y.name)
-                    assert p is not None and p["path"] == "relay" and p["relay_registered"], p
+                    assert p is not None and p["path"] == "relay-udp" and p["relay_registered"], p
                     assert 4500 < p["setup_ms"] < 12000
                 assert await exchange(a, b, 5)
                 assert relay.core.forwarded >= 10

@@ -181,7 +181,7 @@ def test_nat_pair(
     record_property("punch_ms", res.punch_ms)
     print(f"{SHORT[row]:>4} x {SHORT[col]:<4}: {res.paths} setup_ms={res.setup_ms}")
     assert res.connected, res
-    want = "relay" if EXPECTED[(row, col)] == "relay" else "direct-udp"
+    want = "relay-udp" if EXPECTED[(row, col)] == "relay" else "direct-udp"
     assert res.paths == (want, want), res
     assert res.data_ok, res
     assert all(ms is not None and ms > 0 for ms in res.setup_ms), res

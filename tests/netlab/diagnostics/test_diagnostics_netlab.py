@@ -91,7 +91,7 @@ def test_ping_over_relay(world: World) -> None:
     results = [json.loads(line) for line in out.strip().splitlines()]
     assert len(results) == 3
     answered = [r for r in results if r["ok"]]
-    assert answered and all(r["path"] == "relay" for r in answered), results
+    assert answered and all(r["path"] == "relay-udp" for r in answered), results
 
 
 def test_ping_refuses_a_name_that_was_not_introduced(world: World) -> None:

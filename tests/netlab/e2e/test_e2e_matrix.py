@@ -55,7 +55,7 @@ def expected(r: NatType, c: NatType) -> str:
 
 
 def path_class(path: str | None) -> str | None:
-    if path == "relay":
+    if path in ("relay-udp", "relay-tls"):
         return "R"
     return "D" if path in DIRECT_PATHS else None
 

@@ -136,9 +136,9 @@ def test_relay_symmetric_pair(world: tuple[Lab, Platform, dict[str, Agent]]) -> 
     a, b = ag["sa1"], ag["sb1"]
     up_pair(a, b)
     pa, pb = _connect(a, b)
-    assert pa["path"] == "relay" and pb["path"] == "relay", (pa, pb)
+    assert pa["path"] == "relay-udp" and pb["path"] == "relay-udp", (pa, pb)
     _traffic(a, b, tcp_bytes=1 << 20)
     pa = a.connected(b.name)
     assert pa is not None
-    _check_peer_entry(pa, b, {"relay"})
+    _check_peer_entry(pa, b, {"relay-udp"})
     _teardown_pair(a, b)

@@ -44,7 +44,7 @@ def test_relayed_session_outlives_its_first_ticket(
     t0 = time.monotonic()  # the tickets are minted with the introduction, just after this
     intents_both_ways(a, b)
     pa = wait_for(lambda: a.connected(b.name), timeout=20, interval=0.2, what="relayed session")
-    assert pa["path"] == "relay", pa
+    assert pa["path"] == "relay-udp", pa
     wait_for(lambda: ping(a.host, b.overlay_ip, count=1), timeout=5, what="first ping")
     missed = []
     while time.monotonic() - t0 < 2 * LIFETIME + 4:
@@ -56,5 +56,5 @@ def test_relayed_session_outlives_its_first_ticket(
     assert plat.log().count("relay tickets renewed") >= 2, plat.log()[-3000:]
     pa, pb = a.connected(b.name), b.connected(a.name)
     assert pa is not None and pb is not None
-    assert pa["path"] == pb["path"] == "relay"
+    assert pa["path"] == pb["path"] == "relay-udp"
     assert "ignored malformed 'relay_ticket'" not in a.log() + b.log()

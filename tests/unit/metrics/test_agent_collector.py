@@ -81,7 +81,7 @@ def test_every_required_family_is_there_and_parses() -> None:
     assert m[("enclave_peer_rtt_seconds", "peer=3ZM8D")] == pytest.approx(0.0015)
     assert ("enclave_peer_rtt_seconds", "peer=7QQQQ") not in m
     assert m[("enclave_peer_path", "path=direct-udp", "peer=3ZM8D")] == 1
-    assert m[("enclave_peer_path", "path=relay", "peer=3ZM8D")] == 0
+    assert m[("enclave_peer_path", "path=relay-udp", "peer=3ZM8D")] == 0
     assert not any(k[0] == "enclave_peer_path" and "peer=7QQQQ" in k for k in m)
     assert m[("enclave_certificate_expiry_timestamp_seconds",)] == EXPIRES.timestamp()
 
@@ -102,7 +102,7 @@ def test_a_removed_peer_keeps_its_drops_counted() -> None:
     m = scrape(agent, collector)
     assert m[("enclave_dropped_packets_total", "reason=rx_replay")] == 2
     assert ("enclave_peer_receive_bytes_total", "peer=3ZM8D") not in m
-    agent.peer_rows.append({"name": "3ZM8D", "state": "connected", "path": "relay",
+    agent.peer_rows.append({"name": "3ZM8D", "state": "connected", "path": "relay-udp",
                             "rx_bytes": 5, "tx_bytes": 5, "dataplane": {"rx_replay": 1}})
     m = scrape(agent, collector)
     assert m[("enclave_dropped_packets_total", "reason=rx_replay")] == 3
