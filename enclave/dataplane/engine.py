@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -130,6 +131,22 @@ def udp_gso_supported(sock: socket.socket) -> bool:
     return True
 
 
+def aqm_tuning_from_env() -> dict[str, int]:
+    """CoDel target / interval overrides in microseconds (ENCLAVE_AQM_TARGET_US,
+    ENCLAVE_AQM_INTERVAL_US) for DataPlane.tune; measuring other links is what they are for
+    (defaults: fp.AQM_TARGET_NS / AQM_INTERVAL_NS, chosen in docs/PERFORMANCE.md). A value
+    that is not a positive integer is a ValueError."""
+    out: dict[str, int] = {}
+    for key, env in (("aqm_target_us", "ENCLAVE_AQM_TARGET_US"),
+                     ("aqm_interval_us", "ENCLAVE_AQM_INTERVAL_US")):
+        raw = os.environ.get(env)
+        if raw:
+            if not raw.isdigit() or int(raw) <= 0:
+                raise ValueError(f"{env} must be a positive number of microseconds, got {raw!r}")
+            out[key] = int(raw)
+    return out
+
+
 def enable_udp_gro(sock: socket.socket) -> bool:
     """Turn on UDP_GRO (coalesced receive) on the socket; False if the kernel refuses."""
     try:
@@ -192,6 +209,8 @@ class DataPlane:
             max_peers=max_peers,
             aqm=aqm,
         )
+        if aqm:
+            self.native.tune(**aqm_tuning_from_env())
         self.aqm = aqm
         self._owns_tap = owns_tap
         self._slots: dict[str, int] = {}

@@ -1,0 +1,43 @@
+"""ENCLAVE_AQM_TARGET_US / ENCLAVE_AQM_INTERVAL_US: the CoDel knobs for measuring other links
+reach DataPlane.tune as microseconds; anything but a positive integer is a clear error."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from enclave import _fastpath as fp
+from enclave.dataplane.engine import aqm_tuning_from_env
+
+
+def test_unset_means_the_compiled_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENCLAVE_AQM_TARGET_US", raising=False)
+    monkeypatch.delenv("ENCLAVE_AQM_INTERVAL_US", raising=False)
+    assert aqm_tuning_from_env() == {}
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dp = fp.DataPlane(a.fileno(), b.fileno(), max_peers=2)
+    try:
+        d = dp.tune()
+        assert d["aqm_target_us"] * 1000 == fp.AQM_TARGET_NS
+        assert d["aqm_interval_us"] * 1000 == fp.AQM_INTERVAL_NS
+        assert dp.tune(aqm_target_us=500, aqm_interval_us=50_000)["aqm_target_us"] == 500
+        with pytest.raises(ValueError):
+            dp.tune(aqm_target_us=0)
+    finally:
+        dp.close()
+        a.close()
+        b.close()
+
+
+def test_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_AQM_TARGET_US", "500")
+    monkeypatch.setenv("ENCLAVE_AQM_INTERVAL_US", "50000")
+    assert aqm_tuning_from_env() == {"aqm_target_us": 500, "aqm_interval_us": 50_000}
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "1.5", "2ms", " 7"])
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("ENCLAVE_AQM_TARGET_US", raw)
+    with pytest.raises(ValueError, match="ENCLAVE_AQM_TARGET_US"):
+        aqm_tuning_from_env()
