@@ -7,6 +7,13 @@
     lost or refused: reconnect after a jittered exponential backoff (BACKOFF_BASE doubling to
     BACKOFF_MAX, uniform jitter in [0.5, 1] of it); reset after a welcome. Heartbeats are
     WebSocket pings (enclave.discovery.channel.HEARTBEAT).
+
+Failover: the client holds every URL of the platform (one per node: the enrolment token's, then
+the welcome's "urls", which replace them; ``on_urls`` lets the owner keep them). A failed
+attempt moves on to the next URL; the backoff grows only once every URL has failed in a row.
+A connection that was up and is lost is retried on the next URL after a delay drawn uniformly
+from [0, FAILOVER_SPREAD] seconds (failover_delay), so the thousands of agents of a node that
+went away arrive at the others spread out, not at once.
     Whatever a handler raises is logged with its traceback and ends only that connection: run()
     reconnects; only cancellation stops it.
 
@@ -23,6 +30,7 @@ import json
 import logging
 import random
 import ssl
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +50,8 @@ from enclave.discovery.channel import (
 log = logging.getLogger("enclave.agent.control")
 BACKOFF_BASE = 0.25
 BACKOFF_MAX = 10.0
+FAILOVER_SPREAD = 3.0  # seconds over which a lost connection's reconnects are spread
+MAX_URLS = 16
 
 
 class ControlHandler(Protocol):
@@ -55,16 +65,49 @@ class ControlError(Exception):
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before attempt ``attempt`` (0-based) of a run of failures: BACKOFF_BASE * 2^n
+    capped at BACKOFF_MAX, times a uniform jitter in [0.5, 1]."""
     r = rng or random
     return min(BACKOFF_MAX, BACKOFF_BASE * (2 ** min(attempt, 16))) * r.uniform(0.5, 1.0)
 
 
+def failover_delay(rng: random.Random | None = None) -> float:
+    """Seconds before the first reconnect after a live connection was lost: uniform in
+    [0, FAILOVER_SPREAD] (full jitter: a node's agents do not all arrive at once)."""
+    r = rng or random
+    return r.uniform(0.0, FAILOVER_SPREAD)
+
+
+def control_urls(urls: Sequence[str] | str) -> list[str]:
+    """The wss://.../v1/control URLs for the platform's https:// URLs (duplicates, bad ones and
+    those beyond MAX_URLS dropped; order kept)."""
+    out: list[str] = []
+    for url in [urls] if isinstance(urls, str) else urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        if parts.scheme != "https" or not parts.hostname:
+            continue
+        ws = urlunsplit(("wss", parts.netloc, CONTROL_PATH, "", ""))
+        if ws not in out:
+            out.append(ws)
+    return out[:MAX_URLS]
+
+
 class ControlClient:
-    def __init__(self, url: str, pin: str, name: str, key: Ed25519PrivateKey,
-                 handler: ControlHandler) -> None:
-        parts = urlsplit(url)
-        self.ws_url = urlunsplit(("wss", parts.netloc, CONTROL_PATH, "", ""))
-        self.host = parts.hostname or ""
+    def __init__(self, url: str | Sequence[str], pin: str, name: str, key: Ed25519PrivateKey,
+                 handler: ControlHandler,
+                 on_urls: Callable[[list[str]], None] | None = None) -> None:
+        """url: the platform's https:// URL, or all of them (one per node)."""
+        self.urls = [u for u in ([url] if isinstance(url, str) else list(url))]
+        self._targets = control_urls(self.urls)
+        if not self._targets:
+            raise ValueError(f"no usable platform URL in {self.urls!r}")
+        self._next = 0
+        self.on_urls = on_urls
+        self.ws_url = self._targets[0]
+        self.host = urlsplit(self.ws_url).hostname or ""
         # the address the live connection reached (`host` resolved by the connection, off the
         # event loop): what the agent sends discovery datagrams to, so it never resolves a name
         self.address: str | None = None
@@ -94,14 +137,40 @@ class ControlClient:
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await ws.send_json(msg)
 
+    def _advance(self) -> None:
+        """Aim the next attempt at the next URL of the list."""
+        self._next = (self._next + 1) % len(self._targets)
+
+    def _learn_urls(self, welcome: dict[str, Any]) -> None:
+        """The welcome's "urls" replace the list (the live one kept in it)."""
+        urls = welcome.get("urls")
+        if not isinstance(urls, list) or not urls:
+            return
+        urls = [u for u in urls[:MAX_URLS] if isinstance(u, str)]
+        targets = control_urls(urls)
+        if not targets or urls == self.urls:
+            return
+        if self.ws_url not in targets:  # still connected here: keep it reachable in the list
+            targets.append(self.ws_url)
+        self.urls, self._targets = urls, targets
+        self._next = targets.index(self.ws_url)
+        log.info("control channel: platform URLs now %s", ", ".join(urls))
+        if self.on_urls is not None:
+            try:
+                self.on_urls(list(urls))
+            except Exception:
+                log.exception("control channel: keeping the platform's URLs failed")
+
     async def run(self) -> None:
-        attempt = 0
+        failures = 0  # attempts in a row that did not reach a welcome
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:
+                self.ws_url = self._targets[self._next]
+                self.host = urlsplit(self.ws_url).hostname or ""
+                welcomed = self.connects
                 try:
                     await self._session(http)
-                    attempt = 0
                 except ControlError as exc:
                     self.last_error = str(exc)
                     log.warning("control channel: %s", exc)
@@ -119,9 +188,15 @@ class ControlClient:
                         self.state = "disconnected"
                     if was_connected:
                         self._disconnected()
-                delay = backoff_delay(attempt)
-                attempt += 1
-                log.debug("control channel: reconnecting in %.2fs", delay)
+                self._advance()
+                if self.connects != welcomed:  # was up: a node went away, or it closed us
+                    failures = 0
+                    delay = failover_delay()
+                else:
+                    failures += 1
+                    delay = backoff_delay((failures - 1) // len(self._targets))
+                log.debug("control channel: reconnecting to %s in %.2fs",
+                          self._targets[self._next], delay)
                 await asyncio.sleep(delay)
 
     def _disconnected(self) -> None:
@@ -155,6 +230,7 @@ class ControlClient:
             self.connects += 1
             self._ws = ws
             log.info("control channel connected to %s", self.ws_url)
+            self._learn_urls(welcome)
             self.handler.on_connected(welcome)
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:

@@ -32,7 +32,7 @@ import socket
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import uvloop
@@ -277,7 +277,8 @@ class Agent:
             else:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpReader(self._feed_udp), sock=sock)
-            self.control = ControlClient(self.record.url, self.record.pin, name, self.key, self)
+            self.control = ControlClient(self.record.all_urls, self.record.pin, name, self.key,
+                                         self, on_urls=self._keep_urls)
             api = LocalApi(socket_path(self.state.root),
                            {"status": self.status, "peers": self.peers},
                            {"ping": self.ping})
@@ -374,6 +375,12 @@ class Agent:
         self._report()
         if self.discovery is not None:
             self.discovery.kick()
+
+    def _keep_urls(self, urls: list[str]) -> None:
+        """The platform's URLs changed (told in a welcome): kept in the enrolment record, so the
+        next start tries them all."""
+        self.record = replace(self.record, urls=tuple(urls))
+        self.state.save_enrolment(self.record)
 
     def on_disconnected(self) -> None:
         # The platform will send fresh introductions on reconnect; live sessions keep running.

@@ -135,6 +135,7 @@ def enrol(
         name = _field(reply, "name")
         record = EnrolmentRecord(
             url=token.url,
+            urls=token.urls,
             pin=token.pin,
             name=name,
             org=_field(reply, "org"),

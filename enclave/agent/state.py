@@ -48,6 +48,12 @@ class EnrolmentRecord:
     mac: str
     state: str  # "pending" or "active"
     hostname: str
+    urls: tuple[str, ...] = ()  # every node's URL (token, then the control channel); url first
+
+    @property
+    def all_urls(self) -> tuple[str, ...]:
+        """The platform's URLs to try, ``url`` first (records from before the list: it alone)."""
+        return (self.url, *(u for u in self.urls if u != self.url))
 
 
 class StateDir:
@@ -99,7 +105,10 @@ class StateDir:
         raw = self._read(self.enrolment_path, "enrolment")
         try:
             data = json.loads(raw)
-            record = EnrolmentRecord(**data)
+            urls = data.pop("urls", []) if isinstance(data, dict) else []
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise TypeError("wrong field types")
+            record = EnrolmentRecord(**data, urls=tuple(urls))
             if not all(isinstance(getattr(record, f), str) for f in
                        ("url", "pin", "name", "org", "overlay_ip", "mac", "state", "hostname")):
                 raise TypeError("wrong field types")

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 TOKEN_PREFIX = "enclave1-"
 MAX_TOKEN_CHARS = 2048
+MAX_TOKEN_URLS = 16  # platform URLs one token may carry (one per node)
 SECRET_BYTES = 32
 SYSTEM_REQUEST_MAX_SKEW = 300  # seconds
 SYSTEM_REQUEST_ACTIONS = ("fetch", "renew")
@@ -62,15 +63,36 @@ def new_secret() -> bytes:
     return secrets.token_bytes(SECRET_BYTES)
 
 
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced "["
+        raise TokenError(f"enrolment token has an invalid platform URL {url!r}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise TokenError(f"enrolment token has an invalid platform URL {url!r}")
+
+
 @dataclass(frozen=True)
 class EnrolmentToken:
+    """url: the platform's first URL ("u"); more: its other nodes' URLs ("us", all of them,
+    written only when there are several; tokens without it carry one URL)."""
+
     url: str
     pin: str
     key_id: str
     secret: bytes
+    more: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL of the platform, the first first."""
+        return (self.url, *(u for u in self.more if u != self.url))
 
     def encode(self) -> str:
-        body = {"u": self.url, "p": self.pin, "k": self.key_id, "s": b64url(self.secret)}
+        body: dict[str, object] = {"u": self.url, "p": self.pin, "k": self.key_id,
+                                   "s": b64url(self.secret)}
+        if len(self.urls) > 1:
+            body["us"] = list(self.urls)
         return TOKEN_PREFIX + b64url(json.dumps(body, separators=(",", ":")).encode())
 
     @classmethod
@@ -82,23 +104,21 @@ class EnrolmentToken:
             body = json.loads(unb64url(text[len(TOKEN_PREFIX) :]))
             url, pin, key_id = body["u"], body["p"], body["k"]
             secret = unb64url(body["s"])
-        except (ValueError, KeyError, TypeError) as exc:
+            more = body.get("us", [])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TokenError(f"malformed enrolment token: {exc}") from None
         except RecursionError:  # JSON nested too deep for the decoder
             raise TokenError("malformed enrolment token: nested too deeply") from None
-        if not all(isinstance(v, str) for v in (url, pin, key_id)):
+        if not all(isinstance(v, str) for v in (url, pin, key_id)) or not isinstance(more, list) \
+                or len(more) > MAX_TOKEN_URLS or not all(isinstance(u, str) for u in more):
             raise TokenError("malformed enrolment token: wrong field types")
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced "["
-            raise TokenError(f"enrolment token has an invalid platform URL {url!r}") from None
-        if parts.scheme != "https" or not parts.hostname:
-            raise TokenError(f"enrolment token has an invalid platform URL {url!r}")
+        for u in (url, *more):
+            _check_url(u)
         if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
             raise TokenError("enrolment token has an invalid platform fingerprint")
         if len(secret) != SECRET_BYTES:
             raise TokenError("enrolment token has an invalid secret")
-        return cls(url, pin, key_id, secret)
+        return cls(url, pin, key_id, secret, tuple(u for u in more if u != url))
 
 
 def system_request_message(action: str, name: str, timestamp: int, nonce: str) -> bytes:

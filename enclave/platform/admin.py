@@ -59,7 +59,7 @@ async def create_enrolment_key(
         ephemeral=ephemeral,
         cert_lifetime=cert_lifetime,
     )
-    token = EnrolmentToken(settings.url, settings.pin, key.id, secret).encode()
+    token = EnrolmentToken(settings.url, settings.pin, key.id, secret, settings.urls).encode()
     return key, token
 
 

@@ -30,6 +30,7 @@ from aiohttp import web
 from enclave.platform.authority import Authority
 from enclave.platform.errors import ApiError, StoreError
 from enclave.platform.metrics import PlatformMetrics
+from enclave.platform.nodefiles import materialise
 from enclave.platform.paths import PlatformPaths, PlatformSettings
 from enclave.platform.store import Store
 
@@ -60,6 +61,8 @@ class Platform:
         store = await paths.open_store()
         try:
             await store.integrity_check()
+            if paths.database is not None:  # another node's data directory: keys from the store
+                await materialise(store, paths.root)
             settings = await PlatformSettings.load(store)
             authority = Authority.load(paths, settings.org, settings.overlay.prefixlen)
         except BaseException:
@@ -72,6 +75,9 @@ class Platform:
 
 
 PLATFORM = web.AppKey("platform", Platform)
+# the (host, port) the API listens on (set by serve): the reflector and the relay bind to its
+# host too, so several nodes can share a machine on different addresses
+LISTEN = web.AppKey("listen", tuple[str, int])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

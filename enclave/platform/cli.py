@@ -23,6 +23,7 @@ from enclave.platform.admin import (
     parse_tag_changes,
 )
 from enclave.platform.cli_store import Command, cert_fits, data_paths, with_store
+from enclave.platform.cli_urls import register as register_urls
 from enclave.platform.errors import ApiError, StoreError
 from enclave.platform.gateways import register_systems_gateway
 from enclave.platform.init import InitError, init_platform, validate_overlay
@@ -213,7 +214,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
     p = psub.add_parser("init", help="create the CA, API TLS identity, store and admin token")
     _data_arg(p)
-    p.add_argument("--url", required=True, help="https://HOST:PORT that agents will use")
+    p.add_argument("--url", required=True, action="append",
+                   help="https://HOST:PORT that agents will use; repeat it for each node of a "
+                   "platform on one --db (the token carries all; agents fail over along them)")
     p.add_argument("--org", default="default", help="organisation name (default: default)")
     p.add_argument("--overlay", default="100.64.0.0/10", help="overlay IPv4 range")
     p.set_defaults(func=_guard(cmd_init))
@@ -280,6 +283,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.set_defaults(func=_guard(_system_command("tag")))
     register_systems_gateway(ssub, _data_arg, _guard)
     register_policy(psub, _data_arg, _guard)
+    register_urls(psub, _data_arg, _guard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

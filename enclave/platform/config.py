@@ -36,7 +36,7 @@ class Option:
 
 
 OPTIONS: dict[str, Option] = {
-    "relay": Option("ENCLAVE_PLATFORM_RELAY", f"0.0.0.0:{DEFAULT_PORT}", str),
+    "relay": Option("ENCLAVE_PLATFORM_RELAY", f":{DEFAULT_PORT}", str),
     "relay_public": Option("ENCLAVE_PLATFORM_RELAY_PUBLIC", "", str),
     "relay_ticket_lifetime": Option("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", TICKET_LIFETIME,
                                     int),

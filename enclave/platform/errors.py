@@ -14,3 +14,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class InitError(Exception):
+    """A platform setting given on the command line is unusable (init, urls)."""

@@ -39,6 +39,15 @@ the platform's host).
 The relay (if running) is told after every re-evaluation which systems may use it
 (RelayService.allow_only): a revoked, disabled, expired or removed system's tickets stop
 working at the next re-evaluation (at most FULL_TICK seconds, at once after an admin change).
+
+Several nodes on one (PostgreSQL) store: each hub owns the sessions connected to its node and
+publishes them in the presence table (enclave.platform.presence), and wakes the other nodes
+with a NOTIFY (enclave.platform.fanout) when a session comes, goes or reports, or when an
+intent or admin change lands here. Its online set is its own sessions plus the other nodes'
+fresh presence rows; it decides the pairs that have at least one side on this node and sends
+each message only to its own side (the other node sends the other side's, deciding from the
+same store). A pair split over two nodes is offered the relay of the node of its first name
+(sorted), so both sides meet at one relay; tickets are valid on every node's relay (one key).
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ import base64
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,8 +72,18 @@ from enclave.discovery.introduction import Introduction, Withdrawal
 from enclave.logsafe import RejectionLog, shown
 from enclave.platform.app import Platform
 from enclave.platform.errors import StoreError
+from enclave.platform.fanout import Event, Listener, notify
 from enclave.platform.gateways import GatewaySync
+from enclave.platform.presence import (
+    HEARTBEAT,
+    Presence,
+    heartbeat,
+    others,
+    publish,
+    withdraw_node,
+)
 from enclave.platform.store import Snapshot, System
+from enclave.platform.urls import decode_urls
 from enclave.policy.intent import IntentStatement, encode_signed
 from enclave.policy.mutual import IntentRow, SystemView, mutual_pairs, policy_offers
 
@@ -79,6 +100,12 @@ OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 EPHEMERAL_GRACE = 600  # seconds an ephemeral system may stay offline before it is removed
 EPHEMERAL_GRACE_ENV = "ENCLAVE_PLATFORM_EPHEMERAL_GRACE"
 SEEN_FLUSH = 5.0  # seconds between two writes of the noted last-seen times
+
+
+def new_node_id() -> str:
+    """This process's id among the nodes of a shared platform: host name and a random part."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40]
+    return f"{host or 'node'}-{secrets.token_hex(4)}"
 
 
 def ephemeral_grace_from_env() -> int:
@@ -165,12 +192,29 @@ class Hub:
         self.ephemeral_grace = ephemeral_grace_from_env()
         self.rejections = RejectionLog(log)  # bad input from agents, logged within a budget
         self._started_at = int(platform.clock().timestamp())
+        # several nodes on one store (PostgreSQL): presence rows and LISTEN/NOTIFY fan-out
+        self.node = new_node_id()
+        self.shared = platform.store.db.dialect == "postgresql"
+        self.remote: dict[str, Presence] = {}  # other nodes' online systems, as of the last pass
+        self.urls: tuple[str, ...] = ()  # the platform's URLs, as of the last read of the store
+        self._present: set[str] = set()  # our sessions' names whose presence row needs writing
+        self._tell_others = False  # a local change the other nodes must hear of
+        self._beat_at = 0.0
+        self.listener: Listener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._crl_number = await self.platform.store.crl_number()
+        if self.shared and self.platform.paths.database is not None:
+            self.listener = Listener(self.platform.paths.database, self.node, self._heard)
+            self.listener.start()
+            log.info("control hub: node %s of a shared platform", self.node)
         self._task = asyncio.get_running_loop().create_task(self._ticker())
+
+    def _heard(self, event: Event | None) -> None:
+        """Another node's notification (None: the LISTEN connection came back): re-evaluate."""
+        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -179,10 +223,15 @@ class Hub:
                 await self._task
         for s in list(self.sessions.values()):
             s.close()
+        if self.listener is not None:
+            await self.listener.stop()
         try:
             await self.platform.store.flush_seen()
+            if self.shared:
+                await withdraw_node(self.platform.store, self.node)
+                await notify(self.platform.store, Event("presence", self.node))
         except Exception:
-            log.exception("control hub: last-seen times not written")
+            log.exception("control hub: last-seen times or presence not written")
 
     async def _ticker(self) -> None:
         while True:
@@ -196,8 +245,16 @@ class Hub:
                 if mono - self._flushed_at >= SEEN_FLUSH:
                     self._flushed_at = mono
                     await self.platform.store.flush_seen()
+                if self.shared:
+                    await self._share(mono)
                 version = await self.platform.store.data_version()
                 if woken or version != self._data_version or mono - self._last_full > FULL_TICK:
+                    if version != self._data_version or not self.urls:
+                        self.urls = tuple(self.platform.settings.urls) or (
+                            self.platform.settings.url,)
+                        stored = await self.platform.store.get_meta("urls")
+                        if stored is not None:
+                            self.urls = tuple(decode_urls(stored, self.urls[0]))
                     self._data_version = version
                     self._last_full = mono
                     await self.reevaluate()
@@ -207,8 +264,37 @@ class Hub:
                 log.exception("control hub re-evaluation failed")
 
     def changed(self) -> None:
-        """Something changed: re-evaluate soon (coalesced; on the ticker's task)."""
+        """Something changed here: re-evaluate soon (coalesced; on the ticker's task), and
+        tell the other nodes of a shared platform."""
+        self._tell_others = True
         self._wake.set()
+
+    async def _share(self, mono: float) -> None:
+        """Write our sessions' presence (changed rows now, all every HEARTBEAT) and tell the
+        other nodes what changed here."""
+        now = int(self.platform.clock().timestamp())
+        store = self.platform.store
+        changed, self._present = self._present, set()
+        tell, self._tell_others = self._tell_others, False
+        try:
+            if changed:
+                relay = self.relay() if self.relay is not None else None
+                rows = [Presence(n, self.node, s.candidates, s.nat, s.local,
+                                 None if relay is None else relay.public)
+                        for n in sorted(changed) if (s := self.sessions.get(n)) is not None]
+                gone = sorted(n for n in changed if n not in self.sessions)
+                await publish(store, rows, gone, self.node, now)
+            if mono - self._beat_at >= HEARTBEAT:
+                self._beat_at = mono
+                await heartbeat(store, self.node, now)
+            if changed:
+                await notify(store, Event("presence", self.node, tuple(sorted(changed))))
+            elif tell:
+                await notify(store, Event("change", self.node))
+        except BaseException:
+            self._present |= changed  # written at the next tick
+            self._tell_others = self._tell_others or tell
+            raise
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -218,6 +304,7 @@ class Hub:
             log.info("control: %s reconnected; closing its old session", session.name)
             old.close()
         self.sessions[session.name] = session
+        self._present.add(session.name)
         log.info("control: %s online", session.name)
         self.changed()
 
@@ -225,6 +312,7 @@ class Hub:
         session.close()
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
+            self._present.add(session.name)
             log.info("control: %s offline", session.name)
             # last_seen is "offline since" for the ephemeral reaper (written in the next batch)
             self.platform.store.note_seen(session.name, int(self.platform.clock().timestamp()))
@@ -263,6 +351,7 @@ class Hub:
             return
         session.candidates, session.nat, session.mappings = candidates, nat, mappings
         self._reintroduce.update(pair for pair in self.introduced if session.name in pair)
+        self._present.add(session.name)
         self.changed()
 
     # -- the decision ------------------------------------------------------------------------
@@ -271,7 +360,15 @@ class Hub:
         store = self.platform.store
         now = int(self.platform.clock().timestamp())
         await self._reap_ephemeral(now)
-        snap = await store.snapshot(now, frozenset(self.sessions))
+        if self.shared:
+            remote = await others(store, self.node, now)
+            for name, p in remote.items():  # another node's system reported new candidates
+                old = self.remote.get(name)
+                if old is not None and (old.candidates, old.nat, old.node) != (
+                        p.candidates, p.nat, p.node):
+                    self._reintroduce.update(pair for pair in self.introduced if name in pair)
+            self.remote = {n: p for n, p in remote.items() if n not in self.sessions}
+        snap = await store.snapshot(now, frozenset(self.sessions) | frozenset(self.remote))
         if snap.crl_number != self._crl_number:
             crl: dict[str, Any] | None = await self.crl_message()
         else:
@@ -305,8 +402,9 @@ class Hub:
                 session.sent_intents = mine
                 session.send({"type": "intents", "peers": list(mine)})
 
-        online = {n for n in self.sessions if n in snap.certificates}
-        wanted = {p for p in mutual_pairs(intents, views, now) if p <= online}
+        local = {n for n in self.sessions if n in snap.certificates}
+        online = local | {n for n in self.remote if n in snap.certificates}
+        wanted = {p for p in mutual_pairs(intents, views, now) if p <= online and p & local}
         for pair in sorted(self.introduced - wanted, key=sorted):
             self.introduced.discard(pair)
             a, b = sorted(pair)
@@ -376,9 +474,16 @@ class Hub:
             log.info("control: removed ephemeral system %s (offline for more than %d s)",
                      name, self.ephemeral_grace)
 
+    def _peer(self, name: str) -> Session | Presence | None:
+        """An online system: our session, or another node's presence row."""
+        return self.sessions.get(name) or self.remote.get(name)
+
     def _introduce(self, a: str, b: str, snap: Snapshot) -> bool:
-        """Send each of a, b the other's introduction with one shared punch time."""
-        if a not in self.sessions or b not in self.sessions:
+        """Send each of a, b that is connected here the other's introduction, with one punch
+        time (a side on another node gets its introduction from that node)."""
+        sides = {n: self._peer(n) for n in (a, b)}
+        if any(p is None for p in sides.values()) or not (
+                a in self.sessions or b in self.sessions):
             return False
         certs = {n: snap.certificates.get(n) for n in (a, b)}
         if any(c is None for c in certs.values()):
@@ -386,20 +491,27 @@ class Hub:
             return False
         punch_at = time.time() + PUNCH_DELAY
         relay = self.relay() if self.relay is not None else None
+        home = self.remote.get(a)  # a split pair meets at the relay of its first name's node
+        relay_addr = None if relay is None else (relay.public if home is None else home.relay)
         for me, other in ((a, b), (b, a)):
-            peer = self.sessions[other]
+            mine = self.sessions.get(me)
+            peer = sides[other]
             cert = certs[other]
-            assert cert is not None
+            if mine is None:
+                continue
+            assert cert is not None and peer is not None
             # each side gets its own ticket ("me may relay to other"); a pair with no direct
             # path falls back to the relay with them
             offer, grants = self.gateways.intro_fields(snap, me, other)
-            candidates = peer.candidates if self.sessions[me].local else tuple(
+            candidates = peer.candidates if mine.local and peer.local else tuple(
                 c for c in peer.candidates if candidate_allowed(c, loopback=False))
+            with_relay = relay is not None and relay_addr is not None
             intro = Introduction(other, cert.der, candidates, peer.nat, punch_at,
-                                 relay=None if relay is None else relay.public,
-                                 relay_ticket=None if relay is None else relay.ticket(me, other),
+                                 relay=relay_addr if with_relay else None,
+                                 relay_ticket=relay.ticket(me, other) if relay and with_relay
+                                 else None,
                                  gateway=offer, grants=grants)
-            self.sessions[me].send(intro.to_json())
+            mine.send(intro.to_json())
         if relay is not None:
             self._tickets_at[frozenset((a, b))] = time.monotonic()
         self.platform.metrics.introductions.labels("introduced").inc()
@@ -418,9 +530,11 @@ class Hub:
             if mono - at < relay.lifetime * TICKET_REFRESH_FRACTION:
                 continue
             a, b = sorted(pair)
-            if a not in self.sessions or b not in self.sessions:
+            if self._peer(a) is None or self._peer(b) is None:
                 continue
             for me, other in ((a, b), (b, a)):
+                if me not in self.sessions:
+                    continue  # its own node renews its tickets
                 ticket = base64.b64encode(relay.ticket(me, other)).decode()
                 self.sessions[me].send({"type": "relay_ticket", "peer": other, "ticket": ticket})
             self._tickets_at[pair] = mono

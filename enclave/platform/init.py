@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,14 +16,15 @@ from enclave.cert.ca import create_ca, generate_tls_key, issue_tls_server_certif
 from enclave.cert.files import atomic_write, ensure_private_dir
 from enclave.cert.keys import spki_sha256
 from enclave.cert.names import is_valid_org
+from enclave.platform.errors import InitError
+from enclave.platform.nodefiles import publish
 from enclave.platform.paths import PlatformPaths
+from enclave.platform.relay import KEY_FILE as RELAY_KEY_FILE
+from enclave.platform.relay import load_or_create_key
 from enclave.platform.store import Store, secret_hash
+from enclave.platform.urls import check_urls, encode_urls
 
 ADMIN_TOKEN_PREFIX = "enclave-admin-"
-
-
-class InitError(Exception):
-    pass
 
 
 async def _refuse_used_database(location: str) -> None:
@@ -35,11 +37,16 @@ async def _refuse_used_database(location: str) -> None:
         await store.close()
 
 
-async def _init_database(location: str | Path, meta: dict[str, str], now: int) -> None:
-    """Create (migrate) the store and write the platform's settings in one transaction."""
+async def _init_database(location: str | Path, meta: dict[str, str], now: int,
+                         shared_from: Path | None = None) -> None:
+    """Create (migrate) the store and write the platform's settings in one transaction;
+    shared_from: a data directory whose keys and certificates every node loads from the store
+    (enclave.platform.nodefiles)."""
     store = await Store.open(location, now)
     try:
         await store.set_meta(meta)
+        if shared_from is not None:
+            await publish(store, shared_from)
     finally:
         await store.close()
 
@@ -57,15 +64,16 @@ def validate_overlay(text: str) -> ipaddress.IPv4Network:
 def init_platform(
     paths: PlatformPaths,
     *,
-    url: str,
+    url: str | Sequence[str],
     org: str,
     overlay: ipaddress.IPv4Network,
     now: datetime.datetime,
 ) -> tuple[str, str]:
-    """Create everything; returns (admin token, TLS SPKI pin). Refuses to overwrite."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or parts.port is None:
-        raise InitError(f"--url must look like https://HOST:PORT, got {url!r}")
+    """Create everything; returns (admin token, TLS SPKI pin). Refuses to overwrite.
+    url: the platform's URL, or several (one per node; the first names the TLS certificate),
+    all carried in every enrolment token."""
+    urls = check_urls([url] if isinstance(url, str) else list(url))
+    parts = urlsplit(urls[0])
     if not is_valid_org(org):
         raise InitError(f"invalid org name {org!r} (lower-case letters, digits, '-')")
     if paths.ca_cert.exists() or (paths.database is None and paths.db.exists()):
@@ -77,7 +85,8 @@ def init_platform(
     paths.ca_keystore().save(ca_key)
     atomic_write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     tls_key = generate_tls_key()
-    tls_cert = issue_tls_server_certificate(ca_key, ca_cert, tls_key, host=parts.hostname, now=now)
+    tls_cert = issue_tls_server_certificate(ca_key, ca_cert, tls_key, host=parts.hostname or "",
+                                           now=now)
     paths.tls_keystore().save(tls_key)
     atomic_write(paths.tls_cert, tls_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     pin = spki_sha256(tls_cert)
@@ -85,13 +94,15 @@ def init_platform(
     meta = {
         "org": org,
         "overlay": str(overlay),
-        "url": url,
+        "url": urls[0],
+        "urls": encode_urls(urls),
         "tls_pin": pin,
         "admin_token_hash": secret_hash(admin_token.encode()).hex(),
         "created_at": str(int(now.timestamp())),
     }
     if paths.database is not None:
-        asyncio.run(_init_database(paths.database, meta, int(now.timestamp())))
+        load_or_create_key(paths.secret_store(RELAY_KEY_FILE))  # one relay key for every node
+        asyncio.run(_init_database(paths.database, meta, int(now.timestamp()), paths.root))
         return admin_token, pin
     tmp_db = paths.db.with_name("platform.db.init")
     for leftover in (tmp_db, tmp_db.with_name("platform.db.init-wal")):

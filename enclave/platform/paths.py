@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from enclave.cert.files import ensure_private_dir
 from enclave.cert.keystore import (
     PLATFORM_CREDENTIAL,
     PLATFORM_PASSPHRASE_ENV,
@@ -29,6 +30,7 @@ from enclave.cert.keystore import (
 )
 from enclave.platform.errors import StoreError
 from enclave.platform.store import Store
+from enclave.platform.urls import decode_urls
 
 DATA_ENV = "ENCLAVE_PLATFORM_DATA"
 DB_ENV = "ENCLAVE_PLATFORM_DB"  # postgresql://... : the store on PostgreSQL (else SQLite)
@@ -83,6 +85,8 @@ class PlatformPaths:
 
     async def open_store(self) -> Store:
         """The existing store (migrated to this enclave's schema); StoreError when missing."""
+        if self.database is not None:  # a node of a shared platform: its files come from there
+            ensure_private_dir(self.root)
         if not self.root.is_dir():
             raise StoreError(f"platform data directory {self.root} does not exist "
                              "(run `enclave platform init`)")
@@ -111,15 +115,18 @@ class PlatformSettings:
     overlay: ipaddress.IPv4Network
     url: str
     pin: str
+    urls: tuple[str, ...] = ()  # every node's URL (enclave.platform.urls), url first
 
     @classmethod
     async def load(cls, store: Store) -> PlatformSettings:
         try:
+            url = await store.require_meta("url")
             return cls(
                 org=await store.require_meta("org"),
                 overlay=ipaddress.IPv4Network(await store.require_meta("overlay")),
-                url=await store.require_meta("url"),
+                url=url,
                 pin=await store.require_meta("tls_pin"),
+                urls=tuple(decode_urls(await store.get_meta("urls"), url)),
             )
         except ValueError as exc:
             raise StoreError(f"platform settings are corrupt: {exc}") from None

@@ -364,7 +364,11 @@ class RelayService:
         on the relay over TLS, a WebSocket left with no registration is closed."""
         self.server.core.allow_only(names)
         if self.ws is not None:
-            for ws in self.ws.allow_only(names):
+            cut = self.ws.allow_only(names)
+            if cut:
+                log.info("relay over TLS: cut %d connection(s) of systems no longer allowed",
+                         len(cut))
+            for ws in cut:
                 with contextlib.suppress(RuntimeError):  # no loop: nothing is connected
                     task = asyncio.get_running_loop().create_task(ws.close())
                     _CLOSING.add(task)

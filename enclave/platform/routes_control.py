@@ -44,7 +44,15 @@ from enclave.discovery.channel import (
 )
 from enclave.discovery.introduction import IntroductionError, candidates_from_json
 from enclave.logsafe import RejectionLog, shown
-from enclave.platform.app import PLATFORM, Handler, Platform, parse_json, read_json, str_field
+from enclave.platform.app import (
+    LISTEN,
+    PLATFORM,
+    Handler,
+    Platform,
+    parse_json,
+    read_json,
+    str_field,
+)
 from enclave.platform.discovery import DiscoveryService, Reflector, discovery_ports
 from enclave.platform.errors import ApiError
 from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
@@ -210,6 +218,7 @@ async def control(request: web.Request) -> web.StreamResponse:
         "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
         "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
         "crl": crl["crl"], "crl_number": crl["crl_number"],
+        "urls": list(hub.urls or platform.settings.urls or (platform.settings.url,)),
     })
     hub.join(session)
     writer = asyncio.get_running_loop().create_task(_writer(ws, session))
@@ -322,8 +331,8 @@ async def _startup(app: web.Application) -> None:
     def lookup(name: str) -> bytes | None:  # from the hub's last read of the store
         return hub.active_keys.get(name)
 
-    port = urlsplit(platform.settings.url).port or 443
-    service = DiscoveryService(Reflector(lookup), "0.0.0.0", discovery_ports(port))
+    host, port = app.get(LISTEN) or ("0.0.0.0", urlsplit(platform.settings.url).port or 443)
+    service = DiscoveryService(Reflector(lookup), host, discovery_ports(port))
     try:
         await service.start()
         app[DISCOVERY] = service

@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives import serialization
 
 from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
-from enclave.platform.app import MAX_BODY_BYTES, PLATFORM, Platform, error_middleware
+from enclave.platform.app import (
+    LISTEN,
+    MAX_BODY_BYTES,
+    PLATFORM,
+    Platform,
+    error_middleware,
+)
 from enclave.platform.config import CONFIG_FILE, apply_config
 from enclave.platform.frontdoor import (
     FD_RESERVE,
@@ -102,6 +108,7 @@ async def serve_metrics(platform: Platform, app: web.Application,
 async def serve(platform: Platform, host: str, port: int, metrics: str | None = None) -> None:
     """metrics: HOST:PORT for Prometheus /metrics (else $ENCLAVE_PLATFORM_METRICS; else off)."""
     app = build_app(platform)
+    app[LISTEN] = (host, port)
     limits = app[FRONT_DOOR] = ConnectionLimits.from_env(
         max(64, raise_file_limit() - FD_RESERVE))
     timeout = idle_timeout()

@@ -100,6 +100,16 @@ _INTENTS = """
     );
 """
 
+_PRESENCE = """
+    CREATE TABLE presence (
+        name       TEXT PRIMARY KEY,
+        node       TEXT NOT NULL,
+        report     TEXT NOT NULL,           -- JSON: candidates, nat, local, relay
+        seen_at    {int} NOT NULL           -- the node's last heartbeat for it
+    );
+    CREATE INDEX presence_by_node ON presence (node);
+"""
+
 _SQLITE_TYPES = {"blob": "BLOB", "int": "INTEGER"}
 _POSTGRES_TYPES = {"blob": "BYTEA", "int": "BIGINT"}
 
@@ -116,6 +126,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE policies ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE policies ADD COLUMN acl TEXT NOT NULL DEFAULT '["any"]';
     """),
+    # 4: presence (enclave.platform.presence): which node each online system is connected to,
+    # with what it reported, so nodes on one database introduce each other's systems
+    Migration(4, _PRESENCE.format(**_SQLITE_TYPES), _PRESENCE.format(**_POSTGRES_TYPES)),
 )
 LATEST = MIGRATIONS[-1].number
 
