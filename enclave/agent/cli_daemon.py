@@ -92,7 +92,7 @@ def send_intent(state: StateDir, op: str, peer: str, exp: int | None = None) -> 
     except KeyStoreError as exc:
         raise AgentError(str(exc)) from None
     st = IntentStatement.new(op, record.name, peer, int(time.time()), exp=exp)
-    client = PinnedClient(record.url, record.pin)
+    client = PinnedClient(record.all_urls, record.pin)
     body: dict[str, object] = dict(encode_signed(st, key))
     _status, reply = client.json("POST", INTENTS_PATH, body)
     return reply

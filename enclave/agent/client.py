@@ -2,6 +2,10 @@
 
 The pin is checked right after the TLS handshake and before any request byte is sent, so a
 wrong server never sees the enrolment secret or the CSR. No CA chain or hostname is trusted.
+
+Given several URLs (one per node of the platform), a request goes to the first that accepts a
+connection: the next is tried only when the connection or its TLS handshake fails, before any
+request byte is sent, so a request is never sent twice.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import hmac
 import http.client
 import json
 import ssl
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -22,13 +27,16 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 class PinnedClient:
-    def __init__(self, url: str, pin: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise AgentError(f"platform URL must be https://HOST:PORT, got {url!r}")
-        self.url = url
-        self.host = parts.hostname
-        self.port = parts.port or 443
+    def __init__(self, url: str | Sequence[str], pin: str,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise AgentError("no platform URL")
+        for one in self.urls:
+            parts = urlsplit(one)
+            if parts.scheme != "https" or not parts.hostname:
+                raise AgentError(f"platform URL must be https://HOST:PORT, got {one!r}")
+        self._aim(self.urls[0])
         self.pin = pin.lower()
         self.timeout = timeout
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -36,7 +44,26 @@ class PinnedClient:
         self._ctx.verify_mode = ssl.CERT_NONE  # trust comes from the pin below, not from a CA
         self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 
+    def _aim(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.host = parts.hostname or ""
+        self.port = parts.port or 443
+
     def _connect(self) -> http.client.HTTPSConnection:
+        """A pinned connection to the first URL that accepts one."""
+        for url in self.urls[:-1]:
+            self._aim(url)
+            try:
+                return self._connect_one()
+            except PinMismatch:
+                raise
+            except AgentError:
+                continue  # unreachable: nothing was sent; the next node
+        self._aim(self.urls[-1])
+        return self._connect_one()
+
+    def _connect_one(self) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection(
             self.host, self.port, timeout=self.timeout, context=self._ctx
         )

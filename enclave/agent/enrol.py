@@ -121,7 +121,7 @@ def enrol(
     key = generate_private_key()
     state.keystore().save(key)
     try:
-        client = PinnedClient(token.url, token.pin, timeout)
+        client = PinnedClient(token.urls, token.pin, timeout)
         _status, reply = client.json(
             "POST",
             PATH_ENROL,
@@ -183,7 +183,7 @@ def signed_request(
     timestamp = int(time.time())
     nonce = b64url(secrets.token_bytes(16))
     signature = sign(key, system_request_message(action, record.name, timestamp, nonce))
-    client = PinnedClient(record.url, record.pin, timeout)
+    client = PinnedClient(record.all_urls, record.pin, timeout)
     return client.json(
         "POST",
         PATH_SYSTEM_CERT,
