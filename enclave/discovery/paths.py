@@ -7,6 +7,11 @@
     T + give_up with nothing confirmed --> relay_due(now) is True once ("use relay")
     while the best confirmed rank is worse than the best candidate rank, a new punch burst
     starts every `reprobe_interval` seconds, so a better path is found and used later.
+    While the best path is relayed (or there is none), the bursts come sooner: after
+    RELAYED_REPROBE_MIN seconds, doubling up to `reprobe_interval` (leaving the relay as soon
+    as a direct path opens, UDP candidates ranking before TCP ones); the back-off starts over
+    whenever a direct path is confirmed or lost, so a relay that a dead direct path fell back
+    to is left again quickly.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from enclave.discovery.punch import PUNCH_DURATION, PunchSchedule
 GIVE_UP_AFTER = 5.0
 REPROBE_INTERVAL = 30.0
 REPROBE_DURATION = 2.0
+RELAYED_REPROBE_MIN = 1.0  # first re-probe burst after this while relayed; doubles each time
 MAX_OUTSTANDING_PROBES = 256
 
 
@@ -64,6 +70,7 @@ class PathManager:
             self._punch_targets(), punch_at, rng, duration=PUNCH_DURATION
         )
         self._next_reprobe: float | None = None
+        self._relayed_wait = RELAYED_REPROBE_MIN  # the next back-off while relayed
         self._probes: dict[int, tuple[PathAddr, float]] = {}
 
     # --- queries ---------------------------------------------------------------------------
@@ -124,6 +131,8 @@ class PathManager:
     def confirm(self, addr: PathAddr, now: float, rtt: float | None = None) -> None:
         self.learn(addr)
         state = self._paths[addr]
+        if state.rank < RANK_RELAY and state.confirmed_at is None:
+            self._relayed_wait = RELAYED_REPROBE_MIN  # a direct path: quick again if it dies
         state.confirmed_at = now
         if rtt is not None:
             state.rtt = rtt if state.rtt is None else 0.75 * state.rtt + 0.25 * rtt
@@ -133,6 +142,10 @@ class PathManager:
         state = self._paths.get(addr)
         if state is not None:
             state.confirmed_at = None
+            if state.rank < RANK_RELAY:
+                self._relayed_wait = RELAYED_REPROBE_MIN
+                if self._best_rank() >= RANK_RELAY and self._next_reprobe is not None:
+                    self._next_reprobe = None  # fell back to a relay: re-armed at once below
 
     def new_probe(self, addr: PathAddr, now: float) -> int:
         """An id for an authenticated probe to `addr`; the reply must echo it."""
@@ -167,7 +180,7 @@ class PathManager:
         out = [c.addr for c in self._schedule.due(now)]
         if self._schedule.next_deadline() is None and self._next_reprobe is None:
             if self._better_possible():
-                self._next_reprobe = now + self._reprobe_interval
+                self._next_reprobe = now + self._reprobe_wait()
         return out
 
     def relay_due(self, now: float) -> bool:
@@ -188,6 +201,15 @@ class PathManager:
             if t is not None
         ]
         return min(times) if times else None
+
+    def _reprobe_wait(self) -> float:
+        """Seconds until the next re-probe burst: `reprobe_interval` on a direct path, a
+        doubling back-off from RELAYED_REPROBE_MIN while relayed or unconnected."""
+        if self._best_rank() < RANK_RELAY:
+            return self._reprobe_interval
+        wait = self._relayed_wait
+        self._relayed_wait = min(self._reprobe_interval, wait * 2)
+        return min(wait, self._reprobe_interval)
 
     def _best_rank(self) -> int:
         best = self.best()
