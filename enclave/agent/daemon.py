@@ -505,6 +505,8 @@ class Agent:
             "cert_serial": self.identity.serial,
             "platform": {
                 "url": self.record.url,
+                "urls": list(self.control.urls if self.control else self.record.all_urls),
+                "via": self.control.ws_url if self.control else None,  # the node tried last
                 "state": self.control.state if self.control else "stopped",
                 "connects": self.control.connects if self.control else 0,
                 "last_error": self.control.last_error if self.control else None,
