@@ -10,8 +10,9 @@
     otherwise                                     -> endpoint-independent
 
 Requests go out from the data sockets themselves, so the reflected mapping is the one peers will
-use. Re-checked every RECHECK seconds and whenever the interface addresses change (looked at every
-IFACE_CHECK seconds). Replies arrive on the data socket and come in through ``feed``.
+use. Re-checked every RECHECK seconds (RECHECK_NO_UDP while no UDP mapping comes back: a
+network that drops UDP may stop doing so) and whenever the interface addresses change (looked
+at every IFACE_CHECK seconds). Replies arrive on the data socket and come in through ``feed``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ OVERLAY = ipaddress.ip_network("100.64.0.0/10")
 REFLECT_TIMEOUT = 0.5
 REFLECT_TRIES = 4
 RECHECK = 60.0
+RECHECK_NO_UDP = 10.0  # sooner while no UDP reflection comes back (UDP blocked, maybe lifted)
 IFACE_CHECK = 2.0
 
 Mapping = tuple[str, int]
@@ -235,7 +237,8 @@ class Discovery:
                 addrs = await asyncio.to_thread(private_addresses, self.exclude_ifaces)
             except OSError:
                 addrs = self.state.private
-            if dest is not None and (self._kick.is_set() or now - last_check >= RECHECK
+            recheck = RECHECK if any(m is not None for m in self.state.udp) else RECHECK_NO_UDP
+            if dest is not None and (self._kick.is_set() or now - last_check >= recheck
                                      or addrs != self.state.private):
                 self._kick.clear()
                 last_check = now
