@@ -46,6 +46,7 @@ TARGETS: dict[str, str] = {
     "tcp_framing": "bench.fuzz.targets_transport",
     "relay": "bench.fuzz.targets_transport",
     "relay_client": "bench.fuzz.targets_transport",
+    "relay_tls": "bench.fuzz.targets_relay_tls",
     "reflector": "bench.fuzz.targets_transport",
     "offload": "bench.fuzz.targets_offload",
     "ident": "bench.fuzz.targets_offload",
