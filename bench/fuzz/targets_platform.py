@@ -42,6 +42,10 @@ from enclave.policy.intent import IntentError, decode_signed
 
 PIN = "ab" * 32
 GOOD_TOKEN = EnrolmentToken("https://198.18.0.1:8443", PIN, "key-1", bytes(range(32))).encode()
+MULTI_TOKEN = EnrolmentToken("https://198.18.0.1:8443", PIN, "key-1", bytes(32),
+                             ("https://198.18.0.2:8443", "https://[2001:db8::1]:443")).encode()
+TOKEN_BODIES = [base64.urlsafe_b64decode(t[9:] + "=" * (-len(t[9:]) % 4))
+                for t in (GOOD_TOKEN, MULTI_TOKEN)]
 FIELDS = ("type", "peer", "cert", "candidates", "nat", "punch_at", "relay", "relay_ticket",
           "gateway", "grants", "reason", "host", "port", "transport", "kind", "statement",
           "signature", "signed", "name", "from", "to", "routes", "acl", "u", "p", "k", "s")
@@ -77,8 +81,8 @@ class TokenTarget:
         self.decoded = 0
 
     def seeds(self) -> list[bytes]:
-        body = base64.urlsafe_b64decode(GOOD_TOKEN[9:] + "==")
-        return [bytes([0]) + GOOD_TOKEN.encode(), bytes([1]) + body, bytes([2, 0, 0])]
+        return [bytes([0]) + GOOD_TOKEN.encode(), bytes([0]) + MULTI_TOKEN.encode(),
+                *(bytes([1]) + b for b in TOKEN_BODIES), bytes([2, 0, 0]), bytes([2, 1, 0])]
 
     def one(self, data: bytes) -> None:
         r = Reader(data)
@@ -88,7 +92,7 @@ class TokenTarget:
         elif mode == 1:
             text = "enclave1-" + b64url(r.rest())
         else:
-            text = "enclave1-" + b64url(r.edits(base64.urlsafe_b64decode(GOOD_TOKEN[9:] + "==")))
+            text = "enclave1-" + b64url(r.edits(TOKEN_BODIES[r.u8() % len(TOKEN_BODIES)]))
         try:
             tok = EnrolmentToken.decode(text)
         except TokenError:
