@@ -30,6 +30,7 @@ from enclave.bench.command import (
 )
 from enclave.bench.flows import FlowError
 from enclave.bench.gateway import register as register_gateway
+from enclave.bench.platform_cmd import register as register_platform
 from enclave.bench.repeat import check_repeat, run_repeated
 from enclave.bench.report import Report, render
 
@@ -165,4 +166,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.set_defaults(func=_guard(cmd_serve))
 
     register_gateway(bsub, _outputs, _guard)
+    register_platform(bsub, _outputs, _guard)
 
