@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -77,6 +78,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # imported here: keeps `enclave` start-up fast (the server needs aiohttp)
+    from enclave.platform.relay_ws import RELAY_TLS_ENV
     from enclave.platform.serve import run
 
     use_format(args.log_format)
@@ -84,6 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(args.serve_log_level.upper())
     paths = data_paths(args)
     listen = _listen(args.listen) if args.listen else None
+    if args.relay_tls:
+        _listen(args.relay_tls)  # checked here: a clear error before anything starts
+        os.environ[RELAY_TLS_ENV] = args.relay_tls
     run(paths, listen, args.metrics)
     return 0
 
@@ -227,6 +232,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                    "(also ENCLAVE_PLATFORM_METRICS; default off)")
+    p.add_argument("--relay-tls", metavar="HOST:PORT", default=None,
+                   help="also serve on this TLS port (e.g. 443; the relay over TLS, /v1/relay, "
+                   "and the API) besides --listen (also $ENCLAVE_PLATFORM_RELAY_TLS; default: "
+                   "only the API port)")
     p.add_argument("--log-level", dest="serve_log_level", default=None,
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=FORMATS, default=None,

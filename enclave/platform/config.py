@@ -19,6 +19,7 @@ from enclave.platform.discovery import ALT_ADDRESS_ENV, PORTS_ENV
 from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
 from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.relay import DEFAULT_PORT, TICKET_LIFETIME
+from enclave.platform.relay_ws import RELAY_TLS_ENV
 
 CONFIG_FILE = "config.toml"
 MAX_CONFIG_BYTES = 65536
@@ -38,6 +39,7 @@ class Option:
 OPTIONS: dict[str, Option] = {
     "relay": Option("ENCLAVE_PLATFORM_RELAY", f":{DEFAULT_PORT}", str),
     "relay_public": Option("ENCLAVE_PLATFORM_RELAY_PUBLIC", "", str),
+    "relay_tls": Option(RELAY_TLS_ENV, "", str),
     "relay_ticket_lifetime": Option("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", TICKET_LIFETIME,
                                     int),
     "discovery_ports": Option(PORTS_ENV, "", str),

@@ -55,6 +55,7 @@ MAX_CHANNELS_PER_CONN = 1024
 MAX_REGISTRATIONS = 65536
 DATA_RATE_MESSAGES = 20000.0  # forwarded messages (batches) per second per registration
 DATA_BURST_MESSAGES = 4000.0
+RELAY_TLS_ENV = "ENCLAVE_PLATFORM_RELAY_TLS"  # HOST:PORT of an extra TLS listener (serve)
 SEND_TIMEOUT = 5.0  # a peer's WebSocket that cannot take a message within this is closed
 HEARTBEAT = 20.0
 

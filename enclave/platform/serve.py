@@ -44,7 +44,9 @@ from enclave.platform.hub import HUB
 from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.paths import PlatformPaths
 from enclave.platform.relay import RELAY, RelayCore
+from enclave.platform.relay_ws import RELAY_TLS_ENV
 from enclave.promhttp import MetricsServer, parse_listen
+from enclave.proto.relay_batch import RELAY_WS_PATH
 
 log = logging.getLogger("enclave.platform")
 SHUTDOWN_TIMEOUT = 5.0
@@ -122,6 +124,18 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
     site = HandshakeTimeoutSite(runner, sock, ssl_context=tls_context(platform),
                                 handshake_timeout=timeout)
     await site.start()
+    extra = os.environ.get(RELAY_TLS_ENV, "").strip()
+    if extra:  # the relay over TLS (and the API) on a second port, e.g. 443
+        rhost, _, rport_text = extra.rpartition(":")
+        try:
+            rport = int(rport_text)
+        except ValueError:
+            raise ValueError(f"{RELAY_TLS_ENV}={extra!r} is not HOST:PORT") from None
+        rsock = guarded_listener(rhost or "0.0.0.0", rport, limits, "relay-tls",
+                                 lifetime=UNAUTH_LIFETIMES * timeout)
+        await HandshakeTimeoutSite(runner, rsock, ssl_context=tls_context(platform),
+                                   handshake_timeout=timeout).start()
+        log.info("relay over TLS also on https://%s%s", extra, RELAY_WS_PATH)
     listen = metrics or os.environ.get(METRICS_ENV)
     exporter = await serve_metrics(platform, app, listen) if listen else None
     stop = asyncio.Event()

@@ -19,6 +19,7 @@ import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
+from tests.support.peer_paths import connected_on
 from tests.support.traffic import ping
 from tests.support.wait import wait_for
 
@@ -40,8 +41,7 @@ def test_relayed_pair_moves_to_direct_udp_when_the_block_is_lifted(
         pair: tuple[Lab, Agent, Agent]) -> None:
     lab, a, b = pair
     intents_both_ways(a, b)
-    first = wait_for(lambda: (p := a.connected(b.name)) is not None and p["path"] == "relay-tls"
-                     and p, timeout=40, interval=0.3, what="relay-tls session")
+    first = connected_on(a, b, "relay-tls", 40)
     wait_for(lambda: ping(a.host, b.overlay_ip, count=1), timeout=10, what="first ping")
     answered: list[bool] = []
     down: list[object] = []
@@ -49,7 +49,7 @@ def test_relayed_pair_moves_to_direct_udp_when_the_block_is_lifted(
 
     def pinger() -> None:
         while not stop.is_set():
-            answered.append(ping(a.host, b.overlay_ip, count=1, timeout=1.0))
+            answered.append(bool(ping(a.host, b.overlay_ip, count=1, timeout=1.0)))
             p = a.peer(b.name)
             if p is None or p["state"] != "connected":
                 down.append(p)
@@ -60,9 +60,7 @@ def test_relayed_pair_moves_to_direct_udp_when_the_block_is_lifted(
     try:
         lab.block_udp("ws", False)
         lab.block_udp("wf", False)
-        moved = wait_for(lambda: (p := a.connected(b.name)) is not None
-                         and p["path"] == "direct-udp" and p, timeout=90, interval=0.5,
-                         what="the move to direct-udp")
+        moved = connected_on(a, b, "direct-udp", 90)
         n = len(answered)
         wait_for(lambda: len(answered) >= n + 10, timeout=30, what="pings after the move")
     finally:

@@ -14,12 +14,12 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
+from tests.support.peer_paths import connected_on
 from tests.support.platform import Platform
 from tests.support.traffic import ping
 from tests.support.wait import wait_for
@@ -61,11 +61,6 @@ def iperf(a: Agent, b: Agent) -> int:
         server.wait(10)
     assert client.returncode == 0, out[-2000:]
     return int(json.loads(out)["end"]["sum_received"]["bytes"])
-
-
-def connected_on(a: Agent, b: Agent, path: str, timeout: float) -> dict[str, Any]:
-    return wait_for(lambda: (p := a.connected(b.name)) is not None and p["path"] == path and p,
-                    timeout=timeout, interval=0.3, what=f"{a.host.name} -> {b.host.name} {path}")
 
 
 def test_udp_blocked_site_reaches_port_restricted_peer_over_tcp(world: World) -> None:
