@@ -305,6 +305,9 @@ class Hub:
             old.close()
         self.sessions[session.name] = session
         self._present.add(session.name)
+        # pairs still introduced (its old session was replaced, or it came from another node
+        # that went away): the new session gets their introductions again
+        self._reintroduce.update(pair for pair in self.introduced if session.name in pair)
         log.info("control: %s online", session.name)
         self.changed()
 

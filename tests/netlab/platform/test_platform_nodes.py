@@ -14,6 +14,8 @@
 2. Failover: their intents are removed (withdrawn), node 1 is killed (SIGKILL); fc1 reconnects
    to node 2 by itself; intent stated afterwards (fc1's intent goes to node 2 too) introduces
    them again through node 2, and they ping over the overlay.
+3. Nothing lost: node 1 comes back, node 2 is killed with the pair introduced; both agents move
+   to node 1, which introduces them again from the stored intents, and the session carries on.
 """
 
 from __future__ import annotations
@@ -130,4 +132,21 @@ def test_failover_to_the_other_node(world: World) -> None:
     host2 = n2.listen.split(":")[0]
     wait_for(lambda: host2 in _via(a), timeout=30, what="fc1 reconnected to node 2")
     intents_both_ways(a, b)  # fc1's intent reaches node 2: node 1's URL does not answer
+    _meet(a, b)
+
+
+def test_a_node_lost_with_the_pair_introduced(world: World) -> None:
+    _lab, n1, n2, a, b = world
+    n1.start()  # back, with the same data directory
+    assert a.connected(b.name) and b.connected(a.name)
+    host1 = n1.listen.split(":")[0]
+    mark = len(n1.log())
+    assert n2.proc is not None
+    n2.proc.send_signal(signal.SIGKILL)
+    n2.proc.wait(timeout=10)
+    wait_for(lambda: host1 in _via(a) and host1 in _via(b), timeout=30,
+             what="both agents reconnected to node 1")
+    pair = f"introduced {min(a.name, b.name)} <-> {max(a.name, b.name)}"
+    wait_for(lambda: pair in n1.log()[mark:], timeout=30,
+             what="node 1 introduces the pair from the stored intents")
     _meet(a, b)
