@@ -37,7 +37,9 @@
 # the RFC's 100 ms interval covers the worst-case RTT of the flows we see, and 2 ms is the
 # RFC's 5-10 % of it at the short end while staying above one 64 KB super-frame's service
 # time at >= 0.5 Gbit/s (1 ms), so a single super-frame in service is never a "standing queue".
-# Counters: tx/rx_aqm_marks, tx/rx_aqm_drops (global_counters; aqm_marks / aqm_drops sums).
+# Counters (global_counters): tx/rx_aqm_marks, tx/rx_aqm_drops (aqm_marks / aqm_drops: the
+# sums); tx_aqm_wait_us (summed ring waits; / tap_reads = mean) and rx_aqm_wait_us /
+# rx_aqm_timed (mean receive-queue wait): how long frames stood in the queues CoDel manages.
 
 from libc.math cimport sqrt
 

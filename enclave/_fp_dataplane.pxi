@@ -599,6 +599,8 @@ cdef class DataPlane:
             "tx_aqm_marks": t.aqm_marks, "tx_aqm_drops": t.aqm_drops,
             "rx_aqm_marks": r.aqm_marks, "rx_aqm_drops": r.aqm_drops,
             "aqm_marks": t.aqm_marks + r.aqm_marks, "aqm_drops": t.aqm_drops + r.aqm_drops,
+            "tx_aqm_wait_us": t.aqm_wait_us, "rx_aqm_wait_us": r.aqm_wait_us,
+            "rx_aqm_timed": r.aqm_timed,
             "aqm": bool(self.st.aqm),
             "udp_gso": bool(self.st.udp_gso), "udp_gro": bool(self.st.udp_gro),
             "vnet_hdr": bool(self.st.vnet_hdr), "tap_gro": bool(self.st.tap_gro),

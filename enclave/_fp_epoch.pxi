@@ -223,7 +223,9 @@ ctypedef struct dp_grx:         # global, rx thread
     uint64_t rounds
     uint64_t aqm_marks          # CE set by CoDel (_fp_aqm.pxi) instead of a drop
     uint64_t aqm_drops          # dropped by CoDel (not ECN-capable)
-    uint64_t pad[3]
+    uint64_t aqm_timed          # authentic frames with a kernel arrival time ...
+    uint64_t aqm_wait_us        # ... and their summed time in the receive queue
+    uint64_t pad[1]
 
 ctypedef struct dp_gtx:         # global, tx thread
     uint64_t tap_reads
@@ -241,7 +243,7 @@ ctypedef struct dp_gtx:         # global, tx thread
     uint64_t rounds
     uint64_t aqm_marks          # CE set by CoDel on a TAP read (_fp_aqm.pxi)
     uint64_t aqm_drops          # TAP reads dropped by CoDel
-    uint64_t pad[1]
+    uint64_t aqm_wait_us        # summed time TAP reads waited in the aqm ring (tap_reads: count)
 
 ctypedef struct dp_state:
     int tap_fd

@@ -152,6 +152,9 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     pthread_mutex_lock(&st.mt_lock)
     mt_learn(&st.mt, f, flen, slot, now)
     pthread_mutex_unlock(&st.mt_lock)
+    if st.aqm and rx.arrival:
+        st.grx.aqm_timed += 1
+        st.grx.aqm_wait_us += (rx.rt_now - rx.arrival) // 1000 if rx.rt_now > rx.arrival else 0
     if st.aqm and rx.arrival and codel_decide(
             &rx.cd, rx.rt_now - rx.arrival if rx.rt_now > rx.arrival else 0, rx.mono_now,
             rx.qempty):

@@ -275,6 +275,7 @@ cdef int dp_tx_aqm_round(dp_state *st, dp_tx *tx, dp_snap *s, uint64_t now) noex
         e = aqm_ring_pop(q)
         done += 1
         t = dp_now_ns()
+        st.gtx.aqm_wait_us += (t - e.t) // 1000 if t > e.t else 0
         if codel_decide(&tx.cd, t - e.t if t > e.t else 0, t, q.n == 0):
             if e.len > vh and fp_ecn_mark(q.buf + e.off + vh, e.len - vh):
                 st.gtx.aqm_marks += 1
