@@ -21,6 +21,7 @@ Removing the gateway system deletes its gateway policies in the same transaction
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -44,8 +45,10 @@ log = logging.getLogger("enclave.platform.hub")
 GatewayPolicy = tuple[str, str, str, list[str], list[str]]  # name, from_sel, gateway, routes, acl
 
 
+@functools.lru_cache(maxsize=8192)
 def cert_routes(der: bytes) -> tuple[ipaddress.IPv4Network, ...]:
-    """The gateway routes a DER certificate carries."""
+    """The gateway routes a DER certificate carries (remembered: the hub asks for every
+    session's certificate on every pass)."""
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

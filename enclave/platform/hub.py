@@ -398,9 +398,12 @@ class Hub:
         self._offer_policies(views, snap)
         intents = [IntentRow(r.from_name, r.to_name, r.expires_at, r.policy)
                    for r in snap.intents if (r.from_name, r.to_name) not in deleted]
+        stated: dict[str, list[str]] = {}  # from -> peers of its live intents (one pass)
+        for r in intents:
+            if r.exp is None or now < r.exp:
+                stated.setdefault(r.from_name, []).append(r.to_name)
         for session in self.sessions.values():
-            mine = tuple(sorted(r.to_name for r in intents if r.from_name == session.name
-                                and (r.exp is None or now < r.exp)))
+            mine = tuple(sorted(stated.get(session.name, ())))
             if mine != session.sent_intents:
                 session.sent_intents = mine
                 session.send({"type": "intents", "peers": list(mine)})
