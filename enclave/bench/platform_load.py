@@ -321,14 +321,17 @@ class PlatformBench:
         urls = [n.url for n in self.nodes]
         latencies: list[float] = []
 
-        async def state(agent: SimAgent, peer: SimAgent) -> None:
+        async def state(agent: SimAgent, peer: SimAgent) -> float:
+            """Post agent's intent for peer; the monotonic time the request went out."""
             st = IntentStatement.new("add", agent.name, peer.name, int(time.time()))
             async with sem:
                 url = urls[agent.index % len(urls)] + INTENTS_PATH
+                sent = time.monotonic()
                 async with http.post(url, json=encode_signed(st, agent.key)) as resp:
                     if resp.status >= 400:
                         raise RuntimeError(f"intent refused: HTTP {resp.status} "
                                            f"{(await resp.text())[:200]}")
+            return sent
 
         async def until_introduced(a: SimAgent, b: SimAgent) -> None:
             while b.name not in a.intros or a.name not in b.intros:
@@ -339,16 +342,18 @@ class PlatformBench:
                                                           b.intro_seen.wait()), 1.0)
 
         async def pair(a: SimAgent, b: SimAgent) -> None:
-            await state(a, b)
-            await asyncio.sleep(0.2)
-            sent = time.monotonic()
-            await state(b, a)
+            sent = await state(b, a)
             await until_introduced(a, b)
             latencies.append(max(a.intros[b.name], b.intros[a.name]) - sent)
 
         pairs = [(agents[i], agents[i + 1]) for i in range(0, len(agents), 2)]
         started = time.monotonic()
         try:
+            # every pair's first intent, then (the platform settled) every pair's second,
+            # each timed from the moment its request goes out
+            await asyncio.wait_for(asyncio.gather(*(state(a, b) for a, b in pairs)),
+                                   self.opts.timeout)
+            await asyncio.sleep(1.0)
             await asyncio.wait_for(asyncio.gather(*(pair(a, b) for a, b in pairs)),
                                    self.opts.timeout)
             status = "ok"
