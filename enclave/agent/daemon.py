@@ -490,7 +490,11 @@ class Agent:
         sent = self.control.send({"type": "report", "nat": ds.nat.value,
                                   "candidates": [candidate_to_json(c) for c in cands],
                                   "mappings": ds.mappings_json()})
-        if sent and self.ready_at is None and ds.nat is not NatBehaviour.UNKNOWN:
+        # ready: the NAT is classified, or a check finished without it (UDP blocked: the TCP
+        # mapping and private candidates are all there will be)
+        settled = ds.nat is not NatBehaviour.UNKNOWN or (
+            ds.checked_at is not None and not any(m is not None for m in ds.udp))
+        if sent and self.ready_at is None and settled:
             self.ready_at = time.time()
 
     # -- local API -------------------------------------------------------------------------------

@@ -34,6 +34,14 @@ from enclave.bench.platform_cmd import register as register_platform
 from enclave.bench.repeat import check_repeat, run_repeated
 from enclave.bench.report import Report, render
 
+# --path: (nat a, nat b, both sites drop UDP) of a lab whose pair can only use that path
+PATH_LABS: dict[str, tuple[str, str, bool]] = {
+    "direct-udp": ("full-cone", "port-restricted", False),
+    "direct-tcp": ("port-restricted", "port-restricted", True),
+    "relay-udp": ("symmetric", "symmetric", False),
+    "relay-tls": ("symmetric", "symmetric", True),
+}
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
     flows = tuple(f for f in args.flows.split(",") if f) if args.flows else runner.ALL_FLOWS
@@ -42,8 +50,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         duration=args.duration,
         offload=args.offload,
         flows=flows,
-        nat_a=args.nat_a,
-        nat_b=args.nat_b,
+        nat_a=PATH_LABS[args.path][0] if args.path else args.nat_a,
+        nat_b=PATH_LABS[args.path][1] if args.path else args.nat_b,
+        block_udp=PATH_LABS[args.path][2] if args.path else False,
         ping_count=args.ping_count,
         crypto=not args.no_crypto,
         overlay=not args.no_overlay,
@@ -132,6 +141,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                             "(default: all)")
     bench.add_argument("--nat-a", default="full-cone", help="NAT type of site a")
     bench.add_argument("--nat-b", default="port-restricted", help="NAT type of site b")
+    bench.add_argument("--path", choices=sorted(PATH_LABS), default=None,
+                       help="a lab whose pair must use this path (sets --nat-a/--nat-b; "
+                       "relay-tls and direct-tcp: both sites drop UDP)")
     bench.add_argument("--ping-count", type=int, default=200, help="pings per latency figure")
     bench.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
                        help="how long to wait for the agents to connect (default 30)")

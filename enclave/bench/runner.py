@@ -65,6 +65,7 @@ class BenchOptions:
     flows: tuple[str, ...] = ALL_FLOWS
     nat_a: str = "full-cone"
     nat_b: str = "port-restricted"
+    block_udp: bool = False  # both sites' routers drop UDP (--path relay-tls / direct-tcp)
     ping_count: int = 200
     crypto: bool = True
     crypto_seconds: float = 0.1
@@ -199,6 +200,7 @@ def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
         "offload": "default" if opts.offload is None else ("on" if opts.offload else "off"),
         "nat_a": opts.nat_a,
         "nat_b": opts.nat_b,
+        "block_udp": opts.block_udp,
         "flows": ",".join(opts.flows),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
@@ -229,8 +231,9 @@ def in_lab(ctx: BenchContext, b_hosts: int, describe: Callable[[], str],
         with timed_stage(ctx, "lab") as box:
             if os.geteuid() != 0:
                 raise RuntimeError("enclave bench builds network namespaces: run it as root")
-            topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a)),
-                                   Site("b", nat=NatType(opts.nat_b), hosts=b_hosts)],
+            topo = Topology(sites=[Site("a", nat=NatType(opts.nat_a), block_udp=opts.block_udp),
+                                   Site("b", nat=NatType(opts.nat_b), hosts=b_hosts,
+                                        block_udp=opts.block_udp)],
                             public_hosts=["platform"])
             ctx.lab = Lab(topo)
             ctx.report.meta["lab_prefix"] = ctx.lab.prefix
