@@ -74,7 +74,8 @@ def test_status_text_without_peers_has_no_table() -> None:
 def test_format_pong() -> None:
     ok = {"peer": "BBBBB", "overlay_ip": "100.64.0.9", "ok": True, "path": "relay-udp",
           "endpoint": "198.18.0.11:8445", "rtt_ms": 3.14159}
-    assert format_pong(ok) == "pong from BBBBB (100.64.0.9) via relay-udp 198.18.0.11:8445 in 3.14ms"
+    assert format_pong(ok) == ("pong from BBBBB (100.64.0.9) via relay-udp 198.18.0.11:8445 "
+                               "in 3.14ms")
     bad = {"peer": "BBBBB", "overlay_ip": None, "ok": False, "error": "no reply within 2s"}
     assert format_pong(bad) == "no pong from BBBBB: no reply within 2s"
 
