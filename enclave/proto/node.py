@@ -230,9 +230,13 @@ class Node:
                 self._close(p, now, CloseReason.LOCAL, notify=True)
 
     def rehandshake(self, now: float) -> None:
-        """Start a handshake now with every peer that has a session (our certificate was
-        renewed): each peer authenticates the new certificate and its data plane binds the
-        identity it names (e.g. new gateway routes) without waiting for the next rekey."""
+        """Our certificate was renewed (``creds`` replaced): start a handshake now with every
+        peer that has a session, so it authenticates the new certificate and its data plane
+        binds the identity it names (e.g. new gateway routes) without waiting for the next
+        rekey. A peer takes such an INIT at once however young its session is (the certificate
+        differs from the session's: not a late punch INIT). A handshake that was in flight with
+        the old certificate completes, and its session is handshaken again at once (_rekey_at:
+        keys whose handshake presented a certificate other than ``creds`` are due)."""
         for p in self._peers.values():
             if p.current is not None:
                 self._start_handshake(p, now, send=True)
@@ -417,6 +421,8 @@ class Node:
         return p.last_ping > p.last_rx
 
     def _rekey_at(self, ks: Keyset) -> float:
+        if ks.our_cert != self.creds.cert_der:
+            return ks.created  # made with a certificate of ours since renewed: due now
         lag = 0.0 if ks.initiator else T.REKEY_RESPONDER_LAG
         return ks.created + T.REKEY_AFTER_TIME + lag
 
@@ -587,8 +593,10 @@ class Node:
             return  # replayed or stale INIT
         p = self._peers.get(name)
         if p is not None:
-            if p.current is not None and now < p.established_at + T.MIN_REHANDSHAKE_INTERVAL:
-                return  # a late punch INIT of the handshake that just finished
+            if (p.current is not None and now < p.established_at + T.MIN_REHANDSHAKE_INTERVAL
+                    and v.init.cert == p.cert):
+                return  # a late punch INIT of the handshake that just finished (a renewed
+                # certificate is news: Node.rehandshake)
             if p.outbound is not None:
                 if self.name < name:
                     # simultaneous initiation: ours wins, theirs is ignored; ours also goes to
@@ -650,6 +658,7 @@ class Node:
         p.out_next = None
         p.out_attempts = 0
         ks = Keyset(result, now, confirmed=False)
+        ks.our_cert = hs.creds.cert_der
         ks.confirm_msg = confirm
         ks.confirm_sends = 1
         ks.confirm_next = now + T.CONFIRM_RETRY
@@ -695,6 +704,7 @@ class Node:
             return
         p.inbound = None
         ks = Keyset(result, now, confirmed=True)
+        ks.our_cert = hs.creds.cert_der
         ks.confirm_msg = bytes(data)
         self._indices[ks.local_index] = (p, ks)
         p.identity, p.cert = result.peer, result.peer_cert

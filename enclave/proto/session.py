@@ -61,6 +61,7 @@ class Keyset:
         self.confirm_msg: bytes | None = None  # CONFIRM bytes: initiator resends, responder dedups
         self.confirm_sends = 0
         self.confirm_next: float | None = None
+        self.our_cert = b""  # the certificate of ours its handshake presented (Node._rekey_at)
 
     def __repr__(self) -> str:
         return f"Keyset(local={self.local_index:#010x}, remote={self.remote_index:#010x})"

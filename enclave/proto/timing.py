@@ -20,6 +20,7 @@ HANDSHAKE_RETRY_MAX = 16.0
 HANDSHAKE_MAX_ATTEMPTS = 8
 HANDSHAKE_TIMEOUT = 5.0  # a responder forgets an unconfirmed handshake after this
 MIN_REHANDSHAKE_INTERVAL = 5.0  # inits from a peer whose session is younger are ignored
+# (unless they carry a certificate other than the session's: a renewal, Node.rehandshake)
 MAX_RESPONSE_RESENDS = 8  # duplicate inits (punching on several paths) get the cached response
 CONFIRM_RETRY = 0.5  # initiator repeats CONFIRM until the responder's first packet arrives
 CONFIRM_MAX_SENDS = 10
