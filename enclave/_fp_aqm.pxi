@@ -12,7 +12,7 @@
 #     stands in our ring, where each entry carries its CLOCK_MONOTONIC enqueue time, and
 #     sojourn = now - enqueued at dequeue. The ring is bounded by bytes (4 MiB, ~7 ms at
 #     5 Gbit/s), not entries; when it is full the loop stops reading and the tun ring
-#     (TXQUEUELEN_AQM entries, enclave/dataplane/tap.py) is the overflow, tail-dropped.
+#     (its txqueuelen, enclave/dataplane/tap.py) is the overflow, tail-dropped.
 #   inbound:  wire -> UDP socket receive buffer -> recvmmsg -> open -> TAP write
 #     The socket buffer is the queue. SO_TIMESTAMPNS gives each datagram (each UDP_GRO run)
 #     its kernel arrival time (CLOCK_REALTIME) in a recvmmsg cmsg: sojourn = now - arrival,
@@ -32,11 +32,13 @@
 # A TSO super-frame is one entry: marking it marks all its segments (the kernel copies the
 # IP header into each); dropping it drops them all, as the tun ring's tail drop did.
 #
-# Target and interval (DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS): 2 ms and 100 ms; measured in
-# docs/PERFORMANCE.md ("Latency under load"): with RTTs in a LAN/metro overlay of 0.2-20 ms,
-# the RFC's 100 ms interval covers the worst-case RTT of the flows we see, and 2 ms is the
-# RFC's 5-10 % of it at the short end while staying above one 64 KB super-frame's service
-# time at >= 0.5 Gbit/s (1 ms), so a single super-frame in service is never a "standing queue".
+# Target and interval (DP_AQM_TARGET_NS, DP_AQM_INTERVAL_NS): 2 ms and 100 ms. 100 ms is the
+# RFC's interval (it covers the RTTs of LAN/metro overlays, 0.2-20 ms); 2 ms is below the RFC's
+# 5 ms because the overlay's own RTT is far below the Internet's it was tuned for, and above
+# one 64 KB super-frame's service time at >= 0.5 Gbit/s (1 ms), so a super-frame in service is
+# never a standing queue. 0.5 and 1 ms were tried and did not lower the RTT under load on the
+# 2-core lab machine (docs/PERFORMANCE.md, "Latency under load: the AQM");
+# ENCLAVE_AQM_TARGET_US / ENCLAVE_AQM_INTERVAL_US override them for measuring other links.
 # Counters (global_counters): tx/rx_aqm_marks, tx/rx_aqm_drops (aqm_marks / aqm_drops: the
 # sums); tx_aqm_wait_us (summed ring waits; / tap_reads = mean) and rx_aqm_wait_us /
 # rx_aqm_timed (mean receive-queue wait): how long frames stood in the queues CoDel manages.
