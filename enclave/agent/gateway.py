@@ -13,6 +13,13 @@
                        table 51820, per subnet, one active gateway each (choose_active);
                        deleted when the gateway goes away or close()
 
+Which gateway carries a subnet (choose_active, sticky): only gateways the prober hears are
+eligible (an introduction does not make a gateway live: AgentGateway adds it as down, and a
+re-introduction keeps the liveness the prober found); the holder keeps the subnet while it
+answers, also across a moment when no gateway answered (the last holder is remembered), and
+only when it stops answering does the subnet move, to the eligible one with the lowest
+(priority, name).
+
 A run that ended without close() (a crash, SIGKILL) leaves its tables, ip rule, routes and
 ip_forward behind: the first apply() of the next run removes them whatever this system's role
 now is, and restores ip_forward from the record the crashed run kept in the state directory
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import errno
 import ipaddress
@@ -111,14 +119,16 @@ class GatewayManager:
         self.local = local
         self._forward_record = forward_record  # see FORWARD_RECORD (None: not kept)
         self._recovered = False
-        self.peers: dict[str, PeerView] = {}
+        self.peers: dict[str, PeerView] = {}  # changed under _state (prober thread + loop)
         self.active: dict[Route, str] = {}  # subnet -> gateway carrying it
+        self._held: dict[Route, str] = {}  # RoutePlan.held: the holders choose_active keeps
         self.installed: dict[Route, ipaddress.IPv4Address] = {}  # routes in the kernel
         self.failovers = 0
         self._applied: str | None = None  # nft text in the kernel (None: no tables)
         self._forward_saved: str | None = None  # ip_forward before we set it
         self._rule = False  # our ip rule is installed
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one apply() at a time
+        self._state = threading.Lock()  # the peer table
 
     # -- state (no I/O) -----------------------------------------------------------------------
 
@@ -126,19 +136,32 @@ class GatewayManager:
         self.local = local
 
     def upsert_peer(self, peer: PeerView) -> None:
-        self.peers[peer.name] = peer
+        """Add or replace a peer. A peer that was already our gateway keeps the liveness the
+        prober found: an introduction (renewal, new candidates) says nothing about whether it
+        forwards now."""
+        with self._state:
+            old = self.peers.get(peer.name)
+            if old is not None and old.routes and peer.routes:
+                peer = dataclasses.replace(peer, up=old.up)
+            self.peers[peer.name] = peer
 
     def remove_peer(self, name: str) -> None:
-        self.peers.pop(name, None)
+        with self._state:
+            self.peers.pop(name, None)
 
     def set_up(self, name: str, up: bool) -> bool:
-        """Mark a peer's session live or dead; True if that changed anything."""
-        p = self.peers.get(name)
-        if p is None or p.up == up:
-            return False
-        self.peers[name] = PeerView(p.name, p.mac, p.overlay_ip, p.cert_routes, p.offer,
-                                    p.grants, up)
-        return True
+        """Mark a gateway answering or not; True if that changed anything."""
+        with self._state:
+            p = self.peers.get(name)
+            if p is None or p.up == up:
+                return False
+            self.peers[name] = dataclasses.replace(p, up=up)
+            return True
+
+    def snapshot(self) -> list[PeerView]:
+        """The peers now (the prober thread and the event loop change the table)."""
+        with self._state:
+            return list(self.peers.values())
 
     # -- I/O ----------------------------------------------------------------------------------
 
@@ -171,7 +194,7 @@ class GatewayManager:
             record.unlink(missing_ok=True)
 
     def _apply_nft(self) -> None:
-        peers = list(self.peers.values())
+        peers = self.snapshot()
         if is_active(self.local, peers):
             text = ruleset(self.local, peers)
             if text != self._applied:
@@ -205,9 +228,10 @@ class GatewayManager:
             self._forward_record.unlink(missing_ok=True)
 
     def _apply_routes(self) -> None:
-        plan = choose_active(self.peers.values(), self.active)
+        peers = self.snapshot()
+        plan = choose_active(peers, self._held)
         for prefix, name in plan.active.items():
-            old = self.active.get(prefix)
+            old = self._held.get(prefix)
             if old is not None and old != name:
                 self.failovers += 1
                 log.info("gateway failover: %s now via %s (was %s)", prefix, name, old)
@@ -228,7 +252,7 @@ class GatewayManager:
                     self.installed[prefix] = via
                 for prefix in gone:
                     self._del_route(ipr, prefix)
-        self.active = plan.active
+        self.active, self._held = plan.active, plan.held
         if not self.installed and self._rule:
             self._set_rule(False)
 
@@ -284,6 +308,7 @@ class GatewayManager:
                 log.warning("gateway: removing routes failed: %s", exc)
             self.installed.clear()
             self.active = {}
+            self._held = {}
             try:
                 if self._rule:
                     self._set_rule(False)
@@ -297,8 +322,12 @@ class GatewayManager:
 # -- liveness prober ---------------------------------------------------------------------------
 #
 #   every PROBE_INTERVAL, for each gateway peer:   ICMP echo -> its overlay IP (through enclave0)
-#   PROBE_MISSES unanswered in a row -> set_up(name, False) + apply()  (routes move to a standby)
-#   a reply again                    -> set_up(name, True)  + apply()  (eligible as standby)
+#   PROBE_MISSES unanswered in a row -> set_up(name, False) + apply() at once (routes move to a
+#                                       standby)
+#   a reply (the first, or again)    -> set_up(name, True)  + apply() at the end of the round
+#                                       (eligible; gateways heard in one round are weighed
+#                                       together, so the first choice is by (priority, name),
+#                                       not by which reply came first)
 
 _ICMP_ECHO = 8
 _ICMP_ECHO_REPLY = 0
@@ -360,26 +389,28 @@ class GatewayProber:
             self._sock.close()
 
     def _gateways(self) -> dict[str, str]:
-        return {str(p.overlay_ip): p.name for p in list(self.manager.peers.values()) if p.routes}
+        return {str(p.overlay_ip): p.name for p in self.manager.snapshot() if p.routes}
 
     def _run(self) -> None:
         assert self._sock is not None
         sock = self._sock
         while not self._stop.is_set():
-            changed = False
+            lost = heard = False
             gateways = self._gateways()
             for name in list(self.tracker.outstanding):
                 if name not in gateways.values():
                     self.tracker.forget(name)
             for ip, name in gateways.items():
                 if not self.tracker.alive(name):
-                    changed |= self.manager.set_up(name, False)
+                    lost |= self.manager.set_up(name, False)
                 self.tracker.sent(name)
                 self._seq = (self._seq + 1) & 0xFFFF
                 try:
                     sock.sendto(echo_request(self.ident, self._seq), (ip, 0))
                 except OSError:  # no route yet / interface down: counts as a miss
                     pass
+            if lost:
+                self._apply()
             deadline = time.monotonic() + self.interval
             while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
                 ready, _, _ = select.select([sock], [], [], min(left, 0.1))
@@ -393,19 +424,16 @@ class GatewayProber:
                 if got is not None and got[0] in gateways:
                     name = gateways[got[0]]
                     self.tracker.replied(name)
-                    changed |= self.manager.set_up(name, True)
-                    if changed:
-                        changed = self._apply()
-            if changed:
+                    heard |= self.manager.set_up(name, True)
+            if heard:
                 self._apply()
 
-    def _apply(self) -> bool:
+    def _apply(self) -> None:
         try:
             self.manager.apply()
         except GatewayApplyError as exc:
             self.errors += 1
             log.warning("gateway prober: %s", exc)
-        return False
 
 
 # -- the agent's side -----------------------------------------------------------------------------
@@ -416,7 +444,8 @@ class AgentGateway:
 
     Introductions are trusted for gateway purposes only after the peer certificate verifies
     against the CA (its MAC, overlay IP and certified routes come from there, never from the
-    platform's JSON). Kernel changes run off the event loop, coalesced.
+    platform's JSON). A peer newly our gateway is down until the prober hears it (then it may
+    carry routes); kernel changes run off the event loop, coalesced.
     """
 
     def __init__(self, agent: AgentView) -> None:
@@ -433,7 +462,7 @@ class AgentGateway:
             mark_socket(agent.udp_sock)
 
     def _local(self) -> LocalView:
-        grants = [g for p in self.manager.peers.values() for g in p.grants]
+        grants = [g for p in self.manager.snapshot() for g in p.grants]
         nat = all(g.nat for g in grants) if grants else True
         ident = self.agent.identity
         return LocalView(self.agent.options.interface, ident.overlay_interface,
@@ -451,9 +480,11 @@ class AgentGateway:
             log.warning("gateway: introduction for %s carries %s's certificate", intro.peer,
                         peer.name)
             return
-        self.manager.upsert_peer(PeerView(peer.name, peer.mac, peer.overlay_ip,
-                                          tuple(peer.gateway_routes), intro.gateway,
-                                          tuple(intro.grants)))
+        view = PeerView(peer.name, peer.mac, peer.overlay_ip, tuple(peer.gateway_routes),
+                        intro.gateway, tuple(intro.grants))
+        # a gateway is eligible once it answers a probe (its session forwards); upsert_peer
+        # keeps what the prober found for one that was already our gateway
+        self.manager.upsert_peer(dataclasses.replace(view, up=not view.routes))
         self.schedule()
 
     def withdraw(self, name: str) -> None:
@@ -478,14 +509,14 @@ class AgentGateway:
             except GatewayApplyError as exc:
                 self.errors += 1
                 log.warning("gateway: %s", exc)
-            if self.prober is None and any(p.routes for p in self.manager.peers.values()):
+            if self.prober is None and any(p.routes for p in self.manager.snapshot()):
                 self.prober = GatewayProber(self.manager)
                 self.prober.start()
 
     def describe(self) -> dict[str, Any]:
         out = self.manager.describe()
         out["errors"] = self.errors
-        out["down"] = sorted(p.name for p in self.manager.peers.values() if not p.up)
+        out["down"] = sorted(p.name for p in self.manager.snapshot() if not p.up)
         try:
             out["counters"] = self.manager.counters()
         except (GatewayApplyError, ValueError) as exc:

@@ -278,7 +278,7 @@ class PeerView:
     cert_routes: tuple[Route, ...] = ()  # what its certificate says it may serve
     offer: GatewayOffer | None = None  # it is our gateway for these (from the introduction)
     grants: tuple[GatewayGrant, ...] = ()  # it may use us as its gateway for these
-    up: bool = True  # a live session (not withdrawn, not timed out)
+    up: bool = True  # answers liveness probes (a gateway the agent has not heard yet: False)
 
     def __post_init__(self) -> None:
         if len(self.mac) != 6:
@@ -444,16 +444,21 @@ def merge_counters(*tables: Mapping[str, Mapping[str, int]]) -> dict[str, dict[s
 
 @dataclass
 class RoutePlan:
-    """prefix -> (gateway name, next hop): at most one active gateway per subnet."""
+    """prefix -> (gateway name, next hop): at most one active gateway per subnet. ``held``: the
+    holders to pass to the next choose_active — the active ones, and the last holder of a subnet
+    that no gateway is up for now, while that peer still offers it."""
 
     active: dict[Route, str] = field(default_factory=dict)
     via: dict[Route, ipaddress.IPv4Address] = field(default_factory=dict)
+    held: dict[Route, str] = field(default_factory=dict)
 
 
 def choose_active(peers: Iterable[PeerView], current: Mapping[Route, str]) -> RoutePlan:
-    """Active/passive per subnet: keep the current gateway while it is up and still serves the
-    subnet (no flapping back when a preferred one returns: that would break NATed flows);
-    otherwise the up gateway with the lowest (priority, name)."""
+    """Active/passive per subnet: keep the current holder (the previous plan's ``held``) while
+    it is up and still serves the subnet — no flapping back when a preferred one returns (that
+    would break NATed flows), nor to whichever gateway answers first after a moment when none
+    did; otherwise the up gateway with the lowest (priority, name)."""
+    peers = list(peers)
     plist = [p for p in peers if p.up and p.routes]
     by_name = {p.name: p for p in plist}
     prefixes = sorted({r for p in plist for r in p.routes})
@@ -467,6 +472,9 @@ def choose_active(peers: Iterable[PeerView], current: Mapping[Route, str]) -> Ro
                          key=lambda p: (p.offer.priority if p.offer else DEFAULT_PRIORITY, p.name))
         plan.active[prefix] = chosen.name
         plan.via[prefix] = chosen.overlay_ip
+    offered = {p.name: p.routes for p in peers}
+    plan.held = {r: n for r, n in current.items() if r in offered.get(n, ())}
+    plan.held.update(plan.active)
     return plan
 
 

@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from enclave.netlab import Host
@@ -24,18 +25,21 @@ def _csum(data: bytes) -> int:
 
 
 def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0) -> int:
-    """ICMP echo over a raw socket in src's namespace; the number of matching replies."""
+    """ICMP echo over a raw socket in src's namespace; the number of matching replies. Each
+    echo waits at most ``timeout`` s: other ICMP the raw socket sees (an agent's gateway
+    liveness probes, say) does not extend the wait."""
     sock = src.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = os.getpid() & 0xFFFF
     got = 0
     try:
-        sock.settimeout(timeout)
         for seq in range(1, count + 1):
             payload = os.urandom(32)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             pkt = struct.pack("!BBHHH", 8, 0, _csum(hdr + payload), ident, seq) + payload
             sock.sendto(pkt, (dst_ip, 0))
-            while True:
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
                 try:
                     data, addr = sock.recvfrom(2048)
                 except TimeoutError:
