@@ -5,6 +5,8 @@
         UDP data socket (shared)   --datagram--> demux by type byte + source:
           types 1..5 (peer traffic)    -> Node.receive_datagram(data, PathAddr(UDP, ip, port))
           relay types from our relay   -> RelayClient -> Node (PathAddr(RELAY, relay, channel))
+        relay over TLS (a WebSocket to the platform, batched)
+                                        -> RelayTlsClient -> Node (PathAddr(RELAY_TLS, host, ch))
           anything else                -> on_unhandled callbacks (discovery reflector replies)
         TCP data port (listen + simultaneous-open connectors, u16-framed)
                                         -> Node.receive_datagram(frame, PathAddr(TCP, ip, port))
@@ -29,7 +31,9 @@ punch time; the Node's PathManager probes all candidates (private first) every 1
 5 s, picks the best confirmed path (LAN > direct UDP > direct TCP > relay), keeps re-probing
 for better paths later and moves the session without dropping it.  After 5 s with no direct
 path it emits UseRelay: we register with the platform relay using the introduction's ticket and
-offer the relay as one more candidate.  `now` for the Node is the event loop's monotonic clock.
+offer the relay as one more candidate; when the UDP relay has not registered RELAY_TLS_AFTER
+seconds later (UDP blocked), the relay over TLS (enclave.agent.relay_tls, path relay-tls) is
+offered instead.  `now` for the Node is the event loop's monotonic clock.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ from enclave.proto.wire import (
 log = logging.getLogger("enclave.agent.connections")
 
 HANDSHAKE_RESULTS = ("established", "rekeyed", "failed")  # handshake_counts() keys
+RELAY_TLS_AFTER = 0.5  # seconds the UDP relay has to register before the relay over TLS is used
 
 # data-plane counters that count dropped packets (summed into peers()[i]["drops"])
 _DROP_COUNTERS: tuple[str, ...] = fp.PEER_DROP_COUNTERS
@@ -521,6 +526,13 @@ class ConnectionManager:
     def _on_relay_tls(self, data: bytes, path: PathAddr) -> None:
         self._to_node(data, path, self._now())
 
+    def _relay_tls_if_needed(self, peer: str) -> None:
+        info = self._peers.get(peer)
+        if (not self._running or self._relay_tls is None or info is None
+                or info.intro.relay_ticket is None or self._relay.registered(peer)):
+            return
+        self._relay_tls.add(peer, info.intro.relay_ticket)
+
     def _relay_tls_registered(self, peer: str, path: PathAddr) -> None:
         """The relay over TLS took `peer`'s channel: one more candidate (ranked last)."""
         info = self._peers.get(peer)
@@ -708,5 +720,7 @@ class ConnectionManager:
             relay = (intro.relay.host, intro.relay.port)
             for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
                 self._udp.send(out, dst)
-            if self._relay_tls is not None:
-                self._relay_tls.add(ev.peer, intro.relay_ticket)
+            if self._relay_tls is not None and self._loop is not None:
+                # over TLS only when the UDP relay has not answered within RELAY_TLS_AFTER
+                # (UDP blocked): a pair that can use the UDP relay never opens a WebSocket
+                self._loop.call_later(RELAY_TLS_AFTER, self._relay_tls_if_needed, ev.peer)
