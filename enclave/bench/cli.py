@@ -64,7 +64,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     repeat = check_repeat(args.repeat)
     report, out = with_progress(
         "enclave bench", runner.steps_for(opts) * repeat,
-        lambda step: run_repeated(repeat, lambda s: runner.run(opts, progress=s), step))
+        lambda step: run_repeated(
+            repeat, lambda s, i: runner.run(runner.for_run(opts, i, repeat), progress=s), step))
     render(report, out)
     write_outputs(report, args)
     return exit_status(report)

@@ -59,6 +59,7 @@ from enclave.bench.runner import (
     Progress,
     StageFailed,
     enrol_host,
+    for_run,
     forward_bench_ports,
     in_lab,
     in_workdir,
@@ -327,7 +328,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     repeat = check_repeat(args.repeat)
     report, out = with_progress(
         "enclave bench gateway", steps_for(opts) * repeat,
-        lambda step: run_repeated(repeat, lambda s: run(opts, progress=s), step))
+        lambda step: run_repeated(
+            repeat, lambda s, i: run(for_run(opts, i, repeat), progress=s), step))
     render(report, out)
     write_outputs(report, args)
     return exit_status(report)

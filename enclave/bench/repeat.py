@@ -15,13 +15,14 @@
 * meta: the first run's, with ``repeat`` = N, ``lab_prefixes`` of all runs and ``runs``: each
   run's start time and load averages (RUN_META).
 
-Each run is a whole run (its own lab, agents, platform), so start-up and set-up are measured N
-times too.
+Each run is a whole run (its own lab, agents, platform; with --workdir DIR its own DIR/run-<i>,
+see run_workdir), so start-up and set-up are measured N times too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from enclave.bench.report import Figure, Report, Stage, median, spread
@@ -37,16 +38,26 @@ def check_repeat(n: int) -> int:
     return n
 
 
-def run_repeated(n: int, once: Callable[[Callable[[str], None]], Report],
+def run_workdir(workdir: Path | None, run: int, n: int) -> Path | None:
+    """--workdir for run ``run`` (1..n): DIR itself for a single run, DIR/run-<run> when there
+    are several, so every run starts its lab, agents and platform in a directory of its own
+    (no run finds the previous one's platform) and each run's files stay there to inspect."""
+    if workdir is None or n == 1:
+        return workdir
+    return workdir / f"run-{run}"
+
+
+def run_repeated(n: int, once: Callable[[Callable[[str], None], int], Report],
                  progress: Callable[[str], None]) -> Report:
-    """Call ``once(step)`` n times (each step text prefixed with "run i/n") and aggregate."""
+    """Call ``once(step, run)`` for run = 1..n (each step text prefixed with "run i/n") and
+    aggregate."""
     if n == 1:
-        return once(progress)
+        return once(progress, 1)
 
     def numbered(i: int) -> Callable[[str], None]:
         return lambda text: progress(f"run {i}/{n}: {text}")
 
-    return aggregate([once(numbered(i)) for i in range(1, n + 1)])
+    return aggregate([once(numbered(i), i) for i in range(1, n + 1)])
 
 
 def aggregate(reports: Sequence[Report]) -> Report:

@@ -37,13 +37,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from enclave import __version__
 from enclave.agent.cli import register as register_agent_commands
 from enclave.bench import crypto, flows, procstat, relayref
+from enclave.bench.repeat import run_workdir
 from enclave.bench.report import Figure, Report
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
 from enclave.netlab import Lab, NatType, Site, Topology, netns
@@ -330,6 +331,11 @@ def _relay_reference(ctx: BenchContext) -> None:
         box["detail"] = ", ".join(
             f"{r.cipher or 'plain'} " + ("-" if r.gbit_s is None else f"{r.gbit_s:.2f} Gbit/s")
             for r in rows)
+
+
+def for_run(opts: BenchOptions, run: int, runs: int) -> BenchOptions:
+    """The options of run ``run`` of ``runs`` (--repeat): its own --workdir (run_workdir)."""
+    return replace(opts, workdir=run_workdir(opts.workdir, run, runs))
 
 
 def in_workdir(ctx: BenchContext, prefix: str, body: Callable[[], None]) -> None:

@@ -146,7 +146,7 @@ def test_run_repeated_numbers_the_progress_and_runs_n_times() -> None:
     steps: list[str] = []
     calls: list[int] = []
 
-    def once(step: object) -> Report:
+    def once(step: object, run: int) -> Report:
         calls.append(1)
         step("lab")  # type: ignore[operator]
         return RUNS[len(calls) - 1]
