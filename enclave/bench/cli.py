@@ -153,7 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     bench.add_argument("--no-relay", "--no-ceiling", dest="no_relay", action="store_true",
                        help="skip the TAP relay reference (the overlay's work without UDP)")
     bench.add_argument("--workdir", metavar="DIR",
-                       help="keep platform/agent state and logs here (default: temporary)")
+                       help="keep platform/agent state and logs here, each --repeat run in "
+                       "DIR/run-<i> (default: temporary)")
     _outputs(bench)
     bench.set_defaults(func=_guard(cmd_bench))
 

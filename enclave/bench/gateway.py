@@ -359,6 +359,7 @@ def register(bsub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-i
     p.add_argument("--ping-count", type=int, default=200, help="pings per latency figure")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="S")
     p.add_argument("--workdir", metavar="DIR",
-                   help="keep platform/agent state and logs here (default: temporary)")
+                   help="keep platform/agent state and logs here, each --repeat run in "
+                   "DIR/run-<i> (default: temporary)")
     outputs(p)
     p.set_defaults(func=guard(cmd_gateway))
