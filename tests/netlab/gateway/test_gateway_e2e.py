@@ -134,24 +134,31 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _ready(w: World) -> World:
-    """Wait until the client routes the granted subnet via one gateway and g3 answers."""
-    if w.active is not None:
-        return w
+    """Both gateways running, connected and answering the client's probes, the granted subnet
+    routed via one of them and g3 answering through it; ``active``/``standby`` as the client's
+    status says now (each test starts from this state, whatever ran before it)."""
     c = w.client
+    for g in w.gateways:
+        if g.proc is None:  # stopped by an earlier test
+            g.start()
+            g.wait_up()
     names = {g.name: g for g in w.gateways}
 
     def routed() -> str | None:
-        routes = _gw_status(c).get("routes", {})
-        r = routes.get(GRANTED)
-        if r is None or not all(c.connected(n) for n in names):
+        st = _gw_status(c)
+        r = st.get("routes", {}).get(GRANTED)
+        if r is None or st["down"] or not all(c.connected(n) for n in names):
             return None
         return str(r["gateway"])
 
-    active = wait_for(routed, timeout=30, interval=0.2, what="client route via a gateway")
+    wait_for(routed, timeout=45, interval=0.2,
+             what="client route via a gateway, both gateways connected and answering")
+    wait_for(lambda: ping(c.host, LAN_HOST, count=1, timeout=0.5), timeout=15,
+             what=f"first ping through the gateway (client gateway state: {_gw_status(c)})")
+    active = routed()
+    assert active is not None, _gw_status(c)
     w.active = names[active]
     w.standby = next(g for g in w.gateways if g is not w.active)
-    wait_for(lambda: ping(c.host, LAN_HOST, count=1, timeout=0.5), timeout=15,
-             what="first ping through the gateway")
     return w
 
 
@@ -245,7 +252,7 @@ def test_client_reaches_plain_lan_host(world: World) -> None:
         gs = _gw_status(g)
         assert gs["served"] == [SERVED] and gs["nat"] is True and gs["filter"] is True, gs
 
-    assert ping(c.host, LAN_HOST, count=5) == 5
+    assert ping(c.host, LAN_HOST, count=5, timeout=3.0) == 5
 
     stop = threading.Event()
     srv, t = _udp_echo(w, UDP_OK, stop)
@@ -340,9 +347,15 @@ def _failover(w: World, src: Agent, dst: Agent, action: Any) -> float:
             except TimeoutError:
                 pass
 
-        for seq in range(10):
-            exchange(seq)
-        assert sources and sources[-1][1] == _lan_ip(src), sources
+        seqs = iter(range(1 << 20))
+
+        def echoed() -> bool:
+            exchange(next(seqs))
+            return bool(sources)
+
+        wait_for(echoed, timeout=10, interval=0,
+                 what=f"a UDP echo through {src.host.name} before it is taken out")
+        assert sources[-1][1] == _lan_ip(src), sources
         t0 = time.monotonic()
         action()
         seq = 100
@@ -375,7 +388,7 @@ def test_stopping_active_gateway_fails_over_within_5s(world: World) -> None:
     assert not a.has_link(), "the stopped gateway left its TAP behind"
     st = _gw_status(c)
     assert st["routes"][GRANTED]["gateway"] == b.name and st["failovers"] >= 1, st
-    assert ping(c.host, LAN_HOST, count=3) == 3
+    assert ping(c.host, LAN_HOST, count=3, timeout=3.0) == 3
     ok, src = _tcp_roundtrip(w, TCP_OK, size=256 << 10)
     assert ok and src == _lan_ip(b)
     # the stopped gateway removed its filter tables
@@ -384,12 +397,16 @@ def test_stopping_active_gateway_fails_over_within_5s(world: World) -> None:
 
 
 def test_hung_gateway_detected_by_probes_within_5s(world: World) -> None:
-    """A gateway that hangs (SIGSTOP: its control channel stays open, so no withdrawal comes)
-    is found dead by the client's ICMP liveness probes; the restarted one takes over and the
-    client does not flap back when it returns."""
-    w = world
+    """A restarted gateway comes back as the standby (the client does not flap back to it);
+    the active one hangs (SIGSTOP: its control channel stays open, so no withdrawal comes), is
+    found dead by the client's ICMP liveness probes, and the restarted one takes over."""
+    w = _ready(world)
     assert w.active is not None and w.standby is not None
-    c, b, a = w.client, w.active, w.standby  # b carries traffic since the previous test
+    c, b, a = w.client, w.active, w.standby
+    failovers = _gw_status(c)["failovers"]
+    a.down()  # `enclave up` on the standby stopped and started again
+    wait_for(lambda: not c.connected(a.name), timeout=30, interval=0.2,
+             what="client lost the stopped standby")
     a.start()
     a.wait_up()
     wait_for(lambda: c.connected(a.name) and a.name not in _gw_status(c)["down"],
@@ -397,8 +414,8 @@ def test_hung_gateway_detected_by_probes_within_5s(world: World) -> None:
              what="restarted gateway connected again and eligible as standby")
     wait_for(lambda: ping(c.host, a.overlay_ip, count=1, timeout=0.5), timeout=10,
              what="restarted gateway answers on the overlay")
-    assert _gw_status(c)["routes"][GRANTED]["gateway"] == b.name  # no flapping back
-    failovers = _gw_status(c)["failovers"]
+    st = _gw_status(c)
+    assert st["routes"][GRANTED]["gateway"] == b.name and st["failovers"] == failovers, st
     assert b.proc is not None
     proc = b.proc
     try:
