@@ -12,31 +12,15 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO
 
+from enclave.agent.cli_common import guard, state_dir
 from enclave.agent.enrol import enrol, renew, renew_if_due, renewal_due_at, resume
 from enclave.agent.errors import AgentError
-from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
-from enclave.cert.errors import CertificateError, KeyStoreError
+from enclave.agent.state import STATE_ENV
 
-Command = Callable[[argparse.Namespace], int]
 EXIT_PENDING = 3  # enrolment waits for approval
-
-
-def _guard(func: Command) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (AgentError, KeyStoreError, CertificateError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _state(args: argparse.Namespace) -> StateDir:
-    return StateDir(resolve_state_dir(args.state))
 
 
 MAX_TOKEN_FILE_BYTES = 4096
@@ -61,7 +45,7 @@ def read_token_file(path: str, stdin: IO[str] | None = None) -> str:
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
-    state = _state(args)
+    state = state_dir(args)
     if args.token and args.token_file:
         raise AgentError("give either TOKEN or --token-file, not both")
     token = read_token_file(args.token_file) if args.token_file else args.token
@@ -87,7 +71,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 
 def cmd_renew(args: argparse.Namespace) -> int:
-    state = _state(args)
+    state = state_dir(args)
     now = datetime.datetime.now(datetime.UTC)
     ident = renew(state) if args.force else renew_if_due(state, now)
     if ident is None:
@@ -125,12 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="poll for approval up to this long (default: do not wait)")
     p.add_argument("--json", action="store_true", help="print name, overlay IP, state as JSON")
-    p.set_defaults(func=_guard(cmd_enrol))
+    p.set_defaults(func=guard(cmd_enrol))
 
     p = sub.add_parser("renew", help="renew this system's certificate if due (2/3 of lifetime)")
     _state_arg(p)
     p.add_argument("--force", action="store_true", help="renew now even if not due")
-    p.set_defaults(func=_guard(cmd_renew))
+    p.set_defaults(func=guard(cmd_renew))
 
     from enclave.agent.cli_daemon import register as register_daemon
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from enclave.agent.cli_common import guard, state_dir
 from enclave.agent.cli_diag import register as register_diag
 from enclave.agent.client import PinnedClient
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import call
-from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
+from enclave.agent.state import STATE_ENV, StateDir
 from enclave.agent.statusfmt import status_text
-from enclave.cert.errors import CertificateError, KeyStoreError
+from enclave.cert.errors import KeyStoreError
 from enclave.discovery.channel import INTENTS_PATH
 from enclave.logfmt import FORMATS, LOG_FORMAT_ENV, use_format
 from enclave.policy.intent import IntentError, IntentStatement, encode_signed
@@ -31,22 +30,6 @@ from enclave.policy.intent import IntentError, IntentStatement, encode_signed
 if TYPE_CHECKING:
     from enclave.agent.daemon import CmFactory
 
-Command = Callable[[argparse.Namespace], int]
-
-
-def _guard(func: Command) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (AgentError, KeyStoreError, CertificateError, IntentError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _state(args: argparse.Namespace) -> StateDir:
-    return StateDir(resolve_state_dir(args.state))
 
 
 def _duration(text: str) -> int:
@@ -63,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         use_format(args.log_format)
     except ValueError as exc:
         raise AgentError(str(exc)) from None
-    state = _state(args)
+    state = state_dir(args)
     opts = AgentOptions.resolve(state, {
         "port": args.port, "interface": args.interface, "mtu": args.mtu, "cipher": args.cipher,
         "tap": False if args.no_tap else None,
@@ -99,7 +82,7 @@ def send_intent(state: StateDir, op: str, peer: str, exp: int | None = None) -> 
 
 
 def cmd_intent(args: argparse.Namespace) -> int:
-    state = _state(args)
+    state = state_dir(args)
     if args.intent_command == "list":
         reply = send_intent(state, "list", "")
         if args.json:
@@ -119,7 +102,7 @@ def cmd_intent(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    root = _state(args).root
+    root = state_dir(args).root
     result = call(root, "status")
     if args.json:
         print(json.dumps(result))
@@ -129,7 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    result = call(_state(args).root, "peers")
+    result = call(state_dir(args).root, "peers")
     if args.json:
         print(json.dumps(result))
         return 0
@@ -170,17 +153,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--log-format", choices=FORMATS, default=None,
                    help=f"log lines as text or one JSON object each (default: ${LOG_FORMAT_ENV}"
                    " or text)")
-    p.set_defaults(func=_guard(cmd_up))
+    p.set_defaults(func=guard(cmd_up, IntentError))
 
     p = sub.add_parser("status", help="this agent's status and one line per peer (asks the "
                        "running agent)")
     _state_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_guard(cmd_status))
+    p.set_defaults(func=guard(cmd_status, IntentError))
     p = sub.add_parser("peers", help="introduced / connected peers (asks the running agent)")
     _state_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_guard(cmd_peers))
+    p.set_defaults(func=guard(cmd_peers, IntentError))
 
     intent = sub.add_parser("intent", help="declare intent to talk to another system")
     isub = intent.add_subparsers(dest="intent_command", metavar="COMMAND", required=True)
@@ -194,6 +177,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         sp = isub.choices[name]
         _state_arg(sp)
         sp.add_argument("--json", action="store_true")
-        sp.set_defaults(func=_guard(cmd_intent))
+        sp.set_defaults(func=guard(cmd_intent, IntentError))
 
     register_diag(sub)

@@ -11,37 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from enclave.agent.cli_common import guard, state_dir
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import CLIENT_TIMEOUT, AgentNotRunning, call
 from enclave.agent.netcheck import Target, report_text, resolve, run_netcheck
 from enclave.agent.ping import DEFAULT_TIMEOUT, MAX_TIMEOUT, format_pong
-from enclave.agent.state import STATE_ENV, StateDir, resolve_state_dir
-from enclave.cert.errors import CertificateError, KeyStoreError
+from enclave.agent.state import STATE_ENV, StateDir
 
-Command = Callable[[argparse.Namespace], int]
 PING_INTERVAL = 1.0  # seconds from one PING to the next (like ping(8))
 MAX_COUNT = 10000
-
-
-def _guard(func: Command) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (AgentError, KeyStoreError, CertificateError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _state(args: argparse.Namespace) -> StateDir:
-    return StateDir(resolve_state_dir(args.state))
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -49,7 +31,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
         raise AgentError(f"-c must be 1..{MAX_COUNT}")
     if not 0 < args.timeout <= MAX_TIMEOUT:
         raise AgentError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
-    root = _state(args).root
+    root = state_dir(args).root
     answered = 0
     for i in range(args.count):
         started = time.monotonic()
@@ -91,7 +73,7 @@ def locate(state: StateDir, url: str) -> tuple[Target, list[dict[str, Any]] | No
 
 
 def cmd_netcheck(args: argparse.Namespace) -> int:
-    state = _state(args)
+    state = state_dir(args)
     record = state.load_enrolment()
     key = state.keystore().load_ed25519()
     target, relays = locate(state, record.url)
@@ -117,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    help=f"wait this long for each PONG (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="one JSON object per ping")
     _state_arg(p)
-    p.set_defaults(func=_guard(cmd_ping))
+    p.set_defaults(func=guard(cmd_ping))
 
     p = sub.add_parser(
         "netcheck", help="NAT behaviour, platform reachability and relay RTT of this system",
@@ -128,5 +110,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         "is unreachable over both UDP and TCP.")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     _state_arg(p)
-    p.set_defaults(func=_guard(cmd_netcheck))
+    p.set_defaults(func=guard(cmd_netcheck))
 
