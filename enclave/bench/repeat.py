@@ -21,14 +21,15 @@ see run_workdir), so start-up and set-up are measured N times too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from enclave.bench.report import Figure, Report, Stage, median, spread
 
 MAX_REPEAT = 50
 RUN_META = ("started", "loadavg_start", "loadavg_end")  # kept for every run in meta["runs"]
+T = TypeVar("T")
 
 
 def check_repeat(n: int) -> int:
@@ -89,19 +90,17 @@ def aggregate(reports: Sequence[Report]) -> Report:
     return out
 
 
+def _grouped(items: Iterable[T], ident: Callable[[T], Hashable]) -> list[list[T]]:
+    """items grouped by ident(item), the groups in the order their first item appears."""
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(ident(item), []).append(item)
+    return list(groups.values())
+
+
 def _figures(reports: Sequence[Report]) -> list[Figure]:
-    order: list[tuple[str, str | None]] = []
-    runs: dict[tuple[str, str | None], list[Figure]] = {}
-    for report in reports:
-        for f in report.figures:
-            ident = (f.key, f.cipher)
-            if ident not in runs:
-                order.append(ident)
-                runs[ident] = []
-            runs[ident].append(f)
     out = []
-    for ident in order:
-        figs = runs[ident]
+    for figs in _grouped((f for r in reports for f in r.figures), lambda f: (f.key, f.cipher)):
         base = figs[0]
         over = [f.overlay for f in figs if f.overlay is not None]
         raw = [f.raw for f in figs if f.raw is not None]
@@ -119,18 +118,9 @@ def _figures(reports: Sequence[Report]) -> list[Figure]:
 
 
 def _crypto(reports: Sequence[Report]) -> list[dict[str, Any]]:
-    order: list[tuple[Any, ...]] = []
-    rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for report in reports:
-        for row in report.crypto:
-            ident = (row["cipher"], row["size"], row["impl"], row["op"])
-            if ident not in rows:
-                order.append(ident)
-                rows[ident] = []
-            rows[ident].append(row)
     out = []
-    for ident in order:
-        group = rows[ident]
+    for group in _grouped((row for r in reports for row in r.crypto),
+                          lambda row: (row["cipher"], row["size"], row["impl"], row["op"])):
         gbit = [float(r["gbit_s"]) for r in group]
         lo, hi = spread(gbit)
         out.append({**group[0],
