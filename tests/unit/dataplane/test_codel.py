@@ -89,15 +89,22 @@ def test_6_leaves_dropping_when_sojourn_goes_below_target() -> None:
         assert not c.step(TARGET - 1, t + k * INTERVAL)
 
 
-def test_7_reentry_soon_after_keeps_the_count() -> None:
+def dropping_at_count(count: int) -> tuple[fp.CoDel, int]:
+    """A CoDel above target for an interval, then stepped above target every 0.1 ms until its
+    drop count is ``count``; and the time of its last step."""
     c = codel()
     t = 1000 * MS
     c.step(TARGET + MS, t)
     t += INTERVAL
     c.step(TARGET + MS, t)
-    while c.count < 6:
+    while c.count < count:
         t += MS // 10
         c.step(TARGET + MS, t)
+    return c, t
+
+
+def test_7_reentry_soon_after_keeps_the_count() -> None:
+    c, t = dropping_at_count(6)
     last_drop_next = c.drop_next
     t += MS
     c.step(TARGET - 1, t)                       # leave
@@ -111,14 +118,7 @@ def test_7_reentry_soon_after_keeps_the_count() -> None:
 
 
 def test_8_reentry_long_after_starts_over() -> None:
-    c = codel()
-    t = 1000 * MS
-    c.step(TARGET + MS, t)
-    t += INTERVAL
-    c.step(TARGET + MS, t)
-    while c.count < 6:
-        t += MS // 10
-        c.step(TARGET + MS, t)
+    c, t = dropping_at_count(6)
     c.step(TARGET - 1, t + MS)
     t += 20 * INTERVAL                          # more than 16 intervals later
     c.step(TARGET + MS, t)
