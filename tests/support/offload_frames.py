@@ -6,6 +6,7 @@ have put on the wire.  Used by tests/unit/test_offload*.py and the data plane's 
     superframe(seg, mss)         what a vnet_hdr TAP hands us for a TSO send of seg.payload
     expected_segments(seg, mss)  the segments a correct TSO engine makes of it
     interleaved_frames(plan)     segments of three FLOWS interleaved (GRO input)
+    PLANS                        the hypothesis strategy for such plans
 
 Pure: no extension import here.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
+
+from hypothesis import strategies as st
 
 VNET = "=BBHHHH"
 NEEDS_CSUM, DATA_VALID = 1, 2
@@ -164,6 +167,14 @@ FLOWS = [
     Seg(b"", sport=1001, v6=True),
     Seg(b"", sport=1002, vlan=5, tcp_opts=TS_OPTS),
 ]
+
+
+# plans for interleaved_frames: (flow, payload size, PSH, bad), 1 to 80 of them
+PLANS = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(1, 1500), st.booleans(), st.booleans()),
+    min_size=1,
+    max_size=80,
+)
 
 
 def interleaved_frames(plan: list[tuple[int, int, bool, bool]]) -> tuple[list[bytes], list[int]]:

@@ -29,6 +29,7 @@ from tests.support.offload_frames import (
     GSO_TCPV4,
     GSO_TCPV6,
     NEEDS_CSUM,
+    PLANS,
     PSH,
     RST,
     SRC4,
@@ -392,11 +393,7 @@ def test_gro_into_writes_virtio_headers_in_place() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 2), st.integers(1, 1500), st.booleans(), st.booleans()),
-        min_size=1,
-        max_size=80,
-    ),
+    PLANS,
     st.data(),
 )
 def test_fuzz_gro_then_split_is_identity_per_flow(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests.support.offload_cases import GOOD, GOOD6, GRO_CASES, REJECT_CASES, SPLIT_CASES
 from tests.support.offload_frames import (
+    PLANS,
     TS_OPTS,
     Seg,
     expected_segments,
@@ -121,11 +122,7 @@ def test_gro_iov_pass_through_bad_checksum_and_limits() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 2), st.integers(1, 1500), st.booleans(), st.booleans()),
-        min_size=1,
-        max_size=80,
-    ),
+    PLANS,
     st.booleans(),
 )
 def test_fuzz_gro_iov_equals_gro(plan: list[tuple[int, int, bool, bool]], verify: bool) -> None:
