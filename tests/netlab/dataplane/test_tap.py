@@ -48,6 +48,11 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
+def _static_neighbour(ns: str, ip: str) -> None:
+    """PEER_MAC as ip's permanent neighbour on enclave0 in ns (no ARP/NDP needed)."""
+    _ip("-n", ns, "neigh", "add", ip, "lladdr", PEER_MAC, "dev", "enclave0", "nud", "permanent")
+
+
 @pytest.fixture
 def ns() -> Iterator[str]:
     if os.geteuid() != 0:
@@ -227,19 +232,7 @@ def test_tap_configured_in_namespace_and_removed_on_close(ns: str) -> None:
         )
 
         # the kernel's UDP datagram to a static neighbour comes out as one plain frame
-        _ip(
-            "-n",
-            ns,
-            "neigh",
-            "add",
-            PEER_IP,
-            "lladdr",
-            PEER_MAC,
-            "dev",
-            "enclave0",
-            "nud",
-            "permanent",
-        )
+        _static_neighbour(ns, PEER_IP)
         sock = in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         with sock:
             sock.sendto(b"hello enclave", (PEER_IP, 9999))
@@ -290,19 +283,7 @@ def test_tso_superframe_from_kernel_split_and_gro_back(ns: str, fam: Fam) -> Non
         if fam.v6:
             _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.enclave0.disable_ipv6=0")
             _ip("-n", ns, "addr", "add", f"{fam.local}/64", "dev", "enclave0", "nodad")
-        _ip(
-            "-n",
-            ns,
-            "neigh",
-            "add",
-            fam.peer,
-            "lladdr",
-            PEER_MAC,
-            "dev",
-            "enclave0",
-            "nud",
-            "permanent",
-        )
+        _static_neighbour(ns, fam.peer)
         sock = in_netns(ns, lambda: socket.socket(fam.af, socket.SOCK_STREAM))
         with sock:
             sock.setblocking(False)
