@@ -23,22 +23,13 @@ from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
 from enclave.discovery.candidates import NatBehaviour
 from enclave.discovery.introduction import Introduction
 from enclave.proto.handshake import LocalCredentials
+from tests.support.fd_tap import FdTap
 from tests.support.pki import Pki
 from tests.support.wait import wait_for_async
 
 engine = pytest.importorskip("enclave.dataplane.engine")
 
 LO = "127.0.0.1"
-
-
-@dataclass
-class _FdTap:
-    """The attributes engine.DataPlane reads from a TapDevice, over a socketpair end."""
-
-    fd: int
-    mtu: int = 1400
-    vnet_hdr: bool = False
-    offload: int = 0
 
 
 @dataclass
@@ -67,7 +58,7 @@ def side(pki: Pki, name: str, stack: AsyncExitStack) -> Side:
     tcp.close()
     for s in (ours, theirs, udp):
         stack.callback(s.close)
-    dp = engine.DataPlane(_FdTap(theirs.fileno()), udp, offload=False, max_peers=4)  # type: ignore[arg-type]
+    dp = engine.DataPlane(FdTap(theirs.fileno()), udp, offload=False, max_peers=4)  # type: ignore[arg-type]
     cm = AgentConnections(creds, pki.validate, udp_sock=udp, tcp_port=tcp_port, dp=dp,
                           cipher="chacha20poly1305")
     ours.settimeout(5)

@@ -11,7 +11,6 @@ import dataclasses
 import ipaddress
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +19,7 @@ from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.events import PeerKeysUpdated
 from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import Cipher
+from tests.support.fd_tap import FdTap
 from tests.support.pki import Pki
 
 engine = pytest.importorskip("enclave.dataplane.engine")
@@ -28,22 +28,12 @@ K1, K2 = bytes(range(32)), bytes(range(1, 33))
 UDP_PATH = PathAddr(Transport.UDP, "198.18.0.2", 51820)
 
 
-@dataclass
-class _FdTap:
-    """The attributes engine.DataPlane reads from a TapDevice, over a socketpair end."""
-
-    fd: int
-    mtu: int = 1400
-    vnet_hdr: bool = False
-    offload: int = 0
-
-
 @pytest.fixture
 def plane() -> Iterator[engine.DataPlane]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
-    dp = engine.DataPlane(_FdTap(a.fileno()), udp, offload=False, max_peers=4)  # type: ignore[arg-type]
+    dp = engine.DataPlane(FdTap(a.fileno()), udp, offload=False, max_peers=4)  # type: ignore[arg-type]
     yield dp
     dp.close()
     for s in (a, b, udp):
