@@ -9,7 +9,8 @@
     WebSocket pings (enclave.discovery.channel.HEARTBEAT).
 
 Failover: the client holds every URL of the platform (one per node: the enrolment token's, then
-the welcome's "urls", which replace them; ``on_urls`` lets the owner keep them). A failed
+the "urls" of a welcome or of a {"type": "urls"} message, which replace them; ``on_urls`` lets
+the owner keep them). A failed
 attempt moves on to the next URL; the backoff grows only once every URL has failed in a row.
 A connection that was up and is lost is retried on the next URL after a delay drawn uniformly
 from [0, FAILOVER_SPREAD] seconds (failover_delay), so the thousands of agents of a node that
@@ -241,6 +242,9 @@ class ControlClient:
                     if isinstance(data, dict):
                         if data.get("type") == "error":
                             log.warning("platform: %s", data.get("error"))
+                            continue
+                        if data.get("type") == "urls":  # `platform urls add|remove` ran
+                            self._learn_urls(data)
                             continue
                         self.handler.on_message(data)
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):

@@ -250,11 +250,7 @@ class Hub:
                 version = await self.platform.store.data_version()
                 if woken or version != self._data_version or mono - self._last_full > FULL_TICK:
                     if version != self._data_version or not self.urls:
-                        self.urls = tuple(self.platform.settings.urls) or (
-                            self.platform.settings.url,)
-                        stored = await self.platform.store.get_meta("urls")
-                        if stored is not None:
-                            self.urls = tuple(decode_urls(stored, self.urls[0]))
+                        await self._read_urls()
                     self._data_version = version
                     self._last_full = mono
                     await self.reevaluate()
@@ -262,6 +258,19 @@ class Hub:
                 self.rejections.note("store", "control hub: %s", shown(str(exc), 300))
             except Exception:  # keep the hub alive; the next tick retries
                 log.exception("control hub re-evaluation failed")
+
+    async def _read_urls(self) -> None:
+        """The platform's URLs from the store; when `platform urls add|remove` changed them,
+        every connected agent is told ({"type": "urls", "urls": [...]})."""
+        first = self.platform.settings.url
+        stored = await self.platform.store.get_meta("urls")
+        urls = tuple(decode_urls(stored, first)) if stored is not None else (
+            tuple(self.platform.settings.urls) or (first,))
+        if self.urls and urls != self.urls:
+            log.info("control: platform URLs now %s", ", ".join(urls))
+            for session in self.sessions.values():
+                session.send({"type": "urls", "urls": list(urls)})
+        self.urls = urls
 
     def changed(self) -> None:
         """Something changed here: re-evaluate soon (coalesced; on the ticker's task), and

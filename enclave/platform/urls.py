@@ -3,7 +3,7 @@
 Kept in the store's meta table: ``url`` (the first, as before) and ``urls`` (a JSON list of
 all). `enclave platform init --url URL` (repeatable) writes them; `enclave platform urls
 add|remove|list` changes them; every node sends the list in its control channel's welcome
-(``"urls"``), so agents learn a change at their next (re)connect.
+(``"urls"``) and, when it changes, to every connected agent ({"type": "urls"}).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
 
 1. Fan-out: fc1 enrols through node 1 (the token's first URL), fd1 through node 2 (the same
    key's token with node 2's URL first); each is connected to its own node. Mutual intent
-   introduces them (node 1 tells fc1, node 2 tells fd1) and they ping over the overlay.
+   introduces them (node 1 tells fc1, node 2 tells fd1) and they ping over the overlay. A URL
+   added (then removed) with `platform urls` reaches both agents and their enrolment records.
 2. Failover: their intents are removed (withdrawn), node 1 is killed (SIGKILL); fc1 reconnects
    to node 2 by itself; intent stated afterwards (fc1's intent goes to node 2 too) introduces
    them again through node 2, and they ping over the overlay.
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -119,6 +121,18 @@ def test_two_nodes_share_keys_and_fan_out(world: World) -> None:
     _meet(a, b)  # introduced across nodes: node 1 told fc1, node 2 told fd1
     assert f"introduced {min(a.name, b.name)} <-> {max(a.name, b.name)}" in n1.log()
     assert f"introduced {min(a.name, b.name)} <-> {max(a.name, b.name)}" in n2.log()
+    # `platform urls add|remove` reaches connected agents on both nodes, kept in their records
+    extra = "https://198.18.0.250:8443"
+    assert n1.cli("urls", "add", extra).returncode == 0
+    for agent in (a, b):
+        wait_for(lambda agent=agent: extra in agent.status()["platform"]["urls"], timeout=20,
+                 what=f"{agent.name} told the new URL")
+        record = json.loads((agent.state / "enrolment.json").read_text())
+        assert extra in record["urls"]
+    assert n2.cli("urls", "remove", extra).returncode == 0
+    for agent in (a, b):
+        wait_for(lambda agent=agent: extra not in agent.status()["platform"]["urls"],
+                 timeout=20, what=f"{agent.name} told the URL is gone")
 
 
 def test_failover_to_the_other_node(world: World) -> None:
