@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 from enclave.netlab import Host, Lab, NatType, Site, Topology
-from enclave.netlab.netns import exec_argv, run
 from enclave.proto.wire import MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_INIT_V1
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
 from tests.support.platform import Platform
@@ -41,14 +40,6 @@ PORT = 51820  # the agents' data port (UDP and TCP)
 CONNECT_TIMEOUT = 25.0
 FLOOD_PACKETS = 20_000  # bounded: about 4 s at 5,000 per second
 FLOOD_RATE = 5_000
-DROP_UDP = """
-table ip enclave_test_block {
-  chain forward {
-    type filter hook forward priority filter - 10; policy accept;
-    meta l4proto udp drop
-  }
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
     )
     with platform_lab(topo, tmp_path_factory.mktemp("cloak"), ("a1", "b1", "c1")) as w:
         lab, _plat, agents = w
-        run(exec_argv(lab.site("c").router_netns, ["nft", "-f", "-"]), input=DROP_UDP)
+        lab.block_udp("c", True)
         start_all(agents.values())
         yield w
 

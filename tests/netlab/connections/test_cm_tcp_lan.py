@@ -19,7 +19,6 @@ import pytest
 
 from enclave.discovery import Candidate
 from enclave.netlab import Host, Lab, NatType, Site, Topology
-from enclave.netlab.netns import exec_argv, run
 from tests.support.cm_agent import Agent, connected, exchange, introduce_pair
 from tests.support.cm_lab import Reflector, candidates_for, lab_agent, reflect_tcp, reflect_udp
 from tests.support.pki import Pki
@@ -27,14 +26,6 @@ from tests.support.wait import wait_for_async
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
-DROP_UDP = """
-table ip enclave_test_block {
-  chain forward {
-    type filter hook forward priority filter - 10; policy accept;
-    meta l4proto udp drop
-  }
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +40,7 @@ def lab(netlab_required: None) -> Iterator[Lab]:
     )
     with Lab(topo) as lab:
         for site in ("blka", "blkb"):
-            run(exec_argv(lab.site(site).router_netns, ["nft", "-f", "-"]), input=DROP_UDP)
+            lab.block_udp(site, True)
         yield lab
 
 
