@@ -21,13 +21,15 @@ import base64
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from enclave.agent.control import ControlClient
 from enclave.agent.state import StateDir
 from enclave.cert.keys import generate_private_key
 from enclave.logsafe import BURST
@@ -82,6 +84,24 @@ def _cand(host: str, port: int, **kw: str) -> dict[str, Any]:
     return {"transport": "udp", "host": host, "port": port, "kind": "public", "nat": "none", **kw}
 
 
+@asynccontextmanager
+async def _introduced(x: StateDir, y: StateDir) -> AsyncIterator[tuple[ControlClient, Recorder]]:
+    """x's and y's control clients running, both connected and y introduced to x: yields x's
+    client and y's recorder; both clients are stopped afterwards."""
+    xname = x.load_enrolment().name
+    hx, hy = Recorder(), Recorder()
+    cx, cy = client(x, hx), client(y, hy)
+    tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
+    try:
+        await until(lambda: cx.state == "connected" and cy.state == "connected")
+        await until(lambda: hy.intros(xname))
+        yield cx, hy
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def test_token_file_and_stdin_enrol(systems: list[StateDir]) -> None:
     for s in systems:
         assert s.load_enrolment().state == "active"
@@ -92,12 +112,7 @@ def test_hostname_candidates_never_reach_peers(systems: list[StateDir]) -> None:
     xname = x.load_enrolment().name
 
     async def scenario() -> None:
-        hx, hy = Recorder(), Recorder()
-        cx, cy = client(x, hx), client(y, hy)
-        tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
-        try:
-            await until(lambda: cx.state == "connected" and cy.state == "connected")
-            await until(lambda: hy.intros(xname))
+        async with _introduced(x, y) as (cx, hy):
             assert cx.send({"type": "report", "nat": "none", "mappings": {}, "candidates": [
                 _cand("evil.example", 51820), _cand("localhost", 51820),
                 _cand("0.0.0.0", 51820), _cand("224.0.0.1", 51820), _cand("169.254.9.9", 51820),
@@ -110,10 +125,6 @@ def test_hostname_candidates_never_reach_peers(systems: list[StateDir]) -> None:
             await asyncio.sleep(1.5)  # nothing else arrives later either
             assert "evil.example" not in json.dumps(hy.msgs)
             assert "localhost" not in json.dumps(hy.msgs)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     _run(scenario)
 
@@ -123,12 +134,7 @@ def test_candidate_reports_are_rate_limited(systems: list[StateDir]) -> None:
     xname = x.load_enrolment().name
 
     async def scenario() -> None:
-        hx, hy = Recorder(), Recorder()
-        cx, cy = client(x, hx), client(y, hy)
-        tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
-        try:
-            await until(lambda: cx.state == "connected" and cy.state == "connected")
-            await until(lambda: hy.intros(xname))
+        async with _introduced(x, y) as (cx, hy):
             await asyncio.sleep(0.5)
             before = len(hy.intros(xname))
             for port in range(40000, 40040):  # 40 changed reports at once
@@ -141,10 +147,6 @@ def test_candidate_reports_are_rate_limited(systems: list[StateDir]) -> None:
             assert last  # the newest report is not lost
             await asyncio.sleep(1.5)
             assert len(hy.intros(xname)) - before <= 4, len(hy.intros(xname)) - before
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     _run(scenario)
 
