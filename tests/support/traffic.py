@@ -15,7 +15,8 @@ from typing import Any
 from enclave.netlab import Host
 
 
-def _csum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The RFC 1071 Internet checksum of data (ICMP, IPv4 header)."""
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -35,7 +36,7 @@ def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0) -> int
         for seq in range(1, count + 1):
             payload = os.urandom(32)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            pkt = struct.pack("!BBHHH", 8, 0, _csum(hdr + payload), ident, seq) + payload
+            pkt = struct.pack("!BBHHH", 8, 0, inet_checksum(hdr + payload), ident, seq) + payload
             sock.sendto(pkt, (dst_ip, 0))
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:

@@ -25,7 +25,7 @@ import pytest
 from enclave.netlab import Host, Lab, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab
 from tests.support.platform import Platform
-from tests.support.traffic import ping, tcp_transfer
+from tests.support.traffic import inet_checksum, ping, tcp_transfer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
@@ -48,15 +48,6 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory) -> It
         yield lab, plat, ag
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
-
 def df_ping(src: Host, dst_ip: str, ip_len: int, *, tries: int = 5) -> bool:
     """One ICMP echo of exactly `ip_len` IP bytes with DF set (`ping -M do -s ip_len-28`);
     True on a matching reply. OSError (EMSGSIZE) when it exceeds the local MTU."""
@@ -68,8 +59,8 @@ def df_ping(src: Host, dst_ip: str, ip_len: int, *, tries: int = 5) -> bool:
         for seq in range(1, tries + 1):
             payload = os.urandom(ip_len - 28)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            sock.sendto(struct.pack("!BBHHH", 8, 0, _csum(hdr + payload), ident, seq) + payload,
-                        (dst_ip, 0))
+            check = inet_checksum(hdr + payload)
+            sock.sendto(struct.pack("!BBHHH", 8, 0, check, ident, seq) + payload, (dst_ip, 0))
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
                 try:
