@@ -24,15 +24,14 @@ from enclave.bench.command import (
     Command,
     ciphers,
     console,
-    exit_status,
+    finish,
     with_progress,
-    write_outputs,
 )
 from enclave.bench.flows import FlowError
 from enclave.bench.gateway import register as register_gateway
 from enclave.bench.platform_cmd import register as register_platform
 from enclave.bench.repeat import check_repeat, run_repeated
-from enclave.bench.report import Report, render
+from enclave.bench.report import Report
 
 # --path: (nat a, nat b, both sites drop UDP) of a lab whose pair can only use that path
 PATH_LABS: dict[str, tuple[str, str, bool]] = {
@@ -66,9 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "enclave bench", runner.steps_for(opts) * repeat,
         lambda step: run_repeated(
             repeat, lambda s, i: runner.run(runner.for_run(opts, i, repeat), progress=s), step))
-    render(report, out)
-    write_outputs(report, args)
-    return exit_status(report)
+    return finish(report, out, args)
 
 
 def cmd_crypto(args: argparse.Namespace) -> int:
@@ -85,17 +82,13 @@ def cmd_crypto(args: argparse.Namespace) -> int:
         report.stage("crypto", "ok")
     except ImportError as exc:
         report.stage("crypto", "unavailable", f"compiled fast path not built: {exc}")
-    render(report, console())
-    write_outputs(report, args)
-    return exit_status(report)
+    return finish(report, console(), args)
 
 
 def cmd_peer(args: argparse.Namespace) -> int:
     report = peer.run(args.name, state=args.state, duration=args.duration,
                       ping_count=args.ping_count, overlay_ip=args.overlay_ip)
-    render(report, console())
-    write_outputs(report, args)
-    return exit_status(report)
+    return finish(report, console(), args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

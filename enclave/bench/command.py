@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from enclave.bench.report import NON_TTY_WIDTH, Report, to_html
+from enclave.bench.report import NON_TTY_WIDTH, Report, render, to_html
 from enclave.cipher import CIPHER_NAMES
 
 if TYPE_CHECKING:
@@ -74,6 +74,14 @@ def write_outputs(report: Report, args: argparse.Namespace) -> None:
         Path(args.json).write_text(report.to_json() + "\n")
     if args.html:
         Path(args.html).write_text(to_html(report))
+
+
+def finish(report: Report, out: Console, args: argparse.Namespace) -> int:
+    """The end of every bench command: the report drawn on out, written to --json / --html
+    where given, and the command's exit status (exit_status)."""
+    render(report, out)
+    write_outputs(report, args)
+    return exit_status(report)
 
 
 def exit_status(report: Report) -> int:

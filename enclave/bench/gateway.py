@@ -45,12 +45,11 @@ from enclave.bench.command import (
     CIPHER_HELP,
     Command,
     ciphers,
-    exit_status,
+    finish,
     with_progress,
-    write_outputs,
 )
 from enclave.bench.repeat import check_repeat, run_repeated
-from enclave.bench.report import Figure, Report, render
+from enclave.bench.report import Figure, Report
 from enclave.bench.runner import (
     ALL_FLOWS,
     BenchAgent,
@@ -330,9 +329,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         "enclave bench gateway", steps_for(opts) * repeat,
         lambda step: run_repeated(
             repeat, lambda s, i: run(for_run(opts, i, repeat), progress=s), step))
-    render(report, out)
-    write_outputs(report, args)
-    return exit_status(report)
+    return finish(report, out, args)
 
 
 def register(bsub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-ignore]

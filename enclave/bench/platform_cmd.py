@@ -6,8 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from enclave.bench.command import Command, exit_status, with_progress, write_outputs
-from enclave.bench.report import render
+from enclave.bench.command import Command, finish, with_progress
 
 STEPS = 5  # platform, enrolled, connected, introduced, failover
 
@@ -23,9 +22,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
     opts.check()
     report, out = with_progress("enclave bench platform", STEPS,
                                 lambda step: run_platform_bench(opts, step))
-    render(report, out)
-    write_outputs(report, args)
-    return exit_status(report)
+    return finish(report, out, args)
 
 
 def register(bsub: argparse._SubParsersAction,  # type: ignore[type-arg,unused-ignore]
