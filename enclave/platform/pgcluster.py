@@ -27,7 +27,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -94,6 +94,7 @@ class PostgresCluster:
     port: int
     bindir: Path
     user: str | None
+    owner: int = field(default_factory=os.getpid)  # the process that started it
 
     @property
     def socket_dir(self) -> Path:
@@ -146,7 +147,9 @@ class PostgresCluster:
         return self.url(name)
 
     def stop(self) -> None:
-        if not self.root.exists():
+        # atexit hooks are inherited by forked children (pyroute2's netns helpers, forked
+        # workers): only the process that started the cluster may stop it.
+        if os.getpid() != self.owner or not self.root.exists():
             return
         if (self.root / "data" / "postmaster.pid").exists():
             with contextlib.suppress(Exception):

@@ -45,3 +45,19 @@ def test_a_killed_runs_cluster_is_stopped_and_removed(
     assert not root.exists()
     wait_for(lambda: not _alive(postmaster), 20, what="the left-over postmaster to stop")
     assert postgres_cluster.root.is_dir()  # this session's own cluster is left alone
+
+
+def test_a_forked_child_never_stops_its_parents_cluster(
+        postgres_cluster: PostgresCluster) -> None:
+    """atexit hooks are inherited across fork (pyroute2's netns helpers fork): the child's
+    exit must leave the session's cluster running."""
+    pid = os.fork()
+    if pid == 0:  # the child runs what its inherited atexit hook would run, then leaves
+        try:
+            postgres_cluster.stop()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert (postgres_cluster.root / "data" / "postmaster.pid").exists()
+    url = postgres_cluster.create_database()  # the server still answers
+    assert url.startswith("postgresql://")
