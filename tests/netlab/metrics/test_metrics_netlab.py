@@ -81,7 +81,7 @@ def test_agent_byte_counters_grow_with_traffic(
     assert after[("enclave_peers", "state=connected")] == 1
     assert after[("enclave_handshakes_total", "result=established")] >= 1
     paths = {k[1]: v for k, v in after.items() if k[0] == "enclave_peer_path" and peer in k}
-    assert sorted(paths.values()) == [0, 0, 0, 1], paths
+    assert sorted(paths.values()) == [0] * (len(paths) - 1) + [1], paths  # exactly one path
     assert paths["path=direct-udp"] == 1  # full cone <-> port restricted: punched UDP
     assert after[("enclave_peer_rtt_seconds", peer)] > 0
     expiry = after[("enclave_certificate_expiry_timestamp_seconds",)]
