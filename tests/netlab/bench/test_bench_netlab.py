@@ -75,12 +75,14 @@ CIPHERS = ("aes256gcm", "chacha20poly1305")
 def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     """The real command, twice over (--repeat 2) with two ciphers: lab, platform, enrol, then the
     overlay per cipher if the agent exists, else a clear 'unavailable' and raw figures only;
-    every figure carries its cipher and one sample per run."""
+    every figure carries its cipher and one sample per run. With --workdir each run works in
+    its own DIR/run-<i> (before, run 2 found run 1's platform there and failed)."""
     out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
+    work = tmp_path / "work"
     res = subprocess.run(
         enclave_argv("bench", "--duration", "1", "--flows", "tcp1", "--repeat", "2",
                      "--cipher", ",".join(CIPHERS), "--no-crypto", "--ping-count", "10",
-                     "--connect-timeout", "10",
+                     "--connect-timeout", "10", "--workdir", str(work),
                      "--json", str(out_json), "--html", str(out_html)),
         capture_output=True, text=True, timeout=480, cwd=REPO,
         env={**os.environ, "COLUMNS": "200"},
@@ -95,6 +97,7 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     for run in (1, 2):
         for name in ("lab", "raw-path", "platform", "enrol", "flows raw"):
             assert stages[(run, name)]["status"] == "ok", stages[(run, name)]
+        assert (work / f"run-{run}" / "platform").is_dir()
     page = out_html.read_text()
     assert "<svg" in page and "of 2 runs" in page
     figs = {f["cipher"]: f for f in data["figures"] if f["key"] == "tcp1_ab"}
