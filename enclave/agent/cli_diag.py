@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p = sub.add_parser(
         "ping", help="ping a peer through the overlay's authenticated session",
         description="Send authenticated PINGs to NAME through this system's session with it "
-        "(not ICMP) and print, per PONG, the path (lan, direct-udp, direct-tcp, relay), the "
+        "(not ICMP) and print, per PONG, the path (lan, direct-udp, direct-tcp, relay-udp, "
+        "relay-tls), the "
         "endpoint and the round-trip time. Exit status 0 when at least one PONG came back.")
     p.add_argument("name", help="the peer's system name (case-insensitive)")
     p.add_argument("-c", "--count", type=int, default=1, help="how many pings (default 1)")

@@ -1,4 +1,4 @@
-"""`enclave bench`, `enclave bench crypto`, `enclave bench peer NAME`, `enclave bench serve`.
+"""`enclave bench`, `bench crypto`, `bench peer NAME`, `bench serve`, `bench gateway`, `bench platform`.
 
     enclave bench [--cipher all|NAME,NAME...] [--repeat N] [--duration S]
                   [--offload|--no-offload] [--json FILE] [--html FILE]
@@ -6,6 +6,8 @@
     enclave bench crypto [--cipher ...] [--sizes 64,512,1400,9000] [--seconds S] [--json FILE]
     enclave bench peer NAME [--state DIR] [--duration S] [--json FILE] [--html FILE]
     enclave bench serve                     # on the peer: iperf3 -s + UDP echo
+    enclave bench gateway [...]             # a gateway lab: overlay -> LAN host through a gateway
+    enclave bench platform --agents N --nodes K [--db URL]   # the platform under load
 
 Exit status: 0 when every stage ran (or was skipped on request), 1 when a stage failed or was
 unavailable (the report says which and why; the figures that could be measured are still there),

@@ -478,8 +478,8 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
                 argv = ["up", "--state", str(agent.state)]
                 if "--cipher" in up_opts:
                     argv += ["--cipher", cipher]
-                if opts.offload is not None and "--offload" in up_opts:
-                    argv.append("--offload" if opts.offload else "--no-offload")
+                if opts.offload is False and "--no-offload" in up_opts:
+                    argv.append("--no-offload")  # `up` has no --offload: on is its default
                 env = {**os.environ, "ENCLAVE_CIPHER": cipher}
                 if opts.offload is not None:
                     env["ENCLAVE_OFFLOAD"] = "1" if opts.offload else "0"
