@@ -1,4 +1,4 @@
-"""`enclave bench`, `bench crypto`, `bench peer NAME`, `bench serve`, `bench gateway`, `bench platform`.
+"""`enclave bench` and its sub-commands crypto, peer, serve, gateway and platform.
 
     enclave bench [--cipher all|NAME,NAME...] [--repeat N] [--duration S]
                   [--offload|--no-offload] [--json FILE] [--html FILE]
