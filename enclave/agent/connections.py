@@ -95,6 +95,7 @@ log = logging.getLogger("enclave.agent.connections")
 
 HANDSHAKE_RESULTS = ("established", "rekeyed", "failed")  # handshake_counts() keys
 RELAY_TLS_AFTER = 0.5  # seconds the UDP relay has to register before the relay over TLS is used
+TIMER_SLACK = 0.001  # s added to each timer delay: the loop's timers round to whole ms
 
 # data-plane counters that count dropped packets (summed into peers()[i]["drops"])
 _DROP_COUNTERS: tuple[str, ...] = fp.PEER_DROP_COUNTERS
@@ -211,7 +212,7 @@ class ConnectionManager:
         self._on_forgotten: list[OnForgotten] = []
         # operator pings in flight: the PONG and when it arrived (time.perf_counter)
         self._pings: dict[int, asyncio.Future[tuple[PingAnswered, float]]] = {}
-        self._wall_offset = time.time() - time.monotonic()  # loop.time() is monotonic
+        self._wall_offset = time.time() - time.monotonic()  # _now() is monotonic
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._running = False
@@ -227,7 +228,7 @@ class ConnectionManager:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wall_offset = time.time() - self._loop.time()
+        self._wall_offset = time.time() - time.monotonic()
         if isinstance(self._udp, UdpTransport):
             await self._udp.start(self._udp_sock)
         await self._tcp.start()
@@ -509,8 +510,10 @@ class ConnectionManager:
 
     # ------------------------------------------------------------------ inbound
     def _now(self) -> float:
-        loop = self._loop or asyncio.get_event_loop()
-        return loop.time()
+        # CLOCK_MONOTONIC at full resolution: uvloop's loop.time() ticks in whole milliseconds,
+        # which made a sub-millisecond rtt probe read 0 (same clock base, so timers still
+        # agree with the loop's: _arm converts deadlines to delays)
+        return time.monotonic()
 
     def _on_udp(self, data: bytes, src: Addr) -> None:
         kind = data[0] if len(data) >= 4 and data[1:4] == b"\x00\x00\x00" else -1
@@ -612,7 +615,10 @@ class ConnectionManager:
             self._timer.cancel()
             self._timer = None
         if times and self._loop is not None:
-            self._timer = self._loop.call_at(max(min(times), now), self._on_timer)
+            # + TIMER_SLACK: the loop's timers round to whole milliseconds; firing a little late
+            # never finds the deadline not yet due (no spin of empty wake-ups)
+            delay = max(0.0, min(times) - now) + TIMER_SLACK
+            self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -158,9 +158,10 @@ def test_status_has_a_line_per_peer(world: World) -> None:
     row = next(line for line in lines[header + 1:] if line.startswith(b.name))
     peer = a.connected(b.name)
     assert peer is not None
-    cells = row.split()
-    assert cells[:4] == [b.name, b.overlay_ip, "direct-udp", peer["endpoint"]], row
-    assert cells[4].endswith("ms") and cells[6] == "ago", row
+    cells = row.split()  # NAME IP PATH SINCE(n ago) ENDPOINT RTT HANDSHAKE(n ago) IN OUT
+    assert cells[:3] == [b.name, b.overlay_ip, "direct-udp"] and cells[4] == "ago", row
+    assert cells[5] == peer["endpoint"], row
+    assert cells[6].endswith("ms") and cells[8] == "ago", row
     # --json keeps the machine form
     st = json.loads(a.run("status", "--json").stdout)
     assert st["name"] == a.name and st["peers"] == 1 and "mappings" in st
