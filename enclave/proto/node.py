@@ -935,16 +935,23 @@ class Node:
             cands = [a for a in cands if (p.paths.rank_of(a) or 0) < RANK_RELAY]
         return list(cands)
 
-    def _probe(self, p: _Peer, addr: PathAddr, now: float) -> None:
+    def punch_message(self, peer: str, addr: PathAddr, now: float) -> bytes | None:
+        """What a punch probe to `addr` carries (enclave.agent.birthday_io sends it itself): our
+        INIT before a session, else an authenticated PROBE whose reply confirms `addr`."""
+        p = self._peers.get(peer)
+        if p is None or p.paths is None:
+            return None
         if p.current is None:
-            if p.outbound is not None:
-                self._send_init(p, addr, now)
-            return
-        if addr == p.addr:
-            return
-        assert p.paths is not None
+            return None if p.outbound is None else p.outbound.message(p.cookies.get(addr, now))
         probe_id = p.paths.new_probe(addr, now)
-        msg = self._seal_control(p, p.current, Control(CTRL_PROBE, probe_id), now)
+        return self._seal_control(p, p.current, Control(CTRL_PROBE, probe_id), now)
+
+    def _probe(self, p: _Peer, addr: PathAddr, now: float) -> None:
+        if p.current is not None and addr == p.addr:
+            return
+        if p.current is None and p.outbound is not None:
+            p.out_sent_to.add(addr)  # a cookie reply is taken from where our INIT went
+        msg = self.punch_message(p.name, addr, now)
         if msg is not None:
             self._send(msg, addr)
 
