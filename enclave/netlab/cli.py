@@ -4,6 +4,8 @@ A lab brought up with ``lab up`` persists until ``lab down``; its description li
 /run/enclave-netlab/NAME.json (default NAME: "lab").
 
   enclave lab up --nat symmetric --nat full-cone --hosts 2 --public platform
+  enclave lab up --ipv6 firewall                  (dual-stack sites, IPv6 behind a firewall)
+  enclave lab up --ipv6 nat66 --ipv6-only         (IPv6-only sites behind NAT66)
   enclave lab status
   enclave lab exec a1 -- ip -br addr
   enclave lab down
@@ -20,7 +22,7 @@ from typing import Any
 
 from enclave.netlab import lab as labmod
 from enclave.netlab import netns, state
-from enclave.netlab.topology import NatType, Netem, Site, Topology
+from enclave.netlab.topology import NatType, Netem, Site, Topology, V6Mode
 
 DEFAULT_NAME = "lab"
 SITE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -50,6 +52,13 @@ def register(sub: Any) -> None:
     up.add_argument("--loss", type=float, default=0.0, help="uplink netem loss, percent")
     up.add_argument("--reorder", type=float, default=0.0, help="uplink netem reorder, percent")
     up.add_argument("--rate", type=float, default=None, help="uplink netem rate, Mbit/s")
+    up.add_argument(
+        "--ipv6",
+        choices=[m.value for m in V6Mode],
+        default=V6Mode.OFF.value,
+        help="every site's IPv6: off (default), open, firewall (stateful), nat66",
+    )
+    up.add_argument("--ipv6-only", action="store_true", help="sites without IPv4 (needs --ipv6)")
     up.add_argument("--topology", help="JSON topology file (overrides the options above)")
     up.set_defaults(func=cmd_up)
 
@@ -110,7 +119,8 @@ def build_topology(args: argparse.Namespace) -> Topology:
             rate_mbit=args.rate,
         )
     sites = [
-        Site(SITE_LETTERS[i], nat=NatType(n), hosts=args.hosts, mtu=args.mtu, netem=netem)
+        Site(SITE_LETTERS[i], nat=NatType(n), hosts=args.hosts, mtu=args.mtu, netem=netem,
+             ipv6=V6Mode(args.ipv6), ipv4=not args.ipv6_only)
         for i, n in enumerate(nats)
     ]
     return Topology(sites=sites, public_hosts=args.public or ["platform"])
@@ -193,6 +203,8 @@ def _print_lab(data: dict[str, Any]) -> None:
             f"  {name:<12} {h.get('site') or '-':<8} {h.get('nat', ''):<16} "
             f"{h.get('ip', ''):<15} {h.get('public_ip', ''):<15} {h.get('netns', '')}"
         )
+        if h.get("ip6"):
+            print(f"  {'':<12} {'':<8} {'IPv6':<16} {h['ip6']}  public {h.get('public_ip6')}")
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

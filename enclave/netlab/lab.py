@@ -37,17 +37,22 @@ from enclave.netlab import impair, netns, state
 from enclave.netlab import nat as natrules
 from enclave.netlab.topology import (
     INTERNET_GW,
+    INTERNET_GW6,
     PUBLIC_LAN,
+    PUBLIC_LAN6,
     NatType,
     Site,
     SitePlan,
     Topology,
+    V6Mode,
     plan_public,
+    plan_public6,
     plan_site,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 TERM_GRACE_S = 1.0
 _ROUTER_SYSCTLS = {
@@ -61,10 +66,16 @@ _HOST_SYSCTLS = {  # explicit: new namespaces may inherit the init namespace's I
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
-if os.path.isdir("/proc/sys/net/ipv6"):  # the lab is IPv4-only: no link-local v6 side paths
-    for _sysctls in (_ROUTER_SYSCTLS, _HOST_SYSCTLS):
-        _sysctls["net.ipv6.conf.all.disable_ipv6"] = "1"
-        _sysctls["net.ipv6.conf.default.disable_ipv6"] = "1"
+# IPv6: off in a namespace that has none in the plan (no link-local side paths); where the plan
+# has IPv6, on with a static plan: no duplicate address detection (addresses usable at once), no
+# router advertisements or autoconfiguration; routers forward.
+_V6_OFF = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+_V6_ON = {
+    **{f"net.ipv6.conf.{c}.{k}": v for c in ("all", "default")
+       for k, v in (("disable_ipv6", "0"), ("accept_dad", "0"), ("dad_transmits", "0"),
+                    ("accept_ra", "0"), ("autoconf", "0"))},
+}
+_V6_FORWARD = {"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.default.forwarding": "1"}
 # Bridges (inet br0, each site's lan) switch frames like real ones: with br_netfilter loaded
 # (docker does that) every bridged frame would also cross iptables/nftables ip hooks, ~15% of
 # per-packet CPU. The NAT rules match the routed wan interface only. Per namespace; the files
@@ -76,8 +87,12 @@ _BRIDGE_NF_OFF = {
 }
 
 
-def _lab_sysctls(router: bool) -> dict[str, str]:
+def _lab_sysctls(router: bool, ipv6: bool = False) -> dict[str, str]:
     values = dict(_ROUTER_SYSCTLS if router else _HOST_SYSCTLS)
+    if os.path.isdir("/proc/sys/net/ipv6"):
+        values.update(_V6_ON if ipv6 else _V6_OFF)
+        if ipv6 and router:
+            values.update(_V6_FORWARD)
     for key, value in _BRIDGE_NF_OFF.items():
         if os.path.exists("/proc/sys/" + key.replace(".", "/")):
             values[key] = value
@@ -86,16 +101,21 @@ def _lab_sysctls(router: bool) -> dict[str, str]:
 
 @dataclass
 class Host:
-    """One lab host: a namespace with ``eth0`` and a default route."""
+    """One lab host: a namespace with ``eth0`` and a default route (one per family it has).
+
+    ``ip`` / ``public_ip`` / ``gateway`` are IPv4 unless the host is IPv6-only (then they are its
+    IPv6 ones); ``ip6`` / ``public_ip6`` are its IPv6 ones, None without IPv6."""
 
     name: str
     netns: str
-    ip: ipaddress.IPv4Address  # own address (LAN address for site hosts)
-    public_ip: ipaddress.IPv4Address  # where the internet sees it (NAT's WAN address or own)
-    gateway: ipaddress.IPv4Address
+    ip: IpAddress  # own address (LAN address for site hosts)
+    public_ip: IpAddress  # where the internet sees it (NAT's WAN address or own)
+    gateway: IpAddress
     site: str | None  # None for public hosts
     nat: NatType  # NONE for public hosts
     _lab: Lab = field(repr=False)
+    ip6: ipaddress.IPv6Address | None = None
+    public_ip6: ipaddress.IPv6Address | None = None  # the router's wan address behind NAT66
 
     def argv(self, cmd: Sequence[str]) -> list[str]:
         """The argv that runs ``cmd`` inside this host's namespace."""
@@ -143,6 +163,10 @@ class SiteInfo:
     public_ip: ipaddress.IPv4Address  # router's WAN address
     lan: ipaddress.IPv4Network
     hosts: tuple[str, ...]
+    ipv6: V6Mode = V6Mode.OFF
+    ipv4: bool = True
+    public_ip6: ipaddress.IPv6Address | None = None  # router's WAN address (IPv6 sites)
+    lan6: ipaddress.IPv6Network | None = None
 
 
 class _SignalGuard:
@@ -255,7 +279,7 @@ class Lab:
             netns.run(netns.exec_argv(router, ["nft", "-f", "-"]),
                       input=natrules.block_udp_ruleset())
         else:
-            netns.run(netns.exec_argv(router, ["nft", "delete", "table", "ip",
+            netns.run(netns.exec_argv(router, ["nft", "delete", "table", "inet",
                                                natrules.BLOCK_TABLE]))
 
     def site(self, name: str) -> SiteInfo:
@@ -289,6 +313,8 @@ class Lab:
                     "gateway": str(h.gateway),
                     "site": h.site,
                     "nat": h.nat.value,
+                    "ip6": None if h.ip6 is None else str(h.ip6),
+                    "public_ip6": None if h.public_ip6 is None else str(h.public_ip6),
                 }
                 for h in self._hosts.values()
             },
@@ -298,6 +324,10 @@ class Lab:
                     "nat": s.nat.value,
                     "public_ip": str(s.public_ip),
                     "lan": str(s.lan),
+                    "ipv6": s.ipv6.value,
+                    "ipv4": s.ipv4,
+                    "public_ip6": None if s.public_ip6 is None else str(s.public_ip6),
+                    "lan6": None if s.lan6 is None else str(s.lan6),
                 }
                 for s in self._sites.values()
             },
@@ -384,6 +414,8 @@ class Lab:
     def _build_namespaces(self) -> None:
         """Fill in hosts/sites/namespace names (no system calls)."""
         self._namespaces.append(self.inet_netns)
+        v6 = self.topology.ipv6_internet
+        public6 = plan_public6(self.topology)
         for name, iface in plan_public(self.topology).items():
             ns = f"{self.prefix}{name}"
             self._namespaces.append(ns)
@@ -396,9 +428,12 @@ class Lab:
                 site=None,
                 nat=NatType.NONE,
                 _lab=self,
+                ip6=public6[name].ip if v6 else None,
+                public_ip6=public6[name].ip if v6 else None,
             )
         for plan in self._plans:
             site = plan.site
+            has6 = site.ipv6 is not V6Mode.OFF
             router = f"{self.prefix}nat-{site.name}"
             self._namespaces.append(router)
             self._sites[site.name] = SiteInfo(
@@ -408,28 +443,50 @@ class Lab:
                 public_ip=plan.uplink_router.ip,
                 lan=plan.lan,
                 hosts=tuple(plan.hosts),
+                ipv6=site.ipv6,
+                ipv4=site.ipv4,
+                public_ip6=plan.uplink_router6.ip if has6 else None,
+                lan6=plan.lan6 if has6 else None,
             )
             for hname, iface in plan.hosts.items():
                 ns = f"{self.prefix}{hname}"
                 self._namespaces.append(ns)
+                ip6 = plan.hosts6[hname].ip if has6 else None
+                pub6 = plan.uplink_router6.ip if site.ipv6 is V6Mode.NAT66 else ip6
+                ip: IpAddress = iface.ip
+                public: IpAddress = plan.uplink_router.ip if site.nat.translates else iface.ip
+                gateway: IpAddress = plan.lan_gw.ip
+                if not site.ipv4:
+                    assert ip6 is not None and pub6 is not None
+                    ip, public, gateway = ip6, pub6, plan.lan_gw6.ip
                 self._hosts[hname] = Host(
                     name=hname,
                     netns=ns,
-                    ip=iface.ip,
-                    public_ip=plan.uplink_router.ip if site.nat.translates else iface.ip,
-                    gateway=plan.lan_gw.ip,
+                    ip=ip,
+                    public_ip=public,
+                    gateway=gateway,
                     site=site.name,
                     nat=site.nat,
                     _lab=self,
+                    ip6=ip6,
+                    public_ip6=pub6,
                 )
 
     def _build(self) -> None:
         t0 = time.monotonic()
         routers = {self.inet_netns, *(s.router_netns for s in self._sites.values())}
+        v6 = self.topology.ipv6_internet
+        with_v6 = {self.inet_netns} if v6 else set()
+        if v6:
+            with_v6.update(h.netns for h in self._hosts.values() if h.site is None)
+        for s in self._sites.values():
+            if s.ipv6 is not V6Mode.OFF:
+                with_v6.add(s.router_netns)
+                with_v6.update(self._hosts[h].netns for h in s.hosts)
         for ns in self._namespaces:
             netns.add_netns(ns)
             # before any link exists, so "default" settings reach every interface
-            netns.write_sysctls(ns, _lab_sysctls(ns in routers))
+            netns.write_sysctls(ns, _lab_sysctls(ns in routers, ns in with_v6))
         inet = self.inet_netns
         inet_cmds = [
             "link set lo up",
@@ -437,6 +494,8 @@ class Lab:
             f"addr add {INTERNET_GW}/{PUBLIC_LAN.prefixlen} dev br0",
             "link set br0 up",
         ]
+        if v6:
+            inet_cmds.insert(3, f"addr add {INTERNET_GW6}/{PUBLIC_LAN6.prefixlen} dev br0 nodad")
         # public hosts on br0
         for i, name in enumerate(plan_public(self.topology), start=1):
             ns = self._hosts[name].netns
@@ -449,26 +508,28 @@ class Lab:
         for plan in self._plans:
             k = plan.index
             router = self._sites[plan.site.name].router_netns
-            inet_cmds += [
-                _veth(f"s{k}", "wan", router, plan.site.mtu),
-                f"addr add {plan.uplink_inet} dev s{k}",
-                f"link set s{k} up",
-            ]
-            if not plan.site.nat.translates:
+            inet_cmds.append(_veth(f"s{k}", "wan", router, plan.site.mtu))
+            if plan.site.ipv4:
+                inet_cmds.append(f"addr add {plan.uplink_inet} dev s{k}")
+            if plan.site.ipv6 is not V6Mode.OFF:
+                inet_cmds.append(f"addr add {plan.uplink_inet6} dev s{k} nodad")
+            inet_cmds.append(f"link set s{k} up")
+            if plan.site.ipv4 and not plan.site.nat.translates:
                 inet_cmds.append(f"route add {plan.lan} via {plan.uplink_router.ip}")
+            if plan.site.ipv6 in (V6Mode.OPEN, V6Mode.FIREWALL):
+                inet_cmds.append(f"route add {plan.lan6} via {plan.uplink_router6.ip}")
         netns.ip_batch(inet, inet_cmds)  # in order: links and addresses before routes
 
+        public6 = plan_public6(self.topology)
         for name, iface in plan_public(self.topology).items():
             host = self._hosts[name]
-            netns.ip_batch(
-                host.netns,
-                [
-                    "link set lo up",
-                    f"addr add {iface} dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {INTERNET_GW}",
-                ],
-            )
+            cmds = ["link set lo up", f"addr add {iface} dev eth0"]
+            if v6:
+                cmds.append(f"addr add {public6[name]} dev eth0 nodad")
+            cmds += ["link set eth0 up", f"route add default via {INTERNET_GW}"]
+            if v6:
+                cmds.append(f"route add ::/0 via {INTERNET_GW6}")
+            netns.ip_batch(host.netns, cmds)
 
         for plan in self._plans:
             self._build_site(plan)
@@ -483,15 +544,18 @@ class Lab:
         site: Site = plan.site
         info = self._sites[site.name]
         router = info.router_netns
-        cmds = [
-            "link set lo up",
-            f"link set wan mtu {site.mtu}",
-            f"addr add {plan.uplink_router} dev wan",
-            "link set wan up",
-            f"link add lan mtu {site.lan_mtu} type bridge",
-            f"addr add {plan.lan_gw} dev lan",
-            "link set lan up",
-        ]
+        has6 = site.ipv6 is not V6Mode.OFF
+        cmds = ["link set lo up", f"link set wan mtu {site.mtu}"]
+        if site.ipv4:
+            cmds.append(f"addr add {plan.uplink_router} dev wan")
+        if has6:
+            cmds.append(f"addr add {plan.uplink_router6} dev wan nodad")
+        cmds += ["link set wan up", f"link add lan mtu {site.lan_mtu} type bridge"]
+        if site.ipv4:
+            cmds.append(f"addr add {plan.lan_gw} dev lan")
+        if has6:
+            cmds.append(f"addr add {plan.lan_gw6} dev lan nodad")
+        cmds.append("link set lan up")
         for i, hname in enumerate(plan.hosts, start=1):
             host_ns = self._hosts[hname].netns
             cmds += [
@@ -499,9 +563,13 @@ class Lab:
                 f"link set h{i} master lan",
                 f"link set h{i} up",
             ]
-        cmds.append(f"route add default via {plan.uplink_inet.ip}")
+        if site.ipv4:
+            cmds.append(f"route add default via {plan.uplink_inet.ip}")
+        if has6:
+            cmds.append(f"route add ::/0 via {plan.uplink_inet6.ip}")
         netns.ip_batch(router, cmds)
-        rules = natrules.ruleset(site.nat, plan.uplink_router.ip)
+        rules = natrules.ruleset(site.nat, plan.uplink_router.ip) if site.ipv4 else ""
+        rules += natrules.ruleset6(site.ipv6)
         if rules:
             netns.run(netns.exec_argv(router, ["nft", "-f", "-"]), input=rules)
         if site.block_udp:
@@ -512,15 +580,17 @@ class Lab:
                 self.impairments[site.name] = backend
         for hname, iface in plan.hosts.items():
             host = self._hosts[hname]
-            netns.ip_batch(
-                host.netns,
-                [
-                    "link set lo up",
-                    f"addr add {iface} dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {plan.lan_gw.ip}",
-                ],
-            )
+            hcmds = ["link set lo up"]
+            if site.ipv4:
+                hcmds.append(f"addr add {iface} dev eth0")
+            if has6:
+                hcmds.append(f"addr add {plan.hosts6[hname]} dev eth0 nodad")
+            hcmds.append("link set eth0 up")
+            if site.ipv4:
+                hcmds.append(f"route add default via {plan.lan_gw.ip}")
+            if has6:
+                hcmds.append(f"route add ::/0 via {plan.lan_gw6.ip}")
+            netns.ip_batch(host.netns, hcmds)
 
 
 def _veth(name: str, peer: str, peer_netns: str, mtu: int) -> str:

@@ -26,15 +26,28 @@ How each type is built (verified by tests/netlab/test_netlab_nat.py with real UD
 Entries expire 60 s after the last outbound packet of the mapping (like a home router's UDP
 timeout). Unsolicited packets to the router's own address are dropped silently (no ICMP), as
 CPE NATs do. No hairpinning.
+
+IPv6 (topology.V6Mode) has a table of its own, ``ip6 enclave_lab6`` (ruleset6)::
+
+  open      no table: the LAN's global /64 is routed, nothing filtered.
+  firewall  forward: replies (ct established,related) in, new inbound dropped -- RFC 6092's
+            "simple security" as home routers ship it; both sides sending first punches it.
+  nat66     as firewall, plus srcnat masquerade on wan (the LAN is unique-local; Linux keeps
+            the source port, so the mapping is endpoint-independent) and an input chain that
+            drops unsolicited packets to the router's own address (ICMPv6 passes: neighbour
+            discovery and packet-too-big need it).
+
+The UDP block (block_udp_ruleset) is an ``inet`` table: it drops IPv4 and IPv6 UDP alike.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from enclave.netlab.topology import NatType
+from enclave.netlab.topology import NatType, V6Mode
 
 TABLE = "enclave_lab"
+TABLE6 = "enclave_lab6"
 BLOCK_TABLE = "enclave_block"  # a site that drops UDP (offices, hotels): a table of its own
 WAN = "wan"
 LAN = "lan"
@@ -42,9 +55,9 @@ MAPPING_TIMEOUT_S = 60
 
 
 def block_udp_ruleset() -> str:
-    """The nft script that makes a router drop every UDP packet it forwards, both ways (the
-    LAN's own traffic and TCP pass).  Deleting table BLOCK_TABLE lifts it."""
-    return (f"table ip {BLOCK_TABLE} {{\n"
+    """The nft script that makes a router drop every UDP packet it forwards, both ways, IPv4 and
+    IPv6 (the LAN's own traffic and TCP pass).  Deleting table inet BLOCK_TABLE lifts it."""
+    return (f"table inet {BLOCK_TABLE} {{\n"
             "  chain forward {\n"
             "    type filter hook forward priority filter - 10; policy accept;\n"
             "    meta l4proto udp drop\n"
@@ -115,6 +128,38 @@ def ruleset(nat: NatType, public_ip: ipaddress.IPv4Address) -> str:
             "update @eim_in { ct reply proto-dst : ct original ip saddr . ct original proto-src }",
             f'    oifname "{WAN}" meta l4proto udp ct direction original '
             "update @peers { ct reply proto-dst . ip daddr }",
+            "  }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def ruleset6(mode: V6Mode) -> str:
+    """The nft script for a router whose IPv6 is `mode` ("" for off and open: nothing to load)."""
+    if mode in (V6Mode.OFF, V6Mode.OPEN):
+        return ""
+    lines = [f"table ip6 {TABLE6} {{"]
+    if mode is V6Mode.NAT66:
+        lines += [
+            "  chain input {",
+            "    type filter hook input priority filter; policy accept;",
+            f'    iifname "{WAN}" ct state established,related accept',
+            f'    iifname "{WAN}" meta l4proto ipv6-icmp accept',
+            f'    iifname "{WAN}" drop',
+            "  }",
+        ]
+    lines += [
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+        f'    iifname "{WAN}" ct state established,related accept',
+        f'    iifname "{WAN}" drop',
+        "  }",
+    ]
+    if mode is V6Mode.NAT66:
+        lines += [
+            "  chain srcnat {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+            f'    oifname "{WAN}" masquerade',
             "  }",
         ]
     lines.append("}")

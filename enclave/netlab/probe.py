@@ -18,6 +18,10 @@ Negative steps cannot time out into a false "dropped": the control packet is sen
 over the same path, and the probe reads until the control arrives, so anything sent before it
 that the NAT let through has arrived by then (the lab has no reordering unless netem says so;
 do not probe through a site with netem reorder).
+
+Every probe takes ``family`` (socket.AF_INET, the default, or AF_INET6): with AF_INET6 it runs
+over the hosts' IPv6 addresses (Host.ip6 / public_ip6), which is how the IPv6 firewall and NAT66
+site modes are checked.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ RECV_TIMEOUT_S = 2.0
 SETTLE_S = 0.05
 
 Addr = tuple[str, int]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_of(host: Host, family: int = socket.AF_INET, *, public: bool = False) -> IpAddress:
+    """``host``'s own (or, with ``public``, its internet-visible) address of ``family``."""
+    if family == socket.AF_INET6:
+        ip6 = host.public_ip6 if public else host.ip6
+        if ip6 is None:
+            raise ValueError(f"{host.name} has no IPv6 address")
+        return ip6
+    ip = host.public_ip if public else host.ip
+    if not isinstance(ip, ipaddress.IPv4Address):
+        raise ValueError(f"{host.name} has no IPv4 address")
+    return ip
 
 
 @dataclass(frozen=True)
@@ -75,30 +93,35 @@ def _recv_from(sock: socket.socket, timeout: float = RECV_TIMEOUT_S) -> tuple[by
     return data, (addr[0], addr[1])
 
 
+def _any(family: int) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
 @contextlib.contextmanager
-def _udp(host: Host, port: int = 0) -> Iterator[socket.socket]:
-    sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def _udp(host: Host, port: int = 0, family: int = socket.AF_INET) -> Iterator[socket.socket]:
+    sock = host.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.bind(("0.0.0.0", port))
+        sock.bind((_any(family), port))
         yield sock
     finally:
         sock.close()
 
 
-def probe_udp(host: Host, r1: Host, r2: Host, port: int = 0) -> UdpObservation:
+def probe_udp(host: Host, r1: Host, r2: Host, port: int = 0,
+              family: int = socket.AF_INET) -> UdpObservation:
     """Run the UDP probe (table above) from ``host`` against public hosts ``r1`` and ``r2``."""
     with (
-        _udp(host, port) as c,
-        _udp(r1, REFLECT_PORT) as r1a,
-        _udp(r1, REFLECT_ALT_PORT) as r1b,
-        _udp(r2, REFLECT_PORT) as r2a,
-        _udp(r2, REFLECT_ALT_PORT) as r2b,
+        _udp(host, port, family) as c,
+        _udp(r1, REFLECT_PORT, family) as r1a,
+        _udp(r1, REFLECT_ALT_PORT, family) as r1b,
+        _udp(r2, REFLECT_PORT, family) as r2a,
+        _udp(r2, REFLECT_ALT_PORT, family) as r2b,
     ):
-        local = (str(host.ip), c.getsockname()[1])
-        guess = (str(host.public_ip), local[1])
+        local = (str(address_of(host, family)), c.getsockname()[1])
+        guess = (str(address_of(host, family, public=True)), local[1])
         r2a.sendto(b"0-unsolicited", guess)
         time.sleep(SETTLE_S)
-        c.sendto(b"1-out-r1", (str(r1.ip), REFLECT_PORT))
+        c.sendto(b"1-out-r1", (str(address_of(r1, family)), REFLECT_PORT))
         data, m1 = _recv_from(r1a)
         if data != b"1-out-r1":
             raise RuntimeError(f"reflector r1 got unexpected {data!r}")
@@ -111,7 +134,7 @@ def probe_udp(host: Host, r1: Host, r2: Host, port: int = 0) -> UdpObservation:
         while b"ctl" not in seen:
             data, _ = _recv_from(c)
             seen.add(data)
-        c.sendto(b"5-out-r2", (str(r2.ip), REFLECT_ALT_PORT))
+        c.sendto(b"5-out-r2", (str(address_of(r2, family)), REFLECT_ALT_PORT))
         data, m2 = _recv_from(r2b)
         if data != b"5-out-r2":
             raise RuntimeError(f"reflector r2 got unexpected {data!r}")
@@ -139,8 +162,8 @@ class TcpObservation:
         return self.mapped_r1 == self.mapped_r2
 
 
-def _tcp(host: Host) -> socket.socket:
-    sock = host.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _tcp(host: Host, family: int = socket.AF_INET) -> socket.socket:
+    sock = host.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return sock
@@ -157,43 +180,45 @@ def _try_connect(sock: socket.socket, addr: Addr, timeout: float) -> bool:
     return True
 
 
-def probe_tcp(host: Host, r1: Host, r2: Host, *, negative_timeout: float = 0.4) -> TcpObservation:
+def probe_tcp(host: Host, r1: Host, r2: Host, *, negative_timeout: float = 0.4,
+              family: int = socket.AF_INET) -> TcpObservation:
     """TCP: two connections from one local port (to R1 and R2) and two unsolicited connects.
 
     ``host`` also listens on that port, so a connect that the NAT let through would be accepted.
     """
     socks: list[socket.socket] = []
+    anyaddr = _any(family)
     try:
         listeners = []
         for r in (r1, r2):
-            lst = _tcp(r)
+            lst = _tcp(r, family)
             socks.append(lst)
-            lst.bind(("0.0.0.0", REFLECT_PORT))
+            lst.bind((anyaddr, REFLECT_PORT))
             lst.listen(4)
             lst.settimeout(RECV_TIMEOUT_S)
             listeners.append(lst)
-        out1 = _tcp(host)
+        out1 = _tcp(host, family)
         socks.append(out1)
-        out1.bind(("0.0.0.0", 0))
+        out1.bind((anyaddr, 0))
         port = out1.getsockname()[1]
         out1.settimeout(RECV_TIMEOUT_S)
-        out1.connect((str(r1.ip), REFLECT_PORT))
+        out1.connect((str(address_of(r1, family)), REFLECT_PORT))
         conn1, m1 = listeners[0].accept()
         socks.append(conn1)
-        out2 = _tcp(host)
+        out2 = _tcp(host, family)
         socks.append(out2)
-        out2.bind(("0.0.0.0", port))
+        out2.bind((anyaddr, port))
         out2.settimeout(RECV_TIMEOUT_S)
-        out2.connect((str(r2.ip), REFLECT_PORT))
+        out2.connect((str(address_of(r2, family)), REFLECT_PORT))
         conn2, m2 = listeners[1].accept()
         socks.append(conn2)
-        lst_in = _tcp(host)
+        lst_in = _tcp(host, family)
         socks.append(lst_in)
-        lst_in.bind(("0.0.0.0", port))
+        lst_in.bind((anyaddr, port))
         lst_in.listen(4)
         mapped = (m1[0], m1[1])
-        unsolicited = _try_connect(_tcp(r2), mapped, negative_timeout)
-        other_port = _try_connect(_tcp(r1), mapped, negative_timeout)
+        unsolicited = _try_connect(_tcp(r2, family), mapped, negative_timeout)
+        other_port = _try_connect(_tcp(r1, family), mapped, negative_timeout)
         return TcpObservation(
             local_port=port,
             mapped_r1=mapped,
@@ -206,11 +231,14 @@ def probe_tcp(host: Host, r1: Host, r2: Host, *, negative_timeout: float = 0.4) 
             s.close()
 
 
-def udp_reachable(src: Host, dst: Host, dst_ip: ipaddress.IPv4Address | None = None) -> Addr | None:
-    """Send one datagram src -> dst (at dst_ip, default dst.ip); the source address dst saw."""
-    with _udp(dst) as rx, _udp(src) as tx:
+def udp_reachable(src: Host, dst: Host, dst_ip: IpAddress | None = None) -> Addr | None:
+    """Send one datagram src -> dst (at dst_ip, default dst.ip); the source address dst saw.
+    The family is dst_ip's (dst.ip's)."""
+    target = dst_ip or dst.ip
+    family = socket.AF_INET6 if target.version == 6 else socket.AF_INET
+    with _udp(dst, family=family) as rx, _udp(src, family=family) as tx:
         port = rx.getsockname()[1]
-        tx.sendto(b"hello", (str(dst_ip or dst.ip), port))
+        tx.sendto(b"hello", (str(target), port))
         try:
             _, seen = _recv_from(rx, 1.0)
         except TimeoutError:

@@ -26,6 +26,23 @@ Site k (1-based, in declaration order) owns the uplink 198.18.k.0/24 and the LAN
 The inet namespace routes 198.19.k.0/24 to the site only for sites without address translation
 (NatType.NONE and NatType.FIREWALL), so a NATed LAN is unreachable from outside except through its
 NAT, as on the real internet.
+
+IPv6 (Site.ipv6, V6Mode; off by default). Every IPv6 address of a lab is in the documentation
+range 2001:db8::/32 (RFC 3849) or, for NAT66 LANs, the unique-local range fd00::/8 (RFC 4193):
+nothing a lab uses is routable outside its namespaces. Decimal-looking groups mirror the IPv4
+plan (they are hex on the wire: "::11" is 0x11)::
+
+    public LAN         2001:db8::/64            inet br0 ::1, public host i  ::(10+i)
+    site k uplink      2001:db8:1:k::/64        router wan ::1, inet s<k> ::254
+    site k LAN (open,  2001:db8:2:k::/64        routed by the inet namespace to the site;
+      firewall)                                 gateway ::1, host i ::(10+i)
+    site k LAN (nat66) fd00:0:0:k::/64          not routed: hosts appear as the router's wan
+                                                address (masquerade, port-preserving)
+
+The public internet and the public hosts are dual-stack as soon as one site has IPv6 (or
+Topology(ipv6=True)). A site with ``ipv4=False`` is IPv6-only: no IPv4 address on its hosts or
+its router. Duplicate address detection is off in the lab (accept_dad=0, ``nodad``), so IPv6
+addresses work at once; router advertisements and autoconfiguration are off (static plan).
 """
 
 from __future__ import annotations
@@ -37,6 +54,9 @@ from dataclasses import dataclass, field
 
 PUBLIC_LAN = ipaddress.IPv4Network("198.18.0.0/24")
 INTERNET_GW = ipaddress.IPv4Address("198.18.0.1")
+PUBLIC_LAN6 = ipaddress.IPv6Network("2001:db8::/64")
+INTERNET_GW6 = ipaddress.IPv6Address("2001:db8::1")
+LAB_V6_SPACE = (ipaddress.IPv6Network("2001:db8::/32"), ipaddress.IPv6Network("fd00::/8"))
 MAX_SITES = 250
 MAX_HOSTS_PER_SITE = 200
 MAX_PUBLIC_HOSTS = 200
@@ -72,6 +92,29 @@ class NatType(enum.StrEnum):
     def translates(self) -> bool:
         """True when the site's hosts appear on the internet under the router's address."""
         return self not in (NatType.NONE, NatType.FIREWALL)
+
+
+class V6Mode(enum.StrEnum):
+    """A site's IPv6: none, or a /64 behind one kind of router.
+
+    ========= ========================================== ==========================================
+    mode      LAN addresses                              inbound from the internet
+    ========= ========================================== ==========================================
+    off       none (an IPv4-only site)                   -
+    open      global (2001:db8:2:k::/64), routed          everything passes
+    firewall  global (2001:db8:2:k::/64), routed          stateful: replies (ct established,related)
+                                                         only, unsolicited dropped -- the usual
+                                                         home router; punchable
+    nat66     unique-local (fd00:0:0:k::/64)              masquerade to the router's wan address
+                                                         (endpoint-independent mapping), replies
+                                                         only (port-restricted behaviour)
+    ========= ========================================== ==========================================
+    """
+
+    OFF = "off"
+    OPEN = "open"
+    FIREWALL = "firewall"
+    NAT66 = "nat66"
 
 
 @dataclass(frozen=True)
@@ -129,12 +172,18 @@ class Site:
     netem: Netem | None = None
     lan_mtu: int = 1500
     block_udp: bool = False  # the router drops all forwarded UDP (Lab.block_udp lifts it)
+    ipv6: V6Mode = V6Mode.OFF  # the site's IPv6 (V6Mode); off: IPv4-only
+    ipv4: bool = True  # False: an IPv6-only site (needs ipv6 other than off)
 
     def __post_init__(self) -> None:
         if not _SITE_RE.match(self.name):
             raise ValueError(f"site name {self.name!r} must match {_SITE_RE.pattern}")
         if not isinstance(self.nat, NatType):
             raise ValueError(f"site {self.name}: nat must be a NatType, got {self.nat!r}")
+        if not isinstance(self.ipv6, V6Mode):
+            raise ValueError(f"site {self.name}: ipv6 must be a V6Mode, got {self.ipv6!r}")
+        if not self.ipv4 and self.ipv6 is V6Mode.OFF:
+            raise ValueError(f"site {self.name}: without IPv4 it needs ipv6 other than off")
         if not 1 <= self.hosts <= MAX_HOSTS_PER_SITE:
             raise ValueError(f"site {self.name}: hosts must be 1..{MAX_HOSTS_PER_SITE}")
         for label, mtu in (("mtu", self.mtu), ("lan_mtu", self.lan_mtu)):
@@ -149,6 +198,12 @@ class Site:
 class Topology:
     sites: list[Site] = field(default_factory=list)
     public_hosts: list[str] = field(default_factory=list)
+    ipv6: bool = False  # dual-stack internet and public hosts even when no site has IPv6
+
+    @property
+    def ipv6_internet(self) -> bool:
+        """Whether the internet namespace and the public hosts have IPv6."""
+        return self.ipv6 or any(s.ipv6 is not V6Mode.OFF for s in self.sites)
 
     def __post_init__(self) -> None:
         if len(self.sites) > MAX_SITES:
@@ -173,6 +228,7 @@ class Topology:
     def to_dict(self) -> dict[str, object]:
         return {
             "public_hosts": list(self.public_hosts),
+            "ipv6": self.ipv6,
             "sites": [
                 {
                     "name": s.name,
@@ -182,6 +238,8 @@ class Topology:
                     "lan_mtu": s.lan_mtu,
                     "netem": None if s.netem is None else vars(s.netem).copy(),
                     "block_udp": s.block_udp,
+                    "ipv6": s.ipv6.value,
+                    "ipv4": s.ipv4,
                 }
                 for s in self.sites
             ],
@@ -207,9 +265,12 @@ class Topology:
                     lan_mtu=int(raw.get("lan_mtu", 1500)),
                     netem=None if netem is None else Netem(**netem),
                     block_udp=bool(raw.get("block_udp", False)),
+                    ipv6=V6Mode(raw.get("ipv6", V6Mode.OFF.value)),
+                    ipv4=bool(raw.get("ipv4", True)),
                 )
             )
-        return cls(sites=sites, public_hosts=[str(h) for h in raw_pub])
+        return cls(sites=sites, public_hosts=[str(h) for h in raw_pub],
+                   ipv6=bool(data.get("ipv6", False)))
 
 
 # ---- address plan -------------------------------------------------------------------------------
@@ -223,10 +284,18 @@ class SitePlan:
     uplink_inet: ipaddress.IPv4Interface  # 198.18.k.254/24, the ISP side
     lan_gw: ipaddress.IPv4Interface  # 198.19.k.1/24
     hosts: dict[str, ipaddress.IPv4Interface]  # name -> 198.19.k.(10+i)/24
+    uplink_router6: ipaddress.IPv6Interface  # 2001:db8:1:k::1/64 (used when site.ipv6 is on)
+    uplink_inet6: ipaddress.IPv6Interface  # 2001:db8:1:k::254/64
+    lan_gw6: ipaddress.IPv6Interface  # 2001:db8:2:k::1/64, or fd00:0:0:k::1/64 (nat66)
+    hosts6: dict[str, ipaddress.IPv6Interface]  # name -> LAN6 ::(10+i)/64
 
     @property
     def lan(self) -> ipaddress.IPv4Network:
         return self.lan_gw.network
+
+    @property
+    def lan6(self) -> ipaddress.IPv6Network:
+        return self.lan_gw6.network
 
 
 def plan_site(index: int, site: Site) -> SitePlan:
@@ -234,6 +303,7 @@ def plan_site(index: int, site: Site) -> SitePlan:
         raise ValueError(f"site index must be 1..{MAX_SITES}")
     up = f"198.18.{index}"
     lan = f"198.19.{index}"
+    lan6 = f"fd00:0:0:{index}" if site.ipv6 is V6Mode.NAT66 else f"2001:db8:2:{index}"
     return SitePlan(
         index=index,
         site=site,
@@ -244,11 +314,26 @@ def plan_site(index: int, site: Site) -> SitePlan:
             name: ipaddress.IPv4Interface(f"{lan}.{10 + i}/24")
             for i, name in enumerate(site.host_names(), start=1)
         },
+        uplink_router6=ipaddress.IPv6Interface(f"2001:db8:1:{index}::1/64"),
+        uplink_inet6=ipaddress.IPv6Interface(f"2001:db8:1:{index}::254/64"),
+        lan_gw6=ipaddress.IPv6Interface(f"{lan6}::1/64"),
+        hosts6={
+            name: ipaddress.IPv6Interface(f"{lan6}::{10 + i}/64")
+            for i, name in enumerate(site.host_names(), start=1)
+        },
     )
 
 
 def plan_public(topology: Topology) -> dict[str, ipaddress.IPv4Interface]:
     return {
         name: ipaddress.IPv4Interface(f"198.18.0.{10 + i}/24")
+        for i, name in enumerate(topology.public_hosts, start=1)
+    }
+
+
+def plan_public6(topology: Topology) -> dict[str, ipaddress.IPv6Interface]:
+    """Public hosts' IPv6 addresses (used when topology.ipv6_internet)."""
+    return {
+        name: ipaddress.IPv6Interface(f"2001:db8::{10 + i}/64")
         for i, name in enumerate(topology.public_hosts, start=1)
     }
