@@ -23,6 +23,8 @@ What lives here (each part in its own include file):
     _fp_offload.pxi vnet_hdr TAP offloads: TSO split (in place) and GRO coalesce (writev)
     _fp_relay.pxi   TapRelay: TAP <-> TAP with the overlay's AEAD work and no UDP, the
                     machine's ceiling that `enclave bench` measures (not used by the agent)
+    _fp_relayfwd.pxi RelayForwarder: the platform relay's DATA forwarding (recvmmsg, table
+                    look-up, header rewrite, sendmmsg) in thread enclave-relay
 
 Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
 
@@ -178,3 +180,4 @@ include "_fp_tx.pxi"
 include "_fp_rx.pxi"
 include "_fp_dataplane.pxi"
 include "_fp_relay.pxi"
+include "_fp_relayfwd.pxi"

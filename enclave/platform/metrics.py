@@ -10,6 +10,8 @@
       enclave_platform_agents_connected               control-channel sessions, read at scrape
       enclave_platform_relay_forwarded_bytes_total    relay payload bytes forwarded
       enclave_platform_relay_forwarded_packets_total / _dropped_packets_total
+      enclave_platform_relay_drops_total{reason}      the dropped packets by reason (RelayServer.drops:
+                                                      unknown, expired, rate, send, ..., refused)
 
 served by enclave.promhttp.MetricsServer on the platform's event loop.
 """
@@ -35,11 +37,15 @@ STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class RelayCounts(Protocol):
-    """enclave.platform.relay.RelayCore's counters."""
+    """enclave.platform.relay.RelayServer's counters (native forwarder and RelayCore)."""
 
-    forwarded: int
-    forwarded_bytes: int
-    dropped: int
+    @property
+    def forwarded(self) -> int: ...
+    @property
+    def forwarded_bytes(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    def drops(self) -> dict[str, int]: ...
 
 
 def enrolment_result(status: int) -> str:
@@ -73,6 +79,11 @@ class _Live(Collector):
         )
         for name, doc, value in fams:
             yield CounterMetricFamily(name, doc, value=value)
+        drops = CounterMetricFamily("enclave_platform_relay_drops",
+                                    "Packets the relay dropped, by reason.", labels=["reason"])
+        for reason, n in sorted(({} if relay is None else relay.drops()).items()):
+            drops.add_metric([reason], n)
+        yield drops
 
 
 class PlatformMetrics:

@@ -43,7 +43,7 @@ from enclave.platform.frontdoor import (
 from enclave.platform.hub import HUB
 from enclave.platform.metrics import METRICS_ENV
 from enclave.platform.paths import PlatformPaths
-from enclave.platform.relay import RELAY, RelayCore
+from enclave.platform.relay import RELAY, RelayServer
 from enclave.platform.relay_ws import RELAY_TLS_ENV
 from enclave.promhttp import MetricsServer, parse_listen
 from enclave.proto.relay_batch import RELAY_WS_PATH
@@ -95,9 +95,9 @@ async def serve_metrics(platform: Platform, app: web.Application,
         hub = app.get(HUB)
         return 0 if hub is None else len(hub.sessions)
 
-    def relay_counts() -> RelayCore | None:
+    def relay_counts() -> RelayServer | None:
         service = app.get(RELAY)
-        return None if service is None else service.server.core
+        return None if service is None else service.server
 
     platform.metrics.watch(agents, relay_counts)
     host, port = parse_listen(listen)

@@ -17,7 +17,7 @@ from enclave.cert.enrolment import PATH_ENROL
 from enclave.platform.app import error_middleware
 from enclave.platform.errors import ApiError
 from enclave.platform.metrics import PlatformMetrics, enrolment_result
-from enclave.platform.relay import RelayCore
+from enclave.platform.relay import RelayCore, RelayServer
 from enclave.platform.store import Store
 
 
@@ -113,13 +113,16 @@ def test_live_figures_are_read_at_each_scrape() -> None:
     assert m[("enclave_platform_relay_forwarded_bytes_total",)] == 0
     core = RelayCore(b"\x01" * 32)
     sessions = ["A", "B"]
-    metrics.watch(lambda: len(sessions), lambda: core)
+    server = RelayServer(core)  # not started: RelayCore's counts only
+    metrics.watch(lambda: len(sessions), lambda: server)
     core.forwarded, core.forwarded_bytes, core.dropped = 3, 4200, 1
     m = samples(metrics)
     assert m[("enclave_platform_agents_connected",)] == 2
     assert m[("enclave_platform_relay_forwarded_bytes_total",)] == 4200
     assert m[("enclave_platform_relay_forwarded_packets_total",)] == 3
     assert m[("enclave_platform_relay_dropped_packets_total",)] == 1
+    assert m[("enclave_platform_relay_drops_total", "reason=refused")] == 1
+    assert m[("enclave_platform_relay_drops_total", "reason=unknown")] == 0
     sessions.pop()
     assert samples(metrics)[("enclave_platform_agents_connected",)] == 1
 

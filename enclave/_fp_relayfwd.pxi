@@ -1,0 +1,645 @@
+# RelayForwarder: the platform relay's DATA forwarding in one native thread (included by
+# _fastpath.pyx after _fp_relay.pxi; uses _fp_udp.pxi's recvmmsg/sendmmsg and _fp_epoch.pxi's
+# helpers). The registration protocol (tickets, cookies, rate limits of REGISTER, expiry,
+# revocation) stays in Python (enclave/platform/relay.py); Python installs a forwarding entry
+# only for a live pair whose tickets name each other and removes it as soon as either side
+# is no longer (the table is a cache of Python's decision, never an authority of its own).
+#
+#   relay UDP socket --recvmmsg (64)--> thread enclave-relay, for each datagram:
+#       DATA(ch) (type 35, reserved 0, ch 1..65535, payload > 0)
+#           (source address, ch) in the table?   no  -> dropped, counted (drop_unknown)
+#           entry expired?                        yes -> dropped, counted (drop_expired)
+#           entry's token bucket empty?           yes -> dropped, counted (drop_rate)
+#           header's channel := entry's dst channel (in place), queued for entry's dst
+#       anything else (REGISTER, header-only DATA, malformed) --> punt socket --> Python
+#   queued datagrams --sendmmsg--> (a full socket buffer: wait up to RF_SEND_WAIT_MS, then
+#                                  drop, counted as drop_send)
+#
+# Punt socket (AF_UNIX SOCK_DGRAM socketpair; RelayForwarder.punt_socket is Python's end):
+# each message is the data plane's 28-byte punt header (_fp_punt.pxi: kind 1 DATAGRAM,
+# family, port BE, address) followed by the datagram as it came.  A full punt socket drops
+# (punt_dropped): Python is behind, and REGISTER is retried by its sender.
+#
+# The table: open addressing (linear probing, backward-shift deletion), capacity a power of
+# two >= 2 * max_entries, keyed by (family, port, address, channel) with a random seed; one
+# mutex, taken by Python for install/remove and by the thread once per received batch.
+
+cdef extern from *:
+    """
+    #include <time.h>
+    static inline uint64_t rf_now_ns(void) {
+        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    """
+    uint64_t rf_now_ns() noexcept nogil
+
+cdef enum:
+    RF_SLOT = 65536             # receive room per datagram (the largest UDP payload fits)
+    RF_BATCH = UB_MAX           # datagrams per recvmmsg
+    RF_HDR = 8                  # wire.RELAY_HEADER_SIZE (checked at import)
+    RF_DATA = 35                # wire.MSG_RELAY_DATA (checked at import)
+    RF_MAX_CHANNEL = 65535      # wire.RELAY_MAX_CHANNEL (checked at import)
+    RF_SEND_WAIT_MS = 20        # how long a full socket buffer is waited for per batch
+    RF_SALEN = 28               # sockaddr_in6, the largest destination kept
+
+    # what rf_classify decided
+    RF_FORWARD = 0
+    RF_PUNT = 1
+    RF_DROP_UNKNOWN = 2
+    RF_DROP_EXPIRED = 3
+    RF_DROP_RATE = 4
+
+
+ctypedef struct rf_entry:
+    uint64_t expires_ns
+    uint64_t last_ns
+    double tokens
+    uint64_t forwarded
+    uint64_t bytes
+    uint32_t channel
+    uint32_t dst_channel
+    uint8_t family              # 0: empty slot
+    uint8_t dstlen
+    uint8_t port[2]             # network order, as in the sockaddr
+    uint8_t addr[16]
+    uint8_t dst[RF_SALEN]       # destination sockaddr (sockaddr_in / sockaddr_in6)
+
+
+ctypedef struct rf_counters:
+    uint64_t datagrams
+    uint64_t rounds
+    uint64_t forwarded
+    uint64_t forwarded_bytes    # payload bytes, without the relay header
+    uint64_t punted
+    uint64_t punt_dropped
+    uint64_t drop_unknown
+    uint64_t drop_expired
+    uint64_t drop_rate
+    uint64_t drop_send
+    uint64_t drop_truncated
+    uint64_t send_errors
+    uint64_t recv_errors
+    uint64_t sendmmsg_calls
+    uint64_t eagain_waits
+
+
+ctypedef struct rf_state:
+    int udp_fd
+    int punt_fd
+    int wake_fd
+    volatile int stop
+    uint64_t seed
+    uint32_t mask               # capacity - 1
+    uint32_t count
+    uint32_t max_entries
+    double rate                 # tokens per second per entry
+    double burst
+    rf_entry *table
+    pthread_mutex_t lock
+    rf_counters c
+    udp_batch *b
+    uint8_t *buf                # RF_BATCH * RF_SLOT
+    uint32_t offsets[RF_BATCH]
+    uint32_t sizes[RF_BATCH]
+    uint32_t lengths[RF_BATCH]
+    uint8_t verdict[RF_BATCH]
+    uint32_t out_off[RF_BATCH]
+    uint32_t out_len[RF_BATCH]
+    sockaddr_storage out_sa[RF_BATCH]
+    socklen_t out_salen[RF_BATCH]
+
+
+from libc.errno cimport EBADF, ENOTSOCK
+
+
+# --- table ----------------------------------------------------------------------------------------
+
+cdef inline int rf_key_of(const sockaddr_storage *sa, uint8_t *family, uint8_t *port,
+                          uint8_t *addr) noexcept nogil:
+    """The table key's address part of a source sockaddr; -1 for a family it cannot hold."""
+    cdef const uint8_t *raw = <const uint8_t *>sa
+    memset(addr, 0, 16)
+    if sa.ss_family == AF_INET:
+        family[0] = 4
+        memcpy(addr, raw + 4, 4)
+    elif sa.ss_family == AF_INET6:
+        family[0] = 6
+        memcpy(addr, raw + 8, 16)
+    else:
+        return -1
+    port[0] = raw[2]
+    port[1] = raw[3]
+    return 0
+
+
+cdef inline uint32_t rf_hash(const rf_state *st, uint8_t family, const uint8_t *port,
+                             const uint8_t *addr, uint32_t channel) noexcept nogil:
+    cdef uint64_t h = st.seed
+    cdef uint64_t w
+    cdef int i
+    h ^= (<uint64_t>family << 56) | (<uint64_t>port[0] << 40) | (<uint64_t>port[1] << 32) | channel
+    for i in range(2):
+        memcpy(&w, addr + 8 * i, 8)
+        h = (h ^ w) * <uint64_t>0x9E3779B97F4A7C15
+        h ^= h >> 29
+    h ^= h >> 32
+    h *= <uint64_t>0xBF58476D1CE4E5B9
+    h ^= h >> 31
+    return <uint32_t>h & st.mask
+
+
+cdef inline bint rf_match(const rf_entry *e, uint8_t family, const uint8_t *port,
+                          const uint8_t *addr, uint32_t channel) noexcept nogil:
+    return (e.family == family and e.channel == channel and e.port[0] == port[0]
+            and e.port[1] == port[1] and memcmp(e.addr, addr, 16) == 0)
+
+
+cdef rf_entry *rf_find(rf_state *st, uint8_t family, const uint8_t *port, const uint8_t *addr,
+                       uint32_t channel) noexcept nogil:
+    cdef uint32_t h = rf_hash(st, family, port, addr, channel)
+    cdef rf_entry *e
+    while True:
+        e = &st.table[h]
+        if e.family == 0:
+            return NULL
+        if rf_match(e, family, port, addr, channel):
+            return e
+        h = (h + 1) & st.mask
+
+
+cdef void rf_delete(rf_state *st, rf_entry *e) noexcept nogil:
+    """Remove e, shifting later members of its probe run back (no tombstones)."""
+    cdef uint32_t hole = <uint32_t>(e - st.table)
+    cdef uint32_t j = hole
+    cdef uint32_t home
+    cdef rf_entry *x
+    memset(e, 0, sizeof(rf_entry))
+    st.count -= 1
+    while True:
+        j = (j + 1) & st.mask
+        x = &st.table[j]
+        if x.family == 0:
+            return
+        home = rf_hash(st, x.family, x.port, x.addr, x.channel)
+        # x may move into the hole when its home is not cyclically within (hole, j]
+        if ((j - home) & st.mask) >= ((j - hole) & st.mask):
+            st.table[hole] = x[0]
+            memset(x, 0, sizeof(rf_entry))
+            hole = j
+
+
+# --- one datagram ---------------------------------------------------------------------------------
+
+cdef int rf_classify(rf_state *st, uint8_t *p, uint32_t n, const sockaddr_storage *sa,
+                     uint64_t now, sockaddr_storage *out, socklen_t *outlen) noexcept nogil:
+    """What to do with datagram p[:n] from sa (the caller holds st.lock). RF_FORWARD: the
+    header now names the destination's channel and out/outlen hold where it goes."""
+    cdef uint32_t ch
+    cdef uint8_t family
+    cdef uint8_t port[2]
+    cdef uint8_t addr[16]
+    cdef rf_entry *e
+    cdef double t
+    if n <= RF_HDR or p[0] != RF_DATA or p[1] != 0 or p[2] != 0 or p[3] != 0:
+        return RF_PUNT
+    ch = dp_le32(p + 4)
+    if ch == 0 or ch > RF_MAX_CHANNEL:
+        return RF_PUNT
+    if rf_key_of(sa, &family, port, addr) < 0:
+        return RF_PUNT
+    e = rf_find(st, family, port, addr, ch)
+    if e == NULL:
+        return RF_DROP_UNKNOWN
+    if e.expires_ns <= now:
+        return RF_DROP_EXPIRED
+    if now > e.last_ns:
+        t = e.tokens + <double>(now - e.last_ns) * 1e-9 * st.rate
+        e.tokens = st.burst if t > st.burst else t
+        e.last_ns = now
+    if e.tokens < 1.0:
+        return RF_DROP_RATE
+    e.tokens -= 1.0
+    e.forwarded += 1
+    e.bytes += n - RF_HDR
+    dp_put_le32(p + 4, e.dst_channel)
+    memset(out, 0, sizeof(sockaddr_storage))
+    memcpy(out, e.dst, e.dstlen)
+    outlen[0] = e.dstlen
+    return RF_FORWARD
+
+
+cdef int rf_punt(rf_state *st, const uint8_t *pkt, uint32_t n,
+                 const sockaddr_storage *sa) noexcept nogil:
+    """One punt message (header as _fp_punt.pxi's DATAGRAM) + the datagram, one writev."""
+    cdef uint8_t hdr[DP_PUNT_HDR]
+    cdef iovec iov[2]
+    cdef const uint8_t *raw = <const uint8_t *>sa
+    memset(hdr, 0, DP_PUNT_HDR)
+    hdr[0] = DP_PUNT_DATAGRAM
+    if sa.ss_family == AF_INET:
+        hdr[1] = 4
+        memcpy(hdr + 12, raw + 4, 4)
+    elif sa.ss_family == AF_INET6:
+        hdr[1] = 6
+        memcpy(hdr + 12, raw + 8, 16)
+    hdr[2] = raw[2]
+    hdr[3] = raw[3]
+    iov[0].iov_base = hdr
+    iov[0].iov_len = DP_PUNT_HDR
+    iov[1].iov_base = <void *>pkt
+    iov[1].iov_len = n
+    if writev(st.punt_fd, iov, 2) < 0:
+        return -1
+    return 0
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+cdef int rf_send_all(rf_state *st, int nout) noexcept nogil:
+    """sendmmsg the queued datagrams; a full socket buffer is waited for RF_SEND_WAIT_MS."""
+    cdef int k = 0
+    cdef int j, m, r
+    cdef pollfd p
+    cdef uint64_t now
+    cdef uint64_t give_up = 0
+    while k < nout:
+        m = nout - k
+        for j in range(m):
+            st.b.dst[j] = &st.out_sa[k + j]
+            st.b.dstlen[j] = st.out_salen[k + j]
+            st.b.gso[j] = 0
+        st.c.sendmmsg_calls += 1
+        r = ub_send(st.b, st.udp_fd, st.buf, &st.out_off[k], &st.out_len[k], m)
+        if r > 0:
+            k += r
+            continue
+        if r < 0:               # this datagram cannot go (no route, too big): the next may
+            st.c.send_errors += 1
+            k += 1
+            continue
+        now = rf_now_ns()
+        if give_up == 0:
+            give_up = now + <uint64_t>RF_SEND_WAIT_MS * 1000000
+        if now >= give_up or st.stop:
+            st.c.drop_send += nout - k
+            return 0
+        st.c.eagain_waits += 1
+        p.fd = st.udp_fd
+        p.events = POLLOUT
+        p.revents = 0
+        poll(&p, 1, <int>((give_up - now) // 1000000) + 1)
+    return 0
+
+
+cdef void rf_loop(rf_state *st) noexcept nogil:
+    cdef pollfd fds[2]
+    cdef int n, i, v, nout, r
+    cdef uint64_t now
+    dp_name_thread("enclave-relay")
+    while not st.stop:
+        fds[0].fd = st.udp_fd
+        fds[0].events = POLLIN
+        fds[0].revents = 0
+        fds[1].fd = st.wake_fd
+        fds[1].events = POLLIN
+        fds[1].revents = 0
+        r = poll(fds, 2, 1000)
+        if st.stop:
+            break
+        if r <= 0 or not (fds[0].revents & POLLIN):
+            continue
+        n = ub_recv(st.b, st.udp_fd, st.buf, st.offsets, st.sizes, st.lengths, RF_BATCH)
+        if n < 0:
+            st.c.recv_errors += 1
+            if n == -EBADF or n == -ENOTSOCK:
+                break
+            continue
+        if n == 0:
+            continue
+        st.c.rounds += 1
+        st.c.datagrams += n
+        nout = 0
+        now = rf_now_ns()
+        pthread_mutex_lock(&st.lock)
+        for i in range(n):
+            if st.b.trunc[i]:
+                st.c.drop_truncated += 1
+                st.verdict[i] = 255
+                continue
+            v = rf_classify(st, st.buf + st.offsets[i], st.lengths[i], &st.b.addrs[i], now,
+                            &st.out_sa[nout], &st.out_salen[nout])
+            st.verdict[i] = <uint8_t>v
+            if v == RF_FORWARD:
+                st.out_off[nout] = st.offsets[i]
+                st.out_len[nout] = st.lengths[i]
+                st.c.forwarded += 1
+                st.c.forwarded_bytes += st.lengths[i] - RF_HDR
+                nout += 1
+            elif v == RF_DROP_UNKNOWN:
+                st.c.drop_unknown += 1
+            elif v == RF_DROP_EXPIRED:
+                st.c.drop_expired += 1
+            elif v == RF_DROP_RATE:
+                st.c.drop_rate += 1
+        pthread_mutex_unlock(&st.lock)
+        for i in range(n):
+            if st.verdict[i] == RF_PUNT:
+                if rf_punt(st, st.buf + st.offsets[i], st.lengths[i], &st.b.addrs[i]) < 0:
+                    st.c.punt_dropped += 1
+                else:
+                    st.c.punted += 1
+        if nout:
+            rf_send_all(st, nout)
+
+
+# --- Python side ----------------------------------------------------------------------------------
+
+if (int(_dp_wire.MSG_RELAY_DATA) != RF_DATA or int(_dp_wire.RELAY_HEADER_SIZE) != RF_HDR
+        or int(_dp_wire.RELAY_MAX_CHANNEL) != RF_MAX_CHANNEL):
+    raise ImportError("enclave.proto.wire's relay constants differ from _fp_relayfwd.pxi's")
+
+# RelayForwarder.counters() keys that count a dropped datagram (platform metrics: reason label)
+RELAY_DROP_COUNTERS: tuple = ("drop_unknown", "drop_expired", "drop_rate", "drop_send",
+                              "drop_truncated", "send_errors", "punt_dropped")
+
+
+cdef int _rf_key_from(object src, uint8_t *family, uint8_t *port, uint8_t *addr) except -1:
+    cdef bytes raw
+    cdef sockaddr_storage sa
+    host, p = src
+    if not 0 < int(p) < 65536:
+        raise ValueError(f"bad port {p!r}")
+    raw = _pack_sockaddr(str(host), int(p))
+    memset(&sa, 0, sizeof(sa))
+    memcpy(&sa, <const char *>raw, len(raw))
+    if rf_key_of(&sa, family, port, addr) < 0:
+        raise ValueError(f"unsupported address {src!r}")
+    return 0
+
+
+cdef int _rf_channel(int channel) except -1:
+    if not 0 < channel <= RF_MAX_CHANNEL:
+        raise ValueError(f"relay channel {channel} out of 1..{RF_MAX_CHANNEL}")
+    return 0
+
+
+@cython.final
+cdef class RelayForwarder:
+    """The relay's DATA forwarding over an open UDP socket fd, in the native thread
+    enclave-relay (start/stop); see the top of _fp_relayfwd.pxi.
+
+    install(src, ch, dst, dst_ch, lifetime): DATA(ch) from src goes to dst as DATA(dst_ch) for
+    `lifetime` seconds (an existing entry is replaced in place: counters and tokens kept);
+    remove(src, ch). Every entry has a token bucket of `rate` datagrams per second (`burst`
+    deep). What the thread does not forward or drop arrives on ``punt_socket``.
+    """
+
+    cdef rf_state *st
+    cdef readonly object punt_socket
+    cdef object _c_sock
+    cdef int _wake
+    cdef object _thread
+    cdef readonly int max_entries
+
+    def __cinit__(self, int udp_fd, *, int max_entries=65536, double rate=200000.0,
+                  double burst=20000.0):
+        cdef uint32_t cap = 16
+        cdef int i
+        self.st = NULL
+        self._wake = -1
+        self._thread = None
+        if udp_fd < 0:
+            raise ValueError("udp_fd must be an open file descriptor")
+        if not 1 <= max_entries <= (1 << 22):
+            raise ValueError("max_entries must be 1..2**22")
+        if not (rate > 0.0 and burst >= 1.0):
+            raise ValueError("rate must be > 0 and burst >= 1")
+        while cap < <uint32_t>(2 * max_entries):
+            cap <<= 1
+        self.st = <rf_state *>calloc(1, sizeof(rf_state))
+        if self.st == NULL:
+            raise MemoryError()
+        pthread_mutex_init(&self.st.lock, NULL)
+        self.st.table = <rf_entry *>calloc(cap, sizeof(rf_entry))
+        self.st.buf = <uint8_t *>malloc(<size_t>RF_BATCH * RF_SLOT)
+        if posix_memalign(<void **>&self.st.b, 64, sizeof(udp_batch)) != 0:
+            self.st.b = NULL
+        if self.st.table == NULL or self.st.buf == NULL or self.st.b == NULL:
+            raise MemoryError()
+        memset(self.st.b, 0, sizeof(udp_batch))
+        for i in range(RF_BATCH):
+            self.st.offsets[i] = <uint32_t>(i * RF_SLOT)
+            self.st.sizes[i] = RF_SLOT
+        self.st.mask = cap - 1
+        self.st.max_entries = <uint32_t>max_entries
+        self.st.rate = rate
+        self.st.burst = burst
+        self.st.seed = int.from_bytes(_dp_os.urandom(8), "little")
+        self.st.udp_fd = udp_fd
+        self.max_entries = max_entries
+        a, b = _dp_socket.socketpair(_dp_socket.AF_UNIX, _dp_socket.SOCK_DGRAM)
+        for sock in (a, b):
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_SNDBUF, 4 << 20)
+                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_RCVBUF, 4 << 20)
+            except OSError:
+                pass
+        self.punt_socket = a
+        self._c_sock = b
+        self.st.punt_fd = b.fileno()
+        self._wake = _dp_os.eventfd(0, _dp_os.EFD_NONBLOCK | _dp_os.EFD_CLOEXEC)
+        self.st.wake_fd = self._wake
+
+    def __dealloc__(self):
+        if self.st == NULL:
+            return
+        # the thread holds a reference to self while it runs, so none is running here
+        free(self.st.table)
+        free(self.st.buf)
+        free(self.st.b)
+        pthread_mutex_destroy(&self.st.lock)
+        free(self.st)
+        self.st = NULL
+        if self._wake >= 0:
+            _dp_os.close(self._wake)
+            self._wake = -1
+
+    # -- the table ------------------------------------------------------------------------------
+
+    def install(self, src, int channel, dst, int dst_channel, double lifetime) -> None:
+        """DATA(channel) from src (host, port) is forwarded to dst as DATA(dst_channel) for
+        `lifetime` seconds; OverflowError when max_entries are installed already."""
+        cdef uint8_t family, dfamily
+        cdef uint8_t port[2]
+        cdef uint8_t dport[2]
+        cdef uint8_t addr[16]
+        cdef uint8_t daddr[16]
+        cdef bytes draw
+        cdef rf_entry *e
+        cdef uint32_t h
+        cdef uint64_t now = rf_now_ns()
+        cdef uint64_t expires
+        _rf_channel(channel)
+        _rf_channel(dst_channel)
+        _rf_key_from(src, &family, port, addr)
+        _rf_key_from(dst, &dfamily, dport, daddr)
+        draw = _pack_sockaddr(str(dst[0]), int(dst[1]))
+        if not lifetime > 0.0:
+            raise ValueError("lifetime must be > 0 seconds")
+        expires = now + <uint64_t>(min(lifetime, 1e7) * 1e9)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+        e = rf_find(self.st, family, port, addr, <uint32_t>channel)
+        if e == NULL:
+            if self.st.count >= self.st.max_entries:
+                pthread_mutex_unlock(&self.st.lock)
+                raise OverflowError(f"relay forwarding table full ({self.st.max_entries})")
+            h = rf_hash(self.st, family, port, addr, <uint32_t>channel)
+            while self.st.table[h].family != 0:
+                h = (h + 1) & self.st.mask
+            e = &self.st.table[h]
+            memset(e, 0, sizeof(rf_entry))
+            memcpy(e.addr, addr, 16)
+            e.port[0] = port[0]
+            e.port[1] = port[1]
+            e.channel = <uint32_t>channel
+            e.tokens = self.st.burst
+            e.last_ns = now
+            e.family = family
+            self.st.count += 1
+        e.dst_channel = <uint32_t>dst_channel
+        e.expires_ns = expires
+        memset(e.dst, 0, RF_SALEN)
+        memcpy(e.dst, <const char *>draw, len(draw))
+        e.dstlen = <uint8_t>len(draw)
+        pthread_mutex_unlock(&self.st.lock)
+
+    def remove(self, src, int channel) -> bool:
+        """Forget the entry of (src, channel); whether there was one."""
+        cdef uint8_t family
+        cdef uint8_t port[2]
+        cdef uint8_t addr[16]
+        cdef rf_entry *e
+        _rf_channel(channel)
+        _rf_key_from(src, &family, port, addr)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+        e = rf_find(self.st, family, port, addr, <uint32_t>channel)
+        if e != NULL:
+            rf_delete(self.st, e)
+        pthread_mutex_unlock(&self.st.lock)
+        return e != NULL
+
+    def lookup(self, src, int channel):
+        """(dst, dst_channel, seconds left, forwarded, payload bytes) of an entry, or None."""
+        cdef uint8_t family
+        cdef uint8_t port[2]
+        cdef uint8_t addr[16]
+        cdef rf_entry *e
+        cdef rf_entry copy
+        cdef uint64_t now = rf_now_ns()
+        _rf_channel(channel)
+        _rf_key_from(src, &family, port, addr)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+        e = rf_find(self.st, family, port, addr, <uint32_t>channel)
+        if e != NULL:
+            copy = e[0]
+        pthread_mutex_unlock(&self.st.lock)
+        if e == NULL:
+            return None
+        left = (<double>copy.expires_ns - <double>now) / 1e9
+        return (_unpack_sockaddr((<const char *>copy.dst)[:copy.dstlen]), copy.dst_channel,
+                max(0.0, left), copy.forwarded, copy.bytes)
+
+    def __len__(self) -> int:
+        return self.st.count
+
+    def clear(self) -> None:
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+        memset(self.st.table, 0, (<size_t>self.st.mask + 1) * sizeof(rf_entry))
+        self.st.count = 0
+        pthread_mutex_unlock(&self.st.lock)
+
+    def classify(self, data, src):
+        """The thread's decision for one datagram, without I/O (for tests and tools):
+        ("forward", bytes with the header rewritten, dst), ("punt",), or ("drop", reason).
+        Counts into the entry (bucket, forwarded) as the thread would."""
+        cdef bytearray buf = bytearray(data)
+        cdef bytes raw
+        cdef sockaddr_storage sa
+        cdef sockaddr_storage out
+        cdef socklen_t outlen = 0
+        cdef int v
+        cdef uint8_t *p
+        cdef uint32_t n = <uint32_t>len(buf)
+        raw = _pack_sockaddr(str(src[0]), int(src[1]))
+        memset(&sa, 0, sizeof(sa))
+        memcpy(&sa, <const char *>raw, len(raw))
+        p = <uint8_t *>(<char *>buf) if n else NULL
+        if n == 0:
+            return ("punt",)
+        with nogil:
+            pthread_mutex_lock(&self.st.lock)
+            v = rf_classify(self.st, p, n, &sa, rf_now_ns(), &out, &outlen)
+            pthread_mutex_unlock(&self.st.lock)
+        if v == RF_FORWARD:
+            return ("forward", bytes(buf), _unpack_sockaddr((<const char *>&out)[:outlen]))
+        if v == RF_PUNT:
+            return ("punt",)
+        return ("drop", {RF_DROP_UNKNOWN: "drop_unknown", RF_DROP_EXPIRED: "drop_expired",
+                         RF_DROP_RATE: "drop_rate"}[v])
+
+    # -- counters ---------------------------------------------------------------------------------
+
+    def counters(self) -> dict:
+        """The thread's counters (drops by reason: RELAY_DROP_COUNTERS) and the table size."""
+        cdef rf_counters c = self.st.c
+        return {
+            "datagrams": c.datagrams, "rounds": c.rounds, "forwarded": c.forwarded,
+            "forwarded_bytes": c.forwarded_bytes, "punted": c.punted,
+            "punt_dropped": c.punt_dropped, "drop_unknown": c.drop_unknown,
+            "drop_expired": c.drop_expired, "drop_rate": c.drop_rate,
+            "drop_send": c.drop_send, "drop_truncated": c.drop_truncated,
+            "send_errors": c.send_errors, "recv_errors": c.recv_errors,
+            "sendmmsg_calls": c.sendmmsg_calls, "eagain_waits": c.eagain_waits,
+            "entries": self.st.count,
+        }
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with nogil:
+            rf_loop(self.st)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("relay forwarder already started")
+        self.st.stop = 0
+        self._thread = _dp_threading.Thread(target=self._run, name="enclave-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wake the thread and join it (it notices within one poll round)."""
+        if self._thread is None:
+            return
+        self.st.stop = 1
+        _dp_os.eventfd_write(self._wake, 1)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError("relay forwarder thread did not stop")
+        self._thread = None
+        _dp_os.eventfd_read(self._wake)
+
+    def close(self) -> None:
+        """Stop the thread and close the punt sockets (the UDP socket is the caller's)."""
+        self.stop()
+        self.punt_socket.close()
+        self._c_sock.close()
