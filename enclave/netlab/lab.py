@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from enclave.netlab import impair, netns, state
+from enclave.netlab import impair, netns, state, upnp
 from enclave.netlab import nat as natrules
 from enclave.netlab.topology import (
     INTERNET_GW,
@@ -404,6 +404,7 @@ class Lab:
                 netns.delete_netns(name)
             except netns.NetlabError as exc:
                 errors.append(str(exc))
+        state.remove_run_files(self.prefix)
         if errors:
             log.error("netlab: teardown of %s incomplete: %s", self.run_id, "; ".join(errors))
             return  # keep the state file: the next start retries
@@ -591,6 +592,9 @@ class Lab:
             if has6:
                 hcmds.append(f"route add ::/0 via {plan.lan_gw6.ip}")
             netns.ip_batch(host.netns, hcmds)
+        if site.upnp:
+            upnp.start(self.prefix, site.name, router, plan.uplink_router.ip, plan.lan_gw.ip,
+                       plan.lan, self._track_process)
 
 
 def _veth(name: str, peer: str, peer_netns: str, mtu: int) -> str:
@@ -623,3 +627,4 @@ def destroy(description: dict[str, Any]) -> None:
     prefix = state.prefix_for(run_id)
     names = [n for n in description.get("namespaces", []) if str(n).startswith(prefix)]
     state.destroy_namespaces(list(reversed(names)))
+    state.remove_run_files(prefix)

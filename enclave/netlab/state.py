@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,18 @@ def destroy_namespaces(names: list[str]) -> None:
         raise netns.NetlabError("; ".join(errors))
 
 
+def run_files(prefix: str, state_dir: Path = STATE_DIR) -> Path:
+    """The directory for files a lab's processes need (configs, PID files, logs: netlab.upnp),
+    named by the lab's prefix; made on first use, removed with the lab or by the reaper."""
+    path = state_dir / prefix.rstrip("-")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_run_files(prefix: str, state_dir: Path = STATE_DIR) -> None:
+    shutil.rmtree(state_dir / prefix.rstrip("-"), ignore_errors=True)
+
+
 def reap_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
     """Remove labs of dead owners and unclaimed ``enl-*`` namespaces. Caller holds the lock.
 
@@ -148,4 +161,8 @@ def reap_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
             log.info("netlab: removing unclaimed namespace %s", name)
             netns.delete_netns(name)
             removed.append(name)
+    for files in state_dir.glob(f"{NETNS_PREFIX}*"):  # run_files of labs no longer claimed
+        m = _NS_RE.match(files.name + "-")
+        if m and m.group(1) not in claimed and files.is_dir():
+            shutil.rmtree(files, ignore_errors=True)
     return removed

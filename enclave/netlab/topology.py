@@ -174,6 +174,7 @@ class Site:
     block_udp: bool = False  # the router drops all forwarded UDP (Lab.block_udp lifts it)
     ipv6: V6Mode = V6Mode.OFF  # the site's IPv6 (V6Mode); off: IPv4-only
     ipv4: bool = True  # False: an IPv6-only site (needs ipv6 other than off)
+    upnp: bool = False  # the router grants port mappings: miniupnpd (enclave.netlab.upnp)
 
     def __post_init__(self) -> None:
         if not _SITE_RE.match(self.name):
@@ -186,6 +187,8 @@ class Site:
             raise ValueError(f"site {self.name}: without IPv4 it needs ipv6 other than off")
         if not 1 <= self.hosts <= MAX_HOSTS_PER_SITE:
             raise ValueError(f"site {self.name}: hosts must be 1..{MAX_HOSTS_PER_SITE}")
+        if self.upnp and not (self.ipv4 and self.nat.translates):
+            raise ValueError(f"site {self.name}: upnp needs IPv4 and a translating NAT")
         for label, mtu in (("mtu", self.mtu), ("lan_mtu", self.lan_mtu)):
             if not 576 <= mtu <= 65535:
                 raise ValueError(f"site {self.name}: {label} must be 576..65535, got {mtu}")
@@ -240,6 +243,7 @@ class Topology:
                     "block_udp": s.block_udp,
                     "ipv6": s.ipv6.value,
                     "ipv4": s.ipv4,
+                    "upnp": s.upnp,
                 }
                 for s in self.sites
             ],
@@ -267,6 +271,7 @@ class Topology:
                     block_udp=bool(raw.get("block_udp", False)),
                     ipv6=V6Mode(raw.get("ipv6", V6Mode.OFF.value)),
                     ipv4=bool(raw.get("ipv4", True)),
+                    upnp=bool(raw.get("upnp", False)),
                 )
             )
         return cls(sites=sites, public_hosts=[str(h) for h in raw_pub],
