@@ -11,7 +11,8 @@
 #   1. apt-get installs the compiler, Python headers and venv module (to build the Cython fast
 #      path) and the system tools the agent, the bench and the suite run: ip/tc (iproute2),
 #      nft (nftables), iperf3, sysctl (procps), dig (bind9-dnsutils), openssl, systemd-analyze;
-#      `test` adds postgresql (the suite starts a throwaway PostgreSQL server).
+#      `test` adds postgresql (the suite starts a throwaway PostgreSQL server) and miniupnpd
+#      (nftables build) with stun-server (netlab's port-mapping router, Site(upnp=True)).
 #   2. makes a virtual environment at $ENCLAVE_PREFIX (default /opt/enclave) with Debian's
 #      /usr/bin/python3 (PEP 668: the system Python itself stays untouched).
 #   3. installs this checkout into it: a regular (non-editable) install; `test` installs it
@@ -28,15 +29,20 @@ apt_packages=(
     build-essential python3-dev python3-venv
     iproute2 nftables iperf3 procps bind9-dnsutils openssl systemd ca-certificates
 )
-test_packages=(postgresql)  # server binaries for the PostgreSQL-backed store tests
-#                             (tests/support/postgres.py starts a throwaway cluster)
+test_packages=(
+    postgresql  # server binaries for the PostgreSQL-backed store tests
+    #             (tests/support/postgres.py starts a throwaway cluster)
+    miniupnpd miniupnpd-nftables stun-server  # a lab router granting port mappings
+    #             (enclave/netlab/upnp.py runs them inside a router namespace; their own
+    #             services stay off: debconf's start_daemon and /etc/default/stun say no)
+)
 
 verb="${1:-}"
 case "$verb" in
     "") ;;
     bench) shift ;;
     test) shift; apt_packages+=("${test_packages[@]}") ;;
-    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown verb '$verb' (use: bench, test, or nothing)" >&2; exit 2 ;;
 esac
 
