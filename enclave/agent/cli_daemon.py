@@ -53,6 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "offload": False if args.no_offload else None,
         "aqm": False if args.no_aqm else None,
         "dns": False if args.no_dns else None,
+        "portmap": False if args.no_portmap else None,
         "metrics": args.metrics,
     })
     run_agent(state, opts, _default_cm_factory() if opts.tap else None)
@@ -148,6 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
                    "TAP ring and socket buffers unmanaged (also ENCLAVE_AQM=0)")
     p.add_argument("--no-dns", action="store_true",
                    help="do not answer NAME.enclave on the overlay IP (also ENCLAVE_DNS=0)")
+    p.add_argument("--no-portmap", action="store_true",
+                   help="do not ask the site's router (PCP, NAT-PMP, UPnP-IGD) to map the data "
+                   "port (also ENCLAVE_PORTMAP=0)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                    "(also ENCLAVE_METRICS; default off)"),

@@ -46,6 +46,7 @@ from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
 from enclave.agent.metrics import agent_registry
 from enclave.agent.ping import ping_peer
+from enclave.agent.portmap import PortMapper
 from enclave.agent.ports import AgentView
 from enclave.agent.state import StateDir
 from enclave.cert.crl import parse_crl
@@ -133,6 +134,7 @@ class AgentOptions:
     aqm: bool = True  # CoDel + ECN on the data plane's queues (enclave/_fp_aqm.pxi)
     tap: bool = True
     dns: bool = True  # NAME.enclave on the overlay IP, port 53 (enclave.agent.dns_server)
+    portmap: bool = True  # ask the site's router to map the data port (enclave.agent.portmap)
     metrics: str | None = None  # HOST:PORT for Prometheus /metrics (enclave.agent.metrics)
 
     @classmethod
@@ -145,7 +147,8 @@ class AgentOptions:
                 merged.update(tomllib.loads(path.read_text()))
             except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
                 raise AgentError(f"config file {path} is invalid: {exc}") from None
-        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "dns", "metrics"):
+        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "dns", "metrics",
+                    "portmap"):
             env = os.environ.get(f"ENCLAVE_{key.upper()}")
             if env:
                 merged[key] = env
@@ -160,6 +163,7 @@ class AgentOptions:
                 aqm=str(merged.get("aqm", True)).lower() not in ("0", "false", "no"),
                 tap=bool(merged.get("tap", True)),
                 dns=str(merged.get("dns", True)).lower() not in ("0", "false", "no"),
+                portmap=str(merged.get("portmap", True)).lower() not in ("0", "false", "no"),
                 metrics=str(merged["metrics"]) if merged.get("metrics") else None,
             )
         except (TypeError, ValueError) as exc:
@@ -223,6 +227,7 @@ class Agent:
         self.udp_sock: socket.socket | None = None
         self.control: ControlClient | None = None
         self.discovery: Discovery | None = None
+        self.portmap: PortMapper | None = None  # options.portmap: the router's mapping
         # wall clock: the agent object made, and first "ready" (control channel up and our
         # candidates, with a classified NAT, reported to the platform); `status` shows both
         self.started_at = time.time()
@@ -301,6 +306,9 @@ class Agent:
                 loop.create_task(discovery.run(lambda: self.discovery_target)),
                 loop.create_task(self._renewal()),
             ]
+            if self.options.portmap:
+                self.portmap = PortMapper(self.options.port, self._report)
+                self._tasks.append(loop.create_task(self.portmap.run()))
             sd_notify("READY=1")
             log.info("agent %s up (udp/tcp port %d, overlay %s)", name, self.options.port,
                      self.identity.overlay_ip)
@@ -313,6 +321,8 @@ class Agent:
             for t in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if self.portmap is not None:
+                await self.portmap.release()  # lifetime 0; bounded by RELEASE_TIMEOUT_S
             if signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -487,6 +497,9 @@ class Agent:
             return
         ds = self.discovery.state
         cands = ds.candidates(self.options.port, self.options.port)
+        if self.portmap is not None:  # the router's mapping first: it needs no punching
+            mapped = self.portmap.candidates({m[0] for m in ds.udp if m is not None})
+            cands = mapped + [c for c in cands if c.addr not in {m.addr for m in mapped}]
         sent = self.control.send({"type": "report", "nat": ds.nat.value,
                                   "candidates": [candidate_to_json(c) for c in cands],
                                   "mappings": ds.mappings_json()})
@@ -522,6 +535,7 @@ class Agent:
             "nat": (ds.nat if ds else NatBehaviour.UNKNOWN).value,
             "private_addresses": ds.private if ds else [],
             "port": self.options.port,
+            "portmap": self.portmap.describe() if self.portmap is not None else None,
             "started_at": self.started_at,
             "ready_at": self.ready_at,
             "intents": sorted(self.intents),
