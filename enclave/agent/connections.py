@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from enclave import _fastpath as fp
+from enclave.agent.birthday_io import BirthdayRunner, UdpSocketFactory, default_udp_socket
 from enclave.agent.relay_client import RelayClient
 from enclave.agent.relay_tls import RelayTlsClient
 from enclave.agent.transport_tcp import (
@@ -186,6 +187,7 @@ class ConnectionManager:
         tcp_socket_factory: SocketFactory = default_socket_factory,
         tcp_bind_host: str = "0.0.0.0",
         tcp_guard: PortGuardLike | None = None,
+        udp_socket_factory: UdpSocketFactory = default_udp_socket,
     ) -> None:
         self.name = creds.name
         self._validate_outer = validate_peer
@@ -224,6 +226,10 @@ class ConnectionManager:
             wall_offset=self._wall_offset,  # INIT timestamps are unix nanoseconds
             local_nat=local_nat,
         )
+        # birthday probing (issue 13 item 6): symmetric <-> port-restricted pairs after the
+        # punch failed; the daemon keeps birthday.local_nat current from discovery
+        self.birthday = BirthdayRunner(self.node.punch_message, self.node.peer_addr, self.sendto,
+                                       udp_sock, udp_socket_factory, local_nat=local_nat)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -248,6 +254,7 @@ class ConnectionManager:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.birthday.close()
         self._udp.close()
         await self._tcp.close()
         if self._relay_tls is not None:
@@ -335,6 +342,7 @@ class ConnectionManager:
         if self._relay_tls is not None:
             self._relay_tls.remove(peer)
         self._tcp.forget_peer(peer)
+        self.birthday.forget(peer)
         for a in [a for a, n in self._addr_peer.items() if n == peer]:
             del self._addr_peer[a]
 
@@ -719,6 +727,7 @@ class ConnectionManager:
                 info.state = "failed"
         elif isinstance(ev, UseRelay):
             intro = info.intro
+            self.birthday.punch_failed(ev.peer, intro)  # a direct path for hard NAT pairs
             if intro.relay is None or intro.relay_ticket is None:
                 log.info("no direct path to %s and no relay offered", ev.peer)
                 return

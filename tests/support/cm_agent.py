@@ -74,6 +74,7 @@ def make_agent(
         local_nat=local_nat,
         tcp_socket_factory=lambda: sock_factory(socket.AF_INET, socket.SOCK_STREAM),
         tcp_bind_host=bind,
+        udp_socket_factory=lambda family: sock_factory(family, socket.SOCK_DGRAM),
     )
     agent = Agent(name, cm, der, serial, udp.getsockname()[1], tcp_port)
     cm.on_data(lambda peer, frame: agent.frames.append((peer, frame)))

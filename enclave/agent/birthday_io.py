@@ -1,0 +1,393 @@
+"""Birthday probing on real sockets (the I/O around enclave.discovery.birthday).
+
+Started by the ConnectionManager when the ordinary punch to a peer failed (the Node's UseRelay)
+and the pair is symmetric NAT <-> endpoint-independent NAT; the relay is registered at the
+same time and carries the session whenever the run does not win.
+
+    easy side (endpoint-independent NAT)       hard side (symmetric NAT)
+    data socket --punch message--> Pb:random   `sockets` extra UDP sockets, each connect()ed to
+    (Node.punch_message: INIT before a          the peer's public Pa:pa, one punch message each
+     session, authenticated PROBE with one)     (a NAT mapping each; the kernel drops what
+                                                does not come from Pa:pa)
+                                                   |  a packet arrives on socket i
+                                                   v
+                                                loopback socket L_i, connect()ed to the data
+                                                socket: socket i <-> L_i forwarded both ways
+                                                (_Forwarder), so the Node and the data plane
+                                                see the peer at L_i's address (path direct-udp)
+                                                and answer only what authenticates; our punch
+                                                message goes out through L_i every 100 ms
+
+    won: the Node's path for the peer is the hard side's public IP (easy side) / an L_i address
+    (hard side): the run stops, the winning forwarder stays for the session, the rest close.
+    lost: after BirthdayLimits.duration everything closes; the relay has the session.
+
+The hard side's winning socket is forwarded in Python (one recv + one send per packet, on the
+event loop): the compiled data plane owns one UDP socket and sends to L_i at full speed, but the
+hop from L_i to the NAT mapping is not batched.  At most MAX_HARD_RUNS hard runs (256 sockets
+each) at once; more peers needing one fall back to the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from enclave.discovery.birthday import (
+    BirthdayLimits,
+    BirthdayRole,
+    EasyProber,
+    HardOpener,
+    role_for,
+)
+from enclave.discovery.candidates import CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.discovery.introduction import Introduction
+
+log = logging.getLogger("enclave.agent.birthday")
+
+Addr = tuple[str, int]
+UdpSocketFactory = Callable[[int], socket.socket]  # address family -> a fresh UDP socket
+PunchMessage = Callable[[str, PathAddr, float], bytes | None]  # Node.punch_message
+PeerPath = Callable[[str], object]  # Node.peer_addr
+SendFromDataSocket = Callable[[bytes, Addr], None]
+
+MAX_HARD_RUNS = 2  # hard runs at once (each holds up to BirthdayLimits.sockets sockets)
+TICK = 0.01  # s between pacing steps while sending
+POLL = 0.05  # s between checks of the Node's path once everything is sent
+DRAIN = 64  # datagrams read per readable event
+RECV_SIZE = 65535
+
+
+def default_udp_socket(family: int) -> socket.socket:
+    return socket.socket(family, socket.SOCK_DGRAM)
+
+
+@dataclass
+class BirthdayResult:
+    """One run, for `enclave peers` and the success-rate bench."""
+
+    role: BirthdayRole
+    started: float  # monotonic
+    outcome: str = "running"  # running | direct | gave-up | skipped
+    elapsed: float | None = None  # s from start to won / given up
+    probes: int = 0  # easy side: probes sent
+    sockets: int = 0  # hard side: sockets opened
+    heard: int = 0  # hard side: sockets that received a packet from the peer's address
+    path: str | None = None  # "host:port" of the direct path kept
+
+    def to_json(self) -> dict[str, object]:
+        return {"role": self.role.value, "outcome": self.outcome, "elapsed": self.elapsed,
+                "probes": self.probes, "sockets": self.sockets, "heard": self.heard,
+                "path": self.path}
+
+
+class _Forwarder:
+    """A hard-side socket connected to the peer's public address and, once it heard from
+    there, a loopback socket connected to the data socket: each one's datagrams leave by the
+    other."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, outer: socket.socket) -> None:
+        self._loop = loop
+        self.outer = outer
+        self.inner: socket.socket | None = None
+        self.addr: PathAddr | None = None  # the inner socket as the data socket sees it
+        loop.add_reader(outer.fileno(), self._from_peer)
+        self.on_first: Callable[[_Forwarder], bool] = lambda _f: False
+
+    def _from_peer(self) -> None:
+        packets = _drain(self.outer)
+        if packets and self.inner is None and not self.on_first(self):
+            return  # not followed up: dropped
+        if self.inner is not None:
+            for data in packets:
+                with contextlib.suppress(OSError):
+                    self.inner.send(data)
+
+    def attach(self, inner: socket.socket) -> None:
+        self.inner = inner
+        host, port = inner.getsockname()[:2]
+        self.addr = PathAddr(Transport.UDP, host, port)
+        self._loop.add_reader(inner.fileno(), self._to_peer)
+
+    def _to_peer(self) -> None:
+        assert self.inner is not None
+        for data in _drain(self.inner):
+            with contextlib.suppress(OSError):
+                self.outer.send(data)
+
+    def close(self) -> None:
+        for s in (self.outer, self.inner):
+            if s is not None and s.fileno() >= 0:
+                self._loop.remove_reader(s.fileno())
+                s.close()
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    out: list[bytes] = []
+    while len(out) < DRAIN:
+        try:
+            out.append(sock.recv(RECV_SIZE))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # e.g. ECONNREFUSED from an ICMP error on the connected socket
+            break
+    return out
+
+
+@dataclass
+class _Run:
+    peer: str
+    role: BirthdayRole
+    target: Addr  # easy: (hard side's public IP, 0); hard: the easy side's public address
+    result: BirthdayResult
+    prober: EasyProber | None = None
+    opener: HardOpener | None = None
+    forwarders: list[_Forwarder] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
+class BirthdayRunner:
+    """Birthday runs towards peers (at most one per peer), and the hard side's kept forwarders.
+
+    `local_nat` is this agent's NAT behaviour as discovery classified it (the daemon keeps it
+    current); runs start only for a symmetric <-> endpoint-independent pair."""
+
+    def __init__(
+        self,
+        punch_message: PunchMessage,
+        peer_path: PeerPath,
+        send: SendFromDataSocket,
+        data_sock: socket.socket,
+        socket_factory: UdpSocketFactory = default_udp_socket,
+        *,
+        local_nat: NatBehaviour = NatBehaviour.UNKNOWN,
+        limits: BirthdayLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._punch = punch_message
+        self._peer_path = peer_path
+        self._send = send
+        self._data_sock = data_sock
+        self._factory = socket_factory
+        self.local_nat = local_nat
+        self.limits = limits or BirthdayLimits()
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._runs: dict[str, _Run] = {}
+        self._kept: dict[str, _Forwarder] = {}
+        self._results: dict[str, BirthdayResult] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def punch_failed(self, peer: str, intro: Introduction) -> None:
+        """The ordinary punch to `peer` found no direct path: start a run if the pair fits."""
+        if peer in self._runs:
+            return
+        pub = next((c for c in intro.candidates if c.kind is CandidateKind.PUBLIC
+                    and c.addr.transport is Transport.UDP and _ipv4(c.addr.host)), None)
+        if pub is None:
+            return
+        peer_nat = intro.nat if intro.nat is not NatBehaviour.UNKNOWN else pub.nat
+        role = role_for(self.local_nat, peer_nat)
+        if role is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        now = self._clock()
+        result = BirthdayResult(role, now)
+        self._results[peer] = result
+        if role is BirthdayRole.HARD and sum(
+                r.role is BirthdayRole.HARD for r in self._runs.values()) >= MAX_HARD_RUNS:
+            result.outcome = "skipped"
+            return
+        self._drop_kept(peer)
+        run = _Run(peer, role, (pub.addr.host, pub.addr.port if role is BirthdayRole.HARD
+                                else 0), result)
+        if role is BirthdayRole.EASY:
+            run.prober = EasyProber(now, random.Random(self._rng.getrandbits(64)), self.limits)
+        else:
+            run.opener = HardOpener(now, self.limits)
+        self._runs[peer] = run
+        log.info("no direct path to %s: birthday probing as the %s side", peer, role.value)
+        self._tick(loop, run)
+
+    def result(self, peer: str) -> BirthdayResult | None:
+        return self._results.get(peer)
+
+    def forget(self, peer: str) -> None:
+        """The peer is gone: stop its run, close its kept forwarder."""
+        run = self._runs.pop(peer, None)
+        if run is not None:
+            self._close_run(run, keep=None)
+        self._drop_kept(peer)
+        self._results.pop(peer, None)
+
+    def close(self) -> None:
+        for peer in list(self._runs) + list(self._kept):
+            self.forget(peer)
+
+    # ------------------------------------------------------------------ the run
+    def _tick(self, loop: asyncio.AbstractEventLoop, run: _Run) -> None:
+        run.timer = None
+        if self._runs.get(run.peer) is not run:
+            return
+        now = self._clock()
+        try:
+            self._step(loop, run, now)
+        except Exception:  # a bug must not leave sockets open: end the run
+            log.exception("birthday run towards %s failed", run.peer)
+            self._finish(run, now)
+            return
+        machine = run.prober if run.prober is not None else run.opener
+        assert machine is not None
+        if machine.finished(now):
+            self._finish(run, now)
+            return
+        nxt = machine.next_deadline(now)
+        delay = POLL if nxt is None else min(max(nxt - now, TICK), POLL)
+        run.timer = loop.call_later(delay, self._tick, loop, run)
+
+    def _step(self, loop: asyncio.AbstractEventLoop, run: _Run, now: float) -> None:
+        self._check_won(run, now)
+        if run.prober is not None:
+            host = run.target[0]
+            for port in run.prober.due(now):
+                msg = self._punch(run.peer, PathAddr(Transport.UDP, host, port), now)
+                if msg is not None:
+                    self._send(msg, (host, port))
+            run.result.probes = run.prober.sent
+            return
+        opener = run.opener
+        assert opener is not None
+        for _ in range(opener.due(now)):
+            if not self._open(loop, run, now):
+                break
+        run.result.sockets = len(run.forwarders)
+        for index in opener.follow_ups(now):
+            addr = run.forwarders[index].addr
+            msg = None if addr is None else self._punch(run.peer, addr, now)
+            if msg is not None and addr is not None:
+                self._send(msg, (addr.host, addr.port))  # out through L_i and socket i
+
+    def _open(self, loop: asyncio.AbstractEventLoop, run: _Run, now: float) -> bool:
+        """One hard-side socket towards the peer's public address, with its punch message."""
+        sock: socket.socket | None = None
+        try:
+            sock = self._factory(socket.AF_INET)
+            sock.setblocking(False)
+            sock.bind((self._bind_host(socket.AF_INET), 0))
+            sock.connect(run.target)
+            msg = self._punch(run.peer, PathAddr(Transport.UDP, *run.target), now)
+            if msg is not None:
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(msg)
+        except OSError as exc:  # out of descriptors or ports: fewer mappings this time
+            if sock is not None:
+                sock.close()
+            log.debug("birthday socket towards %s not opened: %s", run.peer, exc)
+            return False
+        fwd = _Forwarder(loop, sock)
+        fwd.on_first = functools.partial(self._heard, run, len(run.forwarders))
+        run.forwarders.append(fwd)
+        return True
+
+    def _heard(self, run: _Run, index: int, fwd: _Forwarder) -> bool:
+        """Socket `index` received from the peer's public address: forward it (True)?"""
+        if self._runs.get(run.peer) is not run or run.opener is None:
+            return False
+        if not run.opener.heard(index, self._clock()):
+            return False
+        family = self._data_sock.family
+        host, port = self._loopback_of_data_socket()
+        inner = self._factory(family)
+        try:
+            inner.setblocking(False)
+            inner.bind((host, 0))
+            inner.connect((host, port))
+        except OSError:
+            inner.close()
+            return False
+        fwd.attach(inner)
+        run.result.heard += 1
+        return True
+
+    def _check_won(self, run: _Run, now: float) -> None:
+        path = self._peer_path(run.peer)
+        if not isinstance(path, PathAddr) or path.transport is not Transport.UDP:
+            return
+        if run.prober is not None:
+            if path.host == run.target[0]:
+                run.prober.won(now)
+                run.result.path = f"{path.host}:{path.port}"
+            return
+        assert run.opener is not None
+        for index, fwd in enumerate(run.forwarders):
+            if fwd.addr == path:
+                run.opener.won(now, index)
+                run.result.path = f"{path.host}:{path.port}"
+                return
+        if path.host == run.target[0]:  # the data socket's own mapping was hit: no forwarder
+            run.opener.won(now, None)
+            run.result.path = f"{path.host}:{path.port}"
+
+    def _finish(self, run: _Run, now: float) -> None:
+        if self._runs.get(run.peer) is run:
+            del self._runs[run.peer]
+        machine = run.prober if run.prober is not None else run.opener
+        won = machine is not None and machine.won_at is not None
+        run.result.outcome = "direct" if won else "gave-up"
+        run.result.elapsed = round(now - run.result.started, 3)
+        keep = run.opener.winner if run.opener is not None and won else None
+        self._close_run(run, keep=keep)
+        log.info("birthday probing towards %s (%s side): %s after %.2f s (%d probes, "
+                 "%d sockets)", run.peer, run.role.value, run.result.outcome,
+                 run.result.elapsed, run.result.probes, run.result.sockets)
+
+    def _close_run(self, run: _Run, keep: int | None) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        for index, fwd in enumerate(run.forwarders):
+            if index == keep:
+                self._kept[run.peer] = fwd
+            else:
+                fwd.close()
+        run.forwarders.clear()
+
+    def _drop_kept(self, peer: str) -> None:
+        fwd = self._kept.pop(peer, None)
+        if fwd is not None:
+            fwd.close()
+
+    # ------------------------------------------------------------------ addresses
+    def _bind_host(self, family: int) -> str:
+        host = str(self._data_sock.getsockname()[0])
+        if self._data_sock.family == family and host not in ("0.0.0.0", "::"):
+            return host
+        return "0.0.0.0" if family == socket.AF_INET else "::"
+
+    def _loopback_of_data_socket(self) -> Addr:
+        """Where a local socket reaches the data socket (loopback when it listens on all)."""
+        host, port = self._data_sock.getsockname()[:2]
+        if host == "0.0.0.0":
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return str(host), int(port)
+
+
+def _ipv4(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 4
+    except ValueError:
+        return False
