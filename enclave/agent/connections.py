@@ -356,6 +356,10 @@ class ConnectionManager:
         self.node.revalidate(self._now())
         self._pump()
 
+    def set_local_nat(self, nat: NatBehaviour) -> None:
+        """Our NAT as discovery classified it (birthday probing picks its side by it)."""
+        self.birthday.local_nat = nat
+
     def on_unhandled(self, callback: OnUnhandled) -> None:
         self._unhandled.append(callback)
 

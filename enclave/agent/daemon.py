@@ -115,6 +115,7 @@ class ConnectionManagerLike(Protocol):
     def dataplane_status(self) -> dict[str, object] | None: ...
     async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None: ...
     def handshake_counts(self) -> dict[str, int]: ...
+    def set_local_nat(self, nat: NatBehaviour) -> None: ...
 
     @property
     def has_tap(self) -> bool:
@@ -489,7 +490,9 @@ class Agent:
             self.control.send({"type": "intent", "signed": encode_signed(mine, self.key)})
         log.info("counter-signed policy %s intent for %s", st.policy, st.to_name)
 
-    def _discovered(self, _state: DiscoveryState) -> None:
+    def _discovered(self, state: DiscoveryState) -> None:
+        if self.cm is not None:
+            self.cm.set_local_nat(state.nat)  # birthday probing picks its side by it
         self._report()
 
     def _report(self) -> None:
