@@ -40,8 +40,9 @@ class AgentProc:
 
     def up(self) -> None:
         log = open(self.log_path, "ab")
+        # --no-portmap: an agent on this host would ask the host's own gateway for a mapping
         self.proc = self.popen(enclave("--log-level", "debug", "up", "--state", str(self.state),
-                                       "--port", str(self.port), "--no-tap"),
+                                       "--port", str(self.port), "--no-tap", "--no-portmap"),
                                stdout=log, stderr=subprocess.STDOUT)
         log.close()
         wait_for(lambda: self._status_ok(), timeout=15, what=f"agent {self.name} local API")

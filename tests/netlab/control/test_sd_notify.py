@@ -43,7 +43,8 @@ def test_up_notifies_ready_and_stopping(tmp_path: Path) -> None:
             with open(agent.log_path, "ab") as log:
                 proc = local_popen(["env", f"NOTIFY_SOCKET={notify_path}",
                                     *enclave("up", "--state", str(agent.state),
-                                             "--port", str(agent.port), "--no-tap")],
+                                             "--port", str(agent.port), "--no-tap",
+                                             "--no-portmap")],
                                    stdout=log, stderr=subprocess.STDOUT)
             _receive(notify, "READY=1", timeout=20)
             assert proc.poll() is None
@@ -69,7 +70,7 @@ def test_up_without_notify_socket_is_quiet(tmp_path: Path) -> None:
         with open(agent.log_path, "ab") as log:
             proc = local_popen(["env", f"NOTIFY_SOCKET={tmp_path / 'nobody.sock'}",
                                 *enclave("up", "--state", str(agent.state),
-                                         "--port", str(agent.port), "--no-tap")],
+                                         "--port", str(agent.port), "--no-tap", "--no-portmap")],
                                stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: agent.cmd("status", "--json").returncode == 0 or proc.poll() is not None,
                  timeout=20, what="agent local API")
