@@ -24,7 +24,7 @@ import argparse
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from cryptography import x509
 
@@ -148,11 +148,12 @@ class GatewaySync:
                                [g.to_json() for g in grants])))
         return "|".join(parts)
 
-    def sync(self, store: Snapshot, systems: dict[str, System], sessions: dict[str, object],
-             introduced: set[frozenset[str]], now: int,
-             send: Callable[[str, dict[str, object]], None],
-             reintroduce: Callable[[str, str], bool]) -> None:
-        for name in sessions:
+    def push_renewals(self, store: Snapshot, systems: dict[str, System],
+                      names: Iterable[str], now: int,
+                      send: Callable[[str, dict[str, object]], None]) -> None:
+        """A ``renew`` push to each of the connected ``names`` whose current certificate lacks
+        its gateway routes (once per certificate serial)."""
+        for name in names:
             system = systems.get(name)
             if system is None or not needs_renewal(store, system, now):
                 continue
@@ -160,6 +161,12 @@ class GatewaySync:
             if cert is not None and self.renew_pushed.get(name) != cert.serial:
                 self.renew_pushed[name] = cert.serial
                 send(name, {"type": "renew", "reason": "gateway routes changed"})
+
+    def sync(self, store: Snapshot, systems: dict[str, System], sessions: dict[str, object],
+             introduced: set[frozenset[str]], now: int,
+             send: Callable[[str, dict[str, object]], None],
+             reintroduce: Callable[[str, str], bool]) -> None:
+        self.push_renewals(store, systems, sessions, now, send)
         for pair in list(self.signatures):
             if pair not in introduced:
                 del self.signatures[pair]

@@ -3,11 +3,24 @@
     agents (WebSocket sessions) --report candidates--> Hub --introduce / withdraw--> agents
     intents / policies / systems (store) -------------> Hub.reevaluate()
 
-reevaluate() is the single place that decides; it runs when anything changes: a session comes or
-goes, an agent reports, an intent or admin request lands, or another process (the admin CLI)
-commits to the store (Store.data_version, checked every TICK), plus every FULL_TICK for expiry.
-It runs on one task (the ticker), so two never overlap; it reads the store once per pass
-(Store.snapshot) and decides from that read.
+reevaluate() is the single place that decides. It runs on one task (the ticker), so two passes
+never overlap, and each pass reads the store once and decides from that read. A pass is one of:
+
+  scoped   a change that names its systems: a session comes, goes or reports (its name), an
+           intent is stated or removed (its two ends), another node's notification (the names
+           it carries). Only those systems are decided again: the store is read for them, the
+           intents from and to them, and their peers (Store.snapshot_of), and only the pairs
+           they are in are introduced or withdrawn. With any tag or gateway policy in the store
+           a scoped pass becomes a full one (a policy's offers depend on every system's tags).
+  full     everything (Store.snapshot), as the reference the scoped pass must agree with: when
+           the store's generation moves (an admin change or renewal, from this process or the
+           admin CLI: Store.generation, read every TICK), when a change names no systems, and
+           every FULL_TICK for what time changes (expiry, stale presence, ephemeral systems),
+           or less often on a large platform: the next periodic one waits FULL_DUTY times as
+           long as the last one took.
+
+So a burst of intents or connections costs work in proportion to the systems it names, not to
+the size of the platform (the mistake of rebuilding the world on every change).
 
 Last-seen times are noted in memory (Store.note_seen: on authentication and on disconnect) and
 written every SEEN_FLUSH seconds and before ephemeral systems are reaped, so a control
@@ -60,7 +73,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +87,12 @@ from enclave.platform.app import Platform
 from enclave.platform.errors import StoreError
 from enclave.platform.fanout import Event, Listener, notify
 from enclave.platform.gateways import GatewaySync
+from enclave.platform.pairs import Pair, PairSet
 from enclave.platform.presence import (
     HEARTBEAT,
     Presence,
+    PresenceReader,
     heartbeat,
-    others,
     publish,
     withdraw_node,
 )
@@ -92,7 +106,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("enclave.platform.hub")
 TICK = 0.25
-FULL_TICK = 5.0
+FULL_TICK = 5.0  # seconds between two periodic full passes (at least)
+FULL_DUTY = 10.0  # ... and at least this many times as long as the last full pass took
 TICKET_REFRESH_FRACTION = 0.5  # relay tickets are re-issued after this part of their lifetime
 SEND_QUEUE = 256
 REPORT_INTERVAL = 1.0  # seconds between two candidate reports of one system taking effect
@@ -136,6 +151,7 @@ class Session:
     reported_at: float | None = None  # monotonic time the last report took effect
     waiting: tuple[tuple[Candidate, ...], NatBehaviour, dict[str, Any]] | None = None
     report_timer: asyncio.TimerHandle | None = None
+    public_key: bytes = b""  # the system's key, as authenticated (the reflector's lookup)
 
     def send(self, msg: dict[str, Any] | None) -> None:
         if self.closed:
@@ -177,18 +193,22 @@ class Hub:
         self.platform = platform
         self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
-        self.introduced: set[frozenset[str]] = set()
-        self._dormant: set[frozenset[str]] = set()  # withdrawn as "offline": may still be up
+        self.introduced = PairSet()
+        self._dormant = PairSet()  # withdrawn as "offline": may still be up
         self._tickets_at: dict[frozenset[str], float] = {}  # pair -> when its tickets were minted
         self.gateways = GatewaySync()
         self._crl_number = -1
-        self._data_version = -1
+        self._generation = -1
         self._last_full = 0.0
+        self._full_every = FULL_TICK
+        self._full_due = True  # a change that names no systems: the next pass is a full one
+        self._touched: set[str] = set()  # systems a change named since the last pass
         self._flushed_at = 0.0
         self._wake = asyncio.Event()
-        self._reintroduce: set[frozenset[str]] = set()  # pairs whose candidates changed
+        self._reintroduce: set[Pair] = set()  # pairs whose candidates changed
         self._task: asyncio.Task[None] | None = None
         self.active_keys: dict[str, bytes] = {}  # active systems' keys, as of the last pass
+        self._usable: set[str] = set()  # systems the relay serves, as of the last pass
         self.ephemeral_grace = ephemeral_grace_from_env()
         self.rejections = RejectionLog(log)  # bad input from agents, logged within a budget
         self._started_at = int(platform.clock().timestamp())
@@ -198,7 +218,9 @@ class Hub:
         self.remote: dict[str, Presence] = {}  # other nodes' online systems, as of the last pass
         self.urls: tuple[str, ...] = ()  # the platform's URLs, as of the last read of the store
         self._present: set[str] = set()  # our sessions' names whose presence row needs writing
-        self._tell_others = False  # a local change the other nodes must hear of
+        self._tell: set[str] = set()  # systems a local change named, for the other nodes
+        self._tell_all = False  # a local change that names no systems
+        self.presence = PresenceReader(platform.store, self.node)
         self._beat_at = 0.0
         self.listener: Listener | None = None
 
@@ -213,7 +235,12 @@ class Hub:
         self._task = asyncio.get_running_loop().create_task(self._ticker())
 
     def _heard(self, event: Event | None) -> None:
-        """Another node's notification (None: the LISTEN connection came back): re-evaluate."""
+        """Another node's notification: a scoped pass for the systems it names, a full one
+        when it names none (or the LISTEN connection came back: something may be missed)."""
+        if event is None or not event.names:
+            self._full_due = True
+        else:
+            self._touched.update(event.names)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -235,10 +262,8 @@ class Hub:
 
     async def _ticker(self) -> None:
         while True:
-            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK)
-                woken = True
             self._wake.clear()
             try:
                 mono = time.monotonic()
@@ -247,13 +272,15 @@ class Hub:
                     await self.platform.store.flush_seen()
                 if self.shared:
                     await self._share(mono)
-                version = await self.platform.store.data_version()
-                if woken or version != self._data_version or mono - self._last_full > FULL_TICK:
-                    if version != self._data_version or not self.urls:
-                        await self._read_urls()
-                    self._data_version = version
-                    self._last_full = mono
-                    await self.reevaluate()
+                generation = await self.platform.store.generation()
+                if generation != self._generation or not self.urls:
+                    await self._read_urls()
+                if (self._full_due or generation != self._generation
+                        or mono - self._last_full >= self._full_every):
+                    self._generation = generation
+                    await self.step(full=True)
+                elif self._touched:
+                    await self.step(full=False)
             except StoreError as exc:  # the database is busy or gone: the next tick retries
                 self.rejections.note("store", "control hub: %s", shown(str(exc), 300))
             except Exception:  # keep the hub alive; the next tick retries
@@ -272,10 +299,35 @@ class Hub:
                 session.send({"type": "urls", "urls": list(urls)})
         self.urls = urls
 
-    def changed(self) -> None:
-        """Something changed here: re-evaluate soon (coalesced; on the ticker's task), and
-        tell the other nodes of a shared platform."""
-        self._tell_others = True
+    async def step(self, *, full: bool) -> None:
+        """One pass on the ticker: full, or scoped to the systems touched since the last one;
+        what it took is put back when it fails, so the next tick tries again."""
+        taken, self._touched = self._touched, set()
+        full_due, self._full_due = self._full_due, False
+        started = time.monotonic()
+        try:
+            full = await self.reevaluate(None if full else taken)
+        except BaseException:
+            self._touched |= taken
+            self._full_due = self._full_due or full_due
+            raise
+        if full:
+            done = time.monotonic()
+            self._last_full = done
+            self._full_every = max(FULL_TICK, FULL_DUTY * (done - started))
+
+    def has_work(self) -> bool:
+        """A change is waiting for a pass."""
+        return self._full_due or bool(self._touched)
+
+    def changed(self, names: Iterable[str] | None = None) -> None:
+        """Something changed here: re-evaluate soon (coalesced; on the ticker's task) the
+        systems ``names`` (None: everything), and tell the other nodes of a shared platform."""
+        if names is None:
+            self._full_due = self._tell_all = True
+        else:
+            self._touched.update(names)
+            self._tell.update(names)
         self._wake.set()
 
     async def _share(self, mono: float) -> None:
@@ -284,7 +336,8 @@ class Hub:
         now = int(self.platform.clock().timestamp())
         store = self.platform.store
         changed, self._present = self._present, set()
-        tell, self._tell_others = self._tell_others, False
+        tell, self._tell = self._tell, set()
+        tell_all, self._tell_all = self._tell_all, False
         try:
             if changed:
                 relay = self.relay() if self.relay is not None else None
@@ -296,13 +349,15 @@ class Hub:
             if mono - self._beat_at >= HEARTBEAT:
                 self._beat_at = mono
                 await heartbeat(store, self.node, now)
-            if changed:
-                await notify(store, Event("presence", self.node, tuple(sorted(changed))))
-            elif tell:
+            if tell_all:
                 await notify(store, Event("change", self.node))
+            elif changed or tell:
+                await notify(store, Event("presence" if changed else "change", self.node,
+                                          tuple(sorted(changed | tell))))
         except BaseException:
             self._present |= changed  # written at the next tick
-            self._tell_others = self._tell_others or tell
+            self._tell |= tell
+            self._tell_all = self._tell_all or tell_all
             raise
 
     # -- sessions ----------------------------------------------------------------------------
@@ -314,11 +369,13 @@ class Hub:
             old.close()
         self.sessions[session.name] = session
         self._present.add(session.name)
+        if session.public_key:
+            self.active_keys[session.name] = session.public_key
         # pairs still introduced (its old session was replaced, or it came from another node
         # that went away): the new session gets their introductions again
-        self._reintroduce.update(pair for pair in self.introduced if session.name in pair)
+        self._reintroduce.update(self.introduced.of(session.name))
         log.info("control: %s online", session.name)
-        self.changed()
+        self.changed((session.name,))
 
     def leave(self, session: Session) -> None:
         session.close()
@@ -328,7 +385,7 @@ class Hub:
             log.info("control: %s offline", session.name)
             # last_seen is "offline since" for the ephemeral reaper (written in the next batch)
             self.platform.store.note_seen(session.name, int(self.platform.clock().timestamp()))
-            self.changed()
+            self.changed((session.name,))
 
     def report(self, session: Session, candidates: tuple[Candidate, ...], nat: NatBehaviour,
                mappings: dict[str, Any]) -> None:
@@ -362,23 +419,28 @@ class Hub:
             session.mappings = mappings
             return
         session.candidates, session.nat, session.mappings = candidates, nat, mappings
-        self._reintroduce.update(pair for pair in self.introduced if session.name in pair)
+        self._reintroduce.update(self.introduced.of(session.name))
         self._present.add(session.name)
-        self.changed()
+        self.changed((session.name,))
 
     # -- the decision ------------------------------------------------------------------------
 
-    async def reevaluate(self) -> None:
+    async def reevaluate(self, touched: set[str] | None = None) -> bool:
+        """One pass: scoped to the systems ``touched`` (see the module's docstring), or full
+        (None, or when a scoped pass finds a policy in the store); True if it was full."""
+        if touched is not None and await self._evaluate_some(set(touched)):
+            return False
+        await self._evaluate_all()
+        return True
+
+    async def _evaluate_all(self) -> None:
         store = self.platform.store
         now = int(self.platform.clock().timestamp())
         await self._reap_ephemeral(now)
         if self.shared:
-            remote = await others(store, self.node, now)
+            remote = await self.presence.others(now)
             for name, p in remote.items():  # another node's system reported new candidates
-                old = self.remote.get(name)
-                if old is not None and (old.candidates, old.nat, old.node) != (
-                        p.candidates, p.nat, p.node):
-                    self._reintroduce.update(pair for pair in self.introduced if name in pair)
+                self._remote_changed(name, p)
             self.remote = {n: p for n, p in remote.items() if n not in self.sessions}
         snap = await store.snapshot(now, frozenset(self.sessions) | frozenset(self.remote))
         if snap.crl_number != self._crl_number:
@@ -390,37 +452,147 @@ class Hub:
         systems = snap.systems
         self.active_keys = {n: s.public_key for n, s in systems.items() if s.state == "active"}
         views = [SystemView(s.name, s.tags, usable(s, now)) for s in systems.values()]
+        self._close_unusable(list(self.sessions), snap)
+        self._push_crl(crl, snap)
+        self._offer_policies(views, snap)
+        intents = [IntentRow(r.from_name, r.to_name, r.expires_at, r.policy)
+                   for r in snap.intents if (r.from_name, r.to_name) not in deleted]
+        self._send_intents(list(self.sessions), intents, now)
+        local = {n for n in self.sessions if n in snap.certificates}
+        online = local | {n for n in self.remote if n in snap.certificates}
+        mutual = mutual_pairs(intents, views, now)
+        wanted = {p for p in mutual if p <= online and p & local}
+        self._decide(snap, set(self.introduced), set(self._dormant), mutual, wanted, online)
+        again, self._reintroduce = self._reintroduce & self.introduced.pairs, set()
+        for pair in sorted(again, key=sorted):  # new candidates: introduced again
+            a, b = sorted(pair)
+            self._introduce(a, b, snap)
+        self._refresh_tickets()
+        self._usable = {n for n, s in systems.items() if usable(s, now)}
+        relay = self.relay() if self.relay is not None else None
+        if relay is not None:
+            relay.allow_only(frozenset(self._usable))
+        self.gateways.sync(snap, systems, dict(self.sessions), self.introduced.pairs, now,
+                           lambda name, msg: self.sessions[name].send(msg),
+                           lambda a, b: self._introduce(a, b, snap))
 
-        # sessions of systems that lost their standing, or whose certificate was revoked
-        for name, session in list(self.sessions.items()):
+    async def _evaluate_some(self, touched: set[str]) -> bool:
+        """The scoped pass: decide again only the pairs ``touched`` systems are in, from a
+        read of those systems, their intents and their peers; False (nothing done) when the
+        store holds a policy, whose offers only a full pass decides."""
+        store = self.platform.store
+        now = int(self.platform.clock().timestamp())
+        if self.shared:
+            fresh = await self.presence.some(now, touched)
+            for name in sorted(touched):
+                p = fresh.get(name)
+                if p is not None:
+                    self._remote_changed(name, p)
+                if p is None or name in self.sessions:
+                    self.remote.pop(name, None)
+                else:
+                    self.remote[name] = p
+        partners: set[str] = set()
+        for name in touched:
+            for pair in self.introduced.of(name) | self._dormant.of(name):
+                partners |= pair
+        snap = await store.snapshot_of(now, touched, partners)
+        if snap.policies:
+            return False
+        crl = await self.crl_message() if snap.crl_number != self._crl_number else None
+        # from here on nothing awaits: the sessions do not change under the decision
+        systems = snap.systems
+        read = set(touched) | partners | {n for r in snap.intents
+                                          for n in (r.from_name, r.to_name)}
+        allowed = set(self._usable)
+        for name in read:
             system = systems.get(name)
-            if system is None or not usable(system, now) or session.serial in snap.revoked_serials:
-                log.info("control: closing %s (%s)", name, _reason(system, now))
+            if system is not None and system.state == "active":
+                self.active_keys[name] = system.public_key
+            else:
+                self.active_keys.pop(name, None)
+            if system is not None and usable(system, now):
+                self._usable.add(name)
+            else:
+                self._usable.discard(name)
+        views = [SystemView(s.name, s.tags, usable(s, now)) for s in systems.values()]
+        self._close_unusable([n for n in sorted(touched) if n in self.sessions], snap)
+        self._push_crl(crl, snap)
+        intents = [IntentRow(r.from_name, r.to_name, r.expires_at, r.policy)
+                   for r in snap.intents]
+        self._send_intents([n for n in sorted(touched) if n in self.sessions], intents, now)
+        local = {n for n in read if n in self.sessions and n in snap.certificates}
+        online = local | {n for n in read if n in self.remote and n in snap.certificates}
+        mutual = {p for p in mutual_pairs(intents, views, now) if p & touched}
+        wanted = {p for p in mutual if p <= online and p & local}
+        current: set[Pair] = set()
+        dormant: set[Pair] = set()
+        for name in touched:
+            current |= self.introduced.of(name)
+            dormant |= self._dormant.of(name)
+        self._decide(snap, current, dormant, mutual, wanted, online)
+        again = {p for p in self._reintroduce if p & touched}
+        self._reintroduce -= again
+        for pair in sorted(again & self.introduced.pairs, key=sorted):
+            a, b = sorted(pair)
+            self._introduce(a, b, snap)
+        self._refresh_tickets()
+        relay = self.relay() if self.relay is not None else None
+        if relay is not None and self._usable != allowed:
+            relay.allow_only(frozenset(self._usable))
+        self.gateways.push_renewals(snap, systems, [n for n in sorted(touched)
+                                                    if n in self.sessions], now,
+                                    lambda name, msg: self.sessions[name].send(msg))
+        return True
+
+    def _remote_changed(self, name: str, p: Presence) -> None:
+        """Another node's system: its pairs are introduced again when its report changed."""
+        old = self.remote.get(name)
+        if old is not None and (old.candidates, old.nat, old.node) != (p.candidates, p.nat,
+                                                                       p.node):
+            self._reintroduce.update(self.introduced.of(name))
+
+    def _close_unusable(self, names: list[str], snap: Snapshot) -> None:
+        """Close the sessions (of ``names``) of systems that lost their standing, or whose
+        certificate was revoked."""
+        for name in names:
+            session = self.sessions.get(name)
+            if session is None:
+                continue
+            system = snap.systems.get(name)
+            if (system is None or not usable(system, snap.now)
+                    or session.serial in snap.revoked_serials):
+                log.info("control: closing %s (%s)", name, _reason(system, snap.now))
                 session.send({"type": "error", "error": "system is not active"})
                 self.leave(session)
 
+    def _push_crl(self, crl: dict[str, Any] | None, snap: Snapshot) -> None:
         if crl is not None:
             self._crl_number = snap.crl_number
             for session in self.sessions.values():
                 session.send(crl)
 
-        self._offer_policies(views, snap)
-        intents = [IntentRow(r.from_name, r.to_name, r.expires_at, r.policy)
-                   for r in snap.intents if (r.from_name, r.to_name) not in deleted]
+    def _send_intents(self, names: list[str], intents: list[IntentRow], now: int) -> None:
+        """Each of the connected ``names`` its own live intents' peers, when they changed."""
         stated: dict[str, list[str]] = {}  # from -> peers of its live intents (one pass)
         for r in intents:
             if r.exp is None or now < r.exp:
                 stated.setdefault(r.from_name, []).append(r.to_name)
-        for session in self.sessions.values():
-            mine = tuple(sorted(stated.get(session.name, ())))
+        for name in names:
+            session = self.sessions[name]
+            mine = tuple(sorted(stated.get(name, ())))
             if mine != session.sent_intents:
                 session.sent_intents = mine
                 session.send({"type": "intents", "peers": list(mine)})
 
-        local = {n for n in self.sessions if n in snap.certificates}
-        online = local | {n for n in self.remote if n in snap.certificates}
-        wanted = {p for p in mutual_pairs(intents, views, now) if p <= online and p & local}
-        for pair in sorted(self.introduced - wanted, key=sorted):
+    def _decide(self, snap: Snapshot, current: set[Pair], dormant: set[Pair],
+                mutual: set[Pair], wanted: set[Pair], online: set[str]) -> None:
+        """Withdraw the pairs of ``current`` (introduced) not ``wanted``, settle ``dormant``,
+        introduce the ``wanted`` not introduced. ``mutual``: the mutual pairs among the
+        systems decided; ``online``: the systems online (with a current certificate)."""
+        systems, now = snap.systems, snap.now
+        dormant = set(dormant)
+        for pair in sorted(current - wanted, key=sorted):
             self.introduced.discard(pair)
             a, b = sorted(pair)
             unusable = [x for x in (a, b) if x not in systems or not usable(systems[x], now)]
@@ -432,37 +604,27 @@ class Hub:
                 reason = "intent"
             if reason == "offline":  # a hint: their session may go on (see _settle_dormant)
                 self._dormant.add(pair)
+                dormant.add(pair)
             for me, other in ((a, b), (b, a)):
                 if me in self.sessions:
                     self.sessions[me].send(Withdrawal(other, reason).to_json())
             log.info("control: withdrew %s <-> %s (%s)", a, b, reason)
             self.platform.metrics.withdrawals.labels(reason).inc()
-        self._settle_dormant(systems, views, intents, wanted, now)
-        for pair in sorted(wanted - self.introduced, key=sorted):
+        self._settle_dormant(systems, dormant, mutual, wanted, now)
+        for pair in sorted(wanted - current - self.introduced.pairs, key=sorted):
             a, b = sorted(pair)
             if self._introduce(a, b, snap):
                 self.introduced.add(pair)
                 log.info("control: introduced %s <-> %s", a, b)
-        again, self._reintroduce = self._reintroduce & self.introduced, set()
-        for pair in sorted(again, key=sorted):  # new candidates: introduced again
-            a, b = sorted(pair)
-            self._introduce(a, b, snap)
-        self._refresh_tickets()
-        relay = self.relay() if self.relay is not None else None
-        if relay is not None:
-            relay.allow_only({n for n, s in systems.items() if usable(s, now)})
-        self.gateways.sync(snap, systems, dict(self.sessions), self.introduced, now,
-                           lambda name, msg: self.sessions[name].send(msg),
-                           lambda a, b: self._introduce(a, b, snap))
 
-    def _settle_dormant(self, systems: dict[str, System], views: list[SystemView],
-                        intents: list[IntentRow], wanted: set[frozenset[str]], now: int) -> None:
+    def _settle_dormant(self, systems: dict[str, System], dormant: set[Pair],
+                        mutual: set[Pair], wanted: set[Pair], now: int) -> None:
         """Pairs withdrawn as "offline" may still hold a working session (agents keep it).
-        When such a pair ends for a real reason (intent gone, revoked, disabled, expired,
-        removed) while one side is offline, the side that is online is told that reason, so
-        its session ends; a pair wanted again is simply introduced again."""
-        mutual = mutual_pairs(intents, views, now)
-        for pair in sorted(self._dormant, key=sorted):
+        When such a pair (of ``dormant``: those of the systems decided) ends for a real
+        reason (intent gone, revoked, disabled, expired, removed) while one side is offline,
+        the side that is online is told that reason, so its session ends; a pair wanted again
+        is simply introduced again."""
+        for pair in sorted(dormant, key=sorted):
             a, b = sorted(pair)
             unusable = [x for x in (a, b) if x not in systems or not usable(systems[x], now)]
             if unusable:

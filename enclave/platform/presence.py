@@ -37,6 +37,7 @@ log = logging.getLogger("enclave.platform.presence")
 HEARTBEAT = 5.0  # seconds between two heartbeats of a node's presence rows
 PRESENCE_TTL = 20  # seconds: a row not refreshed for this long is stale (its node is gone)
 MAX_REPORT_CHARS = 16384
+_CHUNK = 500  # names per IN (...) of a partial read
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,55 @@ async def withdraw_node(store: Store, node: str) -> None:
         await tx.execute("DELETE FROM presence WHERE node = ?", (node,))
 
 
+class PresenceReader:
+    """Reads the other nodes' rows; a row whose node and report are unchanged since the last
+    read is not parsed again (a hub reads every row on each full pass)."""
+
+    def __init__(self, store: Store, node: str) -> None:
+        self.store = store
+        self.node = node
+        self._parsed: dict[str, tuple[str, str, Presence | None]] = {}  # name -> node, report
+
+    def _parse(self, name: str, node: str, report: str) -> Presence | None:
+        known = self._parsed.get(name)
+        if known is not None and known[0] == node and known[1] == report:
+            return known[2]
+        p = Presence.from_row(name, node, report)
+        self._parsed[name] = (node, report, p)
+        return p
+
+    async def others(self, now: int) -> dict[str, Presence]:
+        """The fresh rows of every other node, by system name."""
+        async with self.store.db.read() as tx:
+            rows = await tx.fetchall(
+                "SELECT name, node, report FROM presence WHERE node <> ? AND seen_at >= ?",
+                (self.node, now - PRESENCE_TTL))
+        out = {}
+        for row in rows:
+            p = self._parse(str(row["name"]), str(row["node"]), str(row["report"]))
+            if p is not None:
+                out[p.name] = p
+        self._parsed = {n: v for n, v in self._parsed.items() if n in out}
+        return out
+
+    async def some(self, now: int, names: set[str] | frozenset[str]) -> dict[str, Presence]:
+        """The fresh rows of other nodes for ``names`` only."""
+        wanted = sorted(names)
+        out = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start:start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            async with self.store.db.read() as tx:
+                rows = await tx.fetchall(
+                    "SELECT name, node, report FROM presence WHERE node <> ? AND seen_at >= ? "
+                    f"AND name IN ({marks})", [self.node, now - PRESENCE_TTL, *chunk])
+            for row in rows:
+                p = self._parse(str(row["name"]), str(row["node"]), str(row["report"]))
+                if p is not None:
+                    out[p.name] = p
+        return out
+
+
 async def others(store: Store, node: str, now: int) -> dict[str, Presence]:
     """The fresh rows of every other node, by system name."""
-    async with store.db.read() as tx:
-        rows = await tx.fetchall(
-            "SELECT name, node, report FROM presence WHERE node <> ? AND seen_at >= ?",
-            (node, now - PRESENCE_TTL))
-    out = {}
-    for row in rows:
-        p = Presence.from_row(str(row["name"]), str(row["node"]), str(row["report"]))
-        if p is not None:
-            out[p.name] = p
-    return out
+    return await PresenceReader(store, node).others(now)

@@ -148,8 +148,8 @@ def _view(system: System, now: int) -> SystemView:
 async def post_intent(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     st, reply = await accept_intent(platform, await read_json(request))
-    if st.op != "list":
-        request.app[HUB].changed()
+    if st.op != "list":  # the hub decides these two again (a scoped pass)
+        request.app[HUB].changed((st.from_name, st.to_name))
     return web.json_response(reply)
 
 
@@ -272,7 +272,7 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse,
         cert = await platform.store.current_certificate(name, now) if system else None
         if (system is not None and system.state == "active" and cert is not None and verify(
                 system.public_key, sig, challenge_message(nonce, name, platform.settings.pin))):
-            session = Session(name, cert.serial)
+            session = Session(name, cert.serial, public_key=system.public_key)
             platform.store.note_seen(name, now)  # written in the hub's next batch
     if session is None:
         rejections.note(remote, "control: authentication failed (%s) from %s", shown(name),
@@ -314,7 +314,7 @@ async def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -
         st, _reply = await accept_intent(platform, msg.get("signed"))
         if st.from_name != session.name:
             raise ValueError("intent for another system")
-        hub.changed()
+        hub.changed((st.from_name, st.to_name))
     else:
         raise ValueError(f"unknown message type {kind!r}")
 

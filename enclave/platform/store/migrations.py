@@ -129,6 +129,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 4: presence (enclave.platform.presence): which node each online system is connected to,
     # with what it reported, so nodes on one database introduce each other's systems
     Migration(4, _PRESENCE.format(**_SQLITE_TYPES), _PRESENCE.format(**_POSTGRES_TYPES)),
+    # 5: indexes for a fleet: the intents naming a system (the hub's partial read,
+    # Store.snapshot_of), and the nonce sweep every intent statement runs (Store.use_nonce)
+    Migration(5, """
+    CREATE INDEX intents_by_peer ON intents (to_name);
+    CREATE INDEX used_nonces_by_time ON used_nonces (seen_at);
+    """),
 )
 LATEST = MIGRATIONS[-1].number
 

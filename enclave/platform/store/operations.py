@@ -44,6 +44,12 @@ _DER_CHUNK = 500  # serials per certificate fetch in snapshot()
 _SYSTEM_SQL = ("SELECT s.*, (SELECT MAX(c.not_after) FROM certificates c "
                "WHERE c.system_name = s.name AND c.revoked_at IS NULL) AS cert_not_after "
                "FROM systems s")
+# the hub's generation: bumped by every change a hub cannot learn of otherwise (admin commands,
+# renewals, URL changes), in the change's own transaction; intents and presence do not bump it
+# (the hub hears of those by name: Hub.changed, the fan-out's NOTIFY)
+_BUMP_GENERATION = (
+    "INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
+    "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)")
 _BUMP_CRL = ("INSERT INTO meta (key, value) VALUES ('crl_number', '1') ON CONFLICT (key) "
              "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)")
 
@@ -89,6 +95,12 @@ class Store:
         """Changes when any connection (e.g. an admin CLI process) commits."""
         return await self.db.data_version()
 
+    async def generation(self) -> int:
+        """Changes with every admin change, renewal or URL change, from any process (not with
+        intents, enrolments, nonces, presence or last-seen times): what the control hub
+        re-reads the whole store for."""
+        return int(await self.get_meta("generation") or "0")
+
     # -- meta -------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
@@ -109,6 +121,7 @@ class Store:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
+            await tx.execute(_BUMP_GENERATION)
 
     async def check_admin_token(self, token: str) -> bool:
         stored = await self.get_meta("admin_token_hash")
@@ -217,6 +230,7 @@ class Store:
             if system.state != "active":
                 raise ApiError(403, f"system {name} is {system.state}")
             await tx.execute("UPDATE systems SET last_seen = ? WHERE name = ?", (now, name))
+            await tx.execute(_BUMP_GENERATION)
             return await _issue(tx, system, issue)
 
     def note_seen(self, name: str, now: int) -> None:
@@ -247,6 +261,7 @@ class Store:
             if system.state != "pending":
                 raise ApiError(409, f"system {name} is {system.state}, not pending")
             await tx.execute("UPDATE systems SET state = 'active' WHERE name = ?", (name,))
+            await tx.execute(_BUMP_GENERATION)
             return await _system(tx, name)
 
     async def disable(self, name: str, now: int) -> System:
@@ -255,6 +270,7 @@ class Store:
             if system.state not in ("active", "pending"):
                 raise ApiError(409, f"system {name} is {system.state}")
             await tx.execute("UPDATE systems SET state = 'disabled' WHERE name = ?", (name,))
+            await tx.execute(_BUMP_GENERATION)
             await tx.execute(
                 "UPDATE certificates SET revoked_at = ?, revoke_reason = 'hold' "
                 "WHERE system_name = ? AND revoked_at IS NULL", (now, name))
@@ -267,6 +283,7 @@ class Store:
             if system.state != "disabled":
                 raise ApiError(409, f"system {name} is {system.state}, not disabled")
             await tx.execute("UPDATE systems SET state = 'active' WHERE name = ?", (name,))
+            await tx.execute(_BUMP_GENERATION)
             await tx.execute(
                 "UPDATE certificates SET revoked_at = NULL, revoke_reason = NULL "
                 "WHERE system_name = ? AND revoke_reason = 'hold'", (name,))
@@ -279,6 +296,7 @@ class Store:
             if system.state == "revoked":
                 raise ApiError(409, f"system {name} is already revoked")
             await tx.execute("UPDATE systems SET state = 'revoked' WHERE name = ?", (name,))
+            await tx.execute(_BUMP_GENERATION)
             await _revoke_certs(tx, name, now)
             return await _system(tx, name)
 
@@ -314,6 +332,7 @@ class Store:
             tags = (set(system.tags) | set(add)) - set(remove)
             await tx.execute("UPDATE systems SET tags = ? WHERE name = ?",
                              (json.dumps(sorted(tags)), name))
+            await tx.execute(_BUMP_GENERATION)
             changed = await _system(tx, name)
             if fits is not None:
                 fits(changed)
@@ -334,6 +353,7 @@ class Store:
             await tx.execute(
                 "UPDATE systems SET gateway_routes = ?, gateway_nat = ? WHERE name = ?",
                 (json.dumps([str(r) for r in routes]), int(nat), name))
+            await tx.execute(_BUMP_GENERATION)
             changed = await _system(tx, name)
             if fits is not None:
                 fits(changed)
@@ -406,6 +426,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (name, from_sel, to_sel, now, gateway, json.dumps(list(routes)),
                  json.dumps(list(acl))))
+            await tx.execute(_BUMP_GENERATION)
 
     async def list_policies(self) -> list[Policy]:
         """Every policy (tag and gateway), by name."""
@@ -427,6 +448,7 @@ class Store:
             if await tx.execute(sql, (name,)) != 1:
                 raise ApiError(404, f"no {'gateway ' if gateway_only else ''}policy {name!r}")
             await tx.execute("DELETE FROM intents WHERE policy = ?", (name,))
+            await tx.execute(_BUMP_GENERATION)
 
     # -- the hub's view ---------------------------------------------------------------------
 
@@ -446,12 +468,61 @@ class Store:
         return Snapshot(now, systems, revoked, int(number["value"]) if number else 0, intents,
                         policies, certs)
 
-    async def _certificates(self, tx: Tx, now: int, names: set[str] | frozenset[str]
-                            ) -> dict[str, IssuedCert]:
-        rows = await tx.fetchall(
-            "SELECT system_name, serial, not_before, not_after FROM certificates "
-            "WHERE revoked_at IS NULL AND not_after > ? ORDER BY system_name, not_after DESC",
-            (now,))
+    async def snapshot_of(self, now: int, touched: set[str] | frozenset[str],
+                          also: set[str] | frozenset[str] = frozenset()) -> Snapshot:
+        """The part of the store a change to ``touched`` concerns (one consistent read): every
+        intent from or to a touched system; the systems, current certificates and revoked
+        serials of the touched systems, of ``also`` and of every peer those intents name; the
+        CRL number and the policies. The control hub decides a touched system's pairs from
+        it exactly as from a whole snapshot()."""
+        async with self.db.read() as tx:
+            wanted = sorted(touched)
+            intents: dict[tuple[str, str], IntentRecord] = {}
+            for chunk in _chunks(wanted):
+                marks = ", ".join("?" * len(chunk))
+                for r in await tx.fetchall(
+                        "SELECT from_name, to_name, issued_at, expires_at, policy FROM intents "
+                        f"WHERE from_name IN ({marks}) UNION "
+                        "SELECT from_name, to_name, issued_at, expires_at, policy FROM intents "
+                        f"WHERE to_name IN ({marks})", [*chunk, *chunk]):
+                    record = IntentRecord.from_row(r)
+                    intents[(record.from_name, record.to_name)] = record
+            names = set(touched) | set(also)
+            for a, b in intents:
+                names.update((a, b))
+            systems: dict[str, System] = {}
+            revoked: set[int] = set()
+            for chunk in _chunks(sorted(names)):
+                marks = ", ".join("?" * len(chunk))
+                for r in await tx.fetchall(_SYSTEM_SQL + f" WHERE s.name IN ({marks})", chunk):
+                    system = System.from_row(r)
+                    systems[system.name] = system
+                revoked.update(int(r["serial"]) for r in await tx.fetchall(
+                    "SELECT serial FROM certificates WHERE revoked_at IS NOT NULL "
+                    f"AND not_after > ? AND system_name IN ({marks})", [now, *chunk]))
+            number = await tx.fetchone("SELECT value FROM meta WHERE key = 'crl_number'")
+            policies = tuple(await _policies(tx))
+            certs = await self._certificates(tx, now, names, keep=True)
+        return Snapshot(now, systems, frozenset(revoked), int(number["value"]) if number else 0,
+                        tuple(intents[k] for k in sorted(intents)), policies, certs)
+
+    async def _certificates(self, tx: Tx, now: int, names: set[str] | frozenset[str],
+                            keep: bool = False) -> dict[str, IssuedCert]:
+        """The current certificate of each of ``names``; ``keep``: a partial read, which
+        leaves the remembered DER of other systems alone."""
+        if keep:
+            rows = []
+            for chunk in _chunks(sorted(names)):
+                marks = ", ".join("?" * len(chunk))
+                rows += await tx.fetchall(
+                    "SELECT system_name, serial, not_before, not_after FROM certificates "
+                    f"WHERE revoked_at IS NULL AND not_after > ? AND system_name IN ({marks}) "
+                    "ORDER BY system_name, not_after DESC", [now, *chunk])
+        else:
+            rows = await tx.fetchall(
+                "SELECT system_name, serial, not_before, not_after FROM certificates "
+                "WHERE revoked_at IS NULL AND not_after > ? ORDER BY system_name, not_after DESC",
+                (now,))
         newest: dict[str, tuple[int, int, int]] = {}
         for r in rows:
             if r["system_name"] in names and r["system_name"] not in newest:
@@ -459,18 +530,24 @@ class Store:
                                             int(r["not_after"]))
         missing = [serial for serial, _b, _a in newest.values() if serial not in self._der]
         for start in range(0, len(missing), _DER_CHUNK):
-            chunk = missing[start:start + _DER_CHUNK]
-            marks = ", ".join("?" * len(chunk))
+            serials = missing[start:start + _DER_CHUNK]
+            marks = ", ".join("?" * len(serials))
             for r in await tx.fetchall(
-                    f"SELECT serial, der FROM certificates WHERE serial IN ({marks})", chunk):
+                    f"SELECT serial, der FROM certificates WHERE serial IN ({marks})", serials):
                 self._der[int(r["serial"])] = bytes(r["der"])
-        live = {serial for serial, _b, _a in newest.values()}
-        self._der = {s: d for s, d in self._der.items() if s in live}
+        if not keep:
+            live = {serial for serial, _b, _a in newest.values()}
+            self._der = {s: d for s, d in self._der.items() if s in live}
         return {name: IssuedCert(serial, self._der[serial], before, after)
                 for name, (serial, before, after) in newest.items()}
 
 
 # -- statements shared by several operations (inside the caller's transaction) ---------------
+
+def _chunks(names: list[str]) -> list[list[str]]:
+    """``names`` in lists short enough for one IN (...) each."""
+    return [names[i:i + _DER_CHUNK] for i in range(0, len(names), _DER_CHUNK)]
+
 
 async def _system(tx: Tx, name: str) -> System:
     row = await tx.fetchone(_SYSTEM_SQL + " WHERE s.name = ?", (name,))
@@ -532,6 +609,7 @@ async def _forget(tx: Tx, name: str, now: int) -> list[str]:
     await tx.execute("INSERT INTO retired_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
                      (name,))
     await tx.execute("DELETE FROM systems WHERE name = ?", (name,))
+    await tx.execute(_BUMP_GENERATION)
     return policies
 
 
