@@ -124,13 +124,14 @@ class _Collector(asyncio.DatagramProtocol):
 
 
 async def exchange(gateway: str, build: Callable[[str], bytes],
-                   decode: Callable[[bytes], R | None]) -> R | None:
-    """Send build(own address) to gateway:5351 on RETRANSMIT_S; the first reply decode accepts,
-    or None (no answer, or the port is unreachable)."""
+                   decode: Callable[[bytes], R | None], *, port: int = pw.SERVER_PORT
+                   ) -> R | None:
+    """Send build(own address) to gateway:port on RETRANSMIT_S; the first reply decode
+    accepts, or None (no answer, or the port is unreachable)."""
     loop = asyncio.get_running_loop()
     try:
         transport, proto = await loop.create_datagram_endpoint(
-            _Collector, remote_addr=(gateway, pw.SERVER_PORT))
+            _Collector, remote_addr=(gateway, port))
     except OSError as exc:
         log.debug("portmap: no socket towards %s: %s", gateway, exc)
         return None
