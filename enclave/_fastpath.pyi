@@ -196,6 +196,15 @@ PUNT_FIRST_RX: Final[int]
 PUNT_ROAMED: Final[int]
 PUNT_TX: Final[int]
 PUNT_INJECT: Final[int]
+PUNT_BATCH_MAX: Final[int]
+
+# --- _fp_relaypath.pxi ---
+def frame_runs(
+    data: Buffer, offset: int = 0, max_run: int = ...
+) -> tuple[int, int, list[tuple[int, int, bool]]]:
+    """(end of the last complete frame, complete frames, [(start, stop, is_data)]): runs of
+    DATA frames still framed, other frames without their prefix; ValueError on a zero
+    length."""
 DATAPLANE_MAX_RX_KEYS: Final[int]
 
 class DataPlane:
@@ -253,6 +262,7 @@ class DataPlane:
         the peer's certified MAC, overlay addresses and gateway routes stored with it."""
     def identity(self, slot: int) -> dict[str, Any] | None:
         """The certified addresses stored for `slot` (ip4, ip6, routes), read back from C."""
+        relay_channel: int = 0,
 
     def remove(self, slot: int) -> None: ...
     def set_addr(self, slot: int, addr: tuple[str, int] | None) -> None: ...
@@ -267,6 +277,8 @@ class DataPlane:
     def stop(self, timeout: float = 5.0) -> None: ...
     def close(self) -> None: ...
 
+    def inject_frames(self, frames: Buffer) -> None:
+        """u16 big-endian length | packet, repeated, <= PUNT_BATCH_MAX bytes: one INJECT."""
 # --- _fp_relay.pxi ---
 class TapRelay:
     """TAP <-> TAP relay with the overlay's AEAD work and no UDP (the bench's relay

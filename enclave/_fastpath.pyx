@@ -19,6 +19,8 @@ What lives here (each part in its own include file):
     _fp_aqm.pxi     CoDel (RFC 8289) on the tx ring and the UDP receive queue, ECN marking
     _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx
     _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx
+    _fp_relaypath.pxi the UDP relay's header on the fast path, and TX / INJECT batches for
+                    the TCP and relay-over-TLS paths
     _fp_dataplane.pxi DataPlane: the Python-facing class (install/remove, start/stop, counters)
     _fp_offload.pxi vnet_hdr TAP offloads: TSO split (in place) and GRO coalesce (writev)
     _fp_relay.pxi   TapRelay: TAP <-> TAP with the overlay's AEAD work and no UDP, the
@@ -178,6 +180,7 @@ include "_fp_ident.pxi"
 include "_fp_aqm.pxi"
 include "_fp_tx.pxi"
 include "_fp_rx.pxi"
+include "_fp_relaypath.pxi"
 include "_fp_dataplane.pxi"
 include "_fp_relay.pxi"
 include "_fp_relayfwd.pxi"

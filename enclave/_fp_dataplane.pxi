@@ -91,7 +91,8 @@ cdef void dp_snap_free(dp_snap *s) noexcept nogil:
 
 # the counters() / global_counters() keys that count a dropped packet (metrics, peers' drops)
 PEER_DROP_COUNTERS: tuple = ("rx_replay", "rx_decrypt_fail", "rx_spoofed", "rx_ip_spoofed",
-                             "rx_arp_spoofed", "rx_runt", "tx_key_limit", "tx_no_key",
+                             "rx_arp_spoofed", "rx_runt", "rx_relay_forged", "tx_key_limit",
+                             "tx_no_key",
                              "tx_no_addr", "tx_send_errors")
 GLOBAL_DROP_COUNTERS: tuple = ("rx_punt_dropped", "rx_unknown_index", "rx_malformed",
                                "rx_truncated", "tap_write_errors", "tx_oversize", "tx_no_peer",
@@ -381,7 +382,7 @@ cdef class DataPlane:
 
     def install(self, int slot, tx, rx, *, peer_mac, bint allow_bridging=False, addr=None,
                 overlay_ip4=None, overlay_ip6=(), routes=(), tx_limit=None,
-                bint via_python=False) -> None:
+                bint via_python=False, int relay_channel=0) -> None:
         """Install or replace peer `slot`'s session atomically.
 
         tx: the SessionKeys (enclave.proto.keys) to send with, or None; its local_index names
@@ -393,9 +394,12 @@ cdef class DataPlane:
         MACs (a gateway). overlay_ip4 / overlay_ip6 / routes: its certified overlay addresses
         and gateway routes: the sources its frames may claim (fp_ident_check, _fp_ident.pxi).
         addr: (host, port) or None (keep the current address; a new slot starts without one).
-        via_python: the path is not UDP: encrypted packets are punted (PUNT_TX) for Python
-        to send. Keys whose index and key bytes are unchanged keep their counter / replay
-        window.
+        via_python: the path is TCP or the relay over TLS: encrypted packets are punted in
+        batches (PUNT_TX) for Python to send. relay_channel: the path is the UDP relay at
+        `addr` (or the address the slot has), this agent's channel for the peer: packets go
+        there with the relay header, and relayed DATA is taken only from there with that
+        channel (_fp_relaypath.pxi). Keys whose index and key bytes are unchanged keep their
+        counter / replay window.
         """
         cdef _TxKey tk
         cdef _RxKey rk
@@ -419,6 +423,7 @@ cdef class DataPlane:
             seen.add(index)
             for other, oinfo in self._slots.items():
                 if other != slot and index in oinfo["rx"]:
+            p.relay_ch = info["relay_ch"]
                     raise ValueError(f"receive index {index:#x} already used by slot {other}")
         old = self._slots.get(slot)
         dropped = []
@@ -494,7 +499,8 @@ cdef class DataPlane:
         if addr is not None:
             self._set_addr(slot, addr)
         self._slots[slot] = {"mac": mac, "bridging": allow_bridging, "via_python": via_python,
-                             "tx": new_tx, "rx": new_rx, "ident": ident}
+                             "relay_ch": relay_channel, "tx": new_tx, "rx": new_rx,
+                             "ident": ident}
         self._publish(dropped)
 
     def remove(self, int slot) -> None:
@@ -514,6 +520,8 @@ cdef class DataPlane:
             pthread_mutex_unlock(&self.st.mt_lock)
         self._set_addr(slot, None)
 
+        if not 0 <= relay_channel <= RP_MAX_CHANNEL or (relay_channel and via_python):
+            raise ValueError(f"relay_channel must be 0..{RP_MAX_CHANNEL}, not with via_python")
     def set_addr(self, int slot, addr) -> None:
         """Point peer `slot`'s DATA packets at (host, port), or nowhere (None)."""
         self._check_slot(slot)
@@ -573,7 +581,8 @@ cdef class DataPlane:
             "roamed": r.roamed,
             "tx_frames": t.frames, "tx_bytes": t.bytes, "tx_key_limit": t.key_limit,
             "tx_no_key": t.no_key, "tx_no_addr": t.no_addr, "tx_send_errors": t.send_errors,
-            "tx_via_python": t.via_python,
+            "tx_via_python": t.via_python, "tx_relayed": t.relayed,
+            "rx_relayed": r.relayed, "rx_relay_forged": r.relay_forged,
         }
         if info is not None and info["tx"] is not None:
             tk = info["tx"]
@@ -629,7 +638,7 @@ cdef class DataPlane:
         """Hand a DATA packet that arrived over TCP / the relay to the rx thread."""
         hdr = bytearray(DP_PUNT_HDR)
         hdr[0] = DP_PUNT_INJECT
-        self.punt_socket.send(bytes(hdr) + bytes(packet))
+        self.punt_socket.sendmsg([hdr, frames])
 
     # -- threads ----------------------------------------------------------------------------------
 
@@ -676,3 +685,15 @@ cdef class DataPlane:
         self.stop()
         self.punt_socket.close()
         self._c_sock.close()
+            "rx_inject_msgs": r.inject_msgs, "tx_punt_batches": t.punt_batches,
+        n = len(packet)
+        if not 0 < n <= RP_MAX_FRAME:
+            raise ValueError(f"an injected packet has 1..{RP_MAX_FRAME} bytes")
+        self.inject_frames(n.to_bytes(RP_LEN, "big") + bytes(packet))
+
+    def inject_frames(self, frames) -> None:
+        """Hand packets that arrived over TCP / the relay to the rx thread in one message:
+        `frames` is u16 big-endian length | packet, repeated (the TCP framing), at most
+        PUNT_BATCH_MAX bytes. The rx thread checks the framing (a broken one: rx_malformed)."""
+        if not RP_LEN < len(frames) <= RP_BATCH_MAX:
+            raise ValueError(f"an inject batch has 3..{RP_BATCH_MAX} bytes")

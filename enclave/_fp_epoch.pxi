@@ -189,6 +189,7 @@ ctypedef struct dp_addr:
 # Counters: rx-thread and tx-thread fields in separate arrays (no false sharing).
 ctypedef struct dp_rxc:
     uint64_t frames
+    uint32_t relay_ch           # UDP relay channel (0: not relayed natively; _fp_relaypath)
     uint64_t bytes
     uint64_t replay
     uint64_t decrypt_fail
@@ -197,7 +198,9 @@ ctypedef struct dp_rxc:
     uint64_t roamed
     uint64_t ip_spoofed         # IPv4/IPv6 source or ND target not certified (_fp_ident.pxi)
     uint64_t arp_spoofed        # ARP sender MAC / IPv4 not certified
-    uint64_t pad[6]
+    uint64_t relayed            # RELAY_DATA opened from the slot's relay route (_fp_relaypath)
+    uint64_t relay_forged       # RELAY_DATA for the slot from another address or channel
+    uint64_t pad[4]
 
 ctypedef struct dp_txc:
     uint64_t frames
@@ -206,8 +209,8 @@ ctypedef struct dp_txc:
     uint64_t no_key
     uint64_t no_addr
     uint64_t send_errors
-    uint64_t via_python
-    uint64_t pad
+    uint64_t via_python         # sealed and handed to Python in a TX batch (TCP, TLS relay)
+    uint64_t relayed            # sealed and sent to the UDP relay with its header
 
 ctypedef struct dp_grx:         # global, rx thread
     uint64_t datagrams
@@ -225,7 +228,7 @@ ctypedef struct dp_grx:         # global, rx thread
     uint64_t aqm_drops          # dropped by CoDel (not ECN-capable)
     uint64_t aqm_timed          # authentic frames with a kernel arrival time ...
     uint64_t aqm_wait_us        # ... and their summed time in the receive queue
-    uint64_t pad[1]
+    uint64_t inject_msgs        # INJECT messages (batches; `injected` counts their packets)
 
 ctypedef struct dp_gtx:         # global, tx thread
     uint64_t tap_reads
@@ -267,6 +270,7 @@ ctypedef struct dp_state:
     void *snap
     uint64_t gen
     uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT
+    uint64_t punt_batches       # TX punt messages (batches of sealed packets for Python)
     pthread_mutex_t mt_lock
     mt_table mt
     dp_addr *addrs

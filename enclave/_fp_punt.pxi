@@ -3,8 +3,8 @@
 # (included by _fastpath.pyx after _fp_epoch.pxi).
 #
 #   rx thread --DATAGRAM/FIRST_RX/ROAMED--> punt socket --> Python (dataplane/engine.py)
-#   tx thread --TX (sealed DATA, path not UDP)--> punt socket --> Python sends over TCP/relay
-#   Python --INJECT (DATA from TCP/relay)--> punt socket --> rx thread (as if from UDP)
+#   tx thread --TX (a batch of sealed DATA, path TCP / relay over TLS)--> punt socket --> Python
+#   Python --INJECT (a batch of DATA from TCP / the relay)--> punt socket --> rx thread
 #
 # Punt socket (AF_UNIX SOCK_DGRAM socketpair; DataPlane.punt_socket is Python's end).
 # Every message, either way, starts with this 28-byte header (integers little-endian unless
@@ -18,17 +18,22 @@
 #     1 DATAGRAM  a UDP datagram that is not DATA for a known index; address = its source
 #     2 FIRST_RX  first authentic packet on receiver `index` of `slot` (no packet)
 #     3 ROAMED    `slot` moved to `address` (authentic, newest packet on key `index`)
-#     4 TX        an encrypted DATA packet for `slot`, whose path is not UDP: Python sends it
+#     4 TX        encrypted DATA packets for `slot`, whose path is TCP or the relay over TLS
+#                 (or the UDP relay without a native route): a batch of `index` frames, each
+#                 u16 big-endian length | packet (the TCP framing, _fp_relaypath.pxi); Python
+#                 sends the batch as it is
 #   Python -> C:
-#     5 INJECT    a packet that arrived over TCP / the relay; handled like a UDP datagram,
-#                 except that it never moves the peer's address
+#     5 INJECT    packets that arrived over TCP / the relay, framed the same way (one or
+#                 more); each handled like a UDP datagram, except that it never moves the
+#                 peer's address
 #   family: 4 or 6 (0 = no address); IPv4 uses the first 4 address bytes.
+#   A batch (TX, INJECT) holds at most PUNT_BATCH_MAX bytes of frames.
 
 # --- punt ---------------------------------------------------------------------------------------
 
-cdef int dp_punt(dp_state *st, uint8_t *pbuf, int kind, const sockaddr_storage *sa,
-                 int32_t slot, uint32_t index, const uint8_t *pkt, size_t n) noexcept nogil:
-    """Send one punt message (header drawn at the top); pbuf has DP_PUNT_HDR + n bytes."""
+cdef void dp_punt_header(uint8_t *pbuf, int kind, const sockaddr_storage *sa, int32_t slot,
+                         uint32_t index) noexcept nogil:
+    """Write the 28-byte punt header (drawn at the top) into pbuf."""
     cdef const uint8_t *raw = <const uint8_t *>sa
     memset(pbuf, 0, DP_PUNT_HDR)
     pbuf[0] = <uint8_t>kind
@@ -44,6 +49,12 @@ cdef int dp_punt(dp_state *st, uint8_t *pbuf, int kind, const sockaddr_storage *
         memcpy(pbuf + 12, raw + 8, 16)
     dp_put_le32(pbuf + 4, <uint32_t>slot)
     dp_put_le32(pbuf + 8, index)
+
+
+cdef int dp_punt(dp_state *st, uint8_t *pbuf, int kind, const sockaddr_storage *sa,
+                 int32_t slot, uint32_t index, const uint8_t *pkt, size_t n) noexcept nogil:
+    """Send one punt message (header drawn at the top); pbuf has DP_PUNT_HDR + n bytes."""
+    dp_punt_header(pbuf, kind, sa, slot, index)
     if n:
         memcpy(pbuf + DP_PUNT_HDR, pkt, n)
     if dp_send_dgram(st.punt_fd, pbuf, DP_PUNT_HDR + n) < 0:

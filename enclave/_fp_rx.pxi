@@ -87,6 +87,8 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     cdef uint8_t *f
     cdef size_t flen
     cdef int verdict
+    if n > RP_RELAY_HDR and pkt[0] == RP_MSG_RELAY_DATA and not injected:   # the UDP relay
+        return dp_rp_rx_relay(st, rx, s, pkt, n, sa, now)
     if n < DP_HDR or pkt[0] != DP_MSG_DATA:
         st.grx.punted += 1
         if dp_punt(st, rx.pbuf, DP_PUNT_DATAGRAM, sa, -1, 0, pkt, n) < 0:
@@ -134,7 +136,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
         else:
             st.rxc[slot].spoofed += 1
         return 0
-    if k.current and newest and not injected and sa != NULL:
+    if k.current and newest and not injected and sa != NULL and not s.peers[slot].relay_ch:
         a = &st.addrs[slot]
         pthread_mutex_lock(&a.lock)
         if not dp_same_addr(&a.sa, a.len, sa):
@@ -194,8 +196,9 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         rx.slotsize = ((st.max_frame + DP_MAX_OVERHEAD + 64 + 63) // 64) * 64
         if rx.slotsize < 2048:
             rx.slotsize = 2048
-    # slot nslots is the injected-packet slot: frames queued from it live in the same buffer
-    rx.buf = <uint8_t *>malloc(rx.slotsize * (rx.nslots + 1))
+    # after the nslots receive slots, the inject area: frames queued from it live in the same
+    # buffer (dp_rp_inject, _fp_relaypath.pxi)
+    rx.buf = <uint8_t *>malloc(rx.slotsize * rx.nslots + dp_rp_inject_room(rx.slotsize))
     rx.ibuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
     rx.pbuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
     if posix_memalign(<void **>&rx.ub, 64, sizeof(udp_batch)) != 0:
@@ -231,21 +234,13 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         s = dp_enter(st, 1)
         st.grx.rounds += 1
         now = dp_now_ms()
-        # packets Python injects (TCP / relay paths), one at a time through the spare slot
+        # batches Python injects (TCP / relay paths) through the inject area
         for m in range(DP_RX_INJECT if p[2].revents else 0):
             got = dp_recv_dgram(st.punt_fd, rx.ibuf, 65536 + DP_PUNT_HDR, &trunc)
             if got < 0:
                 break
-            if trunc or got < DP_PUNT_HDR or rx.ibuf[0] != DP_PUNT_INJECT or \
-                    <size_t>got - DP_PUNT_HDR > rx.slotsize:
-                st.grx.malformed += 1
-                continue
-            st.grx.injected += 1
             rx.arrival = 0
-            n = <size_t>got - DP_PUNT_HDR
-            memcpy(rx.buf + rx.nslots * rx.slotsize, rx.ibuf + DP_PUNT_HDR, n)
-            dp_rx_packet(st, rx, s, rx.buf + rx.nslots * rx.slotsize, n, NULL, 1, now)
-            dp_rx_flush(st, rx)
+            dp_rp_inject(st, rx, s, rx.ibuf, got, trunc, now)
         r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, nb)
         if r == nb:
             more = 1

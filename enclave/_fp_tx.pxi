@@ -44,6 +44,8 @@ ctypedef struct dp_tx:
     uint32_t moff[DP_TX_ENTRIES]
     uint32_t mlen[DP_TX_ENTRIES]
     int mfirst[DP_TX_ENTRIES]
+    uint8_t punt[DP_TX_ENTRIES]     # 1: goes to Python in a TX batch (_fp_relaypath.pxi)
+    int npunt
     int mcount[DP_TX_ENTRIES]
     uint32_t segoff[FO_TSO_MAX_SEGS]
     uint32_t seglen[FO_TSO_MAX_SEGS]
@@ -86,6 +88,8 @@ cdef void dp_tx_flush(dp_state *st, dp_tx *tx) noexcept nogil:
         i = 0
         retry = 0
         while i < nm and not st.stop:
+    if tx.npunt:                      # TCP / relay-over-TLS entries: TX batches to Python
+        dp_rp_tx_punts(st, tx)
             chunk = nm - i
             if chunk > UB_MAX:
                 chunk = UB_MAX
@@ -141,7 +145,7 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     cdef dp_addr *a = &st.addrs[slot]
     cdef int nseg, i
     cdef bint inplace = st.vnet_hdr and last
-    cdef size_t need, ov
+    cdef size_t need, ov, rh
     cdef uint32_t seglen
     cdef uint8_t *h
     cdef const uint8_t *src
@@ -150,11 +154,12 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         return -1
     ov = dp_overhead(k.kind)          # header + this key's tag (16; AEGIS-256: 32)
     if st.vnet_hdr:
-        need = rlen + FO_TSO_MAX_SEGS * (FO_MAX_HDR + ov)
+        need = rlen + FO_TSO_MAX_SEGS * (FO_MAX_HDR + ov + rh)
     else:
-        need = flen + ov
+        need = flen + ov + rh
     if tx.n + FO_TSO_MAX_SEGS > DP_TX_ENTRIES or DP_TX_BUF - tx.pos < need:
         dp_tx_flush(st, tx)
+    rh = dp_rp_room(peer)             # relay header / batch length in front (_fp_relaypath)
     pthread_mutex_lock(&a.lock)
     tx.dlen[tx.n] = a.len
     if a.len:
@@ -166,7 +171,7 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     if inplace:
         nseg = fo_tso_inplace(tx.rbuf, rlen, st.max_frame, FO_TSO_MAX_SEGS, &tx.tso)
     elif st.vnet_hdr:
-        nseg = fo_tso_split(tx.rbuf, rlen, tx.buf, DP_TX_BUF, tx.pos, DP_HDR, ov - DP_HDR,
+        nseg = fo_tso_split(tx.rbuf, rlen, tx.buf, DP_TX_BUF, tx.pos, DP_HDR + rh, ov - DP_HDR,
                             st.max_frame, tx.segoff, tx.seglen, FO_TSO_MAX_SEGS)
     else:
         if flen > st.max_frame:
@@ -182,14 +187,14 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
             st.txc[slot].key_limit += nseg - i
             break
         if inplace:
-            h = tx.buf + tx.pos
+            h = tx.buf + tx.pos + rh
             src = fo_tso_next(&tx.tso, <uint32_t>i, &seglen)
         elif st.vnet_hdr:
-            h = tx.buf + tx.segoff[i]
+            h = tx.buf + tx.segoff[i] + rh
             seglen = tx.seglen[i]
             src = h + DP_HDR
         else:
-            h = tx.buf + tx.pos
+            h = tx.buf + tx.pos + rh
             seglen = <uint32_t>flen
             src = frame
         dp_header(h, k.remote_index, k.next)
@@ -197,16 +202,13 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         k.next += 1
         st.txc[slot].frames += 1
         st.txc[slot].bytes += seglen
-        if peer.via_python:
-            st.txc[slot].via_python += 1
-            if dp_punt(st, tx.pbuf, DP_PUNT_TX, NULL, slot, 0, h, seglen + ov) < 0:
-                st.gtx.punt_dropped += 1
-            continue
+        if rh:
+            dp_rp_prefix(st, peer, slot, h, seglen + ov)
         if i > 0:
             tx.dlen[tx.n] = tx.dlen[tx.n - 1]
             memcpy(&tx.dst[tx.n], &tx.dst[tx.n - 1], tx.dlen[tx.n])
-        tx.off[tx.n] = <uint32_t>(h - tx.buf)
-        tx.len[tx.n] = seglen + ov
+        tx.off[tx.n] = <uint32_t>(h - rh - tx.buf)
+        tx.len[tx.n] = seglen + ov + rh
         tx.slot[tx.n] = slot
         tx.n += 1
         tx.pos = <size_t>(h - tx.buf) + seglen + ov
@@ -217,6 +219,8 @@ cdef void dp_tx_frame(dp_state *st, dp_tx *tx, dp_snap *s, size_t rlen,
                       uint64_t now) noexcept nogil:
     cdef const uint8_t *f = tx.rbuf + (FO_VNET_HDR_LEN if st.vnet_hdr else 0)
     cdef size_t flen
+        tx.punt[tx.n] = peer.via_python != 0
+        tx.npunt += peer.via_python != 0
     cdef int32_t dest
     cdef int i, r = 0
     if st.vnet_hdr:

@@ -86,6 +86,7 @@ from enclave.proto.events import (
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.proto.node import Node
 from enclave.proto.wire import (
+from enclave.proto.relay_batch import unpack_batch
     MSG_DATA,
     PEER_MESSAGE_TYPES,
     RELAY_MESSAGE_TYPES,
@@ -117,6 +118,12 @@ class DataPlanePort(Protocol):
 
     def inject(self, packet: bytes) -> None: ...
 
+
+    def inject_frames(self, frames: bytes) -> None: ...
+
+    def use_relay_routes(
+        self, route: Callable[[PathAddr], tuple[Addr, int] | None]
+    ) -> None: ...
 
 class _SocketSender:
     """Send-only stand-in for UdpTransport while the compiled data plane reads the socket."""
@@ -207,8 +214,11 @@ class ConnectionManager:
             bind_host=tcp_bind_host,
             guard=tcp_guard,
         )
+            on_frames=self._on_frames if dataplane is not None else None,
         self._relay = RelayClient()
         self._relay_tls: RelayTlsClient | None = None  # use_relay_tls()
+        if dataplane is not None:  # the UDP relay's DATA: sent and taken by the fast path
+            dataplane.use_relay_routes(self._relay.route)
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
         self._on_forgotten: list[OnForgotten] = []
@@ -264,8 +274,9 @@ class ConnectionManager:
         """Relay over TLS through the platform at `url` (its TLS key pinned to `pin`) when no
         direct path works, alongside the UDP relay (which ranks better when both register)."""
         host = urlsplit(url).hostname or ""
-        self._relay_tls = RelayTlsClient(url, pin, host, self._on_relay_tls,
-                                         self._relay_tls_registered)
+        self._relay_tls = RelayTlsClient(
+            url, pin, host, self._on_relay_tls, self._relay_tls_registered,
+            on_frames=self._on_frames if self._dataplane is not None else None)
 
     @property
     def tcp_port(self) -> int:
@@ -386,25 +397,24 @@ class ConnectionManager:
         """A datagram the data plane punted (handshake, CONTROL, unknown index, reflector)."""
         self._on_udp(data, src)
 
-    def send_on_path(self, peer: str, packet: bytes) -> bool:
-        """Send an already encrypted DATA packet on `peer`'s current non-UDP path."""
+    def send_on_path(self, peer: str, frames: bytes) -> bool:
+        """Send a batch of encrypted DATA packets (framed: u16 length | packet, repeated) on
+        `peer`'s current path that is not UDP: as it is to a TCP stream or as one WebSocket
+        message; one by one to the UDP relay (only while it has no native route)."""
         addr = self.node.peer_addr(peer)
         if not isinstance(addr, PathAddr):
             return False
-        info = self._peers.get(peer)
-        if info is not None:
-            info.tx_bytes += len(packet)
         if addr.transport is Transport.TCP:
-            self._tcp.send(packet, addr)
-        elif addr.transport is Transport.RELAY:
-            wrapped = self._relay.wrap(packet, addr)
-            if wrapped is None:
-                return False
-            self._udp.send(*wrapped)
-        elif addr.transport is Transport.RELAY_TLS:
-            return self._relay_tls is not None and self._relay_tls.send(packet, addr)
-        else:
-            self._udp.send(packet, (addr.host, addr.port))
+            return self._tcp.send_frames(frames, addr)
+        if addr.transport is Transport.RELAY_TLS:
+            return self._relay_tls is not None and self._relay_tls.send_frames(frames, addr)
+        for packet in unpack_batch(frames) or []:
+            if addr.transport is Transport.RELAY:
+                wrapped = self._relay.wrap(packet, addr)
+                if wrapped is not None:
+                    self._udp.send(*wrapped)
+            else:
+                self._udp.send(packet, (addr.host, addr.port))
         return True
 
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None:

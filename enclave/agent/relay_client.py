@@ -6,7 +6,10 @@
                                            <-- on CHALLENGE: REGISTER(ch, cookie, ticket) <--
     node.add_candidate(path_for(peer)) <-- on REGISTERED: "peer ready"       <--
     Node sends (msg, PathAddr(RELAY, relay host, ch)) --> wrap() --> DATA(ch, msg) -->
-    Node.receive_datagram(msg, PathAddr(RELAY, ..)) <-- unwrap() <-- DATA(ch, msg) <--
+    Node.receive_datagram(msg, PathAddr(RELAY, ..)) <-- receive() <-- DATA(ch, msg) <--
+    compiled data plane: route(path) -> (relay address, ch); its loops then send and take the
+    session's DATA to and from the relay themselves (enclave/_fp_relaypath.pxi); handshakes,
+    CONTROL and registration still come through here
 
 The PathAddr of a relayed peer is PathAddr(Transport.RELAY, <relay host>, <channel>): the channel
 is this agent's own label for the peer, so every relayed peer has its own path address.
@@ -110,6 +113,14 @@ class RelayClient:
     def path_for(self, peer: str) -> PathAddr | None:
         ch = self._by_peer.get(peer)
         return None if ch is None else PathAddr(Transport.RELAY, ch.relay[0], ch.channel)
+
+    def route(self, path: PathAddr) -> tuple[Addr, int] | None:
+        """(the relay's UDP address, our channel) of a relayed path, for the compiled data
+        plane (DataPlane.use_relay_routes); None when no channel of ours has that path."""
+        ch = self._by_channel.get(path.port)
+        if ch is None or path.transport is not Transport.RELAY or ch.relay[0] != path.host:
+            return None
+        return ch.relay, ch.channel
 
     def registered(self, peer: str) -> bool:
         ch = self._by_peer.get(peer)

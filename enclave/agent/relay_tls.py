@@ -6,16 +6,21 @@
                                     REGISTER(ch, ticket) ------------------------------->
     node.add_candidate(relay-tls)<- on_registered(peer, path) <----------- REGISTERED(ch)
     send(msg, path) -> pending[ch] --(one call_soon per loop turn)--> DATA(ch, batch) -->
-    on_message(msg, path) <-------- unpack_batch <----------------------- DATA(ch, batch)
+    send_frames(batch, path) (the fast path's TX batch) ----------------> DATA(ch, batch) -->
+    on_message(msg, path) <-------- frame_runs <------------------------ DATA(ch, batch)
+    on_frames(run, path)  <-------- (runs of DATA: to the fast path's inject_frames)
 
 The path of a peer relayed this way is PathAddr(Transport.RELAY_TLS, <platform host>, <channel>):
 the channel is this agent's own label for the peer (drawn at random, as for the UDP relay).
 Messages are the end-to-end encrypted enclave datagrams the UDP relay carries (the platform sees
 ciphertext only); every datagram sent within one event-loop turn to one peer goes out as one
-WebSocket message (enclave.proto.relay_batch).  Registrations are refreshed every
-REFRESH_INTERVAL seconds and sent again after a reconnect (jittered exponential backoff, as
-the control channel does).  The WebSocket is open only while some peer is relayed over it.
-A malformed message from the platform is dropped whole (silence).
+WebSocket message (enclave.proto.relay_batch), and a batch of the compiled data plane (already
+framed that way) goes out as one message as it is.  On receipt, runs of DATA messages go to
+`on_frames` still framed (the data plane opens them), everything else to `on_message`.
+Registrations are refreshed every REFRESH_INTERVAL seconds and sent again after a reconnect
+(jittered exponential backoff, as the control channel does).  The WebSocket is open only
+while some peer is relayed over it.  A malformed message from the platform is dropped whole
+(silence).
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from cryptography import x509
 
+from enclave import _fastpath as fp
 from enclave.agent.control import backoff_delay
 from enclave.cert.keys import spki_sha256
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.relay_batch import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_FRAMES,
     MAX_MESSAGE,
     RELAY_WS_PATH,
     pack_batch,
@@ -62,6 +70,7 @@ HEARTBEAT = 20.0
 MAX_PENDING = 4096  # datagrams queued for one peer within one loop turn; more are dropped
 
 OnMessage = Callable[[bytes, PathAddr], None]
+OnFrames = Callable[[bytes, PathAddr], None]  # a run of framed DATA messages
 OnRegistered = Callable[[str, PathAddr], None]
 
 
@@ -82,13 +91,16 @@ class RelayTlsClient:
     """Relayed peers over one WebSocket (asyncio; start with add(), stop with close())."""
 
     def __init__(self, url: str, pin: str, host: str, on_message: OnMessage,
-                 on_registered: OnRegistered) -> None:
+                 on_registered: OnRegistered, on_frames: OnFrames | None = None) -> None:
+        """on_frames: where runs of DATA go still framed (the compiled data plane); without
+        it every message goes to on_message."""
         parts = urlsplit(url)
         self.ws_url = urlunsplit(("wss", parts.netloc, RELAY_WS_PATH, "", ""))
         self.host = host  # the label in every relay-tls PathAddr
         self.pin = pin.lower()
         self._on_message = on_message
         self._on_registered = on_registered
+        self._on_frames = on_frames
         self._by_peer: dict[str, _Channel] = {}
         self._by_channel: dict[int, _Channel] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -158,6 +170,16 @@ class RelayTlsClient:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def send_frames(self, frames: bytes, path: PathAddr) -> bool:
+        """Send a batch that is already framed (the compiled data plane's TX: u16 length |
+        message, at most fp.PUNT_BATCH_MAX bytes and 256 messages) as one WebSocket message."""
+        ch = self._by_channel.get(path.port)
+        ws = self._ws
+        if ch is None or path.host != self.host or ws is None or ws.closed:
+            return False
+        self._write(ws, pack_relay_header(MSG_RELAY_DATA, ch.channel) + frames)
         return True
 
     def _flush(self) -> None:
@@ -269,12 +291,23 @@ class RelayTlsClient:
             return
         path = PathAddr(Transport.RELAY_TLS, self.host, ch.channel)
         if kind == MSG_RELAY_DATA:
-            frames = unpack_batch(data, RELAY_HEADER_SIZE)
-            if frames is None:
-                self.dropped += 1
+            try:
+                end, count, runs = fp.frame_runs(data, RELAY_HEADER_SIZE)
+            except ValueError:
+                end, count, runs = 0, 0, []
+            if (end != len(data) or not 0 < count <= MAX_BATCH_FRAMES
+                    or len(data) - RELAY_HEADER_SIZE > MAX_BATCH_BYTES):
+                self.dropped += 1  # malformed: the whole message, never a partial batch
                 return
-            for f in frames:
-                self._on_message(f, path)
+            view = memoryview(data)
+            for start, stop, is_data in runs:
+                if is_data and self._on_frames is not None:
+                    self._on_frames(bytes(view[start:stop]), path)
+                elif is_data:
+                    for msg in unpack_batch(view[start:stop]) or []:
+                        self._on_message(msg, path)
+                else:
+                    self._on_message(bytes(view[start:stop]), path)
         elif kind == MSG_RELAY_REGISTERED and len(data) == RELAY_REGISTERED_SIZE:
             first = not ch.registered
             ch.registered = True

@@ -7,11 +7,17 @@ length-prefixed framing of enclave datagrams (for networks that drop UDP).
                                sides' SYNs cross, each NAT sees its own SYN go out first and lets
                                the other's in: TCP simultaneous open (RFC 793 §3.4)
 
-Frame on the stream (one enclave datagram each; handshake, control and data alike):
+Frame on the stream (one enclave datagram each; handshake, control and data alike; the
+framing of enclave.proto.relay_batch, whose FRAME_PREFIX / MAX_FRAME are the ones used here):
 
     +--------------------------+--------------------------------------+
     | length (u16, big endian) | datagram (length bytes, 1..65535)    |
     +--------------------------+--------------------------------------+
+
+With the compiled data plane (`on_frames` given) DATA is never split into Python objects one
+by one: a TX batch of the fast path is already framed and is written to the stream as it is
+(send_frames), and what arrives is cut by fp.frame_runs into runs of DATA frames, handed on
+still framed (on_frames -> DataPlane.inject_frames), and single other frames (on_frame).
 
 Every socket (listener, connectors, hence accepted streams too) carries the gateway SOCKET_MARK
 (best effort: it needs CAP_NET_ADMIN), like the UDP data socket: the gateway ip rule sends only
@@ -43,13 +49,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
+from enclave import _fastpath as fp
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.policy.gateway import SOCKET_MARK
+from enclave.proto.relay_batch import FRAME_PREFIX, unpack_batch
+from enclave.proto.relay_batch import MAX_FRAME as MAX_FRAME
 
 log = logging.getLogger("enclave.agent.tcp")
 
-FRAME_HEADER = 2
-MAX_FRAME = 0xFFFF
+FRAME_HEADER = FRAME_PREFIX
 CONNECT_TIMEOUT = 8.0  # the kernel retransmits the SYN at 1, 3, 7 s
 RETRY_AFTER = 1.0  # a failed connect may be retried this long after it failed
 IDLE_TIMEOUT = 90.0
@@ -61,6 +69,7 @@ WRITE_BUFFER_LIMIT = 1 << 20  # beyond this, datagrams are dropped (UDP-like)
 
 SocketFactory = Callable[[], socket.socket]
 OnFrame = Callable[[bytes, PathAddr], None]
+OnFrames = Callable[[bytes, PathAddr], None]  # a run of framed DATA messages
 
 
 class PortGuardLike(Protocol):
@@ -114,6 +123,19 @@ class FrameDecoder:
             del self._buf[: FRAME_HEADER + n]
         return out
 
+    def feed_runs(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """Like feed, but DATA frames in a row come out as one run, still framed (True, run:
+        at most fp.PUNT_BATCH_MAX bytes); every other frame alone (False, datagram)."""
+        self._buf += data
+        end, _count, runs = fp.frame_runs(self._buf)  # ValueError: a zero length
+        view = memoryview(self._buf)
+        try:
+            out = [(is_data, bytes(view[a:b])) for a, b, is_data in runs]
+        finally:
+            view.release()
+        del self._buf[:end]
+        return out
+
 
 class _Stream(asyncio.Protocol):
     def __init__(self, owner: TcpTransport, accepted: bool) -> None:
@@ -152,17 +174,22 @@ class _Stream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.addr is None or self.transport is None:
             return
+        on_frames = self.owner._on_frames
         try:
-            frames = self.decoder.feed(data)
+            runs = (self.decoder.feed_runs(data) if on_frames is not None
+                    else [(False, f) for f in self.decoder.feed(data)])
         except ValueError:
             self.transport.abort()  # a stream that breaks the framing is not a peer of ours
             return
-        if frames:  # bytes that do not complete a frame do not keep a stream alive
+        if runs:  # bytes that do not complete a frame do not keep a stream alive
             self.last_rx = asyncio.get_running_loop().time()
-        for f in frames:
+        for is_data, f in runs:
             self.owner.rx_frames += 1
             try:
-                self.owner._on_frame(f, self.addr)
+                if is_data and on_frames is not None:
+                    on_frames(f, self.addr)
+                else:
+                    self.owner._on_frame(f, self.addr)
             except Exception:
                 log.exception("error while handling a TCP frame from %s", self.addr)
 
@@ -180,6 +207,13 @@ class _Stream(asyncio.Protocol):
         t.write(frame(data))
         return True
 
+    def write_frames(self, frames: bytes) -> bool:
+        t = self.transport
+        if t is None or t.is_closing() or t.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            return False
+        t.write(frames)
+        return True
+
 
 class TcpTransport:
     def __init__(
@@ -190,12 +224,16 @@ class TcpTransport:
         socket_factory: SocketFactory = default_socket_factory,
         bind_host: str = "0.0.0.0",
         guard: PortGuardLike | None = None,
+        on_frames: OnFrames | None = None,
     ) -> None:
         """`guard` (the agent's nftables guard) admits TCP to the port only from introduced
-        peers (allow_peer); without it the port answers every SYN."""
+        peers (allow_peer); without it the port answers every SYN. `on_frames`: where runs of
+        received DATA go still framed (the compiled data plane); without it every datagram
+        goes to `on_frame`."""
         self.port = port
         self._guard = guard
         self._on_frame = on_frame
+        self._on_frames = on_frames
         self._factory = socket_factory
         self._bind_host = bind_host
         self._server: asyncio.AbstractServer | None = None
@@ -339,6 +377,20 @@ class TcpTransport:
             if failed is None or loop.time() - failed >= RETRY_AFTER:
                 self._connecting[addr] = loop.create_task(self._connect(addr))
         return False
+
+    def send_frames(self, frames: bytes, addr: PathAddr) -> bool:
+        """Send datagrams already framed (the compiled data plane's TX batch) to `addr` with
+        one write; with no stream up yet they queue one by one as send() does."""
+        if self._closed:
+            return False
+        for s in self._streams.get(addr, ()):
+            if s.write_frames(frames):
+                self.tx_frames += 1
+                return True
+        sent = False
+        for data in unpack_batch(frames) or []:
+            sent = self.send(data, addr) or sent
+        return sent
 
     async def _connect(self, addr: PathAddr) -> None:
         loop = asyncio.get_running_loop()

@@ -9,20 +9,32 @@
     peer_counters(peer)                          <-- frames/bytes/drops per peer
     on_punt(cb) / punt_reader()                  <-- punt socket: handshakes, CONTROL, unknown
                                                      indices (DATAGRAM), FIRST_RX, ROAMED,
-                                                     TX (encrypted DATA for TCP/relay paths)
+                                                     TX (a batch of encrypted DATA for a TCP
+                                                     or relay-over-TLS path)
+    use_relay_routes(route)                      --> how apply() finds the UDP relay's address
+                                                     and channel for a relayed peer
     send_raw(data, addr)                         --> same UDP socket (Python-originated packets)
-    inject(packet)                               --> DATA that arrived over TCP / the relay
+    inject(packet) / inject_frames(frames)       --> DATA that arrived over TCP / the relay
     poll_activity()                              <-- (peer, local index, rx?, tx messages) for
                                                      Node.report_activity
     serve(handler) / aclose()                    --> loops started; punt messages and key usage
                                                      routed to a PuntHandler (the agent's
                                                      ConnectionManager) from the asyncio loop:
-        DATAGRAM -> handler.receive_udp    TX -> handler.send_on_path
+        DATAGRAM -> handler.receive_udp    TX (a batch) -> handler.send_on_path
         FIRST_RX -> handler.report_activity (rx)    ROAMED -> handler.peer_roamed
         every ACTIVITY_INTERVAL: poll_activity -> handler.report_activity
 
     TAP enclave0 --[tx thread: switch, TSO split, seal, sendmmsg/GSO]--> UDP socket
     TAP enclave0 <--[rx thread: recvmmsg/GRO, replay, open, anti-spoof, GRO]-- UDP socket
+
+Paths (PeerKeysUpdated.addr) and what the compiled loops do with them (_fp_relaypath.pxi):
+  UDP              sealed and sent by the tx thread; received by the rx thread
+  RELAY (UDP)      the same, with the relay header (MSG_RELAY_DATA, our channel) in front, to
+                   and from the relay's address, when the route callback (use_relay_routes)
+                   knows the channel; else as TCP below, and Python's relay client wraps
+  TCP, RELAY_TLS   sealed by the tx thread and punted as one TX batch per flush (the TCP
+                   framing); Python writes the batch to the stream / one WebSocket message;
+                   what arrives goes back as INJECT batches (inject_frames)
 
 Offloads (each with a start-up self-test and a kill switch, ``offload=False``):
   TAP: IFF_VNET_HDR + TUNSETOFFLOAD(CSUM|TSO4|TSO6) (TapDevice); refused -> plain frames.
@@ -66,9 +78,9 @@ class PuntMessage:
 
     kind: int  # fp.PUNT_DATAGRAM | PUNT_FIRST_RX | PUNT_ROAMED | PUNT_TX
     peer: str | None  # for FIRST_RX / ROAMED / TX
-    local_index: int
+    local_index: int  # TX: how many frames the batch holds
     addr: tuple[str, int] | None
-    packet: bytes
+    packet: bytes  # TX: the batch (u16 big-endian length | packet, repeated)
 
 
 def parse_punt(raw: bytes) -> tuple[int, int, int, tuple[str, int] | None, bytes]:
@@ -94,7 +106,7 @@ class PuntHandler(Protocol):
 
     def receive_udp(self, data: bytes, src: tuple[str, int]) -> None: ...
 
-    def send_on_path(self, peer: str, packet: bytes) -> bool: ...
+    def send_on_path(self, peer: str, frames: bytes) -> bool: ...
 
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None: ...
 
@@ -156,16 +168,36 @@ def enable_udp_gro(sock: socket.socket) -> bool:
     return True
 
 
-def _udp_target(addr: object) -> tuple[tuple[str, int] | None, bool]:
-    """(UDP address, via_python) for a Node address (PathAddr or (host, port))."""
+Addr = tuple[str, int]
+RelayRoute = Callable[[PathAddr], "tuple[Addr, int] | None"]
+"""A relayed path -> (the UDP relay's address, our channel for the peer), or None when the
+relay client has no such channel (enclave.agent.relay_client.RelayClient.route)."""
+
+
+@dataclass(frozen=True)
+class PathTarget:
+    """Where the compiled loops send a peer's DATA (DataPlane.install's addr / via_python /
+    relay_channel)."""
+
+    addr: Addr | None = None  # None: keep the slot's address
+    via_python: bool = False  # TCP / relay over TLS: TX batches for Python
+    relay_channel: int = 0  # the UDP relay, natively: our channel there (addr: the relay)
+
+
+def path_target(addr: object, route: RelayRoute | None = None) -> PathTarget:
+    """The PathTarget of a Node address (PathAddr or (host, port)); ValueError otherwise."""
     if addr is None:
-        return None, False
+        return PathTarget()
     if isinstance(addr, PathAddr):
-        if addr.transport is not Transport.UDP:
-            return None, True
-        return (addr.host, addr.port), False
+        if addr.transport is Transport.UDP:
+            return PathTarget((addr.host, addr.port))
+        if addr.transport is Transport.RELAY and route is not None:
+            found = route(addr)
+            if found is not None:
+                return PathTarget(found[0], relay_channel=found[1])
+        return PathTarget(via_python=True)
     if isinstance(addr, tuple) and len(addr) == 2:
-        return (str(addr[0]), int(addr[1])), False
+        return PathTarget((str(addr[0]), int(addr[1])))
     raise ValueError(f"unsupported peer address {addr!r}")
 
 
@@ -284,6 +316,7 @@ class DataPlane:
             self.tap.close()
 
     def serve(self, handler: PuntHandler) -> None:
+        self._relay_route: RelayRoute | None = None
         """Start the loops and route punt messages and key usage to `handler` (from the
         running asyncio loop) until aclose()."""
         loop = asyncio.get_running_loop()
@@ -366,7 +399,7 @@ class DataPlane:
         ident = update.identity
         if ident is None:
             raise ValueError(f"keys for {peer!r} without a certified identity")
-        addr, via_python = _udp_target(update.addr)
+        target = path_target(update.addr, self._relay_route)
         new = peer not in self._slots
         slot = self._slot_for(peer)
         try:
@@ -376,10 +409,11 @@ class DataPlane:
                 update.rx,
                 peer_mac=ident.mac,
                 allow_bridging=bool(ident.gateway_routes),
-                addr=addr,
+                addr=target.addr,
                 overlay_ip4=ident.overlay_ip,
                 routes=ident.gateway_routes,
-                via_python=via_python,
+                via_python=target.via_python,
+                relay_channel=target.relay_channel,
             )
         except BaseException:
             if new:
@@ -497,3 +531,16 @@ class DataPlane:
                 yield await queue.get()
         finally:
             self._punt_cbs.remove(put)
+    def inject_frames(self, frames: bytes | memoryview) -> None:
+        """Many DATA packets received over TCP or the relay, framed (u16 big-endian length |
+        packet, repeated; at most fp.PUNT_BATCH_MAX bytes): one message to the rx thread."""
+        try:
+            self.native.inject_frames(frames)
+        except OSError:  # punt socket full: the packets are lost like on a busy link
+            log.debug("inject queue full: dropped a %d-byte DATA batch", len(frames))
+
+    def use_relay_routes(self, route: RelayRoute) -> None:
+        """How apply() turns a relayed path into the relay's address and our channel there
+        (the agent's RelayClient.route); without it relayed DATA goes through Python."""
+        self._relay_route = route
+

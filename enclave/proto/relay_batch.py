@@ -6,6 +6,10 @@
 
     batch = frame*  with  frame = length (u16 big-endian, 1..MAX_FRAME) | datagram
 
+The same framing carries enclave datagrams on a direct TCP stream (enclave.agent.transport_tcp)
+and the fast path's batches between its loops and Python (enclave/_fp_relaypath.pxi, which
+checks FRAME_PREFIX and MAX_FRAME against its own copies at import).
+
 The header is the UDP relay's (enclave.proto.wire, RELAY_HEADER_SIZE bytes).  There is no cookie:
 the TLS connection is return-routable.  Every datagram is an end-to-end encrypted enclave message
 (the same one the UDP relay carries), so the relay sees ciphertext only.  The relay swaps the
@@ -25,7 +29,8 @@ MAX_FRAME = 0xFFFF  # a datagram in a batch (the length prefix is a u16)
 MAX_BATCH_FRAMES = 512  # datagrams in one message
 MAX_BATCH_BYTES = 1 << 20  # a DATA message's batch, prefixes included
 MAX_MESSAGE = RELAY_HEADER_SIZE + MAX_BATCH_BYTES  # the WebSocket max_msg_size of both ends
-_LEN = 2
+FRAME_PREFIX = 2  # bytes of the length in front of each datagram
+_LEN = FRAME_PREFIX
 
 
 class BatchError(ValueError):

@@ -296,14 +296,17 @@ def test_non_udp_path_goes_through_python_and_inject(ov: Overlay) -> None:
         return None
 
     msg = wait_for(tx_punt, 3, what="PUNT_TX message")
-    assert msg.peer == "pb" and msg.packet[0] == MSG_DATA
+    # a batch of one frame: u16 big-endian length | the sealed packet (the TCP framing)
+    assert msg.peer == "pb" and msg.local_index == 1
+    packet = msg.packet[2:]
+    assert int.from_bytes(msg.packet[:2], "big") == len(packet) and packet[0] == MSG_DATA
     b_addr = b.dp.peer_addr("pa")
-    b.dp.inject(msg.packet)
+    b.dp.inject(packet)
     assert tap.get() == frame
     assert b.dp.global_counters()["rx_injected"] == 1
     assert b.dp.peer_addr("pa") == b_addr  # injected packets never move the address
     assert a.dp.peer_counters("pb")["tx_via_python"] == 1
-    b.dp.inject(msg.packet)  # replayed through the same door
+    b.dp.inject(packet)  # replayed through the same door
     wait_for(lambda: b.dp.peer_counters("pa")["rx_replay"] == 1, 3, what="injected replay dropped")
 
 

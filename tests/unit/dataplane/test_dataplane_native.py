@@ -58,17 +58,23 @@ def test_punt_header_round_trip() -> None:
         engine.parse_punt(bytes(bad))
 
 
-def test_udp_target_maps_paths() -> None:
-    assert engine._udp_target(PathAddr(Transport.UDP, "198.18.0.2", 51820)) == (
-        ("198.18.0.2", 51820),
-        False,
-    )
-    assert engine._udp_target(PathAddr(Transport.TCP, "198.18.0.2", 51820)) == (None, True)
-    assert engine._udp_target(PathAddr(Transport.RELAY, "198.18.0.9", 7)) == (None, True)
-    assert engine._udp_target(("10.0.0.1", 1)) == (("10.0.0.1", 1), False)
-    assert engine._udp_target(None) == (None, False)
+def test_path_target_maps_paths() -> None:
+    pt = engine.path_target
+    assert pt(PathAddr(Transport.UDP, "198.18.0.2", 51820)) == engine.PathTarget(
+        ("198.18.0.2", 51820))
+    assert pt(PathAddr(Transport.TCP, "198.18.0.2", 51820)) == engine.PathTarget(via_python=True)
+    assert pt(PathAddr(Transport.RELAY_TLS, "h", 3)) == engine.PathTarget(via_python=True)
+    relayed = PathAddr(Transport.RELAY, "198.18.0.9", 7)
+    assert pt(relayed) == engine.PathTarget(via_python=True)  # no route callback: Python
+    routes = {relayed: (("198.18.0.9", 3478), 7)}
+    # the UDP relay with a known channel: natively, to the relay's address
+    assert pt(relayed, routes.get) == engine.PathTarget(("198.18.0.9", 3478), relay_channel=7)
+    other = PathAddr(Transport.RELAY, "198.18.0.9", 8)
+    assert pt(other, routes.get) == engine.PathTarget(via_python=True)  # unknown channel
+    assert pt(("10.0.0.1", 1)) == engine.PathTarget(("10.0.0.1", 1))
+    assert pt(None) == engine.PathTarget()
     with pytest.raises(ValueError):
-        engine._udp_target("198.18.0.2:1")
+        pt("198.18.0.2:1")
 
 
 @pytest.mark.parametrize(
@@ -83,6 +89,8 @@ def test_udp_target_maps_paths() -> None:
         ({"rx": [keys(5, key=KEY[:31])]}, "32 bytes"),
         ({"addr": ("198.18.0.1", 0)}, "port"),
         ({"slot": 4}, "out of range"),
+        ({"relay_channel": 0x10000}, "relay_channel"),
+        ({"relay_channel": 5, "via_python": True}, "relay_channel"),
     ],
 )
 def test_install_rejects_bad_input(native: fp.DataPlane, kwargs: dict, match: str) -> None:
@@ -103,6 +111,8 @@ def test_install_rejects_bad_input(native: fp.DataPlane, kwargs: dict, match: st
             peer_mac=args["peer_mac"],
             allow_bridging=args["allow_bridging"],
             addr=args["addr"],
+            relay_channel=args.get("relay_channel", 0),
+            via_python=args.get("via_python", False),
         )
     assert native.slots() == []  # nothing half-installed
 
