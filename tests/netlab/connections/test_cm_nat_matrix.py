@@ -52,10 +52,11 @@ N, F, R_, P, S, W = (
 )
 TYPES = [N, F, R_, P, S, W]
 SHORT = {N: "none", F: "full", R_: "rest", P: "port", S: "sym", W: "fw"}
-RELAYED = {(P, S), (S, P), (S, S), (S, W), (W, S)}
+# port-restricted <-> symmetric: D since birthday probing (enclave/discovery/birthday.py)
+RELAYED = {(S, S), (S, W), (W, S)}
 EXPECTED = {(r, c): ("relay" if (r, c) in RELAYED else "direct") for r in TYPES for c in TYPES}
 UDP_BASE, TCP_BASE = 40000, 41000
-DIRECT_TIMEOUT = 8.0
+DIRECT_TIMEOUT = 12.0  # birthday pairs: punch (5 s), then the run (<= 3 s)
 RELAY_TIMEOUT = 16.0
 
 
@@ -69,6 +70,11 @@ class CellResult:
     setup_ms: tuple[float | None, float | None] = (None, None)
     punch_ms: tuple[float | None, float | None] = (None, None)
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _on_direct(a: Agent, b: Agent) -> bool:
+    pa, pb = a.cm.peer(b.name) or {}, b.cm.peer(a.name) or {}
+    return pa.get("path") == pb.get("path") == "direct-udp"
 
 
 def _name(i: int) -> str:
@@ -121,13 +127,14 @@ async def _run_matrix(lab: Lab) -> dict[tuple[NatType, NatType], CellResult]:
             # both sides punch at the same instant, as the platform arranges
             introduce_pair(a, ca, b, cb, relay=relay_addr, relay_key=key, punch_at=punch_at)
 
-        def all_up(keys: list[tuple[NatType, NatType]]) -> bool:
-            return all(connected(*cells[key]) for key in keys)
+        def all_up(keys: list[tuple[NatType, NatType]], direct: bool = False) -> bool:
+            return all(connected(*cells[key]) and (not direct or _on_direct(*cells[key]))
+                       for key in keys)
 
         direct = [key for key, v in EXPECTED.items() if v == "direct"]
         # settle only: each cell's outcome is recorded below and judged by the tests
         with suppress(AssertionError):
-            await wait_for_async(lambda: all_up(direct), DIRECT_TIMEOUT, interval=0.1,
+            await wait_for_async(lambda: all_up(direct, True), DIRECT_TIMEOUT, interval=0.1,
                                  what="direct cells connected")
         with suppress(AssertionError):
             await wait_for_async(lambda: all_up(list(cells)), RELAY_TIMEOUT, interval=0.1,
