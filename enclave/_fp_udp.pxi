@@ -87,6 +87,20 @@ cdef extern from *:
         struct timespec ts; memcpy(&ts, d, sizeof ts);
         return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     }
+    /* A dual-stack AF_INET6 socket reports an IPv4 sender as ::ffff:a.b.c.d; rewrite it to the
+       sockaddr_in an AF_INET socket would report, so every layer above sees one form per peer
+       (sendmsg on a dual-stack socket takes a sockaddr_in as well). */
+    static inline void ub_unmap_v4(struct sockaddr_storage *ss) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        struct sockaddr_in s4;
+        if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) return;
+        memset(&s4, 0, sizeof s4);
+        s4.sin_family = AF_INET;
+        s4.sin_port = s6->sin6_port;
+        memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+        memset(ss, 0, sizeof(struct sockaddr_in6));
+        memcpy(ss, &s4, sizeof s4);
+    }
     """
     enum:
         SOL_UDP
@@ -95,6 +109,7 @@ cdef extern from *:
         SOL_SOCKET
         SO_TIMESTAMPNS
     uint64_t ub_cmsg_ns(const unsigned char *d) noexcept nogil
+    void ub_unmap_v4(sockaddr_storage *ss) noexcept nogil
 
 cdef enum:
     UB_MAX = 64
@@ -155,6 +170,7 @@ cdef int ub_recv(udp_batch *b, int fd, uint8_t *base, const uint32_t *offsets,
         return 0 if errno == EAGAIN else -errno
     for i in range(r):
         h = &b.msgs[i].msg_hdr
+        ub_unmap_v4(&b.addrs[i])
         lengths[i] = b.msgs[i].msg_len
         b.trunc[i] = (h.msg_flags & MSG_TRUNC) != 0
         b.gso[i] = 0

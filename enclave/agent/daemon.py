@@ -49,6 +49,7 @@ from enclave.agent.ping import ping_peer
 from enclave.agent.portmap import PortMapper
 from enclave.agent.ports import AgentView
 from enclave.agent.state import StateDir
+from enclave.agent.udp_socket import any_address, data_socket, send_to
 from enclave.cert.crl import parse_crl
 from enclave.cert.errors import CertificateError
 from enclave.cert.identity import SystemIdentity
@@ -244,10 +245,10 @@ class Agent:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         name = self.record.name
-        self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp_sock = data_socket()  # [::]:port for IPv4 and IPv6 (agent/udp_socket.py)
         self.udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.udp_sock.bind(("0.0.0.0", self.options.port))
+            self.udp_sock.bind((any_address(self.udp_sock), self.options.port))
         except OSError as exc:
             self.udp_sock.close()
             raise AgentError(f"cannot bind UDP port {self.options.port}: {exc}") from None
@@ -255,11 +256,12 @@ class Agent:
         sock = self.udp_sock
 
         def send_udp(data: bytes, addr: tuple[str, int]) -> None:
-            sock.sendto(data, addr)
+            send_to(sock, data, addr)
 
         self.discovery = Discovery(name, self.key, send_udp, udp_port=self.options.port,
                                    tcp_port=self.options.port, on_change=self._discovered,
-                                   exclude_ifaces=(self.options.interface,))
+                                   exclude_ifaces=(self.options.interface,),
+                                   platform_urls=lambda: self.record.all_urls)
         transport: asyncio.DatagramTransport | None = None
         api: LocalApi | None = None
         signals = False

@@ -10,9 +10,19 @@
     otherwise                                     -> endpoint-independent
 
 Requests go out from the data sockets themselves, so the reflected mapping is the one peers will
-use. Re-checked every RECHECK seconds (RECHECK_NO_UDP while no UDP mapping comes back: a
-network that drops UDP may stop doing so) and whenever the interface addresses change (looked
-at every IFACE_CHECK seconds). Replies arrive on the data socket and come in through ``feed``.
+use.
+
+Dual stack: the reflector at the platform address the control connection reached answers for
+that family. When one of the platform's URLs (platform_urls: literals, or names resolved off the
+event loop) has an address of the other family, the same two UDP requests go there too: that
+family's mapping ("udp_alt") becomes a PUBLIC candidate of its own, with its own NAT class (an
+IPv4 NAT and a NAT66 or IPv6 firewall in front of one host differ). The host's own global IPv6
+addresses are PUBLIC candidates already (candidates.interface_kind); TCP candidates are IPv4
+only (the TCP data port is an IPv4 listener).
+
+Re-checked every RECHECK seconds (RECHECK_NO_UDP while no UDP mapping comes back: a network
+that drops UDP may stop doing so) and whenever the interface addresses change (looked at every
+IFACE_CHECK seconds). Replies arrive on the data socket and come in through ``feed``.
 """
 
 from __future__ import annotations
@@ -24,9 +34,10 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from enclave.cert.keys import Ed25519PrivateKey, sign
 from enclave.discovery.candidates import (
@@ -35,7 +46,9 @@ from enclave.discovery.candidates import (
     NatBehaviour,
     PathAddr,
     Transport,
+    interface_kind,
 )
+from enclave.discovery.dualstack import family_of
 from enclave.proto import wire
 
 log = logging.getLogger("enclave.agent.discovery")
@@ -46,6 +59,7 @@ REFLECT_TRIES = 4
 RECHECK = 60.0
 RECHECK_NO_UDP = 10.0  # sooner while no UDP reflection comes back (UDP blocked, maybe lifted)
 IFACE_CHECK = 2.0
+RESOLVE_TIMEOUT = 2.0  # resolving a platform URL's name for the other family's reflection
 
 Mapping = tuple[str, int]
 
@@ -98,27 +112,34 @@ class DiscoveryState:
     tcp: Mapping | None = None
     nat: NatBehaviour = NatBehaviour.UNKNOWN
     checked_at: float | None = None
+    udp_alt: list[Mapping | None] = field(default_factory=list)  # the other family's mappings
+    nat_alt: NatBehaviour = NatBehaviour.UNKNOWN
 
     def candidates(self, udp_port: int, tcp_port: int) -> list[Candidate]:
         out: list[Candidate] = []
         for host in self.private:
-            out.append(Candidate(PathAddr(Transport.UDP, host, udp_port), CandidateKind.PRIVATE,
-                                 self.nat))
-            out.append(Candidate(PathAddr(Transport.TCP, host, tcp_port), CandidateKind.PRIVATE,
-                                 self.nat))
-        first = self.udp[0] if self.udp else None
-        if first is not None and first[0] not in self.private:
-            out.append(Candidate(PathAddr(Transport.UDP, *first), CandidateKind.PUBLIC, self.nat))
-        if self.tcp is not None and self.tcp[0] not in self.private:
+            kind = interface_kind(host)
+            nat = NatBehaviour.NONE if kind is CandidateKind.PUBLIC else self.nat
+            out.append(Candidate(PathAddr(Transport.UDP, host, udp_port), kind, nat))
+            if ":" not in host:  # the TCP data port listens on IPv4 only
+                out.append(Candidate(PathAddr(Transport.TCP, host, tcp_port), kind, nat))
+        for mappings, nat in ((self.udp, self.nat), (self.udp_alt, self.nat_alt)):
+            first = mappings[0] if mappings else None
+            if first is not None and first[0] not in self.private:
+                out.append(Candidate(PathAddr(Transport.UDP, *first), CandidateKind.PUBLIC, nat))
+        if self.tcp is not None and self.tcp[0] not in self.private and ":" not in self.tcp[0]:
             out.append(Candidate(PathAddr(Transport.TCP, *self.tcp), CandidateKind.PUBLIC,
                                  self.nat))
         return out
 
     def mappings_json(self) -> dict[str, Any]:
         def fmt(m: Mapping | None) -> str | None:
-            return None if m is None else f"{m[0]}:{m[1]}"
+            if m is None:
+                return None
+            return f"[{m[0]}]:{m[1]}" if ":" in m[0] else f"{m[0]}:{m[1]}"
 
-        return {"udp": [fmt(m) for m in self.udp], "tcp": fmt(self.tcp)}
+        return {"udp": [fmt(m) for m in self.udp], "tcp": fmt(self.tcp),
+                "udp_alt": [fmt(m) for m in self.udp_alt]}
 
 
 class Discovery:
@@ -132,6 +153,7 @@ class Discovery:
         tcp_port: int,
         on_change: Callable[[DiscoveryState], None],
         exclude_ifaces: tuple[str, ...] = (),
+        platform_urls: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.name = name
         self.key = key
@@ -140,6 +162,7 @@ class Discovery:
         self.tcp_port = tcp_port
         self.on_change = on_change
         self.exclude_ifaces = exclude_ifaces
+        self.platform_urls = platform_urls
         self.state = DiscoveryState()
         self._waiting: dict[bytes, asyncio.Future[Mapping]] = {}
         self._kick = asyncio.Event()
@@ -213,17 +236,50 @@ class Discovery:
         """Re-check now (e.g. after reconnecting to the platform)."""
         self._kick.set()
 
+    async def other_family_host(self, host: str) -> str | None:
+        """An address of the platform (from its URLs) whose family differs from `host`'s."""
+        try:
+            have = family_of(host)
+        except ValueError:
+            return None
+        loop = asyncio.get_running_loop()
+        for url in self.platform_urls():
+            try:
+                name = urlsplit(url).hostname
+            except ValueError:
+                continue
+            if not name:
+                continue
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(name, None, type=socket.SOCK_DGRAM), RESOLVE_TIMEOUT)
+            except (OSError, UnicodeError, TimeoutError):
+                continue
+            for info in infos:
+                addr = str(info[4][0])
+                if "%" not in addr and family_of(addr) != have:
+                    return addr
+        return None
+
     async def check(self, host: str, udp_ports: list[int], tcp_port: int | None) -> None:
         private = await asyncio.to_thread(private_addresses, self.exclude_ifaces)
-        udp = list(await asyncio.gather(*(self.reflect_udp(host, p) for p in udp_ports)))
+        alt_host = await self.other_family_host(host)
+        hosts = [host] if alt_host is None else [host, alt_host]
+        got = list(await asyncio.gather(*(self.reflect_udp(h, p) for h in hosts
+                                          for p in udp_ports)))
+        udp, udp_alt = got[:len(udp_ports)], got[len(udp_ports):]
         tcp = await self.reflect_tcp(host, tcp_port) if tcp_port else None
         nat = classify(udp[0] if udp else None, udp[1] if len(udp) > 1 else None, private,
                        self.udp_port)
-        new = DiscoveryState(private, udp, tcp, nat, time.time())
-        changed = (new.private, new.udp, new.tcp, new.nat) != (
-            self.state.private, self.state.udp, self.state.tcp, self.state.nat)
+        nat_alt = classify(udp_alt[0] if udp_alt else None,
+                           udp_alt[1] if len(udp_alt) > 1 else None, private, self.udp_port)
+        new = DiscoveryState(private, udp, tcp, nat, time.time(), udp_alt, nat_alt)
+        changed = (new.private, new.udp, new.tcp, new.nat, new.udp_alt, new.nat_alt) != (
+            self.state.private, self.state.udp, self.state.tcp, self.state.nat,
+            self.state.udp_alt, self.state.nat_alt)
         self.state = new
-        log.info("discovery: private %s, udp %s, tcp %s, nat %s", private, udp, tcp, nat.value)
+        log.info("discovery: private %s, udp %s, tcp %s, nat %s; other family via %s: udp %s, "
+                 "nat %s", private, udp, tcp, nat.value, alt_host, udp_alt, nat_alt.value)
         if changed:
             self.on_change(new)
 

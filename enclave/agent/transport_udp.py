@@ -1,8 +1,10 @@
 """The agent's UDP data socket as an asyncio DatagramProtocol (thin: no protocol logic).
 
-The socket is created and bound by the Agent (0.0.0.0:<data port>) and shared: enclave peer
-traffic, relay traffic and discovery reflector replies all arrive here; the ConnectionManager
-demultiplexes them by the type byte and the source address.
+The socket is created and bound by the Agent ([::]:<data port>, dual-stack: enclave.agent.
+udp_socket) and shared: enclave peer traffic, relay traffic and discovery reflector replies all
+arrive here; the ConnectionManager demultiplexes them by the type byte and the source address.
+IPv4 senders are handed on as a.b.c.d (not ::ffff:a.b.c.d) and IPv4 destinations mapped on the
+way out (enclave.discovery.dualstack).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import socket
 from collections.abc import Callable
 from typing import Any, cast
+
+from enclave.discovery.dualstack import sendable, unmapped_addr
 
 log = logging.getLogger("enclave.agent.udp")
 
@@ -23,6 +27,7 @@ class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: OnDatagram) -> None:
         self._on_datagram = on_datagram
         self._transport: asyncio.DatagramTransport | None = None
+        self._v6 = False  # the socket is AF_INET6 (dual-stack): IPv4 goes out as ::ffff:a.b.c.d
         self.rx_packets = 0
         self.tx_packets = 0
         self.errors = 0
@@ -34,6 +39,8 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        self._v6 = sock is not None and sock.family == socket.AF_INET6
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -41,7 +48,7 @@ class UdpTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.rx_packets += 1
         try:
-            self._on_datagram(data, (str(addr[0]), int(addr[1])))
+            self._on_datagram(data, unmapped_addr(addr))
         except Exception:  # one bad datagram must never stop the socket
             log.exception("error while handling a datagram from %s", addr)
 
@@ -53,7 +60,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         if self._transport is None:
             return
         self.tx_packets += 1
-        self._transport.sendto(data, addr)
+        self._transport.sendto(data, sendable(addr, self._v6))
 
     @property
     def local_port(self) -> int | None:

@@ -12,6 +12,24 @@ Path rank, best first (lower is better):
     3  relay-udp     through the platform's UDP relay
     4  relay-tls     through the platform's relay over TLS (a WebSocket on its HTTPS port)
 
+IPv6: an agent's own global IPv6 address (anything outside fc00::/7 unique-local, fe80::/10
+link-local and fec0::/10 site-local) is a PUBLIC candidate with mapping NONE, as a reflected
+address would be (interface_kind): a peer anywhere can punch it -- through a stateful IPv6
+firewall as through a port-restricted NAT. A unique-local address is PRIVATE (same site only);
+behind NAT66 the reflected IPv6 mapping is the PUBLIC one.
+
+Choosing among confirmed paths (choose_path), in order:
+
+    1. the lowest rank: LAN, then direct UDP, direct TCP, relay-udp, relay-tls -- a direct
+       path always beats a relayed one, whatever the RTTs;
+    2. within that rank, the lowest RTT, where RTTs within RTT_SLACK_S or RTT_SLACK_FRACTION of
+       the lowest count as equal (measurement noise must not flip paths);
+    3. among equals, IPv6 before IPv4 (no NAT mapping to keep alive; RFC 8305's preference);
+    4. then the lower RTT, then the earliest confirmed.
+
+A dual-stack pair whose IPv4 can only be relayed (both NATs symmetric) therefore runs direct
+over IPv6, and one with both families direct runs over the faster of the two.
+
 Candidate hosts are IP address literals, never names (check_candidate_host): nothing that comes
 from a peer or the platform can make an agent resolve a name, and nothing aims an agent's probes
 at addresses no peer can hold (loopback unless allowed, unspecified, multicast, broadcast,
@@ -21,6 +39,7 @@ reserved, link-local, IPv4-mapped, scoped).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import NamedTuple
@@ -63,6 +82,28 @@ class Candidate:
     addr: PathAddr
     kind: CandidateKind
     nat: NatBehaviour = NatBehaviour.UNKNOWN
+
+
+_NOT_GLOBAL6 = (
+    ipaddress.IPv6Network("fc00::/7"),  # unique-local (RFC 4193)
+    ipaddress.IPv6Network("fe80::/10"),  # link-local
+    ipaddress.IPv6Network("fec0::/10"),  # site-local (deprecated, RFC 3879)
+)
+
+
+def interface_kind(host: str) -> CandidateKind:
+    """The kind of a candidate made of one of the agent's own interface addresses: PUBLIC for a
+    global IPv6 address (reachable from anywhere its firewall lets through), else PRIVATE."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return CandidateKind.PRIVATE
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None and not (
+        ip.is_loopback or ip.is_multicast or ip.is_unspecified
+        or any(ip in net for net in _NOT_GLOBAL6)
+    ):
+        return CandidateKind.PUBLIC
+    return CandidateKind.PRIVATE
 
 
 RANK_LAN = 0
@@ -136,3 +177,38 @@ def candidate_allowed(candidate: Candidate, *, loopback: bool = False) -> bool:
     except ValueError:
         return False
     return True
+
+
+RTT_SLACK_S = 0.005  # RTTs this close (seconds) to the lowest count as equal ...
+RTT_SLACK_FRACTION = 0.2  # ... or this close relative to it, whichever is larger
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """One confirmed path as choose_path weighs it."""
+
+    addr: PathAddr
+    rank: int  # path_rank of its candidate
+    rtt: float | None  # smoothed RTT of authenticated probes over it (seconds), None: unknown
+    confirmed_at: float
+
+
+def _is_v6(addr: PathAddr) -> bool:
+    return addr.transport in (Transport.UDP, Transport.TCP) and ":" in addr.host
+
+
+def choose_path(paths: Sequence[PathChoice]) -> PathAddr | None:
+    """The path to use among confirmed ones (the rule in the module docstring), None if none."""
+    if not paths:
+        return None
+    rank = min(p.rank for p in paths)
+    pool = [p for p in paths if p.rank == rank]
+    known = [p.rtt for p in pool if p.rtt is not None]
+    if known:
+        floor = min(known)
+        slack = max(RTT_SLACK_S, floor * RTT_SLACK_FRACTION)
+        pool = [p for p in pool if p.rtt is not None and p.rtt <= floor + slack]
+    best = min(pool, key=lambda p: (not _is_v6(p.addr),
+                                    p.rtt if p.rtt is not None else float("inf"),
+                                    p.confirmed_at))
+    return best.addr

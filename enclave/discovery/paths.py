@@ -27,6 +27,8 @@ from enclave.discovery.candidates import (
     CandidateKind,
     NatBehaviour,
     PathAddr,
+    PathChoice,
+    choose_path,
     path_rank,
     punchable,
 )
@@ -90,19 +92,10 @@ class PathManager:
         return [a for a, p in self._paths.items() if p.confirmed_at is not None]
 
     def best(self) -> PathAddr | None:
-        """The best confirmed path: lowest rank, then lowest RTT, then earliest confirmed."""
-        live = [p for p in self._paths.values() if p.confirmed_at is not None]
-        if not live:
-            return None
-        best = min(
-            live,
-            key=lambda p: (
-                p.rank,
-                p.rtt if p.rtt is not None else float("inf"),
-                p.confirmed_at,
-            ),
-        )
-        return best.candidate.addr
+        """The best confirmed path (candidates.choose_path: lowest rank, then lowest RTT with
+        slack, IPv6 before IPv4 among equals, then earliest confirmed)."""
+        return choose_path([PathChoice(a, p.rank, p.rtt, p.confirmed_at)
+                            for a, p in self._paths.items() if p.confirmed_at is not None])
 
     def relay_candidates(self) -> list[PathAddr]:
         return [a for a, p in self._paths.items() if p.rank >= RANK_RELAY]

@@ -28,6 +28,12 @@ bucket (VERIFY_RATE). Per-system buckets live in an LRU of at most MAX_TRACKED n
 The TCP side is bounded (enclave.platform.frontdoor): at most TCP_MAX_CONNECTIONS open at once,
 TCP_MAX_PER_ADDRESS of them from one source address (more are closed at accept), each given
 TCP_READ_TIMEOUT for its request.
+
+IPv6: the reflector listens where the API does; bound to ``::`` its sockets are dual-stack
+(IPV6_V6ONLY off), so one service reflects over both families. An IPv4 client, which such a
+socket reports as ::ffff:a.b.c.d, is told its address as IPv4 (enclave.discovery.dualstack):
+the mapping an agent gets is the one its IPv4 peers will see. An IPv6 client is told its IPv6
+address -- its global address, or its NAT66 router's.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enclave.cert.keys import verify
+from enclave.discovery.dualstack import unmapped_addr
 from enclave.platform.frontdoor import ConnectionLimits, guarded_listener
 from enclave.proto import wire
 from enclave.proto.ratelimit import TokenBucket
@@ -173,7 +180,7 @@ class _UdpReflector(asyncio.DatagramProtocol):
         self.index = index  # which of the service's ports this is
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])
+        host, port = unmapped_addr(addr)
         got = self.service.core.answer(data, host, port)
         if got is not None:
             self.service.send(got[0], got[1], self.index, addr)
@@ -238,7 +245,8 @@ class DiscoveryService:
             data = await asyncio.wait_for(
                 reader.readexactly(wire.REFLECT_REQUEST_SIZE), TCP_READ_TIMEOUT
             )
-            reply = self.core.handle(data, str(peer[0]), int(peer[1]))
+            host, port = unmapped_addr(peer)
+            reply = self.core.handle(data, host, port)
             if reply is not None:
                 writer.write(reply)
                 await asyncio.wait_for(writer.drain(), TCP_READ_TIMEOUT)

@@ -69,6 +69,7 @@ from enclave._fastpath import (
 from enclave.cert.errors import KeyStoreError
 from enclave.cert.keystore import SecretStore
 from enclave.discovery.candidates import PathAddr, Transport
+from enclave.discovery.dualstack import sendable
 from enclave.platform.app import LISTEN, PLATFORM
 from enclave.platform.relay_ws import RelayWs, serve_ws
 from enclave.proto.ratelimit import KeyedRateLimiter, TokenBucket
@@ -425,9 +426,10 @@ class RelayServer:
             if got is None:
                 continue
             src, data = got
+            v6 = sock.family == socket.AF_INET6  # bound to "::": IPv4 goes out as ::ffff:a.b.c.d
             for out, dst in self.core.receive(data, src, now):
                 with contextlib.suppress(OSError):  # a full buffer: the sender retries
-                    sock.sendto(out, dst)
+                    sock.sendto(out, sendable(dst, v6))
 
     def _on_timer(self) -> None:
         self.core.expire(self._clock())
@@ -557,7 +559,7 @@ async def _startup(app: web.Application) -> None:
         bind[0], urlsplit(platform.settings.url).hostname)
     public_host = await _address_of(public_name)
     if public_host is None:
-        log.warning("relay not started: its public name %r has no IPv4 address", public_name)
+        log.warning("relay not started: its public name %r has no address", public_name)
         server.close()
         return
     app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port),
@@ -578,17 +580,21 @@ def _public_name(bound: str, url_host: str | None) -> str:
 
 
 async def _address_of(host: str) -> str | None:
-    """An IPv4 literal for `host` (resolved once, off the event loop): agents are given only
-    addresses, never names, so they never resolve anything the platform sends."""
+    """An IP literal for `host` (an IPv4 or IPv6 literal as it is; a name resolved once, off
+    the event loop, IPv4 first, else IPv6): agents are given only addresses, never names, so
+    they never resolve anything the platform sends."""
     try:
-        return str(ipaddress.IPv4Address(host))
+        return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET)
-    except (OSError, UnicodeError):
-        return None
-    return str(infos[0][4][0]) if infos else None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=family)
+        except (OSError, UnicodeError):
+            continue
+        if infos:
+            return str(infos[0][4][0])
+    return None
 
 
 async def _shutdown(app: web.Application) -> None:

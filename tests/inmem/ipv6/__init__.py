@@ -1,0 +1,1 @@
+"""IPv6 underlay: reflection over both families on loopback."""

@@ -1,0 +1,1 @@
+"""IPv6 underlay: dual-stack address forms, candidates, path choice (pure)."""
