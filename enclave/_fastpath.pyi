@@ -257,12 +257,12 @@ class DataPlane:
         routes: Iterable[IPv4Network | str] = (),
         tx_limit: int | None = None,
         via_python: bool = False,
+        relay_channel: int = 0,
     ) -> None:
         """Keys as the handshake made them (their cipher, a wire.Cipher, is the C kind);
         the peer's certified MAC, overlay addresses and gateway routes stored with it."""
     def identity(self, slot: int) -> dict[str, Any] | None:
         """The certified addresses stored for `slot` (ip4, ip6, routes), read back from C."""
-        relay_channel: int = 0,
 
     def remove(self, slot: int) -> None: ...
     def set_addr(self, slot: int, addr: tuple[str, int] | None) -> None: ...
@@ -272,13 +272,13 @@ class DataPlane:
     def global_counters(self) -> dict[str, int | bool]: ...
     def activity(self) -> list[tuple[int, int, int, int | None]]: ...
     def inject(self, packet: Buffer) -> None: ...
+    def inject_frames(self, frames: Buffer) -> None:
+        """u16 big-endian length | packet, repeated, <= PUNT_BATCH_MAX bytes: one INJECT."""
     def reclaim(self) -> int: ...
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
     def close(self) -> None: ...
 
-    def inject_frames(self, frames: Buffer) -> None:
-        """u16 big-endian length | packet, repeated, <= PUNT_BATCH_MAX bytes: one INJECT."""
 # --- _fp_relay.pxi ---
 class TapRelay:
     """TAP <-> TAP relay with the overlay's AEAD work and no UDP (the bench's relay

@@ -318,6 +318,7 @@ cdef class DataPlane:
             p.active = 1
             p.bridging = info["bridging"]
             p.via_python = info["via_python"]
+            p.relay_ch = info["relay_ch"]
             p.mac = int.from_bytes(info["mac"], "big")
             p.ident = (<_Ident>info["ident"]).c
             if info["tx"] is not None:
@@ -411,6 +412,8 @@ cdef class DataPlane:
         mac = bytes(peer_mac)
         if len(mac) != 6 or mac[0] & 1:
             raise ValueError("peer_mac must be 6 bytes, unicast")
+        if not 0 <= relay_channel <= RP_MAX_CHANNEL or (relay_channel and via_python):
+            raise ValueError(f"relay_channel must be 0..{RP_MAX_CHANNEL}, not with via_python")
         ivalue = _ident_value(overlay_ip4, overlay_ip6, routes)
         rx = list(rx)
         if len(rx) > DP_MAX_RX:
@@ -423,7 +426,6 @@ cdef class DataPlane:
             seen.add(index)
             for other, oinfo in self._slots.items():
                 if other != slot and index in oinfo["rx"]:
-            p.relay_ch = info["relay_ch"]
                     raise ValueError(f"receive index {index:#x} already used by slot {other}")
         old = self._slots.get(slot)
         dropped = []
@@ -520,8 +522,6 @@ cdef class DataPlane:
             pthread_mutex_unlock(&self.st.mt_lock)
         self._set_addr(slot, None)
 
-        if not 0 <= relay_channel <= RP_MAX_CHANNEL or (relay_channel and via_python):
-            raise ValueError(f"relay_channel must be 0..{RP_MAX_CHANNEL}, not with via_python")
     def set_addr(self, int slot, addr) -> None:
         """Point peer `slot`'s DATA packets at (host, port), or nowhere (None)."""
         self._check_slot(slot)
@@ -598,6 +598,7 @@ cdef class DataPlane:
             "rx_malformed": r.malformed, "rx_truncated": r.truncated,
             "tap_writes": r.tap_writes, "tap_write_errors": r.tap_write_errors,
             "rx_gro_datagrams": r.gro_datagrams, "rx_injected": r.injected,
+            "rx_inject_msgs": r.inject_msgs, "tx_punt_batches": t.punt_batches,
             "rx_rounds": r.rounds,
             "tap_reads": t.tap_reads, "tx_oversize": t.oversize, "icmp_sent": t.icmp_sent,
             "tx_flooded": t.flooded, "tx_no_peer": t.no_peer, "tx_runt": t.runt,
@@ -636,6 +637,17 @@ cdef class DataPlane:
 
     def inject(self, packet) -> None:
         """Hand a DATA packet that arrived over TCP / the relay to the rx thread."""
+        n = len(packet)
+        if not 0 < n <= RP_MAX_FRAME:
+            raise ValueError(f"an injected packet has 1..{RP_MAX_FRAME} bytes")
+        self.inject_frames(n.to_bytes(RP_LEN, "big") + bytes(packet))
+
+    def inject_frames(self, frames) -> None:
+        """Hand packets that arrived over TCP / the relay to the rx thread in one message:
+        `frames` is u16 big-endian length | packet, repeated (the TCP framing), at most
+        PUNT_BATCH_MAX bytes. The rx thread checks the framing (a broken one: rx_malformed)."""
+        if not RP_LEN < len(frames) <= RP_BATCH_MAX:
+            raise ValueError(f"an inject batch has 3..{RP_BATCH_MAX} bytes")
         hdr = bytearray(DP_PUNT_HDR)
         hdr[0] = DP_PUNT_INJECT
         self.punt_socket.sendmsg([hdr, frames])
@@ -685,15 +697,3 @@ cdef class DataPlane:
         self.stop()
         self.punt_socket.close()
         self._c_sock.close()
-            "rx_inject_msgs": r.inject_msgs, "tx_punt_batches": t.punt_batches,
-        n = len(packet)
-        if not 0 < n <= RP_MAX_FRAME:
-            raise ValueError(f"an injected packet has 1..{RP_MAX_FRAME} bytes")
-        self.inject_frames(n.to_bytes(RP_LEN, "big") + bytes(packet))
-
-    def inject_frames(self, frames) -> None:
-        """Hand packets that arrived over TCP / the relay to the rx thread in one message:
-        `frames` is u16 big-endian length | packet, repeated (the TCP framing), at most
-        PUNT_BATCH_MAX bytes. The rx thread checks the framing (a broken one: rx_malformed)."""
-        if not RP_LEN < len(frames) <= RP_BATCH_MAX:
-            raise ValueError(f"an inject batch has 3..{RP_BATCH_MAX} bytes")

@@ -166,6 +166,7 @@ ctypedef struct dp_peer:        # inside a snapshot: immutable once published
     int active
     int bridging
     int via_python
+    uint32_t relay_ch           # UDP relay channel (0: not relayed natively; _fp_relaypath)
     uint64_t mac
     dp_txkey *tx
     dp_ident *ident             # NULL: no certified addresses (fp_ident_check)
@@ -189,7 +190,6 @@ ctypedef struct dp_addr:
 # Counters: rx-thread and tx-thread fields in separate arrays (no false sharing).
 ctypedef struct dp_rxc:
     uint64_t frames
-    uint32_t relay_ch           # UDP relay channel (0: not relayed natively; _fp_relaypath)
     uint64_t bytes
     uint64_t replay
     uint64_t decrypt_fail
@@ -247,6 +247,7 @@ ctypedef struct dp_gtx:         # global, tx thread
     uint64_t aqm_marks          # CE set by CoDel on a TAP read (_fp_aqm.pxi)
     uint64_t aqm_drops          # TAP reads dropped by CoDel
     uint64_t aqm_wait_us        # summed time TAP reads waited in the aqm ring (tap_reads: count)
+    uint64_t punt_batches       # TX punt messages (batches of sealed packets for Python)
 
 ctypedef struct dp_state:
     int tap_fd
@@ -270,7 +271,6 @@ ctypedef struct dp_state:
     void *snap
     uint64_t gen
     uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT
-    uint64_t punt_batches       # TX punt messages (batches of sealed packets for Python)
     pthread_mutex_t mt_lock
     mt_table mt
     dp_addr *addrs

@@ -39,13 +39,13 @@ ctypedef struct dp_tx:
     uint32_t off[DP_TX_ENTRIES]
     uint32_t len[DP_TX_ENTRIES]
     int32_t slot[DP_TX_ENTRIES]
+    uint8_t punt[DP_TX_ENTRIES]     # 1: goes to Python in a TX batch (_fp_relaypath.pxi)
+    int npunt
     socklen_t dlen[DP_TX_ENTRIES]
     sockaddr_storage dst[DP_TX_ENTRIES]
     uint32_t moff[DP_TX_ENTRIES]
     uint32_t mlen[DP_TX_ENTRIES]
     int mfirst[DP_TX_ENTRIES]
-    uint8_t punt[DP_TX_ENTRIES]     # 1: goes to Python in a TX batch (_fp_relaypath.pxi)
-    int npunt
     int mcount[DP_TX_ENTRIES]
     uint32_t segoff[FO_TSO_MAX_SEGS]
     uint32_t seglen[FO_TSO_MAX_SEGS]
@@ -83,13 +83,13 @@ cdef void dp_tx_flush(dp_state *st, dp_tx *tx) noexcept nogil:
     cdef int nm, i, k, chunk, r, err, start = 0
     cdef int retry
     cdef pollfd p[2]
+    if tx.npunt:                      # TCP / relay-over-TLS entries: TX batches to Python
+        dp_rp_tx_punts(st, tx)
     while start < tx.n:
         nm = dp_build_msgs(st, tx, start)
         i = 0
         retry = 0
         while i < nm and not st.stop:
-    if tx.npunt:                      # TCP / relay-over-TLS entries: TX batches to Python
-        dp_rp_tx_punts(st, tx)
             chunk = nm - i
             if chunk > UB_MAX:
                 chunk = UB_MAX
@@ -153,13 +153,13 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         st.txc[slot].no_key += 1
         return -1
     ov = dp_overhead(k.kind)          # header + this key's tag (16; AEGIS-256: 32)
+    rh = dp_rp_room(peer)             # relay header / batch length in front (_fp_relaypath)
     if st.vnet_hdr:
         need = rlen + FO_TSO_MAX_SEGS * (FO_MAX_HDR + ov + rh)
     else:
         need = flen + ov + rh
     if tx.n + FO_TSO_MAX_SEGS > DP_TX_ENTRIES or DP_TX_BUF - tx.pos < need:
         dp_tx_flush(st, tx)
-    rh = dp_rp_room(peer)             # relay header / batch length in front (_fp_relaypath)
     pthread_mutex_lock(&a.lock)
     tx.dlen[tx.n] = a.len
     if a.len:
@@ -210,6 +210,8 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
         tx.off[tx.n] = <uint32_t>(h - rh - tx.buf)
         tx.len[tx.n] = seglen + ov + rh
         tx.slot[tx.n] = slot
+        tx.punt[tx.n] = peer.via_python != 0
+        tx.npunt += peer.via_python != 0
         tx.n += 1
         tx.pos = <size_t>(h - tx.buf) + seglen + ov
     return 0
@@ -219,8 +221,6 @@ cdef void dp_tx_frame(dp_state *st, dp_tx *tx, dp_snap *s, size_t rlen,
                       uint64_t now) noexcept nogil:
     cdef const uint8_t *f = tx.rbuf + (FO_VNET_HDR_LEN if st.vnet_hdr else 0)
     cdef size_t flen
-        tx.punt[tx.n] = peer.via_python != 0
-        tx.npunt += peer.via_python != 0
     cdef int32_t dest
     cdef int i, r = 0
     if st.vnet_hdr:

@@ -86,8 +86,8 @@ from enclave.proto.events import (
 )
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.proto.node import Node
-from enclave.proto.wire import (
 from enclave.proto.relay_batch import unpack_batch
+from enclave.proto.wire import (
     MSG_DATA,
     PEER_MESSAGE_TYPES,
     RELAY_MESSAGE_TYPES,
@@ -119,12 +119,12 @@ class DataPlanePort(Protocol):
 
     def inject(self, packet: bytes) -> None: ...
 
-
     def inject_frames(self, frames: bytes) -> None: ...
 
     def use_relay_routes(
         self, route: Callable[[PathAddr], tuple[Addr, int] | None]
     ) -> None: ...
+
 
 class _SocketSender:
     """Send-only stand-in for UdpTransport while the compiled data plane reads the socket."""
@@ -214,12 +214,12 @@ class ConnectionManager:
             socket_factory=tcp_socket_factory,
             bind_host=tcp_bind_host,
             guard=tcp_guard,
-        )
             on_frames=self._on_frames if dataplane is not None else None,
+        )
         self._relay = RelayClient()
-        self._relay_tls: RelayTlsClient | None = None  # use_relay_tls()
         if dataplane is not None:  # the UDP relay's DATA: sent and taken by the fast path
             dataplane.use_relay_routes(self._relay.route)
+        self._relay_tls: RelayTlsClient | None = None  # use_relay_tls()
         self._unhandled: list[OnUnhandled] = []
         self._on_data: list[OnData] = []
         self._on_forgotten: list[OnForgotten] = []
@@ -417,6 +417,12 @@ class ConnectionManager:
             else:
                 self._udp.send(packet, (addr.host, addr.port))
         return True
+
+    def _on_frames(self, frames: bytes, addr: PathAddr) -> None:
+        """A run of DATA packets from a TCP stream or the relay over TLS, still framed: to
+        the data plane in one message."""
+        if self._dataplane is not None:
+            self._dataplane.inject_frames(frames)
 
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None:
         """What the data plane did with a key (Node keepalive / dead-peer / rekey inputs)."""

@@ -253,6 +253,7 @@ class DataPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: PuntHandler | None = None
         self._activity_task: asyncio.Task[None] | None = None
+        self._relay_route: RelayRoute | None = None
         self.punt_errors = 0
 
     @classmethod
@@ -316,7 +317,6 @@ class DataPlane:
             self.tap.close()
 
     def serve(self, handler: PuntHandler) -> None:
-        self._relay_route: RelayRoute | None = None
         """Start the loops and route punt messages and key usage to `handler` (from the
         running asyncio loop) until aclose()."""
         loop = asyncio.get_running_loop()
@@ -478,6 +478,19 @@ class DataPlane:
         except OSError:  # punt socket full: the packet is lost like on a busy link
             log.debug("inject queue full: dropped a %d-byte DATA packet", len(packet))
 
+    def inject_frames(self, frames: bytes | memoryview) -> None:
+        """Many DATA packets received over TCP or the relay, framed (u16 big-endian length |
+        packet, repeated; at most fp.PUNT_BATCH_MAX bytes): one message to the rx thread."""
+        try:
+            self.native.inject_frames(frames)
+        except OSError:  # punt socket full: the packets are lost like on a busy link
+            log.debug("inject queue full: dropped a %d-byte DATA batch", len(frames))
+
+    def use_relay_routes(self, route: RelayRoute) -> None:
+        """How apply() turns a relayed path into the relay's address and our channel there
+        (the agent's RelayClient.route); without it relayed DATA goes through Python."""
+        self._relay_route = route
+
     # -- punt channel -----------------------------------------------------------------------------
     def read_punt(self) -> PuntMessage | None:
         """One pending punt message, or None (non-blocking)."""
@@ -531,16 +544,3 @@ class DataPlane:
                 yield await queue.get()
         finally:
             self._punt_cbs.remove(put)
-    def inject_frames(self, frames: bytes | memoryview) -> None:
-        """Many DATA packets received over TCP or the relay, framed (u16 big-endian length |
-        packet, repeated; at most fp.PUNT_BATCH_MAX bytes): one message to the rx thread."""
-        try:
-            self.native.inject_frames(frames)
-        except OSError:  # punt socket full: the packets are lost like on a busy link
-            log.debug("inject queue full: dropped a %d-byte DATA batch", len(frames))
-
-    def use_relay_routes(self, route: RelayRoute) -> None:
-        """How apply() turns a relayed path into the relay's address and our channel there
-        (the agent's RelayClient.route); without it relayed DATA goes through Python."""
-        self._relay_route = route
-

@@ -4,6 +4,10 @@
     enclave service install agent --now        write /etc/systemd/system/enclave-agent.service,
                                                daemon-reload, enable --now
     enclave service install platform --unit-dir DIR [--enable]
+    enclave service unit platform@             the template for several nodes on one database
+    enclave service install platform@cp1 --now enclave-platform@.service, enable --now
+                                               enclave-platform@cp1.service (its settings in
+                                               /etc/enclave/platform-cp1.env)
 
 --no-credential leaves out LoadCredentialEncrypted= (the key passphrase then comes from the
 state directory's key.kek, as when run by hand); --credential PATH names the encrypted file
@@ -24,11 +28,19 @@ from enclave.service.install import (
     installed_enclave,
     systemd_running,
 )
-from enclave.service.units import ROLES, SYSTEM_UNIT_DIR, UnitSpec, render_unit, spec_for
+from enclave.service.units import (
+    NODE_ENV_FILE,
+    NODE_LISTEN_ENV,
+    ROLES,
+    SYSTEM_UNIT_DIR,
+    UnitSpec,
+    parse_role,
+    render_unit,
+)
 
 
 def _unit_text(args: argparse.Namespace) -> tuple[UnitSpec, str, Path | None]:
-    spec = spec_for(args.role)
+    spec, _instance = parse_role(args.role)
     executable = check_executable(Path(args.exec)) if args.exec else installed_enclave()
     credential = None if args.no_credential else Path(args.credential or spec.credential_path)
     return spec, render_unit(spec, executable, credential=credential), credential
@@ -47,10 +59,11 @@ def cmd_unit(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     try:
         spec, text, credential = _unit_text(args)
+        _spec, instance = parse_role(args.role)
         check_credential(spec, credential)
         running = systemd_running()
         result = install_unit(spec, text, Path(args.unit_dir), enable=args.enable,
-                              now=args.now, systemd=running)
+                              now=args.now, systemd=running, instance=instance)
     except (ServiceError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -60,12 +73,18 @@ def cmd_install(args: argparse.Namespace) -> int:
     if not result.systemd:
         print(f"systemd is not running here (PID 1 is not systemd): not reloaded or enabled; "
               f"on a systemd host run: systemctl daemon-reload && "
-              f"systemctl enable --now {spec.unit_name}")
+              f"systemctl enable --now {spec.instance_name(instance or 'NAME')}")
+    if spec.template:
+        env = NODE_ENV_FILE.replace("%i", instance or "NAME")
+        print(f"each node's settings: {env} with {NODE_LISTEN_ENV}=HOST:PORT and "
+              f"ENCLAVE_PLATFORM_DB=postgresql://...")
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("role", choices=ROLES)
+    p.add_argument("role", metavar="|".join((*ROLES, "platform@NAME")),
+                   help="platform@ is the template for several nodes (instance: the node's "
+                        "name)")
     p.add_argument("--exec", metavar="PATH", default=None,
                    help="the enclave command for ExecStart (default: the installed one)")
     cred = p.add_mutually_exclusive_group()
@@ -77,7 +96,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    service = sub.add_parser("service", help="systemd units for the agent and the platform",
+    service = sub.add_parser("service", help="systemd units for the agent and the platform "
+                                             "(and one per platform node)",
                              description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = service.add_subparsers(dest="service_command", metavar="COMMAND", required=True)

@@ -71,9 +71,14 @@ class InstallResult:
 
 
 def install_unit(spec: UnitSpec, text: str, unit_dir: Path, *, enable: bool, now: bool,
-                 systemd: bool, run: Runner = _run) -> InstallResult:
-    """Write UNIT_DIR/<unit name>; when systemd runs: daemon-reload, then enable [--now] if asked.
-    Without systemd the file is written and enabling is refused with the reason."""
+                 systemd: bool, run: Runner = _run, instance: str = "") -> InstallResult:
+    """Write UNIT_DIR/<unit name>; when systemd runs: daemon-reload, then enable [--now] if asked
+    (a template: its ``instance``, which enabling needs). Without systemd the file is written
+    and enabling is refused with the reason."""
+    target = spec.instance_name(instance)
+    if spec.template and not instance and (enable or now):
+        raise ServiceError(f"{spec.unit_name} is a template: name the node to enable, "
+                           f"e.g. {spec.role}cp1")
     unit_dir.mkdir(parents=True, exist_ok=True)
     path = unit_dir / spec.unit_name
     atomic_write(path, text.encode(), UNIT_FILE_MODE)
@@ -83,12 +88,12 @@ def install_unit(spec: UnitSpec, text: str, unit_dir: Path, *, enable: bool, now
             raise ServiceError(
                 f"wrote {path}, but systemd is not running here ({SYSTEMD_RUNNING_MARK} is "
                 f"missing: PID 1 is not systemd), so it cannot be enabled or started; on a "
-                f"systemd host run: systemctl enable --now {spec.unit_name}"
+                f"systemd host run: systemctl enable --now {target}"
             )
         return result
     commands = [["systemctl", "daemon-reload"]]
     if enable or now:
-        commands.append(["systemctl", "enable", *(["--now"] if now else []), spec.unit_name])
+        commands.append(["systemctl", "enable", *(["--now"] if now else []), target])
     for argv in commands:
         res = run(argv)
         result.ran.append(" ".join(argv))

@@ -18,6 +18,13 @@ agent (`enclave up`, Type=notify: it sends READY=1 once its sockets are up):
     /proc/sys writable    a gateway switches on net.ipv4.ip_forward (no ProtectKernelTunables=)
 platform (`enclave platform serve`, Type=exec):
     CAP_NET_BIND_SERVICE  only needed to listen on a port below 1024 (e.g. 443)
+platform@ (a template: one instance per node of a platform on one PostgreSQL database):
+    enclave-platform@NAME.service runs `platform serve --data /var/lib/enclave-platform/NAME
+    --listen $ENCLAVE_PLATFORM_LISTEN` with the node's settings from /etc/enclave/platform-NAME.env
+    (ENCLAVE_PLATFORM_LISTEN=HOST:PORT, ENCLAVE_PLATFORM_DB=postgresql://..., and any other
+    ENCLAVE_PLATFORM_* setting), so several nodes can share a host on different addresses; the
+    same hardening and credential as the platform unit (every node needs the same key-encryption
+    key).
 
 The private key's passphrase comes as an encrypted systemd credential
 (LoadCredentialEncrypted=NAME:/etc/credstore.encrypted/NAME), read by enclave.cert.keystore
@@ -34,9 +41,11 @@ from enclave.agent.localapi import DEFAULT_RUN_DIR
 from enclave.agent.state import DEFAULT_STATE_DIR
 from enclave.cert.keystore import AGENT_CREDENTIAL, PLATFORM_CREDENTIAL
 
-ROLES = ("agent", "platform")
+ROLES = ("agent", "platform", "platform@")
 CREDSTORE = Path("/etc/credstore.encrypted")
 PLATFORM_DATA_DIR = "/var/lib/enclave-platform"
+NODE_ENV_FILE = "/etc/enclave/platform-%i.env"  # a platform@ instance's settings (%i: NAME)
+NODE_LISTEN_ENV = "ENCLAVE_PLATFORM_LISTEN"  # in NODE_ENV_FILE: the node's --listen HOST:PORT
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
 HOME_DIRS = (PurePosixPath("/home"), PurePosixPath("/root"), PurePosixPath("/run/user"))
@@ -76,8 +85,17 @@ class UnitSpec:
     extra: tuple[tuple[str, str], ...]
 
     @property
+    def template(self) -> bool:
+        """A template unit (enclave-ROLE@.service): one instance per name."""
+        return self.role.endswith("@")
+
+    @property
     def unit_name(self) -> str:
         return f"enclave-{self.role}.service"
+
+    def instance_name(self, instance: str) -> str:
+        """The unit systemctl enables: the instance of a template, else the unit itself."""
+        return f"enclave-{self.role}{instance}.service" if self.template else self.unit_name
 
     @property
     def credential_path(self) -> Path:
@@ -121,7 +139,21 @@ PLATFORM = UnitSpec(
     ),
 )
 
-SPECS = {spec.role: spec for spec in (AGENT, PLATFORM)}
+PLATFORM_NODE = UnitSpec(
+    role="platform@",
+    description="enclave platform node %i (control plane: CA, enrolment, discovery, relay)",
+    service_type="exec",
+    args=("platform", "serve", "--data", f"{PLATFORM_DATA_DIR}/%i",
+          "--listen", f"${{{NODE_LISTEN_ENV}}}"),
+    state_directory=f"{_dir_name(PLATFORM_DATA_DIR, '/var/lib')}/%i",
+    credential_name=PLATFORM_CREDENTIAL,
+    capabilities=PLATFORM.capabilities,
+    address_families=PLATFORM.address_families,
+    extra=(("EnvironmentFile", NODE_ENV_FILE), *PLATFORM.extra),
+)
+
+SPECS = {spec.role: spec for spec in (AGENT, PLATFORM, PLATFORM_NODE)}
+INSTANCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def spec_for(role: str) -> UnitSpec:
@@ -129,6 +161,15 @@ def spec_for(role: str) -> UnitSpec:
         return SPECS[role]
     except KeyError:
         raise ValueError(f"unknown service {role!r} (one of: {', '.join(ROLES)})") from None
+
+
+def parse_role(text: str) -> tuple[UnitSpec, str]:
+    """'agent', 'platform', 'platform@' or 'platform@NAME' -> (spec, instance name or '')."""
+    role, at, instance = text.partition("@")
+    spec = spec_for(role + at)
+    if instance and (len(instance) > 64 or not set(instance) <= INSTANCE_CHARS):
+        raise ValueError(f"instance name {instance!r}: up to 64 letters, digits, '-', '_', '.'")
+    return spec, instance
 
 
 def render_unit(spec: UnitSpec, executable: Path, *, credential: Path | None) -> str:
