@@ -62,7 +62,10 @@ class PathAddr(NamedTuple):
 
 class CandidateKind(IntEnum):
     PRIVATE = 0  # an address on the peer's own LAN (RFC 1918 / ULA / the lab's site LANs)
-    PUBLIC = 1  # the peer's address as the discovery service saw it (server-reflexive)
+    # the peer's address as the discovery service saw it (server-reflexive), or a port mapping
+    # its router granted (PCP / NAT-PMP / UPnP-IGD: enclave.agent.portmap; nat NONE, since the
+    # router forwards whatever reaches it, so it is punchable from behind any NAT)
+    PUBLIC = 1
     PEER_REFLEXIVE = 2  # learnt from an authenticated packet that came from this address
     RELAY = 3  # the platform relay
 
