@@ -3,7 +3,8 @@ threads must live in the host's namespace, so it is a process of its own):
 
     python -m tests.support.portmap_probe PORT METHOD[,METHOD...]
         stdout: one JSON line, the mapping (PortMapping.to_json()) or {"error": ...}
-        then waits for a line (or EOF) on stdin, releases the mapping, prints "released"
+        then reads stdin: "renew" asks again (the renewal; one more JSON line), anything else
+        (or EOF) releases the mapping and prints "released"
 
     p = host.popen(probe_argv(4500, "pcp"), env=ENV, cwd=REPO, stdin=PIPE, stdout=PIPE,
                    text=True)
@@ -24,10 +25,12 @@ def probe_argv(port: int, *methods: str) -> list[str]:
 
 async def _main(port: int, methods: list[Method]) -> None:
     pm = PortMapper(port, lambda: None, methods=methods)
-    pm.mapping = await pm.request()
-    print(json.dumps(pm.mapping.to_json() if pm.mapping else {"error": pm.last_error}),
-          flush=True)
-    await asyncio.to_thread(sys.stdin.readline)
+    while True:
+        pm.mapping = await pm.request()  # with a mapping held: its renewal
+        print(json.dumps(pm.mapping.to_json() if pm.mapping else {"error": pm.last_error}),
+              flush=True)
+        if (await asyncio.to_thread(sys.stdin.readline)).strip() != "renew":
+            break
     await pm.release()
     print("released", flush=True)
 

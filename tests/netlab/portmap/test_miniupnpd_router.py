@@ -60,7 +60,7 @@ def _delivered(lab: Lab, sock: socket.socket, ext: str, payload: bytes, tries: i
 
 
 @pytest.mark.parametrize("method", ["pcp", "nat-pmp", "upnp"])
-def test_each_protocol_maps_forwards_and_releases(lab: Lab, method: str) -> None:
+def test_each_protocol_maps_renews_forwards_and_releases(lab: Lab, method: str) -> None:
     a1 = lab.host("a1")
     router = lab.site("a").router_netns
     port = PORTS[method]
@@ -79,6 +79,12 @@ def test_each_protocol_maps_forwards_and_releases(lab: Lab, method: str) -> None
         assert got["internal_port"] == port and got["lifetime"] > 0
         assert f"dnat ip to {a1.ip}:{port}" in upnp.rules(router)
         assert _delivered(lab, sock, got["external"], b"mapped " + method.encode())
+        probe.stdin.write("renew\n")  # the renewal keeps the address, adds no second rule
+        probe.stdin.flush()
+        again = json.loads(probe.stdout.readline() or "{}")
+        assert (again.get("method"), again.get("external")) == (method, got["external"]), again
+        assert again["granted_at"] > got["granted_at"]
+        assert upnp.rules(router).count(f"dnat ip to {a1.ip}:{port}") == 1
         probe.stdin.write("\n")
         probe.stdin.flush()
         assert probe.stdout.readline().strip() == "released"
