@@ -10,8 +10,8 @@ the introductions in a dict that status/peers show, and reads the UDP data socke
 reflect replies are expected there).
 
 Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
-ENCLAVE_OFFLOAD, ENCLAVE_AQM) > <state>/config.toml (keys port, interface, mtu, cipher, offload,
-aqm) > defaults.
+ENCLAVE_OFFLOAD, ENCLAVE_AQM, ENCLAVE_PORTMAP) > <state>/config.toml (keys port, interface, mtu,
+cipher, offload, aqm, portmap) > defaults.
 Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
 sockets are up, STOPPING=1 when shutdown begins.
 Certificate renewal: a timer wakes at the certificate's renewal due time (2/3 of its lifetime)
