@@ -1,7 +1,7 @@
 """Type stub for the compiled fast path (enclave/_fastpath.pyx)."""
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any, Final
 
@@ -206,6 +206,7 @@ def frame_runs(
     DATA frames still framed, other frames without their prefix; ValueError on a zero
     length."""
 DATAPLANE_MAX_RX_KEYS: Final[int]
+DATAPLANE_MAX_WORKERS: Final[int]
 
 class DataPlane:
     """TAP -> peers and peers -> TAP loops (one native thread each); sessions in slots."""
@@ -216,6 +217,9 @@ class DataPlane:
     def max_peers(self) -> int: ...
     @property
     def mtu(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    def worker_counters(self) -> list[dict[str, int]]: ...
     @property
     def running(self) -> bool: ...
     def __init__(
@@ -232,6 +236,7 @@ class DataPlane:
         mac_capacity: int = 4096,
         mac_max_age_ms: int = 300_000,
         aqm: bool = True,
+        queues: Sequence[tuple[int, int]] = (),
     ) -> None: ...
     def tune(
         self,

@@ -4,8 +4,10 @@
 #   install/remove(slot, ...) --> _slots (Python dicts of _TxKey/_RxKey) --> _publish:
 #       a new dp_snap (see _fp_epoch.pxi), old one retired, freed by _reclaim
 #   set_addr/get_addr --> dp_addr[slot] (mutex; the tx loop reads, the rx loop roams)
-#   start/stop --> two threading.Threads that run dp_tx_loop / dp_rx_loop with nogil
-#   counters/global_counters/activity <-- the loops' per-peer and global counters
+#   start/stop --> two threading.Threads per worker that run dp_tx_loop / dp_rx_loop with
+#       nogil (worker 0: tap_fd / udp_fd; worker k: queues[k - 1], its own dp_state)
+#   counters/global_counters/activity <-- the loops' per-peer and global counters, summed
+#       over the workers
 #   inject(packet) --> punt socket (INJECT) --> rx loop
 
 # --- Python side ----------------------------------------------------------------------------------
@@ -28,6 +30,8 @@ cdef class _RxKey:
     cdef bytes digest
 
     def __dealloc__(self):
+        if self.c != NULL:
+            pthread_mutex_destroy(&self.c.lock)
         free(self.c)
         self.c = NULL
 
@@ -81,6 +85,12 @@ def _ident_value(overlay_ip4, overlay_ip6, routes) -> tuple:
     return (ip4, ip6, tuple(nets))
 
 
+cdef inline uint64_t dp_used(const dp_txkey *k) noexcept nogil:
+    """Counters a tx key has handed out (its `next` may pass `limit`: reserved, not used)."""
+    cdef uint64_t n = dp_load_u64(<uint64_t *>&k.next)
+    return n if n < k.limit else k.limit
+
+
 cdef void dp_snap_free(dp_snap *s) noexcept nogil:
     if s != NULL:
         free(s.peers)
@@ -111,6 +121,30 @@ def _digest(int kind, key) -> bytes:
     return _dp_hashlib.blake2b(bytes(key), digest_size=16, person=b"enclave-kind-%d" % kind).digest()
 
 
+def _timestamps_on(int udp_fd) -> None:
+    """SO_TIMESTAMPNS on a UDP socket: the rx CoDel's sojourn is each datagram's kernel
+    arrival time (_fp_aqm.pxi); a socket that refuses runs its rx side without CoDel."""
+    dup = _dp_os.dup(udp_fd)
+    try:
+        ts = _dp_socket.socket(fileno=dup)
+    except OSError:
+        _dp_os.close(dup)       # not a socket
+        return
+    try:
+        ts.setsockopt(_dp_socket.SOL_SOCKET, <int>SO_TIMESTAMPNS, 1)
+    except OSError:
+        pass
+    finally:
+        ts.close()
+
+
+cdef void dp_sum_words(uint64_t *into, const uint64_t *add, size_t nbytes) noexcept nogil:
+    """Add a counter struct (uint64_t fields only) into another: the workers' sum."""
+    cdef size_t i
+    for i in range(nbytes // sizeof(uint64_t)):
+        into[i] += add[i]
+
+
 cdef int _kind_of(object cipher) except -1:
     """A session's cipher (wire.Cipher) as the C AEAD kind; ValueError if it is none."""
     cdef int kind = fp_kind(cipher) if not isinstance(cipher, str) else 0
@@ -123,14 +157,21 @@ cdef int _kind_of(object cipher) except -1:
 cdef class DataPlane:
     """The compiled data plane over an open TAP fd and UDP socket fd (both non-blocking).
 
-    Peers live in slots 0..max_peers-1; Python installs/removes sessions, the two native
-    threads (start/stop) do everything per frame. Datagrams that are not DATA for a known
-    receiver index, and notices, arrive on ``punt_socket`` (format at the top of
-    _fp_punt.pxi); DATA received over other paths goes back in with ``inject``.
+    Peers live in slots 0..max_peers-1; Python installs/removes sessions, the native threads
+    (start/stop; a tx and an rx thread per worker) do everything per frame.
+    queues: the further workers' (tap_fd, udp_fd) pairs, one per worker after the first: the
+    same multi-queue TAP's other queues, and sockets bound with SO_REUSEPORT to udp_fd's
+    address (enclave/dataplane/engine.py makes both); workers share the peer table, keys
+    and MAC table, and own their counters (summed here) and CoDel state.
+    Datagrams that are not DATA for a known receiver index, and notices, arrive on
+    ``punt_socket`` (format at the top of _fp_punt.pxi); DATA received over other paths goes
+    back in with ``inject``.
     aqm: CoDel on the tx ring and the UDP receive queue, ECN marks before drops (_fp_aqm.pxi).
     """
 
-    cdef dp_state *st
+    cdef dp_state *st            # worker 0 (the shared snapshot, MAC table, addresses)
+    cdef dp_state **ws           # every worker's state; ws[0] is st
+    cdef readonly int workers
     cdef readonly object punt_socket
     cdef object _c_sock
     cdef int _wake
@@ -142,13 +183,23 @@ cdef class DataPlane:
 
     def __cinit__(self, int tap_fd, int udp_fd, *, bint vnet_hdr=False, bint tap_gro=False,
                   bint udp_gso=False, bint udp_gro=False, int mtu=1406, int max_peers=256,
-                  int mac_capacity=4096, uint64_t mac_max_age_ms=300_000, bint aqm=True):
+                  int mac_capacity=4096, uint64_t mac_max_age_ms=300_000, bint aqm=True,
+                  queues=()):
         cdef int i
         cdef uint64_t nb = 16
+        cdef dp_state *w
         self.st = NULL
+        self.ws = NULL
+        self.workers = 0
         self._wake = -1
         if tap_fd < 0 or udp_fd < 0:
             raise ValueError("tap_fd and udp_fd must be open file descriptors")
+        queues = [(int(q[0]), int(q[1])) for q in queues]
+        if len(queues) > DP_MAX_WORKERS - 1:
+            raise ValueError(f"at most {DP_MAX_WORKERS} workers")
+        for q in queues:
+            if q[0] < 0 or q[1] < 0:
+                raise ValueError("every queue needs an open TAP fd and UDP socket fd")
         if not 68 <= mtu <= 65535 - 14 - DP_MAX_OVERHEAD - 48:
             raise ValueError(f"mtu {mtu} out of range")
         if not 1 <= max_peers <= 65536:
@@ -160,6 +211,9 @@ cdef class DataPlane:
         self.st = <dp_state *>calloc(1, sizeof(dp_state))
         if self.st == NULL:
             raise MemoryError()
+        self.st.main = self.st
+        self.st.worker = 0
+        self.st.nworkers = 1 + len(queues)
         self.st.tap_fd = tap_fd
         self.st.udp_fd = udp_fd
         self.st.vnet_hdr = vnet_hdr
@@ -176,18 +230,9 @@ cdef class DataPlane:
         self.st.aqm_target_ns = DP_AQM_TARGET_NS
         self.st.aqm_interval_ns = DP_AQM_INTERVAL_NS
         if aqm:      # the rx CoDel's sojourn: kernel arrival time per datagram (_fp_aqm.pxi)
-            dup = _dp_os.dup(udp_fd)
-            try:
-                ts = _dp_socket.socket(fileno=dup)
-            except OSError:
-                _dp_os.close(dup)       # not a socket: the rx side runs without CoDel
-            else:
-                try:
-                    ts.setsockopt(_dp_socket.SOL_SOCKET, <int>SO_TIMESTAMPNS, 1)
-                except OSError:
-                    pass                # no timestamps: the rx side runs without CoDel
-                finally:
-                    ts.close()
+            _timestamps_on(udp_fd)
+            for q in queues:
+                _timestamps_on(q[1])
         self.st.seen[0] = <uint64_t>DP_QUIESCENT
         self.st.seen[1] = <uint64_t>DP_QUIESCENT
         pthread_mutex_init(&self.st.mt_lock, NULL)
@@ -205,6 +250,31 @@ cdef class DataPlane:
             raise MemoryError()
         for i in range(max_peers):
             pthread_mutex_init(&self.st.addrs[i].lock, NULL)
+        self.ws = <dp_state **>calloc(self.st.nworkers, sizeof(dp_state *))
+        if self.ws == NULL:
+            raise MemoryError()
+        self.ws[0] = self.st
+        self.workers = 1
+        for i in range(1, self.st.nworkers):
+            # a worker: worker 0's settings, its own fds and counters; the shared parts are
+            # reached through `main` (its own snap / mt / mt_lock fields stay unused, zero)
+            w = <dp_state *>calloc(1, sizeof(dp_state))
+            if w == NULL:
+                raise MemoryError()
+            self.ws[i] = w
+            self.workers = i + 1
+            w.main = self.st
+            w.worker = i
+            w.nworkers = self.st.nworkers
+            w.tap_fd = queues[i - 1][0]
+            w.udp_fd = queues[i - 1][1]
+            w.addrs = self.st.addrs
+            w.rxc = <dp_rxc *>calloc(max_peers, sizeof(dp_rxc))
+            w.txc = <dp_txc *>calloc(max_peers, sizeof(dp_txc))
+            if w.rxc == NULL or w.txc == NULL:
+                raise MemoryError()
+            w.seen[0] = <uint64_t>DP_QUIESCENT
+            w.seen[1] = <uint64_t>DP_QUIESCENT
         self.max_peers = max_peers
         self.mtu = mtu
         self._slots = {}
@@ -223,10 +293,42 @@ cdef class DataPlane:
         self.st.punt_fd = b.fileno()
         self._wake = _dp_os.eventfd(0, _dp_os.EFD_NONBLOCK | _dp_os.EFD_CLOEXEC)
         self.st.wake_fd = self._wake
+        self._sync_workers()
         self._publish([])
+
+    cdef void _sync_workers(self) noexcept:
+        """Copy worker 0's settings (fds of the punt socket and wake eventfd, knobs, offload
+        flags, stop) to the other workers; before start, after tune()."""
+        cdef dp_state *w
+        cdef int i
+        for i in range(1, self.workers):
+            w = self.ws[i]
+            w.wake_fd = self.st.wake_fd
+            w.punt_fd = self.st.punt_fd
+            w.vnet_hdr = self.st.vnet_hdr
+            w.tap_gro = self.st.tap_gro
+            w.udp_gso = self.st.udp_gso
+            w.udp_gro = self.st.udp_gro
+            w.mtu = self.st.mtu
+            w.max_frame = self.st.max_frame
+            w.max_peers = self.st.max_peers
+            w.tx_flush_bytes = self.st.tx_flush_bytes
+            w.tx_flush_frames = self.st.tx_flush_frames
+            w.rx_batch = self.st.rx_batch
+            w.aqm = self.st.aqm
+            w.aqm_target_ns = self.st.aqm_target_ns
+            w.aqm_interval_ns = self.st.aqm_interval_ns
+            w.stop = self.st.stop
 
     def __dealloc__(self):
         cdef int i
+        if self.ws != NULL:
+            for i in range(1, self.workers):
+                free(self.ws[i].rxc)
+                free(self.ws[i].txc)
+                free(self.ws[i])
+            free(self.ws)
+            self.ws = NULL
         if self.st == NULL:
             return
         # threads hold a reference to self while running, so none is running here
@@ -280,6 +382,7 @@ cdef class DataPlane:
             if not 1 <= aqm_interval_us <= 10_000_000:
                 raise ValueError("aqm_interval_us must be 1..10000000")
             self.st.aqm_interval_ns = <uint64_t>aqm_interval_us * 1000
+        self._sync_workers()
         return {"tx_flush_bytes": self.st.tx_flush_bytes,
                 "tx_flush_frames": self.st.tx_flush_frames, "rx_batch": self.st.rx_batch,
                 "aqm_target_us": self.st.aqm_target_ns // 1000,
@@ -343,12 +446,17 @@ cdef class DataPlane:
         self._reclaim()
 
     cdef void _reclaim(self) except *:
-        cdef uint64_t a = dp_load_u64(&self.st.seen[0])
-        cdef uint64_t b = dp_load_u64(&self.st.seen[1])
+        cdef uint64_t oldest = <uint64_t>DP_QUIESCENT    # the lowest generation in use
+        cdef uint64_t g
+        cdef int i, t
+        for i in range(self.workers):
+            for t in range(2):
+                g = dp_load_u64(&self.ws[i].seen[t])
+                if g < oldest:
+                    oldest = g
         keep = []
         for gen, addr, keys in self._retired:
-            if ((a == <uint64_t>DP_QUIESCENT or a > <uint64_t>gen)
-                    and (b == <uint64_t>DP_QUIESCENT or b > <uint64_t>gen)):
+            if oldest == <uint64_t>DP_QUIESCENT or oldest > <uint64_t>gen:
                 dp_snap_free(<dp_snap *><size_t>addr)
             else:
                 keep.append((gen, addr, keys))
@@ -406,7 +514,7 @@ cdef class DataPlane:
         cdef _RxKey rk
         cdef _Ident ident
         cdef bytes mac
-        cdef int kind
+        cdef int kind, i
         cdef uint64_t limit = DP_DEFAULT_LIMIT if tx_limit is None else tx_limit
         self._check_slot(slot)
         mac = bytes(peer_mac)
@@ -474,6 +582,7 @@ cdef class DataPlane:
                 rk.c.state = rk.key.state
                 rk.c.local_index = <uint32_t>index
                 rk.c.slot = slot
+                pthread_mutex_init(&rk.c.lock, NULL)
                 rw_init(&rk.c.win, DP_DEFAULT_LIMIT)
             new_rx[index] = rk
         if old is not None and old["ident"] is not None and (<_Ident>old["ident"]).value == ivalue:
@@ -495,8 +604,9 @@ cdef class DataPlane:
             if old["ident"] is not ident:
                 dropped.append(old["ident"])
         else:
-            memset(&self.st.rxc[slot], 0, sizeof(dp_rxc))
-            memset(&self.st.txc[slot], 0, sizeof(dp_txc))
+            for i in range(self.workers):
+                memset(&self.ws[i].rxc[slot], 0, sizeof(dp_rxc))
+                memset(&self.ws[i].txc[slot], 0, sizeof(dp_txc))
             self._set_addr(slot, None)
         if addr is not None:
             self._set_addr(slot, addr)
@@ -570,9 +680,13 @@ cdef class DataPlane:
         cdef dp_rxc r
         cdef dp_txc t
         cdef _TxKey tk
+        cdef int i
         self._check_slot(slot)
-        r = self.st.rxc[slot]
-        t = self.st.txc[slot]
+        memset(&r, 0, sizeof(dp_rxc))
+        memset(&t, 0, sizeof(dp_txc))
+        for i in range(self.workers):
+            dp_sum_words(<uint64_t *>&r, <const uint64_t *>&self.ws[i].rxc[slot], sizeof(dp_rxc))
+            dp_sum_words(<uint64_t *>&t, <const uint64_t *>&self.ws[i].txc[slot], sizeof(dp_txc))
         info = self._slots.get(slot)
         out = {
             "rx_frames": r.frames, "rx_bytes": r.bytes, "rx_replay": r.replay,
@@ -586,13 +700,20 @@ cdef class DataPlane:
         }
         if info is not None and info["tx"] is not None:
             tk = info["tx"]
-            out["tx_counter"] = tk.c.next
+            out["tx_counter"] = dp_used(tk.c)
         return out
 
     def global_counters(self) -> dict:
-        cdef dp_grx r = self.st.grx
-        cdef dp_gtx t = self.st.gtx
+        cdef dp_grx r
+        cdef dp_gtx t
+        cdef int i
+        memset(&r, 0, sizeof(dp_grx))
+        memset(&t, 0, sizeof(dp_gtx))
+        for i in range(self.workers):
+            dp_sum_words(<uint64_t *>&r, <const uint64_t *>&self.ws[i].grx, sizeof(dp_grx))
+            dp_sum_words(<uint64_t *>&t, <const uint64_t *>&self.ws[i].gtx, sizeof(dp_gtx))
         return {
+            "workers": self.workers,
             "rx_datagrams": r.datagrams, "rx_punted": r.punted,
             "rx_punt_dropped": r.punt_dropped, "rx_unknown_index": r.unknown_index,
             "rx_malformed": r.malformed, "rx_truncated": r.truncated,
@@ -616,6 +737,15 @@ cdef class DataPlane:
             "vnet_hdr": bool(self.st.vnet_hdr), "tap_gro": bool(self.st.tap_gro),
         }
 
+    def worker_counters(self) -> list:
+        """Per worker (index = its TAP queue and socket): what its two threads did, {"tap_reads",
+        "rx_datagrams", "tap_writes", "sendmmsg_calls"}: how the kernel spread the work."""
+        cdef int i
+        return [{"tap_reads": self.ws[i].gtx.tap_reads,
+                 "sendmmsg_calls": self.ws[i].gtx.sendmmsg_calls,
+                 "rx_datagrams": self.ws[i].grx.datagrams,
+                 "tap_writes": self.ws[i].grx.tap_writes} for i in range(self.workers)]
+
     def activity(self) -> list:
         """[(slot, local_index, rx_packets, tx_messages or None)] for every installed key:
         what Node.report_activity needs (tx_messages: counters used by the tx key that the
@@ -629,7 +759,7 @@ cdef class DataPlane:
                 sent = None
                 if rk.c.current and info["tx"] is not None:
                     tk = info["tx"]
-                    sent = tk.c.next
+                    sent = dp_used(tk.c)
                 out.append((slot, index, rk.c.frames, sent))
         return out
 
@@ -654,33 +784,43 @@ cdef class DataPlane:
 
     # -- threads ----------------------------------------------------------------------------------
 
-    def _run(self, int which) -> None:
+    def _run(self, int which, int worker) -> None:
+        cdef dp_state *w = self.ws[worker]
         with nogil:
             if which == 0:
-                dp_tx_loop(self.st)
+                dp_tx_loop(w)
             else:
-                dp_rx_loop(self.st)
+                dp_rx_loop(w)
 
     @property
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
     def start(self) -> None:
+        cdef int i
         if self._threads:
             raise RuntimeError("data plane already started")
         self.st.stop = 0
-        self._threads = [
-            _dp_threading.Thread(target=self._run, args=(0,), name="enclave-dp-tx", daemon=True),
-            _dp_threading.Thread(target=self._run, args=(1,), name="enclave-dp-rx", daemon=True),
-        ]
+        self._sync_workers()
+        self._threads = []
+        for i in range(self.workers):
+            sfx = str(i) if i else ""
+            self._threads += [
+                _dp_threading.Thread(target=self._run, args=(0, i), name="enclave-dp-tx" + sfx,
+                                     daemon=True),
+                _dp_threading.Thread(target=self._run, args=(1, i), name="enclave-dp-rx" + sfx,
+                                     daemon=True),
+            ]
         for t in self._threads:
             t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Wake both loops and join them (they notice within one poll round)."""
+        """Wake every loop and join them (they notice within one poll round)."""
+        cdef int i
         if not self._threads:
             return
-        self.st.stop = 1
+        for i in range(self.workers):
+            self.ws[i].stop = 1
         _dp_os.eventfd_write(self._wake, 1)
         for t in self._threads:
             t.join(timeout)
@@ -689,8 +829,9 @@ cdef class DataPlane:
             raise RuntimeError(f"data-plane threads did not stop: {alive}")
         self._threads = []
         _dp_os.eventfd_read(self._wake)
-        dp_store_u64(&self.st.seen[0], <uint64_t>DP_QUIESCENT)
-        dp_store_u64(&self.st.seen[1], <uint64_t>DP_QUIESCENT)
+        for i in range(self.workers):
+            dp_store_u64(&self.ws[i].seen[0], <uint64_t>DP_QUIESCENT)
+            dp_store_u64(&self.ws[i].seen[1], <uint64_t>DP_QUIESCENT)
         self._reclaim()
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 # (included by _fastpath.pyx after _fp_offload.pxi; first of _fp_epoch, _fp_punt, _fp_icmp,
 # _fp_tx, _fp_rx, _fp_dataplane, which together are the compiled DataPlane).
 #
-#   Python (DataPlane.install/remove)        tx thread / rx thread (each loop round)
+#   Python (DataPlane.install/remove)        every worker's tx and rx thread (each round)
 #     1. build a dp_snap from its slots        1. dp_enter: record the generation in use,
 #     2. publish it: one atomic pointer store     load the current snapshot
 #        + generation bump                     2. dp_find(receiver index) -> dp_rxkey,
@@ -18,7 +18,13 @@
 # by consecutive snapshots, so a rekey never resets a counter or exposes half a session.
 # Reclamation is epoch based: every loop round a thread records the generation it runs on
 # (or "quiescent" while it sleeps in poll); a retired snapshot and the keys only it used are
-# freed once every thread has moved past its generation.
+# freed once every thread of every worker has moved past its generation.
+#
+# Workers (DataPlane(queues=...), `enclave up --threads N`): N tx + N rx threads read the same
+# snapshot. What they write in shared keys is made safe for N: a tx key's counter is reserved
+# with one atomic fetch-add per TAP read (dp_tx_emit: never a nonce twice), a receive key's
+# replay window is checked and moved under the key's lock (dp_rx_lock); the rest a worker
+# writes is its own (counters, CoDel state, buffers), summed when Python reads it.
 #
 from libc.errno cimport EINVAL, EIO, ENOBUFS, EOPNOTSUPP
 from libc.stdlib cimport malloc
@@ -37,6 +43,7 @@ from enclave.proto import timing as _dp_timing
 cdef extern from *:
     """
     #include <pthread.h>
+    #include <stdio.h>
     #include <time.h>
     #include <sys/socket.h>
     #include <netinet/in.h>
@@ -44,8 +51,18 @@ cdef extern from *:
     static inline void dp_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
     static inline uint64_t dp_load_u64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
     static inline void dp_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    /* a tx key's counters: reserved by one atomic add, so N tx workers never reuse a nonce */
+    static inline uint64_t dp_fetch_add_u64(uint64_t *p, uint64_t v) {
+        return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
     static inline void dp_name_thread(const char *name) {
         pthread_setname_np(pthread_self(), name);   /* top -H / perf --sort comm */
+    }
+    static inline void dp_name_worker(const char *base, int worker) {
+        char n[16];                                 /* worker 0: base; k > 0: base + k */
+        if (worker == 0) snprintf(n, sizeof n, "%s", base);
+        else snprintf(n, sizeof n, "%s%d", base, worker);
+        pthread_setname_np(pthread_self(), n);
     }
     static inline uint64_t dp_now_ms(void) {
         struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -76,8 +93,10 @@ cdef extern from *:
     void dp_store_ptr(void **p, void *v) noexcept nogil
     uint64_t dp_load_u64(uint64_t *p) noexcept nogil
     void dp_store_u64(uint64_t *p, uint64_t v) noexcept nogil
+    uint64_t dp_fetch_add_u64(uint64_t *p, uint64_t v) noexcept nogil
     uint64_t dp_now_ms() noexcept nogil
     void dp_name_thread(const char *name) noexcept nogil
+    void dp_name_worker(const char *base, int worker) noexcept nogil
     ssize_t dp_send_dgram(int fd, const void *b, size_t n) noexcept nogil
     ssize_t dp_recv_dgram(int fd, void *b, size_t n, int *trunc) noexcept nogil
     uint32_t dp_le32(const uint8_t *p) noexcept nogil
@@ -100,6 +119,7 @@ cdef enum:
     DP_TAG = 16                 # AEAD tag (wire.AEAD_TAG_SIZE); a key's own: fp_tag_bytes
     DP_MAX_OVERHEAD = 48        # header + the largest tag (AEGIS-256's 32): buffer sizing
     DP_MAX_RX = 4               # receive keys per peer (current, previous, pending + spare)
+    DP_MAX_WORKERS = 64         # tx + rx thread pairs per DataPlane (one TAP queue each)
     DP_PUNT_HDR = 28
     DP_TX_ENTRIES = 256         # datagrams per tx flush
     DP_TX_READS = 128           # TAP reads per round before a flush
@@ -124,6 +144,7 @@ PUNT_ROAMED: int = DP_PUNT_ROAMED
 PUNT_TX: int = DP_PUNT_TX
 PUNT_INJECT: int = DP_PUNT_INJECT
 DATAPLANE_MAX_RX_KEYS: int = DP_MAX_RX
+DATAPLANE_MAX_WORKERS: int = DP_MAX_WORKERS
 
 if (_dp_wire.DATA_HEADER_SIZE != DP_HDR or _dp_wire.AEAD_TAG_SIZE != DP_TAG
         or DP_HDR + _dp_wire.MAX_AEAD_TAG_SIZE != DP_MAX_OVERHEAD
@@ -137,7 +158,8 @@ ctypedef struct dp_txkey:
     int kind
     void *state
     uint32_t remote_index
-    uint64_t next               # next counter (tx thread only)
+    uint64_t next               # next counter: taken with dp_fetch_add_u64 by every tx
+                                # worker (may pass limit; readers clamp it)
     uint64_t limit              # counters >= limit are never used
 
 ctypedef struct dp_rxkey:
@@ -147,7 +169,8 @@ ctypedef struct dp_rxkey:
     int32_t slot
     int current                 # pairs with the tx key: may move the peer's address
     int notified                # FIRST_RX sent
-    uint64_t frames             # authentic packets (rx thread only)
+    uint64_t frames             # authentic packets (under lock with several workers)
+    pthread_mutex_t lock        # win, frames, notified when nworkers > 1 (dp_rx_lock)
     rw_window win
 
 ctypedef struct dp_route:       # an IPv4 network behind a gateway peer (certified)
@@ -249,9 +272,17 @@ ctypedef struct dp_gtx:         # global, tx thread
     uint64_t aqm_wait_us        # summed time TAP reads waited in the aqm ring (tap_reads: count)
     uint64_t punt_batches       # TX punt messages (batches of sealed packets for Python)
 
+# One dp_state per worker (a tx and an rx thread on its own TAP queue and UDP socket). Worker
+# 0's is the DataPlane's own and holds what the workers share: the published snapshot and its
+# generation, and the MAC table; every worker reaches them through `main` (worker 0: itself).
+# Per worker: the fds, the counters (rxc / txc arrays, grx, gtx: summed on read), seen[2]
+# (its two threads' epochs), stop, and the loops' knobs (copied from worker 0 at start).
 ctypedef struct dp_state:
-    int tap_fd
-    int udp_fd
+    dp_state *main              # worker 0's state (the shared snapshot and MAC table)
+    int worker                  # 0 .. nworkers - 1
+    int nworkers
+    int tap_fd                  # this worker's TAP queue
+    int udp_fd                  # this worker's SO_REUSEPORT socket
     int wake_fd
     int punt_fd
     int vnet_hdr
@@ -268,12 +299,12 @@ ctypedef struct dp_state:
     int aqm                     # CoDel on the tx ring and the UDP receive queue (_fp_aqm.pxi)
     uint64_t aqm_target_ns      # its target and interval (DataPlane.tune)
     uint64_t aqm_interval_ns
-    void *snap
+    void *snap                  # worker 0 only (dp_enter reads main.snap / main.gen)
     uint64_t gen
-    uint64_t seen[2]            # per thread: generation in use, or DP_QUIESCENT
-    pthread_mutex_t mt_lock
+    uint64_t seen[2]            # per thread of this worker: generation in use, or DP_QUIESCENT
+    pthread_mutex_t mt_lock     # worker 0 only (the loops lock main.mt_lock)
     mt_table mt
-    dp_addr *addrs
+    dp_addr *addrs              # shared by all workers (each entry has its lock)
     dp_rxc *rxc
     dp_txc *txc
     dp_grx grx
@@ -312,12 +343,26 @@ cdef inline void dp_header(uint8_t *h, uint32_t receiver, uint64_t counter) noex
 # --- epochs -----------------------------------------------------------------------------------
 
 cdef inline dp_snap *dp_enter(dp_state *st, int t) noexcept nogil:
-    dp_store_u64(&st.seen[t], dp_load_u64(&st.gen))
-    return <dp_snap *>dp_load_ptr(&st.snap)
+    dp_store_u64(&st.seen[t], dp_load_u64(&st.main.gen))
+    return <dp_snap *>dp_load_ptr(&st.main.snap)
 
 
 cdef inline void dp_leave(dp_state *st, int t) noexcept nogil:
     dp_store_u64(&st.seen[t], <uint64_t>DP_QUIESCENT)
+
+
+cdef inline void dp_rx_lock(const dp_state *st, dp_rxkey *k) noexcept nogil:
+    """With several workers a peer's receive key may be used by two rx threads at once (the
+    peer's source port changed, so REUSEPORT hashes it to another socket, while the old one
+    still holds its packets; or INJECT on worker 0): its replay window is taken under the
+    key's lock. One worker: no lock, as before."""
+    if st.nworkers > 1:
+        pthread_mutex_lock(&k.lock)
+
+
+cdef inline void dp_rx_unlock(const dp_state *st, dp_rxkey *k) noexcept nogil:
+    if st.nworkers > 1:
+        pthread_mutex_unlock(&k.lock)
 
 
 cdef inline dp_rxkey *dp_find(const dp_snap *s, uint32_t index) noexcept nogil:

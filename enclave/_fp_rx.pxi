@@ -1,12 +1,19 @@
-# The rx loop ("outside": UDP -> TAP), one native thread, GIL released, no Python per frame.
-# (included by _fastpath.pyx after _fp_tx.pxi).
+# The rx loop ("outside": UDP -> TAP), one native thread per worker, GIL released, no Python
+# per frame. (included by _fastpath.pyx after _fp_tx.pxi).
+#
+#   With N workers, worker k's rx thread (enclave-dp-rx, enclave-dp-rx1, ...) reads its own
+#   SO_REUSEPORT socket, which the kernel picks by the datagram's 4-tuple hash: every packet
+#   of one peer (one source address and port) reaches one worker, in order; peers spread over
+#   the workers. It writes its frames to its own TAP queue (which also steers the reverse
+#   flow's reads to that queue). Injected packets (TCP / relay paths) are worker 0's.
 #
 #   Inbound (outside -> inside), thread "rx":
 #     1. poll(UDP, wake, punt); recvmmsg (UDP_GRO: one buffer may hold a run of datagrams,
 #        cut by the gso_size cmsg); datagrams Python sent us through the punt socket (INJECT:
 #        DATA that arrived over TCP or the relay) take the same path
 #     2. anything not DATA for a known receiver index -> punted to Python (with its source)
-#     3. rw_check -> AEAD open -> rw_update (the window moves only for authentic packets)
+#     3. rw_check -> AEAD open -> rw_update (the window moves only for authentic packets;
+#        check and update under the key's lock when there are several workers: dp_rx_lock)
 #     4. identity binding (fp_ident_check, _fp_ident.pxi): the frame's Ethernet source, and
 #        its ARP / IPv4 / IPv6 source and Neighbour Advertisement target, must be what the
 #        peer's certificate names (drops: rx_spoofed, rx_arp_spoofed, rx_ip_spoofed);
@@ -87,6 +94,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     cdef uint8_t *f
     cdef size_t flen
     cdef int verdict
+    cdef bint ok, notify
     if n > RP_RELAY_HDR and pkt[0] == RP_MSG_RELAY_DATA and not injected:   # the UDP relay
         return dp_rp_rx_relay(st, rx, s, pkt, n, sa, now)
     if n < DP_HDR or pkt[0] != DP_MSG_DATA:
@@ -109,19 +117,28 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
         st.rxc[slot].runt += 1
         return 0
     counter = dp_le64(pkt + 8)
-    if not rw_check(&k.win, counter):
+    dp_rx_lock(st, k)
+    ok = rw_check(&k.win, counter)
+    newest = k.frames == 0 or counter > k.win.last
+    dp_rx_unlock(st, k)
+    if not ok:
         st.rxc[slot].replay += 1
         return 0
-    newest = k.frames == 0 or counter > k.win.last
     if dp_open(k.kind, k.state, pkt, n - DP_HDR, counter) != 0:
         st.rxc[slot].decrypt_fail += 1
         return 0
-    if not rw_update(&k.win, counter):
+    dp_rx_lock(st, k)
+    ok = rw_update(&k.win, counter)     # checks again: another worker may have taken it
+    if ok:
+        k.frames += 1
+    notify = ok and not k.notified
+    if notify:
+        k.notified = 1
+    dp_rx_unlock(st, k)
+    if not ok:
         st.rxc[slot].replay += 1
         return 0
-    k.frames += 1
-    if not k.notified:
-        k.notified = 1
+    if notify:
         if dp_punt(st, rx.pbuf, DP_PUNT_FIRST_RX, NULL, slot, k.local_index, NULL, 0) < 0:
             st.grx.punt_dropped += 1
     f = pkt + DP_HDR
@@ -151,9 +168,9 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
                 st.grx.punt_dropped += 1
         else:
             pthread_mutex_unlock(&a.lock)
-    pthread_mutex_lock(&st.mt_lock)
-    mt_learn(&st.mt, f, flen, slot, now)
-    pthread_mutex_unlock(&st.mt_lock)
+    pthread_mutex_lock(&st.main.mt_lock)
+    mt_learn(&st.main.mt, f, flen, slot, now)
+    pthread_mutex_unlock(&st.main.mt_lock)
     if st.aqm and rx.arrival:
         st.grx.aqm_timed += 1
         st.grx.aqm_wait_us += (rx.rt_now - rx.arrival) // 1000 if rx.rt_now > rx.arrival else 0
@@ -187,7 +204,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     cdef int nb
     if rx == NULL:
         return
-    dp_name_thread("enclave-dp-rx")
+    dp_name_worker("enclave-dp-rx", st.worker)
     if st.udp_gro:
         rx.nslots = 16
         rx.slotsize = 65536
@@ -221,7 +238,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             p[1].fd = st.wake_fd
             p[1].events = POLLIN
             p[1].revents = 0
-            p[2].fd = st.punt_fd
+            p[2].fd = st.punt_fd if st.worker == 0 else -1     # INJECT: worker 0 only
             p[2].events = POLLIN
             p[2].revents = 0
             if poll(p, 3, 1000) <= 0:
@@ -229,7 +246,8 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             if p[1].revents:
                 break
         if more:                          # no poll this round: look for injected packets
-            p[2].revents = POLLIN if (st.grx.rounds & 7) == 0 else 0   # every 8th round
+            p[2].revents = (POLLIN if (st.grx.rounds & 7) == 0 and st.worker == 0
+                            else 0)       # every 8th round, worker 0 only
         more = 0
         s = dp_enter(st, 1)
         st.grx.rounds += 1

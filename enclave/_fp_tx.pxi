@@ -1,7 +1,11 @@
-# The tx loop ("inside": TAP -> UDP), one native thread, GIL released, no Python per frame.
-# (included by _fastpath.pyx after _fp_icmp.pxi).
+# The tx loop ("inside": TAP -> UDP), one native thread per worker, GIL released, no Python
+# per frame. (included by _fastpath.pyx after _fp_icmp.pxi).
 #
-#   Outbound (inside -> outside), thread "tx":
+#   Outbound (inside -> outside), thread "tx" (enclave-dp-tx, enclave-dp-tx1, ...):
+#     0. with N workers the TAP is multi-queue: worker k reads queue k only (st.tap_fd) and
+#        sends on its own SO_REUSEPORT socket (st.udp_fd). The tun driver picks a frame's
+#        queue by flow: the queue its reverse flow was last written to (automatic flow
+#        steering), else its flow hash, so one flow is read by one worker
 #     1. poll(TAP, wake); drain the TAP (up to DP_TX_READS reads per round)
 #     2. L2 switch: mt_lookup(dst MAC) -> one peer slot, or flood to every peer with a tx key
 #     3. size check: frame > mtu + 14 -> drop (+ ICMP "fragmentation needed" / ICMPv6 "packet
@@ -11,7 +15,8 @@
 #        written in front of its payload), so step 5 seals straight from there into the
 #        datagram, no payload copy; for earlier peers of a flood, fo_tso_split copies them
 #        into the batch buffer (16 bytes of headroom and tailroom each) to be sealed in place
-#     5. per segment: counter = key.next++ (stop at key.limit), DATA header, AEAD seal
+#     5. per segment: counter from key.next (reserved per read with one atomic add, stop at
+#        key.limit), DATA header, AEAD seal
 #        (out of place: TAP read buffer -> batch buffer)
 #     6. sendmmsg; consecutive equal-size datagrams to one address become one UDP GSO message
 #        (UDP_SEGMENT, <= 64 segments); EAGAIN -> wait for POLLOUT; GSO refused -> fall back
@@ -147,6 +152,7 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     cdef bint inplace = st.vnet_hdr and last
     cdef size_t need, ov, rh
     cdef uint32_t seglen
+    cdef uint64_t base, ctr
     cdef uint8_t *h
     cdef const uint8_t *src
     if not peer.active or k == NULL:
@@ -182,8 +188,12 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
     if nseg < 0:
         st.gtx.offload_errors += 1
         return -1
+    # this read's counters, reserved at once: another worker's tx thread may be sealing for
+    # the same peer (its counters interleave; the receiver's replay window takes them)
+    base = dp_fetch_add_u64(&k.next, <uint64_t>nseg)
     for i in range(nseg):
-        if k.next >= k.limit:
+        ctr = base + <uint64_t>i
+        if ctr >= k.limit:
             st.txc[slot].key_limit += nseg - i
             break
         if inplace:
@@ -197,9 +207,8 @@ cdef int dp_tx_emit(dp_state *st, dp_tx *tx, dp_snap *s, int32_t slot, const uin
             h = tx.buf + tx.pos + rh
             seglen = <uint32_t>flen
             src = frame
-        dp_header(h, k.remote_index, k.next)
-        dp_seal(k.kind, k.state, h, src, seglen, k.next)
-        k.next += 1
+        dp_header(h, k.remote_index, ctr)
+        dp_seal(k.kind, k.state, h, src, seglen, ctr)
         st.txc[slot].frames += 1
         st.txc[slot].bytes += seglen
         if rh:
@@ -230,9 +239,9 @@ cdef void dp_tx_frame(dp_state *st, dp_tx *tx, dp_snap *s, size_t rlen,
         flen = rlen - FO_VNET_HDR_LEN
     else:
         flen = rlen
-    pthread_mutex_lock(&st.mt_lock)
-    dest = mt_lookup(&st.mt, f, flen, now)
-    pthread_mutex_unlock(&st.mt_lock)
+    pthread_mutex_lock(&st.main.mt_lock)
+    dest = mt_lookup(&st.main.mt, f, flen, now)
+    pthread_mutex_unlock(&st.main.mt_lock)
     if dest == MT_DROP:
         st.gtx.runt += 1
         return
@@ -303,7 +312,7 @@ cdef void dp_tx_loop(dp_state *st) noexcept nogil:
     cdef uint64_t now
     if tx == NULL:
         return
-    dp_name_thread("enclave-dp-tx")
+    dp_name_worker("enclave-dp-tx", st.worker)
     tx.rown = <uint8_t *>malloc(DP_RBUF)
     tx.rbuf = tx.rown
     tx.buf = <uint8_t *>malloc(DP_TX_BUF)

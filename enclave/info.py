@@ -38,6 +38,9 @@ def gather(configured_cipher: str | None = None) -> dict[str, Any]:
         "cipher_fallback": None,
         "aegis256": {"available": False, "allowed": False},
         "kernel_features": sysinfo.kernel_features(),
+        "cores": sysinfo.usable_cores(),
+        "threads_default": sysinfo.default_threads(),
+        "threads_default_cap": sysinfo.MAX_DEFAULT_THREADS,
     }
     try:
         # imported here: keeps `enclave` start-up fast; a build without it is reported below
@@ -114,6 +117,11 @@ def render(report: dict[str, Any]) -> None:
     tap = kf["tap_offload"]
     table.add_row("tap offload", _flags(tap) if isinstance(tap, dict) else escape(tap))
     table.add_row("udp offload", _flags(kf["udp"]))
+    mq = tun.get("multi_queue") if isinstance(tun, dict) else None
+    table.add_row("data-plane workers",
+                  f"{report['threads_default']} by default ({report['cores']} cores, at most "
+                  f"{report['threads_default_cap']}; `enclave up --threads N`), multi-queue TAP "
+                  f"{_yes(mq)}")
     Console().print(table)
 
 

@@ -258,6 +258,23 @@ def udp_offload(timeout: float = 1.0) -> dict[str, bool]:
     return result
 
 
+MAX_DEFAULT_THREADS = 4  # data-plane workers by default: one per core, at most this many
+MAX_THREADS = 64  # data-plane workers at most (= _fastpath.DATAPLANE_MAX_WORKERS, TAP queues)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask; cgroup quotas are not counted)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Data-plane workers `enclave up` runs without --threads: one per core, at most
+    MAX_DEFAULT_THREADS (a tx and an rx thread each; beyond 4 the gain depends on the peers:
+    see docs/PERFORMANCE.md)."""
+    n = usable_cores() if cores is None else cores
+    return max(1, min(n, MAX_DEFAULT_THREADS))
+
+
 def kernel_features() -> dict[str, Any]:
     """Everything the data plane wants from the kernel, probed without side effects."""
     return {

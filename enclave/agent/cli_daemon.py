@@ -52,6 +52,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "tap": False if args.no_tap else None,
         "offload": False if args.no_offload else None,
         "aqm": False if args.no_aqm else None,
+        "threads": args.threads,
         "dns": False if args.no_dns else None,
         "portmap": False if args.no_portmap else None,
         "metrics": args.metrics,
@@ -147,6 +148,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--no-aqm", action="store_true",
                    help="no CoDel/ECN queue management in the data plane: queues wait in the "
                    "TAP ring and socket buffers unmanaged (also ENCLAVE_AQM=0)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="data-plane workers: N TAP queues and UDP sockets, a tx and an rx "
+                   "thread each (default: the number of cores, at most 4; also "
+                   "ENCLAVE_THREADS)")
     p.add_argument("--no-dns", action="store_true",
                    help="do not answer NAME.enclave on the overlay IP (also ENCLAVE_DNS=0)")
     p.add_argument("--no-portmap", action="store_true",

@@ -10,8 +10,8 @@ the introductions in a dict that status/peers show, and reads the UDP data socke
 reflect replies are expected there).
 
 Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
-ENCLAVE_OFFLOAD, ENCLAVE_AQM, ENCLAVE_PORTMAP) > <state>/config.toml (keys port, interface, mtu,
-cipher, offload, aqm, portmap) > defaults.
+ENCLAVE_OFFLOAD, ENCLAVE_AQM, ENCLAVE_THREADS, ENCLAVE_PORTMAP) > <state>/config.toml (keys port,
+interface, mtu, cipher, offload, aqm, threads, portmap) > defaults.
 Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
 sockets are up, STOPPING=1 when shutdown begins.
 Certificate renewal: a timer wakes at the certificate's renewal due time (2/3 of its lifetime)
@@ -64,6 +64,7 @@ from enclave.discovery.introduction import (
 )
 from enclave.policy.intent import IntentError, IntentStatement, decode_signed, encode_signed
 from enclave.promhttp import MetricsServer, parse_listen
+from enclave.sysinfo import MAX_THREADS, default_threads
 
 if TYPE_CHECKING:
     from enclave.agent.gateway import AgentGateway
@@ -134,6 +135,7 @@ class AgentOptions:
     cipher: str | None = None
     offload: bool = True
     aqm: bool = True  # CoDel + ECN on the data plane's queues (enclave/_fp_aqm.pxi)
+    threads: int = dataclasses.field(default_factory=default_threads)  # data-plane workers
     tap: bool = True
     dns: bool = True  # NAME.enclave on the overlay IP, port 53 (enclave.agent.dns_server)
     portmap: bool = True  # ask the site's router to map the data port (enclave.agent.portmap)
@@ -149,8 +151,8 @@ class AgentOptions:
                 merged.update(tomllib.loads(path.read_text()))
             except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
                 raise AgentError(f"config file {path} is invalid: {exc}") from None
-        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "dns", "metrics",
-                    "portmap"):
+        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "threads", "dns",
+                    "metrics", "portmap"):
             env = os.environ.get(f"ENCLAVE_{key.upper()}")
             if env:
                 merged[key] = env
@@ -163,6 +165,7 @@ class AgentOptions:
                 cipher=str(merged["cipher"]) if merged.get("cipher") else None,
                 offload=str(merged.get("offload", True)).lower() not in ("0", "false", "no"),
                 aqm=str(merged.get("aqm", True)).lower() not in ("0", "false", "no"),
+                threads=int(merged.get("threads", default_threads())),
                 tap=bool(merged.get("tap", True)),
                 dns=str(merged.get("dns", True)).lower() not in ("0", "false", "no"),
                 portmap=str(merged.get("portmap", True)).lower() not in ("0", "false", "no"),
@@ -172,6 +175,8 @@ class AgentOptions:
             raise AgentError(f"invalid agent option: {exc}") from None
         if not 0 < opts.port < 65536:
             raise AgentError(f"port must be 1..65535, got {opts.port}")
+        if not 1 <= opts.threads <= MAX_THREADS:
+            raise AgentError(f"threads must be 1..{MAX_THREADS}, got {opts.threads}")
         if opts.metrics is not None:
             try:
                 parse_listen(opts.metrics)
@@ -247,6 +252,10 @@ class Agent:
         name = self.record.name
         self.udp_sock = data_socket()  # [::]:port for IPv4 and IPv6 (agent/udp_socket.py)
         self.udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.options.threads > 1 and self.options.tap:
+            # the data plane's other workers bind their sockets beside this one
+            # (engine.reuseport_siblings); one worker keeps the port exclusive as before
+            self.udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             self.udp_sock.bind((any_address(self.udp_sock), self.options.port))
         except OSError as exc:

@@ -27,6 +27,7 @@ class OptionsView(Protocol):
     cipher: str | None
     offload: bool
     aqm: bool
+    threads: int
     tap: bool
 
 

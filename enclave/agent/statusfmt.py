@@ -50,20 +50,36 @@ def human_rtt(ms: float | None) -> str:
     return f"{ms:.2f}ms" if ms < 10 else f"{ms:.1f}ms" if ms < 100 else f"{ms:.0f}ms"
 
 
+def portmap_text(portmap: Mapping[str, Any] | None) -> str:
+    """The `port mapping` line: off (--no-portmap), the mapped address, or why there is none."""
+    if portmap is None:
+        return "off"
+    m = portmap.get("mapping")
+    if not m:
+        return f"none ({portmap.get('last_error') or 'asking'})"
+    return f"{m.get('external')} -> udp :{m.get('internal_port')} via {m.get('method')}"
+
+
 def self_lines(status: Mapping[str, Any]) -> list[str]:
     plat = status.get("platform") or {}
     mappings = status.get("mappings") or {}
     udp = ", ".join(m or "-" for m in mappings.get("udp") or []) or "-"
     err = plat.get("last_error")
-    return [
+    dp = status.get("dataplane") or {}
+    lines = [
         f"name         {status.get('name')} ({status.get('org')})",
         f"overlay ip   {status.get('overlay_ip')}",
         f"certificate  expires {status.get('cert_expires')}",
         f"platform     {plat.get('url')} {plat.get('state')}" + (f" ({err})" if err else ""),
         f"mappings     udp {udp}; tcp {mappings.get('tcp') or '-'}",
         f"nat          {status.get('nat')}",
+        f"port mapping {portmap_text(status.get('portmap'))}",
         f"peers        {status.get('peers')}",
     ]
+    if dp:
+        lines.append(f"data plane   {dp.get('tap')}, {dp.get('threads', 1)} worker(s), "
+                     f"cipher {dp.get('cipher') or '-'}, aqm {'on' if dp.get('aqm') else 'off'}")
+    return lines
 
 
 _HEADER = ("PEER", "OVERLAY IP", "PATH", "PATH SINCE", "ENDPOINT", "RTT", "HANDSHAKE", "RX",

@@ -196,7 +196,7 @@ def open_dataplane(agent: AgentView, max_tag: int) -> DataPlane:
         sock = agent.udp_sock
         dp: DataPlane = off_loop(lambda: engine.DataPlane.open(
             sock, name=opts.interface, mac=ident.mac, address=ident.overlay_interface, mtu=mtu,
-            offload=opts.offload, aqm=opts.aqm, max_peers=MAX_PEERS))
+            offload=opts.offload, aqm=opts.aqm, max_peers=MAX_PEERS, threads=opts.threads))
     except (OSError, ValueError, RuntimeError) as exc:
         raise AgentError(f"cannot create TAP interface {opts.interface!r}: {exc}") from None
     log.info("data plane on %s (%s, mtu %d): %s", opts.interface, ident.overlay_interface, mtu,

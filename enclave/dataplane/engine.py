@@ -36,6 +36,14 @@ Paths (PeerKeysUpdated.addr) and what the compiled loops do with them (_fp_relay
                    framing); Python writes the batch to the stream / one WebSocket message;
                    what arrives goes back as INJECT batches (inject_frames)
 
+Workers (``threads`` N > 1, `enclave up --threads`): the TAP has N queues (IFF_MULTI_QUEUE,
+tap.py) and the data socket N - 1 siblings bound to its address with SO_REUSEPORT
+(reuseport_siblings); worker k is a tx and an rx thread on queue k and socket k:
+
+    TAP queue k --[tx k]--> socket k      flows steered to a queue by the tun driver
+    TAP queue k <--[rx k]-- socket k      peers spread over the sockets by the kernel's
+                                          4-tuple hash: one peer's packets reach one worker
+
 Offloads (each with a start-up self-test and a kill switch, ``offload=False``):
   TAP: IFF_VNET_HDR + TUNSETOFFLOAD(CSUM|TSO4|TSO6) (TapDevice); refused -> plain frames.
   UDP: UDP_SEGMENT (getsockopt probe; EIO/EINVAL at send time -> plain datagrams, counted in
@@ -57,7 +65,7 @@ from typing import Any, Protocol
 
 from enclave import _fastpath as fp
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
-from enclave.dataplane.tap import DEFAULT_NAME, TapDevice
+from enclave.dataplane.tap import DEFAULT_NAME, TapDevice, in_netns
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.events import PeerKeysUpdated
 
@@ -159,6 +167,40 @@ def aqm_tuning_from_env() -> dict[str, int]:
     return out
 
 
+def reuseport_siblings(
+    sock: socket.socket, count: int, netns: str | None = None
+) -> list[socket.socket]:
+    """`count` more UDP sockets bound to `sock`'s address with SO_REUSEPORT (in network
+    namespace `netns`, the TAP's): the kernel then spreads received datagrams over the group by
+    their 4-tuple hash, so all of one peer's arrive on one socket. `sock` must have been bound
+    with SO_REUSEPORT set (ValueError otherwise); the kernel admits only sockets of the same
+    user to the group."""
+    if count <= 0:
+        return []
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        raise ValueError("the data socket needs SO_REUSEPORT before bind() for several workers")
+    where = sock.getsockname()
+
+    def make() -> list[socket.socket]:
+        out: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                s = socket.socket(sock.family, socket.SOCK_DGRAM)
+                out.append(s)
+                if sock.family == socket.AF_INET6:  # dual-stack like the data socket, or not
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, sock.getsockopt(
+                        socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.bind(where[:2])
+        except BaseException:
+            for s in out:
+                s.close()
+            raise
+        return out
+
+    return make() if netns is None else in_netns(netns, make)
+
+
 def enable_udp_gro(sock: socket.socket) -> bool:
     """Turn on UDP_GRO (coalesced receive) on the socket; False if the kernel refuses."""
     try:
@@ -205,8 +247,10 @@ class DataPlane:
     """TAP device + UDP socket + native loops, addressed by peer name.
 
     ``tap`` and ``udp_sock`` stay owned by the caller unless the DataPlane created them
-    (``DataPlane.open``). ``apply(update)`` is the one place a Node's PeerKeysUpdated becomes
-    a compiled install or removal; the native rx thread reads the UDP socket.
+    (``DataPlane.open``). One worker per TAP queue (``tap.fds``): the further workers' sockets
+    are made here (reuseport_siblings) and closed with the data plane. ``apply(update)`` is
+    the one place a Node's PeerKeysUpdated becomes a compiled install or removal; the native
+    rx threads read the UDP sockets.
     """
 
     def __init__(
@@ -224,23 +268,35 @@ class DataPlane:
         self.tap = tap
         self.udp_sock = udp_sock
         self.mtu = tap.mtu if mtu is None else mtu
-        udp_off = offload if udp_offload is None else udp_offload  # None: follow `offload`
-        self.udp_gso = udp_off and udp_gso_supported(udp_sock)
-        self.udp_gro = udp_off and enable_udp_gro(udp_sock)
-        self.tap_gro = offload and tap.vnet_hdr and bool(tap.offload)
-        udp_sock.setblocking(False)
-        self.socket_buffers = grow_socket_buffers(udp_sock)
-        self.native = fp.DataPlane(
-            tap.fd,
-            udp_sock.fileno(),
-            vnet_hdr=tap.vnet_hdr,
-            tap_gro=self.tap_gro,
-            udp_gso=self.udp_gso,
-            udp_gro=self.udp_gro,
-            mtu=self.mtu,
-            max_peers=max_peers,
-            aqm=aqm,
-        )
+        self.threads = len(tap.fds)
+        self.worker_socks = reuseport_siblings(udp_sock, self.threads - 1, tap.netns)
+        try:
+            socks = [udp_sock, *self.worker_socks]
+            udp_off = offload if udp_offload is None else udp_offload  # None: follow `offload`
+            self.udp_gso = udp_off and udp_gso_supported(udp_sock)
+            self.udp_gro = udp_off and all([enable_udp_gro(s) for s in socks])
+            self.tap_gro = offload and tap.vnet_hdr and bool(tap.offload)
+            for s in socks:
+                s.setblocking(False)
+            self.socket_buffers = grow_socket_buffers(udp_sock)
+            for s in self.worker_socks:
+                grow_socket_buffers(s)
+            self.native = fp.DataPlane(
+                tap.fd,
+                udp_sock.fileno(),
+                vnet_hdr=tap.vnet_hdr,
+                tap_gro=self.tap_gro,
+                udp_gso=self.udp_gso,
+                udp_gro=self.udp_gro,
+                mtu=self.mtu,
+                max_peers=max_peers,
+                aqm=aqm,
+                queues=[(fd, s.fileno())
+                        for fd, s in zip(tap.fds[1:], self.worker_socks, strict=True)],
+            )
+        except BaseException:
+            self._close_worker_socks()
+            raise
         if aqm:
             self.native.tune(**aqm_tuning_from_env())
         self.aqm = aqm
@@ -269,8 +325,11 @@ class DataPlane:
         netns: str | None = None,
         max_peers: int = 256,
         aqm: bool = True,
+        threads: int = 1,
     ) -> DataPlane:
-        """Create the TAP (MAC + overlay address from the certificate) and the data plane."""
+        """Create the TAP (MAC + overlay address from the certificate) and the data plane;
+        threads > 1: that many workers (a multi-queue TAP; `udp_sock` bound with
+        SO_REUSEPORT)."""
         if isinstance(mac, bytes):
             mac = ":".join(f"{b:02x}" for b in mac)
         tap = TapDevice(
@@ -281,6 +340,7 @@ class DataPlane:
             vnet_hdr=offload,
             offload=offload,
             netns=netns,
+            queues=threads,
         )
         try:
             return cls(
@@ -313,8 +373,14 @@ class DataPlane:
                 pass
             self._loop = None
         self.native.close()
+        self._close_worker_socks()
         if self._owns_tap:
             self.tap.close()
+
+    def _close_worker_socks(self) -> None:
+        socks, self.worker_socks = self.worker_socks, []
+        for s in socks:
+            s.close()
 
     def serve(self, handler: PuntHandler) -> None:
         """Start the loops and route punt messages and key usage to `handler` (from the
@@ -376,6 +442,7 @@ class DataPlane:
             "udp_gso": self.udp_gso,
             "udp_gro": self.udp_gro,
             "aqm": self.aqm,
+            "threads": self.threads,
         }
 
     # -- sessions (ConnectionManager adapter) ------------------------------------------------------

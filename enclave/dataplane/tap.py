@@ -1,6 +1,7 @@
 """The TAP device the data plane reads Ethernet frames from and writes them to.
 
     /dev/net/tun --open--> fd --TUNSETIFF(IFF_TAP|IFF_NO_PI[|IFF_VNET_HDR])--> "enclave0"
+                 [--open--> fd 1..N-1, each TUNSETIFF(...|IFF_MULTI_QUEUE): queues > 1]
                            |--TUNSETVNETHDRSZ(10)   virtio_net_hdr in front of every frame
                            |--TUNSETOFFLOAD(CSUM|TSO4|TSO6)  kernel may hand us TCP super-frames
                            '--O_NONBLOCK: the fd goes to the compiled loops as a plain int
@@ -23,9 +24,16 @@ meaningless for a TAP): it is the kernel's default for TAP and what wireguard-go
 size is nevertheless set explicitly with TUNSETVNETHDRSZ so the contract is visible.
 csum_start counts from the first byte of the Ethernet frame.
 
-The device is not persistent: closing the fd removes it, addresses and routes included, so a
-crashed agent leaves nothing behind. The TUNSETOFFLOAD call doubles as a start-up self-test:
-if the kernel refuses it (EINVAL/EIO) the device runs without offloads and says so.
+Multi-queue (``queues=N`` > 1, one per data-plane worker): every fd is one queue of the same
+device (IFF_MULTI_QUEUE). The tun driver puts a frame the kernel sends into the queue its
+flow was last *written* from (automatic flow steering: the reverse flow's packets, which the
+worker of that peer writes), else into the queue its flow hash picks, so one flow is read by
+one worker; the header size and offloads are the device's, set once on the first fd.
+
+The device is not persistent: closing the fd (every queue's fd) removes it, addresses and
+routes included, so a crashed agent leaves nothing behind. The TUNSETOFFLOAD call doubles as
+a start-up self-test: if the kernel refuses it (EINVAL/EIO) the device runs without offloads
+and says so.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU, MAX_TAP_MTU
+from enclave.sysinfo import MAX_THREADS as MAX_QUEUES  # one queue per data-plane worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +69,7 @@ TUNSETOFFLOAD: Final = 0x400454D0
 TUNGETVNETHDRSZ: Final = 0x800454D7
 TUNSETVNETHDRSZ: Final = 0x400454D8
 IFF_TAP: Final = 0x0002
+IFF_MULTI_QUEUE: Final = 0x0100
 IFF_NO_PI: Final = 0x1000
 IFF_VNET_HDR: Final = 0x4000
 TUN_F_CSUM: Final = 0x01
@@ -99,7 +109,7 @@ IN6_ADDR_GEN_MODE_EUI64: Final = 0  # <linux/if_link.h>
 # eagerly into its own bytes-bounded ring, where CoDel sees each frame's waiting time, so this
 # ring is only the overflow once that one is full (a flow that ignores drops and marks).
 TXQUEUELEN_PLAIN: Final = 256
-TXQUEUELEN_OFFLOAD: Final = 1000  # the kernel default
+TXQUEUELEN_OFFLOAD: Final = 1000  # the kernel default (per queue: each has its own ring)
 
 
 class TapError(OSError):
@@ -148,7 +158,7 @@ def _open_tun(name: str, flags: int) -> int:
     return fd
 
 
-def _in_netns(ns: str, fn: Callable[[], T]) -> T:
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
     """Run ``fn()`` in a short-lived thread that has entered network namespace ``ns``.
 
     setns() only moves the calling thread, so the rest of the process never changes namespace.
@@ -196,8 +206,9 @@ def tun_features() -> int:
 class TapDevice:
     """An open, configured TAP interface; a context manager that removes it on exit.
 
-    Attributes for the data-plane loops: ``fd`` (non-blocking), ``vnet_hdr`` (every frame is
-    prefixed by a VNET_HDR_LEN-byte virtio_net_hdr), ``offload`` (TUN_F_* flags in force;
+    Attributes for the data-plane loops: ``fd`` (non-blocking; queue 0), ``fds`` (every
+    queue's fd, ``queues`` of them: IFF_MULTI_QUEUE when more than one), ``vnet_hdr`` (every
+    frame is prefixed by a VNET_HDR_LEN-byte virtio_net_hdr), ``offload`` (TUN_F_* flags in force;
     0 means the kernel sends only frames of at most ``mtu`` + 14 bytes), ``mtu``, ``mac``,
     ``name``, ``ifindex``, ``netns``, ``txqueuelen`` (the transmit ring set: TXQUEUELEN_PLAIN
     without offloads, TXQUEUELEN_OFFLOAD with).
@@ -214,10 +225,13 @@ class TapDevice:
         offload: bool = True,
         netns: str | None = None,
         up: bool = True,
+        queues: int = 1,
     ) -> None:
         _check_name(name)
         if not 68 <= mtu <= MAX_TAP_MTU:
             raise ValueError(f"MTU {mtu} out of range 68..{MAX_TAP_MTU}")
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}, got {queues}")
         iface = ipaddress.IPv4Interface(address) if address is not None else None
         self.name = name
         self.mac = _check_mac(mac) if mac is not None else random_mac()
@@ -229,18 +243,35 @@ class TapDevice:
         self.ifindex = 0
         self.txqueuelen = TXQUEUELEN_PLAIN
         self.fd = -1
+        self.fds: list[int] = []
+        self.queues = queues
 
         flags = IFF_TAP | IFF_NO_PI
+        if queues > 1:
+            if not tun_features() & IFF_MULTI_QUEUE:
+                raise TapError(errno.EOPNOTSUPP, "the tun driver lacks IFF_MULTI_QUEUE: "
+                               "run with one data-plane worker (--threads 1)")
+            flags |= IFF_MULTI_QUEUE
         if vnet_hdr:
             if not tun_features() & IFF_VNET_HDR:
                 log.warning("tun driver lacks IFF_VNET_HDR: %s runs without offloads", name)
                 vnet_hdr = False
             else:
                 flags |= IFF_VNET_HDR
-        if netns is None:
-            self.fd = _open_tun(name, flags)
-        else:
-            self.fd = _in_netns(netns, lambda: _open_tun(name, flags))
+
+        def open_queues() -> list[int]:
+            fds: list[int] = []
+            try:
+                for _ in range(queues):
+                    fds.append(_open_tun(name, flags))
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            return fds
+
+        self.fds = open_queues() if netns is None else in_netns(netns, open_queues)
+        self.fd = self.fds[0]
         try:
             if vnet_hdr:
                 self.vnet_hdr = True
@@ -252,7 +283,7 @@ class TapDevice:
             if netns is None:
                 self._configure(up)
             else:
-                _in_netns(netns, lambda: self._configure(up))
+                in_netns(netns, lambda: self._configure(up))
         except BaseException:
             self.close()
             raise
@@ -328,9 +359,9 @@ class TapDevice:
         return self.fd < 0
 
     def close(self) -> None:
-        """Close the fd; the kernel then deletes the (non-persistent) interface."""
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
+        """Close every queue's fd; the kernel then deletes the (non-persistent) interface."""
+        fds, self.fds, self.fd = self.fds, [], -1
+        for fd in fds:
             os.close(fd)
 
     def __enter__(self) -> TapDevice:
@@ -346,8 +377,9 @@ class TapDevice:
 
     def __repr__(self) -> str:
         where = f" netns={self.netns}" if self.netns else ""
+        queues = f" queues={self.queues}" if self.queues > 1 else ""
         return (
-            f"TapDevice({self.name!r}{where} fd={self.fd} mtu={self.mtu} "
+            f"TapDevice({self.name!r}{where} fd={self.fd}{queues} mtu={self.mtu} "
             f"vnet_hdr={self.vnet_hdr} offload={self.offload:#x})"
         )
 

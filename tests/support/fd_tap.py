@@ -14,3 +14,9 @@ class FdTap:
     mtu: int = 1400
     vnet_hdr: bool = False
     offload: int = 0
+    netns: str | None = None
+
+    @property
+    def fds(self) -> list[int]:
+        """One queue: one data-plane worker."""
+        return [self.fd]

@@ -98,6 +98,7 @@ class Overlay:
         ipv6: bool = False,
         udp_offload: bool | None = None,
         aqm: bool = True,
+        threads: int = 1,
     ) -> None:
         self.lab = lab
         self.cipher = cipher
@@ -112,6 +113,7 @@ class Overlay:
                     vnet_hdr=offload,
                     offload=offload,
                     netns=host.netns,
+                    queues=threads,
                 )
                 if ipv6:
                     host.run(["sysctl", "-qw", "net.ipv6.conf.enclave0.disable_ipv6=0"], check=True)
@@ -129,6 +131,8 @@ class Overlay:
                         check=True,
                     )
                 sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                if threads > 1:  # the DataPlane binds a socket per further worker beside it
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind((str(host.ip), PORT))
                 dp = DataPlane(
                     tap, sock, offload=offload, mtu=mtu, max_peers=16, udp_offload=udp_offload,
