@@ -1,6 +1,6 @@
 """`enclave bench` and its sub-commands crypto, peer, serve, gateway and platform.
 
-    enclave bench [--cipher all|NAME,NAME...] [--repeat N] [--duration S]
+    enclave bench [--cipher all|NAME,NAME...] [--repeat N] [--duration S] [--threads N,N...]
                   [--offload|--no-offload] [--json FILE] [--html FILE]
                   [--flows tcp1,tcp4,udp64,udp512,udp1400,latency]
     enclave bench crypto [--cipher ...] [--sizes 64,512,1400,9000] [--seconds S] [--json FILE]
@@ -61,6 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir),
         connect_timeout=args.connect_timeout,
+        threads=_threads(args.threads),
     )
     repeat = check_repeat(args.repeat)
     report, out = with_progress(
@@ -68,6 +69,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         lambda step: run_repeated(
             repeat, lambda s, i: runner.run(runner.for_run(opts, i, repeat), progress=s), step))
     return finish(report, out, args)
+
+
+def _threads(text: str | None) -> tuple[int | None, ...]:
+    """--threads "1,2" -> (1, 2); absent -> (None,): the agents' own default."""
+    if not text:
+        return (None,)
+    try:
+        return tuple(int(t) for t in text.split(",") if t)
+    except ValueError:
+        raise ValueError(f"--threads must be comma-separated worker counts, got {text!r}") from None
 
 
 def cmd_crypto(args: argparse.Namespace) -> int:
@@ -132,6 +143,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     off.add_argument("--offload", dest="offload", action="store_true", default=None,
                      help="ask the agents for TSO/GRO offload")
     off.add_argument("--no-offload", dest="offload", action="store_false")
+    bench.add_argument("--threads", default=None, metavar="LIST",
+                       help="the agents' data-plane workers (enclave up --threads), a comma "
+                       "list runs the overlay once per entry, figures labelled 'CIPHER tN' "
+                       "(default: the agents' default, one per core up to 4)")
     bench.add_argument("--flows", default="", metavar="LIST",
                        help=f"comma-separated subset of {','.join(runner.ALL_FLOWS)} "
                             "(default: all)")

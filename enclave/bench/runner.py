@@ -8,8 +8,8 @@ Stages, in order (each recorded in the report as ok / unavailable / failed / ski
     platform   enclave platform init + serve on the platform host
     enrol      enclave enrol on a1 and b1 (overlay IPs from --json)
     agent      are `enclave up`, `enclave intent`, `enclave peers` there yet?
-    per cipher:
-      up         enclave up --state DIR on a1 and b1 (cipher + offload via env and flags)
+    per cipher (and per --threads entry: figures labelled "CIPHER tN", N data-plane workers):
+      up         enclave up --state DIR on a1 and b1 (cipher + offload + threads via env/flags)
       intent     a1 adds b1, then b1 adds a1 (t0 = the second intent)
       connected  poll `enclave peers --json` until b1 shows connected; set-up time, path
       overlay    flows to b1's overlay IP; agent CPU seconds per GB and peak RSS
@@ -75,6 +75,7 @@ class BenchOptions:
     workdir: Path | None = None
     keep_logs: bool = False
     connect_timeout: float = CONNECT_TIMEOUT_S
+    threads: tuple[int | None, ...] = (None,)  # agents' data-plane workers; None: their default
 
     def __post_init__(self) -> None:
         unknown = set(self.flows) - set(ALL_FLOWS)
@@ -85,6 +86,14 @@ class BenchOptions:
             raise ValueError("--duration must be > 0")
         if not self.ciphers:
             raise ValueError("no cipher to measure")
+        if not self.threads or any(t is not None and not 1 <= t <= 64 for t in self.threads):
+            raise ValueError("--threads takes worker counts 1..64")
+
+
+def run_label(cipher: str, threads: int | None) -> str:
+    """What one overlay run's figures are labelled with: the cipher, and the agents' worker
+    count when --threads set it ("aes256gcm t2")."""
+    return cipher if threads is None else f"{cipher} t{threads}"
 
 
 Progress = Callable[[str], None]
@@ -97,7 +106,7 @@ def no_progress(_: str) -> None:
 def steps_for(opts: BenchOptions) -> int:
     """Progress steps a full run takes (for the progress bar's total)."""
     per_path = _flow_steps(opts)
-    overlay = (4 + per_path) * len(opts.ciphers) if opts.overlay else 0
+    overlay = (4 + per_path) * len(opts.ciphers) * len(opts.threads) if opts.overlay else 0
     relay_steps = 1 + len(opts.ciphers) if wants_relay(opts) else 0
     return 5 + overlay + per_path + relay_steps + (1 if opts.crypto else 0)
 
@@ -199,6 +208,7 @@ def run(opts: BenchOptions, progress: Progress = no_progress) -> Report:
         "duration_s": opts.duration,
         "ciphers": ",".join(opts.ciphers),
         "offload": "default" if opts.offload is None else ("on" if opts.offload else "off"),
+        "threads": ",".join("default" if t is None else str(t) for t in opts.threads),
         "nat_a": opts.nat_a,
         "nat_b": opts.nat_b,
         "block_udp": opts.block_udp,
@@ -285,17 +295,18 @@ def _run_in_lab(ctx: BenchContext) -> None:
         else:
             ctx.report.stage("agent", "ok", "enclave up / intent / peers present")
     blocked = ""
-    for cipher in opts.ciphers:
+    for cipher, threads in [(c, t) for c in opts.ciphers for t in opts.threads]:
+        label = run_label(cipher, threads)
         if not overlay_ready:
             break
         if blocked:  # the same agents will not connect with another cipher either
-            ctx.report.stage(f"overlay ({cipher})", "skipped", blocked)
+            ctx.report.stage(f"overlay ({label})", "skipped", blocked)
             continue
         try:
-            _overlay_run(ctx, cipher)
+            _overlay_run(ctx, cipher, threads)
         except StageFailed as exc:
             if str(exc).startswith(("up ", "intent ", "connected ")):
-                blocked = f"overlay did not come up with {cipher} (stage {exc})"
+                blocked = f"overlay did not come up with {label} (stage {exc})"
     if raw_ok:
         ctx.progress("raw flows")
         with contextlib.suppress(StageFailed), timed_stage(ctx, "flows raw") as box:
@@ -466,10 +477,13 @@ def forward_bench_ports(lab: Any, host: Any) -> None:
 # -- overlay -----------------------------------------------------------------------------------
 
 
-def _overlay_run(ctx: BenchContext, cipher: str) -> None:
+def _overlay_run(ctx: BenchContext, asked: str, threads: int | None = None) -> None:
+    """One overlay run with cipher `asked` and `threads` workers (None: the agents' default);
+    its figures and stages are labelled run_label(asked, threads)."""
     opts = ctx.opts
     a, b = ctx.agents["a1"], ctx.agents["b1"]
     up_opts = agent_commands().get("up", set())
+    cipher = run_label(asked, threads)
     ctx.progress(f"up ({cipher})")
     try:
         with timed_stage(ctx, f"up ({cipher})") as box:
@@ -477,13 +491,15 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
             for agent in (a, b):
                 argv = ["up", "--state", str(agent.state)]
                 if "--cipher" in up_opts:
-                    argv += ["--cipher", cipher]
+                    argv += ["--cipher", asked]
                 if opts.offload is False and "--no-offload" in up_opts:
                     argv.append("--no-offload")  # `up` has no --offload: on is its default
-                env = {**os.environ, "ENCLAVE_CIPHER": cipher}
+                env = {**os.environ, "ENCLAVE_CIPHER": asked}
+                if threads is not None:
+                    env["ENCLAVE_THREADS"] = str(threads)
                 if opts.offload is not None:
                     env["ENCLAVE_OFFLOAD"] = "1" if opts.offload else "0"
-                agent.log = ctx.work / f"agent-{agent.host.name}-{cipher}.log"
+                agent.log = ctx.work / f"agent-{agent.host.name}-{cipher.replace(' ', '-')}.log"
                 with open(agent.log, "wb") as log:
                     agent.proc = agent.host.popen(enclave_argv(*argv), stdout=log,
                                                   stderr=subprocess.STDOUT, env=env)
@@ -505,9 +521,9 @@ def _overlay_run(ctx: BenchContext, cipher: str) -> None:
         with timed_stage(ctx, f"connected ({cipher})") as box:
             peer, waited = _wait_connected(a, b.name, t0, opts.connect_timeout)
             used = session_cipher(peer)
-            if used is not None and used != cipher:  # never label one cipher's figures another's
+            if used is not None and used != asked:  # never label one cipher's figures another's
                 box["status"] = "unavailable"
-                box["detail"] = f"asked for {cipher}, the session uses {used}: not measured"
+                box["detail"] = f"asked for {asked}, the session uses {used}: not measured"
                 return
             setup_ms, note = setup_time_ms(peer, t0_wall, waited)
             path = peer.get("path")
