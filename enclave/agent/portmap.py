@@ -165,12 +165,17 @@ class UpnpIgd:
 
     def add(self, port: int, lifetime: int) -> tuple[str, int] | None:
         """Map UDP `port` (same number outside) to this host; (external IP, port) or None."""
-        try:
-            if not self.selected:
-                if not self.upnp.discover():
-                    return None
+        if not self.selected:
+            try:
+                found = self.upnp.discover()
                 self.upnp.selectigd()
-                self.selected = True
+            except Exception:  # miniupnpc: "Success" when nothing answered, or "No UPnP device"
+                found = 0
+            if not found:
+                log.debug("portmap: upnp: no internet gateway device answered")
+                return None
+            self.selected = True
+        try:
             external = str(self.upnp.externalipaddress())
             ok = self.upnp.addportmapping(port, "UDP", self.upnp.lanaddr, port, DESCRIPTION,
                                           "", lifetime)
