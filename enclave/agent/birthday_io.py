@@ -307,8 +307,7 @@ class BirthdayRunner:
             return False
         if not run.opener.heard(index, self._clock()):
             return False
-        family = self._data_sock.family
-        host, port = self._loopback_of_data_socket()
+        family, host, port = self._loopback_of_data_socket()
         inner = self._factory(family)
         try:
             inner.setblocking(False)
@@ -371,19 +370,27 @@ class BirthdayRunner:
 
     # ------------------------------------------------------------------ addresses
     def _bind_host(self, family: int) -> str:
-        host = str(self._data_sock.getsockname()[0])
-        if self._data_sock.family == family and host not in ("0.0.0.0", "::"):
+        """The data socket's own address when it is bound to one of `family`, else any."""
+        fam, host, _port = self._loopback_of_data_socket()
+        if fam == family and host not in ("127.0.0.1", "::1"):
             return host
         return "0.0.0.0" if family == socket.AF_INET else "::"
 
-    def _loopback_of_data_socket(self) -> Addr:
-        """Where a local socket reaches the data socket (loopback when it listens on all)."""
-        host, port = self._data_sock.getsockname()[:2]
-        if host == "0.0.0.0":
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        return str(host), int(port)
+    def _loopback_of_data_socket(self) -> tuple[int, str, int]:
+        """(family, host, port) where a local socket reaches the data socket: IPv4 loopback
+        when it listens on all addresses and takes IPv4 (a lab namespace or host may have IPv6
+        switched off, ::1 included), ::1 for an IPv6-only one, else its own address."""
+        sock = self._data_sock
+        host, port = str(sock.getsockname()[0]), int(sock.getsockname()[1])
+        if host.startswith("::ffff:"):
+            host = host[len("::ffff:"):]
+        if host in ("0.0.0.0", "::"):
+            v6only = sock.family == socket.AF_INET6 and bool(
+                sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+            return ((socket.AF_INET6, "::1", port) if v6only
+                    else (socket.AF_INET, "127.0.0.1", port))
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        return family, host, port
 
 
 def _ipv4(host: str) -> bool:
