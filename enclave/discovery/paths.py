@@ -4,14 +4,19 @@
                                            |
     authenticated reply from addr ------> confirm(addr) --> best(): lowest rank confirmed path
                                            |
-    T + give_up with nothing confirmed --> relay_due(now) is True once ("use relay")
+    T + give_up with no direct path confirmed --> relay_due(now) is True once ("the punch
+    failed"; a relay may already carry the session: relays are offered from the start)
     while the best confirmed rank is worse than the best candidate rank, a new punch burst
     starts every `reprobe_interval` seconds, so a better path is found and used later.
-    While the best path is relayed (or there is none), the bursts come sooner: after
-    RELAYED_REPROBE_MIN seconds, doubling up to `reprobe_interval` (leaving the relay as soon
-    as a direct path opens, UDP candidates ranking before TCP ones); the back-off starts over
-    whenever a direct path is confirmed or lost, so a relay that a dead direct path fell back
-    to is left again quickly.
+    While the best path is relayed (or there is none), shorter bursts (RELAYED_REPROBE_DURATION)
+    come sooner: after RELAYED_REPROBE_MIN seconds, doubling up to RELAYED_REPROBE_MAX (leaving
+    the relay within about RELAYED_REPROBE_MAX + a round trip once a direct path opens, UDP
+    candidates ranking before TCP ones); the back-off starts over whenever a direct path is
+    confirmed or lost.
+    path_failed(addr) (the session's path stopped answering) --> every confirmation is
+    forgotten (each path must answer afresh), a punch burst over the direct candidates starts
+    at once, and the relay candidates (also ones added later) are probed every
+    FALLBACK_PROBE_INTERVAL for FALLBACK_DURATION or until some path is confirmed.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ from enclave.discovery.punch import PUNCH_DURATION, PunchSchedule
 GIVE_UP_AFTER = 5.0
 REPROBE_INTERVAL = 30.0
 REPROBE_DURATION = 2.0
-RELAYED_REPROBE_MIN = 1.0  # first re-probe burst after this while relayed; doubles each time
+RELAYED_REPROBE_MIN = 0.5  # first re-probe burst after this while relayed; doubles each time
+RELAYED_REPROBE_MAX = 2.0  # ... up to this (the relay -> direct move time once a path opens)
+RELAYED_REPROBE_DURATION = 0.6  # a re-probe burst while relayed (3-6 rounds)
+FALLBACK_PROBE_INTERVAL = 0.25  # relay candidates probed this often after path_failed ...
+FALLBACK_DURATION = 10.0  # ... for at most this long
 MAX_OUTSTANDING_PROBES = 256
 
 
@@ -73,6 +82,8 @@ class PathManager:
         )
         self._next_reprobe: float | None = None
         self._relayed_wait = RELAYED_REPROBE_MIN  # the next back-off while relayed
+        self._fallback_next: float | None = None  # path_failed: next relay probe round
+        self._fallback_until = 0.0
         self._probes: dict[int, tuple[PathAddr, float]] = {}
 
     # --- queries ---------------------------------------------------------------------------
@@ -124,12 +135,13 @@ class PathManager:
     def confirm(self, addr: PathAddr, now: float, rtt: float | None = None) -> None:
         self.learn(addr)
         state = self._paths[addr]
-        if state.rank < RANK_RELAY and state.confirmed_at is None:
-            self._relayed_wait = RELAYED_REPROBE_MIN  # a direct path: quick again if it dies
+        if state.rank < RANK_RELAY:
+            if state.confirmed_at is None:
+                self._relayed_wait = RELAYED_REPROBE_MIN  # a direct path: quick if it dies
+            self._give_up_at = None  # the punch worked (a relay path does not count)
         state.confirmed_at = now
         if rtt is not None:
             state.rtt = rtt if state.rtt is None else 0.75 * state.rtt + 0.25 * rtt
-        self._give_up_at = None
 
     def unconfirm(self, addr: PathAddr) -> None:
         state = self._paths.get(addr)
@@ -139,6 +151,19 @@ class PathManager:
                 self._relayed_wait = RELAYED_REPROBE_MIN
                 if self._best_rank() >= RANK_RELAY and self._next_reprobe is not None:
                     self._next_reprobe = None  # fell back to a relay: re-armed at once below
+
+    def path_failed(self, addr: PathAddr, now: float) -> None:
+        """The session's path `addr` stopped answering: forget every confirmation (each path
+        must answer afresh), punch the direct candidates again now and probe the relays every
+        FALLBACK_PROBE_INTERVAL until one answers or FALLBACK_DURATION passed."""
+        self.learn(addr)
+        for state in self._paths.values():
+            state.confirmed_at = None
+        self._relayed_wait = RELAYED_REPROBE_MIN
+        self._next_reprobe = None
+        self._schedule = PunchSchedule(self._punch_targets(), now, self._rng,
+                                       duration=RELAYED_REPROBE_DURATION)
+        self._fallback_next, self._fallback_until = now, now + FALLBACK_DURATION
 
     def new_probe(self, addr: PathAddr, now: float) -> int:
         """An id for an authenticated probe to `addr`; the reply must echo it."""
@@ -168,9 +193,16 @@ class PathManager:
                     self._punch_targets(better_than=current),
                     now,
                     self._rng,
-                    duration=REPROBE_DURATION,
+                    duration=REPROBE_DURATION if current < RANK_RELAY
+                    else RELAYED_REPROBE_DURATION,
                 )
         out = [c.addr for c in self._schedule.due(now)]
+        if self._fallback_next is not None and now >= self._fallback_next:
+            if now >= self._fallback_until or self.best() is not None:
+                self._fallback_next = None
+            else:
+                out += [a for a in self.relay_candidates() if a not in out]
+                self._fallback_next = now + FALLBACK_PROBE_INTERVAL
         if self._schedule.next_deadline() is None and self._next_reprobe is None:
             if self._better_possible():
                 self._next_reprobe = now + self._reprobe_wait()
@@ -189,6 +221,7 @@ class PathManager:
             for t in (
                 self._schedule.next_deadline(),
                 self._next_reprobe,
+                self._fallback_next,
                 None if self._relay_reported else self._give_up_at,
             )
             if t is not None
@@ -197,12 +230,14 @@ class PathManager:
 
     def _reprobe_wait(self) -> float:
         """Seconds until the next re-probe burst: `reprobe_interval` on a direct path, a
-        doubling back-off from RELAYED_REPROBE_MIN while relayed or unconnected."""
+        doubling back-off from RELAYED_REPROBE_MIN up to RELAYED_REPROBE_MAX while relayed or
+        unconnected."""
         if self._best_rank() < RANK_RELAY:
             return self._reprobe_interval
+        cap = min(self._reprobe_interval, RELAYED_REPROBE_MAX)
         wait = self._relayed_wait
-        self._relayed_wait = min(self._reprobe_interval, wait * 2)
-        return min(wait, self._reprobe_interval)
+        self._relayed_wait = min(cap, wait * 2)
+        return min(wait, cap)
 
     def _best_rank(self) -> int:
         best = self.best()

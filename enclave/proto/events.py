@@ -69,9 +69,20 @@ class PathChanged:
 
 @dataclass(frozen=True)
 class UseRelay:
-    """No direct path within the give-up time: the agent should add a relay candidate."""
+    """The ordinary punch confirmed no direct path within the give-up time (the session may
+    already run over the relay): the agent makes sure a relay candidate is offered."""
 
     peer: str
+
+
+@dataclass(frozen=True)
+class PathFailed:
+    """The session's current path stopped answering (proto/upkeep.py PathWatch): the Node
+    probes every other candidate and moves the session to the first that answers; the agent
+    makes sure the relays (UDP and TLS) are offered."""
+
+    peer: str
+    addr: Hashable
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ Event = (
     | PeerRoamed
     | PathChanged
     | UseRelay
+    | PathFailed
     | Reconnecting
     | PingAnswered
     | DataReceived

@@ -45,7 +45,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 
 from enclave.discovery.candidates import (
-    RANK_RELAY,
     Candidate,
     CandidateKind,
     NatBehaviour,
@@ -61,6 +60,7 @@ from enclave.proto.events import (
     Event,
     HandshakeFailed,
     PathChanged,
+    PathFailed,
     PeerKeysUpdated,
     PeerRoamed,
     Reconnecting,
@@ -83,7 +83,7 @@ from enclave.proto.peerstate import PeerState as _Peer
 from enclave.proto.ping import PingTracker
 from enclave.proto.ratelimit import KeyedRateLimiter
 from enclave.proto.session import KeyLimit, Keyset
-from enclave.proto.upkeep import Nudge, Probe, Upkeep
+from enclave.proto.upkeep import DEAD, PROBE, Nudge, Probe, Upkeep
 from enclave.proto.wire import (
     CONFIRM_SIZE,
     CTRL_CLOSE,
@@ -411,6 +411,9 @@ class Node:
                 out.append(self._rekey_at(ks))
             out.append(p.last_tx + p.keepalive_after)
             out.append(p.last_rx + T.DEAD_PEER_TIMEOUT)
+            watch = p.watch.deadline(p.last_rx, p.last_tx)
+            if watch is not None:
+                out.append(watch)
             if self._pinging(p):
                 out.append(max(p.last_ping + T.PING_INTERVAL, p.last_rx + T.DEAD_PEER_PING_AFTER))
             else:
@@ -496,7 +499,7 @@ class Node:
         if p.paths is not None:
             for addr in p.paths.due(now):
                 self._probe(p, addr, now)
-            if p.paths.relay_due(now) and p.current is None and not p.relay_reported:
+            if p.paths.relay_due(now) and not p.relay_reported:  # the punch failed
                 p.relay_reported = True
                 self._events.append(UseRelay(p.name))
         cur = p.current
@@ -510,6 +513,13 @@ class Node:
         if now >= p.last_rx + T.DEAD_PEER_TIMEOUT:
             self._close(p, now, CloseReason.DEAD_PEER, notify=True)
             return
+        verdict = p.watch.check(now, p.last_rx, p.last_tx)  # is the current path alive?
+        if verdict == PROBE:
+            self.ping(p.name, now)
+        elif verdict == DEAD and p.paths is not None and isinstance(p.addr, PathAddr):
+            p.paths.path_failed(p.addr, now)  # every path answers afresh; relays probed
+            p.failing = True
+            self._events.append(PathFailed(p.name, p.addr))
         if now >= p.last_rx + T.DEAD_PEER_PING_AFTER and now >= p.last_ping + T.PING_INTERVAL:
             p.last_ping = now
             self._send_control(p, Control(CTRL_KEEPALIVE, KEEPALIVE_FLAG_REPLY), now)
@@ -773,6 +783,7 @@ class Node:
     def _move(self, p: _Peer, addr: Addr) -> None:
         """The peer roamed: its authentic newest packet came from `addr`."""
         p.addr = addr
+        p.failing = False
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.learn(addr)
         self._events.append(PeerRoamed(p.name, addr))
@@ -812,12 +823,15 @@ class Node:
         assert p.paths is not None
         best = p.paths.best()
         if best is None or best == p.addr:
+            p.failing = p.failing and best is None  # the failed path answered again
             return
         cur_rank = p.paths.rank_of(p.addr) if isinstance(p.addr, PathAddr) else None
         new_rank = p.paths.rank_of(best)
         assert new_rank is not None
-        if cur_rank is not None and new_rank >= cur_rank:
-            return
+        if cur_rank is not None and new_rank >= cur_rank and not p.failing:
+            return  # a failed path is left for whatever answers first, however it ranks
+        p.failing = False
+        p.watch.reset()
         p.addr = best
         self._events.append(PathChanged(p.name, best, new_rank))
         self._publish(p)
@@ -930,10 +944,8 @@ class Node:
             return [p.addr]  # rekey over the working path
         if p.paths is None:
             return [p.addr] if p.addr is not None else []
-        cands = [c.addr for c in sorted(p.paths.candidates(), key=lambda c: c.kind)]
-        if not p.relay_reported:
-            cands = [a for a in cands if (p.paths.rank_of(a) or 0) < RANK_RELAY]
-        return list(cands)
+        # relays too: the agent offers one only once it is registered (relay-first start)
+        return [c.addr for c in sorted(p.paths.candidates(), key=lambda c: c.kind)]
 
     def punch_message(self, peer: str, addr: PathAddr, now: float) -> bytes | None:
         """What a punch probe to `addr` carries (enclave.agent.birthday_io sends it itself): our

@@ -18,6 +18,7 @@ from enclave.proto.cookie import CookieJar
 from enclave.proto.events import PeerKeysUpdated
 from enclave.proto.handshake import InitiatorHandshake, PeerIdentity, ResponderHandshake
 from enclave.proto.session import Keyset
+from enclave.proto.upkeep import PathWatch
 from enclave.proto.wire import CloseReason
 
 Addr = Hashable
@@ -67,6 +68,8 @@ class PeerState:
         self.last_tx = 0.0
         self.keepalive_after = T.KEEPALIVE_MIN
         self.last_ping = float("-inf")
+        self.watch = PathWatch()  # is the current path alive (fails over when not)
+        self.failing = False  # the current path stopped answering: leave it for any other
         self.snapshot: PeerKeysUpdated | None = None
 
     def keysets(self) -> list[Keyset]:

@@ -32,6 +32,9 @@ RTT_PROBE_INTERVAL = 10.0  # rtt measurement on the current path (authenticated 
 RELAY_NUDGE_INTERVAL = 0.25  # after the relay channel is up, re-offer it until a session exists
 RELAY_NUDGES = 40
 RECONNECT_DELAY = 1.0  # after a session was lost (not closed locally) while the peer is wanted
+PATH_SUSPECT_AFTER = 2.0  # sent since last hearing, nothing authentic heard this long: probe
+PATH_PROBE_INTERVAL = 0.5  # the current path (authenticated PROBE) this often ...
+PATH_PROBES = 4  # ... this many times unanswered: the path is dead, the session fails over
 
 INIT_RATE_PER_SOURCE = 10.0  # handshake messages per second per source (INIT: per source IP)
 INIT_BURST_PER_SOURCE = 20.0

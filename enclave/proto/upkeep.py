@@ -11,6 +11,14 @@
     remote close, keys expired)       RECONNECT_DELAY
     closed locally / connect  ---->   forget / cancel the reconnect
 
+PathWatch (one per session, held by the peer row) watches the current path:
+
+    sent since we last heard, and nothing authentic    check(now, last_rx, last_tx) -> PROBE:
+    heard for PATH_SUSPECT_AFTER s                      an authenticated PROBE on the path
+    still nothing, PATH_PROBES probes PATH_PROBE_INTERVAL
+    apart                                               -> DEAD (once): the session fails over
+    anything authentic heard (last_rx moves)            -> back to watching
+
 The Node turns the actions into packets (Node.ping, the relay INIT, Node.connect); the I/O
 shell only sleeps until Node.get_timer(), which includes deadline() here.  The intervals are
 in proto/timing.py.  Bounded: at most one entry of each kind per peer the Node knows.
@@ -23,6 +31,9 @@ from dataclasses import dataclass
 
 from enclave.discovery.candidates import Candidate
 from enclave.proto.timing import (
+    PATH_PROBE_INTERVAL,
+    PATH_PROBES,
+    PATH_SUSPECT_AFTER,
     RECONNECT_DELAY,
     RELAY_NUDGE_INTERVAL,
     RELAY_NUDGES,
@@ -134,3 +145,51 @@ class Upkeep:
 
     def __len__(self) -> int:
         return len(self._probe) + len(self._nudge) + len(self._reconnect)
+
+
+PROBE = "probe"  # PathWatch.check: send an authenticated PROBE on the current path
+DEAD = "dead"  # PathWatch.check: the current path is dead (said once per silence)
+
+
+class PathWatch:
+    """Liveness of a session's current path, from the peer row's last_rx / last_tx (any
+    authenticated packet, the fast path's reports included).  A silence starts when we have
+    sent since we last heard and PATH_SUSPECT_AFTER passed without hearing; it is probed
+    PATH_PROBES times PATH_PROBE_INTERVAL apart, then declared dead once.  Hearing anything
+    (last_rx moving) ends the silence; `reset()` after the session moved to another path."""
+
+    def __init__(self) -> None:
+        self._silence: float | None = None  # the last_rx the current silence started from
+        self._sent = 0
+        self._next = 0.0
+        self._dead = False
+
+    def reset(self) -> None:
+        self._silence = None
+        self._sent = 0
+        self._dead = False
+
+    def _quiet(self, now: float, last_rx: float, last_tx: float) -> bool:
+        return last_tx > last_rx and now >= last_rx + PATH_SUSPECT_AFTER
+
+    def check(self, now: float, last_rx: float, last_tx: float) -> str | None:
+        """PROBE, DEAD or None (nothing to do now)."""
+        if self._silence is not None and self._silence != last_rx:
+            self.reset()  # heard since the silence began
+        if self._silence is None:
+            if not self._quiet(now, last_rx, last_tx):
+                return None
+            self._silence, self._sent, self._next = last_rx, 0, now
+        if self._dead or now < self._next:
+            return None
+        if self._sent >= PATH_PROBES:
+            self._dead = True
+            return DEAD
+        self._sent += 1
+        self._next = now + PATH_PROBE_INTERVAL
+        return PROBE
+
+    def deadline(self, last_rx: float, last_tx: float) -> float | None:
+        if self._silence is not None and self._silence == last_rx:
+            return None if self._dead else self._next
+        return last_rx + PATH_SUSPECT_AFTER if last_tx > last_rx else None

@@ -24,6 +24,7 @@ def burst_starts(pm: PathManager, start: float, until: float) -> list[float]:
     """Times at which a re-probe burst begins (a probe after a pause of more than 0.5 s)."""
     t, last, starts = start, None, []
     while t < until:
+        pm.relay_due(t)  # as the Node does every round (the punch's give-up is a deadline)
         if pm.due(t):
             if last is None or t - last > 0.5:
                 starts.append(t)
