@@ -26,14 +26,21 @@ receive_udp(); DATA that came over TCP / the relay is handed to dataplane.inject
 DATA whose path is not UDP comes back through send_on_path(); the loops' key usage reaches the
 Node through report_activity().
 
-Hole punching: introduce() hands the peer's candidates to Node.connect() with the introduction's
-punch time; the Node's PathManager probes all candidates (private first) every 100-200 ms for
-5 s, picks the best confirmed path (LAN > direct UDP > direct TCP > relay), keeps re-probing
-for better paths later and moves the session without dropping it.  After 5 s with no direct
-path it emits UseRelay: we register with the platform relay using the introduction's ticket and
-offer the relay as one more candidate; when the UDP relay has not registered RELAY_TLS_AFTER
-seconds later (UDP blocked), the relay over TLS (enclave.agent.relay_tls, path relay-tls) is
-offered instead.  `now` for the Node is the event loop's monotonic clock.
+Relay first, then direct: introduce() hands the peer's candidates to Node.connect() with the
+introduction's punch time and, at the same time, registers with the platform relay using the
+introduction's ticket; a registered relay channel is one more candidate, and the Node sends its
+INIT there at once (re-offered every 0.25 s until the peer's channel is up too), so a pair that
+cannot punch carries traffic over the relay within a round trip or two.  When the UDP relay has
+not registered RELAY_TLS_AFTER seconds later (UDP blocked), the relay over TLS
+(enclave.agent.relay_tls, path relay-tls) is registered instead.  Meanwhile the Node's
+PathManager probes all direct candidates (private first) every 100-200 ms for 5 s, picks the
+best confirmed path (LAN > direct UDP > direct TCP > relay) and moves the session to it without
+a new handshake; while relayed it keeps re-probing (0.5 s doubling to 2 s).  UseRelay (no
+direct path after 5 s) starts birthday probing for hard NAT pairs and, when no session is up
+yet, the relay over TLS regardless.  PathFailed (the current path stopped answering,
+proto/upkeep.py PathWatch) registers both relays at once; the Node moves the session to the
+first path that answers a probe and back to a direct one when a re-probe finds it.  `now` for
+the Node is the monotonic clock.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ from enclave.proto.events import (
     Event,
     HandshakeFailed,
     PathChanged,
+    PathFailed,
     PeerKeysUpdated,
     PeerRoamed,
     PingAnswered,
@@ -315,7 +323,43 @@ class ConnectionManager:
         else:
             self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at,
                               peer_key=ident.public_key)
+            self._offer_relays(intro.peer, now, tls_now=False)  # relay-first, beside the punch
         self._pump()
+
+    def _offer_relays(self, peer: str, now: float, *, tls_now: bool) -> None:
+        """Register `peer`'s relay channels from its introduction's ticket: the UDP relay at
+        once; over TLS at once when `tls_now`, else only when the UDP relay has not registered
+        RELAY_TLS_AFTER later (UDP blocked).  A channel already registered is offered to the
+        Node again (a re-introduction gave it a fresh PathManager)."""
+        info = self._peers.get(peer)
+        if info is None or info.intro.relay is None or info.intro.relay_ticket is None:
+            return
+        ticket, relay = info.intro.relay_ticket, (info.intro.relay.host, info.intro.relay.port)
+        path = self._relay.path_for(peer)
+        got = self._relay.rtt(peer)
+        if path is not None and self._relay.registered(peer) and got and got[0] == relay:
+            self._offer_path(peer, path, now)
+        else:
+            for out, dst in self._relay.add(peer, relay, ticket, now):
+                self._udp.send(out, dst)
+        if self._relay_tls is None or not self._running:
+            return
+        tls_path = self._relay_tls.path_for(peer)
+        if tls_path is not None and self._relay_tls.registered(peer):
+            self._offer_path(peer, tls_path, now)
+        elif tls_now:
+            self._relay_tls.add(peer, ticket)
+        elif self._loop is not None:
+            self._loop.call_later(RELAY_TLS_AFTER, self._relay_tls_if_needed, peer)
+
+    def _offer_path(self, peer: str, path: PathAddr, now: float) -> None:
+        """A registered relay channel towards `peer`: one more candidate for the Node."""
+        info = self._peers.get(peer)
+        if info is None:
+            return
+        self._addr_peer[path] = peer
+        info.kinds[path] = CandidateKind.RELAY
+        self.node.add_candidate(peer, Candidate(path, CandidateKind.RELAY), now)
 
     def refresh_ticket(self, peer: str, ticket: bytes) -> None:
         """The platform re-issued `peer`'s relay ticket: later registrations carry it (a
@@ -567,12 +611,7 @@ class ConnectionManager:
 
     def _relay_tls_registered(self, peer: str, path: PathAddr) -> None:
         """The relay over TLS took `peer`'s channel: one more candidate (ranked last)."""
-        info = self._peers.get(peer)
-        if info is None:
-            return
-        self._addr_peer[path] = peer
-        info.kinds[path] = CandidateKind.RELAY
-        self.node.add_candidate(peer, Candidate(path, CandidateKind.RELAY), self._now())
+        self._offer_path(peer, path, self._now())
         self._pump()
 
     def _on_tcp(self, data: bytes, addr: PathAddr) -> None:
@@ -600,13 +639,9 @@ class ConnectionManager:
             return
         for out, dst in got.send:
             self._udp.send(out, dst)
-        info = self._peers.get(got.peer)
-        if got.kind == "registered" and info is not None:
-            path = self._relay.path_for(got.peer)
-            assert path is not None
-            self._addr_peer[path] = got.peer
-            info.kinds[path] = CandidateKind.RELAY
-            self.node.add_candidate(got.peer, Candidate(path, CandidateKind.RELAY), now)
+        path = self._relay.path_for(got.peer)
+        if got.kind == "registered" and path is not None:
+            self._offer_path(got.peer, path, now)
         self._pump()
 
     # ------------------------------------------------------------------ outbound, timers
@@ -746,17 +781,21 @@ class ConnectionManager:
             self._handshakes["failed"] += 1
             if info.state != "connected":
                 info.state = "failed"
-        elif isinstance(ev, UseRelay):
+        elif isinstance(ev, UseRelay):  # the ordinary punch found no direct path
             intro = info.intro
-            self.birthday.punch_failed(ev.peer, intro)  # a direct path for hard NAT pairs
+            # the relays were registered at the introduction and may carry the session
+            # already; birthday probing may still find a direct path for hard NAT pairs
+            self.birthday.punch_failed(ev.peer, intro)
             if intro.relay is None or intro.relay_ticket is None:
                 log.info("no direct path to %s and no relay offered", ev.peer)
                 return
-            info.state = "relay-wait"
-            relay = (intro.relay.host, intro.relay.port)
-            for out, dst in self._relay.add(ev.peer, relay, intro.relay_ticket, now):
-                self._udp.send(out, dst)
-            if self._relay_tls is not None and self._loop is not None:
-                # over TLS only when the UDP relay has not answered within RELAY_TLS_AFTER
-                # (UDP blocked): a pair that can use the UDP relay never opens a WebSocket
-                self._loop.call_later(RELAY_TLS_AFTER, self._relay_tls_if_needed, ev.peer)
+            if info.state != "connected":
+                info.state = "relay-wait"
+            # no session by now: over TLS too, whatever our UDP relay did (the peer's site
+            # may drop UDP where ours does not)
+            self._offer_relays(ev.peer, now, tls_now=info.state != "connected")
+        elif isinstance(ev, PathFailed):  # the Node probes the other paths and moves over
+            log.info("path %s to %s stopped answering; trying the others",
+                     path_name(ev.addr if isinstance(ev.addr, PathAddr) else None, info.kinds),
+                     ev.peer)
+            self._offer_relays(ev.peer, now, tls_now=True)
