@@ -283,11 +283,16 @@ cdef class DataPlane:
         a, b = _dp_socket.socketpair(_dp_socket.AF_UNIX, _dp_socket.SOCK_DGRAM)
         for sock in (a, b):
             sock.setblocking(False)
-            try:
-                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_SNDBUF, 4 << 20)
-                sock.setsockopt(_dp_socket.SOL_SOCKET, _dp_socket.SO_RCVBUF, 4 << 20)
-            except OSError:
-                pass
+            # room for several TX / INJECT batches (PUNT_BATCH_MAX each): past the sysctl
+            # caps when root (SO_SNDBUFFORCE 32 / SO_RCVBUFFORCE 33), else up to them
+            for force, plain in ((32, _dp_socket.SO_SNDBUF), (33, _dp_socket.SO_RCVBUF)):
+                try:
+                    sock.setsockopt(_dp_socket.SOL_SOCKET, force, 4 << 20)
+                except OSError:
+                    try:
+                        sock.setsockopt(_dp_socket.SOL_SOCKET, plain, 4 << 20)
+                    except OSError:
+                        pass
         self.punt_socket = a
         self._c_sock = b
         self.st.punt_fd = b.fileno()

@@ -44,7 +44,7 @@ cdef enum:
     RP_RELAY_HDR = 8            # wire.RELAY_HEADER_SIZE
     RP_LEN = 2                  # relay_batch.FRAME_PREFIX: u16 big-endian length
     RP_MAX_FRAME = 0xFFFF       # relay_batch.MAX_FRAME
-    RP_BATCH_MAX = 65536        # bytes of frames in one punt message (either way)
+    RP_BATCH_MAX = 1 << 18      # bytes of frames in one punt message (either way)
     RP_INJECT_AREA = 1 << 17    # the rx thread's room for one INJECT's frames, back to back
     RP_MAX_CHANNEL = 0xFFFF     # wire.RELAY_MAX_CHANNEL
 

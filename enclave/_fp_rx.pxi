@@ -216,7 +216,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     # after the nslots receive slots, the inject area: frames queued from it live in the same
     # buffer (dp_rp_inject, _fp_relaypath.pxi)
     rx.buf = <uint8_t *>malloc(rx.slotsize * rx.nslots + dp_rp_inject_room(rx.slotsize))
-    rx.ibuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
+    rx.ibuf = <uint8_t *>malloc(RP_BATCH_MAX + DP_PUNT_HDR)     # one INJECT batch
     rx.pbuf = <uint8_t *>malloc(65536 + DP_PUNT_HDR)
     if posix_memalign(<void **>&rx.ub, 64, sizeof(udp_batch)) != 0:
         rx.ub = NULL
@@ -254,7 +254,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         now = dp_now_ms()
         # batches Python injects (TCP / relay paths) through the inject area
         for m in range(DP_RX_INJECT if p[2].revents else 0):
-            got = dp_recv_dgram(st.punt_fd, rx.ibuf, 65536 + DP_PUNT_HDR, &trunc)
+            got = dp_recv_dgram(st.punt_fd, rx.ibuf, RP_BATCH_MAX + DP_PUNT_HDR, &trunc)
             if got < 0:
                 break
             rx.arrival = 0

@@ -75,7 +75,7 @@ ACTIVITY_INTERVAL = 1.0  # seconds between key-usage reports to the handler (ser
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
-PUNT_RECV_SIZE = 65536 + fp.PUNT_HEADER_LEN
+PUNT_RECV_SIZE = max(65536, fp.PUNT_BATCH_MAX) + fp.PUNT_HEADER_LEN  # a datagram or a batch
 
 _PUNT_HDR = struct.Struct("<BBHiI16s")  # kind, family, port (BE, fixed below), slot, index, addr
 
