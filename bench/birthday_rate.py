@@ -5,7 +5,8 @@
 
 Each attempt is a fresh pair of real ConnectionManagers (tests.support.birthday.attempt): one
 behind a port-restricted NAT, one behind a symmetric NAT (nftables masquerade fully-random), no
-relay offered; the ordinary punch fails, the birthday run (256 sockets, <= 2048 probes at
+relay offered (--relay: a UDP relay is, and the session starts on it); the ordinary punch
+fails, the birthday run (256 sockets, <= 2048 probes at
 1000/s, <= 3 s) must bring the session up on direct-udp both ways and carry test frames.
 Prints the rate, the theoretical probability for the same limits, and per-attempt figures
 (probes sent, sockets opened, seconds from the punch time to direct); --json keeps them raw.
@@ -33,15 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attempts", type=int, default=50)
     ap.add_argument("--pairs", type=int, default=5, help="attempts run at once (host pairs)")
     ap.add_argument("--json", type=Path, help="write every attempt's figures here")
+    ap.add_argument("--relay", action="store_true",
+                    help="offer a UDP relay: the session starts relayed and must move to direct")
     args = ap.parse_args(argv)
     with Lab(topology(args.pairs)) as lab:
-        results = asyncio.run(attempts(lab, args.attempts, args.pairs))
+        results = asyncio.run(attempts(lab, args.attempts, args.pairs, relay=args.relay))
     ok = [r for r in results if r.direct]
     lim = BirthdayLimits()
     rate = len(ok) / len(results) if results else 0.0
     probes = [r.runs[0]["probes"] for r in ok if r.runs[0] is not None]
     seconds = [r.seconds for r in ok if r.seconds is not None]
-    print(f"birthday probing, port-restricted <-> symmetric: {len(ok)}/{len(results)} direct "
+    how = "relay offered" if args.relay else "no relay"
+    print(f"birthday probing, port-restricted <-> symmetric ({how}): "
+          f"{len(ok)}/{len(results)} direct "
           f"({rate:.0%}); theory {success_probability(lim.sockets, lim.probes):.4%} "
           f"for {lim.sockets} sockets, {lim.probes} probes")
     if probes:

@@ -183,7 +183,7 @@ class BirthdayRunner:
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self._runs: dict[str, _Run] = {}
-        self._kept: dict[str, _Forwarder] = {}
+        self._kept: dict[str, list[_Forwarder]] = {}  # a won run's forwarders that heard
         self._results: dict[str, BirthdayResult] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -228,7 +228,7 @@ class BirthdayRunner:
         """The peer is gone: stop its run, close its kept forwarder."""
         run = self._runs.pop(peer, None)
         if run is not None:
-            self._close_run(run, keep=None)
+            self._close_run(run, keep=False)
         self._drop_kept(peer)
         self._results.pop(peer, None)
 
@@ -261,16 +261,23 @@ class BirthdayRunner:
         self._check_won(run, now)
         if run.prober is not None:
             host = run.target[0]
-            for port in run.prober.due(now):
-                msg = self._punch(run.peer, PathAddr(Transport.UDP, host, port), now)
-                if msg is not None:
+            ports = run.prober.due(now)
+            # one message per batch, the same bytes to each port (one probe id, so the Node's
+            # table of outstanding probes keeps it however many probes follow)
+            msg = (self._punch(run.peer, PathAddr(Transport.UDP, host, ports[0]), now)
+                   if ports else None)
+            if msg is not None:
+                for port in ports:
                     self._send(msg, (host, port))
             run.result.probes = run.prober.sent
             return
         opener = run.opener
         assert opener is not None
-        for _ in range(opener.due(now)):
-            if not self._open(loop, run, now):
+        count = opener.due(now)
+        opener_msg = (self._punch(run.peer, PathAddr(Transport.UDP, *run.target), now)
+                      if count else None)
+        for _ in range(count):
+            if not self._open(loop, run, opener_msg):
                 break
         run.result.sockets = len(run.forwarders)
         for index in opener.follow_ups(now):
@@ -279,15 +286,14 @@ class BirthdayRunner:
             if msg is not None and addr is not None:
                 self._send(msg, (addr.host, addr.port))  # out through L_i and socket i
 
-    def _open(self, loop: asyncio.AbstractEventLoop, run: _Run, now: float) -> bool:
-        """One hard-side socket towards the peer's public address, with its punch message."""
+    def _open(self, loop: asyncio.AbstractEventLoop, run: _Run, msg: bytes | None) -> bool:
+        """One hard-side socket towards the peer's public address, with a punch message."""
         sock: socket.socket | None = None
         try:
             sock = self._factory(socket.AF_INET)
             sock.setblocking(False)
             sock.bind((self._bind_host(socket.AF_INET), 0))
             sock.connect(run.target)
-            msg = self._punch(run.peer, PathAddr(Transport.UDP, *run.target), now)
             if msg is not None:
                 with contextlib.suppress(BlockingIOError):
                     sock.send(msg)
@@ -328,6 +334,11 @@ class BirthdayRunner:
             if path.host == run.target[0]:
                 run.prober.won(now)
                 run.result.path = f"{path.host}:{path.port}"
+                # a roam onto the path is not a confirmation: one probe confirms it (the Node
+                # then ranks it as a direct path it has heard answer)
+                msg = self._punch(run.peer, path, now)
+                if msg is not None:
+                    self._send(msg, (path.host, path.port))
             return
         assert run.opener is not None
         for index, fwd in enumerate(run.forwarders):
@@ -346,26 +357,28 @@ class BirthdayRunner:
         won = machine is not None and machine.won_at is not None
         run.result.outcome = "direct" if won else "gave-up"
         run.result.elapsed = round(now - run.result.started, 3)
-        keep = run.opener.winner if run.opener is not None and won else None
-        self._close_run(run, keep=keep)
+        self._close_run(run, keep=won)
         log.info("birthday probing towards %s (%s side): %s after %.2f s (%d probes, "
                  "%d sockets)", run.peer, run.role.value, run.result.outcome,
                  run.result.elapsed, run.result.probes, run.result.sockets)
 
-    def _close_run(self, run: _Run, keep: int | None) -> None:
+    def _close_run(self, run: _Run, keep: bool) -> None:
+        """Close the run's sockets; with `keep`, every forwarder that heard the peer stays
+        (at most heard_max): the two sides may have settled on different mappings of the
+        run, and traffic on any of them moves the other side over (the Node's roaming)."""
         if run.timer is not None:
             run.timer.cancel()
             run.timer = None
-        for index, fwd in enumerate(run.forwarders):
-            if index == keep:
-                self._kept[run.peer] = fwd
-            else:
+        kept = [f for f in run.forwarders if keep and f.inner is not None]
+        for fwd in run.forwarders:
+            if fwd not in kept:
                 fwd.close()
+        if kept:
+            self._kept[run.peer] = kept
         run.forwarders.clear()
 
     def _drop_kept(self, peer: str) -> None:
-        fwd = self._kept.pop(peer, None)
-        if fwd is not None:
+        for fwd in self._kept.pop(peer, []):
             fwd.close()
 
     # ------------------------------------------------------------------ addresses

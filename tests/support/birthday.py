@@ -9,9 +9,10 @@
 
 One attempt = a fresh pair of real ConnectionManagers (new data ports, so no NAT state of an
 earlier attempt helps), each learning its public mapping from the reflector, introduced to each
-other with no relay, punching at the same instant; the ordinary punch fails (5 s), birthday
-probing runs (<= 3 s).  Used by tests/netlab/connections/test_cm_birthday.py and by
-bench/birthday_rate.py (the success rate over many attempts).
+other (with no relay, or with a UDP relay that carries the session first), punching at the same
+instant; the ordinary punch fails (5 s), birthday probing runs (<= 3 s).  Used by
+tests/netlab/connections/test_cm_birthday.py and by bench/birthday_rate.py (the success rate
+over many attempts).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from enclave.discovery import NatBehaviour
+from enclave.discovery import NatBehaviour, PathAddr, Transport
 from enclave.netlab import Lab, NatType, Site, Topology
+from enclave.netlab.netns import socket_in_netns
+from enclave.platform.relay import RelayCore, RelayServer
 from tests.support.cm_agent import Agent, connected, exchange, introduce_pair
-from tests.support.cm_lab import Reflector, candidates_for, lab_agent, reflect_udp
+from tests.support.cm_lab import RELAY_PORT, Reflector, candidates_for, lab_agent, reflect_udp
 from tests.support.pki import Pki
 from tests.support.wait import wait_for_async
 
 EASY_SITE, HARD_SITE = "pr", "sy"
 UDP_BASE, TCP_BASE = 42000, 43000
 SETTLE = 14.0  # s from the punch time: the punch gives up after 5, the run after 3 more
+RELAY_KEY = b"birthday-relay-key".ljust(32, b".")
 
 
 def topology(pairs: int) -> Topology:
@@ -63,8 +67,10 @@ def _direct(a: Agent, b: Agent) -> bool:
             and pa["path"] == "direct-udp" and pb["path"] == "direct-udp")
 
 
-async def attempt(lab: Lab, pki: Pki, index: int, slot: int) -> Attempt:
-    """One attempt between hosts pr<slot+1> and sy<slot+1> (ports unique per `index`)."""
+async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
+                  relay: PathAddr | None = None) -> Attempt:
+    """One attempt between hosts pr<slot+1> and sy<slot+1> (ports unique per `index`); with
+    `relay` the pair is offered it (the session runs relayed until the run wins)."""
     easy_host = lab.host(f"{EASY_SITE}{slot + 1}")
     hard_host = lab.host(f"{HARD_SITE}{slot + 1}")
     refl = lab.host("refl")
@@ -81,7 +87,8 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int) -> Attempt:
         res.notes["mapped"] = (me, mh)
         punch_at = time.time() + 0.5
         introduce_pair(easy, candidates_for(easy_host, easy, me), hard,
-                       candidates_for(hard_host, hard, mh), punch_at=punch_at)
+                       candidates_for(hard_host, hard, mh), punch_at=punch_at, relay=relay,
+                       relay_key=RELAY_KEY if relay is not None else None)
         try:
             await wait_for_async(lambda: _direct(easy, hard), SETTLE, interval=0.05,
                                  what="direct path")
@@ -90,6 +97,9 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int) -> Attempt:
             pass
         pe, ph = easy.cm.peer(hard.name) or {}, hard.cm.peer(easy.name) or {}
         res.paths = (pe.get("path"), ph.get("path"))
+        res.notes["path_changes"] = (pe.get("path_changes"), ph.get("path_changes"))
+        res.notes["endpoints"] = (pe.get("endpoint"), ph.get("endpoint"))
+        res.notes["node_drops"] = (easy.cm.counters(), hard.cm.counters())
         re_, rh = easy.cm.birthday.result(hard.name), hard.cm.birthday.result(easy.name)
         res.runs = (None if re_ is None else re_.to_json(), None if rh is None else rh.to_json())
         if res.paths == ("direct-udp", "direct-udp"):
@@ -100,16 +110,29 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int) -> Attempt:
     return res
 
 
-async def attempts(lab: Lab, count: int, pairs: int) -> list[Attempt]:
-    """`count` attempts, `pairs` at a time (each on its own pair of hosts)."""
+async def attempts(lab: Lab, count: int, pairs: int, *, relay: bool = False) -> list[Attempt]:
+    """`count` attempts, `pairs` at a time (each on its own pair of hosts); `relay`: a UDP
+    relay on the reflector's host is offered to every pair."""
     pki = Pki()
-    reflector = Reflector(lab.host("refl"))
+    refl = lab.host("refl")
+    reflector = Reflector(refl)
     await reflector.start()
+    server: RelayServer | None = None
+    relay_addr = None
+    if relay:
+        sock = socket_in_netns(refl.netns)
+        sock.bind(("0.0.0.0", RELAY_PORT))
+        server = RelayServer(RelayCore(RELAY_KEY))
+        await server.start(sock=sock)
+        relay_addr = PathAddr(Transport.RELAY, str(refl.ip), RELAY_PORT)
     out: list[Attempt] = []
     try:
         for first in range(0, count, pairs):
             batch = range(first, min(count, first + pairs))
-            out += await asyncio.gather(*(attempt(lab, pki, i, i - first) for i in batch))
+            out += await asyncio.gather(*(attempt(lab, pki, i, i - first, relay_addr)
+                                          for i in batch))
     finally:
         reflector.close()
+        if server is not None:
+            server.close()
     return out
