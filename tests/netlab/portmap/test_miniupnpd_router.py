@@ -10,6 +10,7 @@ by each protocol, and the mapping really forwards; the lab leaves nothing behind
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology, state, upnp
+from tests.support.lab import LabFactory
 from tests.support.portmap_probe import probe_argv
 from tests.support.proc import ENV, REPO
 
@@ -135,8 +137,41 @@ def test_lab_close_removes_miniupnpd_its_rules_and_files(netlab_required: None) 
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a running miniupnpd or stund (a zombie awaiting its reaper is not)."""
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() in ("miniupnpd", "stund")
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except FileNotFoundError:
         return False
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    return comm in ("miniupnpd", "stund") and stat[stat.rindex(")") + 2] not in "ZX"
+
+
+CHILD = """
+import json, time
+from enclave.netlab import Lab, NatType, Site, Topology, state
+with Lab(Topology(sites=[Site("k", nat=NatType.SYMMETRIC, upnp=True)])) as lab:
+    print(json.dumps({"prefix": lab.prefix, "router": lab.site("k").router_netns,
+                      "files": str(state.run_files(lab.prefix))}), flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_killed_run_s_miniupnpd_and_files_are_reaped_by_the_next_lab(
+        lab_factory: LabFactory) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD], env=ENV, cwd=REPO,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert child.stdout is not None
+        info = json.loads(child.stdout.readline() or "{}")
+        assert info, "the child lab did not come up"
+        pids = subprocess.run(["ip", "netns", "pids", info["router"]], capture_output=True,
+                              text=True, check=True).stdout.split()
+    finally:
+        child.kill()  # SIGKILL: no teardown runs
+        child.wait(10)
+    assert any(_alive(int(pid)) for pid in pids)  # the dead run left miniupnpd behind
+    assert os.path.isdir(info["files"])
+    lab_factory(Topology(sites=[Site("a", nat=NatType.PORT_RESTRICTED)]))  # reaps at start
+    assert not any(_alive(int(pid)) for pid in pids)
+    assert not os.path.exists(info["files"])
