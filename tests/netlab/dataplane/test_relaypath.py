@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import nacl.bindings as nb
 import pytest
 
+from enclave.dataplane.engine import PuntMessage
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.netlab import Host, Lab, Topology
 from enclave.proto.events import PeerKeysUpdated
@@ -83,6 +84,14 @@ def ov(request: pytest.FixtureRequest,
     overlay.mesh()
     yield overlay
     overlay.close()
+
+
+def datagram_punted(m: Member) -> PuntMessage | None:
+    """The next DATAGRAM punt message m's data plane handed Python, if any."""
+    while (msg := m.dp.read_punt()) is not None:
+        if msg.kind == fp.PUNT_DATAGRAM:
+            return msg
+    return None
 
 
 def relay_of(ov: Overlay) -> Host:
@@ -189,13 +198,8 @@ def test_forged_relay_data_is_dropped_and_counted(ov: Overlay) -> None:
         init = pack_relay_header(MSG_RELAY_DATA, CH_B) + bytes([MSG_HANDSHAKE_INIT]) + bytes(99)
         relay.sendto(init, dst)
 
-        def punted() -> object:
-            while (m := b.dp.read_punt()) is not None:
-                if m.kind == fp.PUNT_DATAGRAM:
-                    return m
-            return None
-
-        msg = wait_for(punted, 3, what="relayed handshake punted")
+        msg = wait_for(lambda: datagram_punted(b), 3, what="relayed handshake punted")
+        assert msg is not None
         assert msg.packet == init and msg.addr == (str(r.ip), RELAY_PORT)
         assert b.dp.peer_addr("pa") == (str(r.ip), RELAY_PORT)
     finally:
@@ -213,13 +217,8 @@ def test_relay_data_for_a_slot_on_udp_goes_to_python(ov: Overlay) -> None:
         pkt = pack_relay_header(MSG_RELAY_DATA, CH_B) + data_from(ov, a, b, 5, b"x")
         relay.sendto(pkt, (str(b.host.ip), PORT))
 
-        def punted() -> object:
-            while (m := b.dp.read_punt()) is not None:
-                if m.kind == fp.PUNT_DATAGRAM:
-                    return m
-            return None
-
-        assert wait_for(punted, 3, what="relay DATA punted").packet == pkt
+        msg = wait_for(lambda: datagram_punted(b), 3, what="relay DATA punted")
+        assert msg is not None and msg.packet == pkt
         assert b.dp.peer_counters("pa")["rx_relay_forged"] == 0
     finally:
         relay.close()
