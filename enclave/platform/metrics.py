@@ -10,8 +10,10 @@
       enclave_platform_agents_connected               control-channel sessions, read at scrape
       enclave_platform_relay_forwarded_bytes_total    relay payload bytes forwarded
       enclave_platform_relay_forwarded_packets_total / _dropped_packets_total
-      enclave_platform_relay_drops_total{reason}      the dropped packets by reason (RelayServer.drops:
-                                                      unknown, expired, rate, send, ..., refused)
+      enclave_platform_relay_python_data_packets_total  DATA the relay handled in Python, not in
+                                                      its native forwarder (~0 when all is well)
+      enclave_platform_relay_drops_total{reason}      the dropped packets by reason: unknown,
+                                                      expired, rate, send, ..., refused (RelayCore)
 
 served by enclave.promhttp.MetricsServer on the platform's event loop.
 """
@@ -45,6 +47,8 @@ class RelayCounts(Protocol):
     def forwarded_bytes(self) -> int: ...
     @property
     def dropped(self) -> int: ...
+    @property
+    def python_data(self) -> int: ...
     def drops(self) -> dict[str, int]: ...
 
 
@@ -76,6 +80,9 @@ class _Live(Collector):
             ("enclave_platform_relay_dropped_packets",
              "Packets the relay dropped (no registration, no partner, rate limit).",
              0 if relay is None else relay.dropped),
+            ("enclave_platform_relay_python_data_packets",
+             "DATA packets the relay handled in Python instead of its native forwarder.",
+             0 if relay is None else relay.python_data),
         )
         for name, doc, value in fams:
             yield CounterMetricFamily(name, doc, value=value)

@@ -451,6 +451,11 @@ class RelayServer:
     def dropped(self) -> int:
         return sum(self.drops().values())
 
+    @property
+    def python_data(self) -> int:
+        """DATA datagrams RelayCore saw (header-only DATA; before start: all of them)."""
+        return self.core.data_seen
+
     def drops(self) -> dict[str, int]:
         """Dropped datagrams by reason: the forwarder's (RELAY_DROP_COUNTERS, without the
         "drop_" prefix) and "refused" (RelayCore: no ticket, no registration, rate limit)."""

@@ -1,0 +1,230 @@
+"""The platform's UDP relay with its native forwarder (RelayServer on loopback, thread
+enclave-relay), driven by two real RelayClients on their own UDP sockets.
+
+    X (RelayClient, udp) --REGISTER--> RelayServer: punted to RelayCore --> CHALLENGE/REGISTERED
+    Y likewise; then DATA X -> Y and Y -> X crosses in the native thread (RelayCore sees none)
+    EVE sends DATA with X's channel from its own address: dropped, counted, no answer
+    junk of every size: punted or dropped, the thread keeps running
+    allow_only without Y: the next DATA is dropped at once
+    close(): no enclave-relay thread and no file descriptor left behind
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from enclave.agent.relay_client import RelayClient
+from enclave.platform.relay import RelayCore, RelayServer, mint_ticket
+from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
+
+LO = "127.0.0.1"
+KEY = bytes(range(32))
+QUIET = 0.5  # seconds a socket is listened on to show that nothing arrives
+
+
+@dataclass
+class End:
+    name: str
+    peer: str
+    sock: socket.socket
+    rc: RelayClient
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()
+        return str(host), int(port)
+
+
+def _end(name: str, peer: str) -> End:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LO, 0))
+    s.setblocking(False)
+    return End(name, peer, s, RelayClient())
+
+
+async def _recv(sock: socket.socket, timeout: float) -> tuple[bytes, tuple[str, int]] | None:
+    loop = asyncio.get_running_loop()
+    try:
+        data, src = await asyncio.wait_for(loop.sock_recvfrom(sock, 70000), timeout)
+    except TimeoutError:
+        return None
+    return data, (str(src[0]), int(src[1]))
+
+
+async def _register(end: End, relay: tuple[str, int]) -> None:
+    ticket = mint_ticket(KEY, end.name, end.peer, int(time.time()) + 600)
+    out = end.rc.add(end.peer, relay, ticket, time.time())
+    for _ in range(10):
+        for data, dst in out:
+            end.sock.sendto(data, dst)
+        got = await _recv(end.sock, 1.0)
+        if got is None:
+            out = end.rc.add(end.peer, relay, ticket, time.time())
+            continue
+        r = end.rc.receive(got[0], got[1], time.time())
+        assert r is not None
+        if r.kind in ("registered", "refreshed"):
+            return
+        out = r.send
+    raise AssertionError(f"{end.name} not registered")
+
+
+def _data(end: End, payload: bytes) -> bytes:
+    path = end.rc.path_for(end.peer)
+    assert path is not None
+    route = end.rc.route(path)
+    assert route is not None
+    return pack_relay_header(MSG_RELAY_DATA, route[1]) + payload
+
+
+async def _exchange(a: End, b: End, relay: tuple[str, int], n: int) -> list[bytes]:
+    """n DATA messages from a to b (a few at a time); the messages b got, as its client saw
+    them (relay header gone)."""
+    got: list[bytes] = []
+    for i in range(n):
+        a.sock.sendto(_data(a, b"msg-%06d" % i + bytes(1000)), relay)
+        if i % 32 == 31:
+            while (r := await _recv(b.sock, 0.05)) is not None:
+                inp = b.rc.receive(r[0], r[1], time.time())
+                assert inp is not None and inp.kind == "data"
+                got.append(inp.message)
+    while (r := await _recv(b.sock, QUIET)) is not None:
+        inp = b.rc.receive(r[0], r[1], time.time())
+        assert inp is not None and inp.kind == "data"
+        got.append(inp.message)
+    return got
+
+
+def _relay_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "enclave-relay"]
+
+
+@asynccontextmanager
+async def _relay() -> AsyncIterator[tuple[RelayServer, tuple[str, int], End, End]]:
+    server = RelayServer(RelayCore(KEY))
+    relay = await server.start(LO, 0)
+    x, y = _end("XXXXX", "YYYYY"), _end("YYYYY", "XXXXX")
+    try:
+        await _register(x, relay)
+        await _register(y, relay)
+        yield server, relay, x, y
+    finally:
+        server.close()
+        x.sock.close()
+        y.sock.close()
+
+
+def _run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_data_crosses_in_the_native_thread_only() -> None:
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None and fwd.running and len(fwd) == 2
+            to_y = await _exchange(x, y, relay, 300)
+            to_x = await _exchange(y, x, relay, 300)
+            assert to_y == [b"msg-%06d" % i + bytes(1000) for i in range(300)]  # same bytes
+            assert len(to_x) == 300
+            c = fwd.counters()
+            assert c["forwarded"] == 600 and c["forwarded_bytes"] == 600 * 1010
+            assert c["sendmmsg_calls"] <= c["rounds"] <= 600
+            assert server.core.data_seen == 0 and server.python_data == 0
+            assert server.core.forwarded == 0
+            assert server.forwarded == 600 and server.forwarded_bytes == 600 * 1010
+    _run(body)
+
+
+def test_forged_source_and_unregistered_channel_get_silence_and_are_counted() -> None:
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None
+            eve = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            eve.bind((LO, 0))
+            eve.setblocking(False)
+            try:
+                for _ in range(50):
+                    eve.sendto(_data(x, b"forged"), relay)  # X's channel, EVE's address
+                path = x.rc.path_for(y.name)
+                route = None if path is None else x.rc.route(path)
+                assert route is not None
+                other = route[1] % 65535 + 1
+                for _ in range(50):  # X's address, a channel X never registered
+                    x.sock.sendto(pack_relay_header(MSG_RELAY_DATA, other) + b"x", relay)
+                assert await _recv(y.sock, QUIET) is None  # nothing forwarded
+                assert await _recv(eve, QUIET) is None  # nothing answered
+                assert await _recv(x.sock, QUIET) is None
+                assert fwd.counters()["drop_unknown"] == 100
+                assert server.drops()["unknown"] == 100 and server.python_data == 0
+                assert len(await _exchange(x, y, relay, 10)) == 10  # X itself still passes
+            finally:
+                eve.close()
+    _run(body)
+
+
+def test_junk_does_not_stop_the_thread() -> None:
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None
+            rng = random.Random(7)
+            junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sizes = [0, 1, 7, 8, 9, 24, 81, 1500, 9000, 65507]
+                sizes += [rng.randint(0, 2000) for _ in range(500)]
+                for n in sizes:
+                    head = rng.choice([b"", b"\x23\x00\x00\x00", b"\x20\x00\x00\x00",
+                                       pack_relay_header(MSG_RELAY_DATA, rng.randint(1, 65535))])
+                    junk.sendto((head + rng.randbytes(n))[:65507], relay)
+                    if rng.random() < 0.05:
+                        await asyncio.sleep(0)
+                junk.sendto(_data(x, b""), relay)  # header-only DATA: Python's, as before
+                junk.setblocking(False)
+                await asyncio.sleep(QUIET)
+                assert fwd.running
+                assert await _recv(junk, QUIET) is None  # no answer to anything
+                c = fwd.counters()
+                assert c["datagrams"] >= len(sizes) // 2  # loopback may drop some
+                assert c["punted"] + c["punt_dropped"] > 0 and c["forwarded"] == 0
+                assert server.python_data <= 1  # the header-only DATA (if not lost)
+                assert len(await _exchange(x, y, relay, 10)) == 10
+            finally:
+                junk.close()
+    _run(body)
+
+
+def test_disallowed_system_is_cut_at_once() -> None:
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None
+            assert len(await _exchange(x, y, relay, 5)) == 5
+            server.core.allow_only({"XXXXX"})  # Y revoked: what the control hub does
+            assert len(fwd) == 0
+            assert await _exchange(x, y, relay, 20) == []
+            assert await _exchange(y, x, relay, 20) == []
+            assert fwd.counters()["drop_unknown"] == 40
+    _run(body)
+
+
+def test_close_leaves_no_thread_and_no_descriptor() -> None:
+    async def body() -> None:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            async with _relay() as (server, relay, x, y):
+                assert _relay_threads() == ["enclave-relay"]
+                assert len(await _exchange(x, y, relay, 3)) == 3
+            assert server.forwarder is None
+            assert _relay_threads() == []
+        assert len(os.listdir("/proc/self/fd")) == before
+    _run(body)
