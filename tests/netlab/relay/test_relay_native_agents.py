@@ -57,7 +57,7 @@ def test_relayed_traffic_crosses_the_native_forwarder(
     before = scrape(host)
     intents_both_ways(a, b)
     pa = wait_for(lambda: a.connected(b.name), timeout=20, interval=0.2, what="relayed session")
-    assert pa["path"] == "relay-udp", pa
+    assert pa is not None and pa["path"] == "relay-udp", pa
     wait_for(lambda: ping(a.host, b.overlay_ip, count=1), timeout=5, what="first ping")
     sent, got = tcp_transfer(a.host, b.host, b.overlay_ip, size=4 << 20, timeout=30)
     assert sent == got
