@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
+import time
 
 import pytest
 
+from enclave.discovery import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
+from enclave.discovery.introduction import Introduction
 from enclave.netlab import Lab
 from enclave.netlab.netns import socket_in_netns
+from enclave.proto.wire import MSG_CONTROL, MSG_HANDSHAKE_INIT
 from tests.support.birthday import HARD_SITE, attempts, topology
-from tests.support.cm_lab import REFLECT_UDP, Reflector
+from tests.support.cm_lab import REFLECT_UDP, Reflector, lab_agent
 from tests.support.lab import LabFactory
+from tests.support.pki import Pki
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
@@ -71,3 +77,66 @@ def test_port_restricted_and_symmetric_connect_directly_without_relay(
     assert 0 < easy["probes"] <= 2048 and easy["sockets"] == 0, res
     assert 0 < hard["sockets"] <= 256 and 1 <= hard["heard"] <= 4, res
     assert res.direct
+
+
+async def _hard_side_against_a_stranger(lab: Lab) -> dict[str, object]:
+    """A hard-side run whose "peer" public address is a socket on the public host that answers
+    every opener with garbage: what it received, what the run did, the descriptors after."""
+    pki = Pki()
+    refl = lab.host("refl")
+    hard = lab_agent(pki, "HARD1", lab.host(f"{HARD_SITE}1"), 44000, 44001)
+    _key, ghost_cert, _serial = pki.issue("GHST1")  # a real certificate; this system never runs
+    stranger = socket_in_netns(refl.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("0.0.0.0", 45000))
+    stranger.setblocking(False)
+    cand = Candidate(PathAddr(Transport.UDP, str(refl.ip), 45000), CandidateKind.PUBLIC,
+                     NatBehaviour.ENDPOINT_INDEPENDENT)
+    loop = asyncio.get_running_loop()
+    sources: set[int] = set()
+    kinds: set[int] = set()
+    try:
+        await hard.cm.start()
+        intro = Introduction(peer="GHST1", cert_der=ghost_cert, candidates=(cand,),
+                             nat=NatBehaviour.ENDPOINT_INDEPENDENT, punch_at=time.time() + 60)
+        hard.cm.introduce(intro)  # the punch starts in 60 s: only the run sends now
+        fds_before = len(os.listdir("/proc/self/fd"))
+        drops_before = sum(hard.cm.counters().values())
+        hard.cm.birthday.punch_failed("GHST1", intro)
+        t_end = loop.time() + hard.cm.birthday.limits.duration + 0.5
+        while loop.time() < t_end:
+            await asyncio.sleep(0.05)
+            while True:
+                try:
+                    data, src = stranger.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                kinds.add(data[0])
+                if src[1] not in sources:
+                    sources.add(src[1])
+                    # looks like a CONTROL message to the Node; authenticates under no key
+                    stranger.sendto(bytes([MSG_CONTROL, 0, 0, 0]) + os.urandom(48), src)
+        result = hard.cm.birthday.result("GHST1")
+        return {"sources": len(sources), "kinds": kinds,
+                "result": None if result is None else result.to_json(),
+                "fds": (fds_before, len(os.listdir("/proc/self/fd"))),
+                "drops": sum(hard.cm.counters().values()) - drops_before}
+    finally:
+        await hard.cm.stop()
+        stranger.close()
+
+
+def test_hard_side_is_bounded_closes_its_sockets_and_answers_no_stranger(
+        lab_factory: LabFactory) -> None:
+    lab = lab_factory(topology(1))
+    got = asyncio.run(_hard_side_against_a_stranger(lab))
+    result = got["result"]
+    assert isinstance(result, dict), got
+    assert result["outcome"] == "gave-up" and result["sockets"] == 256, got
+    assert got["sources"] == 256, got  # one mapping per socket, no more
+    assert result["heard"] == 4, got  # the garbage got only heard_max sockets followed up
+    assert got["drops"] >= 4, got  # ... and the Node dropped it
+    # what the stranger got: our punch message (the INIT it would get from the ordinary punch
+    # too), never an answer (a RESPONSE, a cookie reply or anything sealed)
+    assert got["kinds"] == {MSG_HANDSHAKE_INIT}, got
+    fds_before, fds_after = got["fds"]  # type: ignore[misc]
+    assert fds_after == fds_before, got  # every socket of the run closed
