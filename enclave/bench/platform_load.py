@@ -14,6 +14,8 @@ Stages and figures (Report, rendered like the other benches):
   introduce    intro_p50_ms/p99   the pair's second intent sent -> both agents hold the
                                   introduction (the first intent was stated before)
   resources    cpu_s_per_1k, rss_mb_per_1k, rss_mb_total: the platform processes (all nodes)
+               db_cpu_s_per_1k: the throwaway PostgreSQL's processes; load_cpu_s_per_1k,
+               load_rss_mb: this process (the simulated agents), on the same cores
   failover     reconnect_s        node 1 killed -> every agent it served welcomed by another
 The store: --db URL; else with --nodes > 1 (or --store postgresql) a throwaway PostgreSQL
 cluster (enclave.platform.pgcluster, when its binaries are installed); else SQLite.
@@ -21,40 +23,36 @@ cluster (enclave.platform.pgcluster, when its binaries are installed); else SQLi
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import logging
 import math
+import multiprocessing
 import os
 import resource
 import secrets
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from enclave.agent.control import ControlClient
+from enclave.bench.platform_agents import AGENTS_PER_WORKER, WorkerSpec, run_worker
 from enclave.bench.procstat import cpu_seconds, peak_rss_bytes
 from enclave.bench.report import Figure, Report
-from enclave.cert.ca import build_csr
-from enclave.cert.enrolment import PATH_ENROL, EnrolmentToken, b64url
-from enclave.cert.keys import Ed25519PrivateKey, generate_private_key
-from enclave.discovery.channel import INTENTS_PATH
 from enclave.platform.pgcluster import PostgresCluster, PostgresMissing
-from enclave.policy.intent import IntentStatement, encode_signed
 
-CONCURRENCY = 32  # HTTP requests (enrolments, intents) in flight at once
+MAX_WORKERS = 8  # load generator processes at most
+WORKER_GRACE = 30.0  # seconds a worker may take beyond a stage's --timeout to answer
 START_TIMEOUT = 30.0
 Progress = Callable[[str], None]
 
@@ -82,34 +80,18 @@ class PlatformBenchOptions:
 
 
 @dataclass
-class SimAgent:
-    """One simulated agent: its key, name, node, and when it learnt of each peer."""
-
-    index: int
-    key: Ed25519PrivateKey
-    name: str = ""
-    client: ControlClient | None = None
-    welcomed: asyncio.Event = field(default_factory=asyncio.Event)
-    intros: dict[str, float] = field(default_factory=dict)  # peer -> monotonic time
-    intro_seen: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def on_connected(self, welcome: dict[str, Any]) -> None:
-        self.welcomed.set()
-
-    def on_message(self, msg: dict[str, Any]) -> None:
-        if msg.get("type") == "introduce" and isinstance(msg.get("peer"), str):
-            self.intros.setdefault(str(msg["peer"]), time.monotonic())
-            self.intro_seen.set()
-
-    def on_disconnected(self) -> None:
-        self.welcomed.clear()
-
-
-@dataclass
 class Node:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+
+
+@dataclass
+class Worker:
+    """A load generator process (platform_agents.run_worker) and its end of the pipe."""
+
+    proc: BaseProcess
+    conn: Connection
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -136,19 +118,13 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _client_ssl() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the ControlClient checks the pin; enrolment is measured
-    return ctx
-
-
 class PlatformBench:
     def __init__(self, opts: PlatformBenchOptions, work: Path, report: Report) -> None:
         self.opts = opts
         self.work = work
         self.report = report
         self.nodes: list[Node] = []
+        self.workers: list[Worker] = []
         self.cluster: PostgresCluster | None = None
         self.env = {**os.environ, "ENCLAVE_PLATFORM_KEY_PASSPHRASE": secrets.token_hex(16),
                     "ENCLAVE_PLATFORM_MAX_PER_ADDRESS": str(opts.agents * 2 + 100),
@@ -222,144 +198,152 @@ class PlatformBench:
         rss = sum(peak_rss_bytes(n.proc.pid) or 0 for n in self.nodes) / 1e6
         return cpu, rss
 
+    def db_cpu(self) -> float | None:
+        """CPU seconds of the throwaway PostgreSQL cluster so far (None: not ours)."""
+        if self.cluster is None:
+            return None
+        try:
+            postmaster = int((self.cluster.root / "data" / "postmaster.pid").read_text()
+                             .split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return cpu_seconds(postmaster)
+
     # -- the load ------------------------------------------------------------------------------
 
-    async def load(self, token_text: str, progress: Progress) -> None:
-        token = EnrolmentToken.decode(token_text)
+    # -- the load (the simulated agents run in worker processes: platform_agents.py) ---------
+
+    def _start_workers(self, token_text: str) -> None:
+        n = self.opts.agents
+        count = max(1, min(MAX_WORKERS, math.ceil(n / AGENTS_PER_WORKER)))
+        per = math.ceil(n / count / 2) * 2  # pairs stay in one worker
+        ctx = multiprocessing.get_context("spawn")
+        urls = tuple(node.url for node in self.nodes)
+        for lo in range(0, n, per):
+            mine, theirs = ctx.Pipe()
+            spec = WorkerSpec(token_text, urls, lo, min(n, lo + per), count, self.opts.timeout)
+            proc = ctx.Process(target=run_worker, args=(theirs, spec), daemon=True)
+            proc.start()
+            theirs.close()
+            self.workers.append(Worker(proc, mine))
+        self._all(("ready-check",), wait_only=True)
+
+    def _all(self, command: tuple[object, ...], *, wait_only: bool = False,
+             timeout: float | None = None) -> list[tuple[Any, ...]]:
+        """Send ``command`` to every worker (unless ``wait_only``: their first message) and
+        collect their replies; RuntimeError for an error or a worker gone silent."""
+        if not wait_only:
+            for w in self.workers:
+                w.conn.send(command)
+        limit = time.monotonic() + (timeout or self.opts.timeout) + WORKER_GRACE
+        replies = []
+        for w in self.workers:
+            if not w.conn.poll(max(0.0, limit - time.monotonic())):
+                raise RuntimeError(f"a load worker did not answer {command[0]!r} in time")
+            reply = w.conn.recv()
+            if reply[0] == "error":
+                raise RuntimeError(f"load worker: {reply[1]}")
+            replies.append(tuple(reply[1:]))
+        return replies
+
+    def _stop_workers(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(OSError, ValueError):
+                w.conn.send(("stop",))
+        for w in self.workers:
+            w.proc.join(timeout=15)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+        self.workers = []
+
+    def load(self, token_text: str, progress: Progress) -> None:
         n, k = self.opts.agents, self.opts.nodes
-        agents = [SimAgent(i, generate_private_key()) for i in range(n)]
-        idle_cpu, idle_rss = self.resources()  # the started, idle nodes
-        conn = aiohttp.TCPConnector(ssl=_client_ssl(), limit=CONCURRENCY)
-        async with aiohttp.ClientSession(connector=conn) as http:
-            await self._enrol(http, token, agents)
+        self._start_workers(token_text)
+        try:
+            idle_cpu, idle_rss = self.resources()  # the started, idle nodes
+            idle_db = self.db_cpu()
+            idle_load = sum(float(r[0]) for r in self._all(("usage",)))
+            self._enrol()
             progress("enrolled")
-            tasks = await self._connect(token, agents)
+            self._connect()
             progress("connected")
-            try:
-                await self._introduce(http, agents)
-                progress("introduced")
-                cpu, rss = self.resources()
-                per_k = 1000 / n
-                self._figure("cpu_s_per_1k", "cpu", "platform CPU per 1,000 agents", "s",
-                             (cpu - idle_cpu) * per_k, False,
-                             f"all {k} node(s): enrol, connect, introduce")
-                self._figure("rss_mb_per_1k", "memory", "platform peak RSS per 1,000 agents",
-                             "MB", (rss - idle_rss) * per_k, False,
-                             f"above the idle nodes' {idle_rss:.0f} MB")
-                self._figure("rss_mb_total", "memory", "platform peak RSS, all nodes", "MB",
-                             rss, False, f"sum over {k} node(s)")
-                if k > 1 and self.opts.failover:
-                    await self._failover(agents)
-                else:
-                    self.report.stage("failover", "skipped", "one node" if k == 1 else
-                                      "--no-failover")
-                progress("failover")
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            self._introduce()
+            progress("introduced")
+            cpu, rss = self.resources()
+            per_k = 1000 / n
+            self._figure("cpu_s_per_1k", "cpu", "platform CPU per 1,000 agents", "s",
+                         (cpu - idle_cpu) * per_k, False,
+                         f"all {k} node(s): enrol, connect, introduce")
+            self._figure("rss_mb_per_1k", "memory", "platform peak RSS per 1,000 agents", "MB",
+                         (rss - idle_rss) * per_k, False,
+                         f"above the idle nodes' {idle_rss:.0f} MB")
+            self._figure("rss_mb_total", "memory", "platform peak RSS, all nodes", "MB", rss,
+                         False, f"sum over {k} node(s)")
+            db = self.db_cpu()
+            if db is not None and idle_db is not None:
+                self._figure("db_cpu_s_per_1k", "cpu", "PostgreSQL CPU per 1,000 agents", "s",
+                             (db - idle_db) * per_k, False, "the throwaway cluster's processes")
+            usage = self._all(("usage",))
+            self._figure("load_cpu_s_per_1k", "cpu", "load generator CPU per 1,000 agents", "s",
+                         (sum(float(r[0]) for r in usage) - idle_load) * per_k, False,
+                         f"the simulated agents ({len(self.workers)} worker process(es))")
+            self._figure("load_rss_mb", "memory", "load generator peak RSS", "MB",
+                         sum(float(r[1]) for r in usage) / 1e6, False,
+                         "sum over the worker processes")
+            if k > 1 and self.opts.failover:
+                self._failover()
+            else:
+                self.report.stage("failover", "skipped", "one node" if k == 1 else
+                                  "--no-failover")
+            progress("failover")
+        finally:
+            self._stop_workers()
 
     def _figure(self, key: str, group: str, label: str, unit: str, value: float | None,
                 higher: bool = True, note: str = "") -> None:
         self.report.figures.append(Figure(key, group, label, unit, None, value, None, higher,
                                           note))
 
-    async def _enrol(self, http: aiohttp.ClientSession, token: EnrolmentToken,
-                     agents: list[SimAgent]) -> None:
-        sem = asyncio.Semaphore(CONCURRENCY)
-        failures: list[str] = []
-        urls = token.urls
-
-        async def one(agent: SimAgent) -> None:
-            csr = base64.b64encode(build_csr(agent.key)).decode()
-            body = {"key_id": token.key_id, "secret": b64url(token.secret), "csr": csr,
-                    "hostname": f"sim-{agent.index}"}
-            async with sem:
-                url = urls[agent.index % len(urls)] + PATH_ENROL
-                async with http.post(url, json=body) as resp:
-                    reply = await resp.json()
-            if resp.status >= 400 or not isinstance(reply.get("name"), str):
-                failures.append(str(reply.get("error", resp.status)))
-                return
-            agent.name = reply["name"]
-
+    def _enrol(self) -> None:
         started = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(one(a) for a in agents)), self.opts.timeout)
+        replies = self._all(("enrol",))
         took = time.monotonic() - started
+        failures = [f for r in replies for f in r[1]]
         if failures:
-            raise RuntimeError(f"{len(failures)} enrolments failed, e.g. {failures[0]}")
-        self.report.stage("enrol", "ok", f"{len(agents)} agents", took)
-        self._figure("enrol_per_s", "setup", "enrolments per second", "/s", len(agents) / took)
+            raise RuntimeError(f"enrolments failed, e.g. {failures[0]}")
+        done = sum(int(r[0]) for r in replies)
+        self.report.stage("enrol", "ok", f"{done} agents", took)
+        self._figure("enrol_per_s", "setup", "enrolments per second", "/s", done / took)
 
-    async def _connect(self, token: EnrolmentToken, agents: list[SimAgent]
-                       ) -> list[asyncio.Task[None]]:
-        urls = list(token.urls)
-        loop = asyncio.get_running_loop()
-        tasks = []
+    def _connect(self) -> None:
         started = time.monotonic()
-        for agent in agents:
-            first = agent.index % len(urls)
-            agent.client = ControlClient(urls[first:] + urls[:first], token.pin, agent.name,
-                                         agent.key, agent)
-            tasks.append(loop.create_task(agent.client.run()))
-        waited = asyncio.gather(*(a.welcomed.wait() for a in agents))
-        try:
-            await asyncio.wait_for(waited, self.opts.timeout)
-        except TimeoutError:
-            pass
+        connected = sum(int(r[0]) for r in self._all(("connect",)))
         took = time.monotonic() - started
-        connected = sum(a.welcomed.is_set() for a in agents)
-        self.report.stage("connect", "ok" if connected == len(agents) else "failed",
-                          f"{connected} of {len(agents)} welcomed", took)
+        n = self.opts.agents
+        self.report.stage("connect", "ok" if connected == n else "failed",
+                          f"{connected} of {n} welcomed", took)
         self._figure("connect_per_s", "setup", "control connections per second", "/s",
                      connected / took)
         self._figure("agents_connected", "setup", "agents connected", "agents", connected)
-        return tasks
 
-    async def _introduce(self, http: aiohttp.ClientSession, agents: list[SimAgent]) -> None:
-        sem = asyncio.Semaphore(CONCURRENCY)
-        urls = [n.url for n in self.nodes]
-        latencies: list[float] = []
-
-        async def state(agent: SimAgent, peer: SimAgent) -> float:
-            """Post agent's intent for peer; the monotonic time the request went out."""
-            st = IntentStatement.new("add", agent.name, peer.name, int(time.time()))
-            async with sem:
-                url = urls[agent.index % len(urls)] + INTENTS_PATH
-                sent = time.monotonic()
-                async with http.post(url, json=encode_signed(st, agent.key)) as resp:
-                    if resp.status >= 400:
-                        raise RuntimeError(f"intent refused: HTTP {resp.status} "
-                                           f"{(await resp.text())[:200]}")
-            return sent
-
-        async def until_introduced(a: SimAgent, b: SimAgent) -> None:
-            while b.name not in a.intros or a.name not in b.intros:
-                a.intro_seen.clear()
-                b.intro_seen.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(a.intro_seen.wait(),
-                                                          b.intro_seen.wait()), 1.0)
-
-        async def pair(a: SimAgent, b: SimAgent) -> None:
-            sent = await state(b, a)
-            await until_introduced(a, b)
-            latencies.append(max(a.intros[b.name], b.intros[a.name]) - sent)
-
-        pairs = [(agents[i], agents[i + 1]) for i in range(0, len(agents), 2)]
+    def _introduce(self) -> None:
         started = time.monotonic()
+        latencies: list[float] = []
+        status = "ok"
         try:
             # every pair's first intent, then (the platform settled) every pair's second,
             # each timed from the moment its request goes out
-            await asyncio.wait_for(asyncio.gather(*(state(a, b) for a, b in pairs)),
-                                   self.opts.timeout)
-            await asyncio.sleep(1.0)
-            await asyncio.wait_for(asyncio.gather(*(pair(a, b) for a, b in pairs)),
-                                   self.opts.timeout)
-            status = "ok"
-        except TimeoutError:
+            self._all(("first",))
+            time.sleep(1.0)
+            for got, in_time in self._all(("second",)):
+                latencies += list(got)
+                if not in_time:
+                    status = "failed"
+        except RuntimeError:
             status = "failed"
-        self.report.stage("introduce", status, f"{len(latencies)} of {len(pairs)} pairs "
+        pairs = self.opts.agents // 2
+        self.report.stage("introduce", status, f"{len(latencies)} of {pairs} pairs "
                           "introduced", time.monotonic() - started)
         for q, key in ((0.5, "intro_p50_ms"), (0.99, "intro_p99_ms")):
             value = percentile(latencies, q)
@@ -367,30 +351,21 @@ class PlatformBench:
                          None if value is None else value * 1000, False,
                          "second intent sent -> both sides hold the introduction")
 
-    async def _failover(self, agents: list[SimAgent]) -> None:
+    def _failover(self) -> None:
         victim = self.nodes[0]
         host = victim.url.split("//", 1)[1]
-        served = [a for a in agents if a.client is not None and host in a.client.ws_url
-                  and a.welcomed.is_set()]
-        before = {a.index: a.client.connects for a in served if a.client is not None}
+        served = sum(int(r[0]) for r in self._all(("arm", host)))
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(timeout=10)
         killed = time.monotonic()
-
-        def moved() -> int:
-            return sum(1 for a in served if a.client is not None and a.welcomed.is_set()
-                       and a.client.connects > before[a.index])
-
-        while moved() < len(served) and time.monotonic() - killed < self.opts.timeout:
-            await asyncio.sleep(0.05)
-        took = time.monotonic() - killed
-        done = moved()
-        self.report.stage("failover", "ok" if done == len(served) else "failed",
-                          f"{done} of {len(served)} agents of the killed node reconnected",
-                          took)
+        replies = self._all(("moved", killed, self.opts.timeout))
+        done = sum(int(r[0]) for r in replies)
+        took = max((float(r[1]) for r in replies), default=0.0)
+        self.report.stage("failover", "ok" if done == served else "failed",
+                          f"{done} of {served} agents of the killed node reconnected", took)
         self._figure("reconnect_s", "setup", "all agents of a killed node reconnected", "s",
-                     took if done == len(served) else None, False,
-                     f"{len(served)} agents, SIGKILL -> welcomed by another node")
+                     took if done == served else None, False,
+                     f"{served} agents, SIGKILL -> welcomed by another node")
 
 
 def run_platform_bench(opts: PlatformBenchOptions, progress: Progress | None = None) -> Report:
@@ -416,7 +391,7 @@ def run_platform_bench(opts: PlatformBenchOptions, progress: Progress | None = N
         report.stage("platform", "ok", f"{opts.nodes} node(s) on {bench.store}",
                      time.monotonic() - started)
         step("platform")
-        asyncio.run(bench.load(token, step))
+        bench.load(token, step)
     except (RuntimeError, OSError, aiohttp.ClientError, ValueError) as exc:
         report.stage("load", "failed", str(exc)[:500])
     finally:

@@ -60,6 +60,7 @@ from enclave.platform.hub import HUB, Hub, Session, usable
 from enclave.platform.policy import validate_policy
 from enclave.platform.relay import RELAY
 from enclave.platform.store import System
+from enclave.platform.tls_buffers import shrink_tls_read_buffer
 from enclave.policy.intent import IntentError, IntentStatement, check_fresh, decode_signed
 from enclave.policy.mutual import SystemView, policy_offers
 
@@ -351,6 +352,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
+    shrink_tls_read_buffer()  # thousands of control channels: 32 KiB each, not 256 KiB
     app.middlewares.append(notify_hub)
     app.router.add_get(CONTROL_PATH, control)
     app.router.add_post(INTENTS_PATH, post_intent)

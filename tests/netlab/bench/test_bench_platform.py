@@ -48,6 +48,8 @@ def test_one_node_on_sqlite(tmp_path: Path) -> None:
     assert stages["introduce"] == "ok" and stages["failover"] == "skipped"
     figures = {f["key"]: f["value"] for f in report["figures"]}
     assert figures["agents_connected"] == 4 and figures["intro_p99_ms"] is not None
+    # the load generator's own CPU and memory, apart from the platform's
+    assert figures["load_cpu_s_per_1k"] > 0 and figures["load_rss_mb"] > 0
     assert report["meta"]["store"] == "sqlite"
 
 
