@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from enclave.dataplane.engine import grow_socket_buffers
 from enclave.discovery.birthday import (
     BirthdayLimits,
     BirthdayRole,
@@ -64,6 +65,7 @@ TICK = 0.01  # s between pacing steps while sending
 POLL = 0.05  # s between checks of the Node's path once everything is sent
 DRAIN = 64  # datagrams read per readable event
 RECV_SIZE = 65535
+FORWARD_BUFFER = 4 << 20  # bytes of send/receive buffer on each forwarder socket
 
 
 def default_udp_socket(family: int) -> socket.socket:
@@ -112,6 +114,8 @@ class _Forwarder:
                     self.inner.send(data)
 
     def attach(self, inner: socket.socket) -> None:
+        for sock in (self.outer, inner):  # a session's bursts wait here while Python forwards
+            grow_socket_buffers(sock, FORWARD_BUFFER)
         self.inner = inner
         host, port = inner.getsockname()[:2]
         self.addr = PathAddr(Transport.UDP, host, port)
