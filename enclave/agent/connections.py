@@ -76,6 +76,7 @@ from enclave.discovery.candidates import (
     PathAddr,
     Transport,
 )
+from enclave.discovery.channel import PUNCH_DELAY
 from enclave.discovery.introduction import WITHDRAW_OFFLINE, Introduction
 from enclave.proto.events import (
     DataReceived,
@@ -534,6 +535,8 @@ class ConnectionManager:
                 "tx_bytes": info.tx_bytes,
                 "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                 "connected_at": info.connected_at,
+                # unix time the platform introduced the pair (its punch time less PUNCH_DELAY)
+                "introduced_at": info.intro.punch_at - PUNCH_DELAY,
                 "last_handshake_at": info.handshake_at,
                 "setup_ms": info.setup_ms,
                 "punch_ms": info.punch_ms,

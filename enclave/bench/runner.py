@@ -11,8 +11,11 @@ Stages, in order (each recorded in the report as ok / unavailable / failed / ski
     per cipher (and per --threads entry: figures labelled "CIPHER tN", N data-plane workers):
       up         enclave up --state DIR on a1 and b1 (cipher + offload + threads via env/flags)
       intent     a1 adds b1, then b1 adds a1 (t0 = the second intent)
-      connected  poll `enclave peers --json` until b1 shows connected; set-up time, path
+      connected  poll `enclave peers --json` until b1 shows connected; set-up time, then the
+                 settled path (bench/pathmove.py; a pair that must relay: setup_relay_ms too)
       overlay    flows to b1's overlay IP; agent CPU seconds per GB and peak RSS
+      path moves (the first direct-udp run) the direct path is cut and lifted at site a's
+                 router: direct_to_relay_ms, relay_to_direct_ms (bench/pathmove.py)
     raw        the same flows to b1's public address
     relay reference   TCP 1 stream over enclave.bench.relayref's TAP relay (no UDP leg)
     crypto     in-process AEAD (enclave bench crypto), short
@@ -43,7 +46,7 @@ from typing import Any
 
 from enclave import __version__
 from enclave.agent.cli import register as register_agent_commands
-from enclave.bench import crypto, flows, procstat, relayref
+from enclave.bench import crypto, flows, pathmove, procstat, relayref
 from enclave.bench.repeat import run_workdir
 from enclave.bench.report import Figure, Report
 from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU
@@ -526,12 +529,18 @@ def _overlay_run(ctx: BenchContext, asked: str, threads: int | None = None) -> N
                 box["detail"] = f"asked for {asked}, the session uses {used}: not measured"
                 return
             setup_ms, note = setup_time_ms(peer, t0_wall, waited)
+            first_path = peer.get("path")
+            # relay first: the relay may carry the first frame; flows run on the settled path
+            peer = pathmove.settle(lambda: _peer_entry(a, b.name), peer)
             path = peer.get("path")
             ctx.report.paths[cipher] = path
             ctx.report.figures.append(Figure(
                 "setup_ms", "setup", "connection set-up (second intent -> first frame)", "ms",
-                cipher, float(setup_ms), None, False, f"{note}; path {path}"))
-            box["detail"] = f"path {path}, {setup_ms:.0f} ms, cipher {used or 'not reported'}"
+                cipher, float(setup_ms), None, False, f"{note}; first on {first_path}"))
+            if pathmove.relayed(path):
+                ctx.report.figures.append(pathmove.relay_setup(peer, cipher))
+            box["detail"] = (f"path {path} (first {first_path}), {setup_ms:.0f} ms, "
+                             f"cipher {used or 'not reported'}")
         ctx.progress(f"overlay check ({cipher})")
         with timed_stage(ctx, f"overlay check ({cipher})") as box:
             echo = flows.start_echo_server(b.host)
@@ -549,6 +558,21 @@ def _overlay_run(ctx: BenchContext, asked: str, threads: int | None = None) -> N
             record_peak_rss(ctx, (a, b), cipher)
             if errors:
                 box["detail"] = "; ".join(errors)
+        if path == "direct-udp" and not any(f.key == "relay_to_direct_ms"
+                                            for f in ctx.report.figures):
+            ctx.progress(f"path moves ({cipher})")  # once a run: the first direct-udp run
+            with timed_stage(ctx, f"path moves ({cipher})") as box:
+                # a ping every 0.2 s keeps traffic on the session, as when a site's path dies
+                pinger = a.host.popen(["ping", "-q", "-i", "0.2", b.overlay_ip],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    got = pathmove.moves(lambda: _peer_entry(a, b.name),
+                                         ctx.lab.site("a").router_netns, str(ctx.b.public_ip),
+                                         cipher)
+                finally:
+                    flows.stop(pinger)
+                ctx.report.figures.extend(got)
+                box["detail"] = "; ".join(f"{f.key} {f.overlay:.0f} ms ({f.note})" for f in got)
     finally:
         stop_agents((a, b))
         for agent, peer_name in ((a, b.name), (b, a.name)):
@@ -635,6 +659,18 @@ def _cli_ok(host: Any, *args: str) -> str:
     if res.returncode != 0:
         raise RuntimeError(f"enclave {' '.join(args[:2])}: {res.stderr.strip()[-300:]}")
     return str(res.stdout)
+
+
+def _peer_entry(agent: BenchAgent, peer_name: str) -> dict[str, Any] | None:
+    """`agent`'s `enclave peers --json` entry for `peer_name` (None: none, or no answer)."""
+    res = agent.host.run(enclave_argv("peers", "--json", "--state", str(agent.state)),
+                         timeout=15)
+    if res.returncode != 0:
+        return None
+    try:
+        return next((p for p in parse_peers(res.stdout) if p.get("name") == peer_name), None)
+    except ValueError:
+        return None
 
 
 def _wait_connected(agent: BenchAgent, peer_name: str, t0: float,
