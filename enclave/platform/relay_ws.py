@@ -9,8 +9,10 @@
                                          swapped, the batch is forwarded as it came
 
 Wire format: enclave.proto.relay_batch (the UDP relay's 8-byte header, then a ticket, a
-lifetime or a length-prefixed batch; no JSON).  The relay never looks inside a batch: one
-dictionary look-up and one copy per WebSocket message, however many datagrams it holds.
+lifetime or a length-prefixed batch; no JSON).  The relay never looks inside a batch: per
+WebSocket message in, one dictionary look-up, one copy behind the other side's header, one
+message out, however many datagrams it holds.  No per-message deflate (the
+payload is ciphertext), no task per send.
 
 Rules, as for the UDP relay (enclave.platform.relay): tickets are the same platform-minted
 "src may relay to dst" tickets, so data flows only between two live registrations whose tickets
@@ -173,8 +175,9 @@ class RelayWs:
             return None
         self.forwarded += 1
         self.forwarded_bytes += len(data) - RELAY_HEADER_SIZE
-        return other.conn.ws, pack_relay_header(MSG_RELAY_DATA, other.channel) + data[
-            RELAY_HEADER_SIZE:]
+        # one copy: the other side's header, then the batch as it came (a view, not a slice)
+        return other.conn.ws, pack_relay_header(MSG_RELAY_DATA, other.channel) + memoryview(
+            data)[RELAY_HEADER_SIZE:]
 
     def expire(self, now: float) -> None:
         for reg in [r for r in self._by_pair.values() if r.expires <= now]:
@@ -184,7 +187,7 @@ class RelayWs:
 async def serve_ws(relay: RelayWs, request: web.Request,
                    clock: Callable[[], float] = time.time) -> web.StreamResponse:
     """The WebSocket handler: feed every binary message to `relay`, send what it says."""
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT)
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT, compress=False)
     await ws.prepare(request)
     conn = _Conn(ws)
     limits = request.app.get(FRONT_DOOR)
@@ -216,7 +219,8 @@ async def serve_ws(relay: RelayWs, request: web.Request,
             if dst.closed:
                 continue
             try:
-                await asyncio.wait_for(dst.send_bytes(payload), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await dst.send_bytes(payload)
             except (TimeoutError, ConnectionError, RuntimeError):
                 if dst is not ws:  # the other side is stuck: its own handler ends it
                     with contextlib.suppress(Exception):

@@ -1,0 +1,182 @@
+"""How fast the platform's relay over TLS forwards: messages/s, Gbit/s and relay CPU per GB.
+
+    python3 bench/relay_ws_forward.py [--seconds 5] [--batch 65536] [--relay-ws FILE]
+
+    child process: aiohttp over TLS (throwaway self-signed key) serving only RELAY_WS_PATH with
+                   enclave.platform.relay_ws (or the relay_ws.py at FILE, e.g. an older copy
+                   from `git show REV:enclave/platform/relay_ws.py`)
+    this process:  X and Y register with minted tickets; X sends DATA messages of --batch bytes
+                   (a relay batch of 1,400-byte frames) as fast as the WebSocket takes them,
+                   Y counts what arrives
+
+The relay's CPU is the child's utime + stime over the run (/proc/PID/stat).  Loopback on a
+shared machine: the figures move with its load; compare two runs made one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.util
+import os
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from enclave.platform.relay import mint_ticket, verify_ticket
+from enclave.proto.relay_batch import MAX_MESSAGE, RELAY_WS_PATH, pack_batch
+from enclave.proto.wire import (
+    MSG_RELAY_DATA,
+    MSG_RELAY_REGISTER,
+    MSG_RELAY_REGISTERED,
+    pack_relay_header,
+)
+
+KEY = bytes(range(32))
+LO = "127.0.0.1"
+
+
+def _cert(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay-bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
+    kp, cp = tmp / "key.pem", tmp / "cert.pem"
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cp, kp
+
+
+def _relay_ws(path: str | None) -> ModuleType:
+    if path is None:
+        from enclave.platform import relay_ws
+        return relay_ws
+    spec = importlib.util.spec_from_file_location("relay_ws_under_test", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def serve(port: int, cert: str, key: str, module: str | None) -> None:
+    """The child: the relay WebSocket on LO:port until killed."""
+    rw = _relay_ws(module)
+    relay = rw.RelayWs(lambda raw, now: verify_ticket(KEY, raw, now))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await rw.serve_ws(relay, request)
+
+    app = web.Application()
+    app.router.add_get(RELAY_WS_PATH, handler)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    web.run_app(app, host=LO, port=port, ssl_context=ctx, print=None, access_log=None)
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _register(ws: aiohttp.ClientWebSocketResponse, channel: int, ticket: bytes) -> None:
+    await ws.send_bytes(pack_relay_header(MSG_RELAY_REGISTER, channel) + ticket)
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.BINARY and msg.data[0] == MSG_RELAY_REGISTERED, msg
+
+
+async def run(url: str, seconds: float, batch: int, pid: int) -> dict[str, float]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    frames = [os.urandom(1400)] * max(1, batch // 1402)
+    payload = pack_relay_header(MSG_RELAY_DATA, 7) + pack_batch(frames)
+    exp = int(time.time()) + 600
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            try:
+                x = await http.ws_connect(url, ssl=ctx, max_msg_size=MAX_MESSAGE)
+                break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        else:
+            raise SystemExit("relay did not come up")
+        y = await http.ws_connect(url, ssl=ctx, max_msg_size=MAX_MESSAGE)
+        await _register(x, 7, mint_ticket(KEY, "XXXXX", "YYYYY", exp))
+        await _register(y, 3, mint_ticket(KEY, "YYYYY", "XXXXX", exp))
+        got = {"msgs": 0, "bytes": 0}
+
+        async def sink() -> None:
+            while True:
+                msg = await y.receive()
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    return
+                got["msgs"] += 1
+                got["bytes"] += len(msg.data) - 8
+
+        task = asyncio.create_task(sink())
+        cpu0, t0 = _cpu(pid), time.monotonic()
+        sent = 0
+        while time.monotonic() - t0 < seconds:
+            await x.send_bytes(payload)
+            sent += 1
+        while got["msgs"] < sent and time.monotonic() - t0 < seconds + 5:
+            await asyncio.sleep(0.01)
+        wall, cpu = time.monotonic() - t0, _cpu(pid) - cpu0
+        task.cancel()
+        await x.close()
+        await y.close()
+    gb = got["bytes"] / 1e9
+    return {"messages": got["msgs"], "sent": sent, "seconds": round(wall, 2),
+            "msgs_per_s": round(got["msgs"] / wall), "gbit_s": round(8 * gb / wall, 3),
+            "relay_cpu_s": round(cpu, 2), "relay_cpu_s_per_gb": round(cpu / gb, 2) if gb else 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--batch", type=int, default=65536, help="bytes of frames per message")
+    ap.add_argument("--relay-ws", help="a relay_ws.py to load instead of the installed one")
+    ap.add_argument("--serve", nargs=4, metavar=("PORT", "CERT", "KEY", "MODULE"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        port, cert, key, module = args.serve
+        serve(int(port), cert, key, None if module == "-" else module)
+        return
+    import socket
+    with socket.socket() as s:
+        s.bind((LO, 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = _cert(Path(tmp))
+        import subprocess
+        child = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(cert),
+                                  str(key), args.relay_ws or "-"])
+        try:
+            out = asyncio.run(run(f"wss://{LO}:{port}{RELAY_WS_PATH}", args.seconds, args.batch,
+                                  child.pid))
+        finally:
+            child.terminate()
+            child.wait(10)
+    print(" ".join(f"{k}={v}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()
