@@ -32,16 +32,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
 import random
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from enclave.dataplane.engine import grow_socket_buffers
+from enclave.dataplane.engine import (
+    SOL_UDP,
+    UDP_GRO,
+    UDP_SEGMENT,
+    enable_udp_gro,
+    grow_socket_buffers,
+    udp_gso_supported,
+)
 from enclave.discovery.birthday import (
     BirthdayLimits,
     BirthdayRole,
@@ -66,6 +76,7 @@ POLL = 0.05  # s between checks of the Node's path once everything is sent
 DRAIN = 64  # datagrams read per readable event
 RECV_SIZE = 65535
 FORWARD_BUFFER = 4 << 20  # bytes of send/receive buffer on each forwarder socket
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)  # the UDP_GRO control message: an int, the segment size
 
 
 def default_udp_socket(family: int) -> socket.socket:
@@ -103,19 +114,24 @@ class _Forwarder:
         self.addr: PathAddr | None = None  # the inner socket as the data socket sees it
         loop.add_reader(outer.fileno(), self._from_peer)
         self.on_first: Callable[[_Forwarder], bool] = lambda _f: False
+        self._gro = False
+        self._gso = [False, False]  # may send with UDP_SEGMENT: outer, inner
 
     def _from_peer(self) -> None:
-        packets = _drain(self.outer)
+        packets = _drain(self.outer, self._gro)
         if packets and self.inner is None and not self.on_first(self):
             return  # not followed up: dropped
         if self.inner is not None:
-            for data in packets:
-                with contextlib.suppress(OSError):
-                    self.inner.send(data)
+            for data, seg in packets:
+                self._gso[1] = _send(self.inner, data, seg, self._gso[1])
 
     def attach(self, inner: socket.socket) -> None:
         for sock in (self.outer, inner):  # a session's bursts wait here while Python forwards
             grow_socket_buffers(sock, FORWARD_BUFFER)
+        # coalesced runs in (UDP_GRO), sent on as one GSO send (UDP_SEGMENT) where the kernel
+        # allows: one recv and one send per run of segments instead of per datagram
+        self._gro = enable_udp_gro(self.outer) and enable_udp_gro(inner)
+        self._gso = [udp_gso_supported(self.outer), udp_gso_supported(inner)]
         self.inner = inner
         host, port = inner.getsockname()[:2]
         self.addr = PathAddr(Transport.UDP, host, port)
@@ -123,9 +139,8 @@ class _Forwarder:
 
     def _to_peer(self) -> None:
         assert self.inner is not None
-        for data in _drain(self.inner):
-            with contextlib.suppress(OSError):
-                self.outer.send(data)
+        for data, seg in _drain(self.inner, self._gro):
+            self._gso[0] = _send(self.outer, data, seg, self._gso[0])
 
     def close(self) -> None:
         for s in (self.outer, self.inner):
@@ -134,16 +149,46 @@ class _Forwarder:
                 s.close()
 
 
-def _drain(sock: socket.socket) -> list[bytes]:
-    out: list[bytes] = []
+def _drain(sock: socket.socket, gro: bool) -> list[tuple[bytes, int]]:
+    """Up to DRAIN datagrams: (data, segment size of a coalesced run or 0)."""
+    out: list[tuple[bytes, int]] = []
     while len(out) < DRAIN:
         try:
-            out.append(sock.recv(RECV_SIZE))
+            if not gro:
+                out.append((sock.recv(RECV_SIZE), 0))
+                continue
+            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:  # e.g. ECONNREFUSED from an ICMP error on the connected socket
             break
+        if flags & socket.MSG_TRUNC:
+            continue
+        seg = next((int.from_bytes(c[:4], sys.byteorder) for lvl, typ, c in anc
+                    if lvl == SOL_UDP and typ == UDP_GRO), 0)
+        out.append((data, seg))
     return out
+
+
+def _send(sock: socket.socket, data: bytes, seg: int, gso: bool) -> bool:
+    """Send `data` (a run of `seg`-byte segments when seg > 0) on; whether GSO still works."""
+    try:
+        if 0 < seg < len(data):
+            if gso:
+                try:
+                    sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))])
+                    return True
+                except OSError as exc:
+                    if exc.errno not in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                        return True  # full buffer, unreachable: lost like on a busy link
+                    gso = False  # the kernel or device refuses: one datagram each from now
+            for off in range(0, len(data), seg):
+                sock.send(data[off:off + seg])
+        else:
+            sock.send(data)
+    except OSError:
+        pass
+    return gso
 
 
 @dataclass
