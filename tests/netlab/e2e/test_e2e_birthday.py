@@ -7,7 +7,7 @@ port-restricted NAT (pr1) and a symmetric NAT (sy1).
 
 The ordinary punch fails for this pair; the agents' ConnectionManagers start birthday probing
 (their NAT classes come from discovery through the daemon) and the session ends up on
-direct-udp on both sides, carrying an ICMP echo over the overlay.
+direct-udp on both sides, carrying ICMP echoes and 8 MB of TCP each way over the overlay.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from enclave.netlab import NatType, Site, Topology
 from tests.support.lab import platform_lab, start_all
-from tests.support.traffic import ping
+from tests.support.traffic import ping, tcp_transfer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
@@ -52,4 +52,9 @@ def test_port_restricted_and_symmetric_agents_end_on_direct_udp(tmp_path: Path,
                                                     str(easy.host.public_ip)), ph
         assert any(ping(easy.host, hard.overlay_ip, count=1, timeout=0.5) for _ in range(4))
         assert any(ping(hard.host, easy.overlay_ip, count=1, timeout=0.5) for _ in range(4))
+        # bulk both ways: runs of segments through the hard side's forwarder (GRO in, GSO out)
+        for src, dst in ((hard, easy), (easy, hard)):
+            sent, got = tcp_transfer(src.host, dst.host, dst.overlay_ip, size=8 << 20)
+            assert sent == got, (src.name, dst.name)
         assert _peer(easy, hard.name)["path"] == "direct-udp"
+        assert _peer(hard, easy.name)["path"] == "direct-udp"
