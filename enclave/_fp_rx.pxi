@@ -47,6 +47,9 @@ ctypedef struct dp_rx:
     uint64_t rt_now                  # realtime ns after the recvmmsg
     uint64_t mono_now                # monotonic ns after the recvmmsg (CoDel's clock)
     bint qempty                      # this datagram was the last one queued
+    uint64_t lkey                    # the last (source MAC + 1, slot, now) this worker taught
+    int32_t lslot                    # the MAC table: learning it again in the same
+    uint64_t lnow                    # millisecond changes nothing, so it is skipped
 
 
 cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
@@ -95,6 +98,7 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
     cdef size_t flen
     cdef int verdict
     cdef bint ok, notify
+    cdef int learned
     if n > RP_RELAY_HDR and pkt[0] == RP_MSG_RELAY_DATA and not injected:   # the UDP relay
         return dp_rp_rx_relay(st, rx, s, pkt, n, sa, now)
     if n < DP_HDR or pkt[0] != DP_MSG_DATA:
@@ -168,9 +172,16 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
                 st.grx.punt_dropped += 1
         else:
             pthread_mutex_unlock(&a.lock)
-    pthread_mutex_lock(&st.main.mt_lock)
-    mt_learn(&st.main.mt, f, flen, slot, now)
-    pthread_mutex_unlock(&st.main.mt_lock)
+    # MAC learning under the table's one mutex (shared by every worker's threads); a run of
+    # frames from one source in one round (one `now`) takes it once
+    if not (rx.lnow == now and rx.lslot == slot and rx.lkey == mt_mac(f + 6) + 1):
+        pthread_mutex_lock(&st.main.mt_lock)
+        learned = mt_learn(&st.main.mt, f, flen, slot, now)
+        pthread_mutex_unlock(&st.main.mt_lock)
+        if learned:
+            rx.lkey = mt_mac(f + 6) + 1
+            rx.lslot = slot
+            rx.lnow = now
     if st.aqm and rx.arrival:
         st.grx.aqm_timed += 1
         st.grx.aqm_wait_us += (rx.rt_now - rx.arrival) // 1000 if rx.rt_now > rx.arrival else 0

@@ -95,6 +95,9 @@ def test_every_datagram_once_and_in_order(lab_factory: Callable[..., Lab], threa
             others = [p for p in ov.members if p is not m]
             assert drop_counters(m, others) == {"rx_replay": 0, "rx_decrypt_fail": 0,
                                                 "tx_key_limit": 0, "tx_send_errors": 0}
+        # the hub's workers learned the spokes' MACs (one shared table): its flows to them
+        # went unicast; unlearned, each of its 3 x FLOWS x COUNT datagrams would have flooded
+        assert hub.dp.global_counters()["tx_flooded"] < FLOWS * COUNT
         work = hub.dp.native.worker_counters()
         assert len(work) == threads
         assert sum(w["tap_reads"] for w in work) == hub.dp.global_counters()["tap_reads"]
