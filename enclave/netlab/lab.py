@@ -453,7 +453,7 @@ class Lab:
                 ns = f"{self.prefix}{hname}"
                 self._namespaces.append(ns)
                 ip6 = plan.hosts6[hname].ip if has6 else None
-                pub6 = plan.uplink_router6.ip if site.ipv6 is V6Mode.NAT66 else ip6
+                pub6 = plan.uplink_router6.ip if site.ipv6.translates else ip6
                 ip: IpAddress = iface.ip
                 public: IpAddress = plan.uplink_router.ip if site.nat.translates else iface.ip
                 gateway: IpAddress = plan.lan_gw.ip

@@ -36,6 +36,7 @@ IPv6 (topology.V6Mode) has a table of its own, ``ip6 enclave_lab6`` (ruleset6)::
             the source port, so the mapping is endpoint-independent) and an input chain that
             drops unsolicited packets to the router's own address (ICMPv6 passes: neighbour
             discovery and packet-too-big need it).
+  nat66-symmetric  as nat66 with ``masquerade fully-random``: a new public port per flow.
 
 The UDP block (block_udp_ruleset) is an ``inet`` table: it drops IPv4 and IPv6 UDP alike.
 """
@@ -139,7 +140,7 @@ def ruleset6(mode: V6Mode) -> str:
     if mode in (V6Mode.OFF, V6Mode.OPEN):
         return ""
     lines = [f"table ip6 {TABLE6} {{"]
-    if mode is V6Mode.NAT66:
+    if mode.translates:
         lines += [
             "  chain input {",
             "    type filter hook input priority filter; policy accept;",
@@ -155,11 +156,12 @@ def ruleset6(mode: V6Mode) -> str:
         f'    iifname "{WAN}" drop',
         "  }",
     ]
-    if mode is V6Mode.NAT66:
+    if mode.translates:
+        masq = "masquerade fully-random" if mode is V6Mode.NAT66_SYMMETRIC else "masquerade"
         lines += [
             "  chain srcnat {",
             "    type nat hook postrouting priority srcnat; policy accept;",
-            f'    oifname "{WAN}" masquerade',
+            f'    oifname "{WAN}" {masq}',
             "  }",
         ]
     lines.append("}")

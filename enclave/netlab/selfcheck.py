@@ -35,6 +35,7 @@ EXPECTED_UDP6: dict[V6Mode, tuple[str, tuple[bool, bool, str]]] = {
     V6Mode.OPEN: ("open", (False, True, "none")),
     V6Mode.FIREWALL: ("port", (False, True, "address-and-port")),
     V6Mode.NAT66: ("sym", (True, True, "address-and-port")),
+    V6Mode.NAT66_SYMMETRIC: ("full", (True, False, "address-and-port")),
 }
 V6_ONLY_SITE = "six"  # an IPv6-only site (firewall)
 

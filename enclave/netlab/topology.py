@@ -37,7 +37,9 @@ plan (they are hex on the wire: "::11" is 0x11)::
     site k LAN (open,  2001:db8:2:k::/64        routed by the inet namespace to the site;
       firewall)                                 gateway ::1, host i ::(10+i)
     site k LAN (nat66) fd00:0:0:k::/64          not routed: hosts appear as the router's wan
-                                                address (masquerade, port-preserving)
+                                                address (masquerade: port-preserving, or a
+                                                random port per destination for
+                                                nat66-symmetric)
 
 The public internet and the public hosts are dual-stack as soon as one site has IPv6 (or
 Topology(ipv6=True)). A site with ``ipv4=False`` is IPv6-only: no IPv4 address on its hosts or
@@ -108,6 +110,8 @@ class V6Mode(enum.StrEnum):
     nat66     unique-local (fd00:0:0:k::/64)              masquerade to the router's wan address
                                                          (endpoint-independent mapping), replies
                                                          only (port-restricted behaviour)
+    nat66-    unique-local (fd00:0:0:k::/64)              masquerade fully-random: a new port per
+    symmetric                                            destination (symmetric), replies only
     ========= ========================================== ==========================================
     """
 
@@ -115,6 +119,12 @@ class V6Mode(enum.StrEnum):
     OPEN = "open"
     FIREWALL = "firewall"
     NAT66 = "nat66"
+    NAT66_SYMMETRIC = "nat66-symmetric"
+
+    @property
+    def translates(self) -> bool:
+        """True when the site's hosts appear under the router's IPv6 address (NAT66)."""
+        return self in (V6Mode.NAT66, V6Mode.NAT66_SYMMETRIC)
 
 
 @dataclass(frozen=True)
@@ -308,7 +318,7 @@ def plan_site(index: int, site: Site) -> SitePlan:
         raise ValueError(f"site index must be 1..{MAX_SITES}")
     up = f"198.18.{index}"
     lan = f"198.19.{index}"
-    lan6 = f"fd00:0:0:{index}" if site.ipv6 is V6Mode.NAT66 else f"2001:db8:2:{index}"
+    lan6 = f"fd00:0:0:{index}" if site.ipv6.translates else f"2001:db8:2:{index}"
     return SitePlan(
         index=index,
         site=site,

@@ -9,10 +9,15 @@
     | n: NAT66 (ULA)      |   | m: NAT66 (ULA)        |   fd00:0:0:k::/64 behind masquerade:
     |  n1 fd00:0:0:3::11  |   |  m1 fd00:0:0:4::11    |   the reflected IPv6 mapping is the path
     +---------------------+   +-----------------------+
+    | x: NAT66 symmetric  |   | y: NAT66 symmetric    |   a new port per destination on both
+    |  x1 fd00:0:0:5::11  |   |  y1 fd00:0:0:6::11    |   sides: no direct path, the platform
+    +---------------------+   +-----------------------+   relay at [2001:db8::11] carries it
 
-Each pair connects on a direct UDP path over IPv6 (the endpoint is an IPv6 address: no IPv4
-exists), carries ICMP echo and a TCP transfer over the overlay; the agents' reflected mappings
-are IPv6 (the reflector answered over IPv6).
+The firewall and NAT66 pairs connect on a direct UDP path over IPv6 (the endpoint is an IPv6
+address: no IPv4 exists); the symmetric NAT66 pair is relayed by the platform's UDP relay over
+IPv6 (its agents run with an overlay MTU of RELAY6_MTU). Each carries ICMP echo and a TCP
+transfer over the overlay; the agents' reflected mappings are IPv6 (the reflector answered over
+IPv6).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from tests.support.traffic import ping, tcp_transfer
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 CONNECT_TIMEOUT = 30.0
+# the relayed pair's overlay MTU: the UDP relay's 8-byte header over IPv6 leaves 1398
+# (1500 - 40 - 8 - 8 - 16 - 16 - 14); with the default 1406 full-size frames are 8 bytes too
+# long for the relay path (README, IPv6 underlays)
+RELAY6_MTU = 1398
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +50,14 @@ def v6lab(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
         Site("g", nat=NatType.NONE, ipv6=V6Mode.FIREWALL, ipv4=False),
         Site("n", nat=NatType.NONE, ipv6=V6Mode.NAT66, ipv4=False),
         Site("m", nat=NatType.NONE, ipv6=V6Mode.NAT66, ipv4=False),
+        Site("x", nat=NatType.NONE, ipv6=V6Mode.NAT66_SYMMETRIC, ipv4=False),
+        Site("y", nat=NatType.NONE, ipv6=V6Mode.NAT66_SYMMETRIC, ipv4=False),
     ], public_hosts=["plat"])
     with v6_platform_lab(topo, tmp_path_factory.mktemp("v6only"),
-                         ["f1", "g1", "n1", "m1"]) as (lab, _plat, agents):
-        start_all(agents.values())
+                         ["f1", "g1", "n1", "m1", "x1", "y1"]) as (lab, _plat, agents):
+        relayed = [agents["x1"], agents["y1"]]
+        start_all([a for a in agents.values() if a not in relayed])
+        start_all(relayed, "--mtu", str(RELAY6_MTU))
         yield lab, agents
 
 
@@ -70,4 +83,17 @@ def test_ipv6_only_pair_connects_directly_and_carries_traffic(
     assert udp and all(m.startswith("[2001:db8:") for m in udp), mappings
     assert ping(a.host, b.overlay_ip, count=3) == 3
     sent, got = tcp_transfer(a.host, b.host, b.overlay_ip, size=2 << 20)
+    assert sent == got
+
+
+def test_ipv6_only_pair_is_relayed_over_ipv6(v6lab: tuple[Lab, dict[str, Agent]]) -> None:
+    lab, agents = v6lab
+    a, b = agents["x1"], agents["y1"]
+    intents_both_ways(a, b)
+    peer = connected_on(a, b, "relay-udp", CONNECT_TIMEOUT)
+    connected_on(b, a, "relay-udp", CONNECT_TIMEOUT)
+    plat6 = lab.public_host("plat").ip6
+    assert peer["relay"] is not None and peer["relay"].startswith(f"{plat6}:"), peer
+    assert ping(a.host, b.overlay_ip, count=3) == 3
+    sent, got = tcp_transfer(a.host, b.host, b.overlay_ip, size=1 << 20)
     assert sent == got

@@ -349,8 +349,9 @@ def test_cli_up_status_exec_down(
 def test_cli_selfcheck(netlab_required: None, capfd: pytest.CaptureFixture[str]) -> None:
     assert enclave_main(["lab", "selfcheck"]) == 0
     out = capfd.readouterr().out
-    assert "OK: 17/17 checks" in out and "FAIL" not in out
-    for v6 in ("udp6 open", "udp6 firewall", "udp6 nat66", "tcp6 firewall", "IPv6-only host",
+    assert "OK: 18/18 checks" in out and "FAIL" not in out
+    for v6 in ("udp6 open", "udp6 firewall", "udp6 nat66", "udp6 nat66-symmetric",
+               "tcp6 firewall", "IPv6-only host",
                "firewalled LAN6 closed", "NAT66 LAN6 unroutable"):
         assert f"PASS  {v6}" in out
     assert not [n for n in netns.list_netns() if n.startswith("enl-") and "-nat-sym" in n]

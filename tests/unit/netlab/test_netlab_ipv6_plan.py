@@ -33,7 +33,8 @@ def test_ipv6_internet_follows_the_sites() -> None:
     assert Topology(sites=[Site("a"), Site("b", ipv6=V6Mode.OPEN)]).ipv6_internet
 
 
-@pytest.mark.parametrize("mode", [V6Mode.OPEN, V6Mode.FIREWALL, V6Mode.NAT66])
+@pytest.mark.parametrize("mode", [V6Mode.OPEN, V6Mode.FIREWALL, V6Mode.NAT66,
+                                  V6Mode.NAT66_SYMMETRIC])
 def test_ipv6_plan_stays_in_lab_space(mode: V6Mode) -> None:
     plan = plan_site(250, Site("a", hosts=200, ipv6=mode))
     addrs = [plan.uplink_router6.ip, plan.uplink_inet6.ip, plan.lan_gw6.ip,
@@ -42,7 +43,7 @@ def test_ipv6_plan_stays_in_lab_space(mode: V6Mode) -> None:
     assert len(set(addrs)) == len(addrs)
     assert all(i.network == plan.lan6 for i in plan.hosts6.values())
     ula = ipaddress.IPv6Network("fd00::/8")
-    assert (plan.lan6.subnet_of(ula)) is (mode is V6Mode.NAT66)
+    assert plan.lan6.subnet_of(ula) is mode.translates
     assert plan.uplink_router6.ip == ipaddress.IPv6Address("2001:db8:1:250::1")
     pub = plan_public6(Topology(public_hosts=["plat", "r2"]))
     assert [str(i) for i in pub.values()] == ["2001:db8::11/64", "2001:db8::12/64"]
@@ -65,4 +66,5 @@ def test_ip6_rulesets() -> None:
     n66 = nat.ruleset6(V6Mode.NAT66)
     assert 'oifname "wan" masquerade' in n66 and "fully-random" not in n66
     assert "ipv6-icmp accept" in n66  # neighbour discovery to the router keeps working
+    assert 'oifname "wan" masquerade fully-random' in nat.ruleset6(V6Mode.NAT66_SYMMETRIC)
     assert nat.block_udp_ruleset().startswith(f"table inet {nat.BLOCK_TABLE}")
