@@ -11,6 +11,7 @@ from enclave import sysinfo
 from enclave.agent.daemon import AgentOptions
 from enclave.agent.errors import AgentError
 from enclave.agent.state import StateDir
+from enclave.agent.statusfmt import self_lines
 from enclave.cli import build_parser
 
 
@@ -54,3 +55,10 @@ def test_up_has_the_threads_flag() -> None:
     parser = build_parser()
     assert parser.parse_args(["up", "--threads", "3"]).threads == 3
     assert parser.parse_args(["up"]).threads is None
+
+
+def test_status_names_the_workers() -> None:
+    status = {"name": "a", "dataplane": {"tap": "enclave0", "threads": 4, "cipher": "aes256gcm",
+                                         "aqm": True}}
+    assert "data plane   enclave0, 4 worker(s), cipher aes256gcm, aqm on" in self_lines(status)
+    assert not any(line.startswith("data plane") for line in self_lines({"name": "a"}))
