@@ -5,7 +5,8 @@
 # only for a live pair whose tickets name each other and removes it as soon as either side
 # is no longer (the table is a cache of Python's decision, never an authority of its own).
 #
-#   relay UDP socket --recvmmsg (64)--> thread enclave-relay, for each datagram:
+#   relay UDP socket --recvmmsg (64, UDP_GRO)--> thread enclave-relay, for each datagram (a
+#   coalesced run -- an agent's UDP GSO send arrives whole -- is taken segment by segment):
 #       DATA(ch) (type 35, reserved 0, ch 1..65535, payload > 0)
 #           (source address, ch) in the table?   no  -> dropped, counted (drop_unknown)
 #           entry expired?                        yes -> dropped, counted (drop_expired)
@@ -14,6 +15,9 @@
 #       anything else (REGISTER, header-only DATA, malformed) --> punt socket --> Python
 #   queued datagrams --sendmmsg--> (a full socket buffer: wait up to RF_SEND_WAIT_MS, then
 #                                  drop, counted as drop_send)
+#   a run whose segments all go to one destination leaves as one UDP GSO message (the headers
+#   rewritten in place, no copy); a run that splits goes segment by segment, and so does a
+#   GSO message the kernel refuses (gso_fallbacks)
 #
 # Punt socket (AF_UNIX SOCK_DGRAM socketpair; RelayForwarder.punt_socket is Python's end):
 # each message is the data plane's 28-byte punt header (_fp_punt.pxi: kind 1 DATAGRAM,
@@ -42,6 +46,8 @@ cdef enum:
     RF_MAX_CHANNEL = 65535      # wire.RELAY_MAX_CHANNEL (checked at import)
     RF_SEND_WAIT_MS = 20        # how long a full socket buffer is waited for per batch
     RF_SALEN = 28               # sockaddr_in6, the largest destination kept
+    RF_SEGS = 64                # segments of one UDP_GRO run (the kernel's UDP_MAX_SEGMENTS)
+    RF_OUT = RF_BATCH * RF_SEGS # datagrams (or GSO runs) queued per round, and punts
 
     # what rf_classify decided
     RF_FORWARD = 0
@@ -82,12 +88,16 @@ ctypedef struct rf_counters:
     uint64_t recv_errors
     uint64_t sendmmsg_calls
     uint64_t eagain_waits
+    uint64_t gro_runs           # coalesced runs received
+    uint64_t gso_sends          # runs sent as one GSO message
+    uint64_t gso_fallbacks      # GSO messages the kernel refused, sent segment by segment
 
 
 ctypedef struct rf_state:
     int udp_fd
     int punt_fd
     int wake_fd
+    int gro                     # UDP_GRO is on: a buffer may hold a run of segments
     volatile int stop
     uint64_t seed
     uint32_t mask               # capacity - 1
@@ -103,11 +113,14 @@ ctypedef struct rf_state:
     uint32_t offsets[RF_BATCH]
     uint32_t sizes[RF_BATCH]
     uint32_t lengths[RF_BATCH]
-    uint8_t verdict[RF_BATCH]
-    uint32_t out_off[RF_BATCH]
-    uint32_t out_len[RF_BATCH]
-    sockaddr_storage out_sa[RF_BATCH]
-    socklen_t out_salen[RF_BATCH]
+    uint32_t out_off[RF_OUT]
+    uint32_t out_len[RF_OUT]
+    uint16_t out_gso[RF_OUT]
+    sockaddr_storage out_sa[RF_OUT]
+    socklen_t out_salen[RF_OUT]
+    uint32_t punt_off[RF_OUT]
+    uint32_t punt_len[RF_OUT]
+    uint8_t punt_src[RF_OUT]    # which received buffer (its source address)
 
 
 from libc.errno cimport EBADF, ENOTSOCK
@@ -256,8 +269,30 @@ cdef int rf_punt(rf_state *st, const uint8_t *pkt, uint32_t n,
 
 # --- the loop -------------------------------------------------------------------------------------
 
+cdef int rf_send_one(rf_state *st, int k) noexcept nogil:
+    """Queued message k as separate datagrams (a GSO run the kernel refused); -errno or 0."""
+    cdef uint32_t off = st.out_off[k]
+    cdef uint32_t left = st.out_len[k]
+    cdef uint32_t seg = st.out_gso[k]
+    cdef uint32_t n
+    cdef int r
+    while left > 0:
+        n = seg if left > seg else left
+        st.b.dst[0] = &st.out_sa[k]
+        st.b.dstlen[0] = st.out_salen[k]
+        st.b.gso[0] = 0
+        r = ub_send(st.b, st.udp_fd, st.buf, &off, &n, 1)
+        if r < 0:
+            st.c.send_errors += 1
+        elif r == 0:
+            st.c.drop_send += 1
+        off += n
+        left -= n
+    return 0
+
+
 cdef int rf_send_all(rf_state *st, int nout) noexcept nogil:
-    """sendmmsg the queued datagrams; a full socket buffer is waited for RF_SEND_WAIT_MS."""
+    """sendmmsg the queued messages; a full socket buffer is waited for RF_SEND_WAIT_MS."""
     cdef int k = 0
     cdef int j, m, r
     cdef pollfd p
@@ -265,24 +300,33 @@ cdef int rf_send_all(rf_state *st, int nout) noexcept nogil:
     cdef uint64_t give_up = 0
     while k < nout:
         m = nout - k
+        if m > UB_MAX:
+            m = UB_MAX
         for j in range(m):
             st.b.dst[j] = &st.out_sa[k + j]
             st.b.dstlen[j] = st.out_salen[k + j]
-            st.b.gso[j] = 0
+            st.b.gso[j] = st.out_gso[k + j]
         st.c.sendmmsg_calls += 1
         r = ub_send(st.b, st.udp_fd, st.buf, &st.out_off[k], &st.out_len[k], m)
         if r > 0:
             k += r
             continue
-        if r < 0:               # this datagram cannot go (no route, too big): the next may
-            st.c.send_errors += 1
+        if r < 0:               # message k cannot go as it is
+            if st.out_gso[k]:   # a GSO run the kernel refuses (EIO, EINVAL): one by one
+                st.c.gso_fallbacks += 1
+                rf_send_one(st, k)
+            else:               # no route, too big: the next may go
+                st.c.send_errors += 1
             k += 1
             continue
         now = rf_now_ns()
         if give_up == 0:
             give_up = now + <uint64_t>RF_SEND_WAIT_MS * 1000000
         if now >= give_up or st.stop:
-            st.c.drop_send += nout - k
+            while k < nout:
+                st.c.drop_send += (st.out_len[k] + st.out_gso[k] - 1) // st.out_gso[k] \
+                    if st.out_gso[k] else 1
+                k += 1
             return 0
         st.c.eagain_waits += 1
         p.fd = st.udp_fd
@@ -292,9 +336,68 @@ cdef int rf_send_all(rf_state *st, int nout) noexcept nogil:
     return 0
 
 
+cdef int rf_count(rf_state *st, int v) noexcept nogil:
+    if v == RF_DROP_UNKNOWN:
+        st.c.drop_unknown += 1
+    elif v == RF_DROP_EXPIRED:
+        st.c.drop_expired += 1
+    elif v == RF_DROP_RATE:
+        st.c.drop_rate += 1
+    return 0
+
+
+cdef int rf_take(rf_state *st, int i, uint64_t now, int *nout, int *npunt) noexcept nogil:
+    """Classify received buffer i (one datagram, or a UDP_GRO run of segments) into the out
+    and punt queues (the caller holds st.lock)."""
+    cdef uint32_t base = st.offsets[i]
+    cdef uint32_t total = st.lengths[i]
+    cdef uint32_t seg = st.b.gso[i]
+    cdef uint32_t off = 0
+    cdef uint32_t n
+    cdef int v
+    cdef int first = nout[0]
+    cdef bint whole = 1          # every segment forwarded, all to one destination
+    if seg == 0 or seg >= total:
+        seg = total
+    else:
+        st.c.gro_runs += 1
+    while off < total:
+        n = seg if total - off > seg else total - off
+        v = rf_classify(st, st.buf + base + off, n, &st.b.addrs[i], now,
+                        &st.out_sa[nout[0]], &st.out_salen[nout[0]])
+        if v == RF_FORWARD:
+            if (nout[0] > first and (st.out_salen[nout[0]] != st.out_salen[first]
+                    or memcmp(&st.out_sa[nout[0]], &st.out_sa[first],
+                              st.out_salen[first]) != 0)):
+                whole = 0
+            st.out_off[nout[0]] = base + off
+            st.out_len[nout[0]] = n
+            st.out_gso[nout[0]] = 0
+            st.c.forwarded += 1
+            st.c.forwarded_bytes += n - RF_HDR
+            nout[0] += 1
+        else:
+            whole = 0
+            if v == RF_PUNT:
+                st.punt_off[npunt[0]] = base + off
+                st.punt_len[npunt[0]] = n
+                st.punt_src[npunt[0]] = <uint8_t>i
+                npunt[0] += 1
+            else:
+                rf_count(st, v)
+        off += n
+    if whole and nout[0] - first > 1:   # the run goes out as it came: one GSO message
+        st.out_len[first] = total
+        st.out_gso[first] = <uint16_t>seg
+        nout[0] = first + 1
+        st.c.gso_sends += 1
+    return 0
+
+
 cdef void rf_loop(rf_state *st) noexcept nogil:
     cdef pollfd fds[2]
-    cdef int n, i, v, nout, r
+    cdef int n, i, r
+    cdef int nout, npunt
     cdef uint64_t now
     dp_name_thread("enclave-relay")
     while not st.stop:
@@ -320,35 +423,21 @@ cdef void rf_loop(rf_state *st) noexcept nogil:
         st.c.rounds += 1
         st.c.datagrams += n
         nout = 0
+        npunt = 0
         now = rf_now_ns()
         pthread_mutex_lock(&st.lock)
         for i in range(n):
             if st.b.trunc[i]:
                 st.c.drop_truncated += 1
-                st.verdict[i] = 255
                 continue
-            v = rf_classify(st, st.buf + st.offsets[i], st.lengths[i], &st.b.addrs[i], now,
-                            &st.out_sa[nout], &st.out_salen[nout])
-            st.verdict[i] = <uint8_t>v
-            if v == RF_FORWARD:
-                st.out_off[nout] = st.offsets[i]
-                st.out_len[nout] = st.lengths[i]
-                st.c.forwarded += 1
-                st.c.forwarded_bytes += st.lengths[i] - RF_HDR
-                nout += 1
-            elif v == RF_DROP_UNKNOWN:
-                st.c.drop_unknown += 1
-            elif v == RF_DROP_EXPIRED:
-                st.c.drop_expired += 1
-            elif v == RF_DROP_RATE:
-                st.c.drop_rate += 1
+            rf_take(st, i, now, &nout, &npunt)
         pthread_mutex_unlock(&st.lock)
-        for i in range(n):
-            if st.verdict[i] == RF_PUNT:
-                if rf_punt(st, st.buf + st.offsets[i], st.lengths[i], &st.b.addrs[i]) < 0:
-                    st.c.punt_dropped += 1
-                else:
-                    st.c.punted += 1
+        for i in range(npunt):
+            if rf_punt(st, st.buf + st.punt_off[i], st.punt_len[i],
+                       &st.b.addrs[st.punt_src[i]]) < 0:
+                st.c.punt_dropped += 1
+            else:
+                st.c.punted += 1
         if nout:
             rf_send_all(st, nout)
 
@@ -438,6 +527,19 @@ cdef class RelayForwarder:
         self.st.seed = int.from_bytes(_dp_os.urandom(8), "little")
         self.st.udp_fd = udp_fd
         self.max_entries = max_entries
+        dup = _dp_os.dup(udp_fd)     # UDP_GRO: an agent's GSO run arrives as one buffer
+        try:
+            gs = _dp_socket.socket(fileno=dup)
+        except OSError:
+            _dp_os.close(dup)
+        else:
+            try:
+                gs.setsockopt(<int>SOL_UDP, <int>UDP_GRO, 1)
+                self.st.gro = 1
+            except OSError:
+                self.st.gro = 0      # an older kernel: one datagram per buffer
+            finally:
+                gs.close()
         a, b = _dp_socket.socketpair(_dp_socket.AF_UNIX, _dp_socket.SOCK_DGRAM)
         for sock in (a, b):
             sock.setblocking(False)
@@ -606,7 +708,8 @@ cdef class RelayForwarder:
             "drop_send": c.drop_send, "drop_truncated": c.drop_truncated,
             "send_errors": c.send_errors, "recv_errors": c.recv_errors,
             "sendmmsg_calls": c.sendmmsg_calls, "eagain_waits": c.eagain_waits,
-            "entries": self.st.count,
+            "gro_runs": c.gro_runs, "gso_sends": c.gso_sends, "gso_fallbacks": c.gso_fallbacks,
+            "entries": self.st.count, "udp_gro": bool(self.st.gro),
         }
 
     # -- the thread -------------------------------------------------------------------------------

@@ -396,9 +396,13 @@ class RelayServer:
                 sock.close()
                 raise
         sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        # past the sysctl caps when root (SO_RCVBUFFORCE 33 / SO_SNDBUFFORCE 32), else to them
+        for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
         fwd = RelayForwarder(sock.fileno(), max_entries=self.core.max_registrations,
                              rate=DATA_RATE_PACKETS, burst=DATA_BURST_PACKETS)
         self._sock, self.forwarder = sock, fwd

@@ -5,6 +5,8 @@ enclave-relay), driven by two real RelayClients on their own UDP sockets.
     Y likewise; then DATA X -> Y and Y -> X crosses in the native thread (RelayCore sees none)
     EVE sends DATA with X's channel from its own address: dropped, counted, no answer
     junk of every size: punted or dropped, the thread keeps running
+    a UDP GSO run from X arrives whole (UDP_GRO) and leaves as one GSO message; a run whose
+    segments go different ways is taken segment by segment
     allow_only without Y: the next DATA is dropped at once
     close(): no enclave-relay thread and no file descriptor left behind
 """
@@ -17,10 +19,12 @@ import random
 import socket
 import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from enclave._fastpath import UdpBatchIO
 from enclave.agent.relay_client import RelayClient
 from enclave.platform.relay import RelayCore, RelayServer, mint_ticket
 from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
@@ -182,9 +186,11 @@ def test_junk_does_not_stop_the_thread() -> None:
             try:
                 sizes = [0, 1, 7, 8, 9, 24, 81, 1500, 9000, 65507]
                 sizes += [rng.randint(0, 2000) for _ in range(500)]
+                header_only = 1  # DATA with nothing behind the header: RelayCore's
                 for n in sizes:
                     head = rng.choice([b"", b"\x23\x00\x00\x00", b"\x20\x00\x00\x00",
                                        pack_relay_header(MSG_RELAY_DATA, rng.randint(1, 65535))])
+                    header_only += len(head) == 8 and n == 0
                     junk.sendto((head + rng.randbytes(n))[:65507], relay)
                     if rng.random() < 0.05:
                         await asyncio.sleep(0)
@@ -196,7 +202,7 @@ def test_junk_does_not_stop_the_thread() -> None:
                 c = fwd.counters()
                 assert c["datagrams"] >= len(sizes) // 2  # loopback may drop some
                 assert c["punted"] + c["punt_dropped"] > 0 and c["forwarded"] == 0
-                assert server.python_data <= 1  # the header-only DATA (if not lost)
+                assert server.python_data <= header_only
                 assert len(await _exchange(x, y, relay, 10)) == 10
             finally:
                 junk.close()
@@ -227,4 +233,50 @@ def test_close_leaves_no_thread_and_no_descriptor() -> None:
             assert server.forwarder is None
             assert _relay_threads() == []
         assert len(os.listdir("/proc/self/fd")) == before
+    _run(body)
+
+
+def _gso_send(end: End, relay: tuple[str, int], segments: list[bytes]) -> None:
+    """One UDP GSO message: the segments back to back, cut by the kernel (loopback keeps the
+    run whole up to the relay socket, which has UDP_GRO on)."""
+    size = len(segments[0])
+    assert all(len(s) == size for s in segments[:-1])
+    buf = bytearray(b"".join(segments))
+    io = UdpBatchIO()
+    sent = io.send(end.sock.fileno(), buf, array("I", [0]), array("I", [len(buf)]), relay,
+                   gso_size=size)
+    assert sent == 1
+
+
+async def _drain(end: End) -> list[bytes]:
+    got = []
+    while (r := await _recv(end.sock, QUIET)) is not None:
+        inp = end.rc.receive(r[0], r[1], time.time())
+        assert inp is not None and inp.kind == "data"
+        got.append(inp.message)
+    return got
+
+
+def test_a_gso_run_is_forwarded_whole_and_a_mixed_run_segment_by_segment() -> None:
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None and fwd.counters()["udp_gro"]
+            msgs = [b"seg-%04d" % i + bytes(992) for i in range(20)]
+            _gso_send(x, relay, [_data(x, m) for m in msgs])
+            assert await _drain(y) == msgs
+            c = fwd.counters()
+            assert c["forwarded"] == 20 and c["gro_runs"] == 1 and c["gso_sends"] == 1
+
+            path = x.rc.path_for(y.name)
+            route = None if path is None else x.rc.route(path)
+            assert route is not None
+            stranger = pack_relay_header(MSG_RELAY_DATA, route[1] % 65535 + 1)
+            mixed = [_data(x, m) if i % 2 == 0 else stranger + m for i, m in enumerate(msgs)]
+            _gso_send(x, relay, mixed)
+            assert await _drain(y) == msgs[::2]  # the good half, in order
+            c = fwd.counters()
+            assert c["forwarded"] == 30 and c["drop_unknown"] == 10
+            assert c["gro_runs"] == 2 and c["gso_sends"] == 1
+            assert server.python_data == 0
     _run(body)
