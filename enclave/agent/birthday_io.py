@@ -240,6 +240,9 @@ class BirthdayRunner:
         """The ordinary punch to `peer` found no direct path: start a run if the pair fits."""
         if peer in self._runs:
             return
+        path = self._peer_path(peer)
+        if isinstance(path, PathAddr) and path.transport is Transport.UDP:
+            return  # a direct path works (e.g. an earlier run's, after a re-introduction)
         pub = next((c for c in intro.candidates if c.kind is CandidateKind.PUBLIC
                     and c.addr.transport is Transport.UDP and _ipv4(c.addr.host)), None)
         if pub is None:

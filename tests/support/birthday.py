@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enclave.discovery import NatBehaviour, PathAddr, Transport
+from enclave.discovery import Candidate, NatBehaviour, PathAddr, Transport
 from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.netns import socket_in_netns
 from enclave.platform.relay import RelayCore, RelayServer
@@ -67,10 +68,14 @@ def _direct(a: Agent, b: Agent) -> bool:
             and pa["path"] == "direct-udp" and pb["path"] == "direct-udp")
 
 
+After = Callable[[Agent, Agent, list[Candidate], list[Candidate]], Awaitable[None]]
+
+
 async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
-                  relay: PathAddr | None = None) -> Attempt:
+                  relay: PathAddr | None = None, after: After | None = None) -> Attempt:
     """One attempt between hosts pr<slot+1> and sy<slot+1> (ports unique per `index`); with
-    `relay` the pair is offered it (the session runs relayed until the run wins)."""
+    `relay` the pair is offered it (the session runs relayed until the run wins); `after`
+    (easy, hard, easy's candidates, hard's) runs once the attempt is judged, before the stop."""
     easy_host = lab.host(f"{EASY_SITE}{slot + 1}")
     hard_host = lab.host(f"{HARD_SITE}{slot + 1}")
     refl = lab.host("refl")
@@ -86,8 +91,8 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
         me, mh = await asyncio.gather(reflect_udp(easy, refl), reflect_udp(hard, refl))
         res.notes["mapped"] = (me, mh)
         punch_at = time.time() + 0.5
-        introduce_pair(easy, candidates_for(easy_host, easy, me), hard,
-                       candidates_for(hard_host, hard, mh), punch_at=punch_at, relay=relay,
+        ce, ch = candidates_for(easy_host, easy, me), candidates_for(hard_host, hard, mh)
+        introduce_pair(easy, ce, hard, ch, punch_at=punch_at, relay=relay,
                        relay_key=RELAY_KEY if relay is not None else None)
         try:
             await wait_for_async(lambda: _direct(easy, hard), SETTLE, interval=0.05,
@@ -105,6 +110,8 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
         if res.paths == ("direct-udp", "direct-udp"):
             res.data_ok = await exchange(easy, hard, 3, timeout=4.0)
         res.direct = res.paths == ("direct-udp", "direct-udp") and res.data_ok
+        if after is not None:
+            await after(easy, hard, ce, ch)
     finally:
         await asyncio.gather(easy.cm.stop(), hard.cm.stop(), return_exceptions=True)
     return res

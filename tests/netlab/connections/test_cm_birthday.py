@@ -20,10 +20,12 @@ import pytest
 
 from enclave.discovery import Candidate, CandidateKind, NatBehaviour, PathAddr, Transport
 from enclave.discovery.introduction import Introduction
+from enclave.discovery.punch import PUNCH_DURATION
 from enclave.netlab import Lab
 from enclave.netlab.netns import socket_in_netns
 from enclave.proto.wire import MSG_CONTROL, MSG_HANDSHAKE_INIT
-from tests.support.birthday import HARD_SITE, attempts, topology
+from tests.support.birthday import HARD_SITE, Attempt, attempt, attempts, topology
+from tests.support.cm_agent import Agent, exchange, introduce_pair
 from tests.support.cm_lab import REFLECT_UDP, Reflector, lab_agent
 from tests.support.lab import LabFactory
 from tests.support.pki import Pki
@@ -140,3 +142,34 @@ def test_hard_side_is_bounded_closes_its_sockets_and_answers_no_stranger(
     assert got["kinds"] == {MSG_HANDSHAKE_INIT}, got
     fds_before, fds_after = got["fds"]  # type: ignore[misc]
     assert fds_after == fds_before, got  # every socket of the run closed
+
+
+def test_a_won_path_outlives_a_reintroduction(lab_factory: LabFactory) -> None:
+    """The platform introduces the pair again (e.g. new candidates): the ordinary punch fails
+    again 5 s later, but the session already runs directly; no new run, nothing closed."""
+    lab = lab_factory(topology(1))
+    seen: dict[str, object] = {}
+
+    async def again(easy: Agent, hard: Agent, ce: list[Candidate], ch: list[Candidate]) -> None:
+        kept = hard.cm.birthday.result(easy.name)
+        introduce_pair(easy, ce, hard, ch, punch_in=0.2)
+        await asyncio.sleep(PUNCH_DURATION + 1.5)  # past the second punch's give-up
+        seen["same_runs"] = (easy.cm.birthday.result(hard.name) is not None
+                             and hard.cm.birthday.result(easy.name) is kept)
+        seen["paths"] = ((easy.cm.peer(hard.name) or {}).get("path"),
+                         (hard.cm.peer(easy.name) or {}).get("path"))
+        seen["data_ok"] = await exchange(easy, hard, 3, timeout=4.0)
+
+    async def run() -> Attempt:
+        pki = Pki()
+        reflector = Reflector(lab.host("refl"))
+        await reflector.start()
+        try:
+            return await attempt(lab, pki, 0, 0, after=again)
+        finally:
+            reflector.close()
+
+    res = asyncio.run(run())
+    assert res.direct, res
+    assert seen == {"same_runs": True, "paths": ("direct-udp", "direct-udp"), "data_ok": True}, \
+        (seen, res)
