@@ -182,6 +182,7 @@ class BenchContext:
     a: Any = None
     b: Any = None
     agents: dict[str, BenchAgent] = field(default_factory=dict)
+    platform_pid: int | None = None  # `platform serve` (its relay's CPU per GB moved)
 
 
 @contextlib.contextmanager
@@ -386,8 +387,9 @@ def start_platform(ctx: BenchContext) -> Path:
         if res.returncode != 0:
             raise RuntimeError(f"platform init: {res.stderr.strip()}")
         with open(ctx.work / "platform.log", "wb") as log:
-            platform.popen(enclave_argv("platform", "serve", "--data", str(data)),
-                           stdout=log, stderr=subprocess.STDOUT)
+            proc = platform.popen(enclave_argv("platform", "serve", "--data", str(data)),
+                                  stdout=log, stderr=subprocess.STDOUT)
+            ctx.platform_pid = proc.pid
         _wait_tcp(platform, str(platform.ip), PLATFORM_PORT, 20.0)
         box["detail"] = url
     return data
@@ -733,6 +735,8 @@ def measure_path(ctx: BenchContext, path: str, server_ip: str, *, cipher: str | 
     errors: list[str] = []
     pids = [ag.proc.pid for ag in ctx.agents.values() if ag.proc is not None] \
         if path == "overlay" else []
+    if pids and ctx.platform_pid is not None:
+        pids.append(ctx.platform_pid)
     cpu0 = {pid: procstat.cpu_seconds(pid) for pid in pids}
     moved = 0
     tcp = [f for f in opts.flows if f in ("tcp1", "tcp4")]
@@ -787,6 +791,12 @@ def measure_path(ctx: BenchContext, path: str, server_ip: str, *, cipher: str | 
             used = cpu1[ag.proc.pid] - cpu0[ag.proc.pid]
             _put(ctx, path, cipher, f"cpu_per_gb_{ag.host.name}", "cpu",
                  f"agent {ag.host.name} CPU per GB moved (TCP flows)", "CPU s/GB",
+                 used / (moved / 1e9), higher=False,
+                 note=f"{used:.2f} CPU s over {moved / 1e9:.2f} GB")
+        if ctx.platform_pid is not None:  # its relay's work on a relayed path; ~0 if direct
+            used = cpu1[ctx.platform_pid] - cpu0[ctx.platform_pid]
+            _put(ctx, path, cipher, "cpu_per_gb_platform", "cpu",
+                 "platform (relay) CPU per GB moved (TCP flows)", "CPU s/GB",
                  used / (moved / 1e9), higher=False,
                  note=f"{used:.2f} CPU s over {moved / 1e9:.2f} GB")
     return errors
