@@ -240,8 +240,10 @@ class RelayTlsClient:
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         self.state = "connecting"
+        # compress=0: no permessage-deflate (aiohttp offers it by default): the batches are
+        # ciphertext, which does not compress, and zlib over every byte was the path's ceiling
         async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=HEARTBEAT,
-                                   max_msg_size=MAX_MESSAGE, autoping=True) as ws:
+                                   max_msg_size=MAX_MESSAGE, autoping=True, compress=0) as ws:
             self._check_pin(ws)
             self._ws = ws
             self.state = "connected"
