@@ -18,6 +18,7 @@ over many attempts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,12 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
             res.seconds = round(time.time() - punch_at, 2)
         except AssertionError:
             pass
+        def settled() -> bool:  # both runs have seen the outcome (their path checks poll)
+            runs = (easy.cm.birthday.result(hard.name), hard.cm.birthday.result(easy.name))
+            return all(r is not None and r.outcome != "running" for r in runs)
+
+        with contextlib.suppress(AssertionError):
+            await wait_for_async(settled, 4.0, interval=0.05, what="runs settled")
         pe, ph = easy.cm.peer(hard.name) or {}, hard.cm.peer(easy.name) or {}
         res.paths = (pe.get("path"), ph.get("path"))
         res.notes["path_changes"] = (pe.get("path_changes"), ph.get("path_changes"))

@@ -77,7 +77,9 @@ def test_port_restricted_and_symmetric_connect_directly_without_relay(
     assert res.data_ok, res
     assert easy["outcome"] == "direct", res
     assert 0 < easy["probes"] <= 2048 and easy["sockets"] == 0, res
-    assert 0 < hard["sockets"] <= 256 and 1 <= hard["heard"] <= 4, res
+    assert hard["outcome"] == "direct" and 0 < hard["sockets"] <= 256, res
+    # heard 0: the hard side's data socket's own mapping was the one hit (1 in 257)
+    assert hard["heard"] <= 4, res
     assert res.direct
 
 
