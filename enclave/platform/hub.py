@@ -148,6 +148,7 @@ class Session:
     offered: dict[tuple[str, str], float] = field(default_factory=dict)  # pair -> when (mono)
     closed: bool = False
     local: bool = False  # loopback platform reached from loopback: the system is on its host
+    ipv6: bool = False  # its control connection runs over IPv6 (offered the relay's IPv6 address)
     reported_at: float | None = None  # monotonic time the last report took effect
     waiting: tuple[tuple[Candidate, ...], NatBehaviour, dict[str, Any]] | None = None
     report_timer: asyncio.TimerHandle | None = None
@@ -677,6 +678,8 @@ class Hub:
             if mine is None:
                 continue
             assert cert is not None and peer is not None
+            if home is None and relay is not None:  # this node's relay, in the side's family
+                relay_addr = relay.public_for(mine.ipv6)
             # each side gets its own ticket ("me may relay to other"); a pair with no direct
             # path falls back to the relay with them
             offer, grants = self.gateways.intro_fields(snap, me, other)

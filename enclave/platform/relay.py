@@ -509,10 +509,19 @@ class RelayService:
     public: PathAddr
     lifetime: int = TICKET_LIFETIME  # the hub re-issues tickets after half of it
     ws: RelayWs | None = None  # the relay over TLS (RELAY_WS_PATH); same tickets
+    public_alt: PathAddr | None = None  # its address of the other IP family, if advertised
 
     def __post_init__(self) -> None:
         if self.ws is None:
             self.ws = RelayWs(lambda raw, now: verify_ticket(self.key, raw, now))
+
+    def public_for(self, ipv6: bool) -> PathAddr:
+        """The address to offer a system whose control connection runs over IPv6 (`ipv6`) or
+        IPv4: the relay's address of that family when it has one, else `public`. (Both ends of
+        a relayed pair reach the one relay socket, each over its own family.)"""
+        if self.public_alt is not None and ipv6 != (":" in self.public.host):
+            return self.public_alt
+        return self.public
 
     def ticket(self, src: str, dst: str, lifetime: int | None = None) -> bytes:
         return mint_ticket(self.key, src, dst, int(time.time()) + (lifetime or self.lifetime))
@@ -566,14 +575,19 @@ async def _startup(app: web.Application) -> None:
         return
     public_name = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or _public_name(
         bind[0], urlsplit(platform.settings.url).hostname)
-    public_host = await _address_of(public_name)
-    if public_host is None:
+    hosts = [h for name in public_name.split(",") if name.strip()
+             if (h := await _address_of(name.strip())) is not None]
+    if not hosts:
         log.warning("relay not started: its public name %r has no address", public_name)
         server.close()
         return
-    app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, public_host, port),
-                              ticket_lifetime_from_env())
-    log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port, public_host)
+    alt = next((h for h in hosts if (":" in h) != (":" in hosts[0])), None)
+    app[RELAY] = RelayService(server, key, PathAddr(Transport.RELAY, hosts[0], port),
+                              ticket_lifetime_from_env(),
+                              public_alt=None if alt is None else PathAddr(Transport.RELAY, alt,
+                                                                           port))
+    log.info("relay listening on udp %s:%d (advertised as %s)", bind[0], port,
+             hosts[0] if alt is None else f"{hosts[0]} and {alt}")
 
 
 def _public_name(bound: str, url_host: str | None) -> str:
