@@ -19,13 +19,15 @@ same time and carries the session whenever the run does not win.
                                                 message goes out through L_i every 100 ms
 
     won: the Node's path for the peer is the hard side's public IP (easy side) / an L_i address
-    (hard side): the run stops, the winning forwarder stays for the session, the rest close.
+    or the easy side's public address (hard side): the run stops; the forwarders that heard the
+    peer stay for the session (the two sides may have settled on different ones), the rest close.
     lost: after BirthdayLimits.duration everything closes; the relay has the session.
+    No run starts while the session already runs on a direct UDP path.
 
-The hard side's winning socket is forwarded in Python (one recv + one send per packet, on the
-event loop): the compiled data plane owns one UDP socket and sends to L_i at full speed, but the
-hop from L_i to the NAT mapping is not batched.  At most MAX_HARD_RUNS hard runs (256 sockets
-each) at once; more peers needing one fall back to the relay.
+The hard side's forwarders run on the event loop: the compiled data plane owns one UDP socket
+and sends to L_i at full speed; each forwarder socket takes coalesced runs (UDP_GRO) and passes
+a run on with one UDP_SEGMENT send (one datagram at a time where the kernel refuses GSO).  At
+most MAX_HARD_RUNS hard runs (256 sockets each) at once; more peers needing one use the relay.
 """
 
 from __future__ import annotations
@@ -366,13 +368,15 @@ class BirthdayRunner:
         if not run.opener.heard(index, self._clock()):
             return False
         family, host, port = self._loopback_of_data_socket()
-        inner = self._factory(family)
+        inner: socket.socket | None = None
         try:
+            inner = self._factory(family)
             inner.setblocking(False)
             inner.bind((host, 0))
             inner.connect((host, port))
-        except OSError:
-            inner.close()
+        except OSError:  # out of descriptors, no loopback: this socket is not followed up
+            if inner is not None:
+                inner.close()
             return False
         fwd.attach(inner)
         run.result.heard += 1
