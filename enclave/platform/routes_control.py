@@ -42,6 +42,7 @@ from enclave.discovery.channel import (
     MAX_MESSAGE_BYTES,
     challenge_message,
 )
+from enclave.discovery.dualstack import unmapped
 from enclave.discovery.introduction import IntroductionError, candidates_from_json
 from enclave.logsafe import RejectionLog, shown
 from enclave.platform.app import (
@@ -213,6 +214,7 @@ async def control(request: web.Request) -> web.StreamResponse:
     # of a public platform)
     session.local = (_is_loopback(urlsplit(platform.settings.url).hostname)
                      and _is_loopback(request.remote))
+    session.ipv6 = ":" in unmapped(request.remote or "")  # a dual-stack listener: v4 is ::ffff:
     ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
     crl = await hub.crl_message()
     await ws.send_json({
