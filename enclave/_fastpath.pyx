@@ -17,8 +17,8 @@ What lives here (each part in its own include file):
     _fp_icmp.pxi    ICMP "too big" written back to the TAP for oversized frames
     _fp_ident.pxi   fp_ident_check: a peer's frame may claim only its certified MAC / IPs
     _fp_aqm.pxi     CoDel (RFC 8289) on the tx ring and the UDP receive queue, ECN marking
-    _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx
-    _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx
+    _fp_tx.pxi      the tx loop ("inside": TAP -> UDP), thread enclave-dp-tx[N] per worker
+    _fp_rx.pxi      the rx loop ("outside": UDP -> TAP), thread enclave-dp-rx[N] per worker
     _fp_relaypath.pxi the UDP relay's header on the fast path, and TX / INJECT batches for
                     the TCP and relay-over-TLS paths
     _fp_dataplane.pxi DataPlane: the Python-facing class (install/remove, start/stop, counters)
@@ -28,7 +28,10 @@ What lives here (each part in its own include file):
     _fp_relayfwd.pxi RelayForwarder: the platform relay's DATA forwarding (recvmmsg, table
                     look-up, header rewrite, sendmmsg) in thread enclave-relay
 
-Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
+Workers (DataPlane(queues=...)): each a tx and an rx thread on its own TAP queue and UDP
+socket, sharing the peer table, keys and MAC table (_fp_epoch.pxi says how that stays safe).
+
+Outbound (TAP -> peers; thread enclave-dp-tx of each worker), one batch per syscall round:
 
     1. drain the TAP (poll + read until EAGAIN); with vnet_hdr a read is a TSO super-frame
     2. MAC table lookup: unicast to the learned peer, else flood to every peer with a tx key
@@ -38,7 +41,7 @@ Outbound (TAP -> peers; thread enclave-dp-tx), one batch per syscall round:
        encrypted straight into the datagram buffer, tag appended (16 bytes; AEGIS-256: 32)
     5. sendmmsg, with UDP_SEGMENT (GSO) for runs of equal-sized datagrams to one peer
 
-Inbound (peers -> TAP; thread enclave-dp-rx):
+Inbound (peers -> TAP; thread enclave-dp-rx of each worker):
 
     1. recvmmsg with UDP_GRO (a GRO'd datagram is split by its gso_size)
     2. anything that is not DATA for a known receiver index is punted to Python
