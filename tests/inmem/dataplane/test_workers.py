@@ -1,6 +1,7 @@
 """The compiled DataPlane with several workers, over socketpairs and loopback UDP (no TAP,
 no root): every worker's tx thread seals for the same peer with the one shared key, and no
-counter (the AEAD nonce) is ever used twice; the workers' counters add up.
+counter (the AEAD nonce) is ever used twice; the workers' counters add up; two rx threads
+racing on one receive key's replay window let each packet through once.
 
     TAP queue 0 (socketpair) --[tx 0]--> udp 0 --.
     TAP queue 1 (socketpair) --[tx 1]--> udp 1 --+--> receiver (loopback): counters seen
@@ -136,3 +137,83 @@ def test_queues_are_checked() -> None:
     finally:
         a.close()
         b.close()
+
+
+RX_MAC = bytes([2, 0, 0, 0, 0, 1])
+DUPS = 150  # datagrams queued twice each: well inside default socket buffers
+
+
+def sealed_datagrams(count: int) -> list[bytes]:
+    """`count` DATA datagrams sealed by a one-worker data plane with KEY (receiver index 22)."""
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    cap.bind(("127.0.0.1", 0))
+    cap.settimeout(2)
+    theirs.setblocking(False)
+    udp.setblocking(False)
+    sender = fp.DataPlane(theirs.fileno(), udp.fileno(), max_peers=2, aqm=False)
+    tx = SessionKeys(11, 22, KEY, KEY, Cipher.CHACHA20_POLY1305)
+    sender.install(0, tx, (tx,), peer_mac=RX_MAC, addr=cap.getsockname())
+    sender.start()
+    out = []
+    try:
+        for seq in range(count):
+            # from the receiver's peer (PEER_MAC), a custom EtherType: the MAC rule only
+            ours.send(RX_MAC + PEER_MAC + b"\x88\xb5" + struct.pack("!I", seq) + bytes(40))
+            out.append(cap.recv(65536))
+    finally:
+        sender.close()
+        for s in (theirs, ours, udp, cap):
+            s.close()
+    return out
+
+
+def test_two_rx_workers_take_each_counter_once() -> None:
+    """The same datagrams queued on both workers' sockets before they start: the two rx
+    threads race on one receive key's replay window, and every frame reaches the TAP once."""
+    dgrams = sealed_datagrams(DUPS)
+    assert len({struct.unpack_from("<Q", d, 8)[0] for d in dgrams}) == DUPS
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    udps = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in udps:
+        s.bind(("127.0.0.1", 0))
+    for _, theirs in pairs:
+        theirs.setblocking(False)
+    native = fp.DataPlane(pairs[0][1].fileno(), udps[0].fileno(), max_peers=2, aqm=False,
+                          queues=[(pairs[1][1].fileno(), udps[1].fileno())])
+    rx = SessionKeys(22, 11, KEY, KEY, Cipher.CHACHA20_POLY1305)
+    native.install(0, None, (rx,), peer_mac=PEER_MAC)
+    try:
+        for d in dgrams:                    # both copies queued before either thread runs
+            src.sendto(d, udps[0].getsockname())
+            src.sendto(d, udps[1].getsockname())
+        native.start()
+        deadline = time.monotonic() + 10
+        while (native.counters(0)["rx_frames"] + native.counters(0)["rx_replay"] < 2 * DUPS
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
+        native.stop()
+        seqs = []
+        for ours, _ in pairs:
+            ours.setblocking(False)
+            while True:
+                try:
+                    f = ours.recv(65536)
+                except BlockingIOError:
+                    break
+                seqs.append(struct.unpack_from("!I", f, 14)[0])
+        c = native.counters(0)
+        assert (c["rx_frames"], c["rx_replay"], c["rx_decrypt_fail"]) == (DUPS, DUPS, 0)
+        assert sorted(seqs) == list(range(DUPS))          # every frame once, none twice
+        work = native.worker_counters()
+        assert [w["rx_datagrams"] for w in work] == [DUPS, DUPS]
+    finally:
+        native.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+        for s in [*udps, src]:
+            s.close()
