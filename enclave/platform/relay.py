@@ -576,7 +576,7 @@ async def _startup(app: web.Application) -> None:
     public_name = os.environ.get("ENCLAVE_PLATFORM_RELAY_PUBLIC") or _public_name(
         bind[0], urlsplit(platform.settings.url).hostname)
     hosts = [h for name in public_name.split(",") if name.strip()
-             if (h := await _address_of(name.strip())) is not None]
+             for h in await _addresses_of(name.strip())]
     if not hosts:
         log.warning("relay not started: its public name %r has no address", public_name)
         server.close()
@@ -602,22 +602,23 @@ def _public_name(bound: str, url_host: str | None) -> str:
     return url_host or bound
 
 
-async def _address_of(host: str) -> str | None:
-    """An IP literal for `host` (an IPv4 or IPv6 literal as it is; a name resolved once, off
-    the event loop, IPv4 first, else IPv6): agents are given only addresses, never names, so
-    they never resolve anything the platform sends."""
+async def _addresses_of(host: str) -> list[str]:
+    """IP literals for `host`: an IPv4 or IPv6 literal as it is; a name resolved once, off the
+    event loop, to its first IPv4 and its first IPv6 address (those it has). Agents are given
+    only addresses, never names, so they never resolve anything the platform sends."""
     try:
-        return str(ipaddress.ip_address(host))
+        return [str(ipaddress.ip_address(host))]
     except ValueError:
         pass
+    out: list[str] = []
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=family)
         except (OSError, UnicodeError):
             continue
         if infos:
-            return str(infos[0][4][0])
-    return None
+            out.append(str(infos[0][4][0]))
+    return out
 
 
 async def _shutdown(app: web.Application) -> None:
