@@ -13,8 +13,7 @@
 
 The PathAddr of a relayed peer is PathAddr(Transport.RELAY, <relay host>, <channel>): the channel
 is this agent's own label for the peer, so every relayed peer has its own path address.
-Channels are drawn at random (1..RELAY_MAX_CHANNEL, never one in use), so a third party cannot
-guess the channel of a live registration from how many came before.  The
+Channels are drawn at random (enclave.agent.relay_channels, shared with the relay over TLS).  The
 relay only ever sees ciphertext; the session's end-to-end authentication is unchanged.
 Registrations are refreshed every REFRESH_INTERVAL seconds (which also keeps our NAT mapping
 towards the relay open).  Sans-I/O: callers pass `now` and send what comes back.
@@ -22,9 +21,9 @@ towards the relay open).  Sans-I/O: callers pass `now` and send what comes back.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
+from enclave.agent.relay_channels import ChannelTable
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.wire import (
     MSG_RELAY_CHALLENGE,
@@ -34,7 +33,6 @@ from enclave.proto.wire import (
     RELAY_CHALLENGE_SIZE,
     RELAY_COOKIE_SIZE,
     RELAY_HEADER_SIZE,
-    RELAY_MAX_CHANNEL,
     RELAY_REGISTERED_SIZE,
     WireError,
     pack_relay_header,
@@ -75,8 +73,9 @@ class _Channel:
 
 class RelayClient:
     def __init__(self) -> None:
-        self._by_peer: dict[str, _Channel] = {}
-        self._by_channel: dict[int, _Channel] = {}
+        self._channels: ChannelTable[_Channel] = ChannelTable()
+        self._by_peer = self._channels.by_peer
+        self._by_channel = self._channels.by_channel
 
     # --- registration ---------------------------------------------------------------------
     def add(self, peer: str, relay: Addr, ticket: bytes, now: float) -> list[tuple[bytes, Addr]]:
@@ -85,9 +84,7 @@ class RelayClient:
         if ch is None or ch.relay != relay:
             if ch is not None:
                 self.remove(peer)
-            ch = _Channel(peer, relay, ticket, self._allocate())
-            self._by_peer[peer] = ch
-            self._by_channel[ch.channel] = ch
+            ch = self._channels.new(lambda number: _Channel(peer, relay, ticket, number))
         else:
             ch.ticket = ticket
         ch.tries = 0
@@ -106,9 +103,7 @@ class RelayClient:
         return [self._register(ch, now)]
 
     def remove(self, peer: str) -> None:
-        ch = self._by_peer.pop(peer, None)
-        if ch is not None:
-            self._by_channel.pop(ch.channel, None)
+        self._channels.remove(peer)
 
     def path_for(self, peer: str) -> PathAddr | None:
         ch = self._by_peer.get(peer)
@@ -123,8 +118,7 @@ class RelayClient:
         return ch.relay, ch.channel
 
     def registered(self, peer: str) -> bool:
-        ch = self._by_peer.get(peer)
-        return ch is not None and ch.registered
+        return self._channels.registered(peer)
 
     def rtt(self, peer: str) -> tuple[Addr, float | None] | None:
         """(relay address, latest REGISTER round-trip time in seconds) of `peer`'s channel."""
@@ -133,14 +127,6 @@ class RelayClient:
 
     def is_relay(self, addr: Addr) -> bool:
         return any(ch.relay == addr for ch in self._by_peer.values())
-
-    def _allocate(self) -> int:
-        if len(self._by_channel) >= RELAY_MAX_CHANNEL:
-            raise RuntimeError("no free relay channel")
-        while True:
-            c = secrets.randbelow(RELAY_MAX_CHANNEL) + 1
-            if c not in self._by_channel:
-                return c
 
     def _register(self, ch: _Channel, now: float) -> tuple[bytes, Addr]:
         ch.tries += 1

@@ -11,7 +11,8 @@
     on_frames(run, path)  <-------- (runs of DATA: to the fast path's inject_frames)
 
 The path of a peer relayed this way is PathAddr(Transport.RELAY_TLS, <platform host>, <channel>):
-the channel is this agent's own label for the peer (drawn at random, as for the UDP relay).
+the channel is this agent's own label for the peer (drawn at random from the same kind of table
+as the UDP relay's: enclave.agent.relay_channels).
 Messages are the end-to-end encrypted enclave datagrams the UDP relay carries (the platform sees
 ciphertext only); every datagram sent within one event-loop turn to one peer goes out as one
 WebSocket message (enclave.proto.relay_batch), and a batch of the compiled data plane (already
@@ -29,7 +30,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ from cryptography import x509
 
 from enclave import _fastpath as fp
 from enclave.agent.control import backoff_delay
+from enclave.agent.relay_channels import ChannelTable
 from enclave.cert.keys import spki_sha256
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.relay_batch import (
@@ -56,7 +57,6 @@ from enclave.proto.wire import (
     MSG_RELAY_REGISTER,
     MSG_RELAY_REGISTERED,
     RELAY_HEADER_SIZE,
-    RELAY_MAX_CHANNEL,
     RELAY_REGISTERED_SIZE,
     WireError,
     pack_relay_header,
@@ -101,8 +101,9 @@ class RelayTlsClient:
         self._on_message = on_message
         self._on_registered = on_registered
         self._on_frames = on_frames
-        self._by_peer: dict[str, _Channel] = {}
-        self._by_channel: dict[int, _Channel] = {}
+        self._channels: ChannelTable[_Channel] = ChannelTable()
+        self._by_peer = self._channels.by_peer
+        self._by_channel = self._channels.by_channel
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._flush_scheduled = False
@@ -120,9 +121,7 @@ class RelayTlsClient:
         """Relay `peer` over TLS with `ticket` (connects if needed; REGISTER when connected)."""
         ch = self._by_peer.get(peer)
         if ch is None:
-            ch = _Channel(peer, ticket, self._allocate())
-            self._by_peer[peer] = ch
-            self._by_channel[ch.channel] = ch
+            ch = self._channels.new(lambda number: _Channel(peer, ticket, number))
         else:
             ch.ticket = ticket
         self._register(ch)
@@ -136,25 +135,14 @@ class RelayTlsClient:
             self._register(ch)
 
     def remove(self, peer: str) -> None:
-        ch = self._by_peer.pop(peer, None)
-        if ch is not None:
-            self._by_channel.pop(ch.channel, None)
+        self._channels.remove(peer)
 
     def path_for(self, peer: str) -> PathAddr | None:
         ch = self._by_peer.get(peer)
         return None if ch is None else PathAddr(Transport.RELAY_TLS, self.host, ch.channel)
 
     def registered(self, peer: str) -> bool:
-        ch = self._by_peer.get(peer)
-        return ch is not None and ch.registered
-
-    def _allocate(self) -> int:
-        if len(self._by_channel) >= RELAY_MAX_CHANNEL:
-            raise RelayTlsError("no free relay channel")
-        while True:
-            c = secrets.randbelow(RELAY_MAX_CHANNEL) + 1
-            if c not in self._by_channel:
-                return c
+        return self._channels.registered(peer)
 
     # --- sending ------------------------------------------------------------------------------
     def send(self, msg: bytes, path: PathAddr) -> bool:
@@ -206,8 +194,7 @@ class RelayTlsClient:
 
     # --- the connection -------------------------------------------------------------------
     async def close(self) -> None:
-        self._by_peer.clear()
-        self._by_channel.clear()
+        self._channels.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
