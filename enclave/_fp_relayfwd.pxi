@@ -587,6 +587,7 @@ cdef class RelayForwarder:
         _rf_channel(dst_channel)
         _rf_key_from(src, &family, port, addr)
         _rf_key_from(dst, &dfamily, dport, daddr)
+        # a sockaddr_in goes out of a dual-stack AF_INET6 socket as well (_fp_udp.pxi)
         draw = _pack_sockaddr(str(dst[0]), int(dst[1]))
         if not lifetime > 0.0:
             raise ValueError("lifetime must be > 0 seconds")

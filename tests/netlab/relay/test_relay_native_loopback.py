@@ -112,9 +112,10 @@ def _relay_threads() -> list[str]:
 
 
 @asynccontextmanager
-async def _relay() -> AsyncIterator[tuple[RelayServer, tuple[str, int], End, End]]:
+async def _relay(bind: str = LO) -> AsyncIterator[tuple[RelayServer, tuple[str, int], End, End]]:
     server = RelayServer(RelayCore(KEY))
-    relay = await server.start(LO, 0)
+    relay = await server.start(bind, 0)
+    relay = (LO, relay[1])  # X and Y are IPv4 (a dual-stack relay takes them on "::")
     x, y = _end("XXXXX", "YYYYY"), _end("YYYYY", "XXXXX")
     try:
         await _register(x, relay)
@@ -145,6 +146,19 @@ def test_data_crosses_in_the_native_thread_only() -> None:
             assert server.core.data_seen == 0 and server.python_data == 0
             assert server.core.forwarded == 0
             assert server.forwarded == 600 and server.forwarded_bytes == 600 * 1010
+    _run(body)
+
+
+def test_a_dual_stack_relay_socket_forwards_ipv4_natively() -> None:
+    async def body() -> None:
+        async with _relay("::") as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None and len(fwd) == 2
+            channel = int.from_bytes(_data(x, b"")[4:8], "little")
+            assert fwd.lookup(x.addr, channel) is not None  # keyed as plain IPv4
+            assert len(await _exchange(x, y, relay, 50)) == 50
+            assert len(await _exchange(y, x, relay, 50)) == 50
+            assert fwd.counters()["forwarded"] == 100 and server.python_data == 0
     _run(body)
 
 
