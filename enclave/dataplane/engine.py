@@ -226,6 +226,14 @@ class PathTarget:
     relay_channel: int = 0  # the UDP relay, natively: our channel there (addr: the relay)
 
 
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def path_target(addr: object, route: RelayRoute | None = None) -> PathTarget:
     """The PathTarget of a Node address (PathAddr or (host, port)); ValueError otherwise."""
     if addr is None:
@@ -235,7 +243,7 @@ def path_target(addr: object, route: RelayRoute | None = None) -> PathTarget:
             return PathTarget((addr.host, addr.port))
         if addr.transport is Transport.RELAY and route is not None:
             found = route(addr)
-            if found is not None:
+            if found is not None and _ip_literal(found[0][0]):  # the loops take no names
                 return PathTarget(found[0], relay_channel=found[1])
         return PathTarget(via_python=True)
     if isinstance(addr, tuple) and len(addr) == 2:

@@ -71,6 +71,8 @@ def test_path_target_maps_paths() -> None:
     assert pt(relayed, routes.get) == engine.PathTarget(("198.18.0.9", 3478), relay_channel=7)
     other = PathAddr(Transport.RELAY, "198.18.0.9", 8)
     assert pt(other, routes.get) == engine.PathTarget(via_python=True)  # unknown channel
+    named = {relayed: (("relay.example", 3478), 7)}
+    assert pt(relayed, named.get) == engine.PathTarget(via_python=True)  # a name: Python's
     assert pt(("10.0.0.1", 1)) == engine.PathTarget(("10.0.0.1", 1))
     assert pt(None) == engine.PathTarget()
     with pytest.raises(ValueError):
