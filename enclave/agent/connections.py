@@ -553,6 +553,8 @@ class ConnectionManager:
                 "cipher": None if keys is None else keys.cipher.name.lower(),
             }
             d.update(info.extra)
+            run = self.birthday.result(info.name)  # birthday probing towards it, if any
+            d["birthday"] = None if run is None else run.to_json()
             if self._dataplane is not None:
                 with contextlib.suppress(Exception):
                     dp = self._dataplane.counters(info.name)

@@ -111,6 +111,7 @@ async def attempt(lab: Lab, pki: Pki, index: int, slot: int,
         res.paths = (pe.get("path"), ph.get("path"))
         res.notes["path_changes"] = (pe.get("path_changes"), ph.get("path_changes"))
         res.notes["endpoints"] = (pe.get("endpoint"), ph.get("endpoint"))
+        res.notes["peers_birthday"] = (pe.get("birthday"), ph.get("birthday"))
         res.notes["node_drops"] = (easy.cm.counters(), hard.cm.counters())
         re_, rh = easy.cm.birthday.result(hard.name), hard.cm.birthday.result(easy.name)
         res.runs = (None if re_ is None else re_.to_json(), None if rh is None else rh.to_json())

@@ -81,6 +81,7 @@ def test_port_restricted_and_symmetric_connect_directly_without_relay(
     # heard 0: the hard side's data socket's own mapping was the one hit (1 in 257)
     assert hard["heard"] <= 4, res
     assert res.direct
+    assert res.notes["peers_birthday"] == res.runs, res  # what `enclave peers --json` shows
 
 
 async def _hard_side_against_a_stranger(lab: Lab) -> dict[str, object]:
