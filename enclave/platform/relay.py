@@ -229,8 +229,12 @@ class RelayCore:
             if reg is None or other is None or min(reg.expires, other.expires) <= now:
                 self._table.remove(*key)
             else:
-                self._table.install(reg.addr, reg.channel, other.addr, other.channel,
-                                    min(reg.expires, other.expires) - now)
+                try:
+                    self._table.install(reg.addr, reg.channel, other.addr, other.channel,
+                                        min(reg.expires, other.expires) - now)
+                except OverflowError:  # not by construction (an entry per registration)
+                    log.error("relay forwarding table full; %s:%d ch %d not forwarded",
+                              reg.addr[0], reg.addr[1], reg.channel)
 
     def cookie(self, addr: Addr, channel: int, now: float, *, period_offset: int = 0) -> bytes:
         period = int(now // COOKIE_PERIOD) - period_offset
