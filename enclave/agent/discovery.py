@@ -59,13 +59,21 @@ REFLECT_TRIES = 4
 RECHECK = 60.0
 RECHECK_NO_UDP = 10.0  # sooner while no UDP reflection comes back (UDP blocked, maybe lifted)
 IFACE_CHECK = 2.0
+# address flags (linux/if_addr.h) of addresses no peer should be sent to: still being checked
+# for duplicates, found duplicate, or deprecated (preferred lifetime over: kept only for old
+# connections, RFC 4862)
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+_UNUSABLE = IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE
 RESOLVE_TIMEOUT = 2.0  # resolving a platform URL's name for the other family's reflection
 
 Mapping = tuple[str, int]
 
 
 def private_addresses(exclude_ifaces: tuple[str, ...] = ()) -> list[str]:
-    """Non-loopback, non-link-local, non-overlay interface addresses (IPv4 and IPv6)."""
+    """Non-loopback, non-link-local, non-overlay interface addresses (IPv4 and IPv6), without
+    tentative, duplicate or deprecated IPv6 ones."""
     from pyroute2 import IPRoute
 
     for noisy in ("pyroute2", "pyroute2.netlink.core"):
@@ -78,6 +86,8 @@ def private_addresses(exclude_ifaces: tuple[str, ...] = ()) -> list[str]:
                 continue
             text = msg.get_attr("IFA_ADDRESS")
             if not text:
+                continue
+            if (msg.get_attr("IFA_FLAGS") or msg["flags"]) & _UNUSABLE:
                 continue
             addr = ipaddress.ip_address(text)
             if addr.is_loopback or addr.is_link_local or addr.is_multicast or addr in OVERLAY:
