@@ -10,8 +10,9 @@
 
 One event loop holding thousands of TLS WebSockets falls behind under load, and its clients then
 miss the 2.5 s a WebSocket pong may take (aiohttp closes them): the agents are spread over
-worker processes (AGENTS_PER_WORKER each), so the load generator measures the platform rather
-than its own loop. A pair is always in one worker (its ranges are even).
+worker processes (AGENTS_PER_WORKER each) and few handshakes run at once (CONNECTING), so the
+load generator measures the platform rather than its own loop. A pair is always in one
+worker (its ranges are even).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from enclave.platform.tls_buffers import shrink_tls_read_buffer
 from enclave.policy.intent import IntentStatement, encode_signed
 
 CONCURRENCY = 32  # HTTP requests (enrolments, intents) in flight at once, over all workers
-CONNECTING = 256  # agents between starting their control channel and its welcome, over all
-AGENTS_PER_WORKER = 2500
+CONNECTING = 32  # agents between starting their control channel and its welcome, over all
+AGENTS_PER_WORKER = 1250
 
 
 @dataclass(frozen=True)

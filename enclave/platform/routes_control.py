@@ -203,26 +203,30 @@ async def control(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    session = await _authenticate(platform, ws, hub.rejections, request.remote)
-    if session is None:
+    try:  # an agent that goes away during the handshake is no error worth a traceback
+        session = await _authenticate(platform, ws, hub.rejections, request.remote)
+        if session is None:
+            return ws
+        limits = request.app.get(FRONT_DOOR)
+        if limits is not None:  # an agent: no longer counted against its address, never aged
+            limits.authenticated(transport_fd(request.transport))
+        # out. Loopback candidates make sense only when every system is on the platform's
+        # host: a platform served on loopback, reached from loopback (never through a local
+        # proxy in front of a public platform)
+        session.local = (_is_loopback(urlsplit(platform.settings.url).hostname)
+                         and _is_loopback(request.remote))
+        # a dual-stack listener: v4 is ::ffff:
+        session.ipv6 = ":" in unmapped(request.remote or "")
+        ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
+        crl = await hub.crl_message()
+        await ws.send_json({
+            "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
+            "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
+            "crl": crl["crl"], "crl_number": crl["crl_number"],
+            "urls": list(hub.urls or platform.settings.urls or (platform.settings.url,)),
+        })
+    except ConnectionError:
         return ws
-    limits = request.app.get(FRONT_DOOR)
-    if limits is not None:  # an agent: no longer counted against its address, never aged out
-        limits.authenticated(transport_fd(request.transport))
-    # loopback candidates make sense only when every system is on the platform's host: a
-    # platform served on loopback, reached from loopback (never through a local proxy in front
-    # of a public platform)
-    session.local = (_is_loopback(urlsplit(platform.settings.url).hostname)
-                     and _is_loopback(request.remote))
-    session.ipv6 = ":" in unmapped(request.remote or "")  # a dual-stack listener: v4 is ::ffff:
-    ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
-    crl = await hub.crl_message()
-    await ws.send_json({
-        "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
-        "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
-        "crl": crl["crl"], "crl_number": crl["crl_number"],
-        "urls": list(hub.urls or platform.settings.urls or (platform.settings.url,)),
-    })
     hub.join(session)
     writer = asyncio.get_running_loop().create_task(_writer(ws, session))
     try:
@@ -237,6 +241,9 @@ async def control(request: web.Request) -> web.StreamResponse:
             if session.closed:
                 break
     finally:
+        if ws.exception() is not None:  # e.g. no pong in time: say why the session ended
+            log.info("control: %s disconnected: %s", session.name, shown(str(ws.exception()),
+                                                                          200))
         hub.leave(session)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
