@@ -17,8 +17,8 @@ that family. When one of the platform's URLs (platform_urls: literals, or names 
 event loop) has an address of the other family, the same two UDP requests go there too: that
 family's mapping ("udp_alt") becomes a PUBLIC candidate of its own, with its own NAT class (an
 IPv4 NAT and a NAT66 or IPv6 firewall in front of one host differ). The host's own global IPv6
-addresses are PUBLIC candidates already (candidates.interface_kind); TCP candidates are IPv4
-only (the TCP data port is an IPv4 listener).
+addresses are PUBLIC candidates already (candidates.interface_kind), for UDP and for the TCP
+data port (a dual-stack listener, agent/transport_tcp.py).
 
 Re-checked every RECHECK seconds (RECHECK_NO_UDP while no UDP mapping comes back: a network
 that drops UDP may stop doing so) and whenever the interface addresses change (looked at every
@@ -131,13 +131,12 @@ class DiscoveryState:
             kind = interface_kind(host)
             nat = NatBehaviour.NONE if kind is CandidateKind.PUBLIC else self.nat
             out.append(Candidate(PathAddr(Transport.UDP, host, udp_port), kind, nat))
-            if ":" not in host:  # the TCP data port listens on IPv4 only
-                out.append(Candidate(PathAddr(Transport.TCP, host, tcp_port), kind, nat))
+            out.append(Candidate(PathAddr(Transport.TCP, host, tcp_port), kind, nat))
         for mappings, nat in ((self.udp, self.nat), (self.udp_alt, self.nat_alt)):
             first = mappings[0] if mappings else None
             if first is not None and first[0] not in self.private:
                 out.append(Candidate(PathAddr(Transport.UDP, *first), CandidateKind.PUBLIC, nat))
-        if self.tcp is not None and self.tcp[0] not in self.private and ":" not in self.tcp[0]:
+        if self.tcp is not None and self.tcp[0] not in self.private:
             out.append(Candidate(PathAddr(Transport.TCP, *self.tcp), CandidateKind.PUBLIC,
                                  self.nat))
         return out

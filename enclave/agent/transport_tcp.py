@@ -2,10 +2,12 @@
 length-prefixed framing of enclave datagrams (for networks that drop UDP).
 
     local port P (SO_REUSEADDR + SO_REUSEPORT on every socket)
-      listener  0.0.0.0:P  <-- SYN from a peer whose NAT already lets us in (accept)
-      connector 0.0.0.0:P  --> SYN to the peer's TCP candidate, repeated by the kernel; when both
-                               sides' SYNs cross, each NAT sees its own SYN go out first and lets
-                               the other's in: TCP simultaneous open (RFC 793 §3.4)
+      listener  [::]:P  <-- SYN from a peer whose NAT already lets us in (accept)
+      connector [::]:P  --> SYN to the peer's TCP candidate, repeated by the kernel; when both
+                            sides' SYNs cross, each NAT sees its own SYN go out first and lets
+                            the other's in: TCP simultaneous open (RFC 793 §3.4)
+    (dual-stack sockets, IPV6_V6ONLY off, by default: IPv4 peers are a.b.c.d in every PathAddr
+    and ::ffff:a.b.c.d only at the socket, enclave.discovery.dualstack)
 
 Frame on the stream (one enclave datagram each; handshake, control and data alike; the
 framing of enclave.proto.relay_batch, whose FRAME_PREFIX / MAX_FRAME are the ones used here):
@@ -51,6 +53,7 @@ from typing import Protocol, cast
 
 from enclave import _fastpath as fp
 from enclave.discovery.candidates import PathAddr, Transport
+from enclave.discovery.dualstack import sendable, unmapped
 from enclave.policy.gateway import SOCKET_MARK
 from enclave.proto.relay_batch import FRAME_PREFIX, unpack_batch
 from enclave.proto.relay_batch import MAX_FRAME as MAX_FRAME
@@ -85,7 +88,18 @@ class PortGuardLike(Protocol):
 
 
 def default_socket_factory() -> socket.socket:
-    return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A TCP socket for both families (AF_INET6, IPV6_V6ONLY off) where the kernel has IPv6:
+    the data port listens and connects over IPv4 and IPv6 (IPv4 as ::ffff:a.b.c.d on it)."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except OSError:
+        sock.close()
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    return sock
 
 
 def mark_best_effort(sock: socket.socket, mark: int = SOCKET_MARK) -> bool:
@@ -155,10 +169,11 @@ class _Stream(asyncio.Protocol):
         self.transport = tr
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
-        if peer is None or not self.owner._admit(self, str(peer[0])):
+        host = None if peer is None else unmapped(str(peer[0]))  # IPv4 as a.b.c.d
+        if peer is None or host is None or not self.owner._admit(self, host):
             tr.abort()
             return
-        self.addr = PathAddr(Transport.TCP, str(peer[0]), int(peer[1]))
+        self.addr = PathAddr(Transport.TCP, host, int(peer[1]))
         with contextlib.suppress(OSError):
             tr.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self.authenticated:
@@ -257,7 +272,10 @@ class TcpTransport:
             mark_best_effort(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((self._bind_host, self.port))
+            host = self._bind_host
+            if sock.family == socket.AF_INET6 and host == "0.0.0.0":
+                host = "::"  # the wildcard of a dual-stack socket
+            sock.bind(sendable((host, self.port), sock.family == socket.AF_INET6))
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -398,7 +416,8 @@ class TcpTransport:
         sock: socket.socket | None = None
         try:
             sock = self._socket()
-            await asyncio.wait_for(loop.sock_connect(sock, (addr.host, addr.port)), CONNECT_TIMEOUT)
+            dest = sendable((addr.host, addr.port), sock.family == socket.AF_INET6)
+            await asyncio.wait_for(loop.sock_connect(sock, dest), CONNECT_TIMEOUT)
             if self._closed:
                 return
             s = sock

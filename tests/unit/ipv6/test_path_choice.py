@@ -104,8 +104,8 @@ def test_interface_kind(host: str, kind: CandidateKind) -> None:
 
 
 def test_discovery_candidates_of_a_dual_stack_host() -> None:
-    """Global IPv6: PUBLIC with no NAT; ULA: PRIVATE; the other family's reflected mapping a
-    PUBLIC candidate with its own NAT class; no TCP candidate over IPv6."""
+    """Global IPv6: PUBLIC with no NAT (UDP and the TCP data port); ULA: PRIVATE; the other
+    family's reflected mapping a PUBLIC candidate with its own NAT class."""
     st = DiscoveryState(
         private=["198.19.1.11", "2001:db8:2:1::11", "fd00:0:0:1::11"],
         udp=[("198.18.1.1", 40000), ("198.18.1.1", 40001)],
@@ -120,7 +120,9 @@ def test_discovery_candidates_of_a_dual_stack_host() -> None:
         (U, "198.19.1.11"): (CandidateKind.PRIVATE, NatBehaviour.SYMMETRIC),
         (T, "198.19.1.11"): (CandidateKind.PRIVATE, NatBehaviour.SYMMETRIC),
         (U, "2001:db8:2:1::11"): (CandidateKind.PUBLIC, NatBehaviour.NONE),
+        (T, "2001:db8:2:1::11"): (CandidateKind.PUBLIC, NatBehaviour.NONE),
         (U, "fd00:0:0:1::11"): (CandidateKind.PRIVATE, NatBehaviour.SYMMETRIC),
+        (T, "fd00:0:0:1::11"): (CandidateKind.PRIVATE, NatBehaviour.SYMMETRIC),
         (U, "198.18.1.1"): (CandidateKind.PUBLIC, NatBehaviour.SYMMETRIC),
         (T, "198.18.1.1"): (CandidateKind.PUBLIC, NatBehaviour.SYMMETRIC),
         (U, "2001:db8:1:1::1"): (CandidateKind.PUBLIC, NatBehaviour.ENDPOINT_INDEPENDENT),
