@@ -18,7 +18,7 @@ from pathlib import Path
 from enclave.platform.discovery import ALT_ADDRESS_ENV, PORTS_ENV
 from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
 from enclave.platform.metrics import METRICS_ENV
-from enclave.platform.relay import DEFAULT_PORT, TICKET_LIFETIME
+from enclave.platform.relay import DATA_RATE_ENV, DATA_RATE_PACKETS, DEFAULT_PORT, TICKET_LIFETIME
 from enclave.platform.relay_ws import RELAY_TLS_ENV
 
 CONFIG_FILE = "config.toml"
@@ -42,6 +42,7 @@ OPTIONS: dict[str, Option] = {
     "relay_tls": Option(RELAY_TLS_ENV, "", str),
     "relay_ticket_lifetime": Option("ENCLAVE_PLATFORM_RELAY_TICKET_LIFETIME", TICKET_LIFETIME,
                                     int),
+    "relay_data_rate": Option(DATA_RATE_ENV, DATA_RATE_PACKETS, int),
     "discovery_ports": Option(PORTS_ENV, "", str),
     "discovery_alt_address": Option(ALT_ADDRESS_ENV, "", str),
     "ephemeral_grace": Option(EPHEMERAL_GRACE_ENV, EPHEMERAL_GRACE, int),

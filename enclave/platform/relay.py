@@ -105,7 +105,7 @@ REGISTER_BURST_GLOBAL = 500.0
 # forwarded datagrams per second per registration (500k: ~5.6 Gbit/s of 1,400-byte datagrams, so
 # one relayed pair is not held below what the relay machine can move; the kernel's socket
 # buffers and the forwarder thread bound the rest); ENCLAVE_PLATFORM_RELAY_DATA_RATE sets it
-DATA_RATE_PACKETS = 500_000.0
+DATA_RATE_PACKETS = 500_000
 DATA_BURST_PACKETS = 50_000.0  # a tenth of a second at that rate
 DATA_RATE_ENV = "ENCLAVE_PLATFORM_RELAY_DATA_RATE"
 SOCKET_BUFFER = 4 << 20  # SO_RCVBUF / SO_SNDBUF asked for on the relay socket
@@ -496,10 +496,10 @@ def data_rate_from_env() -> float:
     forwarded (default DATA_RATE_PACKETS, at least 100; the burst is a tenth of it)."""
     raw = os.environ.get(DATA_RATE_ENV, "").strip()
     try:
-        return max(100.0, float(raw)) if raw else DATA_RATE_PACKETS
+        return max(100.0, float(raw)) if raw else float(DATA_RATE_PACKETS)
     except ValueError:
         log.error("%s=%r is not a number of datagrams per second", DATA_RATE_ENV, raw)
-        return DATA_RATE_PACKETS
+        return float(DATA_RATE_PACKETS)
 
 
 def relay_bind_from_env(default_host: str = "0.0.0.0") -> tuple[str, int] | None:
