@@ -77,6 +77,7 @@ from enclave.discovery.candidates import (
     Transport,
 )
 from enclave.discovery.channel import PUNCH_DELAY
+from enclave.discovery.dualstack import hostport
 from enclave.discovery.introduction import WITHDRAW_OFFLINE, Introduction
 from enclave.proto.events import (
     DataReceived,
@@ -169,6 +170,8 @@ class _PeerInfo:
     handshake_at: float | None = None  # unix time of the latest completed handshake (or rekey)
     setup_ms: float | None = None  # introduction -> first authenticated packet
     punch_ms: float | None = None  # punch start -> first authenticated packet
+    introduced_wall: float | None = None  # unix time the platform introduced the pair for the
+    # session (its punch time less PUNCH_DELAY); a reconnect's start; kept over re-introductions
     rx_bytes: int = 0
     tx_bytes: int = 0
     rekeys: int = 0
@@ -305,9 +308,12 @@ class ConnectionManager:
         if old is not None and old.state == "connected":
             info.state, info.addr, info.connected_at = old.state, old.addr, old.connected_at
             info.setup_ms, info.punch_ms = old.setup_ms, old.punch_ms
+            info.introduced_wall = old.introduced_wall
             info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
             info.rekeys, info.path_changes = old.rekeys, old.path_changes
+        if info.introduced_wall is None:
+            info.introduced_wall = intro.punch_at - PUNCH_DELAY
         self._peers[intro.peer] = info
         # the peer's addresses: its current candidates and path only (bounded, not appended)
         for a in [a for a, n in self._addr_peer.items() if n == intro.peer and a != info.addr
@@ -506,7 +512,7 @@ class ConnectionManager:
         addr = ans.addr if isinstance(ans.addr, PathAddr) else None
         return {
             "path": path_name(addr, info.kinds if info is not None else {}),
-            "endpoint": None if addr is None else f"{addr.host}:{addr.port}",
+            "endpoint": None if addr is None else hostport(addr.host, addr.port),
             "rtt_ms": round((received - sent) * 1000, 3),
         }
 
@@ -529,14 +535,14 @@ class ConnectionManager:
                 "name": info.name,
                 "state": info.state,
                 "path": path_name(info.addr, info.kinds) if info.state == "connected" else None,
-                "endpoint": None if info.addr is None else f"{info.addr.host}:{info.addr.port}",
+                "endpoint": None if info.addr is None else hostport(info.addr.host,
+                                                                    info.addr.port),
                 "transport": None if info.addr is None else info.addr.transport.value,
                 "rx_bytes": info.rx_bytes,
                 "tx_bytes": info.tx_bytes,
                 "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                 "connected_at": info.connected_at,
-                # unix time the platform introduced the pair (its punch time less PUNCH_DELAY)
-                "introduced_at": info.intro.punch_at - PUNCH_DELAY,
+                "introduced_at": info.introduced_wall,
                 "last_handshake_at": info.handshake_at,
                 "setup_ms": info.setup_ms,
                 "punch_ms": info.punch_ms,
@@ -546,7 +552,7 @@ class ConnectionManager:
                 "relay_tls_registered": self._relay_tls is not None
                 and self._relay_tls.registered(info.name),
                 "path_changed_at": info.path_changed_at,
-                "relay": None if relay is None else f"{relay[0][0]}:{relay[0][1]}",
+                "relay": None if relay is None else hostport(relay[0][0], relay[0][1]),
                 "relay_rtt_ms": None if relay is None or relay[1] is None
                 else round(relay[1] * 1000, 3),
                 "closed_reason": info.closed_reason,
@@ -782,6 +788,7 @@ class ConnectionManager:
         elif isinstance(ev, Reconnecting):  # the Node connects again after a lost session
             info.state = "connecting"
             info.introduced_at = info.punch_at = now
+            info.introduced_wall = now + self._wall_offset
         elif isinstance(ev, HandshakeFailed):
             self._handshakes["failed"] += 1
             if info.state != "connected":
