@@ -12,6 +12,8 @@
       enclave_platform_relay_forwarded_packets_total / _dropped_packets_total
       enclave_platform_relay_python_data_packets_total  DATA the relay handled in Python, not in
                                                       its native forwarder (~0 when all is well)
+      enclave_platform_relay_batches_total{kind}      the UDP relay's batching: recvmmsg, sendmmsg,
+                                                      gro_run_in, gso_run_out (native forwarder)
       enclave_platform_relay_drops_total{reason}      the dropped packets by reason: unknown,
                                                       expired, rate, send, ..., refused (RelayCore)
 
@@ -50,6 +52,7 @@ class RelayCounts(Protocol):
     @property
     def python_data(self) -> int: ...
     def drops(self) -> dict[str, int]: ...
+    def batches(self) -> dict[str, int]: ...
 
 
 def enrolment_result(status: int) -> str:
@@ -91,6 +94,12 @@ class _Live(Collector):
         for reason, n in sorted(({} if relay is None else relay.drops()).items()):
             drops.add_metric([reason], n)
         yield drops
+        batches = CounterMetricFamily("enclave_platform_relay_batches",
+                                      "The UDP relay's system calls and coalesced runs.",
+                                      labels=["kind"])
+        for kind, n in sorted(({} if relay is None else relay.batches()).items()):
+            batches.add_metric([kind], n)
+        yield batches
 
 
 class PlatformMetrics:

@@ -475,6 +475,13 @@ class RelayServer:
         out["refused"] = self.core.dropped
         return out
 
+    def batches(self) -> dict[str, int]:
+        """The forwarder's batching: recvmmsg and sendmmsg calls, coalesced runs taken in
+        (UDP_GRO) and sent out whole (UDP GSO)."""
+        native = self._native()
+        return {"recvmmsg": native.get("rounds", 0), "sendmmsg": native.get("sendmmsg_calls", 0),
+                "gro_run_in": native.get("gro_runs", 0), "gso_run_out": native.get("gso_sends", 0)}
+
     def close(self) -> None:
         """Stop the forwarder thread, then close its punt sockets and the UDP socket."""
         if self._timer is not None:

@@ -70,6 +70,9 @@ def test_relayed_traffic_crosses_the_native_forwarder(
     assert moved("enclave_platform_relay_forwarded_packets_total") >= 3000
     assert moved("enclave_platform_relay_forwarded_bytes_total") >= 4 << 20
     assert moved("enclave_platform_relay_python_data_packets_total") <= 5
+    # batched: fewer recvmmsg calls than datagrams (the agents' GSO runs arrive whole, here)
+    assert 0 < m[("enclave_platform_relay_batches_total", "kind=recvmmsg")] < moved(
+        "enclave_platform_relay_forwarded_packets_total")
     pa, pb = a.connected(b.name), b.connected(a.name)
     assert pa is not None and pb is not None and pa["path"] == pb["path"] == "relay-udp"
     assert "Traceback" not in plat.log(), plat.log()[-3000:]
