@@ -48,7 +48,7 @@ from enclave.discovery.candidates import (
     Transport,
     interface_kind,
 )
-from enclave.discovery.dualstack import family_of
+from enclave.discovery.dualstack import family_of, hostport
 from enclave.proto import wire
 
 log = logging.getLogger("enclave.agent.discovery")
@@ -143,9 +143,7 @@ class DiscoveryState:
 
     def mappings_json(self) -> dict[str, Any]:
         def fmt(m: Mapping | None) -> str | None:
-            if m is None:
-                return None
-            return f"[{m[0]}]:{m[1]}" if ":" in m[0] else f"{m[0]}:{m[1]}"
+            return None if m is None else hostport(*m)
 
         return {"udp": [fmt(m) for m in self.udp], "tcp": fmt(self.tcp),
                 "udp_alt": [fmt(m) for m in self.udp_alt]}

@@ -47,6 +47,11 @@ def sendable(addr: Addr, v6_socket: bool) -> Addr:
     return addr
 
 
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets (``[2001:db8::1]:51820``, RFC 3986)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def family_of(host: str) -> int:
     """4 or 6: the IP version of an address literal (ValueError for anything else)."""
     return ipaddress.ip_address(unmapped(host)).version

@@ -19,6 +19,12 @@ from tests.support.lab import API_PORT, Agent, parallel, runner, spawner
 from tests.support.platform import Platform
 
 
+def endpoint_host(endpoint: str) -> str:
+    """The host of an `enclave peers` endpoint: "198.18.1.1:5" or "[2001:db8::1]:5"."""
+    host = endpoint.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
 def url_host(lab: Lab, family: str, plat_host: str = "plat") -> str:
     """The platform host's address as a URL host: "198.18.0.11" or "[2001:db8::11]"."""
     host = lab.public_host(plat_host)

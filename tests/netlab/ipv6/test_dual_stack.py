@@ -24,7 +24,7 @@ import pytest
 from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.topology import V6Mode
 from tests.support.lab import Agent, intents_both_ways, start_all
-from tests.support.lab6 import v6_platform_lab
+from tests.support.lab6 import endpoint_host, v6_platform_lab
 from tests.support.peer_paths import connected_on
 from tests.support.traffic import ping
 
@@ -58,7 +58,8 @@ def test_dual_stack_pair_runs_direct_over_ipv6(dual: tuple[Lab, dict[str, Agent]
     peer = connected_on(a, b, "direct-udp", CONNECT_TIMEOUT)
     connected_on(b, a, "direct-udp", CONNECT_TIMEOUT)
     want = lab.host(y).public_ip6
-    assert peer["endpoint"].rsplit(":", 1)[0] == str(want), peer
+    assert endpoint_host(peer["endpoint"]) == str(want), peer
+    assert peer["endpoint"].startswith("["), peer  # an IPv6 endpoint is shown in brackets
     assert ping(a.host, b.overlay_ip, count=3) == 3
 
 

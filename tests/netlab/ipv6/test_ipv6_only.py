@@ -29,7 +29,7 @@ import pytest
 from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.topology import V6Mode
 from tests.support.lab import Agent, intents_both_ways, start_all
-from tests.support.lab6 import v6_platform_lab
+from tests.support.lab6 import endpoint_host, v6_platform_lab
 from tests.support.peer_paths import connected_on
 from tests.support.traffic import ping, tcp_transfer
 
@@ -61,11 +61,6 @@ def v6lab(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
         yield lab, agents
 
 
-def _endpoint_host(peer: dict[str, object]) -> str:
-    endpoint = str(peer["endpoint"])
-    return endpoint.rsplit(":", 1)[0]
-
-
 @pytest.mark.parametrize(("x", "y"), [("f1", "g1"), ("n1", "m1")], ids=["firewall", "nat66"])
 def test_ipv6_only_pair_connects_directly_and_carries_traffic(
         v6lab: tuple[Lab, dict[str, Agent]], x: str, y: str) -> None:
@@ -75,7 +70,7 @@ def test_ipv6_only_pair_connects_directly_and_carries_traffic(
     intents_both_ways(a, b)
     peer = connected_on(a, b, "direct-udp", CONNECT_TIMEOUT)
     connected_on(b, a, "direct-udp", CONNECT_TIMEOUT)
-    host = _endpoint_host(peer)
+    host = endpoint_host(str(peer["endpoint"]))
     want = lab.host(y).public_ip6
     assert host == str(want), f"{x} reaches {y} at {peer['endpoint']}, expected [{want}]"
     mappings = a.status().get("mappings") or {}
@@ -93,7 +88,7 @@ def test_ipv6_only_pair_is_relayed_over_ipv6(v6lab: tuple[Lab, dict[str, Agent]]
     peer = connected_on(a, b, "relay-udp", CONNECT_TIMEOUT)
     connected_on(b, a, "relay-udp", CONNECT_TIMEOUT)
     plat6 = lab.public_host("plat").ip6
-    assert peer["relay"] is not None and peer["relay"].startswith(f"{plat6}:"), peer
+    assert peer["relay"] is not None and peer["relay"].startswith(f"[{plat6}]:"), peer
     assert ping(a.host, b.overlay_ip, count=3) == 3
     sent, got = tcp_transfer(a.host, b.host, b.overlay_ip, size=1 << 20)
     assert sent == got

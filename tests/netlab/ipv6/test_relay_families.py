@@ -57,7 +57,7 @@ def test_ipv4_only_and_ipv6_only_systems_meet_at_the_relay(mixed: tuple[Lab, Age
     from_x = connected_on(x, w, "relay-udp", CONNECT_TIMEOUT)
     plat = lab.public_host("plat")
     assert str(from_w["relay"]).startswith(f"{plat.ip}:"), from_w
-    assert str(from_x["relay"]).startswith(f"{plat.ip6}:"), from_x
+    assert str(from_x["relay"]).startswith(f"[{plat.ip6}]:"), from_x
     assert ping(w.host, x.overlay_ip, count=3) == 3
     sent, got = tcp_transfer(x.host, w.host, w.overlay_ip, size=1 << 20)
     assert sent == got
