@@ -170,6 +170,8 @@ class _PeerInfo:
     handshake_at: float | None = None  # unix time of the latest completed handshake (or rekey)
     setup_ms: float | None = None  # introduction -> first authenticated packet
     punch_ms: float | None = None  # punch start -> first authenticated packet
+    introduced_wall: float | None = None  # unix time the platform introduced the pair for the
+    # session (its punch time less PUNCH_DELAY); a reconnect's start; kept over re-introductions
     rx_bytes: int = 0
     tx_bytes: int = 0
     rekeys: int = 0
@@ -306,9 +308,12 @@ class ConnectionManager:
         if old is not None and old.state == "connected":
             info.state, info.addr, info.connected_at = old.state, old.addr, old.connected_at
             info.setup_ms, info.punch_ms = old.setup_ms, old.punch_ms
+            info.introduced_wall = old.introduced_wall
             info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
             info.rekeys, info.path_changes = old.rekeys, old.path_changes
+        if info.introduced_wall is None:
+            info.introduced_wall = intro.punch_at - PUNCH_DELAY
         self._peers[intro.peer] = info
         # the peer's addresses: its current candidates and path only (bounded, not appended)
         for a in [a for a, n in self._addr_peer.items() if n == intro.peer and a != info.addr
@@ -537,8 +542,7 @@ class ConnectionManager:
                 "tx_bytes": info.tx_bytes,
                 "rtt_ms": None if rtt is None else round(rtt * 1000, 3),
                 "connected_at": info.connected_at,
-                # unix time the platform introduced the pair (its punch time less PUNCH_DELAY)
-                "introduced_at": info.intro.punch_at - PUNCH_DELAY,
+                "introduced_at": info.introduced_wall,
                 "last_handshake_at": info.handshake_at,
                 "setup_ms": info.setup_ms,
                 "punch_ms": info.punch_ms,
@@ -784,6 +788,7 @@ class ConnectionManager:
         elif isinstance(ev, Reconnecting):  # the Node connects again after a lost session
             info.state = "connecting"
             info.introduced_at = info.punch_at = now
+            info.introduced_wall = now + self._wall_offset
         elif isinstance(ev, HandshakeFailed):
             self._handshakes["failed"] += 1
             if info.state != "connected":
