@@ -6,7 +6,7 @@
                                     REGISTER(ch, ticket) ------------------------------->
     node.add_candidate(relay-tls)<- on_registered(peer, path) <----------- REGISTERED(ch)
     send(msg, path) -> pending[ch] --(one call_soon per loop turn)--> DATA(ch, batch) -->
-    send_frames(batch, path) (the fast path's TX batch) ----------------> DATA(ch, batch) -->
+    send_frames(batch, path) -> batches[ch] (the fast path's TX, joined) -> DATA(ch, batch) -->
     on_message(msg, path) <-------- frame_runs <------------------------ DATA(ch, batch)
     on_frames(run, path)  <-------- (runs of DATA: to the fast path's inject_frames)
 
@@ -15,13 +15,13 @@ the channel is this agent's own label for the peer (drawn at random from the sam
 as the UDP relay's: enclave.agent.relay_channels).
 Messages are the end-to-end encrypted enclave datagrams the UDP relay carries (the platform sees
 ciphertext only); every datagram sent within one event-loop turn to one peer goes out as one
-WebSocket message (enclave.proto.relay_batch), and a batch of the compiled data plane (already
-framed that way) goes out as one message as it is.  On receipt, runs of DATA messages go to
-`on_frames` still framed (the data plane opens them), everything else to `on_message`.
-Registrations are refreshed every REFRESH_INTERVAL seconds and sent again after a reconnect
-(jittered exponential backoff, as the control channel does).  The WebSocket is open only
-while some peer is relayed over it.  A malformed message from the platform is dropped whole
-(silence).
+WebSocket message (enclave.proto.relay_batch); the compiled data plane's batches (already
+framed that way) of one loop turn are joined as they are, within the batch limits.  On
+receipt, runs of DATA messages go to `on_frames` still framed (the data plane opens them),
+everything else to `on_message`.  Registrations are refreshed every REFRESH_INTERVAL seconds
+and sent again after a reconnect (jittered exponential backoff, as the control channel does).
+The WebSocket is open only while some peer is relayed over it.  A malformed message from the
+platform is dropped whole (silence).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ log = logging.getLogger("enclave.agent.relay_tls")
 REFRESH_INTERVAL = 20.0
 HEARTBEAT = 20.0
 MAX_PENDING = 4096  # datagrams queued for one peer within one loop turn; more are dropped
+MAX_QUEUED_BYTES = 4 << 20  # framed batches queued for one peer within one loop turn
 
 OnMessage = Callable[[bytes, PathAddr], None]
 OnFrames = Callable[[bytes, PathAddr], None]  # a run of framed DATA messages
@@ -85,6 +86,8 @@ class _Channel:
     channel: int
     registered: bool = False
     pending: list[bytes] = field(default_factory=list)
+    batches: list[tuple[bytes, int]] = field(default_factory=list)  # (TX batch, frames)
+    batch_bytes: int = 0
 
 
 class RelayTlsClient:
@@ -155,33 +158,66 @@ class RelayTlsClient:
             self.dropped += 1
             return False
         ch.pending.append(msg)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule_flush()
         return True
 
     def send_frames(self, frames: bytes, path: PathAddr) -> bool:
-        """Send a batch that is already framed (the compiled data plane's TX: u16 length |
-        message, at most fp.PUNT_BATCH_MAX bytes and 256 messages) as one WebSocket message."""
+        """Queue a batch that is already framed (the compiled data plane's TX: u16 length |
+        message, at most fp.PUNT_BATCH_MAX bytes and 256 messages): the batches queued in one
+        loop turn go out together, as few WebSocket messages as the batch limits allow."""
         ch = self._by_channel.get(path.port)
         ws = self._ws
         if ch is None or path.host != self.host or ws is None or ws.closed:
             return False
-        self._write(ws, pack_relay_header(MSG_RELAY_DATA, ch.channel) + frames)
+        if ch.batch_bytes + len(frames) > MAX_QUEUED_BYTES:
+            self.dropped += 1
+            return False
+        try:
+            _end, count, _runs = fp.frame_runs(frames)
+        except ValueError:
+            count = 0
+        if count == 0:
+            return False
+        ch.batches.append((frames, count))
+        ch.batch_bytes += len(frames)
+        self._schedule_flush()
         return True
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         ws = self._ws
         for ch in self._by_channel.values():
-            if not ch.pending:
+            if not ch.pending and not ch.batches:
                 continue
             frames, ch.pending = ch.pending, []
+            batches, ch.batches = ch.batches, []
+            ch.batch_bytes = 0
             if ws is None or ws.closed:
                 continue
             head = pack_relay_header(MSG_RELAY_DATA, ch.channel)
             for run in split_batches(frames):
                 self._write(ws, head + pack_batch(run))
+            self._write_batches(ws, head, batches)
+
+    def _write_batches(self, ws: aiohttp.ClientWebSocketResponse, head: bytes,
+                       batches: list[tuple[bytes, int]]) -> None:
+        """Framed batches, joined into messages within MAX_BATCH_FRAMES / MAX_BATCH_BYTES."""
+        cur: list[bytes] = [head]
+        size = count = 0
+        for b, n in batches:
+            if count and (count + n > MAX_BATCH_FRAMES or size + len(b) > MAX_BATCH_BYTES):
+                self._write(ws, b"".join(cur))
+                cur, size, count = [head], 0, 0
+            cur.append(b)
+            size += len(b)
+            count += n
+        if count:
+            self._write(ws, b"".join(cur))
 
     def _register(self, ch: _Channel) -> None:
         if self._ws is not None and not self._ws.closed:
@@ -219,6 +255,8 @@ class RelayTlsClient:
                     for ch in self._by_peer.values():
                         ch.registered = False
                         ch.pending.clear()
+                        ch.batches.clear()
+                        ch.batch_bytes = 0
                 if not self._by_peer:
                     break
                 await asyncio.sleep(backoff_delay(attempt))
