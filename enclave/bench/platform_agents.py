@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import resource
 import ssl
@@ -41,6 +42,7 @@ from enclave.policy.intent import IntentStatement, encode_signed
 CONCURRENCY = 32  # HTTP requests (enrolments, intents) in flight at once, over all workers
 CONNECTING = 32  # agents between starting their control channel and its welcome, over all
 AGENTS_PER_WORKER = 1250
+RETRIES = 2  # a request whose keep-alive connection was closed under it is sent again
 
 
 @dataclass(frozen=True)
@@ -111,23 +113,34 @@ class Fleet:
         if self.http is not None:
             await self.http.close()
 
+    async def _post(self, url: str, body: object) -> tuple[int, str]:
+        """POST JSON; (status, text). A keep-alive connection the server closed just as it
+        was reused is retried on a new one (RETRIES times)."""
+        assert self.http is not None
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self.http.post(url, json=body) as resp:
+                    return resp.status, await resp.text()
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt == RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
     async def enrol(self) -> tuple[int, list[str]]:
         """(enrolled, failures)."""
         failures: list[str] = []
         urls = self.token.urls
-        assert self.http is not None
-        http = self.http
 
         async def one(agent: SimAgent) -> None:
             csr = base64.b64encode(build_csr(agent.key)).decode()
             body = {"key_id": self.token.key_id, "secret": b64url(self.token.secret),
                     "csr": csr, "hostname": f"sim-{agent.index}"}
             async with self.requests:
-                url = urls[agent.index % len(urls)] + PATH_ENROL
-                async with http.post(url, json=body) as resp:
-                    reply = await resp.json()
-            if resp.status >= 400 or not isinstance(reply.get("name"), str):
-                failures.append(str(reply.get("error", resp.status)))
+                status, text = await self._post(urls[agent.index % len(urls)] + PATH_ENROL,
+                                                body)
+            reply = json.loads(text) if text.startswith("{") else {}
+            if status >= 400 or not isinstance(reply.get("name"), str):
+                failures.append(str(reply.get("error", status)))
                 return
             agent.name = reply["name"]
 
@@ -156,16 +169,14 @@ class Fleet:
 
     async def _state(self, agent: SimAgent, peer: SimAgent) -> float:
         """Post agent's intent for peer; the monotonic time the request went out."""
-        assert self.http is not None
         urls = self.spec.node_urls
         st = IntentStatement.new("add", agent.name, peer.name, int(time.time()))
         async with self.requests:
             url = urls[agent.index % len(urls)] + INTENTS_PATH
             sent = time.monotonic()
-            async with self.http.post(url, json=encode_signed(st, agent.key)) as resp:
-                if resp.status >= 400:
-                    raise RuntimeError(f"intent refused: HTTP {resp.status} "
-                                       f"{(await resp.text())[:200]}")
+            status, text = await self._post(url, encode_signed(st, agent.key))
+        if status >= 400:
+            raise RuntimeError(f"intent refused: HTTP {status} {text[:200]}")
         return sent
 
     def _pairs(self) -> list[tuple[SimAgent, SimAgent]]:

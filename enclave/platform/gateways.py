@@ -45,7 +45,7 @@ log = logging.getLogger("enclave.platform.hub")
 GatewayPolicy = tuple[str, str, str, list[str], list[str]]  # name, from_sel, gateway, routes, acl
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=65536)
 def cert_routes(der: bytes) -> tuple[ipaddress.IPv4Network, ...]:
     """The gateway routes a DER certificate carries (remembered: the hub asks for every
     session's certificate on every pass)."""

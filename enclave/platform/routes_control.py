@@ -24,10 +24,11 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from enclave.cert.keys import verify
 from enclave.discovery.candidates import CandidateKind, NatBehaviour, Transport
@@ -230,7 +231,7 @@ async def control(request: web.Request) -> web.StreamResponse:
     hub.join(session)
     writer = asyncio.get_running_loop().create_task(_writer(ws, session))
     try:
-        async for msg in ws:
+        async for msg in _messages(ws):
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
@@ -250,6 +251,14 @@ async def control(request: web.Request) -> web.StreamResponse:
             await writer
         await ws.close()
     return ws
+
+
+async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[WSMessage]:
+    """The session's messages until it ends; a connection reset by the agent just ends it
+    (a traceback for each of thousands of dropped agents would stall the node)."""
+    with contextlib.suppress(ConnectionError):
+        async for msg in ws:
+            yield msg
 
 
 def _is_loopback(remote: str | None) -> bool:
