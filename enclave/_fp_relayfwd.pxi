@@ -46,7 +46,8 @@ cdef enum:
     RF_MAX_CHANNEL = 65535      # wire.RELAY_MAX_CHANNEL (checked at import)
     RF_SEND_WAIT_MS = 20        # how long a full socket buffer is waited for per batch
     RF_SALEN = 28               # sockaddr_in6, the largest destination kept
-    RF_SEGS = 64                # segments of one UDP_GRO run (the kernel's UDP_MAX_SEGMENTS)
+    RF_SEGS = 64                # segments of one UDP_GRO run (UDP_GRO_CNT_MAX; a GSO run that
+                                # arrives whole may have more: rf_take never passes RF_OUT)
     RF_OUT = RF_BATCH * RF_SEGS # datagrams (or GSO runs) queued per round, and punts
 
     # what rf_classify decided
@@ -363,6 +364,11 @@ cdef int rf_take(rf_state *st, int i, uint64_t now, int *nout, int *npunt) noexc
         st.c.gro_runs += 1
     while off < total:
         n = seg if total - off > seg else total - off
+        if nout[0] >= RF_OUT or npunt[0] >= RF_OUT:  # more segments than any kernel makes
+            st.c.drop_truncated += 1
+            whole = 0
+            off += n
+            continue
         v = rf_classify(st, st.buf + base + off, n, &st.b.addrs[i], now,
                         &st.out_sa[nout[0]], &st.out_salen[nout[0]])
         if v == RF_FORWARD:
