@@ -294,3 +294,31 @@ def test_a_gso_run_is_forwarded_whole_and_a_mixed_run_segment_by_segment() -> No
             assert c["gro_runs"] == 2 and c["gso_sends"] == 1
             assert server.python_data == 0
     _run(body)
+
+
+def test_runs_of_128_tiny_segments_do_not_overrun_the_queues() -> None:
+    """64 GSO runs of 128 16-byte segments in one sendmmsg: up to 8,192 segments may reach one
+    recvmmsg of the forwarder (more than UDP GRO ever makes); every one is forwarded or
+    dropped and counted, and the thread runs on."""
+    async def body() -> None:
+        async with _relay() as (server, relay, x, y):
+            fwd = server.forwarder
+            assert fwd is not None
+            y.sock.setsockopt(socket.SOL_UDP, 104, 1)  # UDP_GRO: Y takes the runs whole
+            seg = _data(x, b"tinyseg!")
+            buf = bytearray(seg * 128 * 64)
+            before = fwd.counters()["datagrams"]
+            io = UdpBatchIO()
+            sent = io.send(x.sock.fileno(), buf, array("I", [i * 2048 for i in range(64)]),
+                           array("I", [2048] * 64), relay, gso_size=len(seg))
+            assert sent == 64
+            await asyncio.sleep(QUIET)
+            c = fwd.counters()
+            runs = c["datagrams"] - before
+            assert fwd.running and runs > 0
+            assert c["forwarded"] + c["drop_truncated"] + c["drop_rate"] == 128 * runs
+            while await _recv(y.sock, QUIET) is not None:  # the runs, whole
+                pass
+            y.sock.setsockopt(socket.SOL_UDP, 104, 0)
+            assert len(await _exchange(x, y, relay, 5)) == 5
+    _run(body)
