@@ -188,6 +188,18 @@ class CoDel:
 
 def ecn_mark(frame: bytearray | memoryview) -> bool: ...
 
+AQM_SPARSE_FRAME: Final[int]
+AQM_SPARSE_SLOTS: Final[int]
+
+class AqmQueue:
+    """The tx loop's queue (byte ring + sparse lane) without a TAP (tests)."""
+
+    def push(self, frame: bytes | bytearray | memoryview, t_ns: int) -> bool: ...
+    def pop(self) -> tuple[bytes, int, bool] | None: ...
+    def __len__(self) -> int: ...
+
+def flow_bucket(frame: bytes | bytearray | memoryview) -> int: ...
+
 PEER_DROP_COUNTERS: Final[tuple[str, ...]]
 GLOBAL_DROP_COUNTERS: Final[tuple[str, ...]]
 PUNT_HEADER_LEN: Final[int]

@@ -44,8 +44,8 @@ ctypedef struct dp_rx:
     int wcnt[FO_GRO_MAX_FRAMES]      # iovecs per write
     codel_state cd                   # the receive queue's CoDel (st.aqm)
     uint64_t arrival                 # this datagram's kernel arrival (realtime ns), 0 = none
-    uint64_t rt_now                  # realtime ns after the recvmmsg
-    uint64_t mono_now                # monotonic ns after the recvmmsg (CoDel's clock)
+    uint64_t rt_now                  # realtime ns when this datagram is handled
+    uint64_t mono_now                # monotonic ns then (CoDel's clock)
     bint qempty                      # this datagram was the last one queued
     uint64_t lkey                    # the last (source MAC + 1, slot, now) this worker taught
     int32_t lslot                    # the MAC table: learning it again in the same
@@ -273,12 +273,12 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
         r = ub_recv(rx.ub, st.udp_fd, rx.buf, rx.offsets, rx.sizes, rx.lengths, nb)
         if r == nb:
             more = 1
-        if st.aqm and r > 0:
-            rx.rt_now = dp_realtime_ns()
-            rx.mono_now = dp_now_ns()
         for i in range(r if r > 0 else 0):
             st.grx.datagrams += 1
             rx.arrival = rx.ub.tstamp[i]
+            if st.aqm and rx.arrival:     # per datagram: the time this round spent on the
+                rx.rt_now = dp_realtime_ns()    # ones before it is part of its sojourn
+                rx.mono_now = dp_now_ns()
             rx.qempty = r < nb and i == r - 1
             if rx.ub.trunc[i]:
                 st.grx.truncated += 1

@@ -24,8 +24,10 @@
 #   With the AQM on (st.aqm, the default): step 1 reads the TAP eagerly into the aqm ring
 #   (_fp_aqm.pxi: bytes-bounded, each read stamped with its CLOCK_MONOTONIC arrival), and
 #   steps 2-6 take up to DP_AQM_BUDGET reads from the ring's head per round; CoDel decides
-#   per read at dequeue (head drop, or CE on an ECN-capable packet). Off: one read at a time
-#   straight from the read buffer, the backlog stays in the tun ring.
+#   per read at dequeue (head drop, or CE on an ECN-capable packet). Small frames of flows
+#   with nothing in the ring take the sparse lane instead (_fp_aqm.pxi), sealed and sent
+#   first each round. Off: one read at a time straight from the read buffer, the backlog
+#   stays in the tun ring.
 #
 #   Buffers (tx batch): the AEAD layout of _fp_aead.pxi, datagrams back to back so a GSO run
 #   is one contiguous span:
@@ -267,6 +269,7 @@ cdef int dp_tx_aqm_round(dp_state *st, dp_tx *tx, dp_snap *s, uint64_t now) noex
     from its head, CoDel deciding on each. 1 if there is more to do without waiting."""
     cdef aqm_ring *q = tx.q
     cdef aqm_entry *e
+    cdef aqm_sparse *sp
     cdef uint8_t *room
     cdef ssize_t r
     cdef int reads = 0, done = 0
@@ -283,7 +286,20 @@ cdef int dp_tx_aqm_round(dp_state *st, dp_tx *tx, dp_snap *s, uint64_t now) noex
             break
         reads += 1
         st.gtx.tap_reads += 1
-        aqm_ring_push(q, <uint32_t>r, dp_now_ns())
+        aqm_enqueue(q, room, <uint32_t>r, vh, dp_now_ns())
+    # the sparse lane first (small frames of flows with nothing in the ring), sent at once
+    # so that they do not wait for a bulk batch's sealing either; no CoDel there: it holds
+    # at most DP_AQM_SPARSE_SLOTS small frames, never a standing queue
+    if q.sp_n > 0:
+        t = dp_now_ns()
+        while q.sp_n > 0:
+            sp = aqm_sparse_pop(q)
+            st.gtx.aqm_wait_us += (t - sp.t) // 1000 if t > sp.t else 0
+            tx.rbuf = sp.data
+            dp_tx_frame(st, tx, s, sp.len, now)
+            if tx.n >= st.tx_flush_frames or tx.pos >= st.tx_flush_bytes:
+                dp_tx_flush(st, tx)
+        dp_tx_flush(st, tx)
     while q.n > 0 and done < DP_AQM_BUDGET:
         e = aqm_ring_pop(q)
         done += 1
@@ -300,7 +316,7 @@ cdef int dp_tx_aqm_round(dp_state *st, dp_tx *tx, dp_snap *s, uint64_t now) noex
         if tx.n >= st.tx_flush_frames or tx.pos >= st.tx_flush_bytes:
             dp_tx_flush(st, tx)
     dp_tx_flush(st, tx)
-    return q.n > 0 or full or reads == DP_TX_READS
+    return q.n > 0 or q.sp_n > 0 or full or reads == DP_TX_READS
 
 
 cdef void dp_tx_loop(dp_state *st) noexcept nogil:
