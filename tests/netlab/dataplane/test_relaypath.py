@@ -158,7 +158,10 @@ def test_udp_relay_carries_frames_in_the_loops(ov: Overlay) -> None:
     # every DATA packet went out with pa's relay header and came back with pb's ...
     assert fwd.headers == {pack_relay_header(MSG_RELAY_DATA, CH_A),
                            pack_relay_header(MSG_RELAY_DATA, CH_B)}
-    assert ca["tx_relayed"] == ca["tx_frames"] > 0 and cb["rx_relayed"] == cb["rx_frames"] > 0
+    # (read while the loops may be mid-packet: the two counters of a packet may be one apart;
+    # rx_frames also leaves out what CoDel dropped)
+    assert ca["tx_frames"] > 0 and ca["tx_frames"] - ca["tx_relayed"] in (0, 1), ca
+    assert cb["rx_frames"] > 0 and cb["rx_relayed"] >= cb["rx_frames"], cb
     assert cb["tx_relayed"] > 0 and ca["rx_relayed"] > 0  # the ACKs, the other way
     # ... and none of it through Python: nothing punted, no batch handed over
     for m in (a, b):
@@ -233,7 +236,8 @@ def test_tcp_path_hands_python_batches(ov: Overlay) -> None:
     a.dp.apply(PeerKeysUpdated("pb", PathAddr(Transport.TCP, str(b.host.ip), 51820),
                                upd.tx, upd.rx, upd.identity))
     stop = threading.Event()
-    batches: list[int] = []
+    batches: list[int] = []  # frames per TX batch handed to b
+    late: list[int] = []  # frames per TX batch read after the transfer (not handed on)
 
     def carry() -> None:  # what the agent does with a TX batch: write it to the stream as is
         while not stop.is_set():
@@ -241,8 +245,12 @@ def test_tcp_path_hands_python_batches(ov: Overlay) -> None:
             while (m := a.dp.read_punt()) is not None:
                 if m.kind == fp.PUNT_TX:
                     assert m.peer == "pb"
-                    batches.append(m.local_index)
-                    b.dp.inject_frames(m.packet)
+                    try:
+                        b.dp.native.inject_frames(m.packet)
+                    except OSError:  # b's punt socket full (a loaded machine): a lost batch
+                        late.append(m.local_index)
+                    else:
+                        batches.append(m.local_index)
 
     t = threading.Thread(target=carry, daemon=True)
     t.start()
@@ -252,12 +260,19 @@ def test_tcp_path_hands_python_batches(ov: Overlay) -> None:
         stop.set()
         t.join(2)
     assert sent == got
-    ca, gb = a.dp.peer_counters("pb"), b.dp.global_counters()
-    assert ca["tx_via_python"] == sum(batches) == ca["tx_frames"]
-    assert a.dp.global_counters()["tx_punt_batches"] == len(batches)
+    while (m := a.dp.read_punt()) is not None:  # sealed after the transfer ended (FIN, ACKs)
+        if m.kind == fp.PUNT_TX:
+            late.append(m.local_index)
+    ca, ga = a.dp.peer_counters("pb"), a.dp.global_counters()
+    # every frame sealed for pb went to Python in a batch (or was counted as dropped)
+    assert ca["tx_via_python"] == ca["tx_frames"] == (sum(batches) + sum(late)
+                                                      + ga["tx_punt_dropped"])
+    assert ga["tx_punt_batches"] >= len(batches) + len(late)
     assert max(batches) > 1  # batched: more than one packet per punt message
-    assert gb["rx_inject_msgs"] == len(batches) and gb["rx_injected"] == sum(batches)
-    assert gb["rx_malformed"] == 0
+    wait_for(lambda: b.dp.global_counters()["rx_inject_msgs"] == len(batches), 3,
+             what="b took every INJECT batch")
+    gb = b.dp.global_counters()
+    assert gb["rx_injected"] == sum(batches) and gb["rx_malformed"] == 0
 
 
 def test_inject_frames_with_broken_framing(ov: Overlay) -> None:
