@@ -339,7 +339,7 @@ class Node:
         p.last_rx = max(p.last_rx, now)
         if addr == p.addr:
             return False
-        self._move(p, addr)
+        self._move(p, addr, now)
         return True
 
     def counters(self) -> dict[str, int]:
@@ -411,9 +411,7 @@ class Node:
                 out.append(self._rekey_at(ks))
             out.append(p.last_tx + p.keepalive_after)
             out.append(p.last_rx + T.DEAD_PEER_TIMEOUT)
-            watch = p.watch.deadline(p.last_rx, p.last_tx)
-            if watch is not None:
-                out.append(watch)
+            out.extend(t for t in (p.watch.deadline(p.last_rx, p.last_tx),) if t is not None)
             if self._pinging(p):
                 out.append(max(p.last_ping + T.PING_INTERVAL, p.last_rx + T.DEAD_PEER_PING_AFTER))
             else:
@@ -760,7 +758,7 @@ class Node:
         if not probing and addr != p.addr and ks is p.current:
             window = ks.data_rx if hdr.msg_type == MSG_DATA else ks.ctl_rx
             if hdr.counter == window.highest:  # only the newest packet moves the session
-                self._move(p, addr)
+                self._move(p, addr, now)
         if ctl is None:
             self._events.append(DataReceived(p.name, plain))
             return
@@ -780,10 +778,11 @@ class Node:
                 self._maybe_switch_path(p, now)
 
     # ------------------------------------------------------------------ sessions
-    def _move(self, p: _Peer, addr: Addr) -> None:
+    def _move(self, p: _Peer, addr: Addr, now: float) -> None:
         """The peer roamed: its authentic newest packet came from `addr`."""
         p.addr = addr
         p.failing = False
+        self._upkeep.path_moved(p.name, now)  # the new path's rtt, measured now
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.learn(addr)
         self._events.append(PeerRoamed(p.name, addr))
@@ -832,6 +831,7 @@ class Node:
             return  # a failed path is left for whatever answers first, however it ranks
         p.failing = False
         p.watch.reset()
+        self._upkeep.path_moved(p.name, now)
         p.addr = best
         self._events.append(PathChanged(p.name, best, new_rank))
         self._publish(p)

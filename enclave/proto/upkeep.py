@@ -3,7 +3,7 @@
     Node event                        Upkeep                            due(now) -> action
     ----------                        ------                            ------------------
     session up (first time)   ---->   rtt probe at once, then every      Probe(peer)
-                                      RTT_PROBE_INTERVAL (+-10% jitter)
+    or moved to another path          RTT_PROBE_INTERVAL (+-10% jitter)
     relay candidate offered   ---->   re-offer it every                  Nudge(peer, candidate)
                                       RELAY_NUDGE_INTERVAL, RELAY_NUDGES
                                       times, until a session is up
@@ -92,6 +92,11 @@ class Upkeep:
         self._probe[peer] = now
         self._nudge.pop(peer, None)
         self._reconnect.pop(peer, None)
+
+    def path_moved(self, peer: str, now: float) -> None:
+        """The session moved to another path: its rtt probe is due now."""
+        if peer in self._probe:
+            self._probe[peer] = now
 
     def relay_offered(self, peer: str, candidate: Candidate, now: float) -> None:
         self._nudge[peer] = _Nudging(now + RELAY_NUDGE_INTERVAL, RELAY_NUDGES, candidate)

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from enclave.proto import timing as T
-from enclave.proto.upkeep import DEAD, PROBE, PathWatch
+from enclave.proto.upkeep import DEAD, PROBE, PathWatch, Probe, Upkeep
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +79,14 @@ def test_5_reset_after_a_move_starts_over() -> None:
 def test_6_early_check_does_nothing() -> None:
     w = PathWatch()
     assert w.check(10.0 + T.PATH_SUSPECT_AFTER - 0.001, 10.0, 11.0) is None
+
+
+def test_7_a_move_brings_the_rtt_probe_forward() -> None:
+    u = Upkeep()
+    u.path_moved("b", 5.0)  # no session: nothing to measure
+    assert u.deadline() is None
+    u.session_up("b", 10.0)
+    assert u.due(10.0) == [Probe("b")]
+    assert u.deadline() == 10.0 + T.RTT_PROBE_INTERVAL
+    u.path_moved("b", 12.0)  # the session moved: the new path's rtt now, not in 10 s
+    assert u.deadline() == 12.0 and u.due(12.0) == [Probe("b")]
