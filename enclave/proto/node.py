@@ -10,7 +10,8 @@
     fast path counters        --------->   report_activity(local_index, now, rx=.., tx_messages=..)
 
 Every timer is the Node's: handshake retries, keepalives, rekeys, dead-peer detection, path
-probes, and the per-peer upkeep of proto/upkeep.py (rtt probes, relay re-offers, reconnects).
+probes, proto/upkeep.py's per-peer upkeep (rtt probes, relay re-offers, reconnects) and path
+watch (a silent current path -> PathFailed: the session moves to whatever answers first).
 PeerKeysUpdated is the one event the fast path needs (keys, address, certified identity).
 
 Addresses are opaque hashables to the Node (in practice enclave.discovery.PathAddr); the I/O
