@@ -23,7 +23,9 @@
 #        and every later frame's payload where it was decrypted, no copy in user space
 #   AQM (st.aqm): the socket receive buffer is the queue; each datagram's SO_TIMESTAMPNS
 #   arrival gives its sojourn, and CoDel (_fp_aqm.pxi) marks CE on or drops an authentic
-#   frame before step 5 when the queue stood above target for an interval
+#   frame before step 5 when the queue stood above target for an interval; a datagram
+#   holding one small frame is written at once (with the frames before it, in order) rather
+#   than after the rest of the round is decrypted
 #
 # --- rx thread ---------------------------------------------------------------------------------
 
@@ -287,7 +289,9 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             n = rx.lengths[i]
             if seg == 0 or seg >= n:
                 dp_rx_packet(st, rx, s, rx.buf + rx.offsets[i], n, &rx.ub.addrs[i], 0, now)
-                continue
+                if st.aqm and rx.nf and n <= DP_AQM_SPARSE_FRAME + DP_MAX_OVERHEAD:
+                    dp_rx_flush(st, rx)   # a lone small frame (interactive, an ACK) goes to
+                continue                  # the TAP now, not after the round's bulk decrypts
             st.grx.gro_datagrams += 1
             off = 0
             while off < n:
