@@ -115,6 +115,7 @@ OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
 EPHEMERAL_GRACE = 600  # seconds an ephemeral system may stay offline before it is removed
 EPHEMERAL_GRACE_ENV = "ENCLAVE_PLATFORM_EPHEMERAL_GRACE"
 SEEN_FLUSH = 5.0  # seconds between two writes of the noted last-seen times
+CRL_REUSE = 60.0  # seconds a welcome's CRL message is reused (Hub.welcome_crl)
 
 
 def new_node_id() -> str:
@@ -199,6 +200,7 @@ class Hub:
         self._tickets_at: dict[frozenset[str], float] = {}  # pair -> when its tickets were minted
         self.gateways = GatewaySync()
         self._crl_number = -1
+        self._welcome_crl: tuple[float, dict[str, Any]] | None = None
         self._generation = -1
         self._last_full = 0.0
         self._full_every = FULL_TICK
@@ -724,6 +726,19 @@ class Hub:
         der = await self.platform.authority.crl(self.platform.store, self.platform.clock())
         return {"type": "crl", "crl": base64.b64encode(der).decode(),
                 "crl_number": await self.platform.store.crl_number()}
+
+    async def welcome_crl(self) -> dict[str, Any]:
+        """The CRL message for a welcome: built at most every CRL_REUSE seconds, and again
+        once a pass saw a new CRL number (a session that joins before that pass gets the new
+        list from the pass's push), so thousands of connects do not each read and build it."""
+        mono = time.monotonic()
+        cached = self._welcome_crl
+        if (cached is not None and mono - cached[0] < CRL_REUSE
+                and cached[1]["crl_number"] == self._crl_number):
+            return cached[1]
+        crl = await self.crl_message()
+        self._welcome_crl = (mono, crl)
+        return crl
 
     # -- tag policies ------------------------------------------------------------------------
 

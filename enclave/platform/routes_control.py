@@ -219,7 +219,7 @@ async def control(request: web.Request) -> web.StreamResponse:
         # a dual-stack listener: v4 is ::ffff:
         session.ipv6 = ":" in unmapped(request.remote or "")
         ports = request.app[DISCOVERY].ports if DISCOVERY in request.app else None
-        crl = await hub.crl_message()
+        crl = await hub.welcome_crl()
         await ws.send_json({
             "type": "welcome", "name": session.name, "time": platform.clock().timestamp(),
             "discovery": {"udp": list(ports), "tcp": ports[1]} if ports else None,
@@ -284,11 +284,7 @@ async def _authenticate(platform: Platform, ws: web.WebSocketResponse,
     now = int(platform.clock().timestamp())
     session = None
     if isinstance(name, str) and len(name) <= 16:
-        try:
-            system = await platform.store.get_system(name)
-        except ApiError:
-            system = None
-        cert = await platform.store.current_certificate(name, now) if system else None
+        system, cert = await platform.store.system_and_certificate(name, now)
         if (system is not None and system.state == "active" and cert is not None and verify(
                 system.public_key, sig, challenge_message(nonce, name, platform.settings.pin))):
             session = Session(name, cert.serial, public_key=system.public_key)

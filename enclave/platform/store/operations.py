@@ -216,12 +216,17 @@ class Store:
 
     async def current_certificate(self, name: str, now: int) -> IssuedCert | None:
         async with self.db.read() as tx:
-            row = await tx.fetchone(
-                "SELECT serial, der, not_before, not_after FROM certificates "
-                "WHERE system_name = ? AND revoked_at IS NULL AND not_after > ? "
-                "ORDER BY not_after DESC LIMIT 1", (name, now))
-        return None if row is None else IssuedCert(
-            int(row["serial"]), bytes(row["der"]), int(row["not_before"]), int(row["not_after"]))
+            return await _current_certificate(tx, name, now)
+
+    async def system_and_certificate(self, name: str, now: int
+                                     ) -> tuple[System | None, IssuedCert | None]:
+        """The system (None: no such system) and its current certificate, in one read (what
+        a control channel's authentication needs)."""
+        async with self.db.read() as tx:
+            row = await tx.fetchone(_SYSTEM_SQL + " WHERE s.name = ?", (name,))
+            if row is None:
+                return None, None
+            return System.from_row(row), await _current_certificate(tx, name, now)
 
     async def issue_certificate(self, name: str, now: int, issue: Issuer) -> IssuedCert:
         """A new certificate for an active system (after approval, renewal, tag change)."""
@@ -554,6 +559,15 @@ async def _system(tx: Tx, name: str) -> System:
     if row is None:
         raise ApiError(404, f"no system named {name!r}")
     return System.from_row(row)
+
+
+async def _current_certificate(tx: Tx, name: str, now: int) -> IssuedCert | None:
+    row = await tx.fetchone(
+        "SELECT serial, der, not_before, not_after FROM certificates "
+        "WHERE system_name = ? AND revoked_at IS NULL AND not_after > ? "
+        "ORDER BY not_after DESC LIMIT 1", (name, now))
+    return None if row is None else IssuedCert(
+        int(row["serial"]), bytes(row["der"]), int(row["not_before"]), int(row["not_after"]))
 
 
 async def _allocate_name(tx: Tx) -> str:

@@ -24,7 +24,7 @@ from enclave.platform.store.base import Database, Dialect, Params, Tx
 from enclave.platform.store.records import Row
 
 WRITE_LOCK = 0x656E636C  # pg_advisory_xact_lock key of the store's writers ("encl")
-POOL_SIZE = 8
+POOL_SIZE = 16  # connections per node (thousands of agents reconnecting at once)
 CONNECT_TIMEOUT = 10  # seconds to wait for the first connection at open
 
 
