@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--port", type=int, default=None, help="UDP/TCP data port (default 51820)")
     p.add_argument("--interface", default=None, help="TAP interface name (default enclave0)")
     p.add_argument("--mtu", type=int, default=None,
-                   help="overlay (TAP) MTU (default 1406; 1390 when aegis256 is allowed)")
+                   help="overlay (TAP) MTU (default 1398; 1382 when aegis256 is allowed)")
     p.add_argument("--cipher", choices=["auto", "aes256gcm", "chacha20poly1305", "aegis256"],
                    default=None, help="auto: AES256-GCM with AES-NI, else ChaCha20-Poly1305; "
                    "aegis256: prefer AEGIS-256 with peers that allow it too (opt-in)")

@@ -14,8 +14,8 @@ Rows, single-stream TCP a1 -> b1, each against the raw path of the same run:
 * ``relay_aead`` (one per cipher): plus one seal and one open per overlay datagram's worth of
   bytes, i.e. both agents' AEAD work, with no sendmmsg/recvmmsg and no forwarding across the lab.
 
-Every row uses the default overlay MTU (1406, segment 1420 B) whatever the cipher; an agent that
-allows AEGIS-256 uses 1390 (its 32-byte tag), so its pieces are 16 bytes shorter than here.
+Every row uses the default overlay MTU (1398, segment 1412 B) whatever the cipher; an agent that
+allows AEGIS-256 uses 1382 (its 32-byte tag), so its pieces are 16 bytes shorter than here.
 
 A reference, not a bound: the relay's four threads live in one process (one scheduling group:
 with autogroup, one session shares the CPU as one), where the overlay's live in two agents, and

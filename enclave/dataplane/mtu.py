@@ -21,9 +21,15 @@ receiver index u32, counter u64) and the 16-byte tag:
     IPv4 underlay, MTU 1500:  1500 - 20 - 8 - 16 - 16 - 14 = 1426
     IPv6 underlay, MTU 1500:  1500 - 40 - 8 - 16 - 16 - 14 = 1406
 
-A peer may be reached over either family (and may move between paths), so the safe default
-for a 1500-byte underlay is the IPv6 figure, 1406; the largest frame the data plane then
-handles is 1406 + 14 = 1420 bytes, and the largest UDP payload 1420 + 16 + 16 = 1452.
+A peer may be reached over either family and may move between paths at any time (relay first,
+fallback to the relay when a direct path dies), and the platform's UDP relay puts its own 8-byte
+header (wire.RELAY_HEADER_SIZE) in front of every message. So the safe default for a 1500-byte
+underlay is the IPv6 figure with the relay header:
+
+    IPv6 underlay via the UDP relay:  1500 - 40 - 8 - 8 - 16 - 16 - 14 = 1398
+
+The largest frame the data plane then handles is 1398 + 14 = 1412 bytes, the largest UDP payload
+1412 + 16 + 16 = 1444 (1452 with the relay header).
 (wire.tap_mtu() does the same sum; this module adds the checks, the IPv6-safe default and
 the frame/datagram sizes the loops size their buffers with.)
 
@@ -32,9 +38,9 @@ The tag is the largest one the agent may use with any peer, since one TAP serves
 AEGIS-256 (`--cipher aegis256`, enclave.cipher.CipherChoice.max_tag_size). Allowing it
 therefore lowers the default TAP MTU by 16, whichever cipher a given pair then negotiates:
 
-    IPv6 underlay, MTU 1500, AEGIS-256 allowed:  1500 - 40 - 8 - 16 - 32 - 14 = 1390
+    IPv6 via the relay, MTU 1500, AEGIS-256 allowed:  1500 - 40 - 8 - 8 - 16 - 32 - 14 = 1382
 
-The default configuration (`auto`) never uses a 32-byte tag and keeps 1406.
+The default configuration (`auto`) never uses a 32-byte tag and keeps 1398.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from enclave.proto import wire
 IPV4_HEADER: Final = 20
 IPV6_HEADER: Final = 40
 UDP_HEADER: Final = 8
+RELAY_HEADER: Final[int] = wire.RELAY_HEADER_SIZE  # the UDP relay's header in front of a message
 ETHERNET_HEADER: Final[int] = wire.ETHERNET_HEADER_SIZE
 VLAN_TAG: Final = 4
 MIN_IPV4_MTU: Final = 576  # RFC 791: every IPv4 host must accept 576-byte datagrams
@@ -74,11 +81,13 @@ def overlay_mtu(
     ipv6: bool = True,
     data_header: int = DATA_HEADER_LEN,
     tag: int = AEAD_TAG_LEN,
+    relay: bool = False,
 ) -> int:
     """TAP MTU (L3 bytes per frame) that fits one datagram on an underlay of `underlay_mtu`.
 
     ``ipv6=True`` (the default) assumes the larger IPv6 header, which is also safe for IPv4
-    paths. Raises ValueError when the underlay is below its family's minimum MTU or leaves
+    paths; ``relay=True`` also leaves room for the UDP relay's header. Raises ValueError
+    when the underlay is below its family's minimum MTU or leaves
     less than the IPv4 minimum of 68 bytes for the overlay.
     """
     floor = MIN_IPV6_MTU if ipv6 else MIN_IPV4_MTU
@@ -87,7 +96,7 @@ def overlay_mtu(
             f"underlay MTU {underlay_mtu} is below the IPv{6 if ipv6 else 4} minimum of {floor}"
         )
     mtu = underlay_mtu - tunnel_overhead(ipv6=ipv6, data_header=data_header, tag=tag)
-    mtu -= ETHERNET_HEADER
+    mtu -= ETHERNET_HEADER + (RELAY_HEADER if relay else 0)
     if mtu < 68:
         raise ValueError(f"overlay MTU would be {mtu}, below the IPv4 minimum of 68")
     return min(mtu, MAX_TAP_MTU)
@@ -107,13 +116,14 @@ def max_datagram_len(
     return max_frame_len(mtu) + data_header + tag
 
 
-DEFAULT_OVERLAY_MTU: Final[int] = overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True)
+DEFAULT_OVERLAY_MTU: Final[int] = overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True, relay=True)
 
 
 def default_overlay_mtu(max_tag: int = AEAD_TAG_LEN) -> int:
-    """The agent's TAP MTU when none is configured: the IPv6-safe figure for a 1500-byte
-    underlay with the largest tag it may use (1406 with 16-byte tags, 1390 with AEGIS-256's 32).
+    """The agent's TAP MTU when none is configured: the IPv6-and-relay-safe figure for a
+    1500-byte underlay with the largest tag it may use (1398 with 16-byte tags, 1382 with
+    AEGIS-256's 32).
     """
     if max_tag not in (AEAD_TAG_LEN, wire.MAX_AEAD_TAG_SIZE):
         raise ValueError(f"no cipher has a {max_tag}-byte tag")
-    return overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True, tag=max_tag)
+    return overlay_mtu(DEFAULT_UNDERLAY_MTU, ipv6=True, tag=max_tag, relay=True)

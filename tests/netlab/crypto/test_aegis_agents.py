@@ -1,13 +1,13 @@
 """AEGIS-256 between real `enclave up` agents (TAP + compiled data plane, real platform).
 
     plat (platform)      a1, b1: `--cipher aegis256`      c1: default (auto)
-    every agent host's underlay (eth0) has MTU 1480: over IPv4 that leaves 1452 bytes of UDP
-    payload, exactly what a 1500-byte IPv6 path leaves, so the TAP MTU arithmetic is tested at
+    every agent host's underlay (eth0) has MTU 1472: over IPv4 that leaves 1444 bytes of UDP
+    payload, exactly what a 1500-byte IPv6 path leaves beside the relay header, so the TAP MTU arithmetic is tested at
     its edge: a full-MTU frame must cross without any fragment on the underlay.
 
-Cases: a1 <-> b1 negotiate aegis256 (`enclave peers --json`), TAP MTU 1390 (the 32-byte tag
+Cases: a1 <-> b1 negotiate aegis256 (`enclave peers --json`), TAP MTU 1382 (the 32-byte tag
 accounted for), full-MTU pings with DF both ways and a TCP stream, no underlay fragments;
-a1 <-> c1 get AES256-GCM (c1 does not allow aegis256), c1 keeps the default MTU 1406.
+a1 <-> c1 get AES256-GCM (c1 does not allow aegis256), c1 keeps the default MTU 1398.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
-UNDERLAY_MTU = 1480  # IPv4: 1480 - 28 = 1452 UDP payload = 1500 - 48 (IPv6)
-AEGIS_MTU = 1390
-DEFAULT_MTU = 1406
+UNDERLAY_MTU = 1472  # IPv4: 1472 - 28 = 1444 UDP payload = 1500 - 48 (IPv6) - 8 (relay header)
+AEGIS_MTU = 1382
+DEFAULT_MTU = 1398
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 World = tuple[Lab, Platform, dict[str, Agent]]
 
@@ -161,7 +161,7 @@ def test_one_side_default_gets_aes256gcm(world: World) -> None:
         assert (next(p for p in c.peers_cli() if p["name"] == a.name)["cipher"]
                 == "aes256_gcm")
         frags = frag_creates(c.host)
-        assert df_ping(c.host, a.overlay_ip, DEFAULT_MTU)  # 16-byte tag: 1406 fits
+        assert df_ping(c.host, a.overlay_ip, DEFAULT_MTU)  # 16-byte tag: 1398 fits
         assert df_ping(a.host, c.overlay_ip, AEGIS_MTU)
         sent, got = tcp_transfer(c.host, a.host, a.overlay_ip, size=2 << 20)
         assert sent == got

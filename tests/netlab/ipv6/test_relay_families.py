@@ -12,8 +12,8 @@ able to punch (symmetric NAT, symmetric NAT66), meet at one dual-stack relay soc
 
 Each side is offered the relay at the address of its own family (hub: RelayService.public_for
 by the control connection's family) and the pair is relayed across families: w1's datagrams
-arrive over IPv4 and leave towards x1 over IPv6, and back. Both agents run with the overlay MTU
-the relay needs over IPv6 (1398).
+arrive over IPv4 and leave towards x1 over IPv6, and back. Both agents run with the default
+overlay MTU, which is the one the relay needs over IPv6 (1398).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from tests.support.traffic import ping, tcp_transfer
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 CONNECT_TIMEOUT = 30.0
-RELAY6_MTU = 1398  # 1500 - 40 - 8 - 8 (relay header) - 16 - 16 - 14
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def mixed(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
     env = {"ENCLAVE_PLATFORM_RELAY_PUBLIC": "198.18.0.11,2001:db8::11"}
     with v6_platform_lab(topo, tmp_path_factory.mktemp("relayfam"), ["w1", "x1"],
                          urls=("v4", "v6"), plat_env=env) as (lab, _plat, agents):
-        start_all(agents.values(), "--mtu", str(RELAY6_MTU))
+        start_all(agents.values())  # default MTU 1398 = 1500 - 40 - 8 - 8 (relay) - 16 - 16 - 14
         yield lab, agents["w1"], agents["x1"]
 
 

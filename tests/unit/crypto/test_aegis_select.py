@@ -14,7 +14,12 @@ from enclave.cipher import (
     offer_caps,
     select_cipher,
 )
-from enclave.dataplane.mtu import DEFAULT_OVERLAY_MTU, default_overlay_mtu, max_datagram_len
+from enclave.dataplane.mtu import (
+    DEFAULT_OVERLAY_MTU,
+    RELAY_HEADER,
+    default_overlay_mtu,
+    max_datagram_len,
+)
 from enclave.proto.wire import CAP_AEGIS256, CAP_AES256GCM_HW, IPV6_UDP_OVERHEAD, MAX_DATA_OVERHEAD
 
 CPU = {"aes": True, "pclmulqdq": True, "ssse3": True}
@@ -23,20 +28,20 @@ AES, AEGIS = CAP_AES256GCM_HW, CAP_AEGIS256
 
 # (case, configured, env, libsodium flags, cipher, fallback, caps, TAP MTU)
 CASES = [
-    (1, None, {}, SOD, AES256GCM, AES256GCM, AES, 1406),
-    (2, "auto", {}, SOD, AES256GCM, AES256GCM, AES, 1406),
-    (3, "aegis256", {}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1390),
-    (4, None, {"ENCLAVE_CIPHER": "aegis256"}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1390),
+    (1, None, {}, SOD, AES256GCM, AES256GCM, AES, 1398),
+    (2, "auto", {}, SOD, AES256GCM, AES256GCM, AES, 1398),
+    (3, "aegis256", {}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1382),
+    (4, None, {"ENCLAVE_CIPHER": "aegis256"}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1382),
     (5, "chacha20poly1305", {"ENCLAVE_CIPHER": "AEGIS-256"}, SOD, AEGIS256, AES256GCM,
-     AES | AEGIS, 1390),
-    (6, "aegis256", {"ENCLAVE_CIPHER": "auto"}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1390),
-    (7, "aegis256", {"ENCLAVE_CIPHER": "aes256gcm"}, SOD, AES256GCM, AES256GCM, AES, 1406),
+     AES | AEGIS, 1382),
+    (6, "aegis256", {"ENCLAVE_CIPHER": "auto"}, SOD, AEGIS256, AES256GCM, AES | AEGIS, 1382),
+    (7, "aegis256", {"ENCLAVE_CIPHER": "aes256gcm"}, SOD, AES256GCM, AES256GCM, AES, 1398),
     # no AES-NI: aegis256 is not offered, the automatic rule stands (ChaCha20 here)
-    (8, "aegis256", {}, {**SOD, "aesni": False}, CHACHA20POLY1305, CHACHA20POLY1305, 0, 1406),
+    (8, "aegis256", {}, {**SOD, "aesni": False}, CHACHA20POLY1305, CHACHA20POLY1305, 0, 1398),
     # AES-NI without AVX (libsodium's AES-NI AEGIS code needs it): not offered, AES-GCM stays
-    (9, "aegis256", {}, {**SOD, "avx": False}, AES256GCM, AES256GCM, AES, 1406),
+    (9, "aegis256", {}, {**SOD, "avx": False}, AES256GCM, AES256GCM, AES, 1398),
     # AES-NI and AVX without PCLMUL: AEGIS-256 offered, the fallback is ChaCha20
-    (10, "aegis256", {}, {**SOD, "pclmul": False}, AEGIS256, CHACHA20POLY1305, AEGIS, 1390),
+    (10, "aegis256", {}, {**SOD, "pclmul": False}, AEGIS256, CHACHA20POLY1305, AEGIS, 1382),
 ]
 
 
@@ -64,12 +69,13 @@ def test_reasons_and_warning(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_default_mtu_unchanged_and_aegis_mtu_fits_1500() -> None:
-    assert DEFAULT_OVERLAY_MTU == default_overlay_mtu() == 1406
+    assert DEFAULT_OVERLAY_MTU == default_overlay_mtu() == 1398
     aegis = default_overlay_mtu(32)
-    assert aegis == 1390
+    assert aegis == 1382
     # the largest AEGIS-256 datagram of a full-MTU frame fits a 1500-byte IPv6 path
-    assert max_datagram_len(aegis, tag=32) + IPV6_UDP_OVERHEAD == 1500
-    assert aegis + 14 + MAX_DATA_OVERHEAD + IPV6_UDP_OVERHEAD == 1500
+    # (with the UDP relay's 8-byte header in front)
+    assert max_datagram_len(aegis, tag=32) + RELAY_HEADER + IPV6_UDP_OVERHEAD == 1500
+    assert aegis + 14 + MAX_DATA_OVERHEAD + RELAY_HEADER + IPV6_UDP_OVERHEAD == 1500
     # ... while the default MTU with a 32-byte tag would not
     assert max_datagram_len(DEFAULT_OVERLAY_MTU, tag=32) + IPV6_UDP_OVERHEAD > 1500
     with pytest.raises(ValueError):

@@ -15,7 +15,10 @@ def test_worked_examples_for_a_1500_byte_underlay() -> None:
     assert mtu.overlay_mtu(1500, ipv6=False) == 1426
     # 1500 - IPv6 40 - UDP 8 - data header 16 - tag 16 - Ethernet 14
     assert mtu.overlay_mtu(1500, ipv6=True) == 1406
-    assert mtu.DEFAULT_OVERLAY_MTU == 1406  # IPv6-safe default
+    # the default also leaves room for the UDP relay's 8-byte header (IPv6- and relay-safe)
+    assert mtu.overlay_mtu(1500, ipv6=True, relay=True) == 1398
+    assert mtu.DEFAULT_OVERLAY_MTU == 1398
+    assert mtu.max_datagram_len(1398) + mtu.RELAY_HEADER + 40 + 8 == 1500
     assert mtu.max_frame_len(1406) == 1420
     assert mtu.max_frame_len(1406, vlan=True) == 1424
     assert mtu.max_datagram_len(1406) == 1452
