@@ -16,8 +16,8 @@
 The firewall and NAT66 pairs connect on a direct UDP path over IPv6 (the endpoint is an IPv6
 address: no IPv4 exists); the symmetric NAT66 pair is relayed by the platform's UDP relay over
 IPv6 (the default overlay MTU leaves room for the relay's header over IPv6). Each carries
-ICMP echo and a TCP transfer over the overlay; the agents' reflected mappings are IPv6 (the reflector answered over
-IPv6).
+ICMP echo and a TCP transfer over the overlay; the agents' reflected mappings are IPv6 (the
+reflector answered over IPv6).
 """
 
 from __future__ import annotations
