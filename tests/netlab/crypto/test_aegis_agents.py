@@ -3,7 +3,8 @@
     plat (platform)      a1, b1: `--cipher aegis256`      c1: default (auto)
     every agent host's underlay (eth0) has MTU 1472: over IPv4 that leaves 1444 bytes of UDP
     payload, exactly what a 1500-byte IPv6 path leaves beside the relay header, so the TAP MTU
-    arithmetic is tested at its edge: a full-MTU frame must cross without any fragment on the underlay.
+    arithmetic is tested at its edge: a full-MTU frame must cross without any fragment on the
+    underlay.
 
 Cases: a1 <-> b1 negotiate aegis256 (`enclave peers --json`), TAP MTU 1382 (the 32-byte tag
 accounted for), full-MTU pings with DF both ways and a TCP stream, no underlay fragments;
