@@ -312,6 +312,8 @@ class ConnectionManager:
             info.handshake_at = old.handshake_at
             info.rx_bytes, info.tx_bytes = old.rx_bytes, old.tx_bytes
             info.rekeys, info.path_changes = old.rekeys, old.path_changes
+            info.path_changed_at = old.path_changed_at
+            info.extra = dict(old.extra)  # the session's certified overlay IP
         if info.introduced_wall is None:
             info.introduced_wall = intro.punch_at - PUNCH_DELAY
         self._peers[intro.peer] = info

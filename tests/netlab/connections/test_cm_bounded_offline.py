@@ -82,11 +82,15 @@ def test_address_table_bounded_across_reintroductions() -> None:
     async def body() -> None:
         a, b = await _pair()
         try:
+            before = next(p for p in a.cm.peers() if p["name"] == b.name)
+            assert before["overlay_ip"]  # the certified overlay IP of the session
             for port in range(20000, 20200):  # the platform re-introduces b at new addresses
                 a.cm.introduce(intro_for(b, [Candidate(PathAddr(Transport.UDP, LO, port),
                                                        CandidateKind.PUBLIC)], me=a.name))
             assert len(a.cm._addr_peer) <= 4  # the table under test
             assert connected(a, b)  # the live session is untouched
+            after = next(p for p in a.cm.peers() if p["name"] == b.name)
+            assert after["overlay_ip"] == before["overlay_ip"]  # and still shown
         finally:
             for x in (a, b):
                 await x.cm.stop()
