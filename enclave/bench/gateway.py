@@ -40,7 +40,7 @@ from typing import Any
 from enclave import __version__
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import call
-from enclave.bench import flows
+from enclave.bench import flows, pathmove
 from enclave.bench.command import (
     CIPHER_HELP,
     Command,
@@ -249,6 +249,10 @@ def _gateway_run(ctx: BenchContext, roles: GatewayBench, cipher: str) -> None:
                 flows.stop(echo)
             ready_ms = (time.monotonic() - t0) * 1000
             peer = next((p for p in _peers(client) if p.get("name") == gw.name), {})
+            # relay first: the session may start on the relay; the path it settles on
+            peer = pathmove.settle(
+                lambda: next((p for p in _peers(client) if p.get("name") == gw.name), None),
+                peer)
             path = peer.get("path")
             ctx.report.paths[cipher] = path
             ctx.report.figures.append(Figure(

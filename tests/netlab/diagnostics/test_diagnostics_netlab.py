@@ -22,6 +22,7 @@ import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
+from tests.support.peer_paths import on_path
 from tests.support.platform import Platform
 from tests.support.wait import wait_for
 
@@ -53,10 +54,11 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory) -> It
         a.up("--log-format", "json")
         intents_both_ways(a, b)
         intents_both_ways(sa, sb)
-        wait_for(lambda: a.connected(b.name) and b.connected(a.name), timeout=30,
-                 what="fc1 <-> pr1 session")
-        wait_for(lambda: sa.connected(sb.name) and sb.connected(sa.name), timeout=40,
-                 what="sa1 <-> sb1 relayed session")
+        # relay first: a pair may start on the relay; wait for the path each settles on
+        wait_for(lambda: on_path(a, b, "direct-udp") and on_path(b, a, "direct-udp"),
+                 timeout=30, what="fc1 <-> pr1 session on direct-udp")
+        wait_for(lambda: on_path(sa, sb, "relay-udp") and on_path(sb, sa, "relay-udp"),
+                 timeout=40, what="sa1 <-> sb1 relayed session")
         yield lab, plat, ag
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab, up_pair
+from tests.support.peer_paths import on_path
 from tests.support.platform import Platform
 from tests.support.traffic import ping, tcp_transfer, udp_exchange
 from tests.support.wait import wait_for
@@ -41,12 +42,14 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
         yield world
 
 
-def _connect(a: Agent, b: Agent) -> tuple[dict[str, Any], dict[str, Any]]:
+def _connect(a: Agent, b: Agent, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Intents both ways; both sides' sessions up on `path` (relay first: a pair may start on
+    the relay and move to the direct path it settles on)."""
     intents_both_ways(a, b)
-    pa = wait_for(lambda: a.connected(b.name), timeout=CONNECT_TIMEOUT, interval=0.1,
-                  what=f"{a.name} connected to {b.name}")
-    pb = wait_for(lambda: b.connected(a.name), timeout=CONNECT_TIMEOUT, interval=0.1,
-                  what=f"{b.name} connected to {a.name}")
+    pa = wait_for(lambda: on_path(a, b, path), timeout=CONNECT_TIMEOUT, interval=0.1,
+                  what=f"{a.name} connected to {b.name} on {path}")
+    pb = wait_for(lambda: on_path(b, a, path), timeout=CONNECT_TIMEOUT, interval=0.1,
+                  what=f"{b.name} connected to {a.name} on {path}")
     return pa, pb
 
 
@@ -105,7 +108,7 @@ def test_direct_aes(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     st = a.status()
     assert st["dataplane"]["tap"] == "enclave0"
     assert st["dataplane"]["cipher"] == "aes256gcm"
-    _connect(a, b)
+    _connect(a, b, "direct-udp")
     _traffic(a, b, tcp_bytes=4 << 20)
     pa = next(p for p in a.peers_cli() if p["name"] == b.name)  # `enclave peers --json`
     pb = b.connected(a.name)
@@ -125,7 +128,7 @@ def test_direct_chacha(world: tuple[Lab, Platform, dict[str, Agent]]) -> None:
     assert a.status()["dataplane"]["cipher"] == "chacha20poly1305"
     dp = b.status()["dataplane"]
     assert not dp["udp_gso"] and not dp["tap_gro"] and not dp["vnet_hdr"]
-    pa, _pb = _connect(a, b)
+    pa, _pb = _connect(a, b, "direct-udp")
     assert pa["cipher"] == "chacha20_poly1305"
     _traffic(a, b, tcp_bytes=2 << 20)
     _teardown_pair(a, b)
@@ -135,7 +138,7 @@ def test_relay_symmetric_pair(world: tuple[Lab, Platform, dict[str, Agent]]) -> 
     _lab, _plat, ag = world
     a, b = ag["sa1"], ag["sb1"]
     up_pair(a, b)
-    pa, pb = _connect(a, b)
+    pa, pb = _connect(a, b, "relay-udp")
     assert pa["path"] == "relay-udp" and pb["path"] == "relay-udp", (pa, pb)
     _traffic(a, b, tcp_bytes=1 << 20)
     pa = a.connected(b.name)

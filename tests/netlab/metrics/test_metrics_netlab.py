@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from enclave.netlab import Host, Lab, NatType, Site, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
+from tests.support.peer_paths import on_path
 from tests.support.platform import Platform
 from tests.support.traffic import ping, tcp_transfer
 from tests.support.wait import wait_for
@@ -56,8 +57,9 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory
         a, b = agents["fc1"], agents["pr1"]
         start_all([a, b], "--metrics", AGENT_METRICS)
         intents_both_ways(a, b)
-        wait_for(lambda: a.connected(b.name) and b.connected(a.name), timeout=CONNECT_TIMEOUT,
-                 interval=0.2, what="A and B connected")
+        # relay first: the pair may start on the relay; wait for the punched path it settles on
+        wait_for(lambda: on_path(a, b, "direct-udp") and on_path(b, a, "direct-udp"),
+                 timeout=CONNECT_TIMEOUT, interval=0.2, what="A and B connected on direct-udp")
         wait_for(lambda: ping(a.host, b.overlay_ip, count=1), timeout=5, what="first ping")
         yield world
 
