@@ -242,7 +242,9 @@ class ConnectionManager:
         self._timer: asyncio.TimerHandle | None = None
         self._running = False
         self._handshakes = dict.fromkeys(HANDSHAKE_RESULTS, 0)  # handshake_counts()
-        self._rx_relayed: dict[str, int] = {}  # per peer: the data plane's rx_relayed, last seen
+        # peers whose DATA came over a relay while their session's path is direct (bounded
+        # by the peers; _follow_relayed_rx)
+        self._relayed_rx: dict[str, PathAddr] = {}
         self.node = Node(
             creds,
             self._validate,
@@ -481,32 +483,27 @@ class ConnectionManager:
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None:
         """What the data plane did with a key (Node keepalive / dead-peer / rekey inputs)."""
         self.node.report_activity(local_index, self._now(), rx=rx, tx_messages=tx_messages)
-        if rx:
-            self._follow_relayed_rx()
+        if rx and self._relayed_rx:
+            self._follow_relayed_rx(local_index)
         self._pump()
 
-    def _follow_relayed_rx(self) -> None:
-        """A peer that found the direct path dead moved its session to the UDP relay: its
-        frames now arrive relayed (heard, so our own path watch stays quiet) while our sends
-        still take the dead direct path.  New relayed frames on a session whose path is direct
-        move our side onto the relay too, as a roam (Node.peer_roamed: current keys only); the
-        Node keeps probing the direct path, and both sides come back together."""
-        if self._dataplane is None:
-            return
-        for info in list(self._peers.values()):
-            keys = self.node.session(info.name) if info.state == "connected" else None
-            if keys is None or info.addr is None:
-                continue
-            with contextlib.suppress(Exception):
-                seen = int((self._dataplane.counters(info.name) or {}).get("rx_relayed", 0))
-                before = self._rx_relayed.get(info.name, seen)
-                self._rx_relayed[info.name] = seen
-                relay = self._relay.path_for(info.name)
-                if (seen > before and info.addr.transport not in RELAYED and relay is not None
-                        and self.node.peer_roamed(keys.local_index, relay, self._now())):
-                    log.info("%s now sends over the relay; following it there", info.name)
-        for name in [n for n in self._rx_relayed if n not in self._peers]:
-            del self._rx_relayed[name]
+    def _follow_relayed_rx(self, local_index: int) -> None:
+        """A peer that found the direct path dead moved its session to a relay: its DATA now
+        arrives relayed (handed to the data plane by _to_node, so our own path watch hears it
+        and stays quiet) while our sends still take the dead direct path.  Once the data plane
+        reports authenticated rx on the session's key after such DATA, our side follows onto
+        that relay path too, as a roam (Node.peer_roamed: current keys only); the Node keeps
+        probing the direct path, and both sides come back together."""
+        for name, path in list(self._relayed_rx.items()):
+            keys = self.node.session(name)
+            info = self._peers.get(name)
+            if keys is None or info is None or info.addr is None or (
+                    info.addr.transport in RELAYED):
+                del self._relayed_rx[name]
+            elif keys.local_index == local_index:
+                del self._relayed_rx[name]
+                if self.node.peer_roamed(local_index, path, self._now()):
+                    log.info("%s now sends over the relay; following it there", name)
 
     def peer_roamed(self, peer: str, addr: Addr, local_index: int) -> None:
         """The data plane saw `peer`'s newest packet on key `local_index` from a new UDP
@@ -663,6 +660,10 @@ class ConnectionManager:
             # DATA over TCP / the relay: decrypted by the data plane (DATA it punted from UDP
             # has an unknown index: the Node drops it, never back into the loops)
             self._dataplane.inject(data)
+            info = self._peers.get(peer) if peer is not None else None
+            if (info is not None and addr.transport in RELAYED and info.addr is not None
+                    and info.addr.transport not in RELAYED):
+                self._relayed_rx[info.name] = addr  # the peer moved to the relay: follow it
             return
         if peer is not None and peer in self._peers:
             self._peers[peer].rx_bytes += len(data)

@@ -340,6 +340,8 @@ class Node:
         p.last_rx = max(p.last_rx, now)
         if addr == p.addr:
             return False
+        if p.paths is not None and isinstance(p.addr, PathAddr):  # the peer left that path:
+            p.paths.unconfirm(p.addr)  # it must answer afresh before the session goes back
         self._move(p, addr, now)
         return True
 
