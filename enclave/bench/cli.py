@@ -58,6 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         crypto=not args.no_crypto,
         overlay=not args.no_overlay,
         relay=not args.no_relay,
+        path_moves=not args.no_path_moves,
         workdir=Path(args.workdir) if args.workdir else None,
         keep_logs=bool(args.workdir),
         connect_timeout=args.connect_timeout,
@@ -162,6 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     bench.add_argument("--no-overlay", action="store_true", help="raw path (and crypto) only")
     bench.add_argument("--no-relay", "--no-ceiling", dest="no_relay", action="store_true",
                        help="skip the TAP relay reference (the overlay's work without UDP)")
+    bench.add_argument("--no-path-moves", action="store_true",
+                       help="skip the path moves stage (cut and lift the direct path once)")
     bench.add_argument("--workdir", metavar="DIR",
                        help="keep platform/agent state and logs here, each --repeat run in "
                        "DIR/run-<i> (default: temporary)")

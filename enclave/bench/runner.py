@@ -75,6 +75,7 @@ class BenchOptions:
     crypto_seconds: float = 0.1
     overlay: bool = True
     relay: bool = True
+    path_moves: bool = True  # cut and lift the direct path once (direct_to_relay_ms ...)
     workdir: Path | None = None
     keep_logs: bool = False
     connect_timeout: float = CONNECT_TIMEOUT_S
@@ -560,7 +561,7 @@ def _overlay_run(ctx: BenchContext, asked: str, threads: int | None = None) -> N
             record_peak_rss(ctx, (a, b), cipher)
             if errors:
                 box["detail"] = "; ".join(errors)
-        if path == "direct-udp" and not any(f.key == "relay_to_direct_ms"
+        if path == "direct-udp" and opts.path_moves and not any(f.key == "relay_to_direct_ms"
                                             for f in ctx.report.figures):
             ctx.progress(f"path moves ({cipher})")  # once a run: the first direct-udp run
             with timed_stage(ctx, f"path moves ({cipher})") as box:

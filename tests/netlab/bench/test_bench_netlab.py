@@ -82,7 +82,7 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
     res = subprocess.run(
         enclave_argv("bench", "--duration", "1", "--flows", "tcp1", "--repeat", "2",
                      "--cipher", ",".join(CIPHERS), "--no-crypto", "--ping-count", "10",
-                     "--connect-timeout", "10", "--workdir", str(work),
+                     "--connect-timeout", "10", "--workdir", str(work), "--no-path-moves",
                      "--json", str(out_json), "--html", str(out_html)),
         capture_output=True, text=True, timeout=480, cwd=REPO,
         env={**os.environ, "COLUMNS": "200"},
