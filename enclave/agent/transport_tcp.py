@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 from enclave import _fastpath as fp
+from enclave.agent.udp_socket import dual_stack_socket
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.discovery.dualstack import sendable, unmapped
 from enclave.policy.gateway import SOCKET_MARK
@@ -90,16 +91,7 @@ class PortGuardLike(Protocol):
 def default_socket_factory() -> socket.socket:
     """A TCP socket for both families (AF_INET6, IPV6_V6ONLY off) where the kernel has IPv6:
     the data port listens and connects over IPv4 and IPv6 (IPv4 as ::ffff:a.b.c.d on it)."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    except OSError:
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    except OSError:
-        sock.close()
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    return sock
+    return dual_stack_socket(socket.SOCK_STREAM)
 
 
 def mark_best_effort(sock: socket.socket, mark: int = SOCKET_MARK) -> bool:

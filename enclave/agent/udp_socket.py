@@ -17,18 +17,24 @@ import socket
 from enclave.discovery.dualstack import Addr, sendable
 
 
-def data_socket() -> socket.socket:
-    """A new, unbound UDP socket for both families where the kernel allows it."""
+def dual_stack_socket(kind: int) -> socket.socket:
+    """A new, unbound socket of `kind` (SOCK_DGRAM / SOCK_STREAM) for both families: AF_INET6
+    with IPV6_V6ONLY off where the kernel allows it, else AF_INET."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6, kind)
     except OSError:  # no IPv6 in this kernel: IPv4 only, as before
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return socket.socket(socket.AF_INET, kind)
     try:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     except OSError:
         sock.close()
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return socket.socket(socket.AF_INET, kind)
     return sock
+
+
+def data_socket() -> socket.socket:
+    """A new, unbound UDP socket for both families where the kernel allows it."""
+    return dual_stack_socket(socket.SOCK_DGRAM)
 
 
 def any_address(sock: socket.socket) -> str:
