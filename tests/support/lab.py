@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -204,21 +204,40 @@ class Enrollee(Protocol):
 E = TypeVar("E", bound=Enrollee)
 
 
+def url_host(lab: Lab, family: str, plat_host: str = "plat") -> str:
+    """The platform host's address as a URL host: "198.18.0.11" ("v4") or "[2001:db8::11]"
+    ("v6")."""
+    host = lab.public_host(plat_host)
+    if family == "v6":
+        assert host.ip6 is not None, "the lab has no IPv6 internet"
+        return f"[{host.ip6}]"
+    return str(host.ip)
+
+
 @contextmanager
 def platform_lab_of(make: Callable[[Host, Path, Path], E], topo: Topology, tmp: Path,
                     hosts: Iterable[str], *, plat_host: str = "plat",
-                    plat_env: dict[str, str] | None = None
+                    plat_env: dict[str, str] | None = None, urls: Sequence[str] = ("v4",),
+                    listen_host: str = "0.0.0.0"
                     ) -> Iterator[tuple[Lab, Platform, dict[str, E]]]:
-    """A started lab, a platform serving on its public host `plat_host` (with `plat_env`), and
-    one enrolled (not yet running) system per host name, made by make(host, state dir, log
-    path); all stopped and removed on exit."""
+    """A started lab, a platform serving on its public host `plat_host` (on `listen_host`,
+    with `plat_env`), and one enrolled (not yet running) system per host name, made by
+    make(host, state dir, log path); all stopped and removed on exit.
+
+    ``urls``: the platform's URLs in order, "v4" (https://198.18.0.11:8443) and/or "v6"
+    (https://[2001:db8::11]:8443); the first is the one `platform init` gets, the rest are
+    added with `enclave platform urls add` before the enrolment token is made, so the
+    systems hold them all."""
     lab = Lab(topo).start()
     agents: dict[str, E] = {}
     plat: Platform | None = None
     try:
         ph = lab.public_host(plat_host)
-        plat = Platform.init(tmp, str(ph.ip), API_PORT, runner(ph), spawner(ph),
-                             listen_host="0.0.0.0")
+        plat = Platform.init(tmp, url_host(lab, urls[0], plat_host), API_PORT, runner(ph),
+                             spawner(ph), listen_host=listen_host)
+        for extra in urls[1:]:
+            res = plat.cli("urls", "add", f"https://{url_host(lab, extra, plat_host)}:{API_PORT}")
+            assert res.returncode == 0, res.stderr
         plat.extra_env.update(plat_env or {})
         plat.start()
         token = plat.token()
