@@ -16,10 +16,7 @@ figures: they come from `enclave bench` (docs/PERFORMANCE.md), not from a test t
 
 from __future__ import annotations
 
-import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -27,12 +24,13 @@ from collections.abc import Callable
 import pytest
 
 from enclave.netlab import Lab, Topology
+from tests.support.iperf import NEEDS_IPERF3, iperf3_client, iperf3_end, iperf3_server
 from tests.support.overlay import Member, Overlay
 
 pytestmark = [
     pytest.mark.netlab,
     pytest.mark.root,
-    pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed"),
+    NEEDS_IPERF3,
 ]
 
 ECHO_PORT = 7007
@@ -89,25 +87,18 @@ def bulk_beside_interactive(lab: Lab, *, aqm: bool, ecn: bool) -> tuple[dict, di
             m.dp.native.start()
             m.host.run(["sysctl", "-qw", f"net.ipv4.tcp_ecn={1 if ecn else 0}"], check=True)
         ov.mesh()
-        server = b.host.popen(["iperf3", "-s", "-1", "-B", b.ip, "-p", str(IPERF_PORT)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
-            client = a.host.popen(["iperf3", "-c", b.ip, "-p", str(IPERF_PORT), "-t",
-                                   str(SECONDS), "-J"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True)
+        with iperf3_server(b.host, b.ip, IPERF_PORT):
+            client = iperf3_client(a.host, b.ip, IPERF_PORT, "-t", str(SECONDS))
             stop = threading.Event()
             box: dict[str, list[int]] = {}
             pinger = threading.Thread(target=lambda: box.update(r=interactive(a, b, stop)))
             pinger.start()
-            out, _ = client.communicate(timeout=SECONDS + 30)
-            stop.set()
-            pinger.join(10)
-        finally:
-            server.kill()
-            server.wait(10)
-        assert client.returncode == 0, out[-500:]
-        delivered = int(json.loads(out)["end"]["sum_received"]["bytes"])
+            try:
+                end = iperf3_end(client, SECONDS + 30)
+            finally:
+                stop.set()
+                pinger.join(10)
+        delivered = int(end["sum_received"]["bytes"])
         return a.dp.global_counters(), b.dp.global_counters(), delivered, box.get("r", [])
 
 

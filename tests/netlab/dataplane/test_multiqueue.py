@@ -18,16 +18,13 @@ docs/PERFORMANCE.md ("Many cores"), not a threshold here.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
 
 from enclave.netlab import Lab, Topology
+from tests.support.iperf import NEEDS_IPERF3, iperf3_client, iperf3_end, iperf3_server
 from tests.support.overlay import Member, Overlay, tcp_transfer, udp_roundtrip
 from tests.support.seqflows import SeqReceiver, faults, send_flows
 
@@ -107,7 +104,7 @@ def test_every_datagram_once_and_in_order(lab_factory: Callable[..., Lab], threa
             assert len(busy) >= 2, work
 
 
-@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+@NEEDS_IPERF3
 @pytest.mark.parametrize("threads", [2, 4])
 def test_parallel_tcp_streams(lab_factory: Callable[..., Lab], threads: int) -> None:
     """iperf3 -P 4 both ways at once completes, and a TCP transfer beside it arrives intact;
@@ -118,20 +115,10 @@ def test_parallel_tcp_streams(lab_factory: Callable[..., Lab], threads: int) -> 
         ov.mesh()
         a, b = ov.members
         udp_roundtrip(a, b, b"warm")
-        server = b.host.popen(["iperf3", "-s", "-1", "-B", b.ip, "-p", str(IPERF_PORT)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
-            client = a.host.popen(["iperf3", "-c", b.ip, "-p", str(IPERF_PORT), "-P", "4",
-                                   "-t", "2", "--bidir", "-J"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True)
+        with iperf3_server(b.host, b.ip, IPERF_PORT):
+            client = iperf3_client(a.host, b.ip, IPERF_PORT, "-P", "4", "-t", "2", "--bidir")
             sent, got = tcp_transfer(a, b, 4 << 20)
-            out, _ = client.communicate(timeout=60)
-        finally:
-            server.kill()
-            server.wait(10)
-        assert client.returncode == 0, out[-500:]
-        end = json.loads(out)["end"]
+            end = iperf3_end(client, 60)
         assert end["sum_received"]["bytes"] > 0
         assert sent == got
         for m, peer in ((a, b), (b, a)):

@@ -9,15 +9,12 @@ Both pairs carry iperf3 traffic.  A revoked system's relay-over-TLS path is cut.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from enclave.netlab import Lab, NatType, Site, Topology
+from tests.support.iperf import NEEDS_IPERF3, iperf3_received
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
 from tests.support.peer_paths import connected_on
 from tests.support.platform import Platform
@@ -27,7 +24,7 @@ from tests.support.wait import wait_for
 pytestmark = [
     pytest.mark.netlab,
     pytest.mark.root,
-    pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed"),
+    NEEDS_IPERF3,
 ]
 IPERF_PORT = 5299
 SECONDS = 3
@@ -48,19 +45,7 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def iperf(a: Agent, b: Agent) -> int:
     """Bytes one iperf3 TCP stream a -> b over the overlay delivered in SECONDS."""
-    server = b.host.popen(["iperf3", "-s", "-1", "-B", b.overlay_ip, "-p", str(IPERF_PORT)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        client = a.host.popen(["iperf3", "-c", b.overlay_ip, "-p", str(IPERF_PORT), "-t",
-                               str(SECONDS), "-J"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
-        out, _ = client.communicate(timeout=SECONDS + 30)
-    finally:
-        server.kill()
-        server.wait(10)
-    assert client.returncode == 0, out[-2000:]
-    return int(json.loads(out)["end"]["sum_received"]["bytes"])
+    return iperf3_received(a.host, b.host, b.overlay_ip, IPERF_PORT, SECONDS)
 
 
 def test_udp_blocked_site_reaches_port_restricted_peer_over_tcp(world: World) -> None:
