@@ -3,7 +3,11 @@
 Each command group lives in its own module, which exposes
 ``register(subparsers) -> None``: it adds its parsers and sets ``func`` (a callable taking the
 parsed ``argparse.Namespace`` and returning an exit code) with ``parser.set_defaults(func=...)``.
-This file only wires them together; add a module to COMMAND_MODULES to add commands.
+This file only wires them together; add a module to COMMAND_MODULES to add commands, and its
+command names to COMMANDS.  A run names its command first, so only that command's module is
+imported (`enclave intent add` does not load the platform, bench or lab modules: the CLI's
+start-up is part of how soon a second intent connects a pair); help without a command, or an
+unknown one, registers every module.
 """
 
 from __future__ import annotations
@@ -25,9 +29,31 @@ COMMAND_MODULES: tuple[str, ...] = (
     "enclave.bench.cli",
     "enclave.service.cli",
 )
+# every top-level command and the module that registers it (tests/unit/cli checks the two agree)
+COMMANDS: dict[str, str] = {
+    "info": "enclave.info",
+    "lab": "enclave.netlab.cli",
+    "platform": "enclave.platform.cli",
+    **dict.fromkeys(("enrol", "renew", "up", "status", "peers", "intent", "ping", "netcheck"),
+                    "enclave.agent.cli"),
+    "bench": "enclave.bench.cli",
+    "service": "enclave.service.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The modules to register for `argv`: the named command's alone, else all of them."""
+    if argv is None:
+        return COMMAND_MODULES
+    args = list(argv)
+    while args and args[0].startswith("--log-level"):  # the only top-level option with a value
+        args = args[1:] if "=" in args[0] else args[2:]
+    module = COMMANDS.get(args[0]) if args else None
+    return COMMAND_MODULES if module is None else (module,)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (its command's module only), or for every command (None)."""
     parser = argparse.ArgumentParser(
         prog="enclave",
         description="Self-hostable peer-to-peer L2 network fabric.",
@@ -40,13 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity on stderr (default: info)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules(argv):
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

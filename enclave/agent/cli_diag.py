@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from enclave.agent.cli_common import guard, state_dir
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import CLIENT_TIMEOUT, AgentNotRunning, call
-from enclave.agent.netcheck import Target, report_text, resolve, run_netcheck
 from enclave.agent.ping import DEFAULT_TIMEOUT, MAX_TIMEOUT, format_pong
 from enclave.agent.state import STATE_ENV, StateDir
+
+if TYPE_CHECKING:  # imported where used: every agent command loads this file (intent, peers)
+    from enclave.agent.netcheck import Target
 
 PING_INTERVAL = 1.0  # seconds from one PING to the next (like ping(8))
 MAX_COUNT = 10000
@@ -48,6 +50,8 @@ def locate(state: StateDir, url: str) -> tuple[Target, list[dict[str, Any]] | No
     """The reflector (from the running agent's control channel, else the API URL's port and
     the next) and the relay measurements of the running agent's relayed peers (None: no
     agent)."""
+    from enclave.agent.netcheck import Target, resolve
+
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or 443
@@ -73,6 +77,8 @@ def locate(state: StateDir, url: str) -> tuple[Target, list[dict[str, Any]] | No
 
 
 def cmd_netcheck(args: argparse.Namespace) -> int:
+    from enclave.agent.netcheck import report_text, run_netcheck
+
     state = state_dir(args)
     record = state.load_enrolment()
     key = state.keystore().load_ed25519()
