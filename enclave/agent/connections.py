@@ -31,8 +31,10 @@ introduction's punch time and, at the same time, registers with the platform rel
 introduction's ticket; a registered relay channel is one more candidate, and the Node sends its
 INIT there at once (re-offered every 0.25 s until the peer's channel is up too), so a pair that
 cannot punch carries traffic over the relay within a round trip or two.  When the UDP relay has
-not registered RELAY_TLS_AFTER seconds later (UDP blocked), the relay over TLS
-(enclave.agent.relay_tls, path relay-tls) is registered instead.  Meanwhile the Node's
+not registered RELAY_TLS_AFTER seconds later, the relay over TLS (enclave.agent.relay_tls, path
+relay-tls) is registered instead; when discovery found UDP blocked (set_udp_blocked: no UDP
+reflection came back), the relay over TLS is registered at the introduction and the UDP relay
+is not tried at all.  Meanwhile the Node's
 PathManager probes all direct candidates (private first) every 100-200 ms for 5 s, picks the
 best confirmed path (LAN > direct UDP > direct TCP > relay) and moves the session to it without
 a new handshake; while relayed it keeps re-probing (0.5 s doubling to 2 s).  UseRelay (no
@@ -245,6 +247,7 @@ class ConnectionManager:
         # peers whose DATA came over a relay while their session's path is direct (bounded
         # by the peers; _follow_relayed_rx)
         self._relayed_rx: dict[str, PathAddr] = {}
+        self._udp_blocked = False  # set_udp_blocked(): no UDP reflection came back
         self.node = Node(
             creds,
             self._validate,
@@ -335,14 +338,16 @@ class ConnectionManager:
         else:
             self.node.connect(intro.peer, list(intro.candidates), now, punch_at=punch_at,
                               peer_key=ident.public_key)
-            self._offer_relays(intro.peer, now, tls_now=False)  # relay-first, beside the punch
+            # relay-first, beside the punch; over TLS at once when UDP is known blocked
+            self._offer_relays(intro.peer, now, tls_now=self._udp_blocked)
         self._pump()
 
     def _offer_relays(self, peer: str, now: float, *, tls_now: bool) -> None:
         """Register `peer`'s relay channels from its introduction's ticket: the UDP relay at
         once; over TLS at once when `tls_now`, else only when the UDP relay has not registered
-        RELAY_TLS_AFTER later (UDP blocked).  A channel already registered is offered to the
-        Node again (a re-introduction gave it a fresh PathManager)."""
+        RELAY_TLS_AFTER later; the UDP relay not at all while UDP is known blocked.  A channel
+        already registered is offered to the Node again (a re-introduction gave it a fresh
+        PathManager)."""
         info = self._peers.get(peer)
         if info is None or info.intro.relay is None or info.intro.relay_ticket is None:
             return
@@ -351,7 +356,7 @@ class ConnectionManager:
         got = self._relay.rtt(peer)
         if path is not None and self._relay.registered(peer) and got and got[0] == relay:
             self._offer_path(peer, path, now)
-        else:
+        elif not self._udp_blocked:
             for out, dst in self._relay.add(peer, relay, ticket, now):
                 self._udp.send(out, dst)
         if self._relay_tls is None or not self._running:
@@ -427,6 +432,14 @@ class ConnectionManager:
     def set_local_nat(self, nat: NatBehaviour) -> None:
         """Our NAT as discovery classified it (birthday probing picks its side by it)."""
         self.birthday.local_nat = nat
+
+    def set_udp_blocked(self, blocked: bool) -> None:
+        """Discovery's finding: no UDP reflection came back (the site drops UDP).  While it
+        holds, introductions register the relay over TLS at once and skip the UDP relay."""
+        if blocked != self._udp_blocked:
+            log.info("UDP %s: relay over %s first", "blocked" if blocked else "reachable",
+                     "TLS" if blocked else "UDP")
+        self._udp_blocked = blocked
 
     def on_unhandled(self, callback: OnUnhandled) -> None:
         self._unhandled.append(callback)

@@ -118,6 +118,7 @@ class ConnectionManagerLike(Protocol):
     async def ping(self, peer: str, timeout: float) -> dict[str, Any] | None: ...
     def handshake_counts(self) -> dict[str, int]: ...
     def set_local_nat(self, nat: NatBehaviour) -> None: ...
+    def set_udp_blocked(self, blocked: bool) -> None: ...
 
     @property
     def has_tap(self) -> bool:
@@ -504,6 +505,7 @@ class Agent:
     def _discovered(self, state: DiscoveryState) -> None:
         if self.cm is not None:
             self.cm.set_local_nat(state.nat)  # birthday probing picks its side by it
+            self.cm.set_udp_blocked(state.udp_blocked)  # relay over TLS first, at once
         self._report()
 
     def _report(self) -> None:
@@ -547,6 +549,7 @@ class Agent:
                 "host": self.discovery_target[0], "udp": list(self.discovery_target[1]),
                 "tcp": self.discovery_target[2]},
             "nat": (ds.nat if ds else NatBehaviour.UNKNOWN).value,
+            "udp_blocked": ds.udp_blocked if ds else False,  # relay over TLS first
             "private_addresses": ds.private if ds else [],
             "port": self.options.port,
             "portmap": self.portmap.describe() if self.portmap is not None else None,

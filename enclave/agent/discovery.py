@@ -141,6 +141,13 @@ class DiscoveryState:
                                  self.nat))
         return out
 
+    @property
+    def udp_blocked(self) -> bool:
+        """A check ran and no UDP reflection came back, of either family: the site drops UDP
+        (peers over the relay over TLS or TCP; re-checked every RECHECK_NO_UDP seconds)."""
+        return (self.checked_at is not None and bool(self.udp)
+                and not any(m is not None for m in (*self.udp, *self.udp_alt)))
+
     def mappings_json(self) -> dict[str, Any]:
         def fmt(m: Mapping | None) -> str | None:
             return None if m is None else hostport(*m)
