@@ -312,7 +312,7 @@ class Node:
             return
         p, ks = entry[0], entry[1]
         if rx:
-            p.last_rx = now
+            p.heard(now)  # over the path the fast path uses: the current one
             if ks is p.pending:
                 self._promote_pending(p, now)
         if tx_messages is not None and tx_messages > ks.external_tx:
@@ -340,8 +340,6 @@ class Node:
         p.last_rx = max(p.last_rx, now)
         if addr == p.addr:
             return False
-        if p.paths is not None and isinstance(p.addr, PathAddr):  # the peer left that path:
-            p.paths.unconfirm(p.addr)  # it must answer afresh before the session goes back
         self._move(p, addr, now)
         return True
 
@@ -414,7 +412,7 @@ class Node:
                 out.append(self._rekey_at(ks))
             out.append(p.last_tx + p.keepalive_after)
             out.append(p.last_rx + T.DEAD_PEER_TIMEOUT)
-            out.extend(t for t in (p.watch.deadline(p.last_rx, p.last_tx),) if t is not None)
+            out.extend(t for t in (p.watch.deadline(p.path_rx, p.last_tx),) if t is not None)
             if self._pinging(p):
                 out.append(max(p.last_ping + T.PING_INTERVAL, p.last_rx + T.DEAD_PEER_PING_AFTER))
             else:
@@ -514,7 +512,7 @@ class Node:
         if now >= p.last_rx + T.DEAD_PEER_TIMEOUT:
             self._close(p, now, CloseReason.DEAD_PEER, notify=True)
             return
-        verdict = p.watch.check(now, p.last_rx, p.last_tx)  # is the current path alive?
+        verdict = p.watch.check(now, p.path_rx, p.last_tx)  # is the current path alive?
         if verdict == PROBE:
             self.ping(p.name, now)
         elif verdict == DEAD and p.paths is not None and isinstance(p.addr, PathAddr):
@@ -683,7 +681,7 @@ class Node:
             p.addr = addr
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.confirm(addr, now)
-        p.last_rx = now
+        p.heard(now, addr)
         self._send(confirm, p.addr if p.addr is not None else addr)
         self._publish(p)
 
@@ -723,7 +721,7 @@ class Node:
         p.addr = addr
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.confirm(addr, now)
-        p.last_rx = now
+        p.heard(now, addr)
         self._install_current(p, ks, now)
         self._send_control(p, Control(CTRL_KEEPALIVE, 0), now)  # the acknowledgement
 
@@ -747,7 +745,7 @@ class Node:
         if plain is None:
             self._drop("replayed_or_forged")
             return
-        p.last_rx = now
+        p.heard(now, addr)  # keeps the path watch quiet only when over the current path
         if ks is p.pending:
             self._promote_pending(p, now)
         ctl: Control | None = None
@@ -783,8 +781,9 @@ class Node:
     # ------------------------------------------------------------------ sessions
     def _move(self, p: _Peer, addr: Addr, now: float) -> None:
         """The peer roamed: its authentic newest packet came from `addr`."""
-        p.addr = addr
-        p.failing = False
+        if p.paths is not None and isinstance(p.addr, PathAddr) and p.addr != addr:
+            p.paths.unconfirm(p.addr)  # the peer left it: it answers afresh before we go back
+        p.moved(addr, now)
         self._upkeep.path_moved(p.name, now)  # the new path's rtt, measured now
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.learn(addr)
@@ -832,10 +831,8 @@ class Node:
         assert new_rank is not None
         if cur_rank is not None and new_rank >= cur_rank and not p.failing:
             return  # a failed path is left for whatever answers first, however it ranks
-        p.failing = False
-        p.watch.reset()
+        p.moved(best, now)  # a probe reply just came over it
         self._upkeep.path_moved(p.name, now)
-        p.addr = best
         self._events.append(PathChanged(p.name, best, new_rank))
         self._publish(p)
         # a keepalive on the new path makes the peer roam over to it too

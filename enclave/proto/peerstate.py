@@ -1,4 +1,5 @@
-"""Per-peer state of a Node (enclave/proto/node.py): the peer table's rows, no behaviour.
+"""Per-peer state of a Node (enclave/proto/node.py): the peer table's rows (their only
+behaviour: heard() and moved() keep the liveness times and the path watch in step).
 
     PeerState   one peer: identity (set only after an authenticated handshake), paths, the
                 handshakes in flight, up to three keysets (pending / current / previous),
@@ -64,13 +65,30 @@ class PeerState:
         self.established = False
         self.established_at = 0.0
         # liveness
-        self.last_rx = 0.0
+        self.last_rx = 0.0  # anything authentic heard, over any path (dead-peer detection)
+        self.path_rx = 0.0  # ... over the current path (its path watch)
         self.last_tx = 0.0
         self.keepalive_after = T.KEEPALIVE_MIN
         self.last_ping = float("-inf")
         self.watch = PathWatch()  # is the current path alive (fails over when not)
         self.failing = False  # the current path stopped answering: leave it for any other
         self.snapshot: PeerKeysUpdated | None = None
+
+    def heard(self, now: float, addr: Addr | None = None) -> None:
+        """Something authentic from the peer over `addr` (None: over the fast path, which uses
+        the current path).  Only what came over the current path keeps the path watch quiet: a
+        peer that moved to a relay and probes us there says nothing of our path to it."""
+        self.last_rx = now
+        if addr is None or addr == self.addr:
+            self.path_rx = now
+
+    def moved(self, addr: Addr, now: float) -> None:
+        """The session's path is `addr` from now on (a roam, or a switch after a probe reply
+        over it): heard there now, the path watch starts over, a failure is behind it."""
+        self.addr = addr
+        self.path_rx = now
+        self.failing = False
+        self.watch.reset()
 
     def keysets(self) -> list[Keyset]:
         return [k for k in (self.current, self.pending, self.previous) if k is not None]

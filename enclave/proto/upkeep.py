@@ -13,11 +13,15 @@
 
 PathWatch (one per session, held by the peer row) watches the current path:
 
-    sent since we last heard, and nothing authentic    check(now, last_rx, last_tx) -> PROBE:
-    heard for PATH_SUSPECT_AFTER s                      an authenticated PROBE on the path
+    sent since we last heard, and nothing authentic    check(now, path_rx, last_tx) -> PROBE:
+    heard over the path for PATH_SUSPECT_AFTER s        an authenticated PROBE on the path
     still nothing, PATH_PROBES probes PATH_PROBE_INTERVAL
     apart                                               -> DEAD (once): the session fails over
-    anything authentic heard (last_rx moves)            -> back to watching
+    anything authentic heard over it (path_rx moves)    -> back to watching
+
+path_rx is the peer row's "last heard over the current path" (PeerState.heard): what the peer
+sends over another path (say its probes over a relay it moved to) does not keep the watch of a
+dead path quiet, else two peers' timers could keep one side on a path that carries nothing.
 
 The Node turns the actions into packets (Node.ping, the relay INIT, Node.connect); the I/O
 shell only sleeps until Node.get_timer(), which includes deadline() here.  The intervals are
@@ -157,11 +161,12 @@ DEAD = "dead"  # PathWatch.check: the current path is dead (said once per silenc
 
 
 class PathWatch:
-    """Liveness of a session's current path, from the peer row's last_rx / last_tx (any
-    authenticated packet, the fast path's reports included).  A silence starts when we have
-    sent since we last heard and PATH_SUSPECT_AFTER passed without hearing; it is probed
-    PATH_PROBES times PATH_PROBE_INTERVAL apart, then declared dead once.  Hearing anything
-    (last_rx moving) ends the silence; `reset()` after the session moved to another path."""
+    """Liveness of a session's current path, from the peer row's path_rx / last_tx (any
+    authenticated packet over the current path, the fast path's reports included).  A silence
+    starts when we have sent since we last heard and PATH_SUSPECT_AFTER passed without
+    hearing; it is probed PATH_PROBES times PATH_PROBE_INTERVAL apart, then declared dead
+    once.  Hearing anything over the path (path_rx moving, the `last_rx` argument) ends the
+    silence; `reset()` after the session moved to another path."""
 
     def __init__(self) -> None:
         self._silence: float | None = None  # the last_rx the current silence started from
