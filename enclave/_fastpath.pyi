@@ -319,6 +319,8 @@ class TapRelay:
 
 # --- _fp_relayfwd.pxi ---
 RELAY_DROP_COUNTERS: Final[tuple[str, ...]]
+RELAY_AQM_TARGET_NS: Final[int]
+RELAY_AQM_INTERVAL_NS: Final[int]
 
 class RelayForwarder:
     """The platform relay's DATA forwarding (table look-up, header rewrite, recvmmsg /
@@ -332,7 +334,8 @@ class RelayForwarder:
     def running(self) -> bool: ...
     def __init__(
         self, udp_fd: int, *, max_entries: int = 65536, rate: float = 200000.0,
-        burst: float = 20000.0,
+        burst: float = 20000.0, punt_rate: float = 20000.0, punt_burst: float = 2000.0,
+        aqm_target_ns: int = ..., aqm_interval_ns: int = ...,
     ) -> None: ...
     def install(
         self, src: tuple[str, int], channel: int, dst: tuple[str, int], dst_channel: int,

@@ -11,13 +11,31 @@
 #           (source address, ch) in the table?   no  -> dropped, counted (drop_unknown)
 #           entry expired?                        yes -> dropped, counted (drop_expired)
 #           entry's token bucket empty?           yes -> dropped, counted (drop_rate)
+#           CoDel (below) says the queue stands?  yes -> dropped, counted (drop_aqm)
 #           header's channel := entry's dst channel (in place), queued for entry's dst
-#       anything else (REGISTER, header-only DATA, malformed) --> punt socket --> Python
+#       anything else (REGISTER, header-only DATA, malformed) --> punt bucket empty? yes ->
+#           dropped, counted (drop_punt_rate) --> punt socket --> Python
 #   queued datagrams --sendmmsg--> (a full socket buffer: wait up to RF_SEND_WAIT_MS, then
 #                                  drop, counted as drop_send)
 #   a run whose segments all go to one destination leaves as one UDP GSO message (the headers
 #   rewritten in place, no copy); a run that splits goes segment by segment, and so does a
 #   GSO message the kernel refuses (gso_fallbacks)
+#
+# CoDel (RFC 8289, _fp_aqm.pxi's codel_decide; one state for the one queue): the relay socket's
+# receive buffer is where relayed datagrams wait when the thread is behind (off the CPU on a
+# busy host, or slower than its senders), shared by every pair. SO_TIMESTAMPNS gives each
+# received buffer (each UDP_GRO run) its kernel arrival time; sojourn = now - arrival, `now`
+# read per buffer. CoDel decides per forwarded datagram of more than RF_AQM_SMALL bytes (bulk
+# data: a ping, a TCP ACK, a handshake is never dropped here; it gains nothing from a drop and
+# is what interactive traffic is made of); "drop" drops it (the relay sees only ciphertext: no
+# ECN mark). A TCP sender behind it then slows to keep the queue near the target instead of
+# filling the buffer to its tail drop. aqm_target_ns 0: off. The sojourns are counted
+# (aqm_timed, aqm_wait_us, aqm_wait_max_us) whether CoDel is on or not.
+#
+# Punt bucket (punt_rate / punt_burst, one for the socket): what goes to Python (REGISTER from
+# anyone, junk) is bounded here, before Python spends anything on it: a flood of REGISTERs from
+# spoofed sources costs the thread a classification each, and Python at most punt_rate
+# messages a second.
 #
 # Punt socket (AF_UNIX SOCK_DGRAM socketpair; RelayForwarder.punt_socket is Python's end):
 # each message is the data plane's 28-byte punt header (_fp_punt.pxi: kind 1 DATAGRAM,
@@ -49,6 +67,7 @@ cdef enum:
     RF_SEGS = 64                # segments of one UDP_GRO run (UDP_GRO_CNT_MAX; a GSO run that
                                 # arrives whole may have more: rf_take never passes RF_OUT)
     RF_OUT = RF_BATCH * RF_SEGS # datagrams (or GSO runs) queued per round, and punts
+    RF_AQM_SMALL = 600          # datagrams up to this size are never dropped by CoDel
 
     # what rf_classify decided
     RF_FORWARD = 0
@@ -56,6 +75,12 @@ cdef enum:
     RF_DROP_UNKNOWN = 2
     RF_DROP_EXPIRED = 3
     RF_DROP_RATE = 4
+    RF_DROP_AQM = 5
+
+# CoDel at the relay: 1 ms target (one hop of a relayed path; the agents' own queues have 2 ms
+# each), the RFC's 100 ms interval; RelayForwarder(aqm_target_ns=..., aqm_interval_ns=...)
+RELAY_AQM_TARGET_NS: int = 1000000
+RELAY_AQM_INTERVAL_NS: int = 100000000
 
 
 ctypedef struct rf_entry:
@@ -92,6 +117,11 @@ ctypedef struct rf_counters:
     uint64_t gro_runs           # coalesced runs received
     uint64_t gso_sends          # runs sent as one GSO message
     uint64_t gso_fallbacks      # GSO messages the kernel refused, sent segment by segment
+    uint64_t drop_aqm           # CoDel drops (the receive queue stood above target)
+    uint64_t drop_punt_rate     # punts over the punt bucket, dropped before Python
+    uint64_t aqm_timed          # received buffers with a kernel arrival time
+    uint64_t aqm_wait_us        # their summed sojourns in the receive queue
+    uint64_t aqm_wait_max_us    # the longest of them
 
 
 ctypedef struct rf_state:
@@ -106,6 +136,12 @@ ctypedef struct rf_state:
     uint32_t max_entries
     double rate                 # tokens per second per entry
     double burst
+    double punt_rate            # punts per second (the punt bucket)
+    double punt_burst
+    double punt_tokens
+    uint64_t punt_last_ns
+    int aqm                     # CoDel on the receive queue (SO_TIMESTAMPNS is on)
+    codel_state cd
     rf_entry *table
     pthread_mutex_t lock
     rf_counters c
@@ -206,9 +242,11 @@ cdef void rf_delete(rf_state *st, rf_entry *e) noexcept nogil:
 # --- one datagram ---------------------------------------------------------------------------------
 
 cdef int rf_classify(rf_state *st, uint8_t *p, uint32_t n, const sockaddr_storage *sa,
-                     uint64_t now, sockaddr_storage *out, socklen_t *outlen) noexcept nogil:
+                     uint64_t now, sockaddr_storage *out, socklen_t *outlen,
+                     rf_entry **hit) noexcept nogil:
     """What to do with datagram p[:n] from sa (the caller holds st.lock). RF_FORWARD: the
-    header now names the destination's channel and out/outlen hold where it goes."""
+    header now names the destination's channel, out/outlen hold where it goes and hit the
+    entry (counted as forwarded)."""
     cdef uint32_t ch
     cdef uint8_t family
     cdef uint8_t port[2]
@@ -240,6 +278,7 @@ cdef int rf_classify(rf_state *st, uint8_t *p, uint32_t n, const sockaddr_storag
     memset(out, 0, sizeof(sockaddr_storage))
     memcpy(out, e.dst, e.dstlen)
     outlen[0] = e.dstlen
+    hit[0] = e
     return RF_FORWARD
 
 
@@ -344,18 +383,34 @@ cdef int rf_count(rf_state *st, int v) noexcept nogil:
         st.c.drop_expired += 1
     elif v == RF_DROP_RATE:
         st.c.drop_rate += 1
+    elif v == RF_DROP_AQM:
+        st.c.drop_aqm += 1
     return 0
 
 
-cdef int rf_take(rf_state *st, int i, uint64_t now, int *nout, int *npunt) noexcept nogil:
-    """Classify received buffer i (one datagram, or a UDP_GRO run of segments) into the out
-    and punt queues (the caller holds st.lock)."""
+cdef int rf_aqm(rf_state *st, rf_entry *e, uint32_t n, uint64_t sojourn, uint64_t now,
+                bint empty) noexcept nogil:
+    """CoDel's decision on a datagram of n bytes the table forwards through e: RF_DROP_AQM
+    (the entry's count of it taken back) or RF_FORWARD."""
+    if not st.aqm or n <= RF_AQM_SMALL or not codel_decide(&st.cd, sojourn, now, empty):
+        return RF_FORWARD
+    e.forwarded -= 1
+    e.bytes -= n - RF_HDR
+    return RF_DROP_AQM
+
+
+cdef int rf_take(rf_state *st, int i, uint64_t now, uint64_t sojourn, bint empty, int *nout,
+                 int *npunt) noexcept nogil:
+    """Classify received buffer i (one datagram, or a UDP_GRO run of segments that waited
+    `sojourn` ns in the receive queue) into the out and punt queues (the caller holds
+    st.lock)."""
     cdef uint32_t base = st.offsets[i]
     cdef uint32_t total = st.lengths[i]
     cdef uint32_t seg = st.b.gso[i]
     cdef uint32_t off = 0
     cdef uint32_t n
     cdef int v
+    cdef rf_entry *e = NULL
     cdef int first = nout[0]
     cdef bint whole = 1          # every segment forwarded, all to one destination
     if seg == 0 or seg >= total:
@@ -370,7 +425,9 @@ cdef int rf_take(rf_state *st, int i, uint64_t now, int *nout, int *npunt) noexc
             off += n
             continue
         v = rf_classify(st, st.buf + base + off, n, &st.b.addrs[i], now,
-                        &st.out_sa[nout[0]], &st.out_salen[nout[0]])
+                        &st.out_sa[nout[0]], &st.out_salen[nout[0]], &e)
+        if v == RF_FORWARD:
+            v = rf_aqm(st, e, n, sojourn, now, empty)
         if v == RF_FORWARD:
             if (nout[0] > first and (st.out_salen[nout[0]] != st.out_salen[first]
                     or memcmp(&st.out_sa[nout[0]], &st.out_sa[first],
@@ -404,7 +461,8 @@ cdef void rf_loop(rf_state *st) noexcept nogil:
     cdef pollfd fds[2]
     cdef int n, i, r
     cdef int nout, npunt
-    cdef uint64_t now
+    cdef uint64_t now, rt, sojourn
+    cdef double t
     dp_name_thread("enclave-relay")
     while not st.stop:
         fds[0].fd = st.udp_fd
@@ -436,9 +494,27 @@ cdef void rf_loop(rf_state *st) noexcept nogil:
             if st.b.trunc[i]:
                 st.c.drop_truncated += 1
                 continue
-            rf_take(st, i, now, &nout, &npunt)
+            sojourn = 0
+            if st.b.tstamp[i]:          # per buffer: the round's work before it is waiting too
+                rt = dp_realtime_ns()
+                sojourn = rt - st.b.tstamp[i] if rt > st.b.tstamp[i] else 0
+                now = rf_now_ns()
+                st.c.aqm_timed += 1
+                st.c.aqm_wait_us += sojourn // 1000
+                if sojourn // 1000 > st.c.aqm_wait_max_us:
+                    st.c.aqm_wait_max_us = sojourn // 1000
+            rf_take(st, i, now, sojourn, n < RF_BATCH and i == n - 1, &nout, &npunt)
         pthread_mutex_unlock(&st.lock)
+        if npunt:
+            t = st.punt_tokens + <double>(now - st.punt_last_ns) * 1e-9 * st.punt_rate \
+                if now > st.punt_last_ns else st.punt_tokens
+            st.punt_tokens = st.punt_burst if t > st.punt_burst else t
+            st.punt_last_ns = now
         for i in range(npunt):
+            if st.punt_tokens < 1.0:
+                st.c.drop_punt_rate += 1
+                continue
+            st.punt_tokens -= 1.0
             if rf_punt(st, st.buf + st.punt_off[i], st.punt_len[i],
                        &st.b.addrs[st.punt_src[i]]) < 0:
                 st.c.punt_dropped += 1
@@ -455,8 +531,9 @@ if (int(_dp_wire.MSG_RELAY_DATA) != RF_DATA or int(_dp_wire.RELAY_HEADER_SIZE) !
     raise ImportError("enclave.proto.wire's relay constants differ from _fp_relayfwd.pxi's")
 
 # RelayForwarder.counters() keys that count a dropped datagram (platform metrics: reason label)
-RELAY_DROP_COUNTERS: tuple = ("drop_unknown", "drop_expired", "drop_rate", "drop_send",
-                              "drop_truncated", "send_errors", "punt_dropped")
+RELAY_DROP_COUNTERS: tuple = ("drop_unknown", "drop_expired", "drop_rate", "drop_aqm",
+                              "drop_send", "drop_truncated", "send_errors", "punt_dropped",
+                              "drop_punt_rate")
 
 
 cdef int _rf_key_from(object src, uint8_t *family, uint8_t *port, uint8_t *addr) except -1:
@@ -487,7 +564,10 @@ cdef class RelayForwarder:
     install(src, ch, dst, dst_ch, lifetime): DATA(ch) from src goes to dst as DATA(dst_ch) for
     `lifetime` seconds (an existing entry is replaced in place: counters and tokens kept);
     remove(src, ch). Every entry has a token bucket of `rate` datagrams per second (`burst`
-    deep). What the thread does not forward or drop arrives on ``punt_socket``.
+    deep). What the thread does not forward or drop arrives on ``punt_socket``, at most
+    `punt_rate` messages a second (`punt_burst` deep). CoDel with `aqm_target_ns` /
+    `aqm_interval_ns` on the socket's receive queue (target 0: off; off as well when the
+    kernel gives no SO_TIMESTAMPNS).
     """
 
     cdef rf_state *st
@@ -498,7 +578,9 @@ cdef class RelayForwarder:
     cdef readonly int max_entries
 
     def __cinit__(self, int udp_fd, *, int max_entries=65536, double rate=200000.0,
-                  double burst=20000.0):
+                  double burst=20000.0, double punt_rate=20000.0, double punt_burst=2000.0,
+                  uint64_t aqm_target_ns=RELAY_AQM_TARGET_NS,
+                  uint64_t aqm_interval_ns=RELAY_AQM_INTERVAL_NS):
         cdef uint32_t cap = 16
         cdef int i
         self.st = NULL
@@ -510,6 +592,10 @@ cdef class RelayForwarder:
             raise ValueError("max_entries must be 1..2**22")
         if not (rate > 0.0 and burst >= 1.0):
             raise ValueError("rate must be > 0 and burst >= 1")
+        if not (punt_rate > 0.0 and punt_burst >= 1.0):
+            raise ValueError("punt_rate must be > 0 and punt_burst >= 1")
+        if aqm_target_ns and not aqm_interval_ns > aqm_target_ns:
+            raise ValueError("aqm_interval_ns must be larger than aqm_target_ns")
         while cap < <uint32_t>(2 * max_entries):
             cap <<= 1
         self.st = <rf_state *>calloc(1, sizeof(rf_state))
@@ -530,6 +616,11 @@ cdef class RelayForwarder:
         self.st.max_entries = <uint32_t>max_entries
         self.st.rate = rate
         self.st.burst = burst
+        self.st.punt_rate = punt_rate
+        self.st.punt_burst = punt_burst
+        self.st.punt_tokens = punt_burst
+        self.st.punt_last_ns = rf_now_ns()
+        codel_init(&self.st.cd, aqm_target_ns, aqm_interval_ns)
         self.st.seed = int.from_bytes(_dp_os.urandom(8), "little")
         self.st.udp_fd = udp_fd
         self.max_entries = max_entries
@@ -544,6 +635,11 @@ cdef class RelayForwarder:
                 self.st.gro = 1
             except OSError:
                 self.st.gro = 0      # an older kernel: one datagram per buffer
+            try:                     # each buffer's kernel arrival time: CoDel's sojourn
+                gs.setsockopt(_dp_socket.SOL_SOCKET, <int>SO_TIMESTAMPNS, 1)
+                self.st.aqm = 1 if aqm_target_ns else 0
+            except OSError:
+                self.st.aqm = 0
             finally:
                 gs.close()
         a, b = _dp_socket.socketpair(_dp_socket.AF_UNIX, _dp_socket.SOCK_DGRAM)
@@ -683,6 +779,7 @@ cdef class RelayForwarder:
         cdef sockaddr_storage out
         cdef socklen_t outlen = 0
         cdef int v
+        cdef rf_entry *e = NULL
         cdef uint8_t *p
         cdef uint32_t n = <uint32_t>len(buf)
         raw = _pack_sockaddr(str(src[0]), int(src[1]))
@@ -693,7 +790,7 @@ cdef class RelayForwarder:
             return ("punt",)
         with nogil:
             pthread_mutex_lock(&self.st.lock)
-            v = rf_classify(self.st, p, n, &sa, rf_now_ns(), &out, &outlen)
+            v = rf_classify(self.st, p, n, &sa, rf_now_ns(), &out, &outlen, &e)
             pthread_mutex_unlock(&self.st.lock)
         if v == RF_FORWARD:
             return ("forward", bytes(buf), _unpack_sockaddr((<const char *>&out)[:outlen]))
@@ -716,7 +813,10 @@ cdef class RelayForwarder:
             "send_errors": c.send_errors, "recv_errors": c.recv_errors,
             "sendmmsg_calls": c.sendmmsg_calls, "eagain_waits": c.eagain_waits,
             "gro_runs": c.gro_runs, "gso_sends": c.gso_sends, "gso_fallbacks": c.gso_fallbacks,
-            "entries": self.st.count, "udp_gro": bool(self.st.gro),
+            "drop_aqm": c.drop_aqm, "drop_punt_rate": c.drop_punt_rate,
+            "aqm_timed": c.aqm_timed, "aqm_wait_us": c.aqm_wait_us,
+            "aqm_wait_max_us": c.aqm_wait_max_us,
+            "entries": self.st.count, "udp_gro": bool(self.st.gro), "aqm": bool(self.st.aqm),
         }
 
     # -- the thread -------------------------------------------------------------------------------

@@ -14,8 +14,22 @@ could not reach each other directly.  Wire layouts: enclave.proto.wire (MSG_RELA
 Rules: nothing is ever sent in answer to a packet without a valid ticket; replies are smaller
 than the request; the cookie (return routability) stops a forged source address from being
 registered; data flows only between two live registrations whose tickets name each other
-(the platform mints tickets only when mutual intent holds); every source and registration is
-rate limited; registrations expire unless refreshed; state is bounded.
+(the platform mints tickets only when mutual intent holds); registrations expire unless
+refreshed; state is bounded; every registration's data is rate limited.
+
+REGISTER rate (what a stranger can make the relay do, and what an agent needs):
+
+    datagram --native punt bucket (PUNT_RATE/s, all sources)--> RelayCore: ticket MAC checked
+        bad ticket  -> silence; no state, no bucket spent (a spoofed-source flood of junk costs
+                       the thread a look-up and Python at most PUNT_RATE MAC checks a second)
+        good ticket -> the bucket of its system (ticket.src: authenticated, not the source
+                       address) -> the global reply bucket -> CHALLENGE / REGISTERED
+
+An agent introduced to many peers at once registers a channel per peer from one source, two
+REGISTERs each (the challenge round, then with the cookie), then refreshes each every 20 s:
+REGISTER_BURST_PER_SYSTEM covers an introduction burst of that many, REGISTER_RATE_PER_SYSTEM
+its refreshes. A captured ticket replayed from spoofed sources gets at most that system's
+bucket of CHALLENGEs (each smaller than the request) and never a registration.
 
 Forwarding runs in the compiled module (enclave._fastpath.RelayForwarder, thread
 enclave-relay): it owns the UDP socket, takes DATA in batches (recvmmsg), looks (source,
@@ -63,6 +77,7 @@ from aiohttp import web
 from enclave._fastpath import (
     PUNT_DATAGRAM,
     PUNT_HEADER_LEN,
+    RELAY_AQM_TARGET_NS,
     RELAY_DROP_COUNTERS,
     RelayForwarder,
 )
@@ -98,10 +113,15 @@ TICKET_LIFETIME = 3600  # seconds a freshly minted ticket is good for
 REGISTRATION_LIFETIME = 60  # a registration not refreshed within this is forgotten
 COOKIE_PERIOD = 30  # cookies are valid for the current and the previous period
 MAX_REGISTRATIONS = 65536
-REGISTER_RATE_PER_SOURCE = 4.0  # REGISTER messages per second per source address
-REGISTER_BURST_PER_SOURCE = 8.0
-REGISTER_RATE_GLOBAL = 2000.0
-REGISTER_BURST_GLOBAL = 500.0
+# REGISTERs with a valid ticket per second per system (the ticket's src), and the burst: an
+# introduction to 256 peers at once (2 REGISTERs each); 32/s refreshes 640 channels every 20 s
+REGISTER_RATE_PER_SYSTEM = 32.0
+REGISTER_BURST_PER_SYSTEM = 512.0
+REGISTER_RATE_GLOBAL = 2000.0  # answered REGISTERs per second, every system together
+REGISTER_BURST_GLOBAL = 1000.0
+PUNT_RATE = 10_000.0  # datagrams per second the forwarder hands to RelayCore (native bucket)
+PUNT_BURST = 2_000.0
+AQM_TARGET_ENV = "ENCLAVE_PLATFORM_RELAY_AQM_TARGET_US"  # CoDel target at the relay; 0: off
 # forwarded datagrams per second per registration (500k: ~5.6 Gbit/s of 1,400-byte datagrams, so
 # one relayed pair is not held below what the relay machine can move; the kernel's socket
 # buffers and the forwarder thread bound the rest); ENCLAVE_PLATFORM_RELAY_DATA_RATE sets it
@@ -195,9 +215,9 @@ class RelayCore:
         self._by_addr: dict[tuple[Addr, int], _Registration] = {}
         self._by_pair: dict[tuple[str, str], _Registration] = {}
         self._allowed: frozenset[str] | None = None  # None: every ticket holder
-        self._limiter = KeyedRateLimiter(
-            REGISTER_RATE_PER_SOURCE,
-            REGISTER_BURST_PER_SOURCE,
+        self._limiter = KeyedRateLimiter(  # keyed by the ticket's system, not the source
+            REGISTER_RATE_PER_SYSTEM,
+            REGISTER_BURST_PER_SYSTEM,
             global_rate=REGISTER_RATE_GLOBAL,
             global_burst=REGISTER_BURST_GLOBAL,
         )
@@ -288,16 +308,16 @@ class RelayCore:
     def _register(
         self, data: bytes, addr: Addr, channel: int, now: float
     ) -> list[tuple[bytes, Addr]]:
-        if not self._limiter.allow(addr, now):
-            self.dropped += 1
-            return []
         off = RELAY_HEADER_SIZE
         cookie, raw_ticket = data[off : off + RELAY_COOKIE_SIZE], data[off + RELAY_COOKIE_SIZE :]
         ticket = verify_ticket(self._key, raw_ticket, now)
         if (ticket is None or len(cookie) != RELAY_COOKIE_SIZE
                 or not self._permitted(ticket.src, ticket.dst)):
             self.dropped += 1
-            return []  # unauthenticated: silence
+            return []  # unauthenticated: silence, and no bucket of anyone's spent
+        if not self._limiter.allow(ticket.src, now):
+            self.dropped += 1
+            return []
         good = any(
             hmac.compare_digest(cookie, self.cookie(addr, channel, now, period_offset=k))
             for k in (0, 1)
@@ -411,7 +431,8 @@ class RelayServer:
                     sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
         rate = data_rate_from_env()
         fwd = RelayForwarder(sock.fileno(), max_entries=self.core.max_registrations,
-                             rate=rate, burst=max(1.0, rate / 10))
+                             rate=rate, burst=max(1.0, rate / 10), punt_rate=PUNT_RATE,
+                             punt_burst=PUNT_BURST, aqm_target_ns=aqm_target_ns_from_env())
         self._sock, self.forwarder = sock, fwd
         self.core.forward_with(fwd, self._clock())
         loop = asyncio.get_running_loop()
@@ -475,6 +496,15 @@ class RelayServer:
         out["refused"] = self.core.dropped
         return out
 
+    def queue(self) -> dict[str, int]:
+        """The relay socket's receive queue as the forwarder saw it: buffers timed (kernel
+        arrival stamp), their mean and longest wait in us, CoDel drops."""
+        native = self._native()
+        timed = native.get("aqm_timed", 0)
+        return {"timed": timed, "wait_mean_us": native.get("aqm_wait_us", 0) // max(1, timed),
+                "wait_max_us": native.get("aqm_wait_max_us", 0),
+                "aqm_drops": native.get("drop_aqm", 0)}
+
     def batches(self) -> dict[str, int]:
         """The forwarder's batching: recvmmsg and sendmmsg calls, coalesced runs taken in
         (UDP_GRO) and sent out whole (UDP GSO)."""
@@ -487,6 +517,9 @@ class RelayServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.forwarder is not None:
+            log.info("relay: forwarded %d, receive queue %s, drops %s", self.forwarded,
+                     self.queue(), {k: v for k, v in self.drops().items() if v})
         fwd, self.forwarder = self.forwarder, None
         if fwd is not None:
             with contextlib.suppress(RuntimeError):  # no running loop: no reader either
@@ -507,6 +540,17 @@ def data_rate_from_env() -> float:
     except ValueError:
         log.error("%s=%r is not a number of datagrams per second", DATA_RATE_ENV, raw)
         return float(DATA_RATE_PACKETS)
+
+
+def aqm_target_ns_from_env() -> int:
+    """ENCLAVE_PLATFORM_RELAY_AQM_TARGET_US = CoDel's target at the relay in microseconds
+    (default: the forwarder's RELAY_AQM_TARGET_NS; 0 turns CoDel off there)."""
+    raw = os.environ.get(AQM_TARGET_ENV, "").strip()
+    try:
+        return max(0, int(raw)) * 1000 if raw else int(RELAY_AQM_TARGET_NS)
+    except ValueError:
+        log.error("%s=%r is not a number of microseconds", AQM_TARGET_ENV, raw)
+        return int(RELAY_AQM_TARGET_NS)
 
 
 def relay_bind_from_env(default_host: str = "0.0.0.0") -> tuple[str, int] | None:
