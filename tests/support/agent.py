@@ -3,16 +3,21 @@
     agent = AgentProc.local(tmp, "a"); agent.enrol(plat.token()); agent.up()
     agent.status() / agent.peers() / agent.intent("add", peer)   `enclave ... --json`
     agent.down()                                                  SIGTERM; the exit status
+    with loopback_agents(tmp, ["a", "b"]) as (plat, agents): ...  a loopback platform and
+                                                                  enrolled, running agents
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.platform import Platform
 from tests.support.proc import Runner, Spawner, enclave, free_port, local_popen, local_run, stop
 from tests.support.wait import wait_for
 
@@ -84,3 +89,26 @@ class AgentProc:
 
     def peer_names(self) -> set[str]:
         return {p["name"] for p in self.peers()}
+
+
+@contextmanager
+def loopback_agents(tmp: Path, roles: Iterable[str], *, start: bool = True,
+                    db: str | None = None, **env: str
+                    ) -> Iterator[tuple[Platform, dict[str, AgentProc]]]:
+    """A platform on loopback (Platform.loopback with ``db`` and ``env``) and one AgentProc
+    per role, enrolled with one token and, with ``start``, running (else the test starts
+    those it wants); every agent and the platform are stopped when the block ends."""
+    with Platform.loopback(tmp, db=db, **env) as plat:
+        agents: dict[str, AgentProc] = {}
+        try:
+            token = plat.token()
+            for role in roles:
+                agents[role] = AgentProc.local(tmp, role)
+                agents[role].enrol(token)
+            if start:
+                for a in agents.values():
+                    a.up()
+            yield plat, agents
+        finally:
+            for a in agents.values():
+                a.down()

@@ -3,6 +3,8 @@
     plat = Platform.loopback(tmp)                 init + serve on 127.0.0.1 (free ports)
     plat = Platform.init(tmp, ip, port, runner(host), spawner(host), listen_host="0.0.0.0")
     plat.start() / plat.stop()                    the caller stops what it started
+    with Platform.loopback(tmp) as plat: ...      stopped when the block ends
+    plat.enrol(state_dir)                         `enclave enrol` a state dir; its name
     plat.cli("systems", "list", "--json")         `enclave platform ... --data DIR`
     plat.token() / plat.new_token("--tag", "web") enrolment tokens (unlimited / as given)
     plat.db() / plat.count(sql)                   the platform's SQLite file, read directly
@@ -85,6 +87,20 @@ class Platform:
     def stop(self) -> int:
         """SIGTERM (SIGKILL after 10 s); the exit status, 0 if it was never started."""
         return stop(self.proc) if self.proc is not None else 0
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def enrol(self, state: Path) -> str:
+        """`enclave enrol` a state directory here with a fresh unlimited token (on stdin, with
+        this platform's runner); the system's name."""
+        res = self.run(enclave("enrol", "--token-file", "-", "--state", str(state)),
+                       input=self.token())
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

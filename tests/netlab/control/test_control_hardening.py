@@ -41,11 +41,8 @@ from tests.support.proc import enclave, local_run
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = Platform.loopback(tmp_path_factory.mktemp("hard"))
-    try:
+    with Platform.loopback(tmp_path_factory.mktemp("hard")) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def _enrol(plat: Platform, state: Path, *, stdin: bool) -> str:

@@ -14,29 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent import AgentProc
+from tests.support.agent import AgentProc, loopback_agents
 from tests.support.platform import Platform
 from tests.support.wait import wait_for
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, list[AgentProc]]]:
-    tmp = tmp_path_factory.mktemp("ctl")
-    plat = Platform.loopback(tmp)
-    agents: list[AgentProc] = []
-    try:
-        token = plat.token()
-        for i in range(3):
-            a = AgentProc.local(tmp, f"agent{i}")
-            a.enrol(token)
-            agents.append(a)
-        for a in agents:
-            a.up()
-        yield plat, agents
-    finally:
-        for a in agents:
-            a.down()
-        plat.stop()
+    with loopback_agents(tmp_path_factory.mktemp("ctl"), ["agent0", "agent1", "agent2"]
+                         ) as (plat, agents):
+        yield plat, list(agents.values())
 
 
 def _connected(a: AgentProc) -> bool:

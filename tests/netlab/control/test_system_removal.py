@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.admin_api import AdminApi
-from tests.support.agent import AgentProc
+from tests.support.agent import AgentProc, loopback_agents
 from tests.support.platform import Platform
 from tests.support.wait import wait_for
 
@@ -29,23 +29,9 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[Platform, AdminApi, list[AgentProc]]]:
-    tmp = tmp_path_factory.mktemp("rm")
-    plat = Platform.loopback(tmp, ENCLAVE_PLATFORM_RELAY="off")
-    agents: list[AgentProc] = []
-    try:
-        token = plat.token()
-        api = AdminApi.pinned(plat.url, token, plat.admin_token)
-        for role in ("a", "b", "c"):
-            ag = AgentProc.local(tmp, role)
-            ag.enrol(token)
-            agents.append(ag)
-        for ag in agents:
-            ag.up()
-        yield plat, api, agents
-    finally:
-        for ag in agents:
-            ag.down()
-        plat.stop()
+    with loopback_agents(tmp_path_factory.mktemp("rm"), ["a", "b", "c"],
+                         ENCLAVE_PLATFORM_RELAY="off") as (plat, agents):
+        yield plat, AdminApi.pinned(plat.url, plat.token(), plat.admin_token), [*agents.values()]
 
 
 def _intents_naming(plat: Platform, name: str) -> int:

@@ -25,11 +25,8 @@ DEEP = "[" * 100_000 + "]" * 100_000  # 200 KB: under the 256 KiB WebSocket mess
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = Platform.loopback(tmp_path_factory.mktemp("deep"))
-    try:
+    with Platform.loopback(tmp_path_factory.mktemp("deep")) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def _ctx() -> ssl.SSLContext:

@@ -17,7 +17,7 @@ import pytest
 
 from enclave.agent.state import StateDir
 from tests.support.admin_api import AdminApi
-from tests.support.agent import AgentProc
+from tests.support.agent import AgentProc, loopback_agents
 from tests.support.platform import Platform
 from tests.support.wait import wait_for
 
@@ -28,23 +28,11 @@ LAN = "198.19.77.0/24"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[Platform, AdminApi, dict[str, AgentProc]]]:
-    tmp = tmp_path_factory.mktemp("gwadmin")
-    plat = Platform.loopback(tmp, ENCLAVE_PLATFORM_RELAY="off")
-    assert plat.admin_token.startswith("enclave-admin-")
-    agents: dict[str, AgentProc] = {}
-    try:
-        token = plat.token()
-        api = AdminApi.pinned(plat.url, token, plat.admin_token)
-        for role in ("gw", "ops"):
-            a = AgentProc.local(tmp, role)
-            a.enrol(token)
-            agents[role] = a
+    with loopback_agents(tmp_path_factory.mktemp("gwadmin"), ["gw", "ops"], start=False,
+                         ENCLAVE_PLATFORM_RELAY="off") as (plat, agents):
+        assert plat.admin_token.startswith("enclave-admin-")
         agents["gw"].up()
-        yield plat, api, agents
-    finally:
-        for a in agents.values():
-            a.down()
-        plat.stop()
+        yield plat, AdminApi.pinned(plat.url, plat.token(), plat.admin_token), agents
 
 
 def _cert_routes(a: AgentProc) -> list[str]:

@@ -14,11 +14,8 @@ from tests.support.store import BACKENDS
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = Platform.loopback(tmp_path_factory.mktemp("plat"))
-    try:
+    with Platform.loopback(tmp_path_factory.mktemp("plat")) as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -28,8 +25,5 @@ def platform_each_store(request: pytest.FixtureRequest,
     if request.param == "postgresql":
         cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
         db = cluster.create_database()
-    p = Platform.loopback(tmp_path_factory.mktemp(f"plat-{request.param}"), db=db)
-    try:
+    with Platform.loopback(tmp_path_factory.mktemp(f"plat-{request.param}"), db=db) as p:
         yield p
-    finally:
-        p.stop()

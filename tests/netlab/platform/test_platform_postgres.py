@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent import AgentProc
+from tests.support.agent import AgentProc, loopback_agents
 from tests.support.platform import Platform
 from tests.support.postgres import PostgresCluster
 from tests.support.wait import wait_for
@@ -22,21 +22,9 @@ from tests.support.wait import wait_for
 @pytest.fixture
 def pg_world(tmp_path: Path, postgres_cluster: PostgresCluster
              ) -> Iterator[tuple[Platform, list[AgentProc]]]:
-    plat = Platform.loopback(tmp_path, db=postgres_cluster.create_database())
-    agents: list[AgentProc] = []
-    try:
-        token = plat.token()
-        for i in range(2):
-            agent = AgentProc.local(tmp_path, f"pg{i}")
-            agent.enrol(token)
-            agents.append(agent)
-        for agent in agents:
-            agent.up()
-        yield plat, agents
-    finally:
-        for agent in agents:
-            agent.down()
-        plat.stop()
+    with loopback_agents(tmp_path, ["pg0", "pg1"], db=postgres_cluster.create_database()
+                         ) as (plat, agents):
+        yield plat, list(agents.values())
 
 
 def test_agents_enrol_connect_and_meet_on_postgresql(
