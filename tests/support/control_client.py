@@ -5,17 +5,25 @@
     task = asyncio.create_task(c.run())          connects, authenticates, reconnects
     c.send({"type": "report", ...})              anything an agent may send
     await until(lambda: h.intros(peer))          what the platform pushed (h.msgs)
+
+    x, y, xname, yname = mutual_pair(plat, tmp)  two systems enrolled, intent both ways
+    mx, my = await relay_intros(x, y, xname, yname)   their introductions with relay tickets
+    relay_ticket(mx)                             the ticket, bytes
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from enclave.agent.control import ControlClient
 from enclave.agent.state import StateDir
+from tests.support.platform import Platform
+from tests.support.proc import enclave, local_run
 
 Msgs = list[dict[str, Any]]
 
@@ -58,3 +66,37 @@ async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "co
             return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def mutual_pair(plat: Platform, tmp: Path) -> tuple[StateDir, StateDir, str, str]:
+    """Systems x and y enrolled on plat (state in tmp/x and tmp/y), each stating intent for
+    the other with the real CLI: (x, y, x's name, y's name)."""
+    x, y = StateDir(tmp / "x"), StateDir(tmp / "y")
+    xname, yname = plat.enrol(x.root), plat.enrol(y.root)
+    for a, b in ((x, yname), (y, xname)):
+        res = local_run(enclave("intent", "add", b, "--state", str(a.root)))
+        assert res.returncode == 0, res.stderr
+    return x, y, xname, yname
+
+
+async def relay_intros(x: StateDir, y: StateDir, xname: str, yname: str,
+                       timeout: float = 30.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run x's and y's ControlClients until each has an introduction to the other carrying a
+    relay ticket; the latest such introduction of each (x's to y, y's to x)."""
+    hx, hy = Recorder(), Recorder()
+    tasks = [asyncio.create_task(c.run()) for c in (client(x, hx), client(y, hy))]
+    try:
+        mx = await until(lambda: [m for m in hx.intros(yname) if m.get("relay_ticket")],
+                         timeout=timeout, what="X introduced to Y with a relay ticket")
+        my = await until(lambda: [m for m in hy.intros(xname) if m.get("relay_ticket")],
+                         timeout=timeout, what="Y introduced to X with a relay ticket")
+        return dict(mx[-1]), dict(my[-1])
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def relay_ticket(intro: dict[str, Any]) -> bytes:
+    """The relay ticket an introduction carries."""
+    return base64.b64decode(str(intro["relay_ticket"]))

@@ -11,25 +11,16 @@ seconds, though they have not expired (a real platform on loopback with its rela
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import time
 from pathlib import Path
 
 from enclave.agent.relay_client import RelayClient
-from enclave.agent.state import StateDir
-from tests.support.control_client import Recorder, client, until
+from tests.support.control_client import mutual_pair, relay_intros, relay_ticket
 from tests.support.platform import Platform
-from tests.support.proc import enclave, free_port, local_run
+from tests.support.proc import free_port
 
 LO = "127.0.0.1"
-
-
-def _enrol(plat: Platform, state: Path) -> str:
-    res = local_run(enclave("enrol", "--token-file", "-", "--state", str(state)),
-                    input=plat.token())
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
 
 
 def _registers(rc: RelayClient, peer: str, relay: tuple[str, int], ticket: bytes,
@@ -59,29 +50,11 @@ def test_revoked_systems_tickets_stop_working(tmp_path: Path) -> None:
     sock.bind((LO, 0))
     sock.settimeout(0.5)
     try:
-        x, y = StateDir(tmp_path / "x"), StateDir(tmp_path / "y")
-        xname, yname = _enrol(plat, x.root), _enrol(plat, y.root)
-        for a, b in ((x, yname), (y, xname)):
-            res = local_run(enclave("intent", "add", b, "--state", str(a.root)))
-            assert res.returncode == 0, res.stderr
-
-        async def intro() -> dict[str, object]:
-            hx, hy = Recorder(), Recorder()
-            cx, cy = client(x, hx), client(y, hy)
-            tasks = [asyncio.create_task(c.run()) for c in (cx, cy)]
-            try:
-                got = await until(lambda: [m for m in hx.intros(yname) if m.get("relay_ticket")],
-                                  what="X introduced to Y with a relay ticket")
-                return dict(got[-1])
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-        msg = asyncio.run(asyncio.wait_for(intro(), 30))
+        x, y, xname, yname = mutual_pair(plat, tmp_path)
+        msg, _ = asyncio.run(asyncio.wait_for(relay_intros(x, y, xname, yname), 30))
         relay = msg["relay"]
         assert isinstance(relay, dict) and relay["host"] == LO and relay["port"] == relay_port
-        ticket = base64.b64decode(str(msg["relay_ticket"]))
+        ticket = relay_ticket(msg)
         assert _registers(RelayClient(), yname, (LO, relay_port), ticket, sock)
 
         res = plat.cli("systems", "revoke", yname)

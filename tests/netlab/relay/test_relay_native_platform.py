@@ -15,7 +15,6 @@ its ticket and its registration would still be good and its peer keeps sending.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import time
 import urllib.request
@@ -24,22 +23,14 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from enclave.agent.relay_client import RelayClient
-from enclave.agent.state import StateDir
 from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
-from tests.support.control_client import Recorder, client, until
+from tests.support.control_client import mutual_pair, relay_intros, relay_ticket
 from tests.support.platform import Platform
-from tests.support.proc import enclave, free_port, local_run
+from tests.support.proc import free_port
 from tests.support.wait import wait_for
 
 LO = "127.0.0.1"
 Samples = dict[tuple[str, ...], float]
-
-
-def _enrol(plat: Platform, state: Path) -> str:
-    res = local_run(enclave("enrol", "--token-file", "-", "--state", str(state)),
-                    input=plat.token())
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
 
 
 def _scrape(listen: str) -> Samples:
@@ -50,25 +41,6 @@ def _scrape(listen: str) -> Samples:
         for s in fam.samples:
             out[(s.name, *(f"{k}={v}" for k, v in sorted(s.labels.items())))] = s.value
     return out
-
-
-def _tickets(x: StateDir, y: StateDir, xname: str, yname: str) -> tuple[bytes, bytes]:
-    async def intro() -> tuple[bytes, bytes]:
-        hx, hy = Recorder(), Recorder()
-        tasks = [asyncio.create_task(c.run()) for c in (client(x, hx), client(y, hy))]
-        try:
-            mx = await until(lambda: [m for m in hx.intros(yname) if m.get("relay_ticket")],
-                             timeout=30, what="X introduced to Y with a relay ticket")
-            my = await until(lambda: [m for m in hy.intros(xname) if m.get("relay_ticket")],
-                             timeout=30, what="Y introduced to X with a relay ticket")
-            return (base64.b64decode(str(mx[-1]["relay_ticket"])),
-                    base64.b64decode(str(my[-1]["relay_ticket"])))
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    return asyncio.run(asyncio.wait_for(intro(), 60))
 
 
 def _register(rc: RelayClient, peer: str, relay: tuple[str, int], ticket: bytes,
@@ -124,12 +96,9 @@ def test_platform_relay_forwards_natively_and_cuts_a_revoked_system(tmp_path: Pa
         for s in (sx, sy):
             s.bind((LO, 0))
             s.settimeout(0.5)
-        x, y = StateDir(tmp_path / "x"), StateDir(tmp_path / "y")
-        xname, yname = _enrol(plat, x.root), _enrol(plat, y.root)
-        for a, b in ((x, yname), (y, xname)):
-            res = local_run(enclave("intent", "add", b, "--state", str(a.root)))
-            assert res.returncode == 0, res.stderr
-        tx, ty = _tickets(x, y, xname, yname)
+        x, y, xname, yname = mutual_pair(plat, tmp_path)
+        mx, my = asyncio.run(asyncio.wait_for(relay_intros(x, y, xname, yname), 60))
+        tx, ty = relay_ticket(mx), relay_ticket(my)
         cx = _register(RelayClient(), yname, relay, tx, sx)
         cy = _register(RelayClient(), xname, relay, ty, sy)
 

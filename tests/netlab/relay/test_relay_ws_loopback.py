@@ -11,44 +11,19 @@ pinned key, tickets from real introductions).
 from __future__ import annotations
 
 import asyncio
-import base64
 from pathlib import Path
 
 import aiohttp
 
 from enclave.agent.relay_tls import RelayTlsClient
-from enclave.agent.state import StateDir
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.relay_batch import RELAY_WS_PATH, pack_batch
 from enclave.proto.wire import MSG_RELAY_DATA, MSG_RELAY_REGISTER, pack_relay_header
-from tests.support.control_client import Recorder, client, until
+from tests.support.control_client import mutual_pair, relay_intros, relay_ticket, until
 from tests.support.platform import Platform
-from tests.support.proc import enclave, free_port, local_run
+from tests.support.proc import free_port
 
 LO = "127.0.0.1"
-
-
-def _enrol(plat: Platform, state: Path) -> str:
-    res = local_run(enclave("enrol", "--token-file", "-", "--state", str(state)),
-                    input=plat.token())
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
-
-async def _tickets(x: StateDir, y: StateDir, xname: str, yname: str) -> tuple[bytes, bytes]:
-    hx, hy = Recorder(), Recorder()
-    tasks = [asyncio.create_task(c.run()) for c in (client(x, hx), client(y, hy))]
-    try:
-        mx = await until(lambda: [m for m in hx.intros(yname) if m.get("relay_ticket")],
-                         timeout=30, what="X's introduction to Y")
-        my = await until(lambda: [m for m in hy.intros(xname) if m.get("relay_ticket")],
-                         timeout=30, what="Y's introduction to X")
-        return (base64.b64decode(str(mx[-1]["relay_ticket"])),
-                base64.b64decode(str(my[-1]["relay_ticket"])))
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _End:
@@ -117,13 +92,10 @@ def test_relay_over_tls_on_a_real_platform(tmp_path: Path) -> None:
     plat = Platform.loopback(tmp_path, ENCLAVE_PLATFORM_RELAY=f"{LO}:{free_port()}",
                              ENCLAVE_PLATFORM_RELAY_TLS=f"{LO}:{extra}")
     try:
-        x, y = StateDir(tmp_path / "x"), StateDir(tmp_path / "y")
-        xname, yname = _enrol(plat, x.root), _enrol(plat, y.root)
-        for a, b in ((x, yname), (y, xname)):
-            res = local_run(enclave("intent", "add", b, "--state", str(a.root)))
-            assert res.returncode == 0, res.stderr
+        x, y, xname, yname = mutual_pair(plat, tmp_path)
         rec = x.load_enrolment()
-        tx, ty = asyncio.run(_tickets(x, y, xname, yname))
+        mx, my = asyncio.run(relay_intros(x, y, xname, yname))
+        tx, ty = relay_ticket(mx), relay_ticket(my)
         asyncio.run(_exchange(rec.url, rec.pin, xname, yname, tx, ty))
         asyncio.run(_silence(rec.url, rec.pin, tx))
         asyncio.run(_wrong_pin(rec.url, tx, yname))
