@@ -186,6 +186,31 @@ class Overlay:
 # --- traffic between members (their hosts' namespaces) ------------------------------------
 
 
+LOCAL_ETHERTYPE = 0x88B5  # IEEE 802 local experimental: frames no protocol stack answers
+
+
+def frame_socket(m: Member) -> socket.socket:
+    """An AF_PACKET socket on m's enclave0 sending and receiving LOCAL_ETHERTYPE frames."""
+    s = m.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(LOCAL_ETHERTYPE))
+    s.bind(("enclave0", LOCAL_ETHERTYPE))
+    return s
+
+
+class FrameTap:
+    """What reaches a member's enclave0 as LOCAL_ETHERTYPE frames, one frame a get()."""
+
+    def __init__(self, m: Member) -> None:
+        self.s = frame_socket(m)
+        self.s.settimeout(0.3)
+
+    def get(self) -> bytes | None:
+        """The next frame, or None after 0.3 s without one."""
+        try:
+            return self.s.recv(4096)
+        except TimeoutError:
+            return None
+
+
 def udp_roundtrip(a: Member, b: Member, payload: bytes, port: int = 5000) -> bytes:
     rs = b.host.socket()
     rs.bind((b.ip, port))

@@ -21,9 +21,12 @@ from enclave.proto.events import PeerKeysUpdated
 from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import MSG_DATA, MSG_HANDSHAKE_INIT, Cipher
 from tests.support.overlay import (
+    LOCAL_ETHERTYPE,
     PORT,
+    FrameTap,
     Member,
     Overlay,
+    frame_socket,
     index_of,
     member_identity,
     overlay_mac,
@@ -35,7 +38,6 @@ fp = pytest.importorskip("enclave._fastpath")
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
-ETHERTYPE = 0x88B5
 
 
 @pytest.fixture
@@ -56,22 +58,7 @@ def seal(key: bytes, index: int, counter: int, frame: bytes, cipher: Cipher) -> 
 
 
 def frame_to(dst: Member, src_mac: bytes, body: bytes) -> bytes:
-    return overlay_mac(dst.n) + src_mac + struct.pack("!H", ETHERTYPE) + body
-
-
-class Tap:
-    """AF_PACKET listener for our EtherType on a member's enclave0."""
-
-    def __init__(self, m: Member) -> None:
-        self.s = m.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
-        self.s.bind(("enclave0", ETHERTYPE))
-        self.s.settimeout(0.3)
-
-    def get(self) -> bytes | None:
-        try:
-            return self.s.recv(4096)
-        except TimeoutError:
-            return None
+    return overlay_mac(dst.n) + src_mac + struct.pack("!H", LOCAL_ETHERTYPE) + body
 
 
 def sender(m: Member, port: int = 0) -> socket.socket:
@@ -88,7 +75,7 @@ def data_from(ov: Overlay, a: Member, b: Member, counter: int, body: bytes, **kw
 
 def test_replay_and_too_old_counters_are_dropped(ov: Overlay) -> None:
     a, b = ov.members
-    tap = Tap(b)
+    tap = FrameTap(b)
     s = sender(a, 40001)
     dst = (str(b.host.ip), PORT)
     pkt = data_from(ov, a, b, 10_000, b"first")
@@ -143,7 +130,7 @@ def test_forged_malformed_and_unknown_packets(ov: Overlay) -> None:
 
 def test_spoofed_source_mac_dropped_unless_bridging(ov: Overlay) -> None:
     a, b = ov.members
-    tap = Tap(b)
+    tap = FrameTap(b)
     s = sender(a)
     dst = (str(b.host.ip), PORT)
     other = bytes([2, 0, 0, 0, 0, 0x99])
@@ -195,8 +182,7 @@ def test_tx_key_limit_stops_using_the_key(ov: Overlay) -> None:
     a.dp.native.install(
         slot, k, [k], peer_mac=overlay_mac(b.n), addr=(str(b.host.ip), PORT), tx_limit=3
     )
-    tx = a.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
-    tx.bind(("enclave0", ETHERTYPE))
+    tx = frame_socket(a)
     for i in range(6):
         tx.send(frame_to(b, overlay_mac(a.n), b"frame %d" % i))
     wait_for(lambda: a.dp.peer_counters("pb")["tx_key_limit"] >= 3, 3, what="key limit drops")
@@ -283,9 +269,8 @@ def test_non_udp_path_goes_through_python_and_inject(ov: Overlay) -> None:
     upd = ov.update_for(a, b, tx_key=k_tx, rx_key=k_rx)
     tcp = PathAddr(Transport.TCP, str(b.host.ip), 51820)
     a.dp.apply(PeerKeysUpdated("pb", tcp, upd.tx, upd.rx, upd.identity))
-    tap = Tap(b)
-    tx = a.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
-    tx.bind(("enclave0", ETHERTYPE))
+    tap = FrameTap(b)
+    tx = frame_socket(a)
     frame = frame_to(b, overlay_mac(a.n), b"via python path")
     tx.send(frame)
 
@@ -326,7 +311,6 @@ def test_remove_peer_and_activity(ov: Overlay) -> None:
     s = sender(a, 42000)
     s.sendto(data_from(ov, a, b, 77, b"after removal"), (str(b.host.ip), PORT))
     wait_for(lambda: b.dp.global_counters()["rx_unknown_index"] == 1, 3, what="unknown index")
-    tx = b.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
-    tx.bind(("enclave0", ETHERTYPE))
+    tx = frame_socket(b)
     tx.send(frame_to(a, overlay_mac(b.n), b"nobody to send to"))
     wait_for(lambda: b.dp.global_counters()["tx_no_peer"] >= 1, 3, what="no peer drop")

@@ -24,7 +24,14 @@ from enclave.netlab import Host, Lab, Topology
 from enclave.proto.wire import Cipher
 from tests.support.ident_frames import link_local
 from tests.support.offload_frames import csum_sum
-from tests.support.overlay import Overlay, overlay_mac, tcp_transfer, udp_roundtrip
+from tests.support.overlay import (
+    LOCAL_ETHERTYPE,
+    Overlay,
+    frame_socket,
+    overlay_mac,
+    tcp_transfer,
+    udp_roundtrip,
+)
 from tests.support.wait import wait_for
 
 fp = pytest.importorskip("enclave._fastpath")
@@ -211,13 +218,9 @@ def test_broadcast_multicast_and_learning(make_overlay: Callable[..., Overlay]) 
 def test_raw_ethertype_crosses_byte_for_byte(make_overlay: Callable[..., Overlay]) -> None:
     ov = make_overlay(2, offload=True)
     a, b = ov.members
-    ethertype = 0x88B5  # IEEE local experimental
-    rx = b.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
-    rx.bind(("enclave0", ethertype))
+    rx, tx = frame_socket(b), frame_socket(a)
     rx.settimeout(3)
-    tx = a.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
-    tx.bind(("enclave0", ethertype))
-    frame = overlay_mac(1) + overlay_mac(0) + struct.pack("!H", ethertype) + os.urandom(333)
+    frame = overlay_mac(1) + overlay_mac(0) + struct.pack("!H", LOCAL_ETHERTYPE) + os.urandom(333)
     tx.send(frame)
     assert rx.recv(2048) == frame
 

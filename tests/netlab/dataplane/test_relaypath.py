@@ -13,7 +13,6 @@ tests/netlab/relay/test_fast_paths_agents.py.
 from __future__ import annotations
 
 import select
-import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +32,9 @@ from enclave.proto.wire import (
     pack_relay_header,
 )
 from tests.support.overlay import (
+    LOCAL_ETHERTYPE,
     PORT,
+    FrameTap,
     Member,
     Overlay,
     index_of,
@@ -49,28 +50,12 @@ pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 RELAY_PORT = 3478
 CH_A, CH_B = 7, 9  # pa's channel for pb, pb's channel for pa
-ETHERTYPE = 0x88B5
-
-
-class Tap:
-    """AF_PACKET listener for our EtherType on a member's enclave0."""
-
-    def __init__(self, m: Member) -> None:
-        self.s = m.host.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
-        self.s.bind(("enclave0", ETHERTYPE))
-        self.s.settimeout(0.3)
-
-    def get(self) -> bytes | None:
-        try:
-            return self.s.recv(4096)
-        except TimeoutError:
-            return None
 
 
 def data_from(ov: Overlay, a: Member, b: Member, counter: int, body: bytes) -> bytes:
     """A valid DATA packet a -> b (a's tx key, b's receive index for a) carrying a frame."""
     assert ov.cipher is Cipher.AES256_GCM
-    frame = overlay_mac(b.n) + overlay_mac(a.n) + struct.pack("!H", ETHERTYPE) + body
+    frame = overlay_mac(b.n) + overlay_mac(a.n) + struct.pack("!H", LOCAL_ETHERTYPE) + body
     hdr = struct.pack("<B3xIQ", MSG_DATA, index_of(a.n, b.n), counter)
     return hdr + nb.crypto_aead_aes256gcm_encrypt(frame, hdr, fp.nonce_for(counter),
                                                   a.keys[b.n][0])
@@ -178,7 +163,7 @@ def test_forged_relay_data_is_dropped_and_counted(ov: Overlay) -> None:
     a, b = ov.members
     relay_both(ov)
     r = relay_of(ov)
-    tap = Tap(b)
+    tap = FrameTap(b)
     relay = r.socket()
     relay.bind((str(r.ip), RELAY_PORT))
     other = r.socket()
@@ -277,7 +262,7 @@ def test_tcp_path_hands_python_batches(ov: Overlay) -> None:
 
 def test_inject_frames_with_broken_framing(ov: Overlay) -> None:
     a, b = ov.members
-    tap = Tap(b)
+    tap = FrameTap(b)
     good = data_from(ov, a, b, 1, b"first")
     framed = len(good).to_bytes(2, "big") + good
     with pytest.raises(ValueError):
