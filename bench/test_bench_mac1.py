@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 from nacl.signing import SigningKey
 
 from enclave.proto.cookie import CookieChecker
@@ -34,18 +35,11 @@ def _init_to(responder: LocalCredentials, cert_size: int) -> bytes:
                               local_index=1, timestamp=1, random_bytes=os.urandom).init_bytes
 
 
-def test_mac1_check_typical_init(benchmark: Any) -> None:
+@pytest.mark.parametrize("cert_size", [TYPICAL_CERT, MAX_CERT_SIZE], ids=["typical", "largest"])
+def test_mac1_check_init(benchmark: Any, cert_size: int) -> None:
     r = _creds(TYPICAL_CERT)
     checker = CookieChecker(r.public_key, os.urandom)
-    msg = _init_to(r, TYPICAL_CERT)
-    benchmark.group = "mac1"
-    assert benchmark(checker.check_mac1, msg) is True
-
-
-def test_mac1_check_largest_init(benchmark: Any) -> None:
-    r = _creds(TYPICAL_CERT)
-    checker = CookieChecker(r.public_key, os.urandom)
-    msg = _init_to(r, MAX_CERT_SIZE)
+    msg = _init_to(r, cert_size)
     benchmark.group = "mac1"
     assert benchmark(checker.check_mac1, msg) is True
 
