@@ -103,6 +103,13 @@ class Reader:
         self.at = len(self.data)
         return out
 
+    def rest_or_edit(self, samples: list[bytes]) -> bytes:
+        """The rest as it is (next byte even), or one of `samples` (picked by the byte after)
+        with edits: raw bytes and structure-aware mutation from one input."""
+        if self.u8() % 2 == 0:
+            return self.rest()
+        return self.edits(samples[self.u8() % len(samples)])
+
     def edits(self, base: bytes, max_edits: int = 8) -> bytes:
         """`base` with up to `max_edits` bytes overwritten and a cut off its end (fuzz-chosen):
         structure-aware mutation of a valid message."""

@@ -54,11 +54,7 @@ class HandshakeTarget:
         return [bytes([0]) + s for s in self.samples]
 
     def one(self, data: bytes) -> None:
-        r = Reader(data)
-        if r.u8() % 2 == 0:
-            msg = r.rest()
-        else:
-            msg = r.edits(self.samples[r.u8() % len(self.samples)])
+        msg = Reader(data).rest_or_edit(self.samples)
         try:
             message_type(msg)
         except WireError:
@@ -94,11 +90,7 @@ class DataHeaderTarget:
         return [bytes([0]) + s for s in self.samples]
 
     def one(self, data: bytes) -> None:
-        r = Reader(data)
-        if r.u8() % 2 == 0:
-            msg = r.rest()
-        else:
-            msg = r.edits(self.samples[r.u8() % len(self.samples)])
+        msg = Reader(data).rest_or_edit(self.samples)
         try:
             hdr = unpack_transport_header(msg)
         except WireError:
