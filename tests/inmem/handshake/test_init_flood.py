@@ -20,7 +20,8 @@ import random
 
 from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
 from enclave.proto.handshake import InitiatorHandshake
-from enclave.proto.wire import MSG_COOKIE_REPLY, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE
+from enclave.proto.wire import MSG_COOKIE_REPLY, MSG_HANDSHAKE_RESPONSE
+from tests.support.junk import init_shaped
 from tests.support.pki import Pki
 from tests.support.router import Host, Router, make_host, sim_pki, udp
 
@@ -39,19 +40,6 @@ class CountingValidator:
     def __call__(self, der: bytes):  # type: ignore[no-untyped-def]
         self.calls += 1
         return self.pki.validate(der)
-
-
-def junk_init(rng: random.Random) -> bytes:
-    """INIT-shaped junk: the type word and, half the time, a consistent length field (so the
-    MAC really gets computed over up to 1.4 KB)."""
-    if rng.random() < 0.5:
-        return bytes([MSG_HANDSHAKE_INIT, 0, 0, 0]) + rng.randbytes(rng.randrange(0, 1500))
-    cert_len = rng.randrange(1, 1248)
-    body = bytearray(rng.randbytes(180 + cert_len))
-    body[:4] = bytes([MSG_HANDSHAKE_INIT, 0, 0, 0])
-    body[81] = 0
-    body[82:84] = cert_len.to_bytes(2, "little")
-    return bytes(body)
 
 
 def rotating_source(rng: random.Random) -> PathAddr:
@@ -97,7 +85,7 @@ def test_junk_flood_from_rotating_sources_starves_no_genuine_handshake() -> None
     names = [f"G{i:04d}" for i in range(200)]
     b.intents.update(names)
     rng = random.Random(1)
-    junk = flood(r, rng, lambda: (junk_init(rng), rotating_source(rng)), 5000, 10.0)
+    junk = flood(r, rng, lambda: (init_shaped(rng), rotating_source(rng)), 5000, 10.0)
     genuine: dict[PathAddr, InitiatorHandshake] = {}
     for i, name in enumerate(names):
         g = make_host(pki, name, [], intents={B}, seed=10 + i)

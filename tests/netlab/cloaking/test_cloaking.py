@@ -29,6 +29,7 @@ import pytest
 
 from enclave.netlab import Host, Lab, NatType, Site, Topology
 from enclave.proto.wire import MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_INIT_V1
+from tests.support.junk import init_shaped
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
 from tests.support.platform import Platform
 from tests.support.traffic import ping
@@ -114,15 +115,8 @@ def _ipv4_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> byt
 def _handshake_shaped(rng: random.Random) -> bytes:
     """What a stranger can send: old and new INIT type words, junk after them, sizes up to a
     real INIT's, half with a consistent certificate-length field (so the MAC is computed)."""
-    kind = rng.choice((MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_INIT_V1))
-    if rng.random() < 0.5:
-        return bytes([kind, 0, 0, 0]) + rng.randbytes(rng.randrange(0, 1400))
-    cert_len = rng.randrange(300, 1200)
-    body = bytearray(rng.randbytes(180 + cert_len))
-    body[:4] = bytes([MSG_HANDSHAKE_INIT, 0, 0, 0])
-    body[81] = 0
-    body[82:84] = cert_len.to_bytes(2, "little")
-    return bytes(body)
+    return init_shaped(rng, kinds=(MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_INIT_V1), max_junk=1400,
+                       cert_lens=range(300, 1200))
 
 
 def _spoofed_flood(evil: Host, dst_ip: str, stop: threading.Event) -> dict[str, int]:
