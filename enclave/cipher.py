@@ -111,6 +111,12 @@ def _normalise(value: str, source: str) -> str:
     return aliases[name]
 
 
+def cipher_name(value: str, source: str) -> str:
+    """The canonical name of `value` (a name or alias: "aes", "chacha20-poly1305", ...);
+    CipherError naming `source` when it is none.  "auto" is not a cipher name."""
+    return _normalise(value, source)
+
+
 def select_cipher(
     configured: str | None = None,
     *,

@@ -40,7 +40,8 @@ def _duration(text: str) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from enclave.agent.daemon import AgentOptions, run_agent
+    # imported here: the metrics option's check loads aiohttp, which `intent` never needs
+    from enclave.agent.options import CONFIG_FILE, AgentOptions
 
     try:
         use_format(args.log_format)
@@ -57,6 +58,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         "portmap": False if args.no_portmap else None,
         "metrics": args.metrics,
     })
+    if args.check_config:
+        print(f"configuration OK ({state.root / CONFIG_FILE}, environment, flags):")
+        for key, value in opts.describe().items():
+            print(f"  {key} = {value!r}")
+        return 0
+    from enclave.agent.daemon import run_agent  # uvloop, the control channel, the data plane
+
     run_agent(state, opts, _default_cm_factory() if opts.tap else None)
     return 0
 
@@ -163,6 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--log-format", choices=FORMATS, default=None,
                    help=f"log lines as text or one JSON object each (default: ${LOG_FORMAT_ENV}"
                    " or text)")
+    p.add_argument("--check-config", action="store_true",
+                   help="check <state>/config.toml, the ENCLAVE_* variables and these flags, "
+                   "print the options in effect and exit (1 and the reason when one is wrong)")
     p.set_defaults(func=guard(cmd_up, IntentError))
 
     p = sub.add_parser("status", help="this agent's status and one line per peer (asks the "

@@ -9,9 +9,8 @@ Without a ConnectionManager (`enclave up --no-tap`: the control plane only) the 
 the introductions in a dict that status/peers show, and reads the UDP data socket itself (only
 reflect replies are expected there).
 
-Options: CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ENCLAVE_MTU, ENCLAVE_CIPHER,
-ENCLAVE_OFFLOAD, ENCLAVE_AQM, ENCLAVE_THREADS, ENCLAVE_PORTMAP) > <state>/config.toml (keys port,
-interface, mtu, cipher, offload, aqm, threads, portmap) > defaults.
+Options (agent/options.py): CLI flags > environment (ENCLAVE_PORT, ENCLAVE_INTERFACE, ...) >
+<state>/config.toml > defaults; an unknown key or a value that does not fit stops `up` at start.
 Systemd: logs to stderr, SIGTERM/SIGINT stop gracefully, READY=1 to $NOTIFY_SOCKET once the
 sockets are up, STOPPING=1 when shutdown begins.
 Certificate renewal: a timer wakes at the certificate's renewal due time (2/3 of its lifetime)
@@ -30,9 +29,8 @@ import os
 import signal
 import socket
 import time
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import uvloop
@@ -45,6 +43,7 @@ from enclave.agent.enrol import renew, renew_if_due, renewal_due_at
 from enclave.agent.errors import AgentError
 from enclave.agent.localapi import LocalApi, socket_path
 from enclave.agent.metrics import agent_registry
+from enclave.agent.options import AgentOptions
 from enclave.agent.ping import ping_peer
 from enclave.agent.portmap import PortMapper
 from enclave.agent.ports import AgentView
@@ -64,14 +63,11 @@ from enclave.discovery.introduction import (
 )
 from enclave.policy.intent import IntentError, IntentStatement, decode_signed, encode_signed
 from enclave.promhttp import MetricsServer, parse_listen
-from enclave.sysinfo import MAX_THREADS, default_threads
 
 if TYPE_CHECKING:
     from enclave.agent.gateway import AgentGateway
 
 log = logging.getLogger("enclave.agent")
-DEFAULT_PORT = 51820
-DEFAULT_INTERFACE = "enclave0"
 RENEW_CHECK = 3600.0  # the renewal timer wakes at least this often (ENCLAVE_RENEW_CHECK)
 RENEW_CHECK_ENV = "ENCLAVE_RENEW_CHECK"
 RENEW_RETRY = 30.0  # after a failed renewal that is due, try again this soon
@@ -126,64 +122,6 @@ class ConnectionManagerLike(Protocol):
 
 
 CmFactory = Callable[[AgentView], ConnectionManagerLike]
-
-
-@dataclass
-class AgentOptions:
-    port: int = DEFAULT_PORT
-    interface: str = DEFAULT_INTERFACE
-    mtu: int | None = None
-    cipher: str | None = None
-    offload: bool = True
-    aqm: bool = True  # CoDel + ECN on the data plane's queues (enclave/_fp_aqm.pxi)
-    threads: int = dataclasses.field(default_factory=default_threads)  # data-plane workers
-    tap: bool = True
-    dns: bool = True  # NAME.enclave on the overlay IP, port 53 (enclave.agent.dns_server)
-    portmap: bool = True  # ask the site's router to map the data port (enclave.agent.portmap)
-    metrics: str | None = None  # HOST:PORT for Prometheus /metrics (enclave.agent.metrics)
-
-    @classmethod
-    def resolve(cls, state: StateDir, cli: dict[str, Any]) -> AgentOptions:
-        """CLI flags (non-None values) > ENCLAVE_* environment > config.toml > defaults."""
-        merged: dict[str, Any] = {}
-        path = state.root / "config.toml"
-        if path.exists():
-            try:
-                merged.update(tomllib.loads(path.read_text()))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-                raise AgentError(f"config file {path} is invalid: {exc}") from None
-        for key in ("port", "interface", "mtu", "cipher", "offload", "aqm", "threads", "dns",
-                    "metrics", "portmap"):
-            env = os.environ.get(f"ENCLAVE_{key.upper()}")
-            if env:
-                merged[key] = env
-        merged.update({k: v for k, v in cli.items() if v is not None})
-        try:
-            opts = cls(
-                port=int(merged.get("port", DEFAULT_PORT)),
-                interface=str(merged.get("interface", DEFAULT_INTERFACE)),
-                mtu=int(merged["mtu"]) if merged.get("mtu") is not None else None,
-                cipher=str(merged["cipher"]) if merged.get("cipher") else None,
-                offload=str(merged.get("offload", True)).lower() not in ("0", "false", "no"),
-                aqm=str(merged.get("aqm", True)).lower() not in ("0", "false", "no"),
-                threads=int(merged.get("threads", default_threads())),
-                tap=bool(merged.get("tap", True)),
-                dns=str(merged.get("dns", True)).lower() not in ("0", "false", "no"),
-                portmap=str(merged.get("portmap", True)).lower() not in ("0", "false", "no"),
-                metrics=str(merged["metrics"]) if merged.get("metrics") else None,
-            )
-        except (TypeError, ValueError) as exc:
-            raise AgentError(f"invalid agent option: {exc}") from None
-        if not 0 < opts.port < 65536:
-            raise AgentError(f"port must be 1..65535, got {opts.port}")
-        if not 1 <= opts.threads <= MAX_THREADS:
-            raise AgentError(f"threads must be 1..{MAX_THREADS}, got {opts.threads}")
-        if opts.metrics is not None:
-            try:
-                parse_listen(opts.metrics)
-            except ValueError as exc:
-                raise AgentError(str(exc)) from None
-        return opts
 
 
 def sd_notify(message: str) -> None:
