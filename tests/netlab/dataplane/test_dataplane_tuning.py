@@ -3,12 +3,12 @@ correct at the extremes (one datagram per sendmmsg, one per recvmmsg) over real 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from enclave.netlab import Lab, Topology
+from tests.support.fd_tap import socketpair_dataplane
 from tests.support.overlay import Overlay, tcp_transfer
 
 fp = pytest.importorskip("enclave._fastpath")
@@ -16,12 +16,8 @@ fp = pytest.importorskip("enclave._fastpath")
 
 @pytest.fixture
 def native() -> Iterator[fp.DataPlane]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    dp = fp.DataPlane(a.fileno(), b.fileno(), max_peers=2)
-    yield dp
-    dp.close()
-    a.close()
-    b.close()
+    with socketpair_dataplane(max_peers=2) as dp:
+        yield dp
 
 
 def test_tune_defaults_and_changes(native: fp.DataPlane) -> None:

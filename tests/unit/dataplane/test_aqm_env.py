@@ -3,31 +3,24 @@ reach DataPlane.tune as microseconds; anything but a positive integer is a clear
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from enclave import _fastpath as fp
 from enclave.dataplane.engine import aqm_tuning_from_env
+from tests.support.fd_tap import socketpair_dataplane
 
 
 def test_unset_means_the_compiled_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ENCLAVE_AQM_TARGET_US", raising=False)
     monkeypatch.delenv("ENCLAVE_AQM_INTERVAL_US", raising=False)
     assert aqm_tuning_from_env() == {}
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    dp = fp.DataPlane(a.fileno(), b.fileno(), max_peers=2)
-    try:
+    with socketpair_dataplane(max_peers=2) as dp:
         d = dp.tune()
         assert d["aqm_target_us"] * 1000 == fp.AQM_TARGET_NS
         assert d["aqm_interval_us"] * 1000 == fp.AQM_INTERVAL_NS
         assert dp.tune(aqm_target_us=500, aqm_interval_us=50_000)["aqm_target_us"] == 500
         with pytest.raises(ValueError):
             dp.tune(aqm_target_us=0)
-    finally:
-        dp.close()
-        a.close()
-        b.close()
 
 
 def test_values_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

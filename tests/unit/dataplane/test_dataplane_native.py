@@ -6,7 +6,6 @@ are started only where a test needs them.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from enclave.dataplane import engine
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import Cipher
+from tests.support.fd_tap import socketpair_dataplane
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -31,12 +31,8 @@ def keys(local: int, remote: int = 7, key: bytes = KEY, cipher: object = CHACHA)
 
 @pytest.fixture
 def native() -> Iterator[fp.DataPlane]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    dp = fp.DataPlane(a.fileno(), b.fileno(), max_peers=4)
-    yield dp
-    dp.close()
-    a.close()
-    b.close()
+    with socketpair_dataplane(max_peers=4) as dp:
+        yield dp
 
 
 def test_punt_header_round_trip() -> None:
