@@ -49,9 +49,10 @@ class Pair:
                 elif r.kind == "send":
                     self.to_relay(r.send, to)
 
-    def register_both(self) -> None:
-        self.to_relay(self.x.add("Y", RELAY, ticket("XXXXX", "YYYYY"), self.now), X_ADDR)
-        self.to_relay(self.y.add("X", RELAY, ticket("YYYYY", "XXXXX"), self.now), Y_ADDR)
+    def register_both(self, ttl: int = 600) -> None:
+        """X and Y register with each other's tickets (ending `ttl` s after NOW)."""
+        self.to_relay(self.x.add("Y", RELAY, ticket("XXXXX", "YYYYY", ttl=ttl), self.now), X_ADDR)
+        self.to_relay(self.y.add("X", RELAY, ticket("YYYYY", "XXXXX", ttl=ttl), self.now), Y_ADDR)
 
     def send(self, client: RelayClient, peer: str, msg: bytes, src: tuple[str, int]) -> None:
         path = client.path_for(peer)

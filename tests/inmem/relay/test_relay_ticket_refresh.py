@@ -14,8 +14,7 @@ from tests.support.relay import RELAY, X_ADDR, Y_ADDR, Pair, ticket
 
 def _pair_with_short_tickets(ttl: int) -> Pair:
     p = Pair()
-    p.to_relay(p.x.add("Y", RELAY, ticket("XXXXX", "YYYYY", ttl=ttl), p.now), X_ADDR)
-    p.to_relay(p.y.add("X", RELAY, ticket("YYYYY", "XXXXX", ttl=ttl), p.now), Y_ADDR)
+    p.register_both(ttl=ttl)
     assert p.registered == {"X", "Y"}
     return p
 
