@@ -14,9 +14,13 @@
     candidates ranking before TCP ones); the back-off starts over whenever a direct path is
     confirmed or lost.
     path_failed(addr) (the session's path stopped answering) --> every confirmation is
-    forgotten (each path must answer afresh), a punch burst over the direct candidates starts
-    at once, and the relay candidates (also ones added later) are probed every
-    FALLBACK_PROBE_INTERVAL for FALLBACK_DURATION or until some path is confirmed.
+    forgotten (each path must answer afresh: replies to probes sent before are not taken), a
+    punch burst over the direct candidates starts at once, and the relay candidates (also
+    ones added later) are probed every FALLBACK_PROBE_INTERVAL for FALLBACK_DURATION or until
+    some path is confirmed.
+    peer_left(addr, to) (the peer roamed the session from addr to to, say onto a relay because
+    our shared direct path died) --> addr and every path ranking better than to must answer
+    afresh before the session goes back to them.
 """
 
 from __future__ import annotations
@@ -152,11 +156,25 @@ class PathManager:
                 if self._best_rank() >= RANK_RELAY and self._next_reprobe is not None:
                     self._next_reprobe = None  # fell back to a relay: re-armed at once below
 
+    def peer_left(self, addr: PathAddr, to: PathAddr) -> None:
+        """The peer moved the session from `addr` to `to` (its newest authentic packet came
+        from there): `addr` and every path ranking better than `to` must answer afresh (replies
+        to earlier probes of them are not taken) before the session goes back to one; a peer
+        that moved to the relay found them dead, and a path confirmed before says nothing."""
+        self.learn(to)
+        rank = self._paths[to].rank
+        left = {a for a, p in self._paths.items() if a == addr or (a != to and p.rank < rank)}
+        for a in left:
+            self.unconfirm(a)
+        self._probes = {i: sent for i, sent in self._probes.items() if sent[0] not in left}
+
     def path_failed(self, addr: PathAddr, now: float) -> None:
         """The session's path `addr` stopped answering: forget every confirmation (each path
-        must answer afresh), punch the direct candidates again now and probe the relays every
-        FALLBACK_PROBE_INTERVAL until one answers or FALLBACK_DURATION passed."""
+        must answer afresh: replies to probes sent before are not taken), punch the direct
+        candidates again now and probe the relays every FALLBACK_PROBE_INTERVAL until one
+        answers or FALLBACK_DURATION passed."""
         self.learn(addr)
+        self._probes.clear()
         for state in self._paths.values():
             state.confirmed_at = None
         self._relayed_wait = RELAYED_REPROBE_MIN

@@ -781,12 +781,12 @@ class Node:
     # ------------------------------------------------------------------ sessions
     def _move(self, p: _Peer, addr: Addr, now: float) -> None:
         """The peer roamed: its authentic newest packet came from `addr`."""
-        if p.paths is not None and isinstance(p.addr, PathAddr) and p.addr != addr:
-            p.paths.unconfirm(p.addr)  # the peer left it: it answers afresh before we go back
-        p.moved(addr, now)
-        self._upkeep.path_moved(p.name, now)  # the new path's rtt, measured now
         if p.paths is not None and isinstance(addr, PathAddr):
             p.paths.learn(addr)
+            if isinstance(p.addr, PathAddr) and p.addr != addr:
+                p.paths.peer_left(p.addr, addr)  # they answer afresh before we go back
+        p.moved(addr, now)
+        self._upkeep.path_moved(p.name, now)  # the new path's rtt, measured now
         self._events.append(PeerRoamed(p.name, addr))
         self._publish(p)
 
