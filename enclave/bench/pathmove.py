@@ -9,9 +9,11 @@ direct path and comes back to it.
                 pair (the agent's introduced_at) -> first frame (connected_at); setup_ms
                 counts from the start of the second `enclave intent add` process instead, so
                 it also holds that CLI's start-up and its HTTPS request
-    moves()     only a pair on direct-udp, with a ping every 0.2 s running over it (the
-                runner's): site a's router drops everything between the two sites' public
-                addresses (nft table CUT_TABLE; the platform stays reachable)
+    moves()     only a pair on direct-udp, with a datagram every 0.2 s from a1 to an echo server
+                on b1 over it (Traffic, started by the runner; it used to start `ping`, which
+                a host may lack -- then the session was idle and the moves waited for the
+                agents' own probes): site a's router drops everything between the two sites'
+                public addresses (nft table CUT_TABLE; the platform stays reachable)
                   -> direct_to_relay_ms: cut -> path_changed_at on a1 (path moved to in the note)
                 the cut is lifted
                   -> relay_to_direct_ms: lift -> path_changed_at on a1, back on direct-udp
@@ -22,6 +24,9 @@ lift (the namespaces share the clock); polled every POLL_S for at most MOVE_TIME
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +40,46 @@ PeerOf = Callable[[], dict[str, Any] | None]  # a1's `enclave peers` entry for b
 CUT_TABLE = "enclave_bench_cut"
 POLL_S = 0.05
 MOVE_TIMEOUT_S = 60.0
+TRAFFIC_INTERVAL_S = 0.2
+
+
+class Traffic:
+    """A datagram from `sock` to `dst` every `interval` seconds on a thread while the block
+    runs (replies are read and dropped): a session carrying traffic, as when a site's path
+    dies under use.  The socket is the caller's (a lab host's, closed by the lab)."""
+
+    def __init__(self, sock: socket.socket, dst: tuple[str, int],
+                 interval: float = TRAFFIC_INTERVAL_S) -> None:
+        self._sock, self._dst, self._interval = sock, dst, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pathmove-traffic",
+                                        daemon=True)
+        self.sent = 0
+        self.received = 0
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._sock.sendto(b"enclave bench path moves %d" % self.sent, self._dst)
+                self.sent += 1
+            until = time.monotonic() + self._interval
+            while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
+                self._sock.settimeout(left)
+                try:
+                    self._sock.recv(2048)
+                    self.received += 1
+                except (TimeoutError, OSError):
+                    break
+            if (left := until - time.monotonic()) > 0:
+                self._stop.wait(left)
 
 
 def relayed(path: object) -> bool:

@@ -565,15 +565,16 @@ def _overlay_run(ctx: BenchContext, asked: str, threads: int | None = None) -> N
                                             for f in ctx.report.figures):
             ctx.progress(f"path moves ({cipher})")  # once a run: the first direct-udp run
             with timed_stage(ctx, f"path moves ({cipher})") as box:
-                # a ping every 0.2 s keeps traffic on the session, as when a site's path dies
-                pinger = a.host.popen(["ping", "-q", "-i", "0.2", b.overlay_ip],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                # a datagram every 0.2 s (echoed) keeps traffic on the session, as when a
+                # site's path dies under use
+                echo = flows.start_echo_server(b.host)
                 try:
-                    got = pathmove.moves(lambda: _peer_entry(a, b.name),
-                                         ctx.lab.site("a").router_netns, str(ctx.b.public_ip),
-                                         cipher)
+                    with pathmove.Traffic(a.host.socket(), (b.overlay_ip, flows.ECHO_PORT)):
+                        got = pathmove.moves(lambda: _peer_entry(a, b.name),
+                                             ctx.lab.site("a").router_netns,
+                                             str(ctx.b.public_ip), cipher)
                 finally:
-                    flows.stop(pinger)
+                    flows.stop(echo)
                 ctx.report.figures.extend(got)
                 box["detail"] = "; ".join(f"{f.key} {f.overlay:.0f} ms ({f.note})" for f in got)
     finally:
