@@ -20,14 +20,11 @@ from enclave.cli import build_parser
     ({"ENCLAVE_AQM": "1"}, "aqm = false\n", {}, True),      # the environment beats the file
     ({"ENCLAVE_AQM": "1"}, "", {"aqm": False}, False),       # the flag wins
 ])
-def test_aqm_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+def test_aqm_option(tmp_path: Path, env: dict[str, str],
                     config: str, cli: dict[str, object], want: bool) -> None:
-    monkeypatch.delenv("ENCLAVE_AQM", raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
     if config:
         (tmp_path / "config.toml").write_text(config)
-    assert AgentOptions.resolve(StateDir(tmp_path), cli).aqm is want
+    assert AgentOptions.resolve(StateDir(tmp_path), cli, env).aqm is want
 
 
 def test_up_has_the_no_aqm_flag() -> None:

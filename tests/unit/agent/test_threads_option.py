@@ -28,14 +28,11 @@ def test_default_is_one_per_core_up_to_four(cores: int, want: int) -> None:
     ({"ENCLAVE_THREADS": "2"}, "threads = 1\n", {}, 2),     # the environment beats the file
     ({"ENCLAVE_THREADS": "2"}, "", {"threads": 4}, 4),       # the flag wins
 ])
-def test_threads_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+def test_threads_option(tmp_path: Path, env: dict[str, str],
                         config: str, cli: dict[str, object], want: int) -> None:
-    monkeypatch.delenv("ENCLAVE_THREADS", raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
     if config:
         (tmp_path / "config.toml").write_text(config)
-    assert AgentOptions.resolve(StateDir(tmp_path), cli).threads == want
+    assert AgentOptions.resolve(StateDir(tmp_path), cli, env).threads == want
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "65", "many"])

@@ -34,12 +34,9 @@ def test_loads_the_compiled_data_plane() -> None:
     ({}, {"offload": False}, False),
     ({"ENCLAVE_OFFLOAD": "1"}, {"offload": False}, False),  # the flag wins
 ])
-def test_offload_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                        env: dict[str, str], cli: dict[str, object], want: bool) -> None:
-    monkeypatch.delenv("ENCLAVE_OFFLOAD", raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert AgentOptions.resolve(StateDir(tmp_path), cli).offload is want
+def test_offload_option(tmp_path: Path, env: dict[str, str], cli: dict[str, object],
+                        want: bool) -> None:
+    assert AgentOptions.resolve(StateDir(tmp_path), cli, env).offload is want
 
 
 def test_config_file_and_cli_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
