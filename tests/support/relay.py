@@ -3,9 +3,16 @@
     p = Pair(); p.register_both()          X and Y registered with tickets naming each other
     p.send(p.x, "Y", b"hi", X_ADDR)        X's message through the core; p.got["Y"] has it
     ticket("XXXXX", "YYYYY", ttl=30)       a ticket minted with KEY, ending NOW + ttl
+
+A RelayClient against a real relay over a UDP socket:
+
+    register_over(sock, RelayClient(), peer, relay, ticket)   our channel, or None on silence
 """
 
 from __future__ import annotations
+
+import socket
+import time
 
 from enclave.agent.relay_client import RelayClient
 from enclave.discovery import PathAddr, Transport
@@ -60,3 +67,27 @@ class Pair:
         wrapped = client.wrap(msg, path)
         assert wrapped is not None
         self.to_relay([wrapped], src)
+
+
+def register_over(sock: socket.socket, rc: RelayClient, peer: str, relay: tuple[str, int],
+                  ticket: bytes, tries: int = 10) -> int | None:
+    """REGISTER `peer`'s channel with a real relay over `sock` (a timeout set), answering the
+    cookie challenge and sending REGISTER again after a read times out, until REGISTERED:
+    our channel number there; None when no REGISTERED came within `tries` reads."""
+    out = rc.add(peer, relay, ticket, time.time())
+    for _ in range(tries):
+        for data, dst in out:
+            sock.sendto(data, dst)
+        try:
+            data, src = sock.recvfrom(2048)
+        except TimeoutError:
+            out = rc.add(peer, relay, ticket, time.time())
+            continue
+        got = rc.receive(data, src, time.time())
+        if got is not None and got.kind in ("registered", "refreshed"):
+            path = rc.path_for(peer)
+            route = None if path is None else rc.route(path)
+            assert route is not None
+            return route[1]
+        out = got.send if got is not None else []
+    return None

@@ -19,6 +19,7 @@ from enclave.agent.relay_client import RelayClient
 from tests.support.control_client import mutual_pair, relay_intros, relay_ticket
 from tests.support.platform import Platform
 from tests.support.proc import free_port
+from tests.support.relay import register_over
 
 LO = "127.0.0.1"
 
@@ -26,21 +27,7 @@ LO = "127.0.0.1"
 def _registers(rc: RelayClient, peer: str, relay: tuple[str, int], ticket: bytes,
                sock: socket.socket) -> bool:
     """REGISTER (answering the cookie challenge) until REGISTERED, or False on silence."""
-    now = time.time()
-    out = rc.add(peer, relay, ticket, now)
-    for _ in range(6):
-        for data, dst in out:
-            sock.sendto(data, dst)
-        try:
-            data, src = sock.recvfrom(2048)
-        except TimeoutError:
-            out = rc.due(time.time() + 1.0)
-            continue
-        got = rc.receive(data, src, time.time())
-        if got is not None and got.kind in ("registered", "refreshed"):
-            return True
-        out = got.send if got is not None else []
-    return False
+    return register_over(sock, rc, peer, relay, ticket, tries=6) is not None
 
 
 def test_revoked_systems_tickets_stop_working(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
 from tests.support.control_client import mutual_pair, relay_intros, relay_ticket
 from tests.support.platform import Platform
 from tests.support.proc import free_port
+from tests.support.relay import register_over
 from tests.support.wait import wait_for
 
 LO = "127.0.0.1"
@@ -46,23 +46,9 @@ def _scrape(listen: str) -> Samples:
 def _register(rc: RelayClient, peer: str, relay: tuple[str, int], ticket: bytes,
               sock: socket.socket) -> int:
     """REGISTER (answering the challenge) until REGISTERED; our channel."""
-    out = rc.add(peer, relay, ticket, time.time())
-    for _ in range(10):
-        for data, dst in out:
-            sock.sendto(data, dst)
-        try:
-            data, src = sock.recvfrom(2048)
-        except TimeoutError:
-            out = rc.add(peer, relay, ticket, time.time())
-            continue
-        got = rc.receive(data, src, time.time())
-        if got is not None and got.kind in ("registered", "refreshed"):
-            path = rc.path_for(peer)
-            route = None if path is None else rc.route(path)
-            assert route is not None
-            return route[1]
-        out = got.send if got is not None else []
-    raise AssertionError(f"not registered for {peer}")
+    channel = register_over(sock, rc, peer, relay, ticket)
+    assert channel is not None, f"not registered for {peer}"
+    return channel
 
 
 def _delivered(src: socket.socket, dst: socket.socket, relay: tuple[str, int], channel: int,
