@@ -121,12 +121,15 @@ async def main(seconds: float, size: int, gso: int) -> None:
         sx.close()
         sy.close()
     gb = got[1] / 1e9
+    wait_mean = int(c.get("aqm_wait_us", 0)) // max(1, int(c.get("aqm_timed", 0)))
     print(f"size={size} gso={gso} sent={sent[0]} received={got[0]} "
           f"pps={got[0] / seconds:.0f} gbit_s={8 * gb / seconds:.2f} relay_cpu_s={cpu:.2f} "
           f"relay_cpu_s_per_gb={cpu / gb if gb else 0:.2f} wall={wall:.1f} "
           f"forwarded={c.get('forwarded')} gro_runs={c.get('gro_runs')} "
           f"gso_sends={c.get('gso_sends')} drop_send={c.get('drop_send')} "
-          f"drop_rate={c.get('drop_rate')} "
+          f"drop_rate={c.get('drop_rate')} drop_aqm={c.get('drop_aqm')} "
+          f"queue_wait_mean_us={wait_mean} "
+          f"queue_wait_max_us={c.get('aqm_wait_max_us')} "
           f"python_data={server.python_data}")
 
 

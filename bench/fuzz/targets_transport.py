@@ -130,7 +130,7 @@ class RelayTarget:
 
     def state(self) -> dict[str, tuple[int, int]]:
         return {"registrations": (len(self.core), RELAY_MAX),
-                "source buckets": (len(self.core._limiter), 4096)}
+                "system buckets": (len(self.core._limiter), 4096)}
 
 
 class RelayClientTarget:

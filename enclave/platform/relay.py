@@ -77,6 +77,7 @@ from aiohttp import web
 from enclave._fastpath import (
     PUNT_DATAGRAM,
     PUNT_HEADER_LEN,
+    RELAY_AQM_INTERVAL_NS,
     RELAY_AQM_TARGET_NS,
     RELAY_DROP_COUNTERS,
     RelayForwarder,
@@ -122,6 +123,7 @@ REGISTER_BURST_GLOBAL = 1000.0
 PUNT_RATE = 10_000.0  # datagrams per second the forwarder hands to RelayCore (native bucket)
 PUNT_BURST = 2_000.0
 AQM_TARGET_ENV = "ENCLAVE_PLATFORM_RELAY_AQM_TARGET_US"  # CoDel target at the relay; 0: off
+AQM_INTERVAL_ENV = "ENCLAVE_PLATFORM_RELAY_AQM_INTERVAL_US"  # and its interval
 # forwarded datagrams per second per registration (500k: ~5.6 Gbit/s of 1,400-byte datagrams, so
 # one relayed pair is not held below what the relay machine can move; the kernel's socket
 # buffers and the forwarder thread bound the rest); ENCLAVE_PLATFORM_RELAY_DATA_RATE sets it
@@ -432,7 +434,7 @@ class RelayServer:
         rate = data_rate_from_env()
         fwd = RelayForwarder(sock.fileno(), max_entries=self.core.max_registrations,
                              rate=rate, burst=max(1.0, rate / 10), punt_rate=PUNT_RATE,
-                             punt_burst=PUNT_BURST, aqm_target_ns=aqm_target_ns_from_env())
+                             punt_burst=PUNT_BURST, **aqm_from_env())
         self._sock, self.forwarder = sock, fwd
         self.core.forward_with(fwd, self._clock())
         loop = asyncio.get_running_loop()
@@ -542,15 +544,24 @@ def data_rate_from_env() -> float:
         return float(DATA_RATE_PACKETS)
 
 
-def aqm_target_ns_from_env() -> int:
-    """ENCLAVE_PLATFORM_RELAY_AQM_TARGET_US = CoDel's target at the relay in microseconds
-    (default: the forwarder's RELAY_AQM_TARGET_NS; 0 turns CoDel off there)."""
-    raw = os.environ.get(AQM_TARGET_ENV, "").strip()
-    try:
-        return max(0, int(raw)) * 1000 if raw else int(RELAY_AQM_TARGET_NS)
-    except ValueError:
-        log.error("%s=%r is not a number of microseconds", AQM_TARGET_ENV, raw)
-        return int(RELAY_AQM_TARGET_NS)
+def aqm_from_env() -> dict[str, int]:
+    """RelayForwarder's aqm_target_ns / aqm_interval_ns from ENCLAVE_PLATFORM_RELAY_AQM_TARGET_US
+    (0 turns CoDel off at the relay) and ..._INTERVAL_US, in microseconds; the forwarder's
+    RELAY_AQM_TARGET_NS / RELAY_AQM_INTERVAL_NS where unset (for measuring other links)."""
+    out = {"aqm_target_ns": int(RELAY_AQM_TARGET_NS),
+           "aqm_interval_ns": int(RELAY_AQM_INTERVAL_NS)}
+    for key, env in (("aqm_target_ns", AQM_TARGET_ENV), ("aqm_interval_ns", AQM_INTERVAL_ENV)):
+        raw = os.environ.get(env, "").strip()
+        try:
+            if raw:
+                out[key] = max(0, int(raw)) * 1000
+        except ValueError:
+            log.error("%s=%r is not a number of microseconds", env, raw)
+    if out["aqm_target_ns"] and out["aqm_interval_ns"] <= out["aqm_target_ns"]:
+        log.error("relay CoDel interval must exceed its target; the defaults are used")
+        out = {"aqm_target_ns": int(RELAY_AQM_TARGET_NS),
+               "aqm_interval_ns": int(RELAY_AQM_INTERVAL_NS)}
+    return out
 
 
 def relay_bind_from_env(default_host: str = "0.0.0.0") -> tuple[str, int] | None:
@@ -597,18 +608,13 @@ class RelayService:
 
     def allow_only(self, names: set[str] | frozenset[str]) -> None:
         """See RelayCore.allow_only (the control hub calls this after every re-evaluation);
-        on the relay over TLS, a WebSocket left with no registration is closed."""
+        on the relay over TLS, a WebSocket left with no registration is closed (by allow_only)."""
         self.server.core.allow_only(names)
         if self.ws is not None:
             cut = self.ws.allow_only(names)
             if cut:
                 log.info("relay over TLS: cut %d connection(s) of systems no longer allowed",
                          len(cut))
-            for ws in cut:
-                with contextlib.suppress(RuntimeError):  # no loop: nothing is connected
-                    task = asyncio.get_running_loop().create_task(ws.close())
-                    _CLOSING.add(task)
-                    task.add_done_callback(_CLOSING.discard)
 
 
 def ticket_lifetime_from_env() -> int:
@@ -622,7 +628,6 @@ def ticket_lifetime_from_env() -> int:
 
 
 RELAY = web.AppKey("relay", RelayService)
-_CLOSING: set[asyncio.Task[object]] = set()  # WebSockets of cut systems being closed
 
 
 async def _startup(app: web.Application) -> None:
