@@ -5,8 +5,14 @@
       <- welcome              -> handler.on_connected(welcome); reports follow
       <- introduce / withdraw / crl / intents / policy_offer / renew  -> handler.on_message
     lost or refused: reconnect after a jittered exponential backoff (BACKOFF_BASE doubling to
-    BACKOFF_MAX, uniform jitter in [0.5, 1] of it); reset after a welcome. Heartbeats are
-    WebSocket pings (enclave.discovery.channel.HEARTBEAT).
+    BACKOFF_MAX, uniform jitter in [0.5, 1] of it); reset after a welcome. A node that
+    answers 503 (busy: enclave.platform.admission) is not tried again before its Retry-After
+    times a uniform jitter in [1, 2] (retry_after_delay).
+
+Keepalive (Keepalive, not aiohttp's heartbeat, whose pong timeout is half its interval): a ping
+after HEARTBEAT seconds without any frame from the platform, and the channel given up after
+SILENCE_TIMEOUT seconds without one. A platform busy with thousands of agents may answer a ping
+seconds late; dropping its agents for that would add their reconnects to its load.
 
 Failover: the client holds every URL of the platform (one per node: the enrolment token's, then
 the "urls" of a welcome or of a {"type": "urls"} message, which replace them; ``on_urls`` lets
@@ -31,7 +37,8 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,6 +52,7 @@ from enclave.discovery.channel import (
     HEARTBEAT,
     HELLO_TIMEOUT,
     MAX_MESSAGE_BYTES,
+    SILENCE_TIMEOUT,
     challenge_message,
 )
 
@@ -53,6 +61,8 @@ BACKOFF_BASE = 0.25
 BACKOFF_MAX = 10.0
 FAILOVER_SPREAD = 3.0  # seconds over which a lost connection's reconnects are spread
 MAX_URLS = 16
+MAX_RETRY_AFTER = 60  # seconds: a longer Retry-After is capped
+CLOSE_TIMEOUT = 2.0  # seconds a close waits for the platform's close frame
 
 
 class ControlHandler(Protocol):
@@ -79,6 +89,17 @@ def failover_delay(rng: random.Random | None = None) -> float:
     return r.uniform(0.0, FAILOVER_SPREAD)
 
 
+def retry_after_delay(headers: Mapping[str, str] | None,
+                      rng: random.Random | None = None) -> float:
+    """Seconds to wait after a node answered 503 "busy": its Retry-After (whole seconds, at
+    most MAX_RETRY_AFTER; 1 when missing or unreadable) times a uniform jitter in [1, 2], so
+    the agents a busy node turned away do not all come back at once."""
+    r = rng or random
+    raw = (headers or {}).get("Retry-After", "").strip()
+    seconds = int(raw) if raw.isdigit() else 1
+    return min(MAX_RETRY_AFTER, max(1, seconds)) * r.uniform(1.0, 2.0)
+
+
 def control_urls(urls: Sequence[str] | str) -> list[str]:
     """The wss://.../v1/control URLs for the platform's https:// URLs (duplicates, bad ones and
     those beyond MAX_URLS dropped; order kept)."""
@@ -94,6 +115,44 @@ def control_urls(urls: Sequence[str] | str) -> list[str]:
         if ws not in out:
             out.append(ws)
     return out[:MAX_URLS]
+
+
+class Keepalive:
+    """Pings a WebSocket that has been silent for ``interval`` seconds; closes it once it has
+    been silent for ``timeout`` (``silent`` is then True). The owner calls heard() for every
+    frame it receives (pongs included: the socket is opened with autoping=False)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, interval: float = HEARTBEAT,
+                 timeout: float = SILENCE_TIMEOUT) -> None:
+        self.ws = ws
+        self.interval = interval
+        self.timeout = timeout
+        self.silent = False
+        self._loop = asyncio.get_running_loop()
+        self._heard = self._loop.time()
+
+    def heard(self) -> None:
+        self._heard = self._loop.time()
+
+    def quiet_for(self) -> float:
+        return self._loop.time() - self._heard
+
+    async def run(self) -> None:
+        while not self.ws.closed:
+            await asyncio.sleep(max(0.05, self.interval - self.quiet_for()))
+            if self.quiet_for() < self.interval:
+                continue
+            await asyncio.sleep(0)  # frames that came in while this loop was busy count
+            if self.quiet_for() >= self.timeout:
+                self.silent = True
+                await self.ws.close()
+                return
+            if self.quiet_for() >= self.interval:
+                with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                    await self.ws.ping()
+                # the next look: at the timeout, or when the next ping is due
+                await asyncio.sleep(min(self.interval, max(0.05, self.timeout
+                                                           - self.quiet_for())))
 
 
 class ControlClient:
@@ -170,11 +229,18 @@ class ControlClient:
                 self.ws_url = self._targets[self._next]
                 self.host = urlsplit(self.ws_url).hostname or ""
                 welcomed = self.connects
+                busy = 0.0  # a 503 "busy" from the node: at least its Retry-After
                 try:
                     await self._session(http)
                 except ControlError as exc:
                     self.last_error = str(exc)
                     log.warning("control channel: %s", exc)
+                except aiohttp.WSServerHandshakeError as exc:
+                    self.last_error = f"HTTP {exc.status} from {self.ws_url}"
+                    if exc.status == HTTPStatus.SERVICE_UNAVAILABLE:
+                        busy = retry_after_delay(exc.headers)
+                        self.last_error += f" (busy; retrying in {busy:.1f} s)"
+                    log.info("control channel refused: %s", self.last_error)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.info("control channel unavailable: %s", self.last_error)
@@ -195,7 +261,7 @@ class ControlClient:
                     delay = failover_delay()
                 else:
                     failures += 1
-                    delay = backoff_delay((failures - 1) // len(self._targets))
+                    delay = max(busy, backoff_delay((failures - 1) // len(self._targets)))
                 log.debug("control channel: reconnecting to %s in %.2fs",
                           self._targets[self._next], delay)
                 await asyncio.sleep(delay)
@@ -208,8 +274,10 @@ class ControlClient:
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         self.state = "connecting"
-        async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=HEARTBEAT,
-                                   max_msg_size=MAX_MESSAGE_BYTES, autoping=True) as ws:
+        async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=None,
+                                   max_msg_size=MAX_MESSAGE_BYTES, autoping=False,
+                                   timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT)
+                                   ) as ws:
             self._check_pin(ws)
             peer = ws.get_extra_info("peername")
             self.address = str(peer[0]) if isinstance(peer, tuple) and peer else None
@@ -233,25 +301,42 @@ class ControlClient:
             log.info("control channel connected to %s", self.ws_url)
             self._learn_urls(welcome)
             self.handler.on_connected(welcome)
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    try:
-                        data = json.loads(msg.data)
-                    except ValueError:
-                        continue
-                    if isinstance(data, dict):
-                        if data.get("type") == "error":
-                            log.warning("platform: %s", data.get("error"))
-                            continue
-                        if data.get("type") == "urls":  # `platform urls add|remove` ran
-                            self._learn_urls(data)
-                            continue
-                        self.handler.on_message(data)
-                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
-                    break
+            keepalive = Keepalive(ws)
+            watch = asyncio.get_running_loop().create_task(keepalive.run())
+            try:
+                await self._messages(ws, keepalive)
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            if keepalive.silent:
+                raise ControlError(f"no frame from the platform in {keepalive.timeout:.0f} s")
             if ws.close_code == CLOSE_AUTH_FAILED:
                 self.state = "auth-failed"
             log.info("control channel closed (code %s)", ws.close_code)
+
+    async def _messages(self, ws: aiohttp.ClientWebSocketResponse, keepalive: Keepalive) -> None:
+        """The platform's messages to the handler until the channel closes."""
+        async for msg in ws:
+            keepalive.heard()
+            if msg.type == aiohttp.WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                    await ws.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                if data.get("type") == "error":
+                    log.warning("platform: %s", data.get("error"))
+                elif data.get("type") == "urls":  # `platform urls add|remove` ran
+                    self._learn_urls(data)
+                else:
+                    self.handler.on_message(data)
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                break
 
     def _check_pin(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ssl_obj = ws.get_extra_info("ssl_object")
@@ -264,7 +349,17 @@ class ControlClient:
             raise ControlError(f"platform TLS key {got} does not match the pin {self.pin}")
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-        msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        """The next text message during setup (pings answered, pongs skipped)."""
+        deadline = asyncio.get_running_loop().time() + HELLO_TIMEOUT
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise ControlError("platform did not answer during setup")
+            msg = await ws.receive(timeout=left)
+            if msg.type == aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type != aiohttp.WSMsgType.PONG:
+                break
         if msg.type != aiohttp.WSMsgType.TEXT:
             if ws.close_code == CLOSE_AUTH_FAILED:
                 self.state = "auth-failed"

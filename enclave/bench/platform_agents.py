@@ -26,12 +26,13 @@ import resource
 import ssl
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 
-from enclave.agent.control import ControlClient
+from enclave.agent.control import ControlClient, retry_after_delay
 from enclave.cert.ca import build_csr
 from enclave.cert.enrolment import PATH_ENROL, EnrolmentToken, b64url
 from enclave.cert.keys import Ed25519PrivateKey, generate_private_key
@@ -43,6 +44,7 @@ CONCURRENCY = 32  # HTTP requests (enrolments, intents) in flight at once, over 
 CONNECTING = 32  # agents between starting their control channel and its welcome, over all
 AGENTS_PER_WORKER = 1250
 RETRIES = 2  # a request whose keep-alive connection was closed under it is sent again
+BUSY_RETRIES = 30  # a request refused with 503 + Retry-After is sent again after it
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Fleet:
         self.http: aiohttp.ClientSession | None = None
         self.served: list[SimAgent] = []
         self.before: dict[int, int] = {}
+        self.busy = 0  # requests a node refused with 503 + Retry-After (sent again)
         share = max(1, spec.workers)
         self.limit = max(1, CONCURRENCY // share)
         self.requests = asyncio.Semaphore(self.limit)
@@ -115,16 +118,27 @@ class Fleet:
 
     async def _post(self, url: str, body: object) -> tuple[int, str]:
         """POST JSON; (status, text). A keep-alive connection the server closed just as it
-        was reused is retried on a new one (RETRIES times)."""
+        was reused is retried on a new one (RETRIES times); a 503 with Retry-After (the node
+        is busy: nothing was done) is sent again after it, as an agent would (BUSY_RETRIES
+        times; self.busy counts them)."""
         assert self.http is not None
-        for attempt in range(RETRIES + 1):
+        dropped = busy = 0
+        while True:
             try:
                 async with self.http.post(url, json=body) as resp:
-                    return resp.status, await resp.text()
+                    text = await resp.text()
+                    if (resp.status != HTTPStatus.SERVICE_UNAVAILABLE
+                            or "Retry-After" not in resp.headers or busy == BUSY_RETRIES):
+                        return resp.status, text
+                    wait = retry_after_delay(resp.headers)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if attempt == RETRIES:
+                if dropped == RETRIES:
                     raise
-        raise AssertionError("unreachable")
+                dropped += 1
+                continue
+            busy += 1
+            self.busy += 1
+            await asyncio.sleep(wait)
 
     async def enrol(self) -> tuple[int, list[str]]:
         """(enrolled, failures)."""
@@ -194,11 +208,10 @@ class Fleet:
 
         async def until_introduced(a: SimAgent, b: SimAgent) -> None:
             while b.name not in a.intros or a.name not in b.intros:
-                a.intro_seen.clear()
-                b.intro_seen.clear()
+                waiting = a if b.name not in a.intros else b  # no await from check to clear
+                waiting.intro_seen.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(a.intro_seen.wait(),
-                                                          b.intro_seen.wait()), 1.0)
+                    await asyncio.wait_for(waiting.intro_seen.wait(), 1.0)
 
         async def pair(a: SimAgent, b: SimAgent) -> None:
             sent = await self._state(b, a)

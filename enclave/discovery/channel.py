@@ -28,7 +28,11 @@ agent checks the TLS key pin before it signs anything.
                                    check_candidate_host), at most 32; applied at most once a
                                    second per system, the newest waiting report winning
       {"type": "intent", "signed": {"statement", "signature"}}   counter-signed policy offer
-    WebSocket ping/pong heartbeats every HEARTBEAT seconds both ways.
+    Keepalive: the agent pings after HEARTBEAT seconds without a frame from the platform and
+    gives the channel up after SILENCE_TIMEOUT seconds without one (a busy platform, seconds
+    late with its pong, is not dropped); the platform pings only an agent silent for
+    PLATFORM_HEARTBEAT seconds (a live agent's pings keep it from ever doing so) and drops it
+    when the pong is PLATFORM_HEARTBEAT / 2 late.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from __future__ import annotations
 CONTROL_PATH = "/v1/control"
 INTENTS_PATH = "/v1/intents"
 CHALLENGE_SIZE = 32
-HEARTBEAT = 5.0  # seconds between WebSocket pings; a peer silent for 2x is dropped
+HEARTBEAT = 5.0  # seconds of silence from the platform after which the agent pings
+SILENCE_TIMEOUT = 15.0  # seconds without any frame from the platform: the agent reconnects
+PLATFORM_HEARTBEAT = 20.0  # seconds of silence from an agent after which the platform pings
 HELLO_TIMEOUT = 10.0
 CLOSE_AUTH_FAILED = 4401
 CLOSE_REPLACED = 4000

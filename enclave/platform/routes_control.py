@@ -37,15 +37,16 @@ from enclave.discovery.channel import (
     CLOSE_AUTH_FAILED,
     CLOSE_REPLACED,
     CONTROL_PATH,
-    HEARTBEAT,
     HELLO_TIMEOUT,
     INTENTS_PATH,
     MAX_MESSAGE_BYTES,
+    PLATFORM_HEARTBEAT,
     challenge_message,
 )
 from enclave.discovery.dualstack import unmapped
 from enclave.discovery.introduction import IntroductionError, candidates_from_json
 from enclave.logsafe import RejectionLog, shown
+from enclave.platform.admission import ADMISSION
 from enclave.platform.app import (
     LISTEN,
     PLATFORM,
@@ -200,14 +201,34 @@ async def notify_hub(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def control(request: web.Request) -> web.StreamResponse:
+    """GET /v1/control: admitted (admission.py) until its welcome, then the session."""
+    admission = request.app.get(ADMISSION)
+    if admission is not None and not admission.try_enter():
+        return admission.busy_response(request)
+    try:
+        ws, session = await _welcome(request)
+    finally:
+        if admission is not None:
+            admission.leave()
+    if session is not None:
+        await _session(request, ws, session)
+    return ws
+
+
+async def _welcome(request: web.Request) -> tuple[web.WebSocketResponse, Session | None]:
+    """The WebSocket upgrade, challenge, hello and welcome; the session, or None when the
+    agent was refused or went away."""
     platform = request.app[PLATFORM]
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
+    # the agent pings every HEARTBEAT of silence (any frame resets this side's timer): the
+    # platform pings only an agent silent for PLATFORM_HEARTBEAT, and its pong timeout (half
+    # of that) is not missed by a node that is seconds behind under load
+    ws = web.WebSocketResponse(heartbeat=PLATFORM_HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     try:  # an agent that goes away during the handshake is no error worth a traceback
         session = await _authenticate(platform, ws, hub.rejections, request.remote)
         if session is None:
-            return ws
+            return ws, None
         limits = request.app.get(FRONT_DOOR)
         if limits is not None:  # an agent: no longer counted against its address, never aged
             limits.authenticated(transport_fd(request.transport))
@@ -227,7 +248,14 @@ async def control(request: web.Request) -> web.StreamResponse:
             "urls": list(hub.urls or platform.settings.urls or (platform.settings.url,)),
         })
     except ConnectionError:
-        return ws
+        return ws, None
+    return ws, session
+
+
+async def _session(request: web.Request, ws: web.WebSocketResponse, session: Session) -> None:
+    """A welcomed agent's session: its messages until it ends."""
+    platform = request.app[PLATFORM]
+    hub = request.app[HUB]
     hub.join(session)
     writer = asyncio.get_running_loop().create_task(_writer(ws, session))
     try:
@@ -250,7 +278,6 @@ async def control(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
         await ws.close()
-    return ws
 
 
 async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[WSMessage]:

@@ -22,6 +22,12 @@ from cryptography.hazmat.primitives import serialization
 
 from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
+from enclave.platform.admission import (
+    ADMISSION,
+    Admission,
+    admission_middleware,
+    max_in_flight_from_env,
+)
 from enclave.platform.app import (
     LISTEN,
     MAX_BODY_BYTES,
@@ -62,8 +68,10 @@ ROUTES: tuple[Callable[[web.Application], None], ...] = (
 def build_app(platform: Platform) -> web.Application:
     """The aiohttp application: the platform's state in ``app[PLATFORM]``, every route module."""
     app = web.Application(client_max_size=MAX_BODY_BYTES,
-                          middlewares=[platform.metrics.enrol_middleware(), error_middleware])
+                          middlewares=[admission_middleware, platform.metrics.enrol_middleware(),
+                                       error_middleware])
     app[PLATFORM] = platform
+    app[ADMISSION] = Admission(max_in_flight_from_env())
     for setup in ROUTES:
         setup(app)
     return app

@@ -1,0 +1,97 @@
+"""Admission control: a node works on a bounded number of agent requests at once; the rest are
+refused at once with 503 and Retry-After, instead of queueing until everything times out.
+
+    agent --POST /v1/enrol, /v1/intents, GET /v1/control (until its welcome)--> node
+        in flight < limit:  admitted (counted until the response, or the control channel's
+                            welcome or refusal)
+        otherwise:          503 {"error": "platform busy; retry later"}, Retry-After: RETRY_AFTER
+                            (the agent retries after that many seconds with jitter; its other
+                            nodes may take it meanwhile)
+
+A node that takes over the thousands of agents of a node that went away, or that is short of
+CPU, would otherwise hold every request open while its database pool and event loop fall behind
+(requests then failed after the pool's 30 s wait, and established sessions starved). Requests
+already admitted, established control channels, the admin API and metrics are never refused
+here. The front door (frontdoor.py) bounds the connections themselves, before TLS.
+
+Setting (environment of `enclave platform serve`):
+    ENCLAVE_PLATFORM_MAX_IN_FLIGHT   agent requests worked on at once (default 64, at least 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from enclave.cert.enrolment import PATH_ENROL, PATH_SYSTEM_CERT
+from enclave.discovery.channel import INTENTS_PATH
+from enclave.logsafe import RejectionLog
+from enclave.platform.app import Handler
+
+log = logging.getLogger("enclave.platform.admission")
+
+MAX_IN_FLIGHT_ENV = "ENCLAVE_PLATFORM_MAX_IN_FLIGHT"
+MAX_IN_FLIGHT = 64
+RETRY_AFTER = 2  # seconds (the Retry-After header: whole seconds)
+BUSY = "platform busy; retry later"
+ADMITTED_PATHS = frozenset({PATH_ENROL, PATH_SYSTEM_CERT, INTENTS_PATH})  # POSTs (middleware)
+
+
+def max_in_flight_from_env() -> int:
+    """ENCLAVE_PLATFORM_MAX_IN_FLIGHT (default MAX_IN_FLIGHT, at least 1)."""
+    raw = os.environ.get(MAX_IN_FLIGHT_ENV, "").strip()
+    try:
+        return max(1, int(raw)) if raw else MAX_IN_FLIGHT
+    except ValueError:
+        log.error("%s=%r is not a number; using %d", MAX_IN_FLIGHT_ENV, raw, MAX_IN_FLIGHT)
+        return MAX_IN_FLIGHT
+
+
+@dataclass
+class Admission:
+    """A count of the agent requests in flight, bounded by ``limit``."""
+
+    limit: int = MAX_IN_FLIGHT
+    in_flight: int = 0
+    refused: int = 0
+    rejections: RejectionLog = field(default_factory=lambda: RejectionLog(log))
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.limit:
+            self.refused += 1
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def busy_response(self, request: web.Request) -> web.Response:
+        """The refusal: 503, Retry-After, a JSON error; one log line within a budget."""
+        self.rejections.note("busy", "%s %s: refused, %d requests in flight (limit %d; %d "
+                             "refused so far)", request.method, request.path[:64],
+                             self.in_flight, self.limit, self.refused)
+        return web.json_response({"error": BUSY, "retry_after": RETRY_AFTER}, status=503,
+                                 headers={"Retry-After": str(RETRY_AFTER)})
+
+
+ADMISSION = web.AppKey("admission", Admission)
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """POSTs to ADMITTED_PATHS are admitted or refused with 503 (the control channel does its
+    own admission, up to its welcome: routes_control.control)."""
+    admission = request.app.get(ADMISSION)
+    if admission is None or request.method != "POST" or request.path not in ADMITTED_PATHS:
+        return await handler(request)
+    if not admission.try_enter():
+        return admission.busy_response(request)
+    try:
+        return await handler(request)
+    finally:
+        admission.leave()
+

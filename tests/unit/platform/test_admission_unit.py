@@ -1,0 +1,48 @@
+"""Pure parts of admission control and of the agent's answer to it: the in-flight count and
+its limit, and the jittered wait after a 503 with Retry-After."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from enclave.agent.control import MAX_RETRY_AFTER, retry_after_delay
+from enclave.platform.admission import MAX_IN_FLIGHT, Admission, max_in_flight_from_env
+
+
+def test_admission_counts_up_to_its_limit() -> None:
+    a = Admission(limit=2)
+    assert a.try_enter() and a.try_enter()
+    assert not a.try_enter() and a.refused == 1 and a.in_flight == 2
+    a.leave()
+    assert a.try_enter() and a.in_flight == 2
+    for _ in range(5):
+        a.leave()
+    assert a.in_flight == 0  # never below zero
+
+
+@pytest.mark.parametrize("raw, want", [("", MAX_IN_FLIGHT), ("8", 8), ("0", 1),
+                                       ("x", MAX_IN_FLIGHT)])
+def test_limit_from_env(monkeypatch: pytest.MonkeyPatch, raw: str, want: int) -> None:
+    monkeypatch.setenv("ENCLAVE_PLATFORM_MAX_IN_FLIGHT", raw)
+    assert max_in_flight_from_env() == want
+
+
+def test_retry_after_spreads_the_agents_a_busy_node_turned_away() -> None:
+    rng = random.Random(5)
+    delays = [retry_after_delay({"Retry-After": "2"}, rng) for _ in range(10_000)]
+    assert all(2.0 <= d <= 4.0 for d in delays)
+    # spread over the whole window, not bunched at its start
+    buckets = {min(9, int((d - 2.0) / 2.0 * 10)) for d in delays}
+    assert buckets == set(range(10))
+
+
+@pytest.mark.parametrize("headers, low, high", [
+    (None, 1, 2), ({}, 1, 2), ({"Retry-After": "soon"}, 1, 2), ({"Retry-After": "0"}, 1, 2),
+    ({"Retry-After": "-3"}, 1, 2), ({"Retry-After": "99999"}, MAX_RETRY_AFTER, 2 * MAX_RETRY_AFTER),
+])
+def test_retry_after_bad_or_huge_values(headers: dict[str, str] | None, low: float,
+                                        high: float) -> None:
+    rng = random.Random(3)
+    assert all(low <= retry_after_delay(headers, rng) <= high for _ in range(200))
