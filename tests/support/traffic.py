@@ -85,6 +85,19 @@ def udp_exchange(a: Host, a_ip: str, b: Host, b_ip: str, *, count: int = 20,
         cli.close()
 
 
+def read_digest(conn: socket.socket, size: int) -> tuple[bytes, int]:
+    """Read from conn until `size` bytes or EOF: (their sha256, how many bytes came)."""
+    h = hashlib.sha256()
+    n = 0
+    while n < size:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    return h.digest(), n
+
+
 def tcp_transfer(a: Host, b: Host, b_ip: str, size: int = 4 << 20,
                  timeout: float = 10.0) -> tuple[str, str]:
     """Send `size` random bytes a -> b over TCP; (sent sha256, received sha256)."""
@@ -98,16 +111,8 @@ def tcp_transfer(a: Host, b: Host, b_ip: str, size: int = 4 << 20,
             conn, _ = srv.accept()
             with conn:
                 conn.settimeout(timeout)
-                h = hashlib.sha256()
-                n = 0
-                while n < size:
-                    chunk = conn.recv(1 << 16)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    n += len(chunk)
-                got["digest"] = h.hexdigest()
-                got["n"] = n
+                digest, got["n"] = read_digest(conn, size)
+                got["digest"] = digest.hex()
         except OSError as exc:
             got["error"] = repr(exc)
 

@@ -42,7 +42,7 @@ import pytest
 from enclave.netlab import Host, Lab, NatType, Site, Topology
 from tests.support.lab import Agent, runner, spawner
 from tests.support.platform import Platform
-from tests.support.traffic import ping
+from tests.support.traffic import ping, read_digest
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root, pytest.mark.timeout(150)]
@@ -204,14 +204,7 @@ def _tcp_roundtrip(w: World, port: int, size: int = 1 << 20,
         with conn:
             seen["src"] = addr[0]
             conn.settimeout(timeout)
-            h, n = hashlib.sha256(), 0
-            while n < size:
-                chunk = conn.recv(1 << 16)
-                if not chunk:
-                    break
-                h.update(chunk)
-                n += len(chunk)
-            conn.sendall(h.digest())
+            conn.sendall(read_digest(conn, size)[0])
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
