@@ -19,6 +19,17 @@ def codel() -> fp.CoDel:
     return fp.CoDel(TARGET, INTERVAL)
 
 
+def first_drop() -> tuple[fp.CoDel, int]:
+    """A CoDel above target for one interval, so that its last step dropped (case 2); and the
+    time of that step."""
+    c = codel()
+    t = 1000 * MS
+    c.step(TARGET + MS, t)
+    t += INTERVAL
+    assert c.step(TARGET + MS, t)
+    return c, t
+
+
 def test_1_no_drop_below_target() -> None:
     c = codel()
     for t in range(0, 10_000 * MS, MS):
@@ -54,11 +65,7 @@ def test_4_an_empty_queue_is_a_good_queue() -> None:
 
 
 def test_5_drop_spacing_shrinks_as_interval_over_sqrt_count() -> None:
-    c = codel()
-    t = 1000 * MS
-    c.step(TARGET + MS, t)
-    t += INTERVAL
-    assert c.step(TARGET + MS, t)
+    c, t = first_drop()
     scheduled = [c.drop_next]                   # after the first drop: now + interval / 1
     assert scheduled[0] == t + INTERVAL
     drops = [t]
@@ -77,11 +84,7 @@ def test_5_drop_spacing_shrinks_as_interval_over_sqrt_count() -> None:
 
 
 def test_6_leaves_dropping_when_sojourn_goes_below_target() -> None:
-    c = codel()
-    t = 1000 * MS
-    c.step(TARGET + MS, t)
-    t += INTERVAL
-    assert c.step(TARGET + MS, t)
+    c, t = first_drop()
     assert c.dropping
     assert not c.step(TARGET - 1, t + MS)
     assert not c.dropping
@@ -92,11 +95,7 @@ def test_6_leaves_dropping_when_sojourn_goes_below_target() -> None:
 def dropping_at_count(count: int) -> tuple[fp.CoDel, int]:
     """A CoDel above target for an interval, then stepped above target every 0.1 ms until its
     drop count is ``count``; and the time of its last step."""
-    c = codel()
-    t = 1000 * MS
-    c.step(TARGET + MS, t)
-    t += INTERVAL
-    c.step(TARGET + MS, t)
+    c, t = first_drop()
     while c.count < count:
         t += MS // 10
         c.step(TARGET + MS, t)
