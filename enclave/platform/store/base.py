@@ -60,6 +60,11 @@ class Database(ABC):
         """A read-only transaction that sees one consistent state."""
 
     @abstractmethod
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """One statement outside an explicit transaction (a statement sees one consistent
+        state on its own): one round trip, where a read() costs a BEGIN and COMMIT more."""
+
+    @abstractmethod
     async def data_version(self) -> int:
         """A number that changes when any connection (this process or another) commits."""
 

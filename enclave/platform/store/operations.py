@@ -44,6 +44,14 @@ _DER_CHUNK = 500  # serials per certificate fetch in snapshot()
 _SYSTEM_SQL = ("SELECT s.*, (SELECT MAX(c.not_after) FROM certificates c "
                "WHERE c.system_name = s.name AND c.revoked_at IS NULL) AS cert_not_after "
                "FROM systems s")
+# a system and its current certificate (as _current_certificate), in one statement
+_AUTH_SQL = ("SELECT s.*, (SELECT MAX(c.not_after) FROM certificates c "
+             "WHERE c.system_name = s.name AND c.revoked_at IS NULL) AS cert_not_after, "
+             "cur.serial AS cur_serial, cur.der AS cur_der, cur.not_before AS cur_not_before, "
+             "cur.not_after AS cur_not_after FROM systems s LEFT JOIN certificates cur "
+             "ON cur.serial = (SELECT c.serial FROM certificates c WHERE c.system_name = s.name "
+             "AND c.revoked_at IS NULL AND c.not_after > ? ORDER BY c.not_after DESC LIMIT 1) "
+             "WHERE s.name = ?")
 # the hub's generation: bumped by every change a hub cannot learn of otherwise (admin commands,
 # renewals, URL changes), in the change's own transaction; intents and presence do not bump it
 # (the hub hears of those by name: Hub.changed, the fan-out's NOTIFY)
@@ -206,8 +214,10 @@ class Store:
     # -- systems ----------------------------------------------------------------------------
 
     async def get_system(self, name: str) -> System:
-        async with self.db.read() as tx:
-            return await _system(tx, name)
+        row = await self.db.fetch_one(_SYSTEM_SQL + " WHERE s.name = ?", (name,))
+        if row is None:
+            raise ApiError(404, f"no system named {name!r}")
+        return System.from_row(row)
 
     async def list_systems(self) -> list[System]:
         async with self.db.read() as tx:
@@ -220,13 +230,15 @@ class Store:
 
     async def system_and_certificate(self, name: str, now: int
                                      ) -> tuple[System | None, IssuedCert | None]:
-        """The system (None: no such system) and its current certificate, in one read (what
-        a control channel's authentication needs)."""
-        async with self.db.read() as tx:
-            row = await tx.fetchone(_SYSTEM_SQL + " WHERE s.name = ?", (name,))
-            if row is None:
-                return None, None
-            return System.from_row(row), await _current_certificate(tx, name, now)
+        """The system (None: no such system) and its current certificate, in one statement
+        (what a control channel's authentication needs; one round trip per connect)."""
+        row = await self.db.fetch_one(_AUTH_SQL, (now, name))
+        if row is None:
+            return None, None
+        cert = None if row["cur_serial"] is None else IssuedCert(
+            int(row["cur_serial"]), bytes(row["cur_der"]), int(row["cur_not_before"]),
+            int(row["cur_not_after"]))
+        return System.from_row(row), cert
 
     async def issue_certificate(self, name: str, now: int, issue: Issuer) -> IssuedCert:
         """A new certificate for an active system (after approval, renewal, tag change)."""

@@ -26,6 +26,7 @@ from enclave.platform.store.records import Row
 WRITE_LOCK = 0x656E636C  # pg_advisory_xact_lock key of the store's writers ("encl")
 POOL_SIZE = 16  # connections per node (thousands of agents reconnecting at once)
 CONNECT_TIMEOUT = 10  # seconds to wait for the first connection at open
+_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 
 def redacted(url: str) -> str:
@@ -109,21 +110,40 @@ class PostgresDatabase(Database):
         return cls(url, pool)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, first: str, params: Params = ()) -> AsyncIterator[Tx]:
+    async def _transaction(self, begin: str, lock: bool = False) -> AsyncIterator[Tx]:
+        """BEGIN with its isolation level in one statement (on the pool's autocommit
+        connection: a round trip fewer than BEGIN and SET TRANSACTION), the writers' lock if
+        ``lock``; COMMIT at the end, ROLLBACK on any exception (a connection given back to the
+        pool still in a transaction, e.g. cancelled mid-statement, is rolled back or dropped
+        by the pool)."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(first, tuple(params))
-                yield _PgTx(conn, self.location)
+            async with self._pool.connection() as conn:
+                await conn.execute(begin)
+                try:
+                    if lock:
+                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    yield _PgTx(conn, self.location)
+                except BaseException:
+                    if conn.info.transaction_status in _IN_TRANSACTION:
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise StoreError(f"platform database {self.location}: {exc}") from None
 
     def write(self, *, serialized: bool = True) -> contextlib.AbstractAsyncContextManager[Tx]:
-        if serialized:
-            return self._transaction("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-        return self._transaction("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock=serialized)
 
     def read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
-        return self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        try:
+            async with self._pool.connection() as conn:  # autocommit: one statement
+                return await _PgTx(conn, self.location).fetchone(sql, params)
+        except psycopg.Error as exc:
+            raise StoreError(f"platform database {self.location}: {exc}") from None
 
     async def data_version(self) -> int:
         # the next transaction id the cluster will hand out: moves with every committed write

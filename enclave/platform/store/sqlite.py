@@ -141,6 +141,10 @@ class SqliteDatabase(Database):
                 with contextlib.suppress(StoreError):
                     await asyncio.shield(self._reader.call(_end))
 
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._read_lock:
+            return await _SqliteTx(self._reader).fetchone(sql, params)
+
     async def data_version(self) -> int:
         async with self._read_lock:
             return await self._reader.call(

@@ -129,3 +129,25 @@ def test_state_transitions_and_crl_entries(store_location: str | Path) -> None:
         store.enable(system.name)
     assert store.use_nonce("abc", 10) and not store.use_nonce("abc", 11)
     assert store.use_nonce("abc", 10 + 7200)  # forgotten after the retention window
+
+
+def test_system_and_certificate_in_one_statement(store_location: str | Path) -> None:
+    """What a control channel's authentication reads (one statement, no transaction): the
+    system and its newest certificate that is neither revoked nor expired."""
+    store = SyncStore(store_location)
+    key_id, secret = make_key(store)
+    system, first = store.enrol(key_id=key_id, secret=secret, public_key=b"\x01" * 32,
+                                hostname="h", overlay=ipaddress.IPv4Network("100.64.0.0/10"),
+                                now=1, issue=issue)
+    assert first is not None
+    got, cert = store.system_and_certificate(system.name, 2)
+    assert got is not None and (got.name, got.public_key, got.state) == (
+        system.name, system.public_key, "active") and cert == first
+    assert store.system_and_certificate(system.name, 10**10)[1] is None  # expired
+    assert store.system_and_certificate("NOONE", 2) == (None, None)
+    newer = store.issue_certificate(system.name, 3, lambda s: IssuedCert(
+        first.serial + 1, b"newer", 3, 10**10 + 5))
+    assert store.system_and_certificate(system.name, 4)[1] == newer
+    store.disable(system.name, 5)  # its certificates are put on hold
+    held, cert = store.system_and_certificate(system.name, 6)
+    assert held is not None and held.state == "disabled" and cert is None
