@@ -270,7 +270,7 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
                     reply = await fleet.moved(command[1], command[2])
                 elif kind == "usage":
                     used = resource.getrusage(resource.RUSAGE_SELF)
-                    reply = (used.ru_utime + used.ru_stime, used.ru_maxrss * 1024)
+                    reply = (used.ru_utime + used.ru_stime, used.ru_maxrss * 1024, fleet.busy)
                 else:  # "stop"
                     conn.send(("ok",))
                     return

@@ -295,6 +295,9 @@ class PlatformBench:
             self._figure("load_rss_mb", "memory", "load generator peak RSS", "MB",
                          sum(float(r[1]) for r in usage) / 1e6, False,
                          "sum over the worker processes")
+            self._figure("busy_retries", "setup", "requests refused as busy (503) and resent",
+                         "requests", sum(int(r[2]) for r in usage), False,
+                         "enrolments and intents, after the node's Retry-After")
             if k > 1 and self.opts.failover:
                 self._failover()
             else:
