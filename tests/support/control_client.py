@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from enclave.agent.control import ControlClient
 from enclave.agent.state import StateDir
 from tests.support.platform import Platform
 from tests.support.proc import enclave, local_run
+from tests.support.wait import wait_for_async
 
 Msgs = list[dict[str, Any]]
 
@@ -57,15 +56,7 @@ def client(state: StateDir, handler: Recorder) -> ControlClient:
     return ControlClient(rec.url, rec.pin, rec.name, state.keystore().load_ed25519(), handler)
 
 
-async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+until = wait_for_async  # the suite's one async wait (tests/support/wait.py), by its name here
 
 
 def mutual_pair(plat: Platform, tmp: Path) -> tuple[StateDir, StateDir, str, str]:
