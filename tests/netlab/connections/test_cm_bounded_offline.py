@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -30,20 +31,25 @@ def udp_cand(a: Agent) -> Candidate:
     return Candidate(PathAddr(Transport.UDP, LO, a.udp_port), CandidateKind.PRIVATE)
 
 
-async def _pair() -> tuple[Agent, Agent]:
+@asynccontextmanager
+async def _pair() -> AsyncIterator[tuple[Agent, Agent]]:
+    """Agents a and b connected over UDP on loopback; both stopped when the block ends."""
     pki = Pki()
     a, b = make_agent(pki, "AAAAA"), make_agent(pki, "BBBBB")
-    for x in (a, b):
-        await x.cm.start()
-    introduce_pair(a, [udp_cand(a)], b, [udp_cand(b)])
-    await wait_for_async(lambda: connected(a, b), 5, what="a <-> b connected")
-    return a, b
+    try:
+        for x in (a, b):
+            await x.cm.start()
+        introduce_pair(a, [udp_cand(a)], b, [udp_cand(b)])
+        await wait_for_async(lambda: connected(a, b), 5, what="a <-> b connected")
+        yield a, b
+    finally:
+        for x in (a, b):
+            await x.cm.stop()
 
 
 def test_offline_is_a_hint_and_intent_withdrawal_ends_the_session() -> None:
     async def body() -> None:
-        a, b = await _pair()
-        try:
+        async with _pair() as (a, b):
             forgotten: list[str] = []
             b.cm.on_forgotten(forgotten.append)
             since = b.cm.peer(a.name)["connected_at"]  # type: ignore[index]
@@ -56,32 +62,24 @@ def test_offline_is_a_hint_and_intent_withdrawal_ends_the_session() -> None:
             await wait_for_async(lambda: b.cm.peer(a.name) is None, 5,
                                  what="b forgets a once the kept session ends")
             assert forgotten == [a.name]  # the daemon drops its own state for a then
-        finally:
-            for x in (a, b):
-                await x.cm.stop()
 
     run(body)
 
 
 def test_other_withdrawals_end_the_session_at_once() -> None:
     async def body() -> None:
-        a, b = await _pair()
-        try:
+        async with _pair() as (a, b):
             assert b.cm.withdraw(a.name, "revoked") is True
             assert b.cm.peer(a.name) is None
             await wait_for_async(lambda: a.cm.peer(b.name)["state"] != "connected", 5,  # type: ignore[index]
                                  what="a sees the session closed")
-        finally:
-            for x in (a, b):
-                await x.cm.stop()
 
     run(body)
 
 
 def test_address_table_bounded_across_reintroductions() -> None:
     async def body() -> None:
-        a, b = await _pair()
-        try:
+        async with _pair() as (a, b):
             before = next(p for p in a.cm.peers() if p["name"] == b.name)
             assert before["overlay_ip"]  # the certified overlay IP of the session
             for port in range(20000, 20200):  # the platform re-introduces b at new addresses
@@ -91,9 +89,6 @@ def test_address_table_bounded_across_reintroductions() -> None:
             assert connected(a, b)  # the live session is untouched
             after = next(p for p in a.cm.peers() if p["name"] == b.name)
             assert after["overlay_ip"] == before["overlay_ip"]  # and still shown
-        finally:
-            for x in (a, b):
-                await x.cm.stop()
 
     run(body)
 
