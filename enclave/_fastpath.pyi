@@ -208,6 +208,8 @@ PUNT_FIRST_RX: Final[int]
 PUNT_ROAMED: Final[int]
 PUNT_TX: Final[int]
 PUNT_INJECT: Final[int]
+PUNT_RELAYED: Final[int]
+INJECT_RELAYED: Final[int]
 PUNT_BATCH_MAX: Final[int]
 
 # --- _fp_relaypath.pxi ---

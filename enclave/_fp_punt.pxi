@@ -2,7 +2,7 @@
 # senders, notices, DATA for a path that is not UDP) and how Python hands DATA back in.
 # (included by _fastpath.pyx after _fp_epoch.pxi).
 #
-#   rx thread --DATAGRAM/FIRST_RX/ROAMED--> punt socket --> Python (dataplane/engine.py)
+#   rx thread --DATAGRAM/FIRST_RX/ROAMED/RELAYED--> punt socket --> Python (dataplane/engine.py)
 #   tx thread --TX (a batch of sealed DATA, path TCP / relay over TLS)--> punt socket --> Python
 #   Python --INJECT (a batch of DATA from TCP / the relay)--> punt socket --> rx thread
 #
@@ -22,12 +22,25 @@
 #                 (or the UDP relay without a native route): a batch of `index` frames, each
 #                 u16 big-endian length | packet (the TCP framing, _fp_relaypath.pxi); Python
 #                 sends the batch as it is
+#     6 RELAYED   a packet injected as relayed for `slot` (INJECT below, index 1) opened as
+#                 the newest on that slot's current key `index`: fresh (past the replay
+#                 window) authentic DATA the peer sent over a relay while our path to it is
+#                 direct (no packet); Python follows the peer onto the relay. A replay of
+#                 relayed DATA fails the window and says nothing
 #   Python -> C:
 #     5 INJECT    packets that arrived over TCP / the relay, framed the same way (one or
 #                 more); each handled like a UDP datagram, except that it never moves the
-#                 peer's address
+#                 peer's address. slot = the peer the relay attributed them to and index =
+#                 INJECT_RELAYED (1): report RELAYED as above; else slot and index are 0
 #   family: 4 or 6 (0 = no address); IPv4 uses the first 4 address bytes.
 #   A batch (TX, INJECT) holds at most PUNT_BATCH_MAX bytes of frames.
+
+cdef enum:
+    DP_PUNT_RELAYED = 6
+    DP_INJECT_RELAYED = 1       # INJECT's index field: relayed for its slot
+
+PUNT_RELAYED: int = DP_PUNT_RELAYED
+INJECT_RELAYED: int = DP_INJECT_RELAYED
 
 # --- punt ---------------------------------------------------------------------------------------
 

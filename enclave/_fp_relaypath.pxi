@@ -188,7 +188,8 @@ cdef void dp_rp_inject(dp_state *st, dp_rx *rx, dp_snap *s, const uint8_t *msg, 
     """One INJECT punt message (header + frames): each frame copied into the inject area
     (aligned, back to back) and opened like a datagram that came from nowhere (no roaming);
     the area is written to the TAP when full and at the end. A malformed message (wrong kind,
-    truncated, a zero or overrunning length) is dropped from that point on and counted."""
+    truncated, a zero or overrunning length) is dropped from that point on and counted.
+    Relayed for a slot (index INJECT_RELAYED): dp_rx_packet reports fresh ones (RELAYED)."""
     cdef size_t base = <size_t>rx.nslots * rx.slotsize
     cdef size_t room = dp_rp_inject_room(rx.slotsize)
     cdef size_t off = DP_PUNT_HDR, end, flen, at = 0
@@ -197,6 +198,7 @@ cdef void dp_rp_inject(dp_state *st, dp_rx *rx, dp_snap *s, const uint8_t *msg, 
         return
     end = <size_t>got
     st.grx.inject_msgs += 1
+    rx.rslot = (<int32_t>dp_le32(msg + 4) if dp_le32(msg + 8) == DP_INJECT_RELAYED else -1)
     while off < end:
         if end - off < RP_LEN:
             st.grx.malformed += 1
@@ -214,6 +216,7 @@ cdef void dp_rp_inject(dp_state *st, dp_rx *rx, dp_snap *s, const uint8_t *msg, 
         dp_rx_packet(st, rx, s, rx.buf + base + at, flen, NULL, 1, now)
         at = (at + flen + 63) & ~(<size_t>63)
         off += flen
+    rx.rslot = -1
     dp_rx_flush(st, rx)
 
 

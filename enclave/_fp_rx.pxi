@@ -52,6 +52,7 @@ ctypedef struct dp_rx:
     uint64_t lkey                    # the last (source MAC + 1, slot, now) this worker taught
     int32_t lslot                    # the MAC table: learning it again in the same
     uint64_t lnow                    # millisecond changes nothing, so it is skipped
+    int32_t rslot                    # the INJECT being opened is relayed for this slot (-1)
 
 
 cdef void dp_tap_write(dp_state *st, const uint8_t *p, size_t n) noexcept nogil:
@@ -90,7 +91,9 @@ cdef void dp_rx_flush(dp_state *st, dp_rx *rx) noexcept nogil:
 
 cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t n,
                       const sockaddr_storage *sa, bint injected, uint64_t now) noexcept nogil:
-    """One datagram: punt, drop, or decrypt in place and queue its frame. 1 if queued."""
+    """One datagram: punt, drop, or decrypt in place and queue its frame. 1 if queued.
+    Injected as relayed for slot rx.rslot: the newest packet on that slot's current key is
+    reported (RELAYED) once it is authentic and past the replay window."""
     cdef dp_rxkey *k
     cdef dp_addr *a
     cdef uint64_t counter
@@ -159,6 +162,9 @@ cdef int dp_rx_packet(dp_state *st, dp_rx *rx, dp_snap *s, uint8_t *pkt, size_t 
         else:
             st.rxc[slot].spoofed += 1
         return 0
+    if injected and k.current and newest and slot == rx.rslot:
+        if dp_punt(st, rx.pbuf, DP_PUNT_RELAYED, NULL, slot, k.local_index, NULL, 0) < 0:
+            st.grx.punt_dropped += 1
     if k.current and newest and not injected and sa != NULL and not s.peers[slot].relay_ch:
         a = &st.addrs[slot]
         pthread_mutex_lock(&a.lock)
@@ -217,6 +223,7 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
     cdef int nb
     if rx == NULL:
         return
+    rx.rslot = -1
     dp_name_worker("enclave-dp-rx", st.worker)
     if st.udp_gro:
         rx.nslots = 16

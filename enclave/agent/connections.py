@@ -22,7 +22,10 @@
 Compiled data plane (enclave.dataplane.engine.DataPlane, set up by enclave.agent.wiring): its
 native rx thread owns the UDP socket, so the ConnectionManager adds no reader there.  DATA for
 installed keys never reaches Python; everything else is punted back and arrives through
-receive_udp(); DATA that came over TCP / the relay is handed to dataplane.inject(); encrypted
+receive_udp(); DATA that came over TCP / the relay is handed to dataplane.inject() (relayed
+DATA for a session whose path is direct goes through inject_relayed(): the data plane reports
+each one that opens as the newest on the key, and peer_relayed() follows the peer onto that
+relay; a replayed one fails the replay window and moves nothing); encrypted
 DATA whose path is not UDP comes back through send_on_path(); the loops' key usage reaches the
 Node through report_activity().
 
@@ -98,7 +101,7 @@ from enclave.proto.events import (
 )
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.proto.node import Node
-from enclave.proto.relay_batch import unpack_batch
+from enclave.proto.relay_batch import pack_batch, unpack_batch
 from enclave.proto.wire import (
     MSG_DATA,
     PEER_MESSAGE_TYPES,
@@ -131,7 +134,9 @@ class DataPlanePort(Protocol):
 
     def inject(self, packet: bytes) -> None: ...
 
-    def inject_frames(self, frames: bytes) -> None: ...
+    def inject_frames(self, frames: bytes | memoryview) -> None: ...
+
+    def inject_relayed(self, peer: str, frames: bytes | memoryview) -> None: ...
 
     def use_relay_routes(
         self, route: Callable[[PathAddr], tuple[Addr, int] | None]
@@ -245,7 +250,7 @@ class ConnectionManager:
         self._running = False
         self._handshakes = dict.fromkeys(HANDSHAKE_RESULTS, 0)  # handshake_counts()
         # peers whose DATA came over a relay while their session's path is direct (bounded
-        # by the peers; _follow_relayed_rx)
+        # by the peers; _relayed_for / peer_relayed)
         self._relayed_rx: dict[str, PathAddr] = {}
         self._udp_blocked = False  # set_udp_blocked(): no UDP reflection came back
         self.node = Node(
@@ -416,6 +421,7 @@ class ConnectionManager:
             self._relay_tls.remove(peer)
         self._tcp.forget_peer(peer)
         self.birthday.forget(peer)
+        self._relayed_rx.pop(peer, None)
         for a in [a for a, n in self._addr_peer.items() if n == peer]:
             del self._addr_peer[a]
 
@@ -487,36 +493,50 @@ class ConnectionManager:
                 self._udp.send(packet, (addr.host, addr.port))
         return True
 
-    def _on_frames(self, frames: bytes, addr: PathAddr) -> None:
+    def _on_frames(self, frames: bytes | memoryview, addr: PathAddr) -> None:
         """A run of DATA packets from a TCP stream or the relay over TLS, still framed: to
-        the data plane in one message."""
-        if self._dataplane is not None:
+        the data plane in one message (relayed for a session on a direct path: _relayed_for)."""
+        if self._dataplane is None:
+            return
+        peer = self._relayed_for(addr)
+        if peer is not None:
+            self._dataplane.inject_relayed(peer, frames)
+        else:
             self._dataplane.inject_frames(frames)
+
+    def _relayed_for(self, addr: PathAddr) -> str | None:
+        """The peer whose DATA `addr` (a relay path, checked by its relay client: our channel,
+        from the relay's address) brought while its session's path is direct: the peer may
+        have found that path dead and moved to the relay.  The data plane says so only for a
+        packet that opens as the newest on its current key (peer_relayed); remembered here
+        is the path to follow it onto."""
+        peer = self._addr_peer.get(addr) if addr.transport in RELAYED else None
+        info = self._peers.get(peer) if peer is not None else None
+        if info is None or info.addr is None or info.addr.transport in RELAYED:
+            return None
+        self._relayed_rx[info.name] = addr
+        return info.name
+
+    def peer_relayed(self, peer: str, local_index: int) -> None:
+        """The data plane opened DATA that a relay brought for `peer` (while its path is
+        direct) as the newest packet on its key `local_index`: fresh and authentic, so the peer
+        itself sends over the relay now (it found the direct path dead), while our sends still
+        take that path.  Our side follows onto the relay path too, as a roam (Node.peer_roamed:
+        current keys only; the paths it left must answer afresh), and both come back together
+        when a re-probe finds the direct path.  A replay of relayed DATA (from the relay's
+        address) fails the replay window in the data plane and never gets here."""
+        path = self._relayed_rx.pop(peer, None)
+        info = self._peers.get(peer)
+        if path is None or info is None or info.addr is None or info.addr.transport in RELAYED:
+            return
+        if self.node.peer_roamed(local_index, path, self._now()):
+            log.info("%s now sends over the relay; following it there", peer)
+        self._pump()
 
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None:
         """What the data plane did with a key (Node keepalive / dead-peer / rekey inputs)."""
         self.node.report_activity(local_index, self._now(), rx=rx, tx_messages=tx_messages)
-        if rx and self._relayed_rx:
-            self._follow_relayed_rx(local_index)
         self._pump()
-
-    def _follow_relayed_rx(self, local_index: int) -> None:
-        """A peer that found the direct path dead moved its session to a relay: its DATA now
-        arrives relayed (handed to the data plane by _to_node, so our own path watch hears it
-        and stays quiet) while our sends still take the dead direct path.  Once the data plane
-        reports authenticated rx on the session's key after such DATA, our side follows onto
-        that relay path too, as a roam (Node.peer_roamed: current keys only); the Node keeps
-        probing the direct path, and both sides come back together."""
-        for name, path in list(self._relayed_rx.items()):
-            keys = self.node.session(name)
-            info = self._peers.get(name)
-            if keys is None or info is None or info.addr is None or (
-                    info.addr.transport in RELAYED):
-                del self._relayed_rx[name]
-            elif keys.local_index == local_index:
-                del self._relayed_rx[name]
-                if self.node.peer_roamed(local_index, path, self._now()):
-                    log.info("%s now sends over the relay; following it there", name)
 
     def peer_roamed(self, peer: str, addr: Addr, local_index: int) -> None:
         """The data plane saw `peer`'s newest packet on key `local_index` from a new UDP
@@ -672,11 +692,11 @@ class ConnectionManager:
                 and data[:1] == bytes([MSG_DATA])):
             # DATA over TCP / the relay: decrypted by the data plane (DATA it punted from UDP
             # has an unknown index: the Node drops it, never back into the loops)
-            self._dataplane.inject(data)
-            info = self._peers.get(peer) if peer is not None else None
-            if (info is not None and addr.transport in RELAYED and info.addr is not None
-                    and info.addr.transport not in RELAYED):
-                self._relayed_rx[info.name] = addr  # the peer moved to the relay: follow it
+            relayed_for = self._relayed_for(addr)
+            if relayed_for is not None:
+                self._dataplane.inject_relayed(relayed_for, pack_batch([data]))
+            else:
+                self._dataplane.inject(data)
             return
         if peer is not None and peer in self._peers:
             self._peers[peer].rx_bytes += len(data)

@@ -9,12 +9,14 @@
     peer_counters(peer)                          <-- frames/bytes/drops per peer
     on_punt(cb) / punt_reader()                  <-- punt socket: handshakes, CONTROL, unknown
                                                      indices (DATAGRAM), FIRST_RX, ROAMED,
-                                                     TX (a batch of encrypted DATA for a TCP
-                                                     or relay-over-TLS path)
+                                                     RELAYED, TX (a batch of encrypted DATA
+                                                     for a TCP or relay-over-TLS path)
     use_relay_routes(route)                      --> how apply() finds the UDP relay's address
                                                      and channel for a relayed peer
     send_raw(data, addr)                         --> same UDP socket (Python-originated packets)
     inject(packet) / inject_frames(frames)       --> DATA that arrived over TCP / the relay
+    inject_relayed(peer, frames)                 --> DATA a relay brought for a peer whose
+                                                     path is direct: RELAYED for fresh ones
     poll_activity()                              <-- (peer, local index, rx?, tx messages) for
                                                      Node.report_activity
     serve(handler) / aclose()                    --> loops started; punt messages and key usage
@@ -22,6 +24,7 @@
                                                      ConnectionManager) from the asyncio loop:
         DATAGRAM -> handler.receive_udp    TX (a batch) -> handler.send_on_path
         FIRST_RX -> handler.report_activity (rx)    ROAMED -> handler.peer_roamed
+        RELAYED -> handler.peer_relayed
         every ACTIVITY_INTERVAL: poll_activity -> handler.report_activity
 
     TAP enclave0 --[tx thread: switch, TSO split, seal, sendmmsg/GSO]--> UDP socket
@@ -84,8 +87,8 @@ _PUNT_HDR = struct.Struct("<BBHiI16s")  # kind, family, port (BE, fixed below), 
 class PuntMessage:
     """One message from the native loops (layout: enclave/_fp_punt.pxi)."""
 
-    kind: int  # fp.PUNT_DATAGRAM | PUNT_FIRST_RX | PUNT_ROAMED | PUNT_TX
-    peer: str | None  # for FIRST_RX / ROAMED / TX
+    kind: int  # fp.PUNT_DATAGRAM | PUNT_FIRST_RX | PUNT_ROAMED | PUNT_TX | PUNT_RELAYED
+    peer: str | None  # for FIRST_RX / ROAMED / TX / RELAYED
     local_index: int  # TX: how many frames the batch holds
     addr: tuple[str, int] | None
     packet: bytes  # TX: the batch (u16 big-endian length | packet, repeated)
@@ -119,6 +122,8 @@ class PuntHandler(Protocol):
     def report_activity(self, local_index: int, *, rx: bool, tx_messages: int | None) -> None: ...
 
     def peer_roamed(self, peer: str, addr: tuple[str, int], local_index: int) -> None: ...
+
+    def peer_relayed(self, peer: str, local_index: int) -> None: ...
 
 
 SOCKET_BUFFER = 8 << 20  # bytes of UDP send/receive buffer: absorbs bursts of whole batches
@@ -421,6 +426,8 @@ class DataPlane:
             h.report_activity(msg.local_index, rx=True, tx_messages=None)
         elif msg.kind == fp.PUNT_ROAMED and msg.peer is not None and msg.addr is not None:
             h.peer_roamed(msg.peer, msg.addr, msg.local_index)
+        elif msg.kind == fp.PUNT_RELAYED and msg.peer is not None:
+            h.peer_relayed(msg.peer, msg.local_index)
 
     async def _report_activity(self) -> None:
         while True:
@@ -560,6 +567,22 @@ class DataPlane:
             self.native.inject_frames(frames)
         except OSError:  # punt socket full: the packets are lost like on a busy link
             log.debug("inject queue full: dropped a %d-byte DATA batch", len(frames))
+
+    def inject_relayed(self, peer: str, frames: bytes | memoryview) -> None:
+        """DATA a relay brought for `peer` while its session's path is direct, framed as for
+        inject_frames: delivered the same, and each packet that opens as the newest on the
+        peer's current key (authentic, past the replay window) is reported back as RELAYED
+        (handler.peer_relayed): the peer itself sends over the relay now.  A replay of relayed
+        DATA fails the window and reports nothing."""
+        slot = self._slots.get(peer)
+        if slot is None or not 2 < len(frames) <= fp.PUNT_BATCH_MAX:
+            self.inject_frames(frames)
+            return
+        hdr = _PUNT_HDR.pack(fp.PUNT_INJECT, 0, 0, slot, fp.INJECT_RELAYED, bytes(16))
+        try:
+            self.native.punt_socket.sendmsg([hdr, frames])
+        except OSError:  # punt socket full: the packets are lost like on a busy link
+            log.debug("inject queue full: dropped a %d-byte relayed DATA batch", len(frames))
 
     def use_relay_routes(self, route: RelayRoute) -> None:
         """How apply() turns a relayed path into the relay's address and our channel there
