@@ -131,6 +131,7 @@ DATA_RATE_PACKETS = 500_000
 DATA_BURST_PACKETS = 50_000.0  # a tenth of a second at that rate
 DATA_RATE_ENV = "ENCLAVE_PLATFORM_RELAY_DATA_RATE"
 SOCKET_BUFFER = 1 << 20  # SO_RCVBUF / SO_SNDBUF of the relay socket (4 MB queued ~2x the delay)
+SOCKET_BUFFER_ENV = "ENCLAVE_PLATFORM_RELAY_BUFFER"  # bytes, for measuring other links
 PUNT_READS = 256  # punted datagrams RelayCore takes per wake-up of the event loop
 DEFAULT_PORT = 3479
 KEY_FILE = "relay.key"
@@ -425,12 +426,13 @@ class RelayServer:
                 raise
         sock.setblocking(False)
         # past the sysctl caps when root (SO_RCVBUFFORCE 33 / SO_SNDBUFFORCE 32), else to them
+        size = socket_buffer_from_env()
         for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
             except OSError:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+                    sock.setsockopt(socket.SOL_SOCKET, plain, size)
         rate = data_rate_from_env()
         fwd = RelayForwarder(sock.fileno(), max_entries=self.core.max_registrations,
                              rate=rate, burst=max(1.0, rate / 10), punt_rate=PUNT_RATE,
@@ -542,6 +544,17 @@ def data_rate_from_env() -> float:
     except ValueError:
         log.error("%s=%r is not a number of datagrams per second", DATA_RATE_ENV, raw)
         return float(DATA_RATE_PACKETS)
+
+
+def socket_buffer_from_env() -> int:
+    """ENCLAVE_PLATFORM_RELAY_BUFFER = the relay socket's SO_RCVBUF / SO_SNDBUF in bytes
+    (default SOCKET_BUFFER, at least 64 KiB)."""
+    raw = os.environ.get(SOCKET_BUFFER_ENV, "").strip()
+    try:
+        return max(1 << 16, int(raw)) if raw else SOCKET_BUFFER
+    except ValueError:
+        log.error("%s=%r is not a number of bytes", SOCKET_BUFFER_ENV, raw)
+        return SOCKET_BUFFER
 
 
 def aqm_from_env() -> dict[str, int]:
