@@ -25,16 +25,24 @@ def inet_checksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0) -> int:
+IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # <linux/in.h>: set DF, never fragment locally
+
+
+def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0, size: int = 32,
+         df: bool = False) -> int:
     """ICMP echo over a raw socket in src's namespace; the number of matching replies. Each
-    echo waits at most ``timeout`` s: other ICMP the raw socket sees (an agent's gateway
-    liveness probes, say) does not extend the wait."""
+    echo carries `size` random bytes (an IP packet of size + 28) and waits at most
+    ``timeout`` s: other ICMP the raw socket sees (an agent's gateway liveness probes, say)
+    does not extend the wait. ``df``: DF set (`ping -M do`); an echo over the local MTU
+    raises OSError (EMSGSIZE)."""
     sock = src.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    if df:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
     ident = os.getpid() & 0xFFFF
     got = 0
     try:
         for seq in range(1, count + 1):
-            payload = os.urandom(32)
+            payload = os.urandom(size)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             pkt = struct.pack("!BBHHH", 8, 0, inet_checksum(hdr + payload), ident, seq) + payload
             sock.sendto(pkt, (dst_ip, 0))
@@ -42,7 +50,7 @@ def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0) -> int
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)
                 try:
-                    data, addr = sock.recvfrom(2048)
+                    data, addr = sock.recvfrom(65535)
                 except TimeoutError:
                     break
                 ihl = (data[0] & 0x0F) * 4

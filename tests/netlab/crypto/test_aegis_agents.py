@@ -14,10 +14,6 @@ a1 <-> c1 get AES256-GCM (c1 does not allow aegis256), c1 keeps the default MTU 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +22,7 @@ import pytest
 from enclave.netlab import Host, Lab, Topology
 from tests.support.lab import Agent, intents_both_ways, platform_lab
 from tests.support.platform import Platform
-from tests.support.traffic import inet_checksum, ping, tcp_transfer
+from tests.support.traffic import ping, tcp_transfer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
@@ -34,7 +30,6 @@ pytestmark = [pytest.mark.netlab, pytest.mark.root]
 UNDERLAY_MTU = 1472  # IPv4: 1472 - 28 = 1444 UDP payload = 1500 - 48 (IPv6) - 8 (relay header)
 AEGIS_MTU = 1382
 DEFAULT_MTU = 1398
-IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 World = tuple[Lab, Platform, dict[str, Agent]]
 
 
@@ -50,31 +45,9 @@ def world(netlab_required: None, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def df_ping(src: Host, dst_ip: str, ip_len: int, *, tries: int = 5) -> bool:
-    """One ICMP echo of exactly `ip_len` IP bytes with DF set (`ping -M do -s ip_len-28`);
-    True on a matching reply. OSError (EMSGSIZE) when it exceeds the local MTU."""
-    sock = src.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-    sock.settimeout(1.0)
-    ident = (os.getpid() + ip_len) & 0xFFFF
-    try:
-        for seq in range(1, tries + 1):
-            payload = os.urandom(ip_len - 28)
-            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            check = inet_checksum(hdr + payload)
-            sock.sendto(struct.pack("!BBHHH", 8, 0, check, ident, seq) + payload, (dst_ip, 0))
-            end = time.monotonic() + 1.0
-            while time.monotonic() < end:
-                try:
-                    data, addr = sock.recvfrom(65535)
-                except TimeoutError:
-                    break
-                icmp = data[(data[0] & 0x0F) * 4:]
-                if (addr[0] == dst_ip and icmp[0] == 0 and struct.unpack("!HH", icmp[4:8])
-                        == (ident, seq) and icmp[8:] == payload):
-                    return True
-        return False
-    finally:
-        sock.close()
+    """ICMP echoes of exactly `ip_len` IP bytes with DF set (`ping -M do -s ip_len-28`);
+    True when one is answered. OSError (EMSGSIZE) when it exceeds the local MTU."""
+    return ping(src, dst_ip, count=tries, size=ip_len - 28, df=True) > 0
 
 
 def frag_creates(host: Host) -> int:

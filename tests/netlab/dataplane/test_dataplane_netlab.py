@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from enclave.netlab import Host, Lab, Topology
+from enclave.netlab import Lab, Topology
 from enclave.proto.wire import Cipher
 from tests.support.ident_frames import link_local
-from tests.support.offload_frames import csum_sum
 from tests.support.overlay import (
     LOCAL_ETHERTYPE,
     Overlay,
@@ -32,6 +31,7 @@ from tests.support.overlay import (
     tcp_transfer,
     udp_roundtrip,
 )
+from tests.support.traffic import ping
 from tests.support.wait import wait_for
 
 fp = pytest.importorskip("enclave._fastpath")
@@ -61,36 +61,6 @@ def make_overlay(lab3: Lab) -> Iterator[Callable[..., Overlay]]:
         ov.close()
 
 
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def icmp_ping(host: Host, dst: str, ident: int, size: int = 56, timeout: float = 3.0) -> bool:
-    """One ICMP echo over a raw socket in `host` (no ping binary here); True on a reply."""
-    s = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    s.settimeout(0.5)
-    payload = os.urandom(size)
-    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-    csum = 0xFFFF ^ csum_sum(hdr + payload)
-    pkt = struct.pack("!BBHHH", 8, 0, csum, ident, 1) + payload
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            s.sendto(pkt, (dst, 0))
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:
-                try:
-                    data, _ = s.recvfrom(65535)
-                except TimeoutError:
-                    break
-                ihl = (data[0] & 0x0F) * 4
-                t, _c, _k, rid, _seq = struct.unpack_from("!BBHHH", data, ihl)
-                if t == 0 and rid == ident and data[ihl + 8 :] == payload:
-                    return True
-        return False
-    finally:
-        s.close()
-
-
 # --- tests -------------------------------------------------------------------------------------
 
 
@@ -104,7 +74,7 @@ def test_arp_icmp_udp_tcp_cross(
     ov = make_overlay(2, offload=offload, cipher=cipher)
     a, b = ov.members
     assert udp_roundtrip(a, b, b"hello over the overlay") == b"hello over the overlay"
-    assert icmp_ping(a.host, b.ip, ident=0x4242)
+    assert ping(a.host, b.ip, count=6, timeout=0.5, size=56)  # raw ICMP: no ping binary here
     sent, got = tcp_transfer(a, b, 4 << 20)
     assert sent == got
     ca, cb = a.dp.peer_counters("pb"), b.dp.peer_counters("pa")
