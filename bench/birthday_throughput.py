@@ -12,18 +12,19 @@ Prints Gbit/s and TCP retransmits per direction and both sides' paths. Needs roo
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from enclave.netlab import NatType, Site, Topology
+from tests.support.iperf import iperf3_client, iperf3_end, iperf3_server
 from tests.support.lab import Agent, platform_lab, start_all
 from tests.support.wait import wait_for
+
+IPERF_PORT = 5201  # iperf3's own default
 
 
 def _peer(agent: Agent, name: str) -> dict[str, Any]:
@@ -31,18 +32,11 @@ def _peer(agent: Agent, name: str) -> dict[str, Any]:
 
 
 def _iperf(client: Agent, server: Agent, seconds: int) -> dict[str, Any]:
-    srv = server.host.popen(["iperf3", "-s", "-1", "-B", server.overlay_ip],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        res = client.host.run(["iperf3", "-c", server.overlay_ip, "-t", str(seconds), "-J"],
-                              timeout=seconds + 20)
-        end = json.loads(res.stdout)["end"]
-        return {"gbit_s": round(end["sum_received"]["bits_per_second"] / 1e9, 3),
-                "retransmits": end["sum_sent"].get("retransmits")}
-    finally:
-        srv.kill()
-        srv.wait(5)
+    with iperf3_server(server.host, server.overlay_ip, IPERF_PORT):
+        end = iperf3_end(iperf3_client(client.host, server.overlay_ip, IPERF_PORT,
+                                       "-t", str(seconds)), seconds + 20)
+    return {"gbit_s": round(end["sum_received"]["bits_per_second"] / 1e9, 3),
+            "retransmits": end["sum_sent"].get("retransmits")}
 
 
 def main() -> int:

@@ -22,19 +22,17 @@ peak RSS of this process.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from enclave.netlab import Lab, Topology
+from enclave.netlab import Host, Lab, Topology
 from enclave.proto.wire import Cipher
+from tests.support.iperf import iperf3_client, iperf3_end, iperf3_server
 
 fp = pytest.importorskip("enclave._fastpath")
 support = pytest.importorskip("tests.support.overlay")
@@ -42,6 +40,7 @@ support = pytest.importorskip("tests.support.overlay")
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 SECONDS = float(os.environ.get("ENCLAVE_BENCH_SECONDS", "1"))
+IPERF_PORT = 5201  # iperf3's own default
 # ENCLAVE_BENCH_PIN=1: pin every enclave-dp-tx thread to CPU 0 and every enclave-dp-rx thread to
 # CPU 1 (the heavy pair of a one-way stream, a's tx and b's rx, then never share a core)
 PIN = os.environ.get("ENCLAVE_BENCH_PIN", "") == "1"
@@ -119,17 +118,11 @@ def _box_cpu() -> tuple[int, int]:
     return sum(v), v[3] + v[4]
 
 
-def _iperf(client: Any, server: Any, ip: str) -> dict[str, Any]:
-    srv = server.popen(["iperf3", "-s", "-1", "-B", ip], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        r = client.run(["iperf3", "-c", ip, "-t", str(SECONDS), "-J"], timeout=SECONDS + 30)
-        out = json.loads(r.stdout)
-        if "error" in out:
-            raise AssertionError(f"iperf3: {out['error']}")
-        return out
-    finally:
-        srv.wait(10)
+def _iperf(client: Host, server: Host, ip: str) -> dict[str, Any]:
+    """iperf3's "end" summary of one stream client -> server at ip for SECONDS."""
+    with iperf3_server(server, ip, IPERF_PORT):
+        return iperf3_end(iperf3_client(client, ip, IPERF_PORT, "-t", str(SECONDS)),
+                          SECONDS + 30)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -168,14 +161,14 @@ def test_iperf3_overlay_vs_raw(
         runs.append(result)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    gbits = [r["iperf"]["end"]["sum_received"]["bits_per_second"] / 1e9 for r in runs]
+    gbits = [r["iperf"]["sum_received"]["bits_per_second"] / 1e9 for r in runs]
     gbit = statistics.median(gbits)
     info = benchmark.extra_info
     info["gbit_s"] = round(gbit, 2)
     info["gbit_s_min"] = round(min(gbits), 2)
     info["gbit_s_max"] = round(max(gbits), 2)
     info["rounds"] = len(runs)
-    info["retransmits"] = [r["iperf"]["end"]["sum_sent"].get("retransmits") for r in runs]
+    info["retransmits"] = [r["iperf"]["sum_sent"].get("retransmits") for r in runs]
     info["seconds"] = SECONDS
     info["pinned"] = PIN
     info["box_busy_pct"] = round(100 * statistics.median(r["busy"] for r in runs))
