@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from bench.fuzz.samples import exchange
 from enclave.discovery.candidates import Candidate, CandidateKind, PathAddr, Transport
 from enclave.proto.admission import source_bytes
@@ -170,8 +170,4 @@ class NodeTarget:
         }
 
 
-def node(seed: int) -> Harness:
-    return NodeTarget(seed)
-
-
-FACTORIES: dict[str, Factory] = {"node": node}
+FACTORIES: dict[str, Factory] = {"node": NodeTarget}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from array import array
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from enclave import _fastpath as fp
 from tests.support.ident_frames import (
     BROADCAST,
@@ -200,12 +200,4 @@ class IdentTarget:
         return {}
 
 
-def offload(seed: int) -> Harness:
-    return OffloadTarget(seed)
-
-
-def ident(seed: int) -> Harness:
-    return IdentTarget(seed)
-
-
-FACTORIES: dict[str, Factory] = {"offload": offload, "ident": ident}
+FACTORIES: dict[str, Factory] = {"offload": OffloadTarget, "ident": IdentTarget}

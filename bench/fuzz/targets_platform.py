@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from enclave.cert.enrolment import EnrolmentToken, TokenError, b64url
 from enclave.discovery.candidates import NatBehaviour
 from enclave.discovery.introduction import (
@@ -221,18 +221,6 @@ class HttpJsonTarget:
         return {}
 
 
-def token(seed: int) -> Harness:
-    return TokenTarget(seed)
-
-
-def control_json(seed: int) -> Harness:
-    return ControlJsonTarget(seed)
-
-
-def http_json(seed: int) -> Harness:
-    return HttpJsonTarget(seed)
-
-
 FACTORIES: dict[str, Factory] = {
-    "token": token, "control_json": control_json, "http_json": http_json,
+    "token": TokenTarget, "control_json": ControlJsonTarget, "http_json": HttpJsonTarget,
 }

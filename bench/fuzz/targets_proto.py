@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from array import array
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from bench.fuzz.samples import exchange
 from enclave import _fastpath as fp
 from enclave.proto.cookie import CookieChecker, open_cookie_reply
@@ -116,12 +116,4 @@ class DataHeaderTarget:
         return {}
 
 
-def handshake(seed: int) -> Harness:
-    return HandshakeTarget(seed)
-
-
-def data_header(seed: int) -> Harness:
-    return DataHeaderTarget(seed)
-
-
-FACTORIES: dict[str, Factory] = {"handshake": handshake, "data_header": data_header}
+FACTORIES: dict[str, Factory] = {"handshake": HandshakeTarget, "data_header": DataHeaderTarget}

@@ -17,7 +17,7 @@ from typing import cast
 
 from aiohttp import web
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from enclave.platform import relay_ws
 from enclave.platform.relay import mint_ticket, verify_ticket
 from enclave.proto import wire
@@ -84,8 +84,4 @@ class RelayTlsTarget:
         return out
 
 
-def relay_tls(seed: int) -> Harness:
-    return RelayTlsTarget(seed)
-
-
-FACTORIES: dict[str, Factory] = {"relay_tls": relay_tls}
+FACTORIES: dict[str, Factory] = {"relay_tls": RelayTlsTarget}

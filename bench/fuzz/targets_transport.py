@@ -26,7 +26,7 @@ import random
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.fuzz.harness import Factory, Harness, Reader
+from bench.fuzz.harness import Factory, Reader
 from enclave.agent.discovery import Discovery
 from enclave.agent.relay_client import RelayClient
 from enclave.agent.transport_tcp import FRAME_HEADER, MAX_FRAME, FrameDecoder, frame
@@ -242,23 +242,7 @@ class ReflectorTarget:
                 "system buckets": (self.reflector.tracked(), refl.MAX_TRACKED)}
 
 
-def tcp_framing(seed: int) -> Harness:
-    return TcpFramingTarget(seed)
-
-
-def relay(seed: int) -> Harness:
-    return RelayTarget(seed)
-
-
-def relay_client(seed: int) -> Harness:
-    return RelayClientTarget(seed)
-
-
-def reflector(seed: int) -> Harness:
-    return ReflectorTarget(seed)
-
-
 FACTORIES: dict[str, Factory] = {
-    "tcp_framing": tcp_framing, "relay": relay, "relay_client": relay_client,
-    "reflector": reflector,
+    "tcp_framing": TcpFramingTarget, "relay": RelayTarget, "relay_client": RelayClientTarget,
+    "reflector": ReflectorTarget,
 }
