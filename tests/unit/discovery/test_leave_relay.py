@@ -9,30 +9,22 @@ import random
 
 import pytest
 
-from enclave.discovery import Candidate, CandidateKind, PathAddr, PathManager, Transport, path_rank
+from enclave.discovery import PathManager, path_rank
 from enclave.discovery.candidates import RANK_RELAY, RANK_RELAY_TLS
 from enclave.discovery.paths import RELAYED_REPROBE_MIN
+from tests.support.path_probes import PUB, REL, TLS, probes
 
 pytestmark = pytest.mark.unit
-
-PUB = Candidate(PathAddr(Transport.UDP, "198.18.0.2", 1), CandidateKind.PUBLIC)
-REL = Candidate(PathAddr(Transport.RELAY, "198.18.9.9", 1), CandidateKind.RELAY)
-TLS = Candidate(PathAddr(Transport.RELAY_TLS, "198.18.9.9", 7), CandidateKind.RELAY)
 
 
 def burst_starts(pm: PathManager, start: float, until: float) -> list[float]:
     """Times at which a re-probe burst begins (a probe after a pause of more than 0.5 s)."""
-    t, last, starts = start, None, []
-    while t < until:
-        pm.relay_due(t)  # as the Node does every round (the punch's give-up is a deadline)
-        if pm.due(t):
-            if last is None or t - last > 0.5:
-                starts.append(t)
-            last = t
-        d = pm.next_deadline()
-        if d is None:
-            break
-        t = max(d, t + 1e-6)
+    last: float | None = None
+    starts = []
+    for t, _addr in probes(pm, start, until):
+        if last is None or t - last > 0.5:
+            starts.append(t)
+        last = t
     return starts
 
 

@@ -10,33 +10,16 @@ import random
 
 import pytest
 
-from enclave.discovery import Candidate, CandidateKind, PathAddr, PathManager, Transport
+from enclave.discovery import PathManager
 from enclave.discovery.paths import (
     FALLBACK_DURATION,
     FALLBACK_PROBE_INTERVAL,
     GIVE_UP_AFTER,
     RELAYED_REPROBE_MAX,
 )
+from tests.support.path_probes import PUB, REL, TLS, probes
 
 pytestmark = pytest.mark.unit
-
-PUB = Candidate(PathAddr(Transport.UDP, "198.18.0.2", 1), CandidateKind.PUBLIC)
-REL = Candidate(PathAddr(Transport.RELAY, "198.18.9.9", 1), CandidateKind.RELAY)
-TLS = Candidate(PathAddr(Transport.RELAY_TLS, "198.18.9.9", 7), CandidateKind.RELAY)
-
-
-def probes(pm: PathManager, start: float, end: float) -> list[tuple[float, PathAddr]]:
-    """Every probe due() asks for between start and end, following next_deadline()."""
-    out: list[tuple[float, PathAddr]] = []
-    t = start
-    while t <= end:
-        pm.relay_due(t)
-        out.extend((t, a) for a in pm.due(t))
-        d = pm.next_deadline()
-        if d is None:
-            break
-        t = max(d, t + 1e-6)
-    return out
 
 
 def test_1_a_relayed_session_still_hears_that_the_punch_failed() -> None:
