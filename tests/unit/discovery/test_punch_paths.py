@@ -18,11 +18,10 @@ from enclave.discovery import (
     path_rank,
 )
 from enclave.discovery.candidates import punchable
+from tests.support.path_probes import PUB, REL
 
 LAN = Candidate(PathAddr(Transport.UDP, "198.19.1.2", 1), CandidateKind.PRIVATE)
-PUB = Candidate(PathAddr(Transport.UDP, "198.18.0.2", 1), CandidateKind.PUBLIC)
 TCP = Candidate(PathAddr(Transport.TCP, "198.18.0.2", 443), CandidateKind.PUBLIC)
-REL = Candidate(PathAddr(Transport.RELAY, "198.18.9.9", 1), CandidateKind.RELAY)
 SYM = Candidate(PathAddr(Transport.UDP, "198.18.0.3", 1), CandidateKind.PUBLIC,
                 NatBehaviour.SYMMETRIC)
 
