@@ -18,17 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import socket
 import time
 from dataclasses import dataclass
 
-from enclave.agent.gateway import (
-    GatewayManager,
-    GatewayProber,
-    echo_request,
-    mark_socket,
-    parse_echo_reply,
-)
+from enclave.agent.gateway import GatewayManager, GatewayProber, mark_socket
 from enclave.netlab import Host, Lab, NatType, Site, Topology
 from enclave.policy.gateway import (
     GatewayGrant,
@@ -49,34 +42,11 @@ from tests.support.overlay import (
     overlay_ip,
     overlay_mac,
 )
+from tests.support.traffic import ping
 
 LAN = "198.19.2.0/24"
 TOPOLOGY = Topology(sites=[Site("a", nat=NatType.PORT_RESTRICTED, hosts=1),
                            Site("b", nat=NatType.NONE, hosts=3)])
-
-
-def ping(host: Host, dst: str, count: int = 2, *, src: str | None = None,
-         wait: float = 1.0) -> int:
-    """Echo requests from ``host`` (raw ICMP socket in its namespace); number of replies."""
-    sock = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    with sock:
-        if src is not None:
-            sock.bind((src, 0))
-        ident = 0x6777 ^ (id(sock) & 0xFFF)
-        got = 0
-        for seq in range(1, count + 1):
-            sock.sendto(echo_request(ident, seq), (dst, 0))
-            deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    reply = parse_echo_reply(sock.recv(2048), ident)
-                except TimeoutError:
-                    break
-                if reply == (dst, seq):
-                    got += 1
-                    break
-        return got
 
 
 class NatOverlay(Overlay):
@@ -165,7 +135,7 @@ def build(lab: Lab, *, grant_routes: str = "198.19.2.0/28", acl: str = "icmp,tcp
         gl.manager_apply(client)
         for g in (g1, g2):  # warm up: ARP through the overlay and the client's NAT mapping
             deadline = time.monotonic() + 10.0
-            while not ping(client.host, overlay_ip(g.n), 1, wait=0.5):
+            while not ping(client.host, overlay_ip(g.n), count=1, timeout=0.5):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"gateway {g.name} unreachable over the overlay")
         if probe:

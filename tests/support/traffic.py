@@ -29,15 +29,17 @@ IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # <linux/in.h>: set DF, never fragment 
 
 
 def ping(src: Host, dst_ip: str, *, count: int = 3, timeout: float = 1.0, size: int = 32,
-         df: bool = False) -> int:
+         df: bool = False, from_ip: str | None = None) -> int:
     """ICMP echo over a raw socket in src's namespace; the number of matching replies. Each
     echo carries `size` random bytes (an IP packet of size + 28) and waits at most
     ``timeout`` s: other ICMP the raw socket sees (an agent's gateway liveness probes, say)
     does not extend the wait. ``df``: DF set (`ping -M do`); an echo over the local MTU
-    raises OSError (EMSGSIZE)."""
+    raises OSError (EMSGSIZE). ``from_ip``: the source address (`ping -I`)."""
     sock = src.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     if df:
         sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    if from_ip is not None:
+        sock.bind((from_ip, 0))
     ident = os.getpid() & 0xFFFF
     got = 0
     try:

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from enclave.netlab import Host
-from tests.support.gateway_lab import TOPOLOGY, GatewayLab, build, ping
+from tests.support.gateway_lab import TOPOLOGY, GatewayLab, build
 from tests.support.lab import LabFactory
+from tests.support.traffic import ping
 
 pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
 
@@ -64,7 +65,7 @@ def test_client_reaches_lan_host_through_gateway(gwlab: GatewayLab) -> None:
     assert "dev eth0" in marked.stdout
     assert b3.run(["ip", "link", "show", "enclave0"]).returncode != 0  # no agent on the LAN host
 
-    assert ping(a1, LAN_HOST, 3, wait=2.0) == 3
+    assert ping(a1, LAN_HOST, count=3, timeout=2.0) == 3
 
     # UDP: the LAN host sees gateway 1's LAN address (masquerade), not the client's NAT
     cli, srv = _udp_pair(a1, b3, 7001)
@@ -123,12 +124,12 @@ def test_outside_routes_and_acl_dropped_and_counted(gwlab: GatewayLab) -> None:
         srv.recvfrom(10)
 
     # a served subnet address outside the grant (198.19.2.0/28): route_denied
-    assert ping(a1, "198.19.2.100") == 0
+    assert ping(a1, "198.19.2.100", count=2) == 0
     # an address the gateway does not serve at all (the internet router): not_routed
     a1.run(["ip", "route", "add", "198.18.0.1/32", "via", "100.64.0.2", "dev", "enclave0"],
            check=True)
-    assert ping(a1, "198.18.0.1") == 0
-    assert ping(g1.host, "198.18.0.1", 1) == 1  # reachable from the gateway itself
+    assert ping(a1, "198.18.0.1", count=2) == 0
+    assert ping(g1.host, "198.18.0.1", count=1) == 1  # reachable from the gateway itself
 
     after = _counters(gwlab, g1.name)
     for reason in ("acl_denied", "route_denied", "not_routed"):
@@ -139,10 +140,10 @@ def test_outside_routes_and_acl_dropped_and_counted(gwlab: GatewayLab) -> None:
     # so the nft anti-spoofing rule behind it (spoofed_src) never needs to see it
     cbefore = gwlab.client.dp.peer_counters(g1.name)["rx_ip_spoofed"]
     g1.host.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "enclave0"], check=True)
-    assert ping(g1.host, "100.64.0.1", src="10.99.0.1") == 0
+    assert ping(g1.host, "100.64.0.1", count=2, from_ip="10.99.0.1") == 0
     assert gwlab.client.dp.peer_counters(g1.name)["rx_ip_spoofed"] >= cbefore + 2
     # ... while its own overlay address is fine
-    assert ping(g1.host, "100.64.0.1", 1, wait=2.0) == 1
+    assert ping(g1.host, "100.64.0.1", count=1, timeout=2.0) == 1
 
 
 def test_failover_to_standby_within_5s(gwlab: GatewayLab) -> None:
@@ -177,4 +178,4 @@ def test_failover_to_standby_within_5s(gwlab: GatewayLab) -> None:
     mgr = gwlab.managers[gwlab.client.name]
     assert mgr.failovers == 1
     assert "via 100.64.0.3" in a1.run(["ip", "route", "get", LAN_HOST], check=True).stdout
-    assert ping(a1, LAN_HOST, 2, wait=2.0) == 2
+    assert ping(a1, LAN_HOST, count=2, timeout=2.0) == 2
