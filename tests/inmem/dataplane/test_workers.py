@@ -21,6 +21,8 @@ import pytest
 
 from enclave.proto.keys import SessionKeys
 from enclave.proto.wire import Cipher
+from tests.support.fd_tap import workers_dataplane
+from tests.support.wait import wait_for
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -38,32 +40,14 @@ class Rig:
 
 @pytest.fixture(params=[2, 4], ids=["2-workers", "4-workers"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
-    n = request.param
-    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(n)]
-    udps = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    receiver.bind(("127.0.0.1", 0))
-    receiver.settimeout(0.5)
-    for s in udps:
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-    for _, theirs in pairs:
-        theirs.setblocking(False)
-    native = fp.DataPlane(pairs[0][1].fileno(), udps[0].fileno(), max_peers=4, aqm=False,
-                          queues=[(p[1].fileno(), u.fileno())
-                                  for p, u in zip(pairs[1:], udps[1:], strict=True)])
-    tx = SessionKeys(11, 22, KEY, KEY, Cipher.CHACHA20_POLY1305)
-    native.install(0, tx, (tx,), peer_mac=PEER_MAC, addr=receiver.getsockname())
-    try:
-        yield Rig(native, [p[0] for p in pairs], receiver)
-    finally:
-        native.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
-        for s in [*udps, receiver]:
-            s.close()
+    with workers_dataplane(request.param, max_peers=4) as (native, taps, _udps), \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(0.5)
+        tx = SessionKeys(11, 22, KEY, KEY, Cipher.CHACHA20_POLY1305)
+        native.install(0, tx, (tx,), peer_mac=PEER_MAC, addr=receiver.getsockname())
+        yield Rig(native, taps, receiver)
 
 
 def frame(worker: int, seq: int) -> bytes:
@@ -175,29 +159,19 @@ def test_two_rx_workers_take_each_counter_once() -> None:
     threads race on one receive key's replay window, and every frame reaches the TAP once."""
     dgrams = sealed_datagrams(DUPS)
     assert len({struct.unpack_from("<Q", d, 8)[0] for d in dgrams}) == DUPS
-    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
-    udps = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-    src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for s in udps:
-        s.bind(("127.0.0.1", 0))
-    for _, theirs in pairs:
-        theirs.setblocking(False)
-    native = fp.DataPlane(pairs[0][1].fileno(), udps[0].fileno(), max_peers=2, aqm=False,
-                          queues=[(pairs[1][1].fileno(), udps[1].fileno())])
-    rx = SessionKeys(22, 11, KEY, KEY, Cipher.CHACHA20_POLY1305)
-    native.install(0, None, (rx,), peer_mac=PEER_MAC)
-    try:
+    with workers_dataplane(2, max_peers=2) as (native, taps, udps), \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src:
+        rx = SessionKeys(22, 11, KEY, KEY, Cipher.CHACHA20_POLY1305)
+        native.install(0, None, (rx,), peer_mac=PEER_MAC)
         for d in dgrams:                    # both copies queued before either thread runs
             src.sendto(d, udps[0].getsockname())
             src.sendto(d, udps[1].getsockname())
         native.start()
-        deadline = time.monotonic() + 10
-        while (native.counters(0)["rx_frames"] + native.counters(0)["rx_replay"] < 2 * DUPS
-               and time.monotonic() < deadline):
-            time.sleep(0.02)
+        wait_for(lambda: native.counters(0)["rx_frames"] + native.counters(0)["rx_replay"]
+                 >= 2 * DUPS, 10, what="both copies of every datagram taken")
         native.stop()
         seqs = []
-        for ours, _ in pairs:
+        for ours in taps:
             ours.setblocking(False)
             while True:
                 try:
@@ -210,10 +184,3 @@ def test_two_rx_workers_take_each_counter_once() -> None:
         assert sorted(seqs) == list(range(DUPS))          # every frame once, none twice
         work = native.worker_counters()
         assert [w["rx_datagrams"] for w in work] == [DUPS, DUPS]
-    finally:
-        native.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
-        for s in [*udps, src]:
-            s.close()
