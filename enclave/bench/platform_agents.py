@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from enclave.agent.control import ControlClient, retry_after_delay
+from enclave.agent.control import ControlClient, backoff_delay, retry_after_delay
 from enclave.cert.ca import build_csr
 from enclave.cert.enrolment import PATH_ENROL, EnrolmentToken, b64url
 from enclave.cert.keys import Ed25519PrivateKey, generate_private_key
@@ -43,7 +43,7 @@ from enclave.policy.intent import IntentStatement, encode_signed
 CONCURRENCY = 32  # HTTP requests (enrolments, intents) in flight at once, over all workers
 CONNECTING = 32  # agents between starting their control channel and its welcome, over all
 AGENTS_PER_WORKER = 1250
-RETRIES = 2  # a request whose keep-alive connection was closed under it is sent again
+RETRIES = 6  # a request whose connection was closed or refused is sent again
 BUSY_RETRIES = 30  # a request refused with 503 + Retry-After is sent again after it
 
 
@@ -132,9 +132,12 @@ class Fleet:
                         return resp.status, text
                     wait = retry_after_delay(resp.headers)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # includes a connection the node's front door closed at once (at its cap of
+                # unauthenticated connections): sent again after the agent's backoff
                 if dropped == RETRIES:
                     raise
                 dropped += 1
+                await asyncio.sleep(backoff_delay(dropped))
                 continue
             busy += 1
             self.busy += 1

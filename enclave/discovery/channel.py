@@ -40,9 +40,9 @@ from __future__ import annotations
 CONTROL_PATH = "/v1/control"
 INTENTS_PATH = "/v1/intents"
 CHALLENGE_SIZE = 32
-HEARTBEAT = 5.0  # seconds of silence from the platform after which the agent pings
-SILENCE_TIMEOUT = 15.0  # seconds without any frame from the platform: the agent reconnects
-PLATFORM_HEARTBEAT = 20.0  # seconds of silence from an agent after which the platform pings
+HEARTBEAT = 10.0  # seconds of silence from the platform after which the agent pings
+SILENCE_TIMEOUT = 30.0  # seconds without any frame from the platform: the agent reconnects
+PLATFORM_HEARTBEAT = 30.0  # seconds of silence from an agent after which the platform pings
 HELLO_TIMEOUT = 10.0
 CLOSE_AUTH_FAILED = 4401
 CLOSE_REPLACED = 4000

@@ -33,6 +33,7 @@ from enclave.platform.store.records import (
     IssuedCert,
     Issuer,
     Policy,
+    Row,
     Snapshot,
     System,
     secret_hash,
@@ -81,6 +82,9 @@ class Store:
         self.location = db.location
         self._seen: dict[str, int] = {}  # last-seen times not yet written
         self._der: dict[int, bytes] = {}  # certificate DER by serial, for snapshot()
+        # systems as parsed from their row, for snapshot(): a full pass re-reads every system
+        # but parses again (addresses, JSON) only the rows that changed
+        self._parsed: dict[str, tuple[tuple[object, ...], System]] = {}
 
     @classmethod
     async def open(cls, location: str | Path, now: int | None = None) -> Store:
@@ -475,7 +479,8 @@ class Store:
         the current certificate of each system in ``certificates_for``."""
         async with self.db.read() as tx:
             rows = await tx.fetchall(_SYSTEM_SQL + " ORDER BY s.enrolled_at, s.name")
-            systems = {s.name: s for s in map(System.from_row, rows)}
+            systems = {s.name: s for s in map(self._system, rows)}
+            self._parsed = {n: v for n, v in self._parsed.items() if n in systems}
             revoked = frozenset(serial for serial, _at, _r in await _revoked(tx, now))
             number = await tx.fetchone("SELECT value FROM meta WHERE key = 'crl_number'")
             intents = tuple(await _intents(tx, None))
@@ -484,6 +489,16 @@ class Store:
                 else {}
         return Snapshot(now, systems, revoked, int(number["value"]) if number else 0, intents,
                         policies, certs)
+
+    def _system(self, row: Row) -> System:
+        """System.from_row, from the last parse when the row is unchanged."""
+        key = tuple(row.values())
+        known = self._parsed.get(row["name"])
+        if known is not None and known[0] == key:
+            return known[1]
+        system = System.from_row(row)
+        self._parsed[system.name] = (key, system)
+        return system
 
     async def snapshot_of(self, now: int, touched: set[str] | frozenset[str],
                           also: set[str] | frozenset[str] = frozenset()) -> Snapshot:
@@ -512,7 +527,7 @@ class Store:
             for chunk in _chunks(sorted(names)):
                 marks = ", ".join("?" * len(chunk))
                 for r in await tx.fetchall(_SYSTEM_SQL + f" WHERE s.name IN ({marks})", chunk):
-                    system = System.from_row(r)
+                    system = self._system(r)
                     systems[system.name] = system
                 revoked.update(int(r["serial"]) for r in await tx.fetchall(
                     "SELECT serial FROM certificates WHERE revoked_at IS NOT NULL "

@@ -5,9 +5,9 @@ agent. Before, aiohttp's pong timeout (half the 5 s heartbeat, on both ends) clo
 channel, and the reconnects added to the node's load (a collapse at 10,000 agents). Against a
 real `enclave platform serve` on loopback, with the agent's own ControlClient:
 
-  - the platform process stopped (SIGSTOP) for longer than HEARTBEAT plus the old 2.5 s pong
-    timeout, and shorter than SILENCE_TIMEOUT: the agent's channel is not dropped (no second
-    welcome), and the introduction stated after SIGCONT comes over it
+  - the platform process stopped (SIGSTOP) for longer than the old 5 s heartbeat plus its 2.5 s
+    pong timeout, and shorter than SILENCE_TIMEOUT: the agent's channel is not dropped (no
+    second welcome), and the introduction stated after SIGCONT comes over it
   - the agent's event loop blocked as long: the platform does not drop the agent either
   - a server that never answers (a WebSocket that swallows pings): the Keepalive closes the
     channel once it has been silent for its timeout
@@ -28,14 +28,15 @@ from aiohttp import web
 
 from enclave.agent.control import Keepalive
 from enclave.agent.state import StateDir
-from enclave.discovery.channel import HEARTBEAT, SILENCE_TIMEOUT
+from enclave.discovery.channel import PLATFORM_HEARTBEAT, SILENCE_TIMEOUT
 from tests.support.control_client import Recorder, client, until
 from tests.support.platform import Platform
 from tests.support.proc import enclave, local_run
 
-OLD_PONG_TIMEOUT = HEARTBEAT / 2  # what aiohttp allowed before (heartbeat / 2)
-STALL = HEARTBEAT + OLD_PONG_TIMEOUT + 1.5  # a ping goes out and stays unanswered too long
-assert STALL < SILENCE_TIMEOUT
+OLD_HEARTBEAT = 5.0  # before: aiohttp's heartbeat on both ends, every 5 s of silence ...
+OLD_PONG_TIMEOUT = OLD_HEARTBEAT / 2  # ... and the channel closed 2.5 s after an unanswered ping
+STALL = OLD_HEARTBEAT + OLD_PONG_TIMEOUT + 1.5  # a ping went out and stayed unanswered too long
+assert STALL < min(SILENCE_TIMEOUT, PLATFORM_HEARTBEAT)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +138,59 @@ def test_keepalive_gives_up_on_a_silent_platform() -> None:
     silent, closed, pings = asyncio.run(scenario())
     assert silent and closed
     assert pings >= 2  # it asked (more than once) before giving up
+
+
+async def _late_server(delay: float) -> tuple[web.AppRunner, str, list[float]]:
+    """A WebSocket server on loopback that answers each ping ``delay`` seconds late; the list
+    fills with the time of each pong it sent."""
+    pongs: list[float] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+
+        async def late(data: bytes) -> None:
+            await asyncio.sleep(delay)
+            await ws.pong(data)
+            pongs.append(time.monotonic())
+
+        answering = set()
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.PING:
+                task = asyncio.create_task(late(msg.data))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/", pongs
+
+
+def test_keepalive_keeps_a_channel_whose_pongs_come_late() -> None:
+    """Pongs 4 ping intervals late (aiohttp's rule, half an interval, would close it) and well
+    within the timeout: the channel stays open while several of them arrive."""
+
+    async def scenario() -> tuple[bool, bool, int]:
+        runner, url, pongs = await _late_server(delay=0.8)
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(
+                    url, autoping=False, heartbeat=None) as ws:
+                keepalive = Keepalive(ws, interval=0.2, timeout=4.0)
+                watch = asyncio.create_task(keepalive.run())
+                async for msg in ws:  # as ControlClient._messages: every frame is heard
+                    keepalive.heard()
+                    if msg.type == aiohttp.WSMsgType.PONG and len(pongs) >= 4:
+                        break
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                return keepalive.silent, ws.closed, len(pongs)
+        finally:
+            await runner.cleanup()
+
+    silent, closed, answered = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert not silent and not closed and answered >= 4
