@@ -130,7 +130,12 @@ AQM_INTERVAL_ENV = "ENCLAVE_PLATFORM_RELAY_AQM_INTERVAL_US"  # and its interval
 DATA_RATE_PACKETS = 500_000
 DATA_BURST_PACKETS = 50_000.0  # a tenth of a second at that rate
 DATA_RATE_ENV = "ENCLAVE_PLATFORM_RELAY_DATA_RATE"
-SOCKET_BUFFER = 1 << 20  # SO_RCVBUF / SO_SNDBUF of the relay socket (4 MB queued ~2x the delay)
+# SO_RCVBUF / SO_SNDBUF of the relay socket: 256 KiB (the kernel doubles it), ~0.5 ms at
+# 3 Gbit/s. The queue in it stands while the relay thread is off the CPU, and a TCP stream
+# keeps it full: at 1 MiB the mean wait there was 0.8-1.4 ms and a relayed RTT under load
+# 4.3-8.8 ms, at 256 KiB 0.23-0.63 ms and 1.6-4.6 ms, same throughput (docs/PERFORMANCE.md;
+# 4 MiB before that was worse still). CoDel (RelayForwarder) handles what stands longer.
+SOCKET_BUFFER = 1 << 18
 SOCKET_BUFFER_ENV = "ENCLAVE_PLATFORM_RELAY_BUFFER"  # bytes, for measuring other links
 PUNT_READS = 256  # punted datagrams RelayCore takes per wake-up of the event loop
 DEFAULT_PORT = 3479
