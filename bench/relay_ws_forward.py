@@ -5,9 +5,10 @@
     child process: aiohttp over TLS (throwaway self-signed key) serving only RELAY_WS_PATH with
                    enclave.platform.relay_ws (or the relay_ws.py at FILE, e.g. an older copy
                    from `git show REV:enclave/platform/relay_ws.py`)
-    this process:  X and Y register with minted tickets; X sends DATA messages of --batch bytes
-                   (a relay batch of 1,400-byte frames) as fast as the WebSocket takes them,
-                   Y counts what arrives
+    this process:  X and Y (enclave.wslink clients, as the agents' relay_tls uses them: zero
+                   mask, one write per message) register with minted tickets; X sends DATA
+                   messages of --batch bytes (a relay batch of 1,400-byte frames) whenever its
+                   write buffer is below the high-water mark, Y counts what arrives
 
 The relay's CPU is the child's utime + stime over the run (/proc/PID/stat).  Loopback on a
 shared machine: the figures move with its load; compare two runs made one after the other.
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,6 +42,7 @@ from enclave.proto.wire import (
     MSG_RELAY_REGISTERED,
     pack_relay_header,
 )
+from enclave.wslink import WsLink, open_client
 
 KEY = bytes(range(32))
 LO = "127.0.0.1"
@@ -95,56 +96,71 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _register(ws: aiohttp.ClientWebSocketResponse, channel: int, ticket: bytes) -> None:
-    await ws.send_bytes(pack_relay_header(MSG_RELAY_REGISTER, channel) + ticket)
-    msg = await ws.receive(timeout=10)
-    assert msg.type == aiohttp.WSMsgType.BINARY and msg.data[0] == MSG_RELAY_REGISTERED, msg
+class _Counter:
+    def __init__(self) -> None:
+        self.msgs = self.bytes = 0
+        self.last: bytes = b""
+
+    def __call__(self, op: int, payload: memoryview | bytes) -> None:
+        self.msgs += 1
+        self.bytes += len(payload) - 8
+        if payload[0] == MSG_RELAY_REGISTERED:
+            self.last = bytes(payload)
 
 
-async def run(url: str, seconds: float, batch: int, pid: int) -> dict[str, float]:
+async def _connect(port: int, ctx: ssl.SSLContext, sink: _Counter) -> WsLink:
+    for _ in range(100):
+        link = WsLink(sink, client=True, max_message=MAX_MESSAGE)
+        try:
+            return await open_client(LO, port, netloc=f"{LO}:{port}", path=RELAY_WS_PATH,
+                                     ssl_ctx=ctx, link=link, check=lambda t: None, timeout=5)
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise SystemExit("relay did not come up")
+
+
+async def _register(link: WsLink, sink: _Counter, channel: int, ticket: bytes) -> None:
+    link.send(pack_relay_header(MSG_RELAY_REGISTER, channel), ticket)
+    for _ in range(1000):
+        if sink.last:
+            sink.msgs = sink.bytes = 0
+            return
+        await asyncio.sleep(0.01)
+    raise SystemExit("no REGISTERED")
+
+
+async def run(port: int, seconds: float, batch: int, pid: int) -> dict[str, float]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     frames = [os.urandom(1400)] * max(1, batch // 1402)
-    payload = pack_relay_header(MSG_RELAY_DATA, 7) + pack_batch(frames)
+    head, body = pack_relay_header(MSG_RELAY_DATA, 7), pack_batch(frames)
     exp = int(time.time()) + 600
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                x = await http.ws_connect(url, ssl=ctx, max_msg_size=MAX_MESSAGE)
-                break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
-        else:
-            raise SystemExit("relay did not come up")
-        y = await http.ws_connect(url, ssl=ctx, max_msg_size=MAX_MESSAGE)
-        await _register(x, 7, mint_ticket(KEY, "XXXXX", "YYYYY", exp))
-        await _register(y, 3, mint_ticket(KEY, "YYYYY", "XXXXX", exp))
-        got = {"msgs": 0, "bytes": 0}
-
-        async def sink() -> None:
-            while True:
-                msg = await y.receive()
-                if msg.type != aiohttp.WSMsgType.BINARY:
-                    return
-                got["msgs"] += 1
-                got["bytes"] += len(msg.data) - 8
-
-        task = asyncio.create_task(sink())
-        cpu0, t0 = _cpu(pid), time.monotonic()
-        sent = 0
-        while time.monotonic() - t0 < seconds:
-            await x.send_bytes(payload)
-            sent += 1
-        while got["msgs"] < sent and time.monotonic() - t0 < seconds + 5:
-            await asyncio.sleep(0.01)
-        wall, cpu = time.monotonic() - t0, _cpu(pid) - cpu0
-        task.cancel()
-        await x.close()
-        await y.close()
-    gb = got["bytes"] / 1e9
-    return {"messages": got["msgs"], "sent": sent, "seconds": round(wall, 2),
-            "msgs_per_s": round(got["msgs"] / wall), "gbit_s": round(8 * gb / wall, 3),
+    sx, sy = _Counter(), _Counter()
+    x = await _connect(port, ctx, sx)
+    y = await _connect(port, ctx, sy)
+    await _register(x, sx, 7, mint_ticket(KEY, "XXXXX", "YYYYY", exp))
+    await _register(y, sy, 3, mint_ticket(KEY, "YYYYY", "XXXXX", exp))
+    wake = asyncio.Event()
+    x.on_writable = wake.set
+    cpu0, t0 = _cpu(pid), time.monotonic()
+    sent = 0
+    while time.monotonic() - t0 < seconds:
+        if x.paused:
+            wake.clear()
+            await wake.wait()
+            continue
+        x.send(head, body)
+        sent += 1
+        await asyncio.sleep(0)
+    while sy.msgs < sent and time.monotonic() - t0 < seconds + 5:
+        await asyncio.sleep(0.01)
+    wall, cpu = time.monotonic() - t0, _cpu(pid) - cpu0
+    x.close()
+    y.close()
+    gb = sy.bytes / 1e9
+    return {"messages": sy.msgs, "sent": sent, "seconds": round(wall, 2),
+            "msgs_per_s": round(sy.msgs / wall), "gbit_s": round(8 * gb / wall, 3),
             "relay_cpu_s": round(cpu, 2), "relay_cpu_s_per_gb": round(cpu / gb, 2) if gb else 0}
 
 
@@ -170,8 +186,7 @@ def main() -> None:
         child = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(cert),
                                   str(key), args.relay_ws or "-"])
         try:
-            out = asyncio.run(run(f"wss://{LO}:{port}{RELAY_WS_PATH}", args.seconds, args.batch,
-                                  child.pid))
+            out = asyncio.run(run(port, args.seconds, args.batch, child.pid))
         finally:
             child.terminate()
             child.wait(10)

@@ -8,7 +8,8 @@
     send(msg, path) -> pending[ch] --(one call_soon per loop turn)--> DATA(ch, batch) -->
     send_frames(batch, path) -> batches[ch] (the fast path's TX, joined) -> DATA(ch, batch) -->
     on_message(msg, path) <-------- frame_runs <------------------------ DATA(ch, batch)
-    on_frames(run, path)  <-------- (runs of DATA: to the fast path's inject_frames)
+    on_frames(run, path)  <-------- (runs of DATA: to the fast path's inject_frames, as views
+                                     into the receive buffer: no copy)
 
 The path of a peer relayed this way is PathAddr(Transport.RELAY_TLS, <platform host>, <channel>):
 the channel is this agent's own label for the peer (drawn at random from the same kind of table
@@ -16,12 +17,16 @@ as the UDP relay's: enclave.agent.relay_channels).
 Messages are the end-to-end encrypted enclave datagrams the UDP relay carries (the platform sees
 ciphertext only); every datagram sent within one event-loop turn to one peer goes out as one
 WebSocket message (enclave.proto.relay_batch); the compiled data plane's batches (already
-framed that way) of one loop turn are joined as they are, within the batch limits.  On
-receipt, runs of DATA messages go to `on_frames` still framed (the data plane opens them),
-everything else to `on_message`.  Registrations are refreshed every REFRESH_INTERVAL seconds
-and sent again after a reconnect (jittered exponential backoff, as the control channel does).
-The WebSocket is open only while some peer is relayed over it.  A malformed message from the
-platform is dropped whole (silence).
+framed that way) of one loop turn are joined as they are, within the batch limits, into one
+write each (enclave.wslink.WsLink: the WebSocket after its upgrade, no task or await per
+message).  While the connection's write buffer is over its high-water mark the queued batches
+wait (bounded: MAX_PENDING datagrams, MAX_QUEUED_BYTES of batches per peer; more are dropped,
+as a full link drops) and go out when it drains.  On receipt, runs of DATA messages go to
+`on_frames` still framed (the data plane opens them), everything else to `on_message`.
+Registrations are refreshed every REFRESH_INTERVAL seconds and sent again after a reconnect
+(jittered exponential backoff, as the control channel does).  The WebSocket is open only while
+some peer is relayed over it.  A malformed message from the platform is dropped whole
+(silence); a malformed WebSocket frame closes the connection (and it reconnects).
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from cryptography import x509
 
 from enclave import _fastpath as fp
@@ -62,16 +66,19 @@ from enclave.proto.wire import (
     pack_relay_header,
     unpack_relay_header,
 )
+from enclave.proto.wsframe import OP_BINARY
+from enclave.wslink import WsHandshakeError, WsLink, open_client
 
 log = logging.getLogger("enclave.agent.relay_tls")
 
 REFRESH_INTERVAL = 20.0
 HEARTBEAT = 20.0
 MAX_PENDING = 4096  # datagrams queued for one peer within one loop turn; more are dropped
-MAX_QUEUED_BYTES = 4 << 20  # framed batches queued for one peer within one loop turn
+MAX_QUEUED_BYTES = 4 << 20  # framed batches queued for one peer (a loop turn, or while paused)
+CONNECT_TIMEOUT = 5.0  # TCP + TLS + upgrade
 
 OnMessage = Callable[[bytes, PathAddr], None]
-OnFrames = Callable[[bytes, PathAddr], None]  # a run of framed DATA messages
+OnFrames = Callable[["bytes | memoryview", PathAddr], None]  # a run of framed DATA messages
 OnRegistered = Callable[[str, PathAddr], None]
 
 
@@ -99,6 +106,8 @@ class RelayTlsClient:
         it every message goes to on_message."""
         parts = urlsplit(url)
         self.ws_url = urlunsplit(("wss", parts.netloc, RELAY_WS_PATH, "", ""))
+        self._netloc = parts.netloc
+        self._connect_to = (parts.hostname or "", parts.port or 443)
         self.host = host  # the label in every relay-tls PathAddr
         self.pin = pin.lower()
         self._on_message = on_message
@@ -107,7 +116,7 @@ class RelayTlsClient:
         self._channels: ChannelTable[_Channel] = ChannelTable()
         self._by_peer = self._channels.by_peer
         self._by_channel = self._channels.by_channel
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._link: WsLink | None = None
         self._task: asyncio.Task[None] | None = None
         self._flush_scheduled = False
         self.state = "idle"
@@ -152,7 +161,7 @@ class RelayTlsClient:
         """Queue `msg` for the peer on `path`; everything queued in this loop turn goes out as
         one batch (False: no such channel, or not connected)."""
         ch = self._by_channel.get(path.port)
-        if ch is None or path.host != self.host or self._ws is None:
+        if ch is None or path.host != self.host or self._link is None or self._link.closing:
             return False
         if len(ch.pending) >= MAX_PENDING:
             self.dropped += 1
@@ -166,8 +175,8 @@ class RelayTlsClient:
         message, at most fp.PUNT_BATCH_MAX bytes and 256 messages): the batches queued in one
         loop turn go out together, as few WebSocket messages as the batch limits allow."""
         ch = self._by_channel.get(path.port)
-        ws = self._ws
-        if ch is None or path.host != self.host or ws is None or ws.closed:
+        link = self._link
+        if ch is None or path.host != self.host or link is None or link.closing:
             return False
         if ch.batch_bytes + len(frames) > MAX_QUEUED_BYTES:
             self.dropped += 1
@@ -189,44 +198,50 @@ class RelayTlsClient:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Everything queued goes out, unless the connection's write buffer is full: then it
+        waits for on_writable (the queues are bounded by send / send_frames)."""
         self._flush_scheduled = False
-        ws = self._ws
+        link = self._link
+        if link is None or link.closing:
+            for ch in self._by_channel.values():
+                ch.pending, ch.batches, ch.batch_bytes = [], [], 0
+            return
+        if link.paused:
+            return
         for ch in self._by_channel.values():
             if not ch.pending and not ch.batches:
                 continue
             frames, ch.pending = ch.pending, []
             batches, ch.batches = ch.batches, []
             ch.batch_bytes = 0
-            if ws is None or ws.closed:
-                continue
             head = pack_relay_header(MSG_RELAY_DATA, ch.channel)
             for run in split_batches(frames):
-                self._write(ws, head + pack_batch(run))
-            self._write_batches(ws, head, batches)
+                self._write(link, head, pack_batch(run))
+            self._write_batches(link, head, batches)
 
-    def _write_batches(self, ws: aiohttp.ClientWebSocketResponse, head: bytes,
-                       batches: list[tuple[bytes, int]]) -> None:
+    def _write_batches(self, link: WsLink, head: bytes, batches: list[tuple[bytes, int]]
+                       ) -> None:
         """Framed batches, joined into messages within MAX_BATCH_FRAMES / MAX_BATCH_BYTES."""
-        cur: list[bytes] = [head]
+        cur: list[bytes] = []
         size = count = 0
         for b, n in batches:
             if count and (count + n > MAX_BATCH_FRAMES or size + len(b) > MAX_BATCH_BYTES):
-                self._write(ws, b"".join(cur))
-                cur, size, count = [head], 0, 0
+                self._write(link, head, *cur)
+                cur, size, count = [], 0, 0
             cur.append(b)
             size += len(b)
             count += n
         if count:
-            self._write(ws, b"".join(cur))
+            self._write(link, head, *cur)
 
     def _register(self, ch: _Channel) -> None:
-        if self._ws is not None and not self._ws.closed:
-            self._write(self._ws, pack_relay_header(MSG_RELAY_REGISTER, ch.channel) + ch.ticket)
+        if self._link is not None and not self._link.closing:
+            self._write(self._link, pack_relay_header(MSG_RELAY_REGISTER, ch.channel), ch.ticket)
 
-    def _write(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
-        self.tx_messages += 1
-        task = asyncio.get_running_loop().create_task(ws.send_bytes(data))
-        task.add_done_callback(_swallow)
+    def _write(self, link: WsLink, *parts: bytes) -> None:
+        """One WebSocket message (the parts joined behind its header: one copy, one write)."""
+        if link.send(*parts):
+            self.tx_messages += 1
 
     # --- the connection -------------------------------------------------------------------
     async def close(self) -> None:
@@ -239,64 +254,59 @@ class RelayTlsClient:
 
     async def _run(self) -> None:
         attempt = 0
-        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            while self._by_peer:
-                try:
-                    await self._session(http)
-                    attempt = 0
-                except (RelayTlsError, aiohttp.ClientError, OSError, TimeoutError,
-                        ValueError) as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.info("relay over TLS unavailable: %s", self.last_error)
-                finally:
-                    self._ws = None
-                    self.state = "disconnected"
-                    for ch in self._by_peer.values():
-                        ch.registered = False
-                        ch.pending.clear()
-                        ch.batches.clear()
-                        ch.batch_bytes = 0
-                if not self._by_peer:
-                    break
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+        while self._by_peer:
+            try:
+                await self._session()
+                attempt = 0
+            except (RelayTlsError, WsHandshakeError, OSError, TimeoutError, ValueError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.info("relay over TLS unavailable: %s", self.last_error)
+            finally:
+                self._link = None
+                self.state = "disconnected"
+                for ch in self._by_peer.values():
+                    ch.registered = False
+                    ch.pending.clear()
+                    ch.batches.clear()
+                    ch.batch_bytes = 0
+            if not self._by_peer:
+                break
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
         self.state = "idle"
 
-    async def _session(self, http: aiohttp.ClientSession) -> None:
+    async def _session(self) -> None:
         self.state = "connecting"
-        # compress=0: no permessage-deflate (aiohttp offers it by default): the batches are
-        # ciphertext, which does not compress, and zlib over every byte was the path's ceiling
-        async with http.ws_connect(self.ws_url, ssl=self._ctx, heartbeat=HEARTBEAT,
-                                   max_msg_size=MAX_MESSAGE, autoping=True, compress=0) as ws:
-            self._check_pin(ws)
-            self._ws = ws
+        link = WsLink(self._on_ws_message, client=True, max_message=MAX_MESSAGE,
+                      heartbeat=HEARTBEAT, on_writable=self._schedule_flush)
+        host, port = self._connect_to
+        try:
+            await open_client(host, port, netloc=self._netloc, path=RELAY_WS_PATH,
+                              ssl_ctx=self._ctx, link=link, check=self._check_pin,
+                              timeout=CONNECT_TIMEOUT)
+            self._link = link
             self.state = "connected"
             self.connects += 1
             log.info("relay over TLS connected to %s", self.ws_url)
             for ch in list(self._by_peer.values()):
                 self._register(ch)
-            refresh = asyncio.get_running_loop().create_task(self._refresh(ws))
+            refresh = asyncio.get_running_loop().create_task(self._refresh(link))
             try:
-                while self._by_peer:
-                    msg = await ws.receive()
-                    if msg.type == aiohttp.WSMsgType.BINARY:
-                        self._receive(msg.data)
-                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                                      aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                        break
+                await link.done.wait()
             finally:
                 refresh.cancel()
-        log.info("relay over TLS closed (code %s)", ws.close_code)
+        finally:
+            link.abort()
+        log.info("relay over TLS closed (code %s)", link.close_code)
 
-    async def _refresh(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while not ws.closed:
+    async def _refresh(self, link: WsLink) -> None:
+        while not link.closing:
             await asyncio.sleep(REFRESH_INTERVAL)
             for ch in list(self._by_peer.values()):
                 self._register(ch)
 
-    def _check_pin(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        ssl_obj = ws.get_extra_info("ssl_object")
+    def _check_pin(self, transport: asyncio.Transport) -> None:
+        ssl_obj = transport.get_extra_info("ssl_object")
         der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
         if not der:
             raise RelayTlsError("cannot read the platform's TLS certificate")
@@ -304,11 +314,18 @@ class RelayTlsClient:
         if not hmac.compare_digest(got, self.pin):
             raise RelayTlsError(f"platform TLS key {got} does not match the pin {self.pin}")
 
-    def _receive(self, data: bytes) -> None:
-        """One message from the relay: REGISTERED or a DATA batch (anything else: dropped)."""
+    def _on_ws_message(self, op: int, payload: memoryview | bytes) -> None:
+        if op == OP_BINARY:
+            self._receive(payload)
+        else:
+            self.dropped += 1  # text: not ours
+
+    def _receive(self, data: bytes | memoryview) -> None:
+        """One message from the relay: REGISTERED or a DATA batch (anything else: dropped).
+        `data` may be a view into the receive buffer: nothing keeps it past this call."""
         self.rx_messages += 1
         try:
-            kind, channel = unpack_relay_header(data)
+            kind, channel = unpack_relay_header(bytes(data[:RELAY_HEADER_SIZE]))
         except WireError:
             self.dropped += 1
             return
@@ -329,7 +346,7 @@ class RelayTlsClient:
             view = memoryview(data)
             for start, stop, is_data in runs:
                 if is_data and self._on_frames is not None:
-                    self._on_frames(bytes(view[start:stop]), path)
+                    self._on_frames(view[start:stop], path)
                 elif is_data:
                     for msg in unpack_batch(view[start:stop]) or []:
                         self._on_message(msg, path)
@@ -342,9 +359,3 @@ class RelayTlsClient:
                 self._on_registered(ch.peer, path)
         else:
             self.dropped += 1
-
-
-def _swallow(task: asyncio.Task[None]) -> None:
-    """A send on a WebSocket that closed meanwhile: the reader notices and reconnects."""
-    if not task.cancelled():
-        task.exception()

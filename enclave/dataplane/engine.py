@@ -94,8 +94,9 @@ class PuntMessage:
     packet: bytes  # TX: the batch (u16 big-endian length | packet, repeated)
 
 
-def parse_punt(raw: bytes) -> tuple[int, int, int, tuple[str, int] | None, bytes]:
-    """(kind, slot, index, addr, packet) of one punt message; ValueError if malformed."""
+def parse_punt(raw: bytes | memoryview) -> tuple[int, int, int, tuple[str, int] | None, bytes]:
+    """(kind, slot, index, addr, packet) of one punt message (packet: a copy); ValueError if
+    malformed."""
     if len(raw) < fp.PUNT_HEADER_LEN:
         raise ValueError(f"punt message of {len(raw)} bytes is shorter than its header")
     kind, family, _port, slot, index, addr = _PUNT_HDR.unpack_from(raw)
@@ -324,6 +325,7 @@ class DataPlane:
         self._activity_task: asyncio.Task[None] | None = None
         self._relay_route: RelayRoute | None = None
         self.punt_errors = 0
+        self._punt_buf = bytearray(PUNT_RECV_SIZE)  # read_punt's receive buffer
 
     @classmethod
     def open(
@@ -593,13 +595,14 @@ class DataPlane:
     def read_punt(self) -> PuntMessage | None:
         """One pending punt message, or None (non-blocking)."""
         sock = self.native.punt_socket
+        buf = self._punt_buf
         while True:
-            try:
-                raw = sock.recv(PUNT_RECV_SIZE)
+            try:  # into one buffer: no 256 KiB allocation per message, one copy (the packet)
+                n = sock.recv_into(buf)
             except BlockingIOError:
                 return None
             try:
-                kind, slot, index, addr, packet = parse_punt(raw)
+                kind, slot, index, addr, packet = parse_punt(memoryview(buf)[:n])
             except ValueError:
                 self.punt_errors += 1
                 continue

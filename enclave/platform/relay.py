@@ -717,6 +717,8 @@ async def _shutdown(app: web.Application) -> None:
     service = app.get(RELAY)
     if service is not None:
         service.server.close()
+        if service.ws is not None:
+            service.ws.close_all()  # taken-over WebSockets: aiohttp's shutdown cannot end them
 
 
 async def _relay_ws(request: web.Request) -> web.StreamResponse:

@@ -10,9 +10,16 @@
 
 Wire format: enclave.proto.relay_batch (the UDP relay's 8-byte header, then a ticket, a
 lifetime or a length-prefixed batch; no JSON).  The relay never looks inside a batch: per
-WebSocket message in, one dictionary look-up, one copy behind the other side's header, one
-message out, however many datagrams it holds.  No per-message deflate (the
-payload is ciphertext), no task per send.
+WebSocket message in, one dictionary look-up, one copy behind the other side's headers, one
+message out, however many datagrams it holds.  aiohttp answers the upgrade (no per-message
+deflate: the payload is ciphertext); then enclave.wslink.WsLink takes the connection over: the
+TLS layer decrypts into its buffer, the message is forwarded from there, no task or await per
+message.
+
+Backpressure: a message for a peer whose connection's write buffer is over its high-water mark
+still goes out (bounded: one read's worth), then the sender's connection stops reading until
+that peer's buffer drains (TCP pushes back to the sender); a peer that stays full for
+SEND_TIMEOUT seconds is closed.
 
 Rules, as for the UDP relay (enclave.platform.relay): tickets are the same platform-minted
 "src may relay to dst" tickets, so data flows only between two live registrations whose tickets
@@ -27,15 +34,15 @@ unauthenticated caps (as the control channel does).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
+from enclave.platform.tls_buffers import widen_tls_read_buffer
 from enclave.proto.ratelimit import TokenBucket
 from enclave.proto.relay_batch import MAX_MESSAGE
 from enclave.proto.wire import (
@@ -48,6 +55,8 @@ from enclave.proto.wire import (
     pack_relay_header,
     unpack_relay_header,
 )
+from enclave.proto.wsframe import CLOSE_GOING_AWAY, OP_BINARY
+from enclave.wslink import WsLink
 
 log = logging.getLogger("enclave.platform.relay_ws")
 
@@ -66,8 +75,12 @@ TicketCheck = Callable[[bytes, float], "RelayTicket | None"]
 
 @dataclass(eq=False)
 class _Conn:
-    ws: web.WebSocketResponse
+    link: WsLink
     channels: dict[int, _WsRegistration] = field(default_factory=dict)
+    waiting: set[_Conn] = field(default_factory=set)  # senders paused until this one drains
+    stall: asyncio.TimerHandle | None = None  # closes this one if it stays full
+    forwarded: int = 0  # DATA messages from this connection forwarded
+    forwarded_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -90,6 +103,7 @@ class RelayWs:
         self._max = max_registrations
         self._by_pair: dict[tuple[str, str], _WsRegistration] = {}
         self._allowed: frozenset[str] | None = None
+        self._conns: set[_Conn] = set()
         self.forwarded = 0  # messages
         self.forwarded_bytes = 0  # batch bytes (without the header)
         self.dropped = 0
@@ -97,16 +111,17 @@ class RelayWs:
     def __len__(self) -> int:
         return len(self._by_pair)
 
-    def allow_only(self, names: set[str] | frozenset[str]) -> list[web.WebSocketResponse]:
+    def allow_only(self, names: set[str] | frozenset[str]) -> list[WsLink]:
         """Only these systems may register or be relayed to from now on; registrations naming
-        anyone else are dropped at once.  Returns the WebSockets left with no registration
-        because of it (the caller closes them: revoked systems are cut)."""
+        anyone else are dropped at once, and the WebSockets left with no registration because
+        of it are closed (revoked systems are cut).  Returns those."""
         self._allowed = frozenset(names)
-        cut: list[web.WebSocketResponse] = []
+        cut: list[WsLink] = []
         for reg in [r for r in self._by_pair.values() if not self._permitted(r.src, r.dst)]:
             self._drop(reg)
             if not reg.conn.channels:
-                cut.append(reg.conn.ws)
+                cut.append(reg.conn.link)
+                reg.conn.link.close(CLOSE_GOING_AWAY)
         return cut
 
     def _permitted(self, src: str, dst: str) -> bool:
@@ -118,15 +133,26 @@ class RelayWs:
         if self._by_pair.get((reg.src, reg.dst)) is reg:
             del self._by_pair[(reg.src, reg.dst)]
 
+    def open(self, conn: _Conn) -> None:
+        """A new connection (close_all reaches it until close())."""
+        self._conns.add(conn)
+
     def close(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
         for reg in list(conn.channels.values()):
             self._drop(reg)
 
-    def receive(self, conn: _Conn, data: bytes, now: float
-                ) -> tuple[web.WebSocketResponse, bytes] | None:
-        """One binary message from `conn`: what to send where (None: nothing, silently)."""
+    def close_all(self) -> None:
+        """Close every connection (the platform shutting down: 1001 going away)."""
+        for conn in list(self._conns):
+            conn.link.close(CLOSE_GOING_AWAY)
+
+    def receive(self, conn: _Conn, data: bytes | memoryview, now: float
+                ) -> tuple[_Conn, bytes, bytes | memoryview] | None:
+        """One binary message from `conn`: where to send what, as a header and a body to send
+        behind it (a view into `data`: send it before `data` changes); None: nothing, silently."""
         try:
-            kind, channel = unpack_relay_header(data)
+            kind, channel = unpack_relay_header(bytes(data[:RELAY_HEADER_SIZE]))
         except WireError:
             self.dropped += 1
             return None
@@ -137,9 +163,9 @@ class RelayWs:
         self.dropped += 1
         return None
 
-    def _register(self, conn: _Conn, data: bytes, channel: int, now: float
-                  ) -> tuple[web.WebSocketResponse, bytes] | None:
-        ticket = self._verify(data[RELAY_HEADER_SIZE:], now)
+    def _register(self, conn: _Conn, data: bytes | memoryview, channel: int, now: float
+                  ) -> tuple[_Conn, bytes, bytes] | None:
+        ticket = self._verify(bytes(data[RELAY_HEADER_SIZE:]), now)
         if ticket is None or not self._permitted(ticket.src, ticket.dst):
             self.dropped += 1
             return None
@@ -160,11 +186,11 @@ class RelayWs:
         conn.channels[channel] = reg
         self._by_pair[(ticket.src, ticket.dst)] = reg
         lifetime = max(1, int(expires - now))
-        return conn.ws, pack_relay_header(MSG_RELAY_REGISTERED, channel) + lifetime.to_bytes(
+        return conn, pack_relay_header(MSG_RELAY_REGISTERED, channel), lifetime.to_bytes(
             4, "little")
 
-    def _forward(self, conn: _Conn, data: bytes, channel: int, now: float
-                 ) -> tuple[web.WebSocketResponse, bytes] | None:
+    def _forward(self, conn: _Conn, data: bytes | memoryview, channel: int, now: float
+                 ) -> tuple[_Conn, bytes, memoryview] | None:
         reg = conn.channels.get(channel)
         if reg is None or reg.expires <= now or len(data) <= RELAY_HEADER_SIZE:
             self.dropped += 1
@@ -175,8 +201,11 @@ class RelayWs:
             return None
         self.forwarded += 1
         self.forwarded_bytes += len(data) - RELAY_HEADER_SIZE
-        # one copy: the other side's header, then the batch as it came (a view, not a slice)
-        return other.conn.ws, pack_relay_header(MSG_RELAY_DATA, other.channel) + memoryview(
+        conn.forwarded += 1
+        conn.forwarded_bytes += len(data) - RELAY_HEADER_SIZE
+        # the other side's header, then the batch as it came (a view, not a slice: the one
+        # copy is the send's, joining the WebSocket header, this header and the batch)
+        return other.conn, pack_relay_header(MSG_RELAY_DATA, other.channel), memoryview(
             data)[RELAY_HEADER_SIZE:]
 
     def expire(self, now: float) -> None:
@@ -186,47 +215,68 @@ class RelayWs:
 
 async def serve_ws(relay: RelayWs, request: web.Request,
                    clock: Callable[[], float] = time.time) -> web.StreamResponse:
-    """The WebSocket handler: feed every binary message to `relay`, send what it says."""
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT, compress=False)
+    """The WebSocket handler: aiohttp answers the upgrade, a WsLink takes the connection over
+    and feeds every binary message to `relay`, sending what it says; returns when the
+    connection is gone."""
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False)
     await ws.prepare(request)
-    conn = _Conn(ws)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return ws
     limits = request.app.get(FRONT_DOOR)
+    conn: _Conn | None = None
     authenticated = False
-    deadline = asyncio.get_running_loop().time() + REGISTER_DEADLINE
+
+    def on_message(op: int, payload: memoryview | bytes) -> None:
+        nonlocal authenticated
+        assert conn is not None
+        if op != OP_BINARY:
+            return  # text: ignored (silence)
+        out = relay.receive(conn, payload, clock())
+        if out is None:
+            return
+        dst, head, body = out
+        if dst is conn and not authenticated:
+            authenticated = True  # a valid ticket: no longer an anonymous connection
+            if limits is not None:
+                limits.authenticated(transport_fd(transport))
+        if not dst.link.send(head, body) or not dst.link.paused:
+            return
+        # the peer's buffer is full: stop reading here until it drains (or close it)
+        dst.waiting.add(conn)
+        transport.pause_reading()
+        if dst.stall is None:
+            dst.stall = asyncio.get_running_loop().call_later(SEND_TIMEOUT, dst.link.abort)
+
+    def on_writable(c: _Conn) -> None:
+        if c.stall is not None:
+            c.stall.cancel()
+            c.stall = None
+        waiting, c.waiting = c.waiting, set()
+        for src in waiting:
+            if src.link.transport is not None and not src.link.closing:
+                src.link.transport.resume_reading()
+
+    link = WsLink(on_message, client=False, max_message=MAX_MESSAGE, heartbeat=HEARTBEAT)
+    conn = _Conn(link)
+    link.on_writable = lambda: on_writable(conn)
+    loop = asyncio.get_running_loop()
+    deadline = loop.call_later(REGISTER_DEADLINE,
+                               lambda: None if authenticated else link.close(CLOSE_GOING_AWAY))
+    relay.open(conn)
+    link.take_over(transport)  # aiohttp reads nothing more of this connection
+    widen_tls_read_buffer(transport)  # bulk data: 256 KiB per read, not the control's 32
     try:
-        while True:
-            timeout = None if authenticated else deadline - asyncio.get_running_loop().time()
-            if timeout is not None and timeout <= 0:
-                break
-            try:
-                msg = await ws.receive(timeout=timeout)
-            except TimeoutError:
-                break
-            if msg.type != WSMsgType.BINARY:
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                WSMsgType.ERROR):
-                    break
-                continue  # text: ignored (silence)
-            now = clock()
-            out = relay.receive(conn, msg.data, now)
-            if out is None:
-                continue
-            dst, payload = out
-            if dst is ws and not authenticated:
-                authenticated = True  # a valid ticket: no longer an anonymous connection
-                if limits is not None:
-                    limits.authenticated(transport_fd(request.transport))
-            if dst.closed:
-                continue
-            try:
-                async with asyncio.timeout(SEND_TIMEOUT):
-                    await dst.send_bytes(payload)
-            except (TimeoutError, ConnectionError, RuntimeError):
-                if dst is not ws:  # the other side is stuck: its own handler ends it
-                    with contextlib.suppress(Exception):
-                        await dst.close()
+        await link.done.wait()
     finally:
+        deadline.cancel()
+        on_writable(conn)  # anyone waiting on us reads again
+        if conn.stall is not None:
+            conn.stall.cancel()
         relay.close(conn)
-        if not ws.closed:
-            await ws.close()
+        link.abort()
+        if conn.forwarded:
+            log.info("relay over TLS: a connection closed after forwarding %d messages, %d "
+                     "bytes (%d on average)", conn.forwarded, conn.forwarded_bytes,
+                     conn.forwarded_bytes // conn.forwarded)
     return ws

@@ -50,10 +50,10 @@ async def _exchange(url: str, pin: str, xname: str, yname: str, tx: bytes, ty: b
         back = ey.rc.path_for(xname)
         assert back is not None and all(p == back for _, p in ey.got)
         # a malformed batch: the relay forwards it, Y drops it whole
-        ws = ex.rc._ws
-        assert ws is not None
+        link = ex.rc._link
+        assert link is not None
         dropped = ey.rc.dropped
-        await ws.send_bytes(pack_relay_header(MSG_RELAY_DATA, path.port) + b"\x00\x09short")
+        assert link.send(pack_relay_header(MSG_RELAY_DATA, path.port), b"\x00\x09short")
         await until(lambda: ey.rc.dropped > dropped, what="Y dropping the malformed batch")
         assert len(ey.got) == len(msgs)
     finally:

@@ -8,30 +8,31 @@ import os
 import time
 
 import pytest
-from aiohttp import web
 
 from enclave.platform.relay import mint_ticket, verify_ticket
 from enclave.platform.relay_ws import RelayWs, _Conn
-from enclave.proto.relay_batch import pack_batch
+from enclave.proto.relay_batch import MAX_MESSAGE, pack_batch
 from enclave.proto.wire import (
     MSG_RELAY_DATA,
     MSG_RELAY_REGISTER,
     RELAY_HEADER_SIZE,
     pack_relay_header,
 )
+from enclave.wslink import WsLink
 
 KEY = bytes(range(32))
 
 
 def registered() -> tuple[RelayWs, _Conn, _Conn]:
     relay = RelayWs(lambda raw, now: verify_ticket(KEY, raw, now))
-    x, y = _Conn(web.WebSocketResponse()), _Conn(web.WebSocketResponse())
+    x, y = (_Conn(WsLink(lambda op, m: None, client=False, max_message=MAX_MESSAGE))
+            for _ in range(2))
     now = time.time()
     exp = int(now) + 600
     for conn, ch, src, dst in ((x, 7, "XXXXX", "YYYYY"), (y, 3, "YYYYY", "XXXXX")):
         got = relay.receive(conn, pack_relay_header(MSG_RELAY_REGISTER, ch)
                             + mint_ticket(KEY, src, dst, exp), now)
-        assert got is not None and got[0] is conn.ws
+        assert got is not None and got[0] is conn
     return relay, x, y
 
 
@@ -46,8 +47,9 @@ def test_one_message_in_one_out_only_the_channel_changes(case: int, batch: bytes
     msg = pack_relay_header(MSG_RELAY_DATA, 7) + batch
     got = relay.receive(x, msg, time.time())
     assert got is not None, case
-    ws, out = got
-    assert ws is y.ws and isinstance(out, bytes)
+    dst, head, body = got
+    assert dst is y
+    out = head + bytes(body)  # what the WebSocket message carries (joined by the send)
     assert len(out) == len(msg)
     assert out[:RELAY_HEADER_SIZE] == pack_relay_header(MSG_RELAY_DATA, 3)
     assert out[RELAY_HEADER_SIZE:] == batch
