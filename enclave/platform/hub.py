@@ -109,6 +109,7 @@ TICK = 0.25
 FULL_TICK = 5.0  # seconds between two periodic full passes (at least)
 FULL_DUTY = 10.0  # ... and at least this many times as long as the last full pass took
 TICKET_REFRESH_FRACTION = 0.5  # relay tickets are re-issued after this part of their lifetime
+TICKET_CHECK = 5.0  # seconds between two looks for relay tickets due (at most)
 SEND_QUEUE = 256
 REPORT_INTERVAL = 1.0  # seconds between two candidate reports of one system taking effect
 OFFER_RETRY = 10.0  # a policy offer not counter-signed by then is sent again
@@ -198,6 +199,7 @@ class Hub:
         self.introduced = PairSet()
         self._dormant = PairSet()  # withdrawn as "offline": may still be up
         self._tickets_at: dict[frozenset[str], float] = {}  # pair -> when its tickets were minted
+        self._tickets_checked = 0.0  # monotonic time of the last look for tickets due
         self.gateways = GatewaySync()
         self._crl_number = -1
         self._welcome_crl: tuple[float, dict[str, Any]] | None = None
@@ -701,13 +703,20 @@ class Hub:
 
     def _refresh_tickets(self) -> None:
         """Relay tickets of introduced pairs, re-issued after half their lifetime (a relayed
-        session outlives its first ticket): {"type": "relay_ticket", "peer", "ticket"}."""
+        session outlives its first ticket): {"type": "relay_ticket", "peer", "ticket"}. The
+        pairs are looked over at most every TICKET_CHECK seconds (a quarter of the refresh
+        time if that is shorter), not on every pass: that is O(pairs)."""
         relay = self.relay() if self.relay is not None else None
+        mono = time.monotonic()
+        every = TICKET_CHECK if relay is None else min(
+            TICKET_CHECK, relay.lifetime * TICKET_REFRESH_FRACTION / 4)
+        if mono - self._tickets_checked < every:
+            return
+        self._tickets_checked = mono
         for pair in [p for p in self._tickets_at if p not in self.introduced]:
             del self._tickets_at[pair]
         if relay is None:
             return
-        mono = time.monotonic()
         for pair, at in list(self._tickets_at.items()):
             if mono - at < relay.lifetime * TICKET_REFRESH_FRACTION:
                 continue
@@ -745,6 +754,8 @@ class Hub:
     async def _drop_uncovered(self, snap: Snapshot) -> set[tuple[str, str]]:
         """Delete the counter-signed intents no policy covers any more (a tag was removed, a
         system left); the pairs deleted."""
+        if all(r.policy is None for r in snap.intents):
+            return set()  # no counter-signed intent: nothing to look at (and no O(systems) work)
         views = [SystemView(s.name, s.tags, usable(s, snap.now)) for s in snap.systems.values()]
         offers = {p.name: policy_offers(p.from_sel, p.to_sel, views) for p in snap.policies}
         deleted = set()
