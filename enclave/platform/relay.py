@@ -66,6 +66,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -499,10 +500,12 @@ class RelayServer:
 
     def drops(self) -> dict[str, int]:
         """Dropped datagrams by reason: the forwarder's (RELAY_DROP_COUNTERS, without the
-        "drop_" prefix) and "refused" (RelayCore: no ticket, no registration, rate limit)."""
+        "drop_" prefix), "refused" (RelayCore: no ticket, no registration, rate limit) and
+        "overflow" (the kernel's: the relay socket's receive buffer was full)."""
         native = self._native()
         out = {k.removeprefix("drop_"): native.get(k, 0) for k in RELAY_DROP_COUNTERS}
         out["refused"] = self.core.dropped
+        out["overflow"] = 0 if self._sock is None else socket_drops(self._sock)
         return out
 
     def queue(self) -> dict[str, int]:
@@ -549,6 +552,22 @@ def data_rate_from_env() -> float:
     except ValueError:
         log.error("%s=%r is not a number of datagrams per second", DATA_RATE_ENV, raw)
         return float(DATA_RATE_PACKETS)
+
+
+SO_MEMINFO = 55  # linux/socket.h: the socket's sk_meminfo, u32 each ...
+SK_MEMINFO_DROPS = 8  # ... of which this one counts the datagrams the kernel dropped for it
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped for `sock` (receive buffer full: the figure ``ss -u -m``
+    shows as d..., via SO_MEMINFO); 0 where the kernel does not say."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return 0
+    if len(raw) < 4 * (SK_MEMINFO_DROPS + 1):
+        return 0
+    return int.from_bytes(raw[4 * SK_MEMINFO_DROPS : 4 * SK_MEMINFO_DROPS + 4], sys.byteorder)
 
 
 def socket_buffer_from_env() -> int:

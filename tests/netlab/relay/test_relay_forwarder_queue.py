@@ -7,10 +7,12 @@ enclave-relay): CoDel on the sojourn the kernel's SO_TIMESTAMPNS gives, and the 
         forwarded + dropped = sent; CoDel off: all forwarded, the sojourns still counted
     junk --REGISTER x 2,000--> relay socket --> enclave-relay: at most punt_burst + punt_rate x
         elapsed reach the punt socket, the rest dropped (drop_punt_rate)
+    a full receive buffer: the kernel's drops counted (socket_drops, RelayServer "overflow")
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import socket
 import struct
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from enclave._fastpath import RELAY_DROP_COUNTERS, RelayForwarder
+from enclave.platform.relay import RelayCore, RelayServer, socket_drops
 from enclave.proto.wire import MSG_RELAY_DATA, MSG_RELAY_REGISTER, pack_relay_header
 from tests.support.wait import wait_for
 
@@ -134,3 +137,36 @@ def test_the_punt_bucket_bounds_what_reaches_python() -> None:
             assert c["punted"] + c["drop_punt_rate"] == c["datagrams"]
         finally:
             fwd.close()
+
+
+def test_kernel_overflow_drops_are_counted() -> None:
+    """A receive buffer nobody reads: what the kernel dropped is what socket_drops says, the
+    figure /proc/net/udp shows for the socket; RelayServer.drops() reports it as overflow."""
+    with _three() as (_, sender, _):
+        full = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            full.bind((LO, 0))
+            full.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            assert socket_drops(full) == 0
+            for _ in range(300):
+                sender.sendto(b"x" * BULK, full.getsockname())
+            port = f"{full.getsockname()[1]:04X}"
+            with open("/proc/net/udp") as f:
+                row = next(ln.split() for ln in f if ln.split()[1].endswith(":" + port))
+            assert socket_drops(full) == int(row[-1]) > 0
+        finally:
+            full.close()
+
+
+async def _server_drops() -> dict[str, int]:
+    server = RelayServer(RelayCore(bytes(32)))
+    await server.start(LO, 0)
+    try:
+        return server.drops()
+    finally:
+        server.close()
+
+
+def test_relay_server_reports_overflow_drops() -> None:
+    drops = asyncio.run(_server_drops())
+    assert drops["overflow"] == 0 and "aqm" in drops and "punt_rate" in drops
