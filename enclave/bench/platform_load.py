@@ -46,13 +46,23 @@ from typing import Any
 
 import aiohttp
 
-from enclave.bench.platform_agents import AGENTS_PER_WORKER, WorkerSpec, run_worker
+from enclave.bench.platform_agents import (
+    AGENTS_PER_WORKER,
+    CONCURRENCY,
+    WorkerSpec,
+    run_worker,
+)
 from enclave.bench.procstat import cpu_seconds, peak_rss_bytes
 from enclave.bench.report import Figure, Report
+from enclave.platform.admission import MAX_IN_FLIGHT
 from enclave.platform.pgcluster import PostgresCluster, PostgresMissing
 
 MAX_WORKERS = 8  # load generator processes at most
-HANDSHAKES_IN_FLIGHT = 256  # each node's cap on unauthenticated connections in the bench
+# each node's cap on unauthenticated connections in the bench: the simulated agents' idle
+# keep-alive request connections (CONCURRENCY in all) plus the control channels a node admits
+# at once (admission.MAX_IN_FLIGHT); more would finish their TLS handshake only to be told
+# 503 (busy), a handshake spent for nothing
+HANDSHAKES_IN_FLIGHT = CONCURRENCY + MAX_IN_FLIGHT
 WORKER_GRACE = 30.0  # seconds a worker may take beyond a stage's --timeout to answer
 START_TIMEOUT = 30.0
 Progress = Callable[[str], None]
