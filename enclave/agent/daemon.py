@@ -228,7 +228,8 @@ class Agent:
                     self.gateway.schedule()
                     if self.options.dns:
                         self.dns = AgentDns(name, self.identity.overlay_ip,
-                                            self.options.interface, self._verify_peer_cert)
+                                            self.options.interface, self._verify_peer_cert,
+                                            overlay=self.identity.overlay_interface.network)
                         await self.dns.start()
             else:
                 transport, _ = await loop.create_datagram_endpoint(

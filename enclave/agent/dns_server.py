@@ -7,10 +7,13 @@
                                                     |
                                ResolvedRoute: `~enclave` -> overlay IP (systemd-resolved)
 
-The server binds to the overlay IP only (it exists once the TAP has its address), so nothing
-outside the overlay reaches it. TCP: at most MAX_TCP_CONNECTIONS at a time (more are closed at
-once), each closed after TCP_IDLE_TIMEOUT seconds without a complete query or when a message is
-malformed beyond a FORMERR; a reply the client does not read within the timeout ends it too.
+The server binds to the overlay IP only (it exists once the TAP has its address). Linux still
+takes a packet for that address on any interface, so a LAN neighbour routing the overlay range
+here reaches the sockets: a query from a source outside the overlay (`sources`) gets no answer
+(UDP: nothing; TCP: the kernel's SYN-ACK, then an abort before anything is read).
+TCP: at most MAX_TCP_CONNECTIONS at a time (more are closed at once), each closed after
+TCP_IDLE_TIMEOUT seconds without a complete query or when a message is malformed beyond a
+FORMERR; a reply the client does not read within the timeout ends it too.
 A peer's introduction adds `NAME.enclave` only when its certificate verifies and names it; what a
 query may see depends on its source address (dns_resolver: a peer sees the owner and itself).
 """
@@ -40,15 +43,30 @@ LENGTH_PREFIX = 2
 VerifyCert = Callable[[bytes], SystemIdentity]  # raises CertificateError / ValueError
 
 
+def _admitted(sources: ipaddress.IPv4Network | None, asker: str) -> bool:
+    """Whether a query from `asker` gets an answer: any source without `sources`, else only one
+    inside it (Linux takes a packet for the overlay IP on any interface, so a LAN neighbour
+    that routes the overlay range to this host reaches the listener from outside the overlay)."""
+    if sources is None:
+        return True
+    try:
+        return ipaddress.ip_address(asker) in sources
+    except ValueError:
+        return False
+
+
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, table: NameTable) -> None:
+    def __init__(self, table: NameTable, sources: ipaddress.IPv4Network | None = None) -> None:
         self.table = table
+        self.sources = sources
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not _admitted(self.sources, str(addr[0])):
+            return  # silence for a source outside the overlay
         reply = respond(self.table, data, str(addr[0]))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
@@ -62,8 +80,10 @@ class DnsServer:
 
     def __init__(self, table: NameTable, host: str, port: int = DNS_PORT, *,
                  max_tcp: int = MAX_TCP_CONNECTIONS,
-                 idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = TCP_IDLE_TIMEOUT,
+                 sources: ipaddress.IPv4Network | None = None) -> None:
         self.table = table
+        self.sources = sources  # None: answer any source; else only sources inside it
         self.host = host
         self.port = port
         self.max_tcp = max_tcp
@@ -81,7 +101,7 @@ class DnsServer:
             self.port = self._tcp.sockets[0].getsockname()[1]
         try:
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _Udp(self.table), local_addr=(self.host, self.port))
+                lambda: _Udp(self.table, self.sources), local_addr=(self.host, self.port))
         except OSError:
             await self.close()
             raise
@@ -111,6 +131,10 @@ class DnsServer:
         self._clients.add(task)
         peer = writer.get_extra_info("peername")
         asker = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not _admitted(self.sources, asker):
+            self._clients.discard(task)
+            writer.transport.abort()  # no answer; the kernel already sent its SYN-ACK
+            return
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(LENGTH_PREFIX), self.idle_timeout)
@@ -137,13 +161,14 @@ class AgentDns:
 
     def __init__(self, name: str, address: ipaddress.IPv4Address, interface: str,
                  verify: VerifyCert, *, port: int = DNS_PORT,
-                 route: ResolvedRoute | None = None) -> None:
+                 route: ResolvedRoute | None = None,
+                 overlay: ipaddress.IPv4Network | None = None) -> None:
         self.name = name
         self.address = address
         self.table = NameTable(owner=name)
         self.table.set(name, address)
         self._verify = verify
-        self.server = DnsServer(self.table, str(address), port)
+        self.server = DnsServer(self.table, str(address), port, sources=overlay)
         self.route = route if route is not None else ResolvedRoute(interface, address)
         self.serving = False
 

@@ -5,6 +5,8 @@
     introduce(peer, candidates) -> allow(peer, hosts): the peer's IP literals join the set
     withdraw(peer)              -> forget(peer)
     TcpTransport.close()        -> remove(): the table is deleted
+    PortGuard(overlay=...)      the same table drops packets for the overlay IP that arrive by
+                                another interface than the TAP or loopback
 
 Runs `nft -f -` in the agent's own network namespace (blocking, a few milliseconds: it runs only
 on start, stop and introductions).  Without nftables or CAP_NET_ADMIN the guard is off (logged
@@ -17,7 +19,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Iterable
 
-from enclave.policy.guard import IPAddress, parse_hosts, ruleset, teardown_script
+from enclave.policy.guard import IPAddress, Overlay, parse_hosts, ruleset, teardown_script
 
 log = logging.getLogger("enclave.agent.guard")
 NFT_TIMEOUT = 10.0
@@ -40,8 +42,9 @@ def run_nft(script: str) -> bool:
 
 
 class PortGuard:
-    def __init__(self, runner: Runner = run_nft) -> None:
+    def __init__(self, runner: Runner = run_nft, overlay: Overlay | None = None) -> None:
         self._run = runner
+        self._overlay = overlay  # the TAP's address: reachable only through the TAP (or lo)
         self._port: int | None = None
         self._peers: dict[str, set[IPAddress]] = {}
         self._applied: str | None = None
@@ -80,7 +83,7 @@ class PortGuard:
     def _apply(self) -> bool:
         if self._port is None:
             return False
-        text = ruleset(self._port, self.allowed())
+        text = ruleset(self._port, self.allowed(), self._overlay)
         if text == self._applied:
             return True
         if not self._run(text):

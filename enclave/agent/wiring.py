@@ -51,6 +51,7 @@ from enclave.cert.verification import verify_system_certificate
 from enclave.cipher import CipherError, offer_caps, select_cipher
 from enclave.dataplane.mtu import default_overlay_mtu
 from enclave.logsafe import RejectionLog, shown
+from enclave.policy.guard import Overlay
 from enclave.proto.handshake import LocalCredentials, PeerIdentity, ValidatePeer
 from enclave.sysinfo import crypto_flags_fast
 
@@ -140,9 +141,10 @@ class AgentConnections(ConnectionManager):
 
     def __init__(self, creds: LocalCredentials, validator: ValidatePeer, *,
                  udp_sock: socket.socket, tcp_port: int, dp: DataPlane | None,
-                 cipher: str) -> None:
+                 cipher: str, overlay: Overlay | None = None) -> None:
+        # TCP to the data port only from peers; the overlay IP only through the TAP
         super().__init__(creds, validator, udp_sock=udp_sock, tcp_port=tcp_port, dataplane=dp,
-                         tcp_guard=PortGuard())  # TCP to the data port only from peers
+                         tcp_guard=PortGuard(overlay=overlay))
         self.dp = dp
         self.cipher = cipher  # the cipher this side prefers (select_cipher)
 
@@ -217,8 +219,11 @@ def agent_factory(agent: AgentView) -> AgentConnections:
     assert agent.udp_sock is not None
     dp = open_dataplane(agent, choice.max_tag_size) if agent.options.tap else None
     try:
+        overlay = (Overlay(agent.options.interface, agent.identity.overlay_ip)
+                   if dp is not None else None)
         cm = AgentConnections(creds, validator, udp_sock=agent.udp_sock,
-                              tcp_port=agent.options.port, dp=dp, cipher=choice.cipher)
+                              tcp_port=agent.options.port, dp=dp, cipher=choice.cipher,
+                              overlay=overlay)
         cm.use_relay_tls(agent.record.url, agent.record.pin)  # relay of last resort over TLS
         return cm
     except BaseException:

@@ -11,6 +11,13 @@ the listener sees it, so it gets neither a SYN-ACK nor an RST (a port scan finds
         tcp dport <port> ip  saddr @peers4 accept
         tcp dport <port> ip6 saddr @peers6 accept
         tcp dport <port> counter drop                     everything else, silently
+        ip daddr <overlay IP> iifname != { "lo", "<tap>" } counter drop
+                                                          (with an overlay: see below)
+
+The overlay rule: Linux takes a packet for any local address on any interface, so a LAN
+neighbour that routes the overlay range to this host's LAN address would reach whatever listens
+on the overlay IP (the agent's DNS, `--metrics` on the overlay IP, a service bound there for
+peers only). The overlay IP answers only what comes through the TAP (peers) or from this host.
 
 The whole table is replaced atomically (one `nft -f -` script: create, delete, re-create) when
 the address set changes; the agent's exit deletes it, and the next start deletes a table a
@@ -20,10 +27,25 @@ crashed agent left behind on the same port.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 TABLE_PREFIX = "enclave_guard"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The TAP device and the overlay address it holds (reachable only through it)."""
+
+    iface: str
+    address: ipaddress.IPv4Address
+
+    def __post_init__(self) -> None:
+        if not _IFNAME.fullmatch(self.iface):
+            raise ValueError(f"not an interface name: {self.iface!r}")
 
 
 def table_name(port: int) -> str:
@@ -52,8 +74,14 @@ def teardown_script(port: int) -> str:
     return f"table inet {t} {{}}\ndelete table inet {t}\n"
 
 
-def ruleset(port: int, allowed: Iterable[IPAddress]) -> str:
-    """The whole guard table for `port` admitting TCP only from `allowed`."""
+def _overlay_rule(overlay: Overlay) -> str:
+    devices = f'{{ "lo", "{overlay.iface}" }}'
+    return f"    ip daddr {overlay.address} iifname != {devices} counter drop\n"
+
+
+def ruleset(port: int, allowed: Iterable[IPAddress], overlay: Overlay | None = None) -> str:
+    """The whole guard table for `port` admitting TCP only from `allowed`; with `overlay`, its
+    address also drops what arrives by another interface than the TAP or loopback."""
     v4 = sorted(str(a) for a in allowed if a.version == 4)
     v6 = sorted(str(a) for a in allowed if a.version == 6)
     t = table_name(port)
@@ -72,6 +100,7 @@ def ruleset(port: int, allowed: Iterable[IPAddress]) -> str:
         + f"    tcp dport {port} ip saddr @peers4 accept\n"
         + f"    tcp dport {port} ip6 saddr @peers6 accept\n"
         + f"    tcp dport {port} counter drop\n"
+        + (_overlay_rule(overlay) if overlay is not None else "")
         + "  }\n"
         + "}\n"
     )
