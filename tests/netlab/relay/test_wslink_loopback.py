@@ -127,17 +127,20 @@ def test_client_end_against_aiohttps_server(tmp_path: Path) -> None:
                 await _client(port, client_ctx, _Inbox(), path="/nothing")
             inbox = _Inbox()
             link = await _client(port, client_ctx, inbox, path="/echo")
-            big = os.urandom(1 << 20)  # (aiohttp takes up to max_msg_size - 1)
-            for m in (b"a", b"b" * 70000, big):
-                assert link.send(m)
-            await _until(lambda: len(inbox.got) == 3 and len(seen) == 6, "three echoes")
-            assert inbox.got == [b"a", b"b" * 70000, big]
-            assert [m for t, m in seen if t == aiohttp.WSMsgType.BINARY] == inbox.got
-            assert sorted(m for t, m in seen if t == aiohttp.WSMsgType.PONG) == [
-                b"a", b"bbb", big[:3]]  # every ping answered with its payload
-            assert link.send(b"bye")
-            await asyncio.wait_for(link.done.wait(), 10)
-            assert link.close_code == 4001
+            try:
+                big = os.urandom(1 << 20)  # (aiohttp takes up to max_msg_size - 1)
+                for m in (b"a", b"b" * 70000, big):
+                    assert link.send(m)
+                await _until(lambda: len(inbox.got) == 3 and len(seen) == 6, "three echoes")
+                assert inbox.got == [b"a", b"b" * 70000, big]
+                assert [m for t, m in seen if t == aiohttp.WSMsgType.BINARY] == inbox.got
+                assert sorted(m for t, m in seen if t == aiohttp.WSMsgType.PONG) == sorted(
+                    [b"a", b"bbb", big[:3]])  # every ping answered with its payload
+                assert link.send(b"bye")
+                await asyncio.wait_for(link.done.wait(), 10)
+                assert link.close_code == 4001
+            finally:
+                link.abort()  # (a failed assertion must not leave the server waiting)
 
     asyncio.run(asyncio.wait_for(body(), 60))
 
