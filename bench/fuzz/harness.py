@@ -47,6 +47,7 @@ TARGETS: dict[str, str] = {
     "relay": "bench.fuzz.targets_transport",
     "relay_client": "bench.fuzz.targets_transport",
     "relay_tls": "bench.fuzz.targets_relay_tls",
+    "ws_frames": "bench.fuzz.targets_relay_tls",
     "reflector": "bench.fuzz.targets_transport",
     "offload": "bench.fuzz.targets_offload",
     "ident": "bench.fuzz.targets_offload",
