@@ -18,8 +18,9 @@ direct path and comes back to it.
                 the cut is lifted
                   -> relay_to_direct_ms: lift -> path_changed_at on a1, back on direct-udp
 
-Times are the agent's wall-clock path_changed_at minus the bench's wall clock at the cut or the
-lift (the namespaces share the clock); polled every POLL_S for at most MOVE_TIMEOUT_S.
+Times are the agent's wall-clock path_changed_at minus the bench's wall clock just before the
+cut's or the lift's nft command (the namespaces share the clock); polled every POLL_S for at
+most MOVE_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -146,18 +147,25 @@ def cut(router_netns: str, peer_ip: str, on: bool) -> None:
         netns.run(netns.exec_argv(router_netns, ["nft", "delete", "table", "ip", CUT_TABLE]))
 
 
-def moves(peer_of: PeerOf, router_netns: str, peer_ip: str, cipher: str | None
-          ) -> list[Figure]:
+def moves(peer_of: PeerOf, router_netns: str, peer_ip: str, cipher: str | None, *,
+          timeout: float = MOVE_TIMEOUT_S,
+          set_cut: Callable[[str, str, bool], None] = cut) -> list[Figure]:
     """Cut the direct path at site a's router, wait for the session to move; lift the cut,
-    wait for it to come back to direct-udp.  Two figures; the cut is always lifted."""
-    cut(router_netns, peer_ip, True)
+    wait for it to come back to direct-udp.  Two figures; the cut is always lifted.
+
+    Each time is read just before its nft command: the path changes as soon as the rule
+    does, which may be before the command returns (a loaded machine: an agent's re-probe
+    found the re-opened path and moved back while `nft delete` still ran, so the move was
+    stamped before a time read afterwards and the wait for it ran out: 'no path move within
+    60 s' with the session back on direct-udp)."""
     t_cut = time.time()
+    set_cut(router_netns, peer_ip, True)
     try:
-        away = wait_moved(peer_of, lambda p: p != "direct-udp", t_cut)
+        away = wait_moved(peer_of, lambda p: p != "direct-udp", t_cut, timeout)
     finally:
-        cut(router_netns, peer_ip, False)
-    t_lift = time.time()
-    back = wait_moved(peer_of, lambda p: p == "direct-udp", t_lift)
+        t_lift = time.time()
+        set_cut(router_netns, peer_ip, False)
+    back = wait_moved(peer_of, lambda p: p == "direct-udp", t_lift, timeout)
     return [
         Figure("direct_to_relay_ms", "setup",
                "direct path cut -> session on another path (same session)", "ms", cipher,
