@@ -71,6 +71,7 @@ def test_zero_mask_payload_is_a_view_into_the_buffer_and_others_are_unmasked() -
     room[:len(data)] = data
     reader.filled(len(data))
     (op1, p1), (op2, p2) = reader.messages()
+    assert op1 == op2 == OP_BINARY
     assert isinstance(p1, memoryview) and bytes(p1) == b"ciphertext"
     assert p2 == b"masked!"
     assert frame(OP_BINARY, b"masked!", mask=b"\x01\x02\x03\x04")[6:] != b"masked!"
