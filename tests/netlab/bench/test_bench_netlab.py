@@ -120,11 +120,11 @@ def test_enclave_bench_command_end_to_end(tmp_path: Path) -> None:
             bars = re.findall(rf'class="whisker" data-series="{cipher}" data-flow="tcp1_ab"',
                               page)
             assert len(bars) == 1, cipher
-        # the path moves stage (once a run, on the first direct-udp cipher): cut, lift
+        # the path moves stage (once a run, on its first cipher settled on direct-udp; a
+        # run whose pair settled elsewhere has none): cut, lift
         moves = [s for s in data["stages"] if s["name"].startswith("path moves")]
         if any(data["paths"][c] == "direct-udp" for c in CIPHERS):
-            assert {s["run"] for s in moves} == {1, 2}, moves
-            assert all(s["status"] == "ok" for s in moves), moves
+            assert moves and all(s["status"] == "ok" for s in moves), moves
             for key in ("direct_to_relay_ms", "relay_to_direct_ms"):
                 got = [f for f in data["figures"] if f["key"] == key]
                 assert got and all(v > 0 for f in got for v in f["samples"]), got
