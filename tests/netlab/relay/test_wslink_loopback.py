@@ -219,3 +219,42 @@ def test_relay_pushes_back_reassembles_split_frames_and_closes_bad_ones(tmp_path
             await _until(lambda: len(relay) == 0, "registrations gone with the connections")
 
     asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def test_heartbeat_keeps_a_quiet_link_and_ends_a_silent_peer() -> None:
+    """Two links that exchange nothing stay up on their pings and pongs; a link whose peer
+    never answers (a TCP socket that reads nothing) is aborted after three heartbeats."""
+
+    class Mute(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            pass  # never answers a ping
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        beat = 0.5  # (a loop stalled for three of them on a loaded machine would abort both)
+        served: list[WsLink] = []
+
+        def server_link() -> WsLink:
+            served.append(WsLink(_Inbox(), client=False, max_message=1024, heartbeat=beat))
+            return served[-1]
+
+        server = await loop.create_server(server_link, LO, 0)
+        mute = await loop.create_server(Mute, LO, 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            _t, quiet = await loop.create_connection(
+                lambda: WsLink(_Inbox(), client=True, max_message=1024, heartbeat=beat), LO, port)
+            mute_port = mute.sockets[0].getsockname()[1]
+            _t2, lonely = await loop.create_connection(
+                lambda: WsLink(_Inbox(), client=True, max_message=1024, heartbeat=beat), LO,
+                mute_port)
+            await asyncio.wait_for(lonely.done.wait(), 20 * beat)  # aborted: no answer
+            await asyncio.sleep(8 * beat)  # more than three heartbeats with nothing to send
+            assert not quiet.closing and served and not served[0].closing
+            quiet.close()
+            await asyncio.wait_for(served[0].done.wait(), 10)
+        finally:
+            server.close()
+            mute.close()
+
+    asyncio.run(asyncio.wait_for(body(), 60))
