@@ -17,10 +17,13 @@ writes header and payload as two TLS records; this path moves a relayed stream's
 Here a message costs one copy on the way out (header and parts joined) and none on the way in
 (the payload is a view into the receive buffer, valid during on_message only).
 
-Flow control: the transport's write buffer has a high-water mark (HIGH_WATER); above it
-`paused` is true and on_writable is called when it drains below LOW_WATER; senders check
-`paused` and hold back (bounded: see the callers).  Liveness: with a heartbeat, a link that
-has heard nothing for one heartbeat sends a ping, and one silent for three is aborted.
+Flow control: the socket carries TCP_NOTSENT_LOWAT (NOTSENT_LOWAT): the kernel holds at most
+that much not-yet-sent data (beyond what is in flight), so a stream that outruns its path
+queues in user space, where the callers see it, not in megabytes of socket buffer; the
+transport's write buffer has a high-water mark (HIGH_WATER); above it `paused` is true and
+on_writable is called when it drains below LOW_WATER; senders check `paused` and hold back
+(bounded, and dropping rather than queueing: see the callers).  Liveness: with a heartbeat, a
+link that has heard nothing for one heartbeat sends a ping, and one silent for three is aborted.
 Malformed frames: a close with the RFC 6455 code (1002 / 1009), then the connection is closed.
 """
 
@@ -30,6 +33,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from typing import cast
@@ -48,8 +52,9 @@ from enclave.proto.wsframe import (
     frame_header,
 )
 
-HIGH_WATER = 1 << 20  # bytes in the transport's write buffer before `paused`
-LOW_WATER = 256 * 1024
+HIGH_WATER = 256 * 1024  # bytes in the transport's write buffer before `paused`
+LOW_WATER = 64 * 1024
+NOTSENT_LOWAT = 128 * 1024  # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per socket
 MAX_HANDSHAKE = 16 * 1024  # bytes of the server's HTTP 101 answer
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -63,6 +68,18 @@ class WsHandshakeError(Exception):
 def accept_key(key: bytes) -> bytes:
     """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 4.2.2)."""
     return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+
+
+def set_notsent_lowat(transport: asyncio.BaseTransport, lowat: int = NOTSENT_LOWAT) -> bool:
+    """TCP_NOTSENT_LOWAT on the transport's TCP socket (False: no TCP socket, or refused)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
+    except OSError:
+        return False
+    return True
 
 
 class WsLink(asyncio.BufferedProtocol):
@@ -104,6 +121,7 @@ class WsLink(asyncio.BufferedProtocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        set_notsent_lowat(transport)
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
         if self._heartbeat:

@@ -21,7 +21,10 @@ framed that way) of one loop turn are joined as they are, within the batch limit
 write each (enclave.wslink.WsLink: the WebSocket after its upgrade, no task or await per
 message).  While the connection's write buffer is over its high-water mark the queued batches
 wait (bounded: MAX_PENDING datagrams, MAX_QUEUED_BYTES of batches per peer; more are dropped,
-as a full link drops) and go out when it drains.  On receipt, runs of DATA messages go to
+as a full link drops) and go out when it drains; a batch that waited longer than CoDel's target
+loses bulk datagrams as CoDel says (enclave.agent.relay_tls_aqm: an inner TCP stream backs off
+instead of filling every buffer on the way; small datagrams always go).  `drops` counts what
+was dropped, by reason.  On receipt, runs of DATA messages go to
 `on_frames` still framed (the data plane opens them), everything else to `on_message`.
 Registrations are refreshed every REFRESH_INTERVAL seconds and sent again after a reconnect
 (jittered exponential backoff, as the control channel does).  The WebSocket is open only while
@@ -36,6 +39,7 @@ import contextlib
 import hmac
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +49,7 @@ from cryptography import x509
 from enclave import _fastpath as fp
 from enclave.agent.control import backoff_delay
 from enclave.agent.relay_channels import ChannelTable
+from enclave.agent.relay_tls_aqm import SendAqm
 from enclave.cert.keys import spki_sha256
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.proto.relay_batch import (
@@ -76,6 +81,8 @@ HEARTBEAT = 20.0
 MAX_PENDING = 4096  # datagrams queued for one peer within one loop turn; more are dropped
 MAX_QUEUED_BYTES = 4 << 20  # framed batches queued for one peer (a loop turn, or while paused)
 CONNECT_TIMEOUT = 5.0  # TCP + TLS + upgrade
+# why a datagram (pending, codel) or a batch (queue_full) on its way out was dropped
+DROP_REASONS = ("pending_full", "queue_full", "codel")
 
 OnMessage = Callable[[bytes, PathAddr], None]
 OnFrames = Callable[["bytes | memoryview", PathAddr], None]  # a run of framed DATA messages
@@ -93,8 +100,9 @@ class _Channel:
     channel: int
     registered: bool = False
     pending: list[bytes] = field(default_factory=list)
-    batches: list[tuple[bytes, int]] = field(default_factory=list)  # (TX batch, frames)
+    batches: list[tuple[bytes, int, int]] = field(default_factory=list)  # (batch, frames, ns)
     batch_bytes: int = 0
+    aqm: SendAqm = field(default_factory=SendAqm)
 
 
 class RelayTlsClient:
@@ -123,6 +131,7 @@ class RelayTlsClient:
         self.last_error: str | None = None
         self.connects = 0
         self.tx_messages = self.rx_messages = self.dropped = 0
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)  # dropped sends by reason
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._ctx.check_hostname = False
         self._ctx.verify_mode = ssl.CERT_NONE  # trust comes from the pin, checked below
@@ -164,7 +173,7 @@ class RelayTlsClient:
         if ch is None or path.host != self.host or self._link is None or self._link.closing:
             return False
         if len(ch.pending) >= MAX_PENDING:
-            self.dropped += 1
+            self._drop("pending_full")
             return False
         ch.pending.append(msg)
         self._schedule_flush()
@@ -179,7 +188,7 @@ class RelayTlsClient:
         if ch is None or path.host != self.host or link is None or link.closing:
             return False
         if ch.batch_bytes + len(frames) > MAX_QUEUED_BYTES:
-            self.dropped += 1
+            self._drop("queue_full")
             return False
         try:
             _end, count, _runs = fp.frame_runs(frames)
@@ -187,10 +196,14 @@ class RelayTlsClient:
             count = 0
         if count == 0:
             return False
-        ch.batches.append((frames, count))
+        ch.batches.append((frames, count, time.monotonic_ns()))
         ch.batch_bytes += len(frames)
         self._schedule_flush()
         return True
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        self.dropped += n
+        self.drops[reason] += n
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -217,14 +230,23 @@ class RelayTlsClient:
             head = pack_relay_header(MSG_RELAY_DATA, ch.channel)
             for run in split_batches(frames):
                 self._write(link, head, pack_batch(run))
-            self._write_batches(link, head, batches)
+            self._write_batches(link, head, ch.aqm, batches)
 
-    def _write_batches(self, link: WsLink, head: bytes, batches: list[tuple[bytes, int]]
-                       ) -> None:
-        """Framed batches, joined into messages within MAX_BATCH_FRAMES / MAX_BATCH_BYTES."""
+    def _write_batches(self, link: WsLink, head: bytes, aqm: SendAqm,
+                       batches: list[tuple[bytes, int, int]]) -> None:
+        """Framed batches, through CoDel (their time in the queue), joined into messages
+        within MAX_BATCH_FRAMES / MAX_BATCH_BYTES."""
         cur: list[bytes] = []
         size = count = 0
-        for b, n in batches:
+        now = time.monotonic_ns()
+        for b0, n0, t in batches:
+            before = aqm.drops_codel
+            b, n = aqm.admit(b0, n0, now - t, now)
+            if aqm.drops_codel != before:
+                self.drops["codel"] += aqm.drops_codel - before
+                self.dropped += aqm.drops_codel - before
+            if not n:
+                continue
             if count and (count + n > MAX_BATCH_FRAMES or size + len(b) > MAX_BATCH_BYTES):
                 self._write(link, head, *cur)
                 cur, size, count = [], 0, 0
