@@ -296,9 +296,12 @@ cdef void dp_rx_loop(dp_state *st) noexcept nogil:
             n = rx.lengths[i]
             if seg == 0 or seg >= n:
                 dp_rx_packet(st, rx, s, rx.buf + rx.offsets[i], n, &rx.ub.addrs[i], 0, now)
-                if st.aqm and rx.nf and n <= DP_AQM_SPARSE_FRAME + DP_MAX_OVERHEAD:
-                    dp_rx_flush(st, rx)   # a lone small frame (interactive, an ACK) goes to
-                continue                  # the TAP now, not after the round's bulk decrypts
+                if st.aqm and rx.nf and n <= <size_t>(DP_AQM_SPARSE_FRAME + DP_MAX_OVERHEAD
+                                              + (RP_RELAY_HDR if (rx.buf + rx.offsets[i])[0]
+                                                 == RP_MSG_RELAY_DATA else 0)):
+                    dp_rx_flush(st, rx)   # a lone small frame (interactive, an ACK; relayed too:
+                continue                  # its relay header aside) goes to the TAP now, not
+                                          # after the round's bulk decrypts
             st.grx.gro_datagrams += 1
             off = 0
             while off < n:
