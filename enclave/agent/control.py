@@ -10,8 +10,8 @@
     times a uniform jitter in [1, 2] (retry_after_delay).
 
 Keepalive (Keepalive, not aiohttp's heartbeat, whose pong timeout is half its interval): a ping
-after HEARTBEAT seconds without any frame from the platform, and the channel given up after
-SILENCE_TIMEOUT seconds without one. A platform busy with thousands of agents may answer a ping
+every HEARTBEAT seconds, and the channel given up after SILENCE_TIMEOUT seconds without any frame
+from the platform. A platform busy with thousands of agents may answer a ping
 seconds late; dropping its agents for that would add their reconnects to its load.
 
 Failover: the client holds every URL of the platform (one per node: the enrolment token's, then
@@ -118,9 +118,10 @@ def control_urls(urls: Sequence[str] | str) -> list[str]:
 
 
 class Keepalive:
-    """Pings a WebSocket that has been silent for ``interval`` seconds; closes it once it has
-    been silent for ``timeout`` (``silent`` is then True). The owner calls heard() for every
-    frame it receives (pongs included: the socket is opened with autoping=False)."""
+    """Pings a WebSocket every ``interval`` seconds (whatever else goes over it, so the other
+    end hears from a live agent that often); closes it once nothing has been heard for
+    ``timeout`` seconds (``silent`` is then True). The owner calls heard() for every frame it
+    receives (pongs included: the socket is opened with autoping=False)."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, interval: float = HEARTBEAT,
                  timeout: float = SILENCE_TIMEOUT) -> None:
@@ -138,21 +139,19 @@ class Keepalive:
         return self._loop.time() - self._heard
 
     async def run(self) -> None:
+        next_ping = self._loop.time() + self.interval
         while not self.ws.closed:
-            await asyncio.sleep(max(0.05, self.interval - self.quiet_for()))
-            if self.quiet_for() < self.interval:
-                continue
+            due = min(next_ping, self._heard + self.timeout)
+            await asyncio.sleep(max(0.05, due - self._loop.time()))
             await asyncio.sleep(0)  # frames that came in while this loop was busy count
             if self.quiet_for() >= self.timeout:
                 self.silent = True
                 await self.ws.close()
                 return
-            if self.quiet_for() >= self.interval:
+            if self._loop.time() >= next_ping:
+                next_ping = self._loop.time() + self.interval
                 with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
                     await self.ws.ping()
-                # the next look: at the timeout, or when the next ping is due
-                await asyncio.sleep(min(self.interval, max(0.05, self.timeout
-                                                           - self.quiet_for())))
 
 
 class ControlClient:

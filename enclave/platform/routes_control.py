@@ -220,9 +220,9 @@ async def _welcome(request: web.Request) -> tuple[web.WebSocketResponse, Session
     agent was refused or went away."""
     platform = request.app[PLATFORM]
     hub = request.app[HUB]
-    # the agent pings every HEARTBEAT of silence (any frame resets this side's timer): the
-    # platform pings only an agent silent for PLATFORM_HEARTBEAT, and its pong timeout (half
-    # of that) is not missed by a node that is seconds behind under load
+    # the agent pings every HEARTBEAT (any frame resets this side's timer): the platform pings
+    # only an agent silent for PLATFORM_HEARTBEAT (cut off, or gone), so its pong timeout (half
+    # of that) is not missed for live agents by a node that is seconds behind under load
     ws = web.WebSocketResponse(heartbeat=PLATFORM_HEARTBEAT, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     try:  # an agent that goes away during the handshake is no error worth a traceback
