@@ -234,6 +234,10 @@ class WsLink(asyncio.BufferedProtocol):
         if self.on_writable is not None:
             self.on_writable()
 
+    def buffered(self) -> int:
+        """Bytes in the transport's write buffer (0 when closed)."""
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
     @property
     def closing(self) -> bool:
         return self._closing or self.transport is None or self.transport.is_closing()

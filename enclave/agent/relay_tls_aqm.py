@@ -10,26 +10,19 @@ An inner TCP stream through the relay over TLS never sees loss on its own (the o
 connection is reliable), so without this it fills every buffer on the way and the round trip of
 everything else through the same connection (pings, ACKs, handshakes) grows with it.  CoDel
 here is the compiled data plane's state machine (enclave._fastpath.CoDel, the one its TX queue
-runs) with a TCP-over-a-path target (TARGET_NS, INTERVAL_NS).  Only bulk datagrams are dropped:
-DATA messages (type MSG_DATA) longer than an encrypted sparse-lane frame (BULK_MIN, the data
-plane's AQM_SPARSE_FRAME plus the largest AEAD overhead); ACKs, pings, keepalives and handshakes
-always go.  A batch is walked (in Python) only while its sojourn is above the target.
+runs) with a TCP-over-a-path target (TARGET_NS, INTERVAL_NS).  Only bulk datagrams are dropped
+(enclave.relay_bulk: DATA longer than an encrypted sparse-lane frame); ACKs, pings,
+keepalives and handshakes always go.  A batch is walked (in Python) only while its sojourn is
+above the target.
 """
 
 from __future__ import annotations
 
 from enclave import _fastpath as fp
-from enclave.proto.relay_batch import FRAME_PREFIX
-from enclave.proto.wire import MAX_DATA_OVERHEAD, MSG_DATA
+from enclave.relay_bulk import drop_bulk
 
 TARGET_NS = 5_000_000  # 5 ms: sojourn above this for INTERVAL_NS starts dropping
 INTERVAL_NS = 100_000_000
-BULK_MIN = fp.AQM_SPARSE_FRAME + MAX_DATA_OVERHEAD + 1  # a datagram this long is bulk
-
-
-def is_bulk(msg: bytes | memoryview) -> bool:
-    """A datagram CoDel may drop: DATA carrying more than a sparse-lane frame."""
-    return len(msg) >= BULK_MIN and msg[0] == MSG_DATA
 
 
 class SendAqm:
@@ -54,23 +47,9 @@ class SendAqm:
         if sojourn_ns < self._target and not self._codel.dropping:
             self._codel.step(sojourn_ns, now_ns)  # below target: resets the episode
             return batch, count
-        kept: list[bytes | memoryview] = []
-        dropped = 0
-        off, n = 0, len(batch)
-        view = memoryview(batch)
-        while off + FRAME_PREFIX <= n:
-            size = int.from_bytes(view[off:off + FRAME_PREFIX], "big")
-            end = off + FRAME_PREFIX + size
-            msg = view[off + FRAME_PREFIX:end]
-            if is_bulk(msg):
-                if self._codel.step(sojourn_ns, now_ns):
-                    dropped += 1
-                    off = end
-                    continue
-            elif size:
-                self.kept_small += 1
-            kept.append(view[off:end])
-            off = end
+        codel = self._codel
+        kept, small, dropped = drop_bulk(batch, lambda: codel.step(sojourn_ns, now_ns))
+        self.kept_small += small
         if not dropped:
             return batch, count
         self.drops_codel += dropped

@@ -16,10 +16,13 @@ deflate: the payload is ciphertext); then enclave.wslink.WsLink takes the connec
 TLS layer decrypts into its buffer, the message is forwarded from there, no task or await per
 message.
 
-Backpressure: a message for a peer whose connection's write buffer is over its high-water mark
-still goes out (bounded: one read's worth), then the sender's connection stops reading until
-that peer's buffer drains (TCP pushes back to the sender); a peer that stays full for
-SEND_TIMEOUT seconds is closed.
+Backpressure: while a peer's connection's write buffer is over its high-water mark (the queue
+for it stands), the bulk datagrams of a message for it are dropped (enclave.relay_bulk: an
+inner TCP stream backs off, as behind a full router queue) and the rest (ACKs, pings,
+handshakes) goes out; counted in `dropped_bulk`.  Only when that buffer is over HARD_WATER
+anyway does the sender's connection stop reading until it drains (TCP pushes back to the
+sender: that also holds the sender's small datagrams, so it is the last resort); a peer that
+stays full for SEND_TIMEOUT seconds is closed.
 
 Rules, as for the UDP relay (enclave.platform.relay): tickets are the same platform-minted
 "src may relay to dst" tickets, so data flows only between two live registrations whose tickets
@@ -36,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -56,7 +59,8 @@ from enclave.proto.wire import (
     unpack_relay_header,
 )
 from enclave.proto.wsframe import CLOSE_GOING_AWAY, OP_BINARY
-from enclave.wslink import WsLink
+from enclave.relay_bulk import drop_bulk
+from enclave.wslink import HIGH_WATER, WsLink
 
 log = logging.getLogger("enclave.platform.relay_ws")
 
@@ -69,6 +73,7 @@ DATA_BURST_MESSAGES = 4000.0
 RELAY_TLS_ENV = "ENCLAVE_PLATFORM_RELAY_TLS"  # HOST:PORT of an extra TLS listener (serve)
 SEND_TIMEOUT = 5.0  # a peer's WebSocket that cannot take a message within this is closed
 HEARTBEAT = 20.0
+HARD_WATER = 4 * HIGH_WATER  # a peer's write buffer past which its senders stop being read
 
 TicketCheck = Callable[[bytes, float], "RelayTicket | None"]
 
@@ -107,6 +112,7 @@ class RelayWs:
         self.forwarded = 0  # messages
         self.forwarded_bytes = 0  # batch bytes (without the header)
         self.dropped = 0
+        self.dropped_bulk = 0  # bulk datagrams dropped for peers whose queue stood
 
     def __len__(self) -> int:
         return len(self._by_pair)
@@ -213,6 +219,10 @@ class RelayWs:
             self._drop(reg)
 
 
+def _always() -> bool:
+    return True
+
+
 async def serve_ws(relay: RelayWs, request: web.Request,
                    clock: Callable[[], float] = time.time) -> web.StreamResponse:
     """The WebSocket handler: aiohttp answers the upgrade, a WsLink takes the connection over
@@ -240,13 +250,21 @@ async def serve_ws(relay: RelayWs, request: web.Request,
             authenticated = True  # a valid ticket: no longer an anonymous connection
             if limits is not None:
                 limits.authenticated(transport_fd(transport))
-        if not dst.link.send(head, body) or not dst.link.paused:
+        parts: Sequence[bytes | memoryview] = (body,)
+        if dst.link.paused:  # its queue stands: drop bulk, forward the rest
+            kept, _small, dropped = drop_bulk(body, _always)
+            if dropped:
+                relay.dropped_bulk += dropped
+                if not kept:
+                    return
+                parts = kept
+        if not dst.link.send(head, *parts) or not dst.link.paused:
             return
-        # the peer's buffer is full: stop reading here until it drains (or close it)
-        dst.waiting.add(conn)
-        transport.pause_reading()
-        if dst.stall is None:
+        if dst.stall is None:  # (closed if it stays full)
             dst.stall = asyncio.get_running_loop().call_later(SEND_TIMEOUT, dst.link.abort)
+        if dst.link.buffered() > HARD_WATER:  # full even so: stop reading here until it drains
+            dst.waiting.add(conn)
+            transport.pause_reading()
 
     def on_writable(c: _Conn) -> None:
         if c.stall is not None:

@@ -5,7 +5,8 @@ end) through the platform's relay WebSocket (serve_ws), real TLS with the pinned
 
 Both ends' TCP sockets carry TCP_NOTSENT_LOWAT.  While Y reads in short pulses the queue at X
 stands and X drops bulk DATA datagrams (counted under drops["codel"]), never a small one or a
-non-DATA one; with Y reading normally nothing is lost."""
+non-DATA one; with Y reading normally nothing is lost.  While Y reads nothing at all the
+platform's queue for Y stands and the platform drops bulk datagrams for Y (never small ones)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ def test_standing_queue_drops_bulk_only_and_none_without_one(tmp_path: Path) -> 
                 assert xp is not None
                 xp.pause_reading()
                 seq = 1000
+                bulk0 = relay.dropped_bulk  # (the platform may drop too, for Y: counted)
                 for _round in range(300):
                     if ex.rc.drops["codel"]:
                         break
@@ -137,16 +139,45 @@ def test_standing_queue_drops_bulk_only_and_none_without_one(tmp_path: Path) -> 
                     xp.pause_reading()
                 xp.resume_reading()
                 assert ex.rc.drops["codel"] > 0, "CoDel never dropped under a standing queue"
-                want = len(sent) - ex.rc.drops["codel"]
-                await _until(lambda: len(ey.got) >= want and not ch.batches, "the rest at Y")
+                def lost3() -> int:
+                    return ex.rc.drops["codel"] + relay.dropped_bulk - bulk0
+
+                await _until(lambda: len(ey.got) >= len(sent) - lost3() and not ch.batches,
+                             "the rest at Y")
                 await asyncio.sleep(0.2)  # (anything more would be a miscount)
                 assert ex.rc.drops["queue_full"] == 0 and ex.rc.drops["pending_full"] == 0
                 got, put = _kinds(ey.got), _kinds(sent)
                 assert got[b"s"] == put[b"s"] and got[b"h"] == put[b"h"]  # none small lost
-                assert got[b"B"] == put[b"B"] - ex.rc.drops["codel"] < put[b"B"]
+                assert got[b"B"] == put[b"B"] - lost3() < put[b"B"]
                 assert ch.aqm.kept_small > 0
                 rest = iter(sent)
                 assert all(m in rest for m in ey.got)  # in order (a subsequence of sent)
+                # 4. Y reads nothing: the platform's queue for Y stands, and it drops bulk
+                #    datagrams for Y (dropped_bulk) rather than stop reading X; the rest goes
+                ey.got.clear()
+                sent.clear()
+                codel0, bulk0 = ex.rc.drops["codel"], relay.dropped_bulk
+                yt = ey.link().transport
+                assert yt is not None
+                yt.pause_reading()
+                while relay.dropped_bulk == bulk0:
+                    assert seq < 1_000_000, "the platform never dropped for a full peer"
+                    batch, msgs = _frames(seq)
+                    assert ex.rc.send_frames(batch, path)
+                    sent += msgs
+                    seq += 1
+                    await asyncio.sleep(0)
+                yt.resume_reading()
+
+                def lost() -> int:  # (the platform drops until its queue for Y is out)
+                    return relay.dropped_bulk - bulk0 + ex.rc.drops["codel"] - codel0
+
+                await _until(lambda: len(ey.got) >= len(sent) - lost() and not ch.batches,
+                             "the rest at Y after the platform's drops")
+                await asyncio.sleep(0.2)  # (anything more would be a miscount)
+                got, put = _kinds(ey.got), _kinds(sent)
+                assert got[b"s"] == put[b"s"] and got[b"h"] == put[b"h"]  # none small lost
+                assert got[b"B"] == put[b"B"] - lost() and relay.dropped_bulk > bulk0
             finally:
                 await ex.rc.close()
                 await ey.rc.close()

@@ -4,9 +4,10 @@ a queue below the target loses nothing."""
 
 from __future__ import annotations
 
-from enclave.agent.relay_tls_aqm import BULK_MIN, INTERVAL_NS, TARGET_NS, SendAqm, is_bulk
+from enclave.agent.relay_tls_aqm import INTERVAL_NS, TARGET_NS, SendAqm
 from enclave.proto.relay_batch import pack_batch, unpack_batch
 from enclave.proto.wire import MSG_DATA
+from enclave.relay_bulk import BULK_MIN, is_bulk
 
 MS = 1_000_000
 BULK = bytes([MSG_DATA]) + b"B" * 1300
