@@ -609,6 +609,8 @@ class ConnectionManager:
                 "relay_registered": self._relay.registered(info.name),
                 "relay_tls_registered": self._relay_tls is not None
                 and self._relay_tls.registered(info.name),
+                "relay_tls_aqm": None if self._relay_tls is None
+                else self._relay_tls.aqm_counters(info.name),
                 "path_changed_at": info.path_changed_at,
                 "relay": None if relay is None else hostport(relay[0][0], relay[0][1]),
                 "relay_rtt_ms": None if relay is None or relay[1] is None

@@ -165,6 +165,14 @@ class RelayTlsClient:
     def registered(self, peer: str) -> bool:
         return self._channels.registered(peer)
 
+    def aqm_counters(self, peer: str) -> dict[str, int] | None:
+        """CoDel at this peer's send queue: bulk datagrams dropped, small ones let by while
+        its queue stood (None: not relayed over TLS)."""
+        ch = self._by_peer.get(peer)
+        if ch is None:
+            return None
+        return {"codel_drops": ch.aqm.drops_codel, "kept_small": ch.aqm.kept_small}
+
     # --- sending ------------------------------------------------------------------------------
     def send(self, msg: bytes, path: PathAddr) -> bool:
         """Queue `msg` for the peer on `path`; everything queued in this loop turn goes out as

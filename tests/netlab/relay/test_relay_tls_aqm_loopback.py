@@ -149,7 +149,9 @@ def test_standing_queue_drops_bulk_only_and_none_without_one(tmp_path: Path) -> 
                 got, put = _kinds(ey.got), _kinds(sent)
                 assert got[b"s"] == put[b"s"] and got[b"h"] == put[b"h"]  # none small lost
                 assert got[b"B"] == put[b"B"] - lost3() < put[b"B"]
-                assert ch.aqm.kept_small > 0
+                counters = ex.rc.aqm_counters(Y)  # (enclave status --json: relay_tls_aqm)
+                assert counters is not None and counters["kept_small"] > 0
+                assert counters["codel_drops"] == ex.rc.drops["codel"]
                 rest = iter(sent)
                 assert all(m in rest for m in ey.got)  # in order (a subsequence of sent)
                 # 4. Y reads nothing: the platform's queue for Y stands, and it drops bulk
