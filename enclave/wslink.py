@@ -35,6 +35,7 @@ import hashlib
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -97,6 +98,7 @@ class WsLink(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.done = asyncio.Event()  # set when the connection is lost
         self.paused = False  # the write buffer is over HIGH_WATER
+        self.paused_ns = 0  # time.monotonic_ns() when it went over (a standing queue's age)
         self.close_code: int | None = None  # the code we closed with or the peer sent
         self.last_rx = 0.0
         self._closing = False
@@ -228,6 +230,7 @@ class WsLink(asyncio.BufferedProtocol):
     # --- writing -----------------------------------------------------------------------------
     def pause_writing(self) -> None:
         self.paused = True
+        self.paused_ns = time.monotonic_ns()
 
     def resume_writing(self) -> None:
         self.paused = False

@@ -17,9 +17,10 @@ TLS layer decrypts into its buffer, the message is forwarded from there, no task
 message.
 
 Backpressure: while a peer's connection's write buffer is over its high-water mark (the queue
-for it stands), the bulk datagrams of a message for it are dropped (enclave.relay_bulk: an
-inner TCP stream backs off, as behind a full router queue) and the rest (ACKs, pings,
-handshakes) goes out; counted in `dropped_bulk`.  Only when that buffer is over HARD_WATER
+for it stands), bulk datagrams of a message for it are dropped as CoDel says, with the time
+the buffer has been over the mark as the sojourn (enclave.relay_bulk: an inner TCP stream backs
+off, as behind a router's managed queue) and the rest (ACKs, pings, handshakes) goes out;
+counted in `dropped_bulk`.  Only when that buffer is over HARD_WATER
 anyway does the sender's connection stop reading until it drains (TCP pushes back to the
 sender: that also holds the sender's small datagrams, so it is the last resort); a peer that
 stays full for SEND_TIMEOUT seconds is closed.
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from enclave import _fastpath as fp
 from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
 from enclave.platform.tls_buffers import widen_tls_read_buffer
 from enclave.proto.ratelimit import TokenBucket
@@ -73,6 +75,8 @@ DATA_BURST_MESSAGES = 4000.0
 RELAY_TLS_ENV = "ENCLAVE_PLATFORM_RELAY_TLS"  # HOST:PORT of an extra TLS listener (serve)
 SEND_TIMEOUT = 5.0  # a peer's WebSocket that cannot take a message within this is closed
 HEARTBEAT = 20.0
+CODEL_TARGET_NS = 5_000_000  # CoDel on a peer's standing queue (bulk datagrams for it)
+CODEL_INTERVAL_NS = 100_000_000
 HARD_WATER = 4 * HIGH_WATER  # a peer's write buffer past which its senders stop being read
 
 TicketCheck = Callable[[bytes, float], "RelayTicket | None"]
@@ -84,6 +88,7 @@ class _Conn:
     channels: dict[int, _WsRegistration] = field(default_factory=dict)
     waiting: set[_Conn] = field(default_factory=set)  # senders paused until this one drains
     stall: asyncio.TimerHandle | None = None  # closes this one if it stays full
+    codel: fp.CoDel = field(default_factory=lambda: fp.CoDel(CODEL_TARGET_NS, CODEL_INTERVAL_NS))
     forwarded: int = 0  # DATA messages from this connection forwarded
     forwarded_bytes: int = 0
 
@@ -219,10 +224,6 @@ class RelayWs:
             self._drop(reg)
 
 
-def _always() -> bool:
-    return True
-
-
 async def serve_ws(relay: RelayWs, request: web.Request,
                    clock: Callable[[], float] = time.time) -> web.StreamResponse:
     """The WebSocket handler: aiohttp answers the upgrade, a WsLink takes the connection over
@@ -251,8 +252,10 @@ async def serve_ws(relay: RelayWs, request: web.Request,
             if limits is not None:
                 limits.authenticated(transport_fd(transport))
         parts: Sequence[bytes | memoryview] = (body,)
-        if dst.link.paused:  # its queue stands: drop bulk, forward the rest
-            kept, _small, dropped = drop_bulk(body, _always)
+        if dst.link.paused:  # its queue stands: CoDel on bulk, the rest goes
+            now = time.monotonic_ns()
+            sojourn, codel = now - dst.link.paused_ns, dst.codel
+            kept, _small, dropped = drop_bulk(body, lambda: codel.step(sojourn, now))
             if dropped:
                 relay.dropped_bulk += dropped
                 if not kept:
