@@ -15,9 +15,7 @@ Every value is checked for its kind and range here, wherever it came from, so `e
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 from enclave.agent.errors import AgentError
 from enclave.agent.state import StateDir
 from enclave.cipher import CipherError, cipher_name
+from enclave.configfile import read_config_table, unknown_key_message
 from enclave.dataplane.mtu import MAX_TAP_MTU, MIN_IPV4_MTU
 from enclave.promhttp import parse_listen
 from enclave.sysinfo import MAX_THREADS, default_threads
@@ -33,7 +32,6 @@ from enclave.sysinfo import MAX_THREADS, default_threads
 DEFAULT_PORT = 51820
 DEFAULT_INTERFACE = "enclave0"
 CONFIG_FILE = "config.toml"
-MAX_CONFIG_BYTES = 65536
 IFNAMSIZ = 16  # linux/if.h: an interface name is at most 15 bytes
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -46,43 +44,16 @@ KEYS: dict[str, type] = {
 # the keys an ENCLAVE_<KEY> environment variable sets too (`tap` only by file and flag)
 ENV_KEYS: tuple[str, ...] = ("port", "interface", "mtu", "cipher", "offload", "aqm", "threads",
                              "dns", "metrics", "portmap")
-_TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
 
 
 class ConfigError(AgentError):
     """An option the agent cannot take: the message names where it came from and what fits."""
 
 
-def unknown_key_message(where: str, key: str, known: list[str]) -> str:
-    """"<where>: unknown key 'prot' (did you mean 'port'?; known keys: ...)"."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{where}: unknown key {key!r} ({hint}known keys: {', '.join(known)})"
-
-
 def read_config_file(path: Path) -> dict[str, bool | int | str]:
     """config.toml's keys and values, each a key of KEYS with a value of its TOML type ({}
     when there is no file); ConfigError for anything else."""
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is invalid: {exc}") from None
-    out: dict[str, bool | int | str] = {}
-    for key, value in data.items():
-        kind = KEYS.get(key)
-        if kind is None:
-            raise ConfigError(unknown_key_message(f"config file {path}", key, list(KEYS)))
-        # bool is an int to Python: `port = true` is not a port
-        if not isinstance(value, bool | int | str) or not isinstance(value, kind) or (
-                kind is int and isinstance(value, bool)):
-            raise ConfigError(f"config file {path}: {key} must be {_TYPE_WORDS[kind]}, "
-                              f"got {value!r}")
-        out[key] = value
-    return out
+    return read_config_table(path, KEYS, ConfigError)
 
 
 def _bool(value: object, where: str) -> bool:

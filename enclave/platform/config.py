@@ -4,17 +4,19 @@ Precedence, as for the agent: command-line flag > environment variable > config.
 Each setting is read where it is used, from its environment variable (relay.py, hub.py,
 discovery.py); `enclave platform serve` calls apply_config() first, which sets the variable of
 every key in config.toml whose variable is not set already. Unknown keys and values of the wrong
-type are refused with the file and key named. The listen address stays a flag (--listen).
+type are refused with the file and key named, and the closest known key for an unknown one
+(enclave/configfile.py reads the file, as for the agent). The listen address stays a flag
+(--listen).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave.configfile import read_config_table
 from enclave.platform.discovery import ALT_ADDRESS_ENV, PORTS_ENV
 from enclave.platform.hub import EPHEMERAL_GRACE, EPHEMERAL_GRACE_ENV
 from enclave.platform.metrics import METRICS_ENV
@@ -22,7 +24,6 @@ from enclave.platform.relay import DATA_RATE_ENV, DATA_RATE_PACKETS, DEFAULT_POR
 from enclave.platform.relay_ws import RELAY_TLS_ENV
 
 CONFIG_FILE = "config.toml"
-MAX_CONFIG_BYTES = 65536
 
 
 class ConfigError(ValueError):
@@ -52,26 +53,9 @@ OPTIONS: dict[str, Option] = {
 
 def load_config(root: Path) -> dict[str, str]:
     """ROOT/config.toml as {environment variable: value}; {} when there is no file."""
-    path = root / CONFIG_FILE
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is invalid: {exc}") from None
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        option = OPTIONS.get(key)
-        if option is None:
-            raise ConfigError(f"config file {path}: unknown key {key!r} "
-                              f"(known: {', '.join(OPTIONS)})")
-        if isinstance(value, bool) or not isinstance(value, option.kind):
-            raise ConfigError(f"config file {path}: {key} must be of type {option.kind.__name__}, "
-                              f"got {value!r}")
-        out[option.env] = str(value)
-    return out
+    table = read_config_table(root / CONFIG_FILE, {k: o.kind for k, o in OPTIONS.items()},
+                              ConfigError)
+    return {OPTIONS[key].env: str(value) for key, value in table.items()}
 
 
 def apply_config(root: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:

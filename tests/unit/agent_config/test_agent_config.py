@@ -14,12 +14,12 @@ import pytest
 from enclave.agent.options import (
     CONFIG_FILE,
     KEYS,
-    MAX_CONFIG_BYTES,
     AgentOptions,
     ConfigError,
     read_config_file,
 )
 from enclave.agent.state import StateDir
+from enclave.configfile import MAX_CONFIG_BYTES
 from enclave.spawn import enclave_argv
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "agent.config.toml"

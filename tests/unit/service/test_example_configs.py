@@ -76,8 +76,10 @@ def test_platform_config_without_file_changes_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "match"), [
     ("relay_port = 1\n", "unknown key 'relay_port'"),
-    ("ephemeral_grace = \"ten\"\n", "ephemeral_grace must be of type int"),
-    ("ephemeral_grace = true\n", "ephemeral_grace must be of type int"),
+    ("relay_pubic = \"x\"\n", "did you mean 'relay_public'"),
+    ("ephemeral_grace = \"ten\"\n", "ephemeral_grace must be an integer"),
+    ("ephemeral_grace = true\n", "ephemeral_grace must be an integer"),
+    ("relay = 5\n", "relay must be a string"),
     ("relay = [\n", "is invalid"),
     ("\xff\n", "is invalid"),
 ])
