@@ -58,6 +58,7 @@ from enclave.agent.ports import AgentView
 from enclave.cert.errors import CertificateError
 from enclave.cert.files import PRIVATE_FILE_MODE, atomic_write
 from enclave.cert.verification import verify_system_certificate
+from enclave.dataplane.checksum import inet_checksum
 from enclave.discovery.introduction import Introduction
 from enclave.policy.gateway import (
     PROBE_INTERVAL,
@@ -333,18 +334,9 @@ _ICMP_ECHO = 8
 _ICMP_ECHO_REPLY = 0
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def echo_request(ident: int, seq: int) -> bytes:
     body = struct.pack("!BBHHH", _ICMP_ECHO, 0, 0, ident, seq) + b"enclave-gw-probe"
-    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    return body[:2] + struct.pack("!H", inet_checksum(body)) + body[4:]
 
 
 def parse_echo_reply(packet: bytes, ident: int) -> tuple[str, int] | None:

@@ -12,18 +12,8 @@ import threading
 import time
 from typing import Any
 
+from enclave.dataplane.checksum import inet_checksum
 from enclave.netlab import Host
-
-
-def inet_checksum(data: bytes) -> int:
-    """The RFC 1071 Internet checksum of data (ICMP, IPv4 header)."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
 
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # <linux/in.h>: set DF, never fragment locally
 

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from enclave.dataplane.checksum import inet_checksum
 from enclave.netlab import Host, Lab, NatType, Site, Topology, upnp
 from enclave.netlab.topology import V6Mode
 from enclave.proto.wire import (
@@ -128,19 +129,10 @@ def _icmp_error_at(src: Host, dst: str, port: int) -> None:
     s = src.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
         body = struct.pack("!BBHI", 3, 3, 0, 0) + inner
-        csum = _checksum(body)
+        csum = inet_checksum(body)
         s.sendto(body[:2] + struct.pack("!H", csum) + body[4:], (dst, 0))
     finally:
         s.close()
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
 
 
 def _ipv4_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
@@ -154,7 +146,7 @@ def _ipv4_syn(src: str, sport: int, dst: str, dport: int) -> bytes:
     tcp = struct.pack("!HHIIBBHHH", sport, dport, random.getrandbits(32), 0, 5 << 4, 0x02,
                       64240, 0, 0)
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", inet_checksum(pseudo + tcp)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0,
                      socket.inet_aton(src), socket.inet_aton(dst))
     return ip + tcp
