@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import importlib.util
 import os
 import ssl
@@ -28,11 +27,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from enclave.platform.relay import mint_ticket, verify_ticket
 from enclave.proto.relay_batch import MAX_MESSAGE, RELAY_WS_PATH, pack_batch
@@ -43,25 +40,10 @@ from enclave.proto.wire import (
     pack_relay_header,
 )
 from enclave.wslink import WsLink, open_client
+from tests.support.tls import self_signed_pem
 
 KEY = bytes(range(32))
 LO = "127.0.0.1"
-
-
-def _cert(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay-bench")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
-    kp, cp = tmp / "key.pem", tmp / "cert.pem"
-    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cp, kp
 
 
 def _relay_ws(path: str | None) -> ModuleType:
@@ -181,7 +163,7 @@ def main() -> None:
         s.bind((LO, 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = _cert(Path(tmp))
+        cert, key = self_signed_pem(Path(tmp), "relay-bench")
         import subprocess
         child = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(cert),
                                   str(key), args.relay_ws or "-"])

@@ -6,7 +6,6 @@ frames split over many TLS records, and malformed frames closed with their RFC 6
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import ssl
 import time
@@ -17,10 +16,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from enclave.platform.relay import mint_ticket, verify_ticket
 from enclave.platform.relay_ws import RelayWs, serve_ws
@@ -33,25 +28,16 @@ from enclave.proto.wire import (
 )
 from enclave.proto.wsframe import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, ZERO_MASK, frame_header
 from enclave.wslink import WsHandshakeError, WsLink, open_client
+from tests.support.tls import self_signed_pem
 
 KEY = bytes(range(32))
 LO = "127.0.0.1"
 
 
 def _tls(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wslink-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
-    (tmp / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert, key = self_signed_pem(tmp, "wslink-test")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    server.load_cert_chain(cert, key)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
