@@ -16,33 +16,24 @@ in-memory router, simulated clock) -- what `enclave bench`'s path moves stage fo
 
 from __future__ import annotations
 
-from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
+from enclave.discovery import PathAddr
 from enclave.proto.events import PathChanged, PathFailed, PeerRoamed
-from tests.support.router import Host, Router, events_of, make_host, sim_pki, udp
-
-A, B = "AAAAA", "BBBBB"
-PUB_A, PUB_B = udp("198.18.1.1"), udp("198.18.2.2")
-RELAY_TO_B = PathAddr(Transport.RELAY, "198.18.9.9", 2)
-RELAY_TO_A = PathAddr(Transport.RELAY, "198.18.9.9", 1)
-DIRECT = {(A, PUB_B), (B, PUB_A)}
+from tests.support.relay_pair import (
+    DIRECT,
+    PUB_A,
+    PUB_B,
+    RELAY_TO_A,
+    RELAY_TO_B,
+    A,
+    B,
+    relay_first_pair,
+)
+from tests.support.router import Host, Router, events_of
 
 
 def direct_pair(seed: int) -> tuple[Router, Host, Host]:
     """A pair up on the direct path with both relay channels offered (relay first)."""
-    pki = sim_pki()
-    r = Router()
-    a = r.add(make_host(pki, A, [PUB_A], intents={B}, seed=seed))
-    b = r.add(make_host(pki, B, [PUB_B], intents={A}, seed=seed + 1))
-    a.nat_source, b.nat_source = PUB_A, PUB_B
-    r.add_addr(b, RELAY_TO_B)
-    r.add_addr(a, RELAY_TO_A)
-    at = r.now + 0.5
-    a.node.connect(B, [Candidate(PUB_B, CandidateKind.PUBLIC)], r.now, punch_at=at,
-                   peer_key=b.public_key)
-    b.node.connect(A, [Candidate(PUB_A, CandidateKind.PUBLIC)], r.now, punch_at=at,
-                   peer_key=a.public_key)
-    a.node.add_candidate(B, Candidate(RELAY_TO_B, CandidateKind.RELAY), r.now)
-    b.node.add_candidate(A, Candidate(RELAY_TO_A, CandidateKind.RELAY), r.now)
+    r, a, b = relay_first_pair(seed)
     assert r.run_until(lambda: a.node.peer_addr(B) == PUB_B and b.node.peer_addr(A) == PUB_A, 15)
     r.run(1.0)
     return r, a, b

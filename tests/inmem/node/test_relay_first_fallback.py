@@ -12,7 +12,7 @@ re-probe finds the direct path again.
 
 from __future__ import annotations
 
-from enclave.discovery import Candidate, CandidateKind, PathAddr, Transport
+from enclave.discovery import Candidate, CandidateKind
 from enclave.proto.events import (
     DataReceived,
     PathFailed,
@@ -20,34 +20,21 @@ from enclave.proto.events import (
     SessionEstablished,
     UseRelay,
 )
-from tests.support.router import Host, Router, events_of, make_host, sim_pki, udp
-
-A, B = "AAAAA", "BBBBB"
-PUB_A, PUB_B = udp("198.18.1.1"), udp("198.18.2.2")
-RELAY_TO_B = PathAddr(Transport.RELAY, "198.18.9.9", 2)
-RELAY_TO_A = PathAddr(Transport.RELAY, "198.18.9.9", 1)
-DIRECT = {(A, PUB_B), (B, PUB_A)}
+from tests.support.relay_pair import (
+    DIRECT,
+    PUB_A,
+    PUB_B,
+    RELAY_TO_A,
+    RELAY_TO_B,
+    A,
+    B,
+    relay_first_pair,
+)
+from tests.support.router import Host, Router, events_of, make_host, sim_pki
 
 
 def relayed_pair(*, direct_open: bool) -> tuple[Router, Host, Host]:
-    pki = sim_pki()
-    r = Router()
-    a = r.add(make_host(pki, A, [PUB_A], intents={B}, seed=11))
-    b = r.add(make_host(pki, B, [PUB_B], intents={A}, seed=12))
-    a.nat_source, b.nat_source = PUB_A, PUB_B
-    r.add_addr(b, RELAY_TO_B)
-    r.add_addr(a, RELAY_TO_A)
-    if not direct_open:
-        r.blocked |= DIRECT
-    at = r.now + 0.5
-    a.node.connect(B, [Candidate(PUB_B, CandidateKind.PUBLIC)], r.now, punch_at=at,
-                   peer_key=b.public_key)
-    b.node.connect(A, [Candidate(PUB_A, CandidateKind.PUBLIC)], r.now, punch_at=at,
-                   peer_key=a.public_key)
-    # relay first: the agent registers with the introduction and offers the channel at once
-    a.node.add_candidate(B, Candidate(RELAY_TO_B, CandidateKind.RELAY), r.now)
-    b.node.add_candidate(A, Candidate(RELAY_TO_A, CandidateKind.RELAY), r.now)
-    return r, a, b
+    return relay_first_pair(11, direct_open=direct_open)
 
 
 def up(a: Host, b: Host) -> bool:
