@@ -30,6 +30,7 @@ from enclave.agent.control import Keepalive
 from enclave.agent.state import StateDir
 from enclave.discovery.channel import PLATFORM_HEARTBEAT, SILENCE_TIMEOUT
 from tests.support.control_client import Recorder, client, until
+from tests.support.http_serve import start_on_loopback
 from tests.support.platform import Platform
 from tests.support.proc import enclave, local_run
 
@@ -106,11 +107,7 @@ async def _silent_server() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await start_on_loopback(app)
     return runner, f"http://127.0.0.1:{port}/"
 
 
@@ -164,11 +161,8 @@ async def _late_server(delay: float) -> tuple[web.AppRunner, str, list[float]]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/", pongs
+    runner, port = await start_on_loopback(app)
+    return runner, f"http://127.0.0.1:{port}/", pongs
 
 
 def test_keepalive_keeps_a_channel_whose_pongs_come_late() -> None:

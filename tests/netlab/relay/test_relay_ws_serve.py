@@ -20,6 +20,7 @@ from enclave.proto.wire import (
     MSG_RELAY_REGISTERED,
     pack_relay_header,
 )
+from tests.support.http_serve import start_on_loopback
 
 KEY = bytes(range(32))
 
@@ -40,11 +41,7 @@ def test_no_deflate_and_one_message_per_batch() -> None:
 
         app = web.Application()
         app.router.add_get(RELAY_WS_PATH, handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await start_on_loopback(app)
         url = f"http://127.0.0.1:{port}{RELAY_WS_PATH}"
         try:
             async with aiohttp.ClientSession() as http:

@@ -28,6 +28,7 @@ from enclave.proto.wire import (
 )
 from enclave.proto.wsframe import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, ZERO_MASK, frame_header
 from enclave.wslink import WsHandshakeError, WsLink, open_client
+from tests.support.http_serve import start_on_loopback
 from tests.support.tls import self_signed_pem
 
 KEY = bytes(range(32))
@@ -46,12 +47,9 @@ def _tls(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 @asynccontextmanager
 async def _serving(app: web.Application, ctx: ssl.SSLContext) -> AsyncIterator[int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, LO, 0, ssl_context=ctx)
-    await site.start()
+    runner, port = await start_on_loopback(app, ctx)
     try:
-        yield runner.addresses[0][1]
+        yield port
     finally:
         await runner.cleanup()
 

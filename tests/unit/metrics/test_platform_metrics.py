@@ -19,6 +19,7 @@ from enclave.platform.errors import ApiError
 from enclave.platform.metrics import PlatformMetrics, enrolment_result
 from enclave.platform.relay import RelayCore, RelayServer
 from enclave.platform.store import Store
+from tests.support.http_serve import start_on_loopback
 
 
 def samples(metrics: PlatformMetrics) -> dict[tuple[str, ...], float]:
@@ -54,11 +55,7 @@ def test_enrolments_are_counted_by_the_status_they_are_answered_with() -> None:
         app = web.Application(middlewares=[metrics.enrol_middleware(), error_middleware])
         app.router.add_post(PATH_ENROL, enrol)
         app.router.add_post("/v1/other", other)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await start_on_loopback(app)
 
         def post(path: str) -> int:
             req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}",
