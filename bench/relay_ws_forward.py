@@ -40,7 +40,7 @@ from enclave.proto.wire import (
     pack_relay_header,
 )
 from enclave.wslink import WsLink, open_client
-from tests.support.tls import self_signed_pem
+from tests.support.tls import self_signed_pem, unverified_client_context
 
 KEY = bytes(range(32))
 LO = "127.0.0.1"
@@ -112,9 +112,7 @@ async def _register(link: WsLink, sink: _Counter, channel: int, ticket: bytes) -
 
 
 async def run(port: int, seconds: float, batch: int, pid: int) -> dict[str, float]:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = unverified_client_context()
     frames = [os.urandom(1400)] * max(1, batch // 1402)
     head, body = pack_relay_header(MSG_RELAY_DATA, 7), pack_batch(frames)
     exp = int(time.time()) + 600

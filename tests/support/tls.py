@@ -1,9 +1,11 @@
-"""A throwaway self-signed TLS server certificate (ECDSA P-256, valid for an hour) for loopback
-TLS in tests and benches: the client side does not verify it."""
+"""TLS on loopback in tests and benches: a throwaway self-signed server certificate (ECDSA P-256,
+valid for an hour) and a client context that does not verify the server's certificate (that
+one, or the loopback platform's)."""
 
 from __future__ import annotations
 
 import datetime
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -27,3 +29,11 @@ def self_signed_pem(tmp: Path, common_name: str) -> tuple[Path, Path]:
                                            serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def unverified_client_context() -> ssl.SSLContext:
+    """A TLS client context that checks neither the server's name nor its certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 from collections.abc import Iterator
 
 import aiohttp
@@ -19,6 +18,7 @@ import pytest
 
 from enclave.discovery.channel import CLOSE_AUTH_FAILED
 from tests.support.platform import Platform
+from tests.support.tls import unverified_client_context
 
 DEEP = "[" * 100_000 + "]" * 100_000  # 200 KB: under the 256 KiB WebSocket message limit
 
@@ -29,16 +29,9 @@ def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield p
 
 
-def _ctx() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 async def _hello(plat: Platform) -> tuple[object, int | None]:
     async with aiohttp.ClientSession() as http, http.ws_connect(
-            plat.url.replace("https", "wss") + "/v1/control", ssl=_ctx(),
+            plat.url.replace("https", "wss") + "/v1/control", ssl=unverified_client_context(),
             max_msg_size=1 << 20) as ws:
         await ws.receive_json(timeout=5)  # the challenge
         await ws.send_str(DEEP)
@@ -50,7 +43,7 @@ async def _hello(plat: Platform) -> tuple[object, int | None]:
 
 async def _post(plat: Platform, path: str, body: bytes) -> int:
     async with aiohttp.ClientSession() as http, http.post(
-            plat.url + path, data=body, ssl=_ctx(),
+            plat.url + path, data=body, ssl=unverified_client_context(),
             headers={"Content-Type": "application/json"}) as resp:
         return resp.status
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from enclave.platform.admission import BUSY, RETRY_AFTER
 from enclave.policy.intent import IntentStatement, encode_signed
 from tests.support.control_client import Recorder, client, until
 from tests.support.platform import Platform
+from tests.support.tls import unverified_client_context
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,9 @@ def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield p
 
 
-def _ctx() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 async def _post(http: aiohttp.ClientSession, url: str, body: object
                 ) -> tuple[int, dict[str, str], Any]:
-    async with http.post(url, json=body, ssl=_ctx()) as resp:
+    async with http.post(url, json=body, ssl=unverified_client_context()) as resp:
         text = await resp.text()
         return resp.status, dict(resp.headers), json.loads(text) if text else None
 
@@ -59,7 +52,7 @@ def test_busy_node_answers_503_with_retry_after(plat: Platform, tmp_path: Path) 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as http:
             # one request in flight: a control channel waiting for our hello
-            hold = await http.ws_connect(control, ssl=_ctx())
+            hold = await http.ws_connect(control, ssl=unverified_client_context())
             challenge = await hold.receive_json(timeout=10)
             assert challenge["type"] == "challenge"
             signed = encode_signed(IntentStatement.new("add", xname, yname, 0), key)
@@ -69,7 +62,7 @@ def test_busy_node_answers_503_with_retry_after(plat: Platform, tmp_path: Path) 
             status, headers, body = await _post(http, plat.url + PATH_ENROL, {"x": 1})
             assert status == 503 and "Retry-After" in headers
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(control, ssl=_ctx())
+                await http.ws_connect(control, ssl=unverified_client_context())
             assert refused.value.status == 503
             assert refused.value.headers is not None
             assert refused.value.headers["Retry-After"] == str(RETRY_AFTER)

@@ -29,7 +29,7 @@ from enclave.proto.wire import (
 from enclave.proto.wsframe import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, ZERO_MASK, frame_header
 from enclave.wslink import WsHandshakeError, WsLink, open_client
 from tests.support.http_serve import start_on_loopback
-from tests.support.tls import self_signed_pem
+from tests.support.tls import self_signed_pem, unverified_client_context
 
 KEY = bytes(range(32))
 LO = "127.0.0.1"
@@ -39,10 +39,7 @@ def _tls(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     cert, key = self_signed_pem(tmp, "wslink-test")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.check_hostname = False
-    client.verify_mode = ssl.CERT_NONE
-    return server, client
+    return server, unverified_client_context()
 
 
 @asynccontextmanager
