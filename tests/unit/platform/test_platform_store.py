@@ -28,6 +28,18 @@ def make_key(store: SyncStore, **kw: object) -> tuple[str, bytes]:
     return store.create_key(**args).id, secret
 
 
+def one_system(location: str | Path) -> tuple[SyncStore, System, IssuedCert]:
+    """A store with one system enrolled (hostname h, public key 01..01) at time 1, and its
+    certificate."""
+    store = SyncStore(location)
+    key_id, secret = make_key(store)
+    system, cert = store.enrol(key_id=key_id, secret=secret, public_key=b"\x01" * 32,
+                               hostname="h", overlay=ipaddress.IPv4Network("100.64.0.0/10"),
+                               now=1, issue=issue)
+    assert cert is not None
+    return store, system, cert
+
+
 def test_migrations_numbered_and_applied_once(store_location: str | Path) -> None:
     assert [m.number for m in MIGRATIONS] == list(range(1, LATEST + 1))
     store = SyncStore(store_location, now=5)
@@ -109,12 +121,7 @@ def test_failed_issue_rolls_back_everything(store_location: str | Path) -> None:
 
 
 def test_state_transitions_and_crl_entries(store_location: str | Path) -> None:
-    store = SyncStore(store_location)
-    key_id, secret = make_key(store)
-    system, cert = store.enrol(key_id=key_id, secret=secret, public_key=b"\x01" * 32,
-                               hostname="h", overlay=ipaddress.IPv4Network("100.64.0.0/10"),
-                               now=1, issue=issue)
-    assert cert is not None
+    store, system, cert = one_system(store_location)
     n0 = store.crl_number()
     store.disable(system.name, 5)
     assert store.revoked_certificates(2) == [(cert.serial, 5, "hold")]
@@ -134,12 +141,7 @@ def test_state_transitions_and_crl_entries(store_location: str | Path) -> None:
 def test_system_and_certificate_in_one_statement(store_location: str | Path) -> None:
     """What a control channel's authentication reads (one statement, no transaction): the
     system and its newest certificate that is neither revoked nor expired."""
-    store = SyncStore(store_location)
-    key_id, secret = make_key(store)
-    system, first = store.enrol(key_id=key_id, secret=secret, public_key=b"\x01" * 32,
-                                hostname="h", overlay=ipaddress.IPv4Network("100.64.0.0/10"),
-                                now=1, issue=issue)
-    assert first is not None
+    store, system, first = one_system(store_location)
     got, cert = store.system_and_certificate(system.name, 2)
     assert got is not None and (got.name, got.public_key, got.state) == (
         system.name, system.public_key, "active") and cert == first
