@@ -26,7 +26,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from enclave.discovery.candidates import (
@@ -102,6 +102,10 @@ class PathManager:
         """Smoothed round-trip time of an authenticated probe over `addr` (seconds)."""
         state = self._paths.get(addr)
         return None if state is None else state.rtt
+
+    def is_confirmed(self, addr: Hashable | None) -> bool:
+        state = self._paths.get(addr) if isinstance(addr, PathAddr) else None
+        return state is not None and state.confirmed_at is not None
 
     def confirmed(self) -> list[PathAddr]:
         return [a for a, p in self._paths.items() if p.confirmed_at is not None]

@@ -829,8 +829,10 @@ class Node:
         cur_rank = p.paths.rank_of(p.addr) if isinstance(p.addr, PathAddr) else None
         new_rank = p.paths.rank_of(best)
         assert new_rank is not None
-        if cur_rank is not None and new_rank >= cur_rank and not p.failing:
-            return  # a failed path is left for whatever answers first, however it ranks
+        if (cur_rank is not None and not p.failing and (new_rank > cur_rank or (new_rank == cur_rank
+                                                        and not p.paths.is_confirmed(p.addr)))):
+            return  # a failed path is left for whatever answers first, however it ranks; of
+            # equal rank, one chosen over the confirmed current (its RTT, IPv6 among equals)
         p.moved(best, now)  # a probe reply just came over it
         self._upkeep.path_moved(p.name, now)
         self._events.append(PathChanged(p.name, best, new_rank))

@@ -124,10 +124,14 @@ class Router:
         self._by_addr[addr] = host
 
     def source_for(self, host: Host, dst: PathAddr) -> PathAddr:
-        # through a relay the far side sees our relay channel; a LAN peer (same /24) sees our
-        # LAN address; everyone else our NAT's public address
+        # through a relay the far side sees our relay channel; an IPv6 peer our IPv6 address; a
+        # LAN peer (same /24) our LAN address; everyone else our NAT's public address
         if dst.transport is Transport.RELAY:
             return next(a for a in host.addrs if a.transport is Transport.RELAY)
+        if ":" in dst.host:  # to IPv6: from the host's own IPv6 address, where it has one
+            v6 = next((a for a in host.addrs if ":" in a.host), None)
+            if v6 is not None:
+                return v6
         for a in host.addrs:
             if a.host.rsplit(".", 1)[0] == dst.host.rsplit(".", 1)[0]:
                 return a

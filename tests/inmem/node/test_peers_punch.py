@@ -93,3 +93,28 @@ def test_no_direct_path_gives_up_after_5s_then_relay_then_direct_later() -> None
     assert moves and moves[-1].rank == RANK_DIRECT_UDP
     assert b.node.peer_addr(A) == PUB_A
     assert events_of(a, SessionClosed) == []
+
+
+def test_dual_stack_pair_moves_to_ipv6_of_equal_rank_when_it_answers_later() -> None:
+    """IPv4 answers first, IPv6 a little later in the same punch: the session moves to IPv6
+    (candidates.choose_path: the same rank, RTTs within slack, IPv6 first) instead of staying
+    where it came up (the netlab dual-stack pair that did, when its IPv4 probe won the race)."""
+    pki = sim_pki()
+    r = Router()
+    pub6_a, pub6_b = udp("2001:db8:1::10"), udp("2001:db8:2::20")
+    a = r.add(make_host(pki, A, [PUB_A, pub6_a], intents={B}, seed=1))
+    b = r.add(make_host(pki, B, [PUB_B, pub6_b], intents={A}, seed=2))
+    r.blocked |= {(A, pub6_b), (B, pub6_a)}  # IPv6 closed at first
+    at = r.now + 1.0
+    for me, peer, pub, pub6 in ((a, b, PUB_B, pub6_b), (b, a, PUB_A, pub6_a)):
+        me.node.connect(peer.name, [Candidate(pub6, CandidateKind.PUBLIC),
+                                    Candidate(pub, CandidateKind.PUBLIC)],
+                        r.now, punch_at=at, peer_key=peer.public_key)
+    assert r.run_until(lambda: a.node.session(B) is not None and b.node.session(A) is not None, 7)
+    assert a.node.peer_addr(B) == PUB_B and b.node.peer_addr(A) == PUB_A
+    r.blocked -= {(A, pub6_b), (B, pub6_a)}  # the punch's later rounds reach IPv6 too
+    assert r.run_until(lambda: a.node.peer_addr(B) == pub6_b and b.node.peer_addr(A) == pub6_a,
+                       40)
+    moves = [e for h in (a, b) for e in events_of(h, PathChanged)]
+    assert moves and all(m.rank == RANK_DIRECT_UDP for m in moves)
+    assert events_of(a, SessionClosed) == [] and events_of(b, SessionClosed) == []

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,9 @@ from enclave.netlab import Lab, NatType, Site, Topology
 from enclave.netlab.topology import V6Mode
 from tests.support.lab import Agent, intents_both_ways, start_all
 from tests.support.lab6 import endpoint_host, v6_platform_lab
-from tests.support.peer_paths import connected_on
+from tests.support.peer_paths import connected_on, on_path
 from tests.support.traffic import ping
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
@@ -55,10 +57,16 @@ def test_dual_stack_pair_runs_direct_over_ipv6(dual: tuple[Lab, dict[str, Agent]
     lab, agents = dual
     a, b = agents[x], agents[y]
     intents_both_ways(a, b)
-    peer = connected_on(a, b, "direct-udp", CONNECT_TIMEOUT)
+    connected_on(a, b, "direct-udp", CONNECT_TIMEOUT)
     connected_on(b, a, "direct-udp", CONNECT_TIMEOUT)
-    want = lab.host(y).public_ip6
-    assert endpoint_host(peer["endpoint"]) == str(want), peer
+    want = str(lab.host(y).public_ip6)
+
+    def over_ipv6() -> dict[str, Any] | None:  # the IPv4 path may answer first: the pair
+        p = on_path(a, b, "direct-udp")         # moves once the IPv6 one is confirmed too
+        return p if p is not None and endpoint_host(p["endpoint"]) == want else None
+
+    peer = wait_for(over_ipv6, timeout=CONNECT_TIMEOUT, interval=0.3,
+                    what=f"{x} -> {y} direct-udp over IPv6")
     assert peer["endpoint"].startswith("["), peer  # an IPv6 endpoint is shown in brackets
     assert ping(a.host, b.overlay_ip, count=3) == 3
 
