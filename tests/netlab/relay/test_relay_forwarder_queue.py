@@ -29,6 +29,7 @@ from tests.support.wait import wait_for
 LO = "127.0.0.1"
 BULK, SMALL = 1200, 200
 HELD_S = 0.03  # the queue stands this long before the thread starts
+SO_TIMESTAMPNS = 35  # Linux (asm-generic/socket.h); the socket module does not name it
 
 
 def _sock(rcvbuf: int = 8 << 20) -> socket.socket:
@@ -50,6 +51,24 @@ def _three() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
     finally:
         for s in socks:
             s.close()
+
+
+def _stamped_on_arrival() -> bool:
+    """Whether the kernel now stamps datagrams as they arrive. Turning SO_TIMESTAMPNS on is
+    global and deferred (net_enable_timestamp: a static key flipped by a work item); a
+    datagram that came in before it took effect is stamped when it is read, so its sojourn
+    reads ~0. A datagram sent, left 20 ms, then read, shows whether stamping is live."""
+    with _three() as (a, b, _):
+        b.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        a.sendto(b"t", b.getsockname())
+        time.sleep(0.02)
+        try:
+            _, anc, _, _ = b.recvmsg(16, socket.CMSG_SPACE(16))
+        except BlockingIOError:
+            return False
+        stamps = [struct.unpack("qq", d[:16]) for lvl, kind, d in anc
+                  if lvl == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS]
+        return bool(stamps) and time.time() - (stamps[0][0] + stamps[0][1] * 1e-9) >= 0.015
 
 
 def _queued(s: socket.socket) -> int:
@@ -76,6 +95,7 @@ def _held_queue(target_ns: int) -> tuple[dict[str, int | bool], list[bytes], int
         fwd = RelayForwarder(relay.fileno(), aqm_target_ns=target_ns,
                              aqm_interval_ns=max(2 * target_ns, 2000))
         try:
+            wait_for(_stamped_on_arrival, timeout=10.0, what="kernel receive timestamps live")
             fwd.install(src.getsockname(), 5, dst.getsockname(), 9, 60.0)
             bulk = small = 0
             for i in range(400):
