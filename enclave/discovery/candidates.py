@@ -200,6 +200,17 @@ def _is_v6(addr: PathAddr) -> bool:
     return addr.transport in (Transport.UDP, Transport.TCP) and ":" in addr.host
 
 
+def worth_moving(cur: PathChoice, new: PathChoice) -> bool:
+    """Whether `new` (choose_path's pick) replaces the confirmed current path `cur` of the same
+    rank. With hysteresis, so that paths within the slack do not flap on jitter: a lower RTT
+    counts only beyond the slack; IPv6 replaces IPv4 when its RTT is within the slack."""
+    v6_over_v4 = _is_v6(new.addr) and not _is_v6(cur.addr)
+    if cur.rtt is None or new.rtt is None:
+        return v6_over_v4
+    slack = max(RTT_SLACK_S, min(cur.rtt, new.rtt) * RTT_SLACK_FRACTION)
+    return new.rtt + slack < cur.rtt or (v6_over_v4 and new.rtt <= cur.rtt + slack)
+
+
 def choose_path(paths: Sequence[PathChoice]) -> PathAddr | None:
     """The path to use among confirmed ones (the rule in the module docstring), None if none."""
     if not paths:

@@ -40,6 +40,7 @@ from enclave.discovery.candidates import (
     choose_path,
     path_rank,
     punchable,
+    worth_moving,
 )
 from enclave.discovery.punch import PUNCH_DURATION, PunchSchedule
 
@@ -103,9 +104,16 @@ class PathManager:
         state = self._paths.get(addr)
         return None if state is None else state.rtt
 
-    def is_confirmed(self, addr: Hashable | None) -> bool:
-        state = self._paths.get(addr) if isinstance(addr, PathAddr) else None
-        return state is not None and state.confirmed_at is not None
+    def worth_moving(self, cur: Hashable | None, best: PathAddr) -> bool:
+        """Whether `best` replaces the session's current path `cur` of the same rank
+        (candidates.worth_moving); an unconfirmed current path is left only by a failure."""
+        if not isinstance(cur, PathAddr):
+            return False
+        c, b = self._paths.get(cur), self._paths.get(best)
+        if c is None or c.confirmed_at is None or b is None or b.confirmed_at is None:
+            return False
+        return worth_moving(PathChoice(cur, c.rank, c.rtt, c.confirmed_at),
+                            PathChoice(best, b.rank, b.rtt, b.confirmed_at))
 
     def confirmed(self) -> list[PathAddr]:
         return [a for a, p in self._paths.items() if p.confirmed_at is not None]

@@ -829,10 +829,11 @@ class Node:
         cur_rank = p.paths.rank_of(p.addr) if isinstance(p.addr, PathAddr) else None
         new_rank = p.paths.rank_of(best)
         assert new_rank is not None
-        if (cur_rank is not None and not p.failing and (new_rank > cur_rank or (new_rank == cur_rank
-                                                        and not p.paths.is_confirmed(p.addr)))):
+        same = new_rank == cur_rank
+        if cur_rank is not None and not p.failing and (
+                new_rank > cur_rank or (same and not p.paths.worth_moving(p.addr, best))):
             return  # a failed path is left for whatever answers first, however it ranks; of
-            # equal rank, one chosen over the confirmed current (its RTT, IPv6 among equals)
+            # equal rank, one worth moving to (candidates.worth_moving: RTT, IPv6, hysteresis)
         p.moved(best, now)  # a probe reply just came over it
         self._upkeep.path_moved(p.name, now)
         self._events.append(PathChanged(p.name, best, new_rank))
