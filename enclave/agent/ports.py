@@ -19,7 +19,7 @@ from enclave.cert.keys import Ed25519PrivateKey
 
 
 class OptionsView(Protocol):
-    """The agent options the data path and the gateway read (daemon.AgentOptions)."""
+    """The agent options the data path and the gateway read (options.AgentOptions)."""
 
     port: int
     interface: str

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.agent.daemon import AgentOptions
+from enclave.agent.options import AgentOptions
 from enclave.agent.state import StateDir
 from enclave.cli import build_parser
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave.agent.daemon import AgentOptions
 from enclave.agent.errors import AgentError
+from enclave.agent.options import AgentOptions
 from enclave.agent.state import StateDir
 
 

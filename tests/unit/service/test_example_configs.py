@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.agent.daemon import AgentOptions
+from enclave.agent.options import AgentOptions
 from enclave.agent.state import StateDir
 from enclave.platform.config import OPTIONS, ConfigError, apply_config
 from enclave.platform.hub import ephemeral_grace_from_env
