@@ -3,7 +3,8 @@
     INIT (type 6) from source S
       1. shape + MAC1 (enclave.proto.cookie)         no  -> drop "init_bad_mac1"
          -- only parties holding our certificate get past here: nothing was spent before --
-      2. (the Node answers an INIT it already answered from its cache here)
+      2. (enclave.proto.init_intake answers an INIT it already answered from its cache here,
+         only to a source plausibly the initiator's)
       3. offered load: every valid-MAC1 INIT takes a token from the load meter; an empty meter
          puts us under load for UNDER_LOAD_AFTER seconds
       4. under load and no valid MAC2 for S          -> COOKIE_REPLY to S, drop "init_cookie_sent"

@@ -17,12 +17,9 @@ PeerKeysUpdated is the one event the fast path needs (keys, address, certified i
 Addresses are opaque hashables to the Node (in practice enclave.discovery.PathAddr); the I/O
 layer gives them in and gets them back.  Inbound dispatch by the first byte:
 
-    INIT      MAC1 (else dropped: init_bad_mac1) -> a repeat of a pending INIT gets the cached
-              RESPONSE -> under load without MAC2: COOKIE_REPLY -> rate limits (per source IP,
-              per claimed certificate, global; enclave.proto.admission)
-              -> validate_init (cert, intent, signature)
-              -> replay check (timestamp newer than the last accepted from that name)
-              -> simultaneous-initiation rule -> allocate index, RESPONSE
+    INIT      enclave.proto.init_intake: MAC1, a repeat of a pending INIT (the cached RESPONSE,
+              only to a source plausibly the initiator's), cookies and rate limits, validate_init,
+              replay check -> simultaneous-initiation rule -> allocate index, RESPONSE
     RESPONSE  receiver index must name our outgoing handshake -> rate limit -> validate
               -> CONFIRM, pending keys (receive-only)
     COOKIE    receiver index must name our outgoing handshake, from an address its INIT went
@@ -42,7 +39,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 
 from enclave.discovery.candidates import (
@@ -54,8 +51,8 @@ from enclave.discovery.candidates import (
 from enclave.discovery.paths import PathManager
 from enclave.discovery.punch import PUNCH_DURATION
 from enclave.proto import timing as T
-from enclave.proto.admission import InitGate
 from enclave.proto.cookie import open_cookie_reply
+from enclave.proto.deadlines import peer_deadlines, rekey_at
 from enclave.proto.events import (
     DataReceived,
     Event,
@@ -75,9 +72,10 @@ from enclave.proto.handshake import (
     Intends,
     LocalCredentials,
     ResponderHandshake,
+    ValidatedInit,
     ValidatePeer,
-    validate_init,
 )
+from enclave.proto.init_intake import InitIntake
 from enclave.proto.keys import SessionKeys
 from enclave.proto.peerstate import Closing as _Closing
 from enclave.proto.peerstate import PeerState as _Peer
@@ -93,7 +91,6 @@ from enclave.proto.wire import (
     CTRL_PONG,
     CTRL_PROBE,
     CTRL_PROBE_REPLY,
-    INIT_MACS_SIZE,
     KEEPALIVE_FLAG_REPLY,
     MSG_CONTROL,
     MSG_COOKIE_REPLY,
@@ -139,7 +136,6 @@ class Node:
         self._peers: dict[str, _Peer] = {}
         self._indices: dict[int, tuple[_Peer, Keyset | None]] = {}  # None = a handshake
         self._closing: list[_Closing] = []
-        self._init_ts: OrderedDict[str, int] = OrderedDict()
         self._last_ts_sent = 0
         self._limiter = KeyedRateLimiter(
             T.INIT_RATE_PER_SOURCE,
@@ -151,7 +147,7 @@ class Node:
         self._out: deque[tuple[bytes, Addr]] = deque()
         self._events: deque[Event] = deque()
         self._drops: dict[str, int] = {}  # silent drops by reason (counters())
-        self._gate = InitGate(creds.public_key, random_bytes)  # MAC1, cookies, INIT limits
+        self._intake = InitIntake(creds, validate_peer, intends, random_bytes)  # INIT admission
         self._pings = PingTracker(lambda: int.from_bytes(self._random_bytes(8), "little"))
         self._upkeep = Upkeep(lambda: self._rng.uniform(0.9, 1.1))  # rtt probes, relay
         # re-offers, reconnects: protocol policy kept here, not in the I/O shell
@@ -236,7 +232,7 @@ class Node:
         binds the identity it names (e.g. new gateway routes) without waiting for the next
         rekey. A peer takes such an INIT at once however young its session is (the certificate
         differs from the session's: not a late punch INIT). A handshake that was in flight with
-        the old certificate completes, and its session is handshaken again at once (_rekey_at:
+        the old certificate completes, and its session is handshaken again at once (rekey_at:
         keys whose handshake presented a certificate other than ``creds`` are due)."""
         for p in self._peers.values():
             if p.current is not None:
@@ -377,56 +373,18 @@ class Node:
 
     def state_size(self) -> int:
         """Entries in all per-peer tables (tests assert strangers do not grow it)."""
-        return len(self._peers) + len(self._indices) + len(self._closing) + len(self._init_ts)
+        return len(self._peers) + len(self._indices) + len(self._closing) + len(self._intake)
 
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
         times: list[float] = []
         for p in self._peers.values():
-            times.extend(self._deadlines(p))
+            times.extend(peer_deadlines(p, self.creds.cert_der))  # enclave.proto.deadlines
         times.extend(c.next_send for c in self._closing)
         upkeep = self._upkeep.deadline()
         if upkeep is not None:
             times.append(upkeep)
         return min(times) if times else None
-
-    def _deadlines(self, p: _Peer) -> list[float]:
-        out: list[float] = []
-        if p.out_next is not None:
-            out.append(p.out_next)
-        if p.paths is not None:
-            d = p.paths.next_deadline()
-            if d is not None:
-                out.append(d)
-        if p.inbound is not None:
-            out.append(p.in_deadline)
-        if p.pending is not None and p.pending.confirm_next is not None:
-            out.append(p.pending.confirm_next)
-            out.append(p.pending.created + T.REJECT_AFTER_TIME)
-        if p.previous is not None:
-            out.append(p.previous_until)
-        ks = p.current
-        if ks is not None:
-            out.append(ks.created + T.REJECT_AFTER_TIME)
-            if p.outbound is None and p.inbound is None and p.pending is None:
-                out.append(self._rekey_at(ks))
-            out.append(p.last_tx + p.keepalive_after)
-            out.append(p.last_rx + T.DEAD_PEER_TIMEOUT)
-            out.extend(t for t in (p.watch.deadline(p.path_rx, p.last_tx),) if t is not None)
-            if self._pinging(p):
-                out.append(max(p.last_ping + T.PING_INTERVAL, p.last_rx + T.DEAD_PEER_PING_AFTER))
-            else:
-                out.append(p.last_rx + T.DEAD_PEER_PING_AFTER)
-        return out
-
-    def _pinging(self, p: _Peer) -> bool:
-        return p.last_ping > p.last_rx
-
-    def _rekey_at(self, ks: Keyset) -> float:
-        if ks.our_cert != self.creds.cert_der:
-            return ks.created  # made with a certificate of ours since renewed: due now
-        lag = 0.0 if ks.initiator else T.REKEY_RESPONDER_LAG
-        return ks.created + T.REKEY_AFTER_TIME + lag
 
     def handle_timer(self, now: float) -> None:
         for c in list(self._closing):
@@ -506,7 +464,7 @@ class Node:
             return
         # rekey
         if p.outbound is None and p.inbound is None and p.pending is None:
-            if now >= self._rekey_at(cur) or cur.sent >= T.REKEY_AFTER_MESSAGES:
+            if now >= rekey_at(cur, self.creds.cert_der) or cur.sent >= T.REKEY_AFTER_MESSAGES:
                 self._start_handshake(p, now, send=True)
         # dead peer detection
         if now >= p.last_rx + T.DEAD_PEER_TIMEOUT:
@@ -549,24 +507,16 @@ class Node:
             self._drop("unknown_type")
 
     def _on_init_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        """Admission (enclave.proto.admission) before any work: MAC1 first, then the cached
-        answer to a repeated INIT, then load (cookies) and rate limits."""
-        if not self._gate.check_mac1(data):
-            self._drop("init_bad_mac1")
-            return
-        p0 = self._peers_by_inbound_raw(data[:-INIT_MACS_SIZE])
-        if p0 is not None:  # the same INIT again (punching on several paths, lost RESPONSE)
-            if p0.inbound is not None and p0.in_resends < T.MAX_RESPONSE_RESENDS:
-                p0.in_resends += 1
-                self._send(p0.inbound.response_bytes, addr)
-            return
-        verdict = self._gate.admit(data, addr, now)
-        if verdict.reply is not None:
-            self._send(verdict.reply, addr)
-        if verdict.drop is not None:
-            self._drop(verdict.drop)
-        if verdict.admit:
-            self._on_init(data, addr, now)
+        """enclave.proto.init_intake before any work on the peer table: MAC1, the cached
+        RESPONSE to a repeated INIT (only at a plausible source), cookies, rate limits,
+        certificate, intent, signature, replay."""
+        got = self._intake.receive(data, addr, now, self._peers.values())
+        if got.reply is not None:
+            self._send(got.reply, addr)
+        if got.drop is not None:
+            self._drop(got.drop)
+        if got.init is not None:
+            self._on_init(got.init, addr, now)
 
     def _on_cookie_reply(self, data: bytes, addr: Addr, now: float) -> None:
         """The responder is under load: keep its cookie for `addr` and send the INIT again
@@ -590,16 +540,9 @@ class Node:
         if entry[0].cookies.store(addr, got[1], now):
             self._send(hs.message(got[1]), addr)
 
-    def _on_init(self, data: bytes, addr: Addr, now: float) -> None:
-        v = validate_init(data, self._validate_peer, self._intends)
-        if v is None or v.peer.name == self.name:
-            self._drop("init_invalid")
-            return
+    def _on_init(self, v: ValidatedInit, addr: Addr, now: float) -> None:
+        """A new INIT that passed the intake: answer it unless the rules below say not."""
         name = v.peer.name
-        last = self._init_ts.get(name)
-        if last is not None and v.init.timestamp <= last:
-            self._drop("init_replayed")
-            return  # replayed or stale INIT
         p = self._peers.get(name)
         if p is not None:
             if (p.current is not None and now < p.established_at + T.MIN_REHANDSHAKE_INTERVAL
@@ -615,10 +558,7 @@ class Node:
                         self._send_init(p, addr, now)
                     return
                 self._abort_outbound(p)
-        self._init_ts[name] = v.init.timestamp
-        self._init_ts.move_to_end(name)
-        while len(self._init_ts) > T.INIT_TIMESTAMP_TABLE:
-            self._init_ts.popitem(last=False)
+        self._intake.accept(v)
         if p is None:
             p = self._peers[name] = _Peer(name)
         if p.inbound is not None:
@@ -632,12 +572,6 @@ class Node:
         p.in_deadline = now + T.HANDSHAKE_TIMEOUT
         p.in_resends = 0
         self._send(p.inbound.response_bytes, addr)
-
-    def _peers_by_inbound_raw(self, data: bytes) -> _Peer | None:
-        for p in self._peers.values():
-            if p.inbound is not None and p.inbound.validated.raw == data:
-                return p
-        return None
 
     def _on_response(self, data: bytes, addr: Addr, now: float) -> None:
         if len(data) < RESPONSE_FIXED_SIZE:

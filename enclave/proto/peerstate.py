@@ -54,7 +54,7 @@ class PeerState:
         self.out_next: float | None = None
         # incoming handshake (after its INIT was validated)
         self.inbound: ResponderHandshake | None = None
-        self.in_addr: Addr | None = None
+        self.in_addr: Addr | None = None  # where the answered INIT came from
         self.in_deadline = 0.0
         self.in_resends = 0
         # keysets
