@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -58,6 +59,12 @@ class Admission:
     in_flight: int = 0
     refused: int = 0
     rejections: RejectionLog = field(default_factory=lambda: RejectionLog(log))
+    # called whenever a request leaves (accept_queue.py accepts new connections only while
+    # there is room here: a TLS handshake that would end in 503 is not begun)
+    on_room: list[Callable[[], None]] = field(default_factory=list)
+
+    def has_room(self) -> bool:
+        return self.in_flight < self.limit
 
     def try_enter(self) -> bool:
         if self.in_flight >= self.limit:
@@ -68,6 +75,8 @@ class Admission:
 
     def leave(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+        for wake in self.on_room:
+            wake()
 
     def busy_response(self, request: web.Request) -> web.Response:
         """The refusal: 503, Retry-After, a JSON error; one log line within a budget."""

@@ -1,6 +1,8 @@
 """The platform's front door: bounded connections on its TCP listeners (HTTPS API, TCP reflector).
 
-    stranger --TCP--> GuardedSocket.accept()  -- over a cap: closed at once, one bounded log line
+    stranger --TCP--> kernel backlog -- QueueingSite (accept_queue.py) accepts only while the
+                          |             caps in total have room (the TCP reflector: closes)
+                      GuardedSocket.accept()  -- over a cap: closed at once, one bounded log line
                           | admitted (ConnectionLimits counts it until its socket closes)
                           v
                       TLS handshake (at most IDLE_TIMEOUT) -> HTTP keep-alive (IDLE_TIMEOUT idle)
@@ -14,9 +16,11 @@ Caps (ConnectionLimits, no I/O): connections in total (below the process's file 
 serve raises to its hard limit), unauthenticated connections in total, and unauthenticated
 connections per source address (an IPv6 source counts per /64). An unauthenticated connection
 is closed after UNAUTH_LIFETIMES idle timeouts (60 s by default) whatever it does (slow headers,
-a WebSocket that never says hello). Refusals at this level are closed connections: no TLS has
-been spent on them, so there is no HTTP status to give; refusals after it (bad JSON, too deep,
-too large, bad token) are HTTP statuses from the routes.
+a WebSocket that never says hello). On the API listener a full node does not accept at all (the
+connection waits in the backlog: accept_queue.py); the per-address cap, and every cap on the TCP
+reflector, refuse by closing the connection: no TLS has been spent on it, so there is no HTTP
+status to give; refusals after it (bad JSON, too deep, too large, bad token) are HTTP statuses
+from the routes.
 
 Settings (environment of `enclave platform serve`):
     ENCLAVE_PLATFORM_IDLE_TIMEOUT     seconds for a TLS handshake and for an idle keep-alive
@@ -36,7 +40,6 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -101,6 +104,9 @@ class ConnectionLimits:
     auth: set[int] = field(default_factory=set)
     per_address: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # reason -> how many
+    # called whenever a counted connection leaves the unauthenticated caps (accept_queue.py
+    # waits for room instead of accepting connections only to close them)
+    on_room: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, max_total: int) -> ConnectionLimits:
@@ -111,6 +117,10 @@ class ConnectionLimits:
     @property
     def total(self) -> int:
         return len(self.unauth) + len(self.auth)
+
+    def has_room(self) -> bool:
+        """A new connection would pass the caps in total (the per-address one aside)."""
+        return self.total < self.max_total and len(self.unauth) < self.max_unauth
 
     def admit(self, fd: int, host: str) -> str | None:
         """Count connection ``fd`` from ``host``; None, or why it is refused (not counted)."""
@@ -135,6 +145,7 @@ class ConnectionLimits:
             return False
         self._uncount(key)
         self.auth.add(fd)
+        self._room()
         return True
 
     def is_authenticated(self, fd: int) -> bool:
@@ -144,7 +155,14 @@ class ConnectionLimits:
         key = self.unauth.pop(fd, None)
         if key is not None:
             self._uncount(key)
+        elif fd not in self.auth:
+            return
         self.auth.discard(fd)
+        self._room()
+
+    def _room(self) -> None:
+        for wake in self.on_room:
+            wake()
 
     def _uncount(self, key: str) -> None:
         self.per_address[key] -= 1
@@ -229,25 +247,6 @@ def transport_fd(transport: asyncio.BaseTransport | None) -> int:
     """The socket fd under a (TLS) transport, -1 if none."""
     sock = None if transport is None else transport.get_extra_info("socket")
     return -1 if sock is None else int(sock.fileno())
-
-
-class HandshakeTimeoutSite(web.SockSite):
-    """aiohttp's SockSite with a bound on the TLS handshake (asyncio's default is 60 s)."""
-
-    __slots__ = ("_handshake_timeout",)
-
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *,
-                 ssl_context: SSLContext, handshake_timeout: float) -> None:
-        super().__init__(runner, sock, ssl_context=ssl_context, backlog=BACKLOG)
-        self._handshake_timeout = handshake_timeout
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
-            ssl_handshake_timeout=self._handshake_timeout)
 
 
 def idle_timeout() -> float:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from enclave.cert.files import atomic_write
 from enclave.platform import relay, routes_admin, routes_control, routes_enrol, routes_pki
+from enclave.platform.accept_queue import QueueingSite
 from enclave.platform.admission import (
     ADMISSION,
     Admission,
@@ -41,7 +42,6 @@ from enclave.platform.frontdoor import (
     FRONT_DOOR,
     UNAUTH_LIFETIMES,
     ConnectionLimits,
-    HandshakeTimeoutSite,
     guarded_listener,
     idle_timeout,
     raise_file_limit,
@@ -129,8 +129,9 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
     except BaseException:
         await runner.cleanup()
         raise
-    site = HandshakeTimeoutSite(runner, sock, ssl_context=tls_context(platform),
-                                handshake_timeout=timeout)
+    admission = app[ADMISSION]
+    site = QueueingSite(runner, sock, ssl_context=tls_context(platform),
+                        handshake_timeout=timeout, gates=(admission,))
     await site.start()
     extra = os.environ.get(RELAY_TLS_ENV, "").strip()
     if extra:  # the relay over TLS (and the API) on a second port, e.g. 443
@@ -141,8 +142,8 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
             raise ValueError(f"{RELAY_TLS_ENV}={extra!r} is not HOST:PORT") from None
         rsock = guarded_listener(rhost or "0.0.0.0", rport, limits, "relay-tls",
                                  lifetime=UNAUTH_LIFETIMES * timeout)
-        await HandshakeTimeoutSite(runner, rsock, ssl_context=tls_context(platform),
-                                   handshake_timeout=timeout).start()
+        await QueueingSite(runner, rsock, ssl_context=tls_context(platform),
+                           handshake_timeout=timeout, gates=(admission,)).start()
         log.info("relay over TLS also on https://%s%s", extra, RELAY_WS_PATH)
     listen = metrics or os.environ.get(METRICS_ENV)
     exporter = await serve_metrics(platform, app, listen) if listen else None

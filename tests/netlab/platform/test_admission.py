@@ -1,10 +1,10 @@
 """Admission control against a real `enclave platform serve` on loopback, started with
 ENCLAVE_PLATFORM_MAX_IN_FLIGHT=1: while one agent request is in flight (a control channel that
-has its challenge and has not answered it), the node refuses the next at once with 503, a
-Retry-After header and a JSON error (intents, enrolment, another control channel), changes
-nothing, and logs the refusals within a budget; the agent's ControlClient refused so waits for
-the Retry-After and is welcomed once the node has room. Established sessions and the admin API
-are never refused.
+has its challenge and has not answered it), a request on an open connection is refused at once
+with 503, a Retry-After header and a JSON error (intents, enrolment), changes nothing, and the
+refusals are logged within a budget; a new connection (a client, the agent's ControlClient) is
+not accepted until the node has room (accept_queue.py), and is served then. Established
+sessions are never refused.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from enclave.agent.state import StateDir
-from enclave.cert.enrolment import PATH_ENROL
+from enclave.cert.enrolment import PATH_CA, PATH_ENROL
 from enclave.discovery.channel import CONTROL_PATH, INTENTS_PATH
 from enclave.platform.admission import BUSY, RETRY_AFTER
 from enclave.policy.intent import IntentStatement, encode_signed
@@ -36,9 +36,12 @@ def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield p
 
 
+TLS = unverified_client_context()  # one context: a keep-alive connection is reused only for it
+
+
 async def _post(http: aiohttp.ClientSession, url: str, body: object
                 ) -> tuple[int, dict[str, str], Any]:
-    async with http.post(url, json=body, ssl=unverified_client_context()) as resp:
+    async with http.post(url, json=body, ssl=TLS) as resp:
         text = await resp.text()
         return resp.status, dict(resp.headers), json.loads(text) if text else None
 
@@ -50,41 +53,50 @@ def test_busy_node_answers_503_with_retry_after(plat: Platform, tmp_path: Path) 
     control = plat.url.replace("https://", "wss://") + CONTROL_PATH
 
     async def scenario() -> None:
-        async with aiohttp.ClientSession() as http:
-            # one request in flight: a control channel waiting for our hello
-            hold = await http.ws_connect(control, ssl=unverified_client_context())
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as holder:
+            # a keep-alive connection opened while the node has room (a GET is not admitted)
+            async with http.get(plat.url + PATH_CA, ssl=TLS) as got:
+                assert got.status == 200
+                await got.read()
+            # one request in flight: a control channel waiting for our hello (on a connection
+            # of its own: the first one stays idle in its pool)
+            hold = await holder.ws_connect(control, ssl=unverified_client_context())
             challenge = await hold.receive_json(timeout=10)
             assert challenge["type"] == "challenge"
+            # requests on the open connection: refused at once with 503
             signed = encode_signed(IntentStatement.new("add", xname, yname, 0), key)
             status, headers, body = await _post(http, plat.url + INTENTS_PATH, signed)
             assert status == 503 and headers["Retry-After"] == str(RETRY_AFTER)
             assert body == {"error": BUSY, "retry_after": RETRY_AFTER}
             status, headers, body = await _post(http, plat.url + PATH_ENROL, {"x": 1})
             assert status == 503 and "Retry-After" in headers
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(control, ssl=unverified_client_context())
-            assert refused.value.status == 503
-            assert refused.value.headers is not None
-            assert refused.value.headers["Retry-After"] == str(RETRY_AFTER)
 
-            # the agent's own client is refused too, and waits; it gets in once there is room
+            # a new connection is not accepted while the node is full (it waits in the listen
+            # backlog; no TLS handshake is spent on a 503), nor is the agent's own client
             hx = Recorder()
             cx = client(x, hx)
             task = asyncio.create_task(cx.run())
-            try:
-                await until(lambda: cx.last_error is not None and "busy" in cx.last_error,
-                            what="x refused as busy")
-                assert hx.welcomes == 0
-                await hold.close()
-                await until(lambda: hx.welcomes == 1, timeout=30, what="x welcomed")
-                # an established session is not counted: the node has room for a request
-                signed = encode_signed(IntentStatement.new("add", xname, yname,
-                                                           int(time.time())), key)
-                status, _headers, body = await _post(http, plat.url + INTENTS_PATH, signed)
-                assert status == 200, body
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            async with aiohttp.ClientSession() as fresh:
+                waiting = asyncio.create_task(fresh.get(plat.url + PATH_CA,
+                                                        ssl=unverified_client_context()))
+                try:
+                    await asyncio.sleep(2.0)
+                    assert not waiting.done() and hx.welcomes == 0
+                    await hold.close()
+                    resp = await asyncio.wait_for(waiting, 30)
+                    assert resp.status == 200
+                    resp.release()
+                    await until(lambda: hx.welcomes == 1, timeout=30, what="x welcomed")
+                    # an established session is not counted: the node has room for a request
+                    signed = encode_signed(IntentStatement.new("add", xname, yname,
+                                                               int(time.time())), key)
+                    status, _headers, body = await _post(http, plat.url + INTENTS_PATH,
+                                                         signed)
+                    assert status == 200, body
+                finally:
+                    waiting.cancel()
+                    task.cancel()
+                    await asyncio.gather(task, waiting, return_exceptions=True)
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
     # nothing the refused requests asked for was done: the one intent is the one admitted
