@@ -20,7 +20,11 @@ the owner keep them). A failed
 attempt moves on to the next URL; the backoff grows only once every URL has failed in a row.
 A connection that was up and is lost is retried on the next URL after a delay drawn uniformly
 from [0, FAILOVER_SPREAD] seconds (failover_delay), so the thousands of agents of a node that
-went away arrive at the others spread out, not at once.
+went away arrive at the others spread out, not at once. A URL where nobody answers (connection
+refused, host or network unreachable: the node is gone) is skipped for DOWN_HOLD seconds while
+another URL is not so marked, so an agent whose node died does not spend every other attempt
+(and a backoff step) on it. A full node leaves new connections waiting in its listen backlog
+(enclave.platform.accept_queue): waiting is no failure until the connect timeout.
     Whatever a handler raises is logged with its traceback and ends only that connection: run()
     reconnects; only cancellation stops it.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hmac
 import json
 import logging
@@ -60,6 +65,9 @@ log = logging.getLogger("enclave.agent.control")
 BACKOFF_BASE = 0.25
 BACKOFF_MAX = 10.0
 FAILOVER_SPREAD = 3.0  # seconds over which a lost connection's reconnects are spread
+DOWN_HOLD = 30.0  # seconds a URL where nobody answered is tried only when all others are too
+NOBODY_THERE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EHOSTDOWN})
 MAX_URLS = 16
 MAX_RETRY_AFTER = 60  # seconds: a longer Retry-After is capped
 CLOSE_TIMEOUT = 2.0  # seconds a close waits for the platform's close frame
@@ -164,6 +172,7 @@ class ControlClient:
         if not self._targets:
             raise ValueError(f"no usable platform URL in {self.urls!r}")
         self._next = 0
+        self._down: dict[str, float] = {}  # target -> loop time until which it is skipped
         self.on_urls = on_urls
         self.ws_url = self._targets[0]
         self.host = urlsplit(self.ws_url).hostname or ""
@@ -196,9 +205,22 @@ class ControlClient:
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await ws.send_json(msg)
 
-    def _advance(self) -> None:
-        """Aim the next attempt at the next URL of the list."""
-        self._next = (self._next + 1) % len(self._targets)
+    def _advance(self, now: float) -> None:
+        """Aim the next attempt at the next URL of the list that is not marked down (the next
+        one when all are)."""
+        n = len(self._targets)
+        for step in range(1, n + 1):
+            i = (self._next + step) % n
+            if self._down.get(self._targets[i], 0.0) <= now:
+                self._next = i
+                return
+        self._next = (self._next + 1) % n
+
+    def _note_down(self, exc: BaseException, now: float) -> None:
+        """Mark the current URL down when nobody answered there (see DOWN_HOLD)."""
+        os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else None
+        if os_error is not None and os_error.errno in NOBODY_THERE:
+            self._down[self.ws_url] = now + DOWN_HOLD
 
     def _learn_urls(self, welcome: dict[str, Any]) -> None:
         """The welcome's "urls" replace the list (the live one kept in it)."""
@@ -223,6 +245,7 @@ class ControlClient:
     async def run(self) -> None:
         failures = 0  # attempts in a row that did not reach a welcome
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
+        loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:
                 self.ws_url = self._targets[self._next]
@@ -242,6 +265,7 @@ class ControlClient:
                     log.info("control channel refused: %s", self.last_error)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._note_down(exc, loop.time())
                     log.info("control channel unavailable: %s", self.last_error)
                 except Exception as exc:  # a handler's bug: log it, reconnect
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -254,7 +278,9 @@ class ControlClient:
                         self.state = "disconnected"
                     if was_connected:
                         self._disconnected()
-                self._advance()
+                if self.connects != welcomed:
+                    self._down.pop(self.ws_url, None)
+                self._advance(loop.time())
                 if self.connects != welcomed:  # was up: a node went away, or it closed us
                     failures = 0
                     delay = failover_delay()
