@@ -69,6 +69,9 @@ DOWN_HOLD = 30.0  # seconds a URL where nobody answered is tried only when all o
 NOBODY_THERE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                           errno.EHOSTDOWN})
 MAX_URLS = 16
+# seconds for TCP and TLS: a full node leaves a connection in its backlog until it has room, and
+# a node taking over thousands of agents has a queue of seconds
+CONNECT_TIMEOUT = 10.0
 MAX_RETRY_AFTER = 60  # seconds: a longer Retry-After is capped
 CLOSE_TIMEOUT = 2.0  # seconds a close waits for the platform's close frame
 
@@ -244,7 +247,8 @@ class ControlClient:
 
     async def run(self) -> None:
         failures = 0  # attempts in a row that did not reach a welcome
-        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5)
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
+                                        sock_connect=CONNECT_TIMEOUT)
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:

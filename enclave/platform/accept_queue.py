@@ -17,7 +17,9 @@ handshake) turns each refusal into a retry after a backoff: the node's (and, on 
 agents') CPU goes to refusals and the welcomes slow to a trickle (enclave bench platform:
 27,000 refused connections for 5,000 agents, 50 welcomes a second against 300 at the start).
 Waiting in the backlog costs nothing, keeps arrival order, and the node works at full speed;
-an agent that waits longer than its connect timeout tries again (its other nodes first).
+an agent that waits longer than its connect timeout tries again (its other nodes first), and
+the connection it left behind is closed unanswered when its turn comes (abandoned(): its FIN
+is there already), so no TLS handshake is spent on a client that has gone.
 
 The gates call back (their ``on_room`` lists) whenever a connection or request leaves them; the
 loop then looks again. Only public asyncio calls are used (sock_accept, connect_accepted_socket).
@@ -40,6 +42,17 @@ from enclave.platform.frontdoor import BACKLOG, GuardedSocket
 
 log = logging.getLogger("enclave.platform.frontdoor")
 ACCEPT_RETRY = 1.0  # seconds before accepting again after an error such as EMFILE
+TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
+
+
+def abandoned(conn: socket.socket) -> bool:
+    """The client gave up while its connection waited in the backlog (its FIN or RST has come:
+    the socket is no longer ESTABLISHED): no TLS handshake is worth doing for it."""
+    try:
+        info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except OSError:
+        return True
+    return info[0] != TCP_ESTABLISHED
 
 
 class Gate(Protocol):
@@ -63,6 +76,7 @@ class QueueingSite(web.BaseSite):
         "_name",
         "_room",
         "_sock",
+        "abandoned",
     )
 
     def __init__(self, runner: web.BaseRunner, sock: GuardedSocket, *, ssl_context: SSLContext,
@@ -75,6 +89,7 @@ class QueueingSite(web.BaseSite):
         self._loop_task: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self._errors = RejectionLog(log)
+        self.abandoned = 0  # connections whose client gave up waiting (closed unanswered)
         host, port = sock.getsockname()[:2]
         self._name = f"https://{host}:{port}"
 
@@ -113,6 +128,10 @@ class QueueingSite(web.BaseSite):
             except OSError as exc:  # out of file descriptors, or the like: try again soon
                 self._errors.note("accept", "%s: accept failed: %s", self._name, exc)
                 await asyncio.sleep(ACCEPT_RETRY)
+                continue
+            if abandoned(conn):
+                self.abandoned += 1
+                conn.close()
                 continue
             task = loop.create_task(self._handshake(conn))
             self._handshakes.add(task)

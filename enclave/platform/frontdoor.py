@@ -56,7 +56,7 @@ MAX_UNAUTH = 1024
 MAX_PER_ADDRESS = 32
 UNAUTH_LIFETIMES = 4  # idle timeouts an unauthenticated connection may stay open at all
 FD_RESERVE = 256  # file descriptors kept for the database, relay, reflector and logs
-BACKLOG = 512
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 by default)
 
 
 def _env_number(name: str, default: float, minimum: float) -> float:
