@@ -71,7 +71,7 @@ NOBODY_THERE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNRE
 MAX_URLS = 16
 # seconds for TCP and TLS: a full node leaves a connection in its backlog until it has room, and
 # a node taking over thousands of agents has a queue of seconds
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 20.0
 MAX_RETRY_AFTER = 60  # seconds: a longer Retry-After is capped
 CLOSE_TIMEOUT = 2.0  # seconds a close waits for the platform's close frame
 

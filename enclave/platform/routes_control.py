@@ -203,7 +203,7 @@ async def notify_hub(request: web.Request, handler: Handler) -> web.StreamRespon
 async def control(request: web.Request) -> web.StreamResponse:
     """GET /v1/control: admitted (admission.py) until its welcome, then the session."""
     admission = request.app.get(ADMISSION)
-    if admission is not None and not admission.try_enter():
+    if admission is not None and not await admission.enter():
         return admission.busy_response(request)
     try:
         ws, session = await _welcome(request)

@@ -3,6 +3,7 @@ its limit, and the jittered wait after a 503 with Retry-After."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -20,6 +21,42 @@ def test_admission_counts_up_to_its_limit() -> None:
     for _ in range(5):
         a.leave()
     assert a.in_flight == 0  # never below zero
+
+
+def test_a_waiting_request_gets_the_next_place_in_arrival_order() -> None:
+    async def scenario() -> None:
+        a = Admission(limit=1)
+        assert await a.enter() and not a.has_room()
+        first = asyncio.create_task(a.enter(wait=30))
+        second = asyncio.create_task(a.enter(wait=30))
+        await asyncio.sleep(0)
+        assert not first.done() and not second.done()
+        a.leave()  # the place goes to the first waiting request, not back to the pool
+        assert await first and a.in_flight == 1 and not second.done()
+        a.leave()
+        assert await second and a.in_flight == 1
+        a.leave()
+        assert a.in_flight == 0 and a.has_room() and a.refused == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_waits_in_vain_is_refused() -> None:
+    async def scenario() -> None:
+        a = Admission(limit=1)
+        woken: list[int] = []
+        a.on_room.append(lambda: woken.append(1))
+        assert await a.enter()
+        assert not await a.enter(wait=0.05)
+        assert a.refused == 1 and a.in_flight == 1 and not a.has_room()
+        gone = asyncio.create_task(a.enter(wait=30))
+        await asyncio.sleep(0)
+        gone.cancel()  # its client went away while it waited
+        await asyncio.gather(gone, return_exceptions=True)
+        a.leave()  # nobody left waiting: the place is free, and the front door is told
+        assert a.in_flight == 0 and a.has_room() and woken == [1]
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("raw, want", [("", MAX_IN_FLIGHT), ("8", 8), ("0", 1),
