@@ -18,6 +18,14 @@ decoders); each attempt is bounded by RETRANSMIT_S, and an ICMP port unreachable
 once. UPnP-IGD uses miniupnpc (the MiniUPnP project's client library, whose daemon is the lab's
 router) in a worker thread, bounded by UPNP_TIMEOUT_S. The default gateway is read from
 /proc/net/route (IPv4).
+
+Anyone on the LAN can answer SSDP, naming any host as the IGD. So, as Tailscale's portmapper
+does, the IGD miniupnpc selected is used only when the control URL it selected (the one URL
+every request we then send goes to: GetExternalIPAddress, AddPortMapping, DeletePortMapping)
+is plain http:// to the default gateway's IPv4 address (gateway_url); anything else is one
+rate-limited log line (logsafe.RejectionLog) and counts as no IGD. miniupnpc itself, while
+selecting, still fetches the description of every device that answered and asks it for its
+status and external address; the Python binding offers no way to filter answers before that.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import miniupnpc
 
@@ -42,6 +52,7 @@ from enclave.discovery.candidates import (
     PathAddr,
     Transport,
 )
+from enclave.logsafe import RejectionLog, shown
 
 log = logging.getLogger("enclave.agent.portmap")
 RETRY_S = 60.0  # first wait after no router granted a mapping; doubles up to RETRY_MAX_S
@@ -155,26 +166,49 @@ async def exchange(gateway: str, build: Callable[[str], bytes],
         transport.close()
 
 
-class UpnpIgd:
-    """One UPnP-IGD found by SSDP (miniupnpc); every method blocks: call it in a thread."""
+def gateway_url(url: str, gateway: str) -> bool:
+    """Whether `url` is plain http:// to `gateway` (an IPv4 address, optional port) and nothing
+    a URL parser could read differently (no user part, no odd characters)."""
+    if not url.isascii() or not url.isprintable() or any(c in url for c in " \\@"):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in range
+        host = ipaddress.IPv4Address(parts.hostname or "")
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        return False
+    netloc = str(host) if port is None else f"{host}:{port}"
+    return parts.scheme == "http" and host == gw and parts.netloc == netloc
 
-    def __init__(self) -> None:
+
+class UpnpIgd:
+    """One UPnP-IGD found by SSDP (miniupnpc), used only when it is the default gateway (see
+    the module docstring); every method blocks: call it in a thread."""
+
+    def __init__(self, rejections: RejectionLog) -> None:
         self.upnp = miniupnpc.UPnP()
         self.upnp.discoverdelay = UPNP_DISCOVER_MS
-        self.selected = False
+        self.rejections = rejections
+        self.control_url: str | None = None  # as selected by miniupnpc
 
-    def add(self, port: int, lifetime: int) -> tuple[str, int] | None:
+    def add(self, port: int, lifetime: int, gateway: str) -> tuple[str, int] | None:
         """Map UDP `port` (same number outside) to this host; (external IP, port) or None."""
-        if not self.selected:
+        if self.control_url is None:
             try:
                 found = self.upnp.discover()
-                self.upnp.selectigd()
+                url = str(self.upnp.selectigd())
             except Exception:  # miniupnpc: "Success" when nothing answered, or "No UPnP device"
-                found = 0
+                found, url = 0, ""
             if not found:
                 log.debug("portmap: upnp: no internet gateway device answered")
                 return None
-            self.selected = True
+            self.control_url = url
+        if not gateway_url(self.control_url, gateway):
+            self.rejections.note(("upnp", urlsplit(self.control_url).netloc[:64]),
+                                 "portmap: upnp: ignoring IGD %s: not the gateway %s",
+                                 shown(self.control_url, 80), gateway)
+            return None
         try:
             external = str(self.upnp.externalipaddress())
             ok = self.upnp.addportmapping(port, "UDP", self.upnp.lanaddr, port, DESCRIPTION,
@@ -184,7 +218,9 @@ class UpnpIgd:
             return None
         return (external, port) if ok else None
 
-    def delete(self, port: int) -> bool:
+    def delete(self, port: int, gateway: str) -> bool:
+        if self.control_url is None or not gateway_url(self.control_url, gateway):
+            return False
         try:
             return bool(self.upnp.deleteportmapping(port, "UDP"))
         except Exception as exc:
@@ -212,6 +248,7 @@ class PortMapper:
         self._nonce = secrets.token_bytes(pw.PCP_NONCE_SIZE)  # names our PCP mapping
         self._natpmp_ip: str | None = None
         self._igd: UpnpIgd | None = None
+        self._rejections = RejectionLog(log)  # UPnP devices that are not the gateway
 
     # -- what the agent reads --------------------------------------------------------------------
 
@@ -294,7 +331,7 @@ class PortMapper:
             return await self._pcp(gateway, lifetime, old)
         if method is Method.NATPMP:
             return await self._natpmp(gateway, lifetime)
-        return await self._upnp(lifetime, old)
+        return await self._upnp(gateway, lifetime, old)
 
     def _granted(self, method: Method, got: pw.Reply | None, lifetime: int
                  ) -> PortMapping | None:
@@ -341,16 +378,17 @@ class PortMapper:
             gateway, lambda _own: pw.encode_natpmp_map(self.port, lifetime), decode)
         return self._granted(Method.NATPMP, got, lifetime)
 
-    async def _upnp(self, lifetime: int, old: PortMapping | None) -> PortMapping | None:
+    async def _upnp(self, gateway: str, lifetime: int, old: PortMapping | None
+                    ) -> PortMapping | None:
         if lifetime == 0:
             igd = self._igd
             if igd is not None and old is not None:
-                await _bounded(asyncio.to_thread(igd.delete, old.external_port))
+                await _bounded(asyncio.to_thread(igd.delete, old.external_port, gateway))
             return None
         if self._igd is None:
-            self._igd = UpnpIgd()
+            self._igd = UpnpIgd(self._rejections)
         igd = self._igd
-        got = await _bounded(asyncio.to_thread(igd.add, self.port, lifetime))
+        got = await _bounded(asyncio.to_thread(igd.add, self.port, lifetime, gateway))
         if got is None:
             self._igd = None  # discover afresh next time
             return None
