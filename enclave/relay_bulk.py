@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from enclave import _fastpath as fp
-from enclave.proto.relay_batch import FRAME_PREFIX
+from enclave.proto.relay_batch import FRAME_PREFIX, frame_spans
 from enclave.proto.wire import MAX_DATA_OVERHEAD, MSG_DATA
 
 BULK_MIN = fp.AQM_SPARSE_FRAME + MAX_DATA_OVERHEAD + 1  # a datagram this long is bulk
@@ -31,22 +31,25 @@ def drop_bulk(batch: bytes | memoryview, drop: Callable[[], bool]
               ) -> tuple[list[memoryview], int, int]:
     """Walk a well-framed batch; every bulk datagram for which drop() says True is left out.
     Returns (the kept frames, prefixes included, as views into `batch`; how many kept that
-    are not bulk; how many dropped).  A truncated tail is left out too."""
+    are not bulk; how many dropped).  A truncated tail is left out too; a zero length inside
+    is kept (as a frame that is not bulk)."""
     kept: list[memoryview] = []
     small = dropped = 0
     view = memoryview(batch)
-    off, n = 0, len(view)
-    while off + FRAME_PREFIX < n:
-        end = off + FRAME_PREFIX + int.from_bytes(view[off:off + FRAME_PREFIX], "big")
-        if end > n:
-            break
-        msg = view[off + FRAME_PREFIX:end]
-        if not is_bulk(msg):
+    for start, stop in frame_spans(view):
+        if not is_bulk(view[start:stop]):
             small += 1
         elif drop():
             dropped += 1
-            off = end
             continue
-        kept.append(view[off:end])
-        off = end
+        kept.append(view[start - FRAME_PREFIX:stop])
     return kept, small, dropped
+
+
+def codel_drop_bulk(batch: bytes | memoryview, codel: fp.CoDel, sojourn_ns: int, now_ns: int
+                    ) -> tuple[list[memoryview], int, int]:
+    """drop_bulk with CoDel deciding: each bulk datagram is one packet leaving a queue in
+    which it stood sojourn_ns (codel.step, RFC 8289), at now_ns.  The agent's send queue
+    (enclave.agent.relay_tls_aqm) and the platform's relay for a receiver whose queue stands
+    (enclave.platform.relay_ws) both drop this way."""
+    return drop_bulk(batch, lambda: codel.step(sojourn_ns, now_ns))

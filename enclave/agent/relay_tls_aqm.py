@@ -19,7 +19,7 @@ above the target.
 from __future__ import annotations
 
 from enclave import _fastpath as fp
-from enclave.relay_bulk import drop_bulk
+from enclave.relay_bulk import codel_drop_bulk
 
 TARGET_NS = 5_000_000  # 5 ms: sojourn above this for INTERVAL_NS starts dropping
 INTERVAL_NS = 100_000_000
@@ -47,8 +47,7 @@ class SendAqm:
         if sojourn_ns < self._target and not self._codel.dropping:
             self._codel.step(sojourn_ns, now_ns)  # below target: resets the episode
             return batch, count
-        codel = self._codel
-        kept, small, dropped = drop_bulk(batch, lambda: codel.step(sojourn_ns, now_ns))
+        kept, small, dropped = codel_drop_bulk(batch, self._codel, sojourn_ns, now_ns)
         self.kept_small += small
         if not dropped:
             return batch, count

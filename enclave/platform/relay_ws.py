@@ -61,7 +61,7 @@ from enclave.proto.wire import (
     unpack_relay_header,
 )
 from enclave.proto.wsframe import CLOSE_GOING_AWAY, OP_BINARY
-from enclave.relay_bulk import drop_bulk
+from enclave.relay_bulk import codel_drop_bulk
 from enclave.wslink import HIGH_WATER, WsLink
 
 log = logging.getLogger("enclave.platform.relay_ws")
@@ -254,8 +254,7 @@ async def serve_ws(relay: RelayWs, request: web.Request,
         parts: Sequence[bytes | memoryview] = (body,)
         if dst.link.paused:  # its queue stands: CoDel on bulk, the rest goes
             now = time.monotonic_ns()
-            sojourn, codel = now - dst.link.paused_ns, dst.codel
-            kept, _small, dropped = drop_bulk(body, lambda: codel.step(sojourn, now))
+            kept, _small, dropped = codel_drop_bulk(body, dst.codel, now - dst.link.paused_ns, now)
             if dropped:
                 relay.dropped_bulk += dropped
                 if not kept:

@@ -14,13 +14,16 @@ The header is the UDP relay's (enclave.proto.wire, RELAY_HEADER_SIZE bytes).  Th
 the TLS connection is return-routable.  Every datagram is an end-to-end encrypted enclave message
 (the same one the UDP relay carries), so the relay sees ciphertext only.  The relay swaps the
 8-byte header for the other side's channel and forwards the rest of the message as it came: it
-never walks the batch.  The receiving agent does (unpack_batch), and drops the whole message on
-the first malformed length: silence, never a partial batch.
+walks the batch only while the receiver's queue stands, to drop bulk datagrams
+(enclave.relay_bulk.drop_bulk).  The receiving agent walks it (unpack_batch), and drops the
+whole message on the first malformed length: silence, never a partial batch.  Both walk it
+with frame_spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Iterator
 
 from enclave.proto.wire import RELAY_HEADER_SIZE
 
@@ -29,7 +32,8 @@ MAX_FRAME = 0xFFFF  # a datagram in a batch (the length prefix is a u16)
 MAX_BATCH_FRAMES = 512  # datagrams in one message
 MAX_BATCH_BYTES = 1 << 20  # a DATA message's batch, prefixes included
 MAX_MESSAGE = RELAY_HEADER_SIZE + MAX_BATCH_BYTES  # the WebSocket max_msg_size of both ends
-FRAME_PREFIX = 2  # bytes of the length in front of each datagram
+_PREFIX = struct.Struct(">H")  # the length in front of each datagram: u16 big-endian
+FRAME_PREFIX = _PREFIX.size  # its bytes (2)
 _LEN = FRAME_PREFIX
 
 
@@ -49,7 +53,7 @@ def pack_batch(frames: Iterable[bytes]) -> bytes:
         total += _LEN + n
         if count > MAX_BATCH_FRAMES or total > MAX_BATCH_BYTES:
             raise BatchError("relay batch over its limits")
-        parts.append(n.to_bytes(_LEN, "big"))
+        parts.append(_PREFIX.pack(n))
         parts.append(f)
     if not count:
         raise BatchError("empty relay batch")
@@ -74,6 +78,23 @@ def split_batches(frames: list[bytes]) -> list[list[bytes]]:
     return out
 
 
+def frame_spans(view: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each datagram of the batch at view[offset:], in order, as far as the
+    framing holds: the walk ends at a tail too short for a frame (a prefix and at least one
+    byte) or at a length that overruns the view.  A zero length inside is yielded as it is
+    (start == stop) and the limits are not checked: the caller judges both, and sees where the
+    walk ended (the last stop; offset when nothing was yielded)."""
+    end = len(view)
+    off = offset
+    length = _PREFIX.unpack_from  # no slice per frame: the hot path's walk
+    while off + _LEN < end:
+        start = off + _LEN
+        off = start + length(view, off)[0]
+        if off > end:
+            return
+        yield start, off
+
+
 def unpack_batch(data: bytes | memoryview, offset: int = 0) -> list[bytes] | None:
     """The datagrams of the batch at data[offset:], or None when it is malformed (a zero or
     overrunning length, trailing bytes, empty, too many frames, too big)."""
@@ -82,14 +103,9 @@ def unpack_batch(data: bytes | memoryview, offset: int = 0) -> list[bytes] | Non
     if end - offset > MAX_BATCH_BYTES or end <= offset:
         return None
     out: list[bytes] = []
-    off = offset
-    while off < end:
-        if end - off < _LEN or len(out) >= MAX_BATCH_FRAMES:
+    stop = offset
+    for start, stop in frame_spans(view, offset):
+        if start == stop or len(out) >= MAX_BATCH_FRAMES:
             return None
-        n = int.from_bytes(view[off : off + _LEN], "big")
-        off += _LEN
-        if n == 0 or off + n > end:
-            return None
-        out.append(bytes(view[off : off + n]))
-        off += n
-    return out
+        out.append(bytes(view[start:stop]))
+    return out if stop == end else None
