@@ -189,6 +189,7 @@ class ControlClient:
         self.state = "connecting"
         self.last_error: str | None = None
         self.connects = 0
+        self.attempts = 0  # connection attempts so far (welcomed or not)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._ctx.check_hostname = False
@@ -255,6 +256,7 @@ class ControlClient:
                 self.ws_url = self._targets[self._next]
                 self.host = urlsplit(self.ws_url).hostname or ""
                 welcomed = self.connects
+                self.attempts += 1
                 busy = 0.0  # a 503 "busy" from the node: at least its Retry-After
                 try:
                     await self._session(http)

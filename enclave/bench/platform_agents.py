@@ -99,6 +99,7 @@ class Fleet:
         self.http: aiohttp.ClientSession | None = None
         self.served: list[SimAgent] = []
         self.before: dict[int, int] = {}
+        self.tries: dict[int, int] = {}  # agent -> its client's attempts when armed
         self.busy = 0  # requests a node refused with 503 + Retry-After (sent again)
         share = max(1, spec.workers)
         self.limit = max(1, CONCURRENCY // share)
@@ -233,18 +234,22 @@ class Fleet:
         self.served = [a for a in self.agents if a.client is not None
                        and host in a.client.ws_url and a.welcomed.is_set()]
         self.before = {a.index: a.client.connects for a in self.served if a.client is not None}
+        self.tries = {a.index: a.client.attempts for a in self.served if a.client is not None}
         return len(self.served)
 
     def _moved(self) -> int:
         return sum(1 for a in self.served if a.client is not None and a.welcomed.is_set()
                    and a.client.connects > self.before[a.index])
 
-    async def moved(self, killed: float, timeout: float) -> tuple[int, float]:
+    async def moved(self, killed: float, timeout: float) -> tuple[int, float, int, int]:
         """Wait until every noted agent is welcomed by another node: (how many, monotonic
-        seconds from ``killed`` to the last of them, or to giving up)."""
+        seconds from ``killed`` to the last of them, or to giving up, connection attempts they
+        made since, the most any one made)."""
         while self._moved() < len(self.served) and time.monotonic() - killed < timeout:
             await asyncio.sleep(0.05)
-        return self._moved(), time.monotonic() - killed
+        tries = [a.client.attempts - self.tries[a.index] for a in self.served
+                 if a.client is not None]
+        return (self._moved(), time.monotonic() - killed, sum(tries), max(tries, default=0))
 
 
 async def _serve(conn: Connection, spec: WorkerSpec) -> None:

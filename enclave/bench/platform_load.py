@@ -378,11 +378,15 @@ class PlatformBench:
         replies = self._all(("moved", killed, self.opts.timeout))
         done = sum(int(r[0]) for r in replies)
         took = max((float(r[1]) for r in replies), default=0.0)
+        tries, most = sum(int(r[2]) for r in replies), max(int(r[3]) for r in replies)
         self.report.stage("failover", "ok" if done == served else "failed",
                           f"{done} of {served} agents of the killed node reconnected", took)
         self._figure("reconnect_s", "setup", "all agents of a killed node reconnected", "s",
                      took if done == served else None, False,
                      f"{served} agents, SIGKILL -> welcomed by another node")
+        self._figure("reconnect_attempts", "setup", "connection attempts per agent, failover",
+                     "attempts", tries / served if served else None, False,
+                     f"at most {most} by one agent (1: welcomed at the first try)")
 
 
 def run_platform_bench(opts: PlatformBenchOptions, progress: Progress | None = None) -> Report:

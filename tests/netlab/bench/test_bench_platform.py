@@ -39,6 +39,8 @@ def test_two_nodes_on_postgresql(tmp_path: Path, postgres_cluster: PostgresClust
     assert figures["agents_connected"] == 20
     assert all(figures[k] is not None and figures[k] > 0 for k in KEYS if k != "rss_mb_per_1k")
     assert figures["intro_p50_ms"] <= figures["intro_p99_ms"]
+    # every agent of the killed node tried at least once (the attempts are counted)
+    assert figures["reconnect_attempts"] is not None and figures["reconnect_attempts"] >= 1
     assert report["meta"]["store"] == "postgresql"
 
 
