@@ -67,6 +67,7 @@ class SimAgent:
     client: ControlClient | None = None
     welcomed: asyncio.Event = field(default_factory=asyncio.Event)
     intros: dict[str, float] = field(default_factory=dict)  # peer -> monotonic time
+    latest: dict[str, float] = field(default_factory=dict)  # peer -> its newest introduction
     intro_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_connected(self, welcome: dict[str, Any]) -> None:
@@ -74,7 +75,9 @@ class SimAgent:
 
     def on_message(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == "introduce" and isinstance(msg.get("peer"), str):
-            self.intros.setdefault(str(msg["peer"]), time.monotonic())
+            now = time.monotonic()
+            self.intros.setdefault(str(msg["peer"]), now)
+            self.latest[str(msg["peer"])] = now
             self.intro_seen.set()
 
     def on_disconnected(self) -> None:
@@ -241,15 +244,37 @@ class Fleet:
         return sum(1 for a in self.served if a.client is not None and a.welcomed.is_set()
                    and a.client.connects > self.before[a.index])
 
-    async def moved(self, killed: float, timeout: float) -> tuple[int, float, int, int]:
-        """Wait until every noted agent is welcomed by another node: (how many, monotonic
-        seconds from ``killed`` to the last of them, or to giving up, connection attempts they
-        made since, the most any one made)."""
+    def _partner(self, agent: SimAgent) -> SimAgent:
+        return self.agents[(agent.index ^ 1) - self.spec.lo]  # pairs (2j, 2j+1)
+
+    def _reintroduced(self, killed: float) -> int:
+        """Pairs of the noted agents in which both sides hold an introduction sent after
+        ``killed`` (the pair's relay and candidates as the surviving node sees them)."""
+        done = 0
+        for a in self.served:
+            b = self._partner(a)
+            if a.latest.get(b.name, 0.0) > killed and b.latest.get(a.name, 0.0) > killed:
+                done += 1
+        return done
+
+    async def moved(self, killed: float, timeout: float
+                    ) -> tuple[int, float, int, int, float | None]:
+        """Wait until every noted agent is welcomed by another node, then until every pair
+        of theirs is introduced again: (how many were welcomed, monotonic seconds from
+        ``killed`` to the last of them, or to giving up, connection attempts they made since,
+        the most any one made, seconds from ``killed`` until every pair was introduced again
+        or None if not within ``timeout``)."""
         while self._moved() < len(self.served) and time.monotonic() - killed < timeout:
             await asyncio.sleep(0.05)
+        took = time.monotonic() - killed
         tries = [a.client.attempts - self.tries[a.index] for a in self.served
                  if a.client is not None]
-        return (self._moved(), time.monotonic() - killed, sum(tries), max(tries, default=0))
+        while (self._reintroduced(killed) < len(self.served)
+               and time.monotonic() - killed < timeout):
+            await asyncio.sleep(0.05)
+        again = (time.monotonic() - killed if self._reintroduced(killed) == len(self.served)
+                 else None)
+        return (self._moved(), took, sum(tries), max(tries, default=0), again)
 
 
 async def _serve(conn: Connection, spec: WorkerSpec) -> None:

@@ -17,6 +17,9 @@ Stages and figures (Report, rendered like the other benches):
                db_cpu_s_per_1k: the throwaway PostgreSQL's processes; load_cpu_s_per_1k,
                load_rss_mb: this process (the simulated agents), on the same cores
   failover     reconnect_s        node 1 killed -> every agent it served welcomed by another
+               reconnect_attempts connection attempts per such agent until its welcome
+               reintroduce_s      node 1 killed -> both sides of every pair of those agents
+                                  hold an introduction sent after the kill
 The store: --db URL; else with --nodes > 1 (or --store postgresql) a throwaway PostgreSQL
 cluster (enclave.platform.pgcluster, when its binaries are installed); else SQLite.
 """
@@ -379,6 +382,7 @@ class PlatformBench:
         done = sum(int(r[0]) for r in replies)
         took = max((float(r[1]) for r in replies), default=0.0)
         tries, most = sum(int(r[2]) for r in replies), max(int(r[3]) for r in replies)
+        again = [r[4] for r in replies]
         self.report.stage("failover", "ok" if done == served else "failed",
                           f"{done} of {served} agents of the killed node reconnected", took)
         self._figure("reconnect_s", "setup", "all agents of a killed node reconnected", "s",
@@ -387,6 +391,10 @@ class PlatformBench:
         self._figure("reconnect_attempts", "setup", "connection attempts per agent, failover",
                      "attempts", tries / served if served else None, False,
                      f"at most {most} by one agent (1: welcomed at the first try)")
+        self._figure("reintroduce_s", "setup", "their pairs introduced again", "s",
+                     max(float(a) for a in again) if None not in again else None, False,
+                     "SIGKILL -> both sides of every pair of those agents hold a new "
+                     "introduction")
 
 
 def run_platform_bench(opts: PlatformBenchOptions, progress: Progress | None = None) -> Report:

@@ -41,6 +41,9 @@ def test_two_nodes_on_postgresql(tmp_path: Path, postgres_cluster: PostgresClust
     assert figures["intro_p50_ms"] <= figures["intro_p99_ms"]
     # every agent of the killed node tried at least once (the attempts are counted)
     assert figures["reconnect_attempts"] is not None and figures["reconnect_attempts"] >= 1
+    # and their pairs were introduced again (after their welcome: later or at the same time)
+    assert figures["reintroduce_s"] is not None
+    assert figures["reintroduce_s"] >= figures["reconnect_s"]
     assert report["meta"]["store"] == "postgresql"
 
 
