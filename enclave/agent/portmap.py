@@ -2,7 +2,7 @@
 
     agent :P ---PCP MAP (RFC 6887)-------------------------> gateway:5351
              ---NAT-PMP address + map (RFC 6886)-----------> gateway:5351   if PCP got nothing
-             ---UPnP-IGD: SSDP M-SEARCH, SOAP AddPortMapping -> the IGD   if neither answered
+             ---UPnP-IGD: SSDP M-SEARCH, SOAP AddPortMapping -> gateway   if neither answered
     granted: EXT_IP:EXT_PORT -> this host :P (UDP), for `lifetime` seconds
 
 The mapped address is offered to peers as one more candidate: a PUBLIC UDP candidate whose NAT
@@ -20,12 +20,13 @@ router) in a worker thread, bounded by UPNP_TIMEOUT_S. The default gateway is re
 /proc/net/route (IPv4).
 
 Anyone on the LAN can answer SSDP, naming any host as the IGD. So, as Tailscale's portmapper
-does, the IGD miniupnpc selected is used only when the control URL it selected (the one URL
-every request we then send goes to: GetExternalIPAddress, AddPortMapping, DeletePortMapping)
-is plain http:// to the default gateway's IPv4 address (gateway_url); anything else is one
-rate-limited log line (logsafe.RejectionLog) and counts as no IGD. miniupnpc itself, while
-selecting, still fetches the description of every device that answered and asks it for its
-status and external address; the Python binding offers no way to filter answers before that.
+does, only the default gateway's IGD is used: the agent sends its own SSDP search
+(enclave.agent.ssdp) and takes only an answer that comes from the gateway's IPv4 address with a
+LOCATION plain http:// to it (gateway_url); miniupnpc gets that one root description URL
+(selectigd(url): no discovery of its own), so no other device is ever sent a request. The
+control URL the description names (the one URL every SOAP request goes to:
+GetExternalIPAddress, AddPortMapping, DeletePortMapping) must pass the same check; any other is
+one rate-limited log line (logsafe.RejectionLog) and counts as no IGD.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import ipaddress
 import logging
 import secrets
 import time
@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 import miniupnpc
 
+from enclave.agent import ssdp
+from enclave.agent.ssdp import gateway_url
 from enclave.discovery import portmap_wire as pw
 from enclave.discovery.candidates import (
     Candidate,
@@ -57,7 +59,7 @@ from enclave.logsafe import RejectionLog, shown
 log = logging.getLogger("enclave.agent.portmap")
 RETRY_S = 60.0  # first wait after no router granted a mapping; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 900.0
-UPNP_DISCOVER_MS = 1000  # SSDP wait for IGD answers
+UPNP_DISCOVER_MS = 1500  # SSDP wait for the gateway's answer (it may wait ssdp.MX_S first)
 UPNP_TIMEOUT_S = 8.0  # discovery, description fetch and the SOAP call together
 RELEASE_TIMEOUT_S = 3.0
 DESCRIPTION = "enclave"
@@ -166,44 +168,27 @@ async def exchange(gateway: str, build: Callable[[str], bytes],
         transport.close()
 
 
-def gateway_url(url: str, gateway: str) -> bool:
-    """Whether `url` is plain http:// to `gateway` (an IPv4 address, optional port) and nothing
-    a URL parser could read differently (no user part, no odd characters)."""
-    if not url.isascii() or not url.isprintable() or any(c in url for c in " \\@"):
-        return False
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # ValueError when not a number in range
-        host = ipaddress.IPv4Address(parts.hostname or "")
-        gw = ipaddress.IPv4Address(gateway)
-    except ValueError:
-        return False
-    netloc = str(host) if port is None else f"{host}:{port}"
-    return parts.scheme == "http" and host == gw and parts.netloc == netloc
-
-
 class UpnpIgd:
-    """One UPnP-IGD found by SSDP (miniupnpc), used only when it is the default gateway (see
+    """The default gateway's UPnP-IGD, found by our SSDP search and driven by miniupnpc (see
     the module docstring); every method blocks: call it in a thread."""
 
     def __init__(self, rejections: RejectionLog) -> None:
         self.upnp = miniupnpc.UPnP()
-        self.upnp.discoverdelay = UPNP_DISCOVER_MS
         self.rejections = rejections
-        self.control_url: str | None = None  # as selected by miniupnpc
+        self.control_url: str | None = None  # as the gateway's description names it
 
     def add(self, port: int, lifetime: int, gateway: str) -> tuple[str, int] | None:
         """Map UDP `port` (same number outside) to this host; (external IP, port) or None."""
         if self.control_url is None:
-            try:
-                found = self.upnp.discover()
-                url = str(self.upnp.selectigd())
-            except Exception:  # miniupnpc: "Success" when nothing answered, or "No UPnP device"
-                found, url = 0, ""
-            if not found:
-                log.debug("portmap: upnp: no internet gateway device answered")
+            location = ssdp.search(gateway, UPNP_DISCOVER_MS, on_ignored=self._ignored)
+            if location is None:
+                log.debug("portmap: upnp: no internet gateway device answered from %s", gateway)
                 return None
-            self.control_url = url
+            try:
+                self.control_url = str(self.upnp.selectigd(location))
+            except Exception as exc:  # miniupnpc: "No UPnP device discovered"
+                log.debug("portmap: upnp: %s: %s", shown(location, 80), exc)
+                return None
         if not gateway_url(self.control_url, gateway):
             self.rejections.note(("upnp", urlsplit(self.control_url).netloc[:64]),
                                  "portmap: upnp: ignoring IGD %s: not the gateway %s",
@@ -217,6 +202,10 @@ class UpnpIgd:
             log.debug("portmap: upnp: %s", exc)
             return None
         return (external, port) if ok else None
+
+    def _ignored(self, source: str, location: str) -> None:
+        self.rejections.note(("upnp", source), "portmap: upnp: ignoring IGD at %s (LOCATION %s):"
+                             " not the gateway", source, shown(location, 80))
 
     def delete(self, port: int, gateway: str) -> bool:
         if self.control_url is None or not gateway_url(self.control_url, gateway):

@@ -1,4 +1,4 @@
-"""Which UPnP control URLs count as the default gateway's (portmap.gateway_url): plain http to
+"""Which UPnP URLs count as the default gateway's (ssdp.gateway_url): plain http to
 the gateway's IPv4 address, nothing a URL parser could read as another host."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from enclave.agent.portmap import UpnpIgd, gateway_url
+from enclave.agent.portmap import UpnpIgd
+from enclave.agent.ssdp import gateway_url
 from enclave.logsafe import RejectionLog
 
 GW = "198.19.1.1"
