@@ -4,7 +4,8 @@ and SOAP answers (connected, external address FAKE_EXTERNAL, every mapping grant
 
     python -m tests.support.fake_igd OWN_IP
         stdout: "ready" once both sockets listen, then one JSON line per request it got:
-        {"kind": "ssdp", "from": IP} or {"kind": "http", "method": M, "path": P, "action": A}
+        {"kind": "ssdp", "from": IP, "st": ST} or
+        {"kind": "http", "method": M, "path": P, "action": A}
         (A: the SOAPAction's action name, "" for a GET); it runs until killed
 
     igd = host.popen(fake_igd_argv(host.ip), env=ENV, cwd=REPO, stdout=PIPE, text=True)
@@ -103,7 +104,7 @@ def _ssdp(sock: socket.socket, location: str) -> None:
             continue
         st = next((line.split(":", 1)[1].strip() for line in lines
                    if line.lower().startswith("st:")), "ssdp:all")
-        _emit({"kind": "ssdp", "from": addr[0]})
+        _emit({"kind": "ssdp", "from": addr[0], "st": st})
         sock.sendto((f"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: {st}\r\n"
                      f"USN: uuid:00000000-0000-0000-0000-000000000001::{st}\r\nEXT:\r\n"
                      f"SERVER: fake/1 UPnP/1.1 fake/1\r\nLOCATION: {location}\r\n\r\n"
