@@ -169,7 +169,7 @@ def test_signal_tears_down(netlab_required: None, sig: signal.Signals) -> None:
     try:
         assert set(info["namespaces"]) <= set(netns.list_netns())
         child.send_signal(sig)
-        child.wait(timeout=20)
+        child.wait(timeout=60)  # a hang guard: teardown takes about a second
     finally:
         if child.poll() is None:
             child.kill()
