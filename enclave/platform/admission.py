@@ -84,6 +84,11 @@ class Admission:
     # requests waiting for a place, oldest first; leave() hands its place to the first
     _waiting: deque[asyncio.Future[bool]] = field(default_factory=deque)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a place now."""
+        return len(self._waiting)
+
     def has_room(self) -> bool:
         return self.in_flight < self.limit and not self._waiting
 

@@ -16,6 +16,14 @@
                                                       gro_run_in, gso_run_out (native forwarder)
       enclave_platform_relay_drops_total{reason}      the dropped packets by reason: unknown,
                                                       expired, rate, send, ..., refused (RelayCore)
+      enclave_platform_connections{state}             open API connections: unauthenticated |
+                                                      authenticated (the front door's counts)
+      enclave_platform_connections_refused_total{reason}  closed at accept, by the cap reached
+      enclave_platform_connections_abandoned_total    left by their client while they waited in
+                                                      the listen backlog (closed unanswered)
+      enclave_platform_requests_in_flight / _waiting  agent requests worked on / waiting for a
+                                                      place (admission control)
+      enclave_platform_requests_refused_total         answered 503 busy after their wait
 
 served by enclave.promhttp.MetricsServer on the platform's event loop.
 """
@@ -25,7 +33,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -64,12 +73,27 @@ def enrolment_result(status: int) -> str:
     return "refused" if 400 <= status < 500 else "error"
 
 
+@dataclass(frozen=True)
+class FrontDoorCounts:
+    """The front door's and admission control's figures at one moment (serve.py reads them
+    from ConnectionLimits, the QueueingSites and Admission)."""
+
+    unauthenticated: int = 0
+    authenticated: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)  # reason -> connections
+    abandoned: int = 0
+    in_flight: int = 0
+    waiting: int = 0
+    busy: int = 0  # requests answered 503
+
+
 class _Live(Collector):
     """Gauges and counters read from the running platform at each scrape."""
 
     def __init__(self) -> None:
         self.agents: Callable[[], int] = lambda: 0
         self.relay: Callable[[], RelayCounts | None] = lambda: None
+        self.front_door: Callable[[], FrontDoorCounts] = FrontDoorCounts
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("enclave_platform_agents_connected",
@@ -100,6 +124,33 @@ class _Live(Collector):
         for kind, n in sorted(({} if relay is None else relay.batches()).items()):
             batches.add_metric([kind], n)
         yield batches
+        yield from _front_door(self.front_door())
+
+
+def _front_door(door: FrontDoorCounts) -> Iterator[Metric]:
+    conns = GaugeMetricFamily("enclave_platform_connections", "Open API connections.",
+                              labels=["state"])
+    conns.add_metric(["unauthenticated"], door.unauthenticated)
+    conns.add_metric(["authenticated"], door.authenticated)
+    yield conns
+    refused = CounterMetricFamily("enclave_platform_connections_refused",
+                                  "API connections closed at accept, by the cap reached.",
+                                  labels=["reason"])
+    for reason, n in sorted(door.refused.items()):
+        refused.add_metric([reason], n)
+    yield refused
+    yield CounterMetricFamily("enclave_platform_connections_abandoned",
+                              "API connections their client left while they waited in the "
+                              "listen backlog (closed unanswered).", value=door.abandoned)
+    yield GaugeMetricFamily("enclave_platform_requests_in_flight",
+                            "Agent requests being worked on (admission control).",
+                            value=door.in_flight)
+    yield GaugeMetricFamily("enclave_platform_requests_waiting",
+                            "Agent requests waiting for a place (admission control).",
+                            value=door.waiting)
+    yield CounterMetricFamily("enclave_platform_requests_refused",
+                              "Agent requests answered 503 busy after their wait.",
+                              value=door.busy)
 
 
 class PlatformMetrics:
@@ -121,10 +172,14 @@ class PlatformMetrics:
         self._live = _Live()
         self.registry.register(self._live)
 
-    def watch(self, agents: Callable[[], int], relay: Callable[[], RelayCounts | None]) -> None:
-        """Where the scrape reads connected agents and the relay's counters."""
+    def watch(self, agents: Callable[[], int], relay: Callable[[], RelayCounts | None],
+              front_door: Callable[[], FrontDoorCounts] | None = None) -> None:
+        """Where the scrape reads connected agents, the relay's counters and the front
+        door's."""
         self._live.agents = agents
         self._live.relay = relay
+        if front_door is not None:
+            self._live.front_door = front_door
 
     def time_store(self, store: object) -> None:
         """Wrap every public method of `store` (its class's, not inherited from object) so its

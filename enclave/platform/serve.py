@@ -13,7 +13,7 @@ import secrets
 import signal
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,7 +47,7 @@ from enclave.platform.frontdoor import (
     raise_file_limit,
 )
 from enclave.platform.hub import HUB
-from enclave.platform.metrics import METRICS_ENV
+from enclave.platform.metrics import METRICS_ENV, FrontDoorCounts
 from enclave.platform.paths import PlatformPaths
 from enclave.platform.relay import RELAY, RelayServer
 from enclave.platform.relay_ws import RELAY_TLS_ENV
@@ -96,9 +96,10 @@ def tls_context(platform: Platform) -> ssl.SSLContext:
     return ctx
 
 
-async def serve_metrics(platform: Platform, app: web.Application,
-                        listen: str) -> MetricsServer:
-    """Prometheus /metrics on `listen` (HOST:PORT), reading the hub and the relay of `app`."""
+async def serve_metrics(platform: Platform, app: web.Application, listen: str,
+                        sites: Sequence[QueueingSite] = ()) -> MetricsServer:
+    """Prometheus /metrics on `listen` (HOST:PORT), reading the hub, the relay, the front door
+    and the admission control of `app` (and the listeners' `sites`)."""
     def agents() -> int:
         hub = app.get(HUB)
         return 0 if hub is None else len(hub.sessions)
@@ -107,7 +108,18 @@ async def serve_metrics(platform: Platform, app: web.Application,
         service = app.get(RELAY)
         return None if service is None else service.server
 
-    platform.metrics.watch(agents, relay_counts)
+    def front_door() -> FrontDoorCounts:
+        limits, admission = app.get(FRONT_DOOR), app.get(ADMISSION)
+        return FrontDoorCounts(
+            unauthenticated=0 if limits is None else len(limits.unauth),
+            authenticated=0 if limits is None else len(limits.auth),
+            refused={} if limits is None else dict(limits.refused),
+            abandoned=sum(site.abandoned for site in sites),
+            in_flight=0 if admission is None else admission.in_flight,
+            waiting=0 if admission is None else admission.waiting,
+            busy=0 if admission is None else admission.refused)
+
+    platform.metrics.watch(agents, relay_counts, front_door)
     host, port = parse_listen(listen)
     server = MetricsServer(platform.metrics.registry, host, port)
     await server.start()
@@ -133,6 +145,7 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
     site = QueueingSite(runner, sock, ssl_context=tls_context(platform),
                         handshake_timeout=timeout, gates=(admission,))
     await site.start()
+    sites = [site]
     extra = os.environ.get(RELAY_TLS_ENV, "").strip()
     if extra:  # the relay over TLS (and the API) on a second port, e.g. 443
         rhost, _, rport_text = extra.rpartition(":")
@@ -142,11 +155,13 @@ async def serve(platform: Platform, host: str, port: int, metrics: str | None = 
             raise ValueError(f"{RELAY_TLS_ENV}={extra!r} is not HOST:PORT") from None
         rsock = guarded_listener(rhost or "0.0.0.0", rport, limits, "relay-tls",
                                  lifetime=UNAUTH_LIFETIMES * timeout)
-        await QueueingSite(runner, rsock, ssl_context=tls_context(platform),
-                           handshake_timeout=timeout, gates=(admission,)).start()
+        relay_site = QueueingSite(runner, rsock, ssl_context=tls_context(platform),
+                                  handshake_timeout=timeout, gates=(admission,))
+        await relay_site.start()
+        sites.append(relay_site)
         log.info("relay over TLS also on https://%s%s", extra, RELAY_WS_PATH)
     listen = metrics or os.environ.get(METRICS_ENV)
-    exporter = await serve_metrics(platform, app, listen) if listen else None
+    exporter = await serve_metrics(platform, app, listen, sites) if listen else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -97,6 +97,10 @@ def test_platform_counts_enrolments_agents_and_introductions(
     m = scrape(lab.public_host("plat"), PLATFORM_METRICS)
     assert m[("enclave_platform_enrolments_total", "result=issued")] == 2
     assert m[("enclave_platform_agents_connected",)] == 2
+    # the front door's view of the same two control channels; nothing refused or waiting
+    assert m[("enclave_platform_connections", "state=authenticated")] >= 2
+    assert m[("enclave_platform_requests_waiting",)] == 0
+    assert m[("enclave_platform_requests_refused_total",)] == 0
     assert m[("enclave_platform_introductions_total", "result=introduced")] >= 1
     assert m[("enclave_platform_store_seconds_count", "op=enrol")] == 2
     assert m[("enclave_platform_store_seconds_count", "op=snapshot")] >= 1  # the hub's read

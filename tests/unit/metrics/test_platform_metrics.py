@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from enclave.cert.enrolment import PATH_ENROL
 from enclave.platform.app import error_middleware
 from enclave.platform.errors import ApiError
-from enclave.platform.metrics import PlatformMetrics, enrolment_result
+from enclave.platform.metrics import FrontDoorCounts, PlatformMetrics, enrolment_result
 from enclave.platform.relay import RelayCore, RelayServer
 from enclave.platform.store import Store
 from tests.support.http_serve import start_on_loopback
@@ -122,6 +122,29 @@ def test_live_figures_are_read_at_each_scrape() -> None:
     assert m[("enclave_platform_relay_drops_total", "reason=unknown")] == 0
     sessions.pop()
     assert samples(metrics)[("enclave_platform_agents_connected",)] == 1
+
+
+def test_front_door_figures_are_read_at_each_scrape() -> None:
+    metrics = PlatformMetrics()
+    m = samples(metrics)  # nothing watched: zeros
+    assert m[("enclave_platform_connections", "state=unauthenticated")] == 0
+    assert m[("enclave_platform_connections_abandoned_total",)] == 0
+    assert m[("enclave_platform_requests_in_flight",)] == 0
+    door = [FrontDoorCounts(unauthenticated=7, authenticated=1200,
+                            refused={"unauthenticated connections from one address": 3},
+                            abandoned=41, in_flight=256, waiting=12, busy=5)]
+    metrics.watch(lambda: 0, lambda: None, lambda: door[0])
+    m = samples(metrics)
+    assert m[("enclave_platform_connections", "state=unauthenticated")] == 7
+    assert m[("enclave_platform_connections", "state=authenticated")] == 1200
+    assert m[("enclave_platform_connections_refused_total",
+              "reason=unauthenticated connections from one address")] == 3
+    assert m[("enclave_platform_connections_abandoned_total",)] == 41
+    assert m[("enclave_platform_requests_in_flight",)] == 256
+    assert m[("enclave_platform_requests_waiting",)] == 12
+    assert m[("enclave_platform_requests_refused_total",)] == 5
+    door[0] = FrontDoorCounts(in_flight=3)
+    assert samples(metrics)[("enclave_platform_requests_in_flight",)] == 3
 
 
 def test_introductions_and_withdrawals_render_by_label() -> None:
