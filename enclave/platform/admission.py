@@ -92,14 +92,6 @@ class Admission:
     def has_room(self) -> bool:
         return self.in_flight < self.limit and not self._waiting
 
-    def try_enter(self) -> bool:
-        """A place now, or False (counted as refused)."""
-        if not self.has_room():
-            self.refused += 1
-            return False
-        self.in_flight += 1
-        return True
-
     async def enter(self, wait: float = WAIT) -> bool:
         """A place now, or the first one that frees within ``wait`` seconds (in arrival
         order); False (counted as refused) when none did."""
@@ -112,6 +104,10 @@ class Admission:
         timer = loop.call_later(wait, _no_place, place)
         try:
             got = await place
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled() and place.result():
+                self.leave()  # the place came just as the request went away: pass it on
+            raise
         finally:
             timer.cancel()
             with contextlib.suppress(ValueError):

@@ -13,14 +13,31 @@ from enclave.platform.admission import MAX_IN_FLIGHT, Admission, max_in_flight_f
 
 
 def test_admission_counts_up_to_its_limit() -> None:
-    a = Admission(limit=2)
-    assert a.try_enter() and a.try_enter()
-    assert not a.try_enter() and a.refused == 1 and a.in_flight == 2
-    a.leave()
-    assert a.try_enter() and a.in_flight == 2
-    for _ in range(5):
+    async def scenario() -> None:
+        a = Admission(limit=2)
+        assert await a.enter(wait=0) and await a.enter(wait=0)
+        assert not await a.enter(wait=0) and a.refused == 1 and a.in_flight == 2
         a.leave()
-    assert a.in_flight == 0  # never below zero
+        assert await a.enter(wait=0) and a.in_flight == 2
+        for _ in range(5):
+            a.leave()
+        assert a.in_flight == 0  # never below zero
+
+    asyncio.run(scenario())
+
+
+def test_a_place_handed_to_a_request_that_just_went_away_is_passed_on() -> None:
+    async def scenario() -> None:
+        a = Admission(limit=1)
+        assert await a.enter()
+        late = asyncio.create_task(a.enter(wait=30))
+        await asyncio.sleep(0)
+        a.leave()  # the place goes to `late`...
+        late.cancel()  # ...whose client goes away before it runs
+        await asyncio.gather(late, return_exceptions=True)
+        assert a.in_flight == 0 and a.has_room()  # not lost with it
+
+    asyncio.run(scenario())
 
 
 def test_a_waiting_request_gets_the_next_place_in_arrival_order() -> None:
