@@ -45,7 +45,6 @@ from urllib.parse import urlsplit
 import miniupnpc
 
 from enclave.agent import ssdp
-from enclave.agent.ssdp import gateway_url
 from enclave.discovery import portmap_wire as pw
 from enclave.discovery.candidates import (
     Candidate,
@@ -189,7 +188,7 @@ class UpnpIgd:
             except Exception as exc:  # miniupnpc: "No UPnP device discovered"
                 log.debug("portmap: upnp: %s: %s", shown(location, 80), exc)
                 return None
-        if not gateway_url(self.control_url, gateway):
+        if not ssdp.gateway_url(self.control_url, gateway):
             self.rejections.note(("upnp", urlsplit(self.control_url).netloc[:64]),
                                  "portmap: upnp: ignoring IGD %s: not the gateway %s",
                                  shown(self.control_url, 80), gateway)
@@ -208,7 +207,7 @@ class UpnpIgd:
                              " not the gateway", source, shown(location, 80))
 
     def delete(self, port: int, gateway: str) -> bool:
-        if self.control_url is None or not gateway_url(self.control_url, gateway):
+        if self.control_url is None or not ssdp.gateway_url(self.control_url, gateway):
             return False
         try:
             return bool(self.upnp.deleteportmapping(port, "UDP"))

@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import pytest
 
 from enclave.agent.control import ControlClient
 from enclave.cert.keys import generate_private_key
 from tests.support.control_client import Recorder, until
-
-
-def _dead_port() -> int:
-    """A loopback port nobody listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.proc import free_port
 
 
 def test_a_refusing_url_is_skipped_while_another_answers(caplog: pytest.LogCaptureFixture
                                                          ) -> None:
-    dead = _dead_port()
+    dead = free_port()  # nobody listens there: connection refused
     accepted = 0
 
     async def scenario() -> None:
