@@ -68,6 +68,10 @@ def test_the_hard_sides_sockets_answer_a_stranger_as_an_unused_port(
         wait_for(lambda: _peer(easy, hard.name).get("path") == "direct-udp"
                  and _peer(hard, easy.name).get("path") == "direct-udp",
                  timeout=40, interval=0.3, what="direct-udp on both sides")
+        # the run ends a little after the path opens: then its kept forwarders are the only
+        # ones left to probe
+        wait_for(lambda: (_peer(hard, easy.name).get("birthday") or {}).get("outcome")
+                 not in (None, "running"), timeout=30, interval=0.3, what="the run's end")
         run = _peer(hard, easy.name).get("birthday") or {}
         assert run.get("role") == "hard" and run.get("outcome") == "direct", run
         ports = _forwarder_ports(hard.host, str(easy.host.public_ip))

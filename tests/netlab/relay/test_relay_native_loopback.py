@@ -201,20 +201,24 @@ def test_junk_does_not_stop_the_thread() -> None:
                 sizes = [0, 1, 7, 8, 9, 24, 81, 1500, 9000, 65507]
                 sizes += [rng.randint(0, 2000) for _ in range(500)]
                 header_only = 1  # DATA with nothing behind the header: RelayCore's
-                for n in sizes:
+                for i, n in enumerate(sizes):
                     head = rng.choice([b"", b"\x23\x00\x00\x00", b"\x20\x00\x00\x00",
                                        pack_relay_header(MSG_RELAY_DATA, rng.randint(1, 65535))])
                     header_only += len(head) == 8 and n == 0
                     junk.sendto((head + rng.randbytes(n))[:65507], relay)
-                    if rng.random() < 0.05:
-                        await asyncio.sleep(0)
+                    if i % 16 == 15:  # paced: the relay's 256 KiB buffer is not the test
+                        await asyncio.sleep(0.002)
                 junk.sendto(_data(x, b""), relay)  # header-only DATA: Python's, as before
                 junk.setblocking(False)
                 await asyncio.sleep(QUIET)
                 assert fwd.running
                 assert await _recv(junk, QUIET) is None  # no answer to anything
                 c = fwd.counters()
-                assert c["datagrams"] >= len(sizes) // 2  # loopback may drop some
+                # each junk datagram reached the thread or was dropped by the kernel with
+                # the socket's buffer full (a loaded machine); most reached it
+                overflow = server.drops()["overflow"]
+                assert c["datagrams"] + overflow >= len(sizes), (c, overflow)
+                assert c["datagrams"] >= len(sizes) // 4, (c, overflow)
                 assert c["punted"] + c["punt_dropped"] > 0 and c["forwarded"] == 0
                 assert server.python_data <= header_only
                 assert len(await _exchange(x, y, relay, 10)) == 10
