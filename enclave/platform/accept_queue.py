@@ -7,7 +7,8 @@ is full, instead of being accepted only to be closed.
          |      ConnectionLimits.has_room()  unauthenticated connections below their cap
          |      Admission.has_room()         agent requests in flight below their limit
          v
-    GuardedSocket.accept()   per-address cap: over it, closed at once (frontdoor.py)
+    GuardedSocket.accept()   per-address cap: over it, held for a place of that address
+         |                   (address_queue.py: AddressQueue), or closed when none can be held
          v
     TLS handshake (at most handshake_timeout) -> aiohttp's web.Server (HTTP, WebSocket)
 
@@ -38,21 +39,12 @@ from typing import Protocol
 from aiohttp import web
 
 from enclave.logsafe import RejectionLog
+from enclave.platform.address_queue import AddressQueue, abandoned
 from enclave.platform.frontdoor import BACKLOG, GuardedSocket
 
 log = logging.getLogger("enclave.platform.frontdoor")
 ACCEPT_RETRY = 1.0  # seconds before accepting again after an error such as EMFILE
-TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
-
-
-def abandoned(conn: socket.socket) -> bool:
-    """The client gave up while its connection waited in the backlog (its FIN or RST has come:
-    the socket is no longer ESTABLISHED): no TLS handshake is worth doing for it."""
-    try:
-        info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
-    except OSError:
-        return True
-    return info[0] != TCP_ESTABLISHED
+HOLD_PER_ADDRESS = 4  # connections held per source address, in per-address caps
 
 
 class Gate(Protocol):
@@ -68,6 +60,7 @@ class QueueingSite(web.BaseSite):
     bound on the TLS handshake."""
 
     __slots__ = (
+        "_abandoned",
         "_errors",
         "_gates",
         "_handshake_timeout",
@@ -76,7 +69,7 @@ class QueueingSite(web.BaseSite):
         "_name",
         "_room",
         "_sock",
-        "abandoned",
+        "held",
     )
 
     def __init__(self, runner: web.BaseRunner, sock: GuardedSocket, *, ssl_context: SSLContext,
@@ -89,9 +82,20 @@ class QueueingSite(web.BaseSite):
         self._loop_task: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self._errors = RejectionLog(log)
-        self.abandoned = 0  # connections whose client gave up waiting (closed unanswered)
+        self._abandoned = 0  # connections whose client gave up in the backlog
+        limits = sock.limits
+        self.held = AddressQueue(sock, self._serve,
+                                 per_address=HOLD_PER_ADDRESS * limits.max_per_address,
+                                 total=limits.max_unauth, timeout=handshake_timeout)
+        sock.hold = self.held.hold
         host, port = sock.getsockname()[:2]
         self._name = f"https://{host}:{port}"
+
+    @property
+    def abandoned(self) -> int:
+        """Connections whose client gave up while they waited (in the backlog, or held for a
+        place of their address): closed unanswered."""
+        return self._abandoned + self.held.abandoned
 
     @property
     def name(self) -> str:
@@ -104,12 +108,16 @@ class QueueingSite(web.BaseSite):
         await super().start()
         for gate in self._gates:
             gate.on_room.append(self._room.set)
+        self._sock.limits.on_room.append(self.held.wake)
         self._loop_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     async def stop(self) -> None:
         for gate in self._gates:
             with contextlib.suppress(ValueError):
                 gate.on_room.remove(self._room.set)
+        with contextlib.suppress(ValueError):
+            self._sock.limits.on_room.remove(self.held.wake)
+        self.held.close()
         tasks = [t for t in (self._loop_task, *self._handshakes) if t is not None]
         for task in tasks:
             task.cancel()
@@ -130,12 +138,15 @@ class QueueingSite(web.BaseSite):
                 await asyncio.sleep(ACCEPT_RETRY)
                 continue
             if abandoned(conn):
-                self.abandoned += 1
+                self._abandoned += 1
                 conn.close()
                 continue
-            task = loop.create_task(self._handshake(conn))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._handshake(conn))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def _handshake(self, conn: socket.socket) -> None:
         """TLS, then the connection belongs to aiohttp's server; a failed or timed-out

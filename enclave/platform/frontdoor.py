@@ -2,7 +2,11 @@
 
     stranger --TCP--> kernel backlog -- QueueingSite (accept_queue.py) accepts only while the
                           |             caps in total have room (the TCP reflector: closes)
-                      GuardedSocket.accept()  -- over a cap: closed at once, one bounded log line
+                      GuardedSocket.accept()  -- over the per-address cap on the API listener:
+                          |                          held for a place of its own address
+                          |                          (address_queue.py); any other cap, or no
+                          |                          room to hold: closed at once, one bounded
+                          |                          log line
                           | admitted (ConnectionLimits counts it until its socket closes)
                           v
                       TLS handshake (at most IDLE_TIMEOUT) -> HTTP keep-alive (IDLE_TIMEOUT idle)
@@ -17,10 +21,12 @@ serve raises to its hard limit), unauthenticated connections in total, and unaut
 connections per source address (an IPv6 source counts per /64). An unauthenticated connection
 is closed after UNAUTH_LIFETIMES idle timeouts (60 s by default) whatever it does (slow headers,
 a WebSocket that never says hello). On the API listener a full node does not accept at all (the
-connection waits in the backlog: accept_queue.py); the per-address cap, and every cap on the TCP
-reflector, refuse by closing the connection: no TLS has been spent on it, so there is no HTTP
-status to give; refusals after it (bad JSON, too deep, too large, bad token) are HTTP statuses
-from the routes.
+connection waits in the backlog: accept_queue.py), and a connection over the per-address cap
+waits, accepted but untouched, for a place of its own address (address_queue.py: many agents
+behind one NAT that fail over at once). A connection that cannot wait, and every cap on the TCP
+reflector, is refused by closing it: no TLS has been spent on it, so there is no HTTP status to
+give; refusals after it (bad JSON, too deep, too large, bad token) are HTTP statuses from the
+routes.
 
 Settings (environment of `enclave platform serve`):
     ENCLAVE_PLATFORM_IDLE_TIMEOUT     seconds for a TLS handshake and for an idle keep-alive
@@ -54,6 +60,7 @@ MAX_PER_ADDRESS_ENV = "ENCLAVE_PLATFORM_MAX_PER_ADDRESS"
 IDLE_TIMEOUT = 15.0
 MAX_UNAUTH = 1024
 MAX_PER_ADDRESS = 32
+PER_ADDRESS = "unauthenticated connections from one address"  # the per-address cap's reason
 UNAUTH_LIFETIMES = 4  # idle timeouts an unauthenticated connection may stay open at all
 FD_RESERVE = 256  # file descriptors kept for the database, relay, reflector and logs
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 by default)
@@ -102,6 +109,7 @@ class ConnectionLimits:
     max_per_address: int = MAX_PER_ADDRESS
     unauth: dict[int, str] = field(default_factory=dict)  # fd -> source key
     auth: set[int] = field(default_factory=set)
+    held: int = 0  # accepted connections waiting for a place of their address (not counted yet)
     per_address: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # reason -> how many
     # called whenever a counted connection leaves the unauthenticated caps (accept_queue.py
@@ -116,26 +124,33 @@ class ConnectionLimits:
 
     @property
     def total(self) -> int:
-        return len(self.unauth) + len(self.auth)
+        return len(self.unauth) + len(self.auth) + self.held
 
     def has_room(self) -> bool:
         """A new connection would pass the caps in total (the per-address one aside)."""
         return self.total < self.max_total and len(self.unauth) < self.max_unauth
 
-    def admit(self, fd: int, host: str) -> str | None:
-        """Count connection ``fd`` from ``host``; None, or why it is refused (not counted)."""
+    def has_room_for(self, key: str) -> bool:
+        """A held connection from source ``key`` would pass every cap."""
+        return (self.total - self.held < self.max_total and len(self.unauth) < self.max_unauth
+                and self.per_address[key] < self.max_per_address)
+
+    def admit(self, fd: int, host: str, *, count_refusal: bool = True) -> str | None:
+        """Count connection ``fd`` from ``host``; None, or why it is refused (then not counted
+        as open; counted in ``refused`` unless ``count_refusal`` is False)."""
         key = source_key(host)
         if self.total >= self.max_total:
             reason = "connections"
         elif len(self.unauth) >= self.max_unauth:
             reason = "unauthenticated connections"
         elif self.per_address[key] >= self.max_per_address:
-            reason = "unauthenticated connections from one address"
+            reason = PER_ADDRESS
         else:
             self.unauth[fd] = key
             self.per_address[key] += 1
             return None
-        self.refused[reason] += 1
+        if count_refusal:
+            self.refused[reason] += 1
         return reason
 
     def authenticated(self, fd: int) -> bool:
@@ -186,31 +201,48 @@ class _CountedSocket(socket.socket):
 class GuardedSocket(socket.socket):
     """A listening socket whose accept() passes on only connections within ``limits``
     (asyncio's selector event loop calls accept() on it; uvloop would accept in C, around it,
-    so the platform runs on asyncio's loop); the others are closed at once."""
+    so the platform runs on asyncio's loop); the others are closed at once, or, over the
+    per-address cap, given to ``hold`` when it is set and takes them (address_queue.py)."""
 
     limits: ConnectionLimits
     rejections: RejectionLog
     what: str
     lifetime: float | None
+    hold: Callable[[socket.socket, str], bool] | None = None  # (conn, host): taken?
 
     def accept(self) -> tuple[socket.socket, Any]:
         while True:
             fd, addr = self._accept()  # type: ignore[attr-defined]
             conn = _CountedSocket(self.family, self.type, self.proto, fileno=fd)
             host = str(addr[0]) if isinstance(addr, tuple) else ""
-            refused = self.limits.admit(fd, host)
+            refused = self.limits.admit(fd, host, count_refusal=self.hold is None)
             if refused is None:
-                conn._on_close = self.limits.release
-                if self.lifetime is not None:
-                    asyncio.get_running_loop().call_later(self.lifetime, self._expire, conn, fd)
-                if socket.getdefaulttimeout() is None and self.gettimeout():
-                    conn.setblocking(True)
+                self.counted(conn)
                 return conn, addr
-            conn.close()
-            self.rejections.note(source_key(host), "%s: refused a connection from %s (too many "
-                                 "%s)", self.what, host, refused)
+            if self.hold is not None:
+                if refused == PER_ADDRESS and self.hold(conn, host):
+                    continue  # waits for a place of its address: not refused
+                self.limits.refused[refused] += 1
+            self.refuse(conn, host, refused)
 
-    def _expire(self, conn: _CountedSocket, fd: int) -> None:
+    def counted(self, conn: socket.socket) -> None:
+        """``conn`` was admitted (ConnectionLimits.admit): its place is given back when it
+        closes, and it is shut down if still unauthenticated after ``lifetime``."""
+        fd = conn.fileno()
+        if isinstance(conn, _CountedSocket):
+            conn._on_close = self.limits.release
+        if self.lifetime is not None:
+            asyncio.get_running_loop().call_later(self.lifetime, self._expire, conn, fd)
+        if socket.getdefaulttimeout() is None and self.gettimeout():
+            conn.setblocking(True)
+
+    def refuse(self, conn: socket.socket, host: str, reason: str) -> None:
+        """Close ``conn`` (not counted) with one bounded log line."""
+        conn.close()
+        self.rejections.note(source_key(host), "%s: refused a connection from %s (too many "
+                             "%s)", self.what, host, reason)
+
+    def _expire(self, conn: socket.socket, fd: int) -> None:
         """An unauthenticated connection past its lifetime: shut down (its transport closes)."""
         if conn.fileno() == fd and fd in self.limits.unauth:
             try:

@@ -17,10 +17,12 @@
       enclave_platform_relay_drops_total{reason}      the dropped packets by reason: unknown,
                                                       expired, rate, send, ..., refused (RelayCore)
       enclave_platform_connections{state}             open API connections: unauthenticated |
-                                                      authenticated (the front door's counts)
+                                                      authenticated | held (over the per-address
+                                                      cap, waiting for a place of their address)
       enclave_platform_connections_refused_total{reason}  closed at accept, by the cap reached
       enclave_platform_connections_abandoned_total    left by their client while they waited in
-                                                      the listen backlog (closed unanswered)
+                                                      the listen backlog or held (closed
+                                                      unanswered)
       enclave_platform_requests_in_flight / _waiting  agent requests worked on / waiting for a
                                                       place (admission control)
       enclave_platform_requests_refused_total         answered 503 busy after their wait
@@ -80,6 +82,7 @@ class FrontDoorCounts:
 
     unauthenticated: int = 0
     authenticated: int = 0
+    held: int = 0  # over the per-address cap, waiting for a place of their address
     refused: Mapping[str, int] = field(default_factory=dict)  # reason -> connections
     abandoned: int = 0
     in_flight: int = 0
@@ -132,6 +135,7 @@ def _front_door(door: FrontDoorCounts) -> Iterator[Metric]:
                               labels=["state"])
     conns.add_metric(["unauthenticated"], door.unauthenticated)
     conns.add_metric(["authenticated"], door.authenticated)
+    conns.add_metric(["held"], door.held)
     yield conns
     refused = CounterMetricFamily("enclave_platform_connections_refused",
                                   "API connections closed at accept, by the cap reached.",
@@ -141,7 +145,8 @@ def _front_door(door: FrontDoorCounts) -> Iterator[Metric]:
     yield refused
     yield CounterMetricFamily("enclave_platform_connections_abandoned",
                               "API connections their client left while they waited in the "
-                              "listen backlog (closed unanswered).", value=door.abandoned)
+                              "listen backlog or held (closed unanswered).",
+                              value=door.abandoned)
     yield GaugeMetricFamily("enclave_platform_requests_in_flight",
                             "Agent requests being worked on (admission control).",
                             value=door.in_flight)

@@ -113,6 +113,7 @@ async def serve_metrics(platform: Platform, app: web.Application, listen: str,
         return FrontDoorCounts(
             unauthenticated=0 if limits is None else len(limits.unauth),
             authenticated=0 if limits is None else len(limits.auth),
+            held=0 if limits is None else limits.held,
             refused={} if limits is None else dict(limits.refused),
             abandoned=sum(site.abandoned for site in sites),
             in_flight=0 if admission is None else admission.in_flight,

@@ -130,13 +130,14 @@ def test_front_door_figures_are_read_at_each_scrape() -> None:
     assert m[("enclave_platform_connections", "state=unauthenticated")] == 0
     assert m[("enclave_platform_connections_abandoned_total",)] == 0
     assert m[("enclave_platform_requests_in_flight",)] == 0
-    door = [FrontDoorCounts(unauthenticated=7, authenticated=1200,
+    door = [FrontDoorCounts(unauthenticated=7, authenticated=1200, held=9,
                             refused={"unauthenticated connections from one address": 3},
                             abandoned=41, in_flight=256, waiting=12, busy=5)]
     metrics.watch(lambda: 0, lambda: None, lambda: door[0])
     m = samples(metrics)
     assert m[("enclave_platform_connections", "state=unauthenticated")] == 7
     assert m[("enclave_platform_connections", "state=authenticated")] == 1200
+    assert m[("enclave_platform_connections", "state=held")] == 9
     assert m[("enclave_platform_connections_refused_total",
               "reason=unauthenticated connections from one address")] == 3
     assert m[("enclave_platform_connections_abandoned_total",)] == 41
