@@ -31,11 +31,9 @@ import logging
 import math
 import multiprocessing
 import os
-import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +55,9 @@ from enclave.bench.platform_agents import (
 )
 from enclave.bench.procstat import cpu_seconds, peak_rss_bytes
 from enclave.bench.report import Figure, Report
+from enclave.localport import free_port
 from enclave.platform.admission import MAX_IN_FLIGHT
+from enclave.platform.frontdoor import raise_file_limit
 from enclave.platform.pgcluster import PostgresCluster, PostgresMissing
 
 MAX_WORKERS = 8  # load generator processes at most
@@ -120,18 +120,6 @@ def _enclave(*args: str) -> list[str]:
     return [sys.executable, "-m", "enclave", *args]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _raise_file_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 class PlatformBench:
     def __init__(self, opts: PlatformBenchOptions, work: Path, report: Report) -> None:
         self.opts = opts
@@ -161,7 +149,7 @@ class PlatformBench:
         if db is not None:
             self.env["ENCLAVE_PLATFORM_DB"] = db
             self.store = "postgresql"
-        port, relay = _free_port(), _free_port()
+        port, relay = free_port(), free_port()
         self.env["ENCLAVE_PLATFORM_RELAY"] = f":{relay}"
         hosts = [f"127.0.0.{i + 1}" for i in range(self.opts.nodes)]
         urls = [f"https://{h}:{port}" for h in hosts]
@@ -405,7 +393,7 @@ def run_platform_bench(opts: PlatformBenchOptions, progress: Progress | None = N
     logging.getLogger("enclave.agent.control").setLevel(logging.WARNING)
     report = Report(meta={"bench": "platform", "agents": opts.agents, "nodes": opts.nodes,
                           "cpus": os.cpu_count(), "loadavg": os.getloadavg()[0]})
-    _raise_file_limit()
+    raise_file_limit()
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="enclave-bench-platform-"))
     work.mkdir(parents=True, exist_ok=True)
     bench = PlatformBench(opts, work, report)

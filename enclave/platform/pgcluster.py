@@ -24,13 +24,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+
+from enclave.localport import free_port
 
 PREFIX = "enclave-pg-"
 USER = "enclave"
@@ -52,12 +53,6 @@ def find_bindir() -> Path:
     if versions:
         return versions[-1].parent
     raise PostgresMissing("PostgreSQL server binaries not found (apt-get install postgresql)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _runas() -> str | None:
@@ -113,7 +108,7 @@ class PostgresCluster:
             info = pwd.getpwnam(user)
             for p in (root, root / "sock"):
                 os.chown(p, info.pw_uid, info.pw_gid)
-        cluster = cls(root, _free_port(), bindir, user)
+        cluster = cls(root, free_port(), bindir, user)
         atexit.register(cluster.stop)
         try:
             cluster._run("initdb", "-D", str(root / "data"), "-U", USER, "--auth=trust",

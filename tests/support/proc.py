@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from enclave.localport import free_port as free_port  # the tests' import of it
 from enclave.spawn import enclave_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +46,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     """Run the real `enclave` command (python -P -m enclave ...) with ``env`` added."""
     return subprocess.run(enclave(*args), capture_output=True, text=True, timeout=timeout,
                           env={**ENV, **(env or {})}, cwd=REPO)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[Any]) -> int:

@@ -6,21 +6,15 @@ datagrams come one by one (on_frame), whatever way the stream is cut."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from enclave.agent import transport_tcp as tt
 from enclave.discovery import PathAddr, Transport
+from enclave.localport import free_port
 from enclave.proto.relay_batch import pack_batch, unpack_batch
 from enclave.proto.wire import MSG_DATA, MSG_HANDSHAKE_INIT
 from tests.support.wait import wait_for_async
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def data(i: int, size: int = 1400) -> bytes:

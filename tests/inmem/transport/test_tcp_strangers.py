@@ -7,20 +7,14 @@ tests/netlab/cloaking.)  The timeouts are shortened for the test; the logic is t
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from enclave.agent import transport_tcp as tt
 from enclave.discovery import PathAddr, Transport
+from enclave.localport import free_port
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def open_raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
