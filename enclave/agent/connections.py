@@ -817,6 +817,8 @@ class ConnectionManager:
             self._handshakes["established"] += 1
             self._learn(info, ev.addr)
             info.extra["overlay_ip"] = str(ev.identity.overlay_ip)
+            if ev.identity.overlay_ip6 is not None:
+                info.extra["overlay_ip6"] = str(ev.identity.overlay_ip6)
             info.state = "connected"
             info.connected_at = info.handshake_at = now + self._wall_offset
             info.setup_ms = round((now - info.introduced_at) * 1000, 1)

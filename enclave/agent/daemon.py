@@ -227,9 +227,13 @@ class Agent:
                     self.gateway = AgentGateway(self)
                     self.gateway.schedule()
                     if self.options.dns:
-                        self.dns = AgentDns(name, self.identity.overlay_ip,
-                                            self.options.interface, self._verify_peer_cert,
-                                            overlay=self.identity.overlay_interface.network)
+                        ident = self.identity
+                        v6 = ident.overlay_interface6
+                        self.dns = AgentDns(name, ident.overlay_ip, self.options.interface,
+                                            self._verify_peer_cert,
+                                            overlay=(ident.overlay_interface.network,) if v6 is None
+                                            else (ident.overlay_interface.network, v6.network),
+                                            address6=ident.overlay_ip6)
                         await self.dns.start()
             else:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -473,6 +477,8 @@ class Agent:
             "name": self.record.name,
             "org": self.record.org,
             "overlay_ip": str(self.identity.overlay_ip),
+            "overlay_ip6": None if self.identity.overlay_ip6 is None
+            else str(self.identity.overlay_ip6),
             "cert_expires": self.identity.not_after.isoformat(),
             "cert_serial": self.identity.serial,
             "platform": {

@@ -2,12 +2,13 @@
 
     Agent --introduce(intro) / withdraw(peer)--> AgentDns --set / remove--> NameTable
                                                     |
-                     UDP :53 on the overlay IP -----+---- TCP :53 (2-byte length framing)
+          UDP :53 on the overlay IP (and IPv6) -----+---- TCP :53 (2-byte length framing)
                      respond(table, query) per datagram / per framed message
                                                     |
                                ResolvedRoute: `~enclave` -> overlay IP (systemd-resolved)
 
-The server binds to the overlay IP only (it exists once the TAP has its address). Linux still
+The server binds to the overlay IP and, when the system has one, its overlay IPv6
+(enclave.cert.overlay6) only (they exist once the TAP has its addresses). Linux still
 takes a packet for that address on any interface, so a LAN neighbour routing the overlay range
 here reaches the sockets: a query from a source outside the overlay (`sources`) gets no answer
 (UDP: nothing; TCP: the kernel's SYN-ACK, then an abort before anything is read).
@@ -41,22 +42,26 @@ TCP_IDLE_TIMEOUT = 10.0
 LENGTH_PREFIX = 2
 
 VerifyCert = Callable[[bytes], SystemIdentity]  # raises CertificateError / ValueError
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Sources = Network | tuple[Network, ...]  # the overlay's IPv4 range, or it and its IPv6 /64
 
 
-def _admitted(sources: ipaddress.IPv4Network | None, asker: str) -> bool:
+def _admitted(sources: Sources | None, asker: str) -> bool:
     """Whether a query from `asker` gets an answer: any source without `sources`, else only one
     inside it (Linux takes a packet for the overlay IP on any interface, so a LAN neighbour
     that routes the overlay range to this host reaches the listener from outside the overlay)."""
     if sources is None:
         return True
     try:
-        return ipaddress.ip_address(asker) in sources
+        addr = ipaddress.ip_address(asker)
     except ValueError:
         return False
+    nets = sources if isinstance(sources, tuple) else (sources,)
+    return any(addr.version == net.version and addr in net for net in nets)
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, table: NameTable, sources: ipaddress.IPv4Network | None = None) -> None:
+    def __init__(self, table: NameTable, sources: Sources | None = None) -> None:
         self.table = table
         self.sources = sources
         self.transport: asyncio.DatagramTransport | None = None
@@ -76,40 +81,61 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class DnsServer:
-    """UDP and TCP DNS on one address and port, answering from `table`."""
+    """UDP and TCP DNS on one address (and `host6`, when given) and port, answering from
+    `table`."""
 
     def __init__(self, table: NameTable, host: str, port: int = DNS_PORT, *,
                  max_tcp: int = MAX_TCP_CONNECTIONS,
                  idle_timeout: float = TCP_IDLE_TIMEOUT,
-                 sources: ipaddress.IPv4Network | None = None) -> None:
+                 sources: Sources | None = None,
+                 host6: str | None = None) -> None:
         self.table = table
         self.sources = sources  # None: answer any source; else only sources inside it
         self.host = host
+        self.host6 = host6
         self.port = port
         self.max_tcp = max_tcp
         self.idle_timeout = idle_timeout
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: asyncio.Server | None = None
+        self._tcp6: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Bind both sockets (OSError if either cannot be bound; nothing stays open then)."""
+        """Bind both sockets on `host` (OSError if either cannot be bound; nothing stays open
+        then), then both on `host6` (when that fails, logged: the server answers on `host`)."""
         loop = asyncio.get_running_loop()
         self._tcp = await asyncio.start_server(self._client, self.host, self.port,
                                                reuse_address=True)
-        if self.port == 0:  # tests: the kernel's port for TCP, the same one for UDP
+        if self.port == 0:  # tests: the kernel's port for TCP, the same one for the others
             self.port = self._tcp.sockets[0].getsockname()[1]
         try:
-            self._udp, _ = await loop.create_datagram_endpoint(
+            udp, _ = await loop.create_datagram_endpoint(
                 lambda: _Udp(self.table, self.sources), local_addr=(self.host, self.port))
+            self._udp.append(udp)
         except OSError:
             await self.close()
             raise
+        if self.host6 is not None:
+            try:
+                self._tcp6 = await asyncio.start_server(self._client, self.host6, self.port,
+                                                        reuse_address=True)
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self.table, self.sources), local_addr=(self.host6, self.port))
+                self._udp.append(udp)
+            except OSError as exc:
+                log.warning("dns: not on %s port %d: %s", self.host6, self.port, exc)
+                if self._tcp6 is not None:
+                    self._tcp6.close()
+                    self._tcp6 = None
 
     async def close(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        for udp in self._udp:
+            udp.close()
+        self._udp = []
+        if self._tcp6 is not None:
+            self._tcp6.close()
+            self._tcp6 = None
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
@@ -157,18 +183,22 @@ class DnsServer:
 
 
 class AgentDns:
-    """`NAME.enclave` for this system and its introduced peers, served on the overlay IP."""
+    """`NAME.enclave` for this system and its introduced peers, served on the overlay IP (and
+    the overlay IPv6 `address6`, when given: AAAA answers carry the peers' ones too)."""
 
     def __init__(self, name: str, address: ipaddress.IPv4Address, interface: str,
                  verify: VerifyCert, *, port: int = DNS_PORT,
                  route: ResolvedRoute | None = None,
-                 overlay: ipaddress.IPv4Network | None = None) -> None:
+                 overlay: Sources | None = None,
+                 address6: ipaddress.IPv6Address | None = None) -> None:
         self.name = name
         self.address = address
+        self.address6 = address6
         self.table = NameTable(owner=name)
-        self.table.set(name, address)
+        self.table.set(name, address, address6)
         self._verify = verify
-        self.server = DnsServer(self.table, str(address), port, sources=overlay)
+        self.server = DnsServer(self.table, str(address), port, sources=overlay,
+                                host6=None if address6 is None else str(address6))
         self.route = route if route is not None else ResolvedRoute(interface, address)
         self.serving = False
 
@@ -202,7 +232,7 @@ class AgentDns:
             log.warning("dns: introduction for %s carries %s's certificate", intro.peer,
                         ident.name)
             return
-        self.table.set(ident.name, ident.overlay_ip)
+        self.table.set(ident.name, ident.overlay_ip, ident.overlay_ip6)
 
     def withdraw(self, peer: str) -> None:
         if peer.lower() != self.name.lower():

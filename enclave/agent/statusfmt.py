@@ -2,6 +2,7 @@
 
     name         V88RY (acme)
     overlay ip   100.64.0.7
+    overlay ip6  fd5e:1c2d:9a0b::6440:7      (when the agent derives one: enclave.cert.overlay6)
     ...
     peers        2
 
@@ -69,6 +70,7 @@ def self_lines(status: Mapping[str, Any]) -> list[str]:
     lines = [
         f"name         {status.get('name')} ({status.get('org')})",
         f"overlay ip   {status.get('overlay_ip')}",
+        *([f"overlay ip6  {status['overlay_ip6']}"] if status.get("overlay_ip6") else []),
         f"certificate  expires {status.get('cert_expires')}",
         f"platform     {plat.get('url')} {plat.get('state')}" + (f" ({err})" if err else ""),
         f"mappings     udp {udp}; tcp {mappings.get('tcp') or '-'}",

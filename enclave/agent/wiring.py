@@ -197,11 +197,13 @@ def open_dataplane(agent: AgentView, max_tag: int) -> DataPlane:
     try:
         sock = agent.udp_sock
         dp: DataPlane = off_loop(lambda: engine.DataPlane.open(
-            sock, name=opts.interface, mac=ident.mac, address=ident.overlay_interface, mtu=mtu,
+            sock, name=opts.interface, mac=ident.mac, address=ident.overlay_interface,
+            address6=ident.overlay_interface6, mtu=mtu,
             offload=opts.offload, aqm=opts.aqm, max_peers=MAX_PEERS, threads=opts.threads))
     except (OSError, ValueError, RuntimeError) as exc:
         raise AgentError(f"cannot create TAP interface {opts.interface!r}: {exc}") from None
-    log.info("data plane on %s (%s, mtu %d): %s", opts.interface, ident.overlay_interface, mtu,
+    log.info("data plane on %s (%s, %s, mtu %d): %s", opts.interface, ident.overlay_interface,
+             ident.overlay_interface6, mtu,
              ", ".join(f"{k}={v}" for k, v in dp.describe().items() if k not in ("tap", "mtu")))
     return dp
 

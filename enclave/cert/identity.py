@@ -6,6 +6,8 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 
+from enclave.cert.overlay6 import PREFIX_LEN
+
 
 @dataclass(frozen=True)
 class SystemIdentity:
@@ -20,8 +22,18 @@ class SystemIdentity:
     not_before: datetime.datetime  # tz-aware UTC
     not_after: datetime.datetime
     gateway_routes: tuple[ipaddress.IPv4Network, ...] = ()  # empty unless allowed to be a gateway
+    # derived from the CA key and overlay_ip at verification (enclave.cert.overlay6), not a field
+    # of the certificate; None only for an identity built by hand
+    overlay_ip6: ipaddress.IPv6Address | None = None
 
     @property
     def overlay_interface(self) -> ipaddress.IPv4Interface:
         """The overlay address with the org prefix, e.g. 100.64.12.7/10 (for the TAP device)."""
         return ipaddress.IPv4Interface(f"{self.overlay_ip}/{self.overlay_prefix}")
+
+    @property
+    def overlay_interface6(self) -> ipaddress.IPv6Interface | None:
+        """The overlay IPv6 with the org's /64 (for the TAP), or None without one."""
+        if self.overlay_ip6 is None:
+            return None
+        return ipaddress.IPv6Interface((self.overlay_ip6, PREFIX_LEN))

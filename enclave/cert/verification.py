@@ -9,6 +9,7 @@ Checks, in order (the first failure raises CertificateError naming it):
   6. CA:FALSE, digitalSignature, Ed25519 subject key
   7. subjectAltName fields (enclave.cert.encoding) agree with the subject and with the CA's org,
      the MAC equals mac_for_name(name), the overlay IP lies inside its prefix
+The identity's overlay IPv6 is derived from the CA key and the overlay IP (enclave.cert.overlay6).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from enclave.cert.errors import CertificateError
 from enclave.cert.identity import SystemIdentity
 from enclave.cert.keys import public_key_raw
 from enclave.cert.names import is_valid_system_name, is_valid_tag, mac_for_name
+from enclave.cert.overlay6 import overlay_ip6
 
 MAX_CERT_BYTES = 8192
 
@@ -44,6 +46,14 @@ def ca_org(ca: x509.Certificate) -> str:
     if org is None:
         raise CertificateError("CA certificate has no organisation")
     return org
+
+
+def ca_public_key(ca: x509.Certificate) -> Ed25519PublicKey:
+    """The CA's Ed25519 key (CertificateError for any other kind)."""
+    key = ca.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        raise CertificateError("CA key must be Ed25519")
+    return key
 
 
 def check_ca_certificate(ca: x509.Certificate, *, now: datetime.datetime) -> None:
@@ -138,4 +148,5 @@ def _identity(cert: x509.Certificate, ca: x509.Certificate) -> SystemIdentity:
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         gateway_routes=tuple(san.gateway_routes),
+        overlay_ip6=overlay_ip6(public_key_raw(ca_public_key(ca)), san.overlay_ip),
     )

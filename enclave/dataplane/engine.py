@@ -335,6 +335,7 @@ class DataPlane:
         name: str = DEFAULT_NAME,
         mac: bytes | str | None = None,
         address: str | ipaddress.IPv4Interface | None = None,
+        address6: str | ipaddress.IPv6Interface | None = None,
         mtu: int = DEFAULT_OVERLAY_MTU,
         offload: bool = True,
         netns: str | None = None,
@@ -342,7 +343,8 @@ class DataPlane:
         aqm: bool = True,
         threads: int = 1,
     ) -> DataPlane:
-        """Create the TAP (MAC + overlay address from the certificate) and the data plane;
+        """Create the TAP (MAC + overlay addresses from the certificate: `address6` is the
+        derived overlay IPv6, enclave.cert.overlay6) and the data plane;
         threads > 1: that many workers (a multi-queue TAP; `udp_sock` bound with
         SO_REUSEPORT)."""
         if isinstance(mac, bytes):
@@ -351,6 +353,7 @@ class DataPlane:
             name,
             mac=mac,
             address=None if address is None else str(address),
+            address6=None if address6 is None else str(address6),
             mtu=mtu,
             vnet_hdr=offload,
             offload=offload,
@@ -495,6 +498,7 @@ class DataPlane:
                 allow_bridging=bool(ident.gateway_routes),
                 addr=target.addr,
                 overlay_ip4=ident.overlay_ip,
+                overlay_ip6=() if ident.overlay_ip6 is None else (ident.overlay_ip6,),
                 routes=ident.gateway_routes,
                 via_python=target.via_python,
                 relay_channel=target.relay_channel,

@@ -5,13 +5,19 @@
                            |--TUNSETVNETHDRSZ(10)   virtio_net_hdr in front of every frame
                            |--TUNSETOFFLOAD(CSUM|TSO4|TSO6)  kernel may hand us TCP super-frames
                            '--O_NONBLOCK: the fd goes to the compiled loops as a plain int
-    pyroute2 (rtnetlink): MAC, MTU, IPv6 addr_gen_mode eui64, overlay IPv4/prefix, link up
+    pyroute2 (rtnetlink): MAC, MTU, IPv6 addr_gen_mode eui64, overlay IPv4/prefix,
+                          overlay IPv6/64 (nodad), link up
 
 The IPv6 link-local address is generated from the (certified) MAC with modified EUI-64
 (addr_gen_mode 0, set before the link comes up, whatever the system default is): the peers'
 data planes accept IPv6 from this system only from that address, an overlay IPv6 its
 certificate names, or :: (enclave/_fp_ident.pxi); a stable-privacy or random link-local
 would not cross.
+
+The overlay IPv6 (derived from the certificate, enclave.cert.overlay6) is added with
+IFA_F_NODAD: it is certified and unique in the org, and the peers' data planes drop anyone
+else's frames from it, so duplicate address detection across the overlay could only delay the
+address (a second or more of "tentative") without ever finding a duplicate.
 
 With ``vnet_hdr=True`` every read() returns, and every write() must start with, the 10-byte
 legacy ``struct virtio_net_hdr`` (fields in host byte order; little-endian on x86/arm64):
@@ -43,6 +49,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -90,6 +97,7 @@ VIRTIO_NET_HDR_GSO_ECN: Final = 0x80
 
 DEFAULT_NAME: Final = "enclave0"
 IN6_ADDR_GEN_MODE_EUI64: Final = 0  # <linux/if_link.h>
+IFA_F_NODAD: Final = 0x02  # <linux/if_addr.h>: no duplicate address detection
 
 # The TAP's transmit ring (tx_queue_len) is the overlay's bottleneck queue under a bulk flow:
 #
@@ -220,6 +228,7 @@ class TapDevice:
         *,
         mac: str | None = None,
         address: str | None = None,
+        address6: str | None = None,
         mtu: int = DEFAULT_OVERLAY_MTU,
         vnet_hdr: bool = False,
         offload: bool = True,
@@ -233,9 +242,11 @@ class TapDevice:
         if not 1 <= queues <= MAX_QUEUES:
             raise ValueError(f"queues must be 1..{MAX_QUEUES}, got {queues}")
         iface = ipaddress.IPv4Interface(address) if address is not None else None
+        iface6 = ipaddress.IPv6Interface(address6) if address6 is not None else None
         self.name = name
         self.mac = _check_mac(mac) if mac is not None else random_mac()
         self.address = iface
+        self.address6 = iface6
         self.mtu = mtu
         self.netns = netns
         self.vnet_hdr = False
@@ -325,8 +336,21 @@ class TapDevice:
                     address=str(self.address.ip),
                     prefixlen=self.address.network.prefixlen,
                 )
+            if self.address6 is not None:
+                self._add_address6(ipr, self.address6)
             if up:
                 ipr.link("set", index=self.ifindex, state="up")
+
+    def _add_address6(self, ipr: IPRoute, iface: ipaddress.IPv6Interface) -> None:
+        """The overlay IPv6, without DAD (see the module docstring). A kernel or link without
+        IPv6 refuses it: the system then has its IPv4 only (``address6`` None), as without an
+        overlay IPv6."""
+        try:
+            ipr.addr("add", index=self.ifindex, family=socket.AF_INET6, address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen, flags=IFA_F_NODAD)
+        except NetlinkError as exc:
+            log.warning("no overlay IPv6 %s on %s: %s", iface, self.name, exc)
+            self.address6 = None
 
     def _eui64_link_local(self, ipr: IPRoute) -> None:
         """addr_gen_mode eui64: the link-local address comes from the MAC (see the module

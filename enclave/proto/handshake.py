@@ -74,7 +74,7 @@ LABEL_CONFIRM = b"enclave/handshake/confirm/v1"
 class PeerIdentity(Protocol):
     """A validated certificate's identity (enclave.cert.SystemIdentity fits): what the
     handshake needs (name, public key) and what the data plane binds to the peer once the
-    handshake is authenticated (MAC, overlay address, gateway routes)."""
+    handshake is authenticated (MAC, overlay addresses, gateway routes)."""
 
     @property
     def name(self) -> str: ...
@@ -90,6 +90,9 @@ class PeerIdentity(Protocol):
 
     @property
     def overlay_ip(self) -> ipaddress.IPv4Address: ...
+
+    @property
+    def overlay_ip6(self) -> ipaddress.IPv6Address | None: ...
 
     @property
     def gateway_routes(self) -> tuple[ipaddress.IPv4Network, ...]: ...

@@ -1,0 +1,13 @@
+"""`enclave status` shows the overlay IPv6 under the overlay IP (and not at all without one)."""
+
+from __future__ import annotations
+
+from enclave.agent.statusfmt import self_lines
+
+
+def test_status_text_shows_the_overlay_ipv6() -> None:
+    lines = self_lines({"name": "V88RY", "org": "acme", "overlay_ip": "100.64.0.7",
+                        "overlay_ip6": "fd7f:75e3:1e7e::6440:7"})
+    assert lines[1:3] == ["overlay ip   100.64.0.7", "overlay ip6  fd7f:75e3:1e7e::6440:7"]
+    old = self_lines({"name": "V88RY", "org": "acme", "overlay_ip": "100.64.0.7"})
+    assert not any("ip6" in line for line in old)
