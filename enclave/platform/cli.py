@@ -23,6 +23,7 @@ from enclave.platform.admin import (
     parse_duration,
     parse_tag_changes,
 )
+from enclave.platform.cli_nodes import register as register_nodes
 from enclave.platform.cli_store import Command, cert_fits, data_paths, with_store
 from enclave.platform.cli_urls import register as register_urls
 from enclave.platform.errors import ApiError, StoreError
@@ -293,6 +294,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     register_systems_gateway(ssub, _data_arg, _guard)
     register_policy(psub, _data_arg, _guard)
     register_urls(psub, _data_arg, _guard)
+    register_nodes(psub, _data_arg, _guard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

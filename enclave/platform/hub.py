@@ -61,6 +61,8 @@ fresh presence rows; it decides the pairs that have at least one side on this no
 each message only to its own side (the other node sends the other side's, deciding from the
 same store). A pair split over two nodes is offered the relay of the node of its first name
 (sorted), so both sides meet at one relay; tickets are valid on every node's relay (one key).
+Every hub (SQLite too) keeps its node's row in the nodes table (enclave.platform.nodes): written
+at start, refreshed every HEARTBEAT with its session count, deleted at a clean stop.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from enclave.platform.app import Platform
 from enclave.platform.errors import StoreError
 from enclave.platform.fanout import Event, Listener, notify
 from enclave.platform.gateways import GatewaySync
+from enclave.platform.nodes import Node, beat, node_url, register, remove, this_node
 from enclave.platform.pairs import Pair, PairSet
 from enclave.platform.presence import (
     HEARTBEAT,
@@ -192,7 +195,8 @@ def _reason(system: System | None, now: int) -> str:
 
 class Hub:
     def __init__(self, platform: Platform,
-                 relay: Callable[[], RelayService | None] | None = None) -> None:
+                 relay: Callable[[], RelayService | None] | None = None,
+                 listen: tuple[str, int] | None = None) -> None:
         self.platform = platform
         self.relay = relay  # the platform relay, if running: offered in every introduction
         self.sessions: dict[str, Session] = {}
@@ -229,11 +233,17 @@ class Hub:
         self.presence = PresenceReader(platform.store, self.node)
         self._beat_at = 0.0
         self.listener: Listener | None = None
+        # this process's row in the nodes table (enclave.platform.nodes), on every store
+        self.node_row: Node = this_node(self.node, listen, node_url(
+            platform.settings.urls or (platform.settings.url,), listen), self._started_at)
+        self._node_beat_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._crl_number = await self.platform.store.crl_number()
+        await register(self.platform.store, self.node_row)
+        self._node_beat_at = time.monotonic()
         if self.shared and self.platform.paths.database is not None:
             self.listener = Listener(self.platform.paths.database, self.node, self._heard)
             self.listener.start()
@@ -260,11 +270,12 @@ class Hub:
             await self.listener.stop()
         try:
             await self.platform.store.flush_seen()
+            await remove(self.platform.store, self.node)
             if self.shared:
                 await withdraw_node(self.platform.store, self.node)
                 await notify(self.platform.store, Event("presence", self.node))
         except Exception:
-            log.exception("control hub: last-seen times or presence not written")
+            log.exception("control hub: last-seen times, node row or presence not written")
 
     async def _ticker(self) -> None:
         while True:
@@ -278,6 +289,10 @@ class Hub:
                     await self.platform.store.flush_seen()
                 if self.shared:
                     await self._share(mono)
+                if mono - self._node_beat_at >= HEARTBEAT:  # this node's row (nodes.py)
+                    self._node_beat_at = mono
+                    await beat(self.platform.store, self.node_row,
+                               int(self.platform.clock().timestamp()), len(self.sessions))
                 generation = await self.platform.store.generation()
                 if generation != self._generation or not self.urls:
                     await self._read_urls()

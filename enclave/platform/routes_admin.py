@@ -26,6 +26,11 @@
                                                     "acl": ["tcp:22", "icmp"] | null (any)}
                                                     -> 201 the stored policy (as listed)
     DELETE /v1/admin/gateway-policies/{name}       its intents are withdrawn
+    GET    /v1/admin/nodes                         the platform's nodes (enclave.platform.nodes):
+                                                    {"now", "stale_after", "nodes": [{"id",
+                                                    "listen", "url", "host", "pid", "version",
+                                                    "started_at", "seen_at", "seen_ago",
+                                                    "agents", "state": "alive"|"stale"}]}
 
 Request bodies are checked with str_field / str_list (app.py, beside read_json): a wrong type is
 a 400 naming the field. A gateway policy is validated like `enclave platform policy add
@@ -55,6 +60,7 @@ from enclave.platform.errors import ApiError
 from enclave.platform.frontdoor import FRONT_DOOR, transport_fd
 from enclave.platform.gateways import needs_renewal
 from enclave.platform.hub import HUB
+from enclave.platform.nodes import list_nodes, nodes_json
 from enclave.platform.policy import add_gateway_policy, validate_gateway_policy
 from enclave.policy.gateway import GatewayConfigError, parse_routes
 
@@ -121,6 +127,12 @@ async def tag_system(request: web.Request) -> web.Response:
         system = await platform.store.set_tags(request.match_info["name"], add, remove,
                                          fits=platform.authority.fits())
     return web.json_response(system.as_json())
+
+
+async def get_nodes(request: web.Request) -> web.Response:
+    platform = request.app[PLATFORM]
+    nodes = await list_nodes(platform.store)
+    return web.json_response(nodes_json(nodes, int(platform.clock().timestamp())))
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -280,5 +292,6 @@ def setup(app: web.Application) -> None:
     r.add_post("/v1/admin/systems/{name}/{action}", system_action)
     r.add_delete("/v1/admin/systems/{name}", remove_system)
     r.add_get("/v1/admin/keys", list_keys)
+    r.add_get("/v1/admin/nodes", get_nodes)
     r.add_post("/v1/admin/keys", create_key)
     r.add_post("/v1/admin/keys/{id}/revoke", revoke_key)

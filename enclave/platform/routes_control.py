@@ -366,14 +366,15 @@ async def _handle(platform: Platform, hub: Hub, session: Session, msg: object) -
 
 async def _startup(app: web.Application) -> None:
     platform = app[PLATFORM]
-    hub = Hub(platform, relay=lambda: app.get(RELAY))  # relay starts later: looked up lazily
+    host, port = app.get(LISTEN) or ("0.0.0.0", urlsplit(platform.settings.url).port or 443)
+    # the relay starts later: looked up lazily
+    hub = Hub(platform, relay=lambda: app.get(RELAY), listen=(host, port))
     app[HUB] = hub
     await hub.start()
 
     def lookup(name: str) -> bytes | None:  # from the hub's last read of the store
         return hub.active_keys.get(name)
 
-    host, port = app.get(LISTEN) or ("0.0.0.0", urlsplit(platform.settings.url).port or 443)
     service = DiscoveryService(Reflector(lookup), host, discovery_ports(port))
     try:
         await service.start()

@@ -110,6 +110,20 @@ _PRESENCE = """
     CREATE INDEX presence_by_node ON presence (node);
 """
 
+_NODES = """
+    CREATE TABLE nodes (
+        id         TEXT PRIMARY KEY,        -- the hub's node id (presence.node)
+        listen     TEXT NOT NULL,           -- HOST:PORT of its API
+        url        TEXT,                    -- the platform URL it serves; NULL: not known
+        host       TEXT NOT NULL,
+        pid        {int} NOT NULL,
+        version    TEXT NOT NULL,
+        started_at {int} NOT NULL,
+        seen_at    {int} NOT NULL,          -- its last heartbeat
+        agents     {int} NOT NULL DEFAULT 0 -- control sessions it held then
+    );
+"""
+
 _SQLITE_TYPES = {"blob": "BLOB", "int": "INTEGER"}
 _POSTGRES_TYPES = {"blob": "BYTEA", "int": "BIGINT"}
 
@@ -135,6 +149,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX intents_by_peer ON intents (to_name);
     CREATE INDEX used_nonces_by_time ON used_nonces (seen_at);
     """),
+    # 6: nodes (enclave.platform.nodes): one row per running `platform serve` process, with
+    # its heartbeat and agent count (`enclave platform nodes`)
+    Migration(6, _NODES.format(**_SQLITE_TYPES), _NODES.format(**_POSTGRES_TYPES)),
 )
 LATEST = MIGRATIONS[-1].number
 
