@@ -12,9 +12,11 @@
    key's token with node 2's URL first); each is connected to its own node. Mutual intent
    introduces them (node 1 tells fc1, node 2 tells fd1) and they ping over the overlay. A URL
    added (then removed) with `platform urls` reaches both agents and their enrolment records.
+   `platform nodes --json` lists both nodes alive, one agent each.
 2. Failover: their intents are removed (withdrawn), node 1 is killed (SIGKILL); fc1 reconnects
    to node 2 by itself; intent stated afterwards (fc1's intent goes to node 2 too) introduces
-   them again through node 2, and they ping over the overlay.
+   them again through node 2, and they ping over the overlay. `platform nodes` shows node 1
+   stale once its heartbeat is older than the presence TTL, node 2 alive with both agents.
 3. Nothing lost: node 1 comes back, node 2 is killed with the pair introduced; both agents move
    to node 1, which introduces them again from the stored intents, and the session carries on.
 """
@@ -32,6 +34,7 @@ import pytest
 
 from enclave.cert.enrolment import EnrolmentToken
 from enclave.netlab import Lab, NatType, Site, Topology
+from enclave.platform.presence import HEARTBEAT, PRESENCE_TTL
 from tests.support.lab import API_PORT, Agent, intents_both_ways, runner, spawner
 from tests.support.platform import Platform
 from tests.support.postgres import PostgresCluster
@@ -41,6 +44,7 @@ from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 PASSPHRASE_ENV = "ENCLAVE_PLATFORM_KEY_PASSPHRASE"
+STALE_AFTER = int(HEARTBEAT) + 3  # seconds: a live node beats every HEARTBEAT
 
 World = tuple[Lab, Platform, Platform, Agent, Agent]
 
@@ -101,6 +105,13 @@ def _via(agent: Agent) -> str:
     return str(platform["via"]) if platform["state"] == "connected" else ""
 
 
+def _nodes(plat: Platform, stale_after: int = PRESENCE_TTL) -> dict[str, tuple[str, int]]:
+    """`enclave platform nodes --json`: (state, agents) by listen address."""
+    res = plat.cli("nodes", "--json", "--stale-after", str(stale_after))
+    assert res.returncode == 0, res.stderr
+    return {n["listen"]: (n["state"], n["agents"]) for n in json.loads(res.stdout)["nodes"]}
+
+
 def _meet(a: Agent, b: Agent) -> None:
     wait_for(lambda: a.connected(b.name) and b.connected(a.name), timeout=30,
              what=f"{a.name} <-> {b.name} session")
@@ -117,6 +128,8 @@ def test_two_nodes_share_keys_and_fan_out(world: World) -> None:
     host2 = n2.listen.split(":")[0]
     wait_for(lambda: host1 in _via(a) and host2 in _via(b), timeout=20,
              what="fc1 on node 1, fd1 on node 2")
+    wait_for(lambda: _nodes(n2) == {n1.listen: ("alive", 1), n2.listen: ("alive", 1)},
+             timeout=20, what="both nodes alive in `platform nodes`, one agent each")
     intents_both_ways(a, b)
     _meet(a, b)  # introduced across nodes: node 1 told fc1, node 2 told fd1
     assert f"introduced {min(a.name, b.name)} <-> {max(a.name, b.name)}" in n1.log()
@@ -147,6 +160,10 @@ def test_failover_to_the_other_node(world: World) -> None:
     wait_for(lambda: host2 in _via(a), timeout=30, what="fc1 reconnected to node 2")
     intents_both_ways(a, b)  # fc1's intent reaches node 2: node 1's URL does not answer
     _meet(a, b)
+    # stale after a few heartbeats' time (the default, PRESENCE_TTL, would cost the test 20 s)
+    wait_for(lambda: _nodes(n2, STALE_AFTER) == {n1.listen: ("stale", 1),
+                                                 n2.listen: ("alive", 2)},
+             timeout=30, what="node 1 stale, node 2 alive with both agents")
 
 
 def test_a_node_lost_with_the_pair_introduced(world: World) -> None:
