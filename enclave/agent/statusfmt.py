@@ -61,6 +61,12 @@ def portmap_text(portmap: Mapping[str, Any] | None) -> str:
     return f"{m.get('external')} -> udp :{m.get('internal_port')} via {m.get('method')}"
 
 
+def _v6_off(status: Mapping[str, Any]) -> str:
+    """A note when the TAP does not hold the overlay IPv6 (IPv6 switched off on this host)."""
+    dp = status.get("dataplane") or {}
+    return " (not on the TAP: IPv6 is off)" if dp and not dp.get("address6") else ""
+
+
 def self_lines(status: Mapping[str, Any]) -> list[str]:
     plat = status.get("platform") or {}
     mappings = status.get("mappings") or {}
@@ -70,7 +76,8 @@ def self_lines(status: Mapping[str, Any]) -> list[str]:
     lines = [
         f"name         {status.get('name')} ({status.get('org')})",
         f"overlay ip   {status.get('overlay_ip')}",
-        *([f"overlay ip6  {status['overlay_ip6']}"] if status.get("overlay_ip6") else []),
+        *([f"overlay ip6  {status['overlay_ip6']}" + _v6_off(status)]
+          if status.get("overlay_ip6") else []),
         f"certificate  expires {status.get('cert_expires')}",
         f"platform     {plat.get('url')} {plat.get('state')}" + (f" ({err})" if err else ""),
         f"mappings     udp {udp}; tcp {mappings.get('tcp') or '-'}",

@@ -456,6 +456,8 @@ class DataPlane:
         return {
             "tap": self.tap.name,
             "mtu": self.mtu,
+            # the overlay IPv6 the TAP holds (None: none given, or IPv6 is off on it)
+            "address6": None if self.tap.address6 is None else str(self.tap.address6.ip),
             "vnet_hdr": self.tap.vnet_hdr,
             "tap_offload": self.tap.offload,
             "tap_gro": self.tap_gro,
