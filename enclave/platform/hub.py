@@ -89,7 +89,7 @@ from enclave.platform.app import Platform
 from enclave.platform.errors import StoreError
 from enclave.platform.fanout import Event, Listener, notify
 from enclave.platform.gateways import GatewaySync
-from enclave.platform.nodes import Node, beat, node_url, register, remove, this_node
+from enclave.platform.nodes import Node, beat, remove, start_node
 from enclave.platform.pairs import Pair, PairSet
 from enclave.platform.presence import (
     HEARTBEAT,
@@ -233,16 +233,17 @@ class Hub:
         self.presence = PresenceReader(platform.store, self.node)
         self._beat_at = 0.0
         self.listener: Listener | None = None
-        # this process's row in the nodes table (enclave.platform.nodes), on every store
-        self.node_row: Node = this_node(self.node, listen, node_url(
-            platform.settings.urls or (platform.settings.url,), listen), self._started_at)
+        self.listen = listen  # the API's (host, port), for the nodes table
+        self.node_row: Node | None = None  # this process's row there (nodes.py), once started
         self._node_beat_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._crl_number = await self.platform.store.crl_number()
-        await register(self.platform.store, self.node_row)
+        self.node_row = await start_node(
+            self.platform.store, self.node, self.listen,
+            self.platform.settings.urls or (self.platform.settings.url,), self._started_at)
         self._node_beat_at = time.monotonic()
         if self.shared and self.platform.paths.database is not None:
             self.listener = Listener(self.platform.paths.database, self.node, self._heard)
@@ -289,7 +290,7 @@ class Hub:
                     await self.platform.store.flush_seen()
                 if self.shared:
                     await self._share(mono)
-                if mono - self._node_beat_at >= HEARTBEAT:  # this node's row (nodes.py)
+                if self.node_row is not None and mono - self._node_beat_at >= HEARTBEAT:
                     self._node_beat_at = mono
                     await beat(self.platform.store, self.node_row,
                                int(self.platform.clock().timestamp()), len(self.sessions))

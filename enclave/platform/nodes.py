@@ -17,9 +17,11 @@ store.db (off the event loop, like every store call). Times are UNIX seconds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,6 +31,7 @@ from enclave.platform.store import Store
 from enclave.platform.store.records import Row
 
 PRUNE_AFTER = 86400  # seconds a stale row is kept (its node died) before a live node drops it
+RESOLVE_TIMEOUT = 2.0  # seconds to resolve the URLs' host names at start (node_url)
 MAX_TEXT = 255  # characters kept of the host name, listen address and URL
 WILDCARDS = ("", "0.0.0.0", "::")  # a --listen host that names no one address
 _COLUMNS = "id, listen, url, host, pid, version, started_at, seen_at, agents"
@@ -71,20 +74,47 @@ def format_listen(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def node_url(urls: Sequence[str], listen: tuple[str, int] | None) -> str | None:
-    """The platform URL this node serves: the one whose host and port are its --listen, else
-    the platform's only URL (a node listening on a wildcard address of a one-URL platform);
+def node_url(urls: Sequence[str], listen: tuple[str, int] | None,
+             addresses: Mapping[str, Collection[str]] | None = None) -> str | None:
+    """The platform URL this node serves: the one whose port is its --listen port and whose
+    host is its --listen host (or resolves to it: ``addresses``, host name -> addresses), else
+    the platform's only URL (e.g. a node listening on a wildcard address of a one-URL platform);
     None when that is not known."""
     if listen is not None:
         host, port = listen
         for url in urls:
             try:
                 parts = urlsplit(url)
-                if parts.hostname == host and parts.port == port:
+                if parts.port == port and parts.hostname is not None and (
+                        parts.hostname == host
+                        or host in (addresses or {}).get(parts.hostname, ())):
                     return url
             except ValueError:
                 continue
     return urls[0] if len(urls) == 1 else None
+
+
+async def resolve_hosts(urls: Sequence[str], timeout: float = RESOLVE_TIMEOUT
+                        ) -> dict[str, set[str]]:
+    """The addresses of the URLs' host names (on the loop's resolver; what is not resolved
+    within ``timeout`` seconds in all is left out)."""
+    loop = asyncio.get_running_loop()
+    out: dict[str, set[str]] = {}
+
+    async def one(name: str) -> None:
+        with contextlib.suppress(OSError, UnicodeError):
+            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            out[name] = {str(info[4][0]) for info in infos}
+
+    names = set()
+    for url in urls:
+        with contextlib.suppress(ValueError):
+            name = urlsplit(url).hostname
+            if name:
+                names.add(name)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(one(n) for n in sorted(names))), timeout)
+    return out
 
 
 def this_node(node_id: str, listen: tuple[str, int] | None, url: str | None, now: int) -> Node:
@@ -92,6 +122,18 @@ def this_node(node_id: str, listen: tuple[str, int] | None, url: str | None, now
     return Node(node_id, "" if listen is None else format_listen(*listen)[:MAX_TEXT],
                 None if url is None else url[:MAX_TEXT], socket.gethostname()[:MAX_TEXT],
                 os.getpid(), __version__, now, now)
+
+
+async def start_node(store: Store, node_id: str, listen: tuple[str, int] | None,
+                     urls: Sequence[str], now: int) -> Node:
+    """This process's row (its URL found among ``urls``: node_url, the host names resolved
+    when that is needed), inserted into the nodes table."""
+    url = node_url(urls, listen)
+    if url is None and listen is not None:
+        url = node_url(urls, listen, await resolve_hosts(urls))
+    node = this_node(node_id, listen, url, now)
+    await register(store, node)
+    return node
 
 
 async def register(store: Store, node: Node) -> None:

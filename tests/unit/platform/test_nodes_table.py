@@ -21,6 +21,7 @@ from enclave.platform.nodes import (
     node_url,
     register,
     remove,
+    start_node,
     this_node,
 )
 from enclave.platform.presence import PRESENCE_TTL
@@ -95,8 +96,12 @@ def test_a_heartbeat_puts_back_a_row_that_is_gone(store_location: str | Path) ->
 def test_this_node_and_its_url() -> None:
     urls = ("https://198.18.0.10:8443", "https://198.18.0.11:8443")
     assert node_url(urls, ("198.18.0.11", 8443)) == urls[1]
+    assert node_url(urls, ("198.18.0.11", 9443)) is None  # another port
     assert node_url(urls, ("0.0.0.0", 8443)) is None  # which of the two: not known
     assert node_url(urls[:1], ("0.0.0.0", 8443)) == urls[0]  # a one-URL platform
+    named = ("https://cp1.example:8443", "https://cp2.example:8443")
+    assert node_url(named, ("198.51.100.2", 8443), {"cp1.example": {"198.51.100.1"},
+                                                     "cp2.example": {"198.51.100.2"}}) == named[1]
     me = this_node("n-1", ("::1", 8443), None, T0)
     assert me.listen == "[::1]:8443" and me.version == __version__ and me.pid > 0
     assert me.started_at == me.seen_at == T0 and me.agents == 0
@@ -139,3 +144,13 @@ def test_platform_nodes_command(store_location: str | Path, tmp_path: Path,
     with pytest.raises(SystemExit):  # argparse: a clear usage error
         platform_main(["platform", "nodes", "--stale-after", "0", *where])
     assert "seconds >= 1" in capsys.readouterr().err
+
+
+def test_a_starting_node_finds_its_url_by_name(store_location: str | Path) -> None:
+    """Its --listen address is what a URL's host name resolves to (here: localhost)."""
+    store = SyncStore(store_location)
+    urls = ("https://198.18.0.10:8443", "https://localhost:8443")
+    node = store.run(start_node(store.store, "n-1", ("127.0.0.1", 8443), urls, T0))
+    assert node.url == urls[1] and node.listen == "127.0.0.1:8443"
+    assert store.run(list_nodes(store.store)) == [node]
+    assert store.run(start_node(store.store, "n-2", ("127.0.0.1", 9), urls, T0)).url is None
