@@ -80,7 +80,9 @@ async def _silence(url: str, pin: str, ticket: bytes) -> None:
 async def _wrong_pin(url: str, ticket: bytes, yname: str) -> RelayTlsClient:
     rc = RelayTlsClient(url, "00" * 32, LO, lambda m, p: None, lambda peer, p: None)
     rc.add(yname, ticket)
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(2.0)  # a while to connect in, had the pin been taken ...
+    # ... and the refused TLS handshake itself (a loaded platform may take longer than that)
+    await until(lambda: rc.last_error, timeout=30, what="the pinned handshake to fail")
     assert rc.connects == 0 and not rc.registered(yname)
     assert rc.last_error is not None and "does not match the pin" in rc.last_error
     await rc.close()
