@@ -28,6 +28,7 @@ from enclave._fastpath import UdpBatchIO
 from enclave.agent.relay_client import RelayClient
 from enclave.platform.relay import RelayCore, RelayServer, mint_ticket
 from enclave.proto.wire import MSG_RELAY_DATA, pack_relay_header
+from tests.support.wait import wait_for_async
 
 LO = "127.0.0.1"
 KEY = bytes(range(32))
@@ -317,10 +318,15 @@ def test_runs_of_128_tiny_segments_do_not_overrun_the_queues() -> None:
                            array("I", [2048] * 64), relay, gso_size=len(seg))
             assert sent == 64
             await asyncio.sleep(QUIET)
-            c = fwd.counters()
-            runs = c["datagrams"] - before
-            assert fwd.running and runs > 0
-            assert c["forwarded"] + c["drop_truncated"] + c["drop_rate"] == 128 * runs
+
+            def accounted() -> bool:  # (read between two of the thread's rounds: it counts
+                c = fwd.counters()    # a round's runs as it takes them, their segments after)
+                runs = c["datagrams"] - before
+                return runs > 0 and (c["forwarded"] + c["drop_truncated"] + c["drop_rate"]
+                                     == 128 * runs)
+
+            await wait_for_async(accounted, 10, what="every segment of each run counted")
+            assert fwd.running
             while await _recv(y.sock, QUIET) is not None:  # the runs, whole
                 pass
             y.sock.setsockopt(socket.SOL_UDP, 104, 0)
