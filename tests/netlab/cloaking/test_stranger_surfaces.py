@@ -193,9 +193,10 @@ def test_the_data_port_gives_a_stranger_nothing_on_either_family_and_every_worke
         time.sleep(SETTLE)
     assert heard_evil.packets == [] and heard_lan.packets == [], (heard_evil.packets,
                                                                   heard_lan.packets)
-    after = b1.status()["node_drops"]
     # the probes reached the Node over both families (so the silence is its doing) ...
-    assert after.get("init_bad_mac1", 0) > before.get("init_bad_mac1", 0), after
+    wait_for(lambda: b1.status()["node_drops"].get("init_bad_mac1", 0)
+             > before.get("init_bad_mac1", 0), timeout=15, interval=0.2,
+             what=f"b1's Node counting the probes (before: {before})")
     # ... while the introduced peer's address is in the guard's set and its session carries
     # traffic
     guard = b1.host.run(["nft", "list", "table", "inet", f"enclave_guard_{PORT}"]).stdout
@@ -265,7 +266,8 @@ def test_the_port_mapped_external_port_gives_a_stranger_nothing(world: World) ->
         time.sleep(SETTLE)
     assert heard.packets == [], heard.packets
     # the mapping forwarded the probes to m1's Node, which dropped them
-    assert m1.status()["node_drops"].get("init_bad_mac1", 0) > before
+    wait_for(lambda: m1.status()["node_drops"].get("init_bad_mac1", 0) > before, timeout=15,
+             interval=0.2, what=f"m1's Node counting the probes (before: {before})")
 
 
 def test_overlay_listeners_are_not_reachable_from_the_lan(world: World) -> None:
