@@ -1,12 +1,13 @@
 """The nodes table: which `enclave platform serve` processes run this platform, and how many
 agents each holds (`enclave platform nodes`, GET /v1/admin/nodes).
 
-    node (hub ticker) --start: register--> nodes (id, listen, url, host, pid, version,
-                      --every HEARTBEAT: beat->        started_at, seen_at, agents)
-                      --clean stop: remove-->
+    node (hub) --start: start_node--> nodes (id, listen, url, host, pid, version,
+               --every HEARTBEAT: beat->        started_at, seen_at, agents)
+               --clean stop: remove-->
     admin CLI / API   --list_nodes, state(now)-->   alive | stale
 
-One row per running node, written only by that node: inserted when its hub starts, refreshed
+One row per running node, written only by that node: inserted when its hub starts (its URL:
+the platform URL that names its --listen address and port, node_url), refreshed
 every presence.HEARTBEAT seconds (``seen_at`` and ``agents``: one small UPDATE; a row that
 vanished is inserted again), deleted when it stops cleanly. A row not refreshed for
 presence.PRESENCE_TTL seconds is shown as stale (its node died without a word); any live node's
@@ -33,7 +34,6 @@ from enclave.platform.store.records import Row
 PRUNE_AFTER = 86400  # seconds a stale row is kept (its node died) before a live node drops it
 RESOLVE_TIMEOUT = 2.0  # seconds to resolve the URLs' host names at start (node_url)
 MAX_TEXT = 255  # characters kept of the host name, listen address and URL
-WILDCARDS = ("", "0.0.0.0", "::")  # a --listen host that names no one address
 _COLUMNS = "id, listen, url, host, pid, version, started_at, seen_at, agents"
 
 
