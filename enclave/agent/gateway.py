@@ -57,6 +57,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from enclave.agent.ports import AgentView
 from enclave.cert.errors import CertificateError
 from enclave.cert.files import PRIVATE_FILE_MODE, atomic_write
+from enclave.cert.identity import SystemIdentity
 from enclave.cert.verification import verify_system_certificate
 from enclave.dataplane.checksum import inet_checksum
 from enclave.discovery.introduction import Introduction
@@ -431,6 +432,12 @@ class GatewayProber:
 # -- the agent's side -----------------------------------------------------------------------------
 
 
+def _overlay6(ident: SystemIdentity) -> ipaddress.IPv6Network | None:
+    """The org's overlay IPv6 /64 (enclave.cert.overlay6), or None without one."""
+    v6 = ident.overlay_interface6
+    return None if v6 is None else v6.network
+
+
 class AgentGateway:
     """Feeds the Agent's introductions / withdrawals / renewals into a GatewayManager.
 
@@ -444,7 +451,8 @@ class AgentGateway:
         self.agent = agent
         ident = agent.identity
         self.manager = GatewayManager(LocalView(agent.options.interface, ident.overlay_interface,
-                                                tuple(ident.gateway_routes), True),
+                                                tuple(ident.gateway_routes), True,
+                                                _overlay6(ident)),
                                       agent.state.root / FORWARD_RECORD)
         self.prober: GatewayProber | None = None
         self.errors = 0
@@ -458,7 +466,7 @@ class AgentGateway:
         nat = all(g.nat for g in grants) if grants else True
         ident = self.agent.identity
         return LocalView(self.agent.options.interface, ident.overlay_interface,
-                         tuple(ident.gateway_routes), nat)
+                         tuple(ident.gateway_routes), nat, _overlay6(ident))
 
     def introduce(self, intro: Introduction) -> None:
         try:

@@ -221,8 +221,8 @@ def agent_factory(agent: AgentView) -> AgentConnections:
     assert agent.udp_sock is not None
     dp = open_dataplane(agent, choice.max_tag_size) if agent.options.tap else None
     try:
-        overlay = (Overlay(agent.options.interface, agent.identity.overlay_ip)
-                   if dp is not None else None)
+        overlay = (Overlay(agent.options.interface, agent.identity.overlay_ip,
+                           agent.identity.overlay_ip6) if dp is not None else None)
         cm = AgentConnections(creds, validator, udp_sock=agent.udp_sock,
                               tcp_port=agent.options.port, dp=dp, cipher=choice.cipher,
                               overlay=overlay)

@@ -23,16 +23,18 @@ the client's overlay IP, ICMP errors about it) pass. The netdev ingress hook run
 conntrack, so it only marks what the ACL did not match; the ``ip`` table decides after it:
 
     table netdev enclave_gw                       (ingress of enclave0 = frames from peers)
-      chain ingress: ether saddr vmap { <peer MAC> : jump p_<peer> }   (others: accept)
+      chain ingress: IPv4 / IPv6: ether saddr vmap { <peer MAC> : jump p_<peer> }
+                                                                       (others: accept)
       chain p_<peer>:
         ip saddr outside {its overlay IP, its certified+offered routes}  -> drop  spoofed_src
         ip daddr in overlay / multicast / broadcast                     -> accept
+        ip6 daddr in overlay IPv6 /64 / link-local / multicast          -> accept
         ip daddr in a grant's routes and the grant's ACL matches        -> GRANT_MARK, accept
                                                                             routed
         ip daddr in a grant's routes (ACL did not match)                -> pending mark of
                                                                            this peer, accept
         ip daddr in a route this system serves (no grant)               -> drop  route_denied
-        any other IPv4 destination                                      -> drop  not_routed
+        any other IPv4 or IPv6 destination                              -> drop  not_routed
     table ip enclave_gw                           (only on a gateway)
       prerouting (after conntrack, before routing: covers forwarded and local traffic):
                    from enclave0: meta mark vmap { <pending mark of peer> : jump a_<peer> }
@@ -43,6 +45,11 @@ conntrack, so it only marks what the ACL did not match; the ``ip`` table decides
       postrouting: NAT mode: overlay sources leaving by another interface -> masquerade
 
     pending mark (32 bits):  | 0x4550 ("EP") | peer index in the script, 1..65535 |
+
+IPv6: a peer's IPv6 sources are bound by the data plane (its EUI-64 link-local, its derived
+overlay IPv6, enclave.cert.overlay6); gateways serve IPv4 routes only, so IPv6 from a peer may
+reach overlay, link-local and multicast destinations and nothing else: a gateway whose host
+forwards IPv6 never routes a peer's overlay-sourced IPv6 past the grants and ACLs above.
 
 Counters are named ``<reason>_<peer>`` (reasons in DROP_REASONS), read back by the agent from
 both tables (``routed`` is counted in both: sum them, ``merge_counters``).
@@ -55,9 +62,10 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 Route = ipaddress.IPv4Network
+_Net = TypeVar("_Net", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 TABLE = "enclave_gw"
 GRANT_MARK = 0x454E4757  # "ENGW": set on frames a grant admitted; forward drops the rest
@@ -79,6 +87,7 @@ ACCEPT_REASON = "routed"  # counter of frames a grant admitted
 FORWARD_DENIED = "forward_denied"
 ACL_PROTOCOLS = ("any", "icmp", "tcp", "udp")
 _LOCAL_DESTS = ("224.0.0.0/4", "255.255.255.255")
+_LOCAL_DESTS6 = ("fe80::/10", "ff00::/8")  # link-local (ND, MLD replies), multicast
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
@@ -256,12 +265,14 @@ def grants_from_json(obj: Any) -> tuple[GatewayGrant, ...]:
 
 @dataclass(frozen=True)
 class LocalView:
-    """This system: its overlay interface and address, and the routes it serves (its cert's)."""
+    """This system: its overlay interface and address, the routes it serves (its cert's) and
+    the org's overlay IPv6 /64 (enclave.cert.overlay6), when it has one."""
 
     iface: str
     overlay: ipaddress.IPv4Interface
     served: tuple[Route, ...] = ()
     nat: bool = True
+    overlay6: ipaddress.IPv6Network | None = None
 
     def __post_init__(self) -> None:
         if not _IFACE_RE.match(self.iface):
@@ -301,10 +312,10 @@ def chain_id(name: str) -> str:
     return "p_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[:40]
 
 
-def _set(nets: Iterable[Route]) -> str:
+def _set(nets: Iterable[_Net]) -> str:
     """An anonymous nft set of networks, overlaps merged (nft refuses overlapping intervals)."""
     merged = ipaddress.collapse_addresses(nets)
-    return "{ " + ", ".join(str(n.network_address) if n.prefixlen == 32 else str(n)
+    return "{ " + ", ".join(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
                             for n in merged) + " }"
 
 
@@ -332,9 +343,11 @@ def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
     lines.append(f'    type filter hook ingress device "{dev}" priority 0; policy accept;')
     if plist:
         vmap = ", ".join(f"{_mac(p.mac)} : jump {chain_id(p.name)}" for p in plist)
-        lines.append(f"    meta protocol ip ether saddr vmap {{ {vmap} }}")
+        lines.append(f"    meta protocol {{ ip, ip6 }} ether saddr vmap {{ {vmap} }}")
     lines.append("  }")
     local_dests = [local.overlay.network, *(ipaddress.IPv4Network(d) for d in _LOCAL_DESTS)]
+    local_dests6 = [*(() if local.overlay6 is None else (local.overlay6,)),
+                    *(ipaddress.IPv6Network(d) for d in _LOCAL_DESTS6)]
     pending: list[tuple[str, int]] = []  # (peer tag, its pending mark) for the ip table
     for index, p in enumerate(plist, start=1):
         cid = chain_id(p.name)
@@ -344,6 +357,7 @@ def ruleset(local: LocalView, peers: Iterable[PeerView]) -> str:
         sources = [ipaddress.IPv4Network(p.overlay_ip), *p.routes]
         lines.append(f"    ip saddr != {_set(sources)} counter name spoofed_src_{tag} drop")
         lines.append(f"    ip daddr {_set(local_dests)} accept")
+        lines.append(f"    ip6 daddr {_set(local_dests6)} accept")
         for grant in p.grants:
             routes = routes_within(grant.routes, local.served)
             if not routes:

@@ -13,11 +13,15 @@ the listener sees it, so it gets neither a SYN-ACK nor an RST (a port scan finds
         tcp dport <port> counter drop                     everything else, silently
         ip daddr <overlay IP> iifname != { "lo", "<tap>" } counter drop
                                                           (with an overlay: see below)
+        ip6 daddr <overlay IPv6> iifname != { "lo", "<tap>" } counter drop
+                                                          (the same for its overlay IPv6)
 
 The overlay rule: Linux takes a packet for any local address on any interface, so a LAN
 neighbour that routes the overlay range to this host's LAN address would reach whatever listens
 on the overlay IP (the agent's DNS, `--metrics` on the overlay IP, a service bound there for
-peers only). The overlay IP answers only what comes through the TAP (peers) or from this host.
+peers only). The overlay IP answers only what comes through the TAP (peers) or from this host;
+so does the overlay IPv6 (enclave.cert.overlay6), where a LAN neighbour could route the org's
+ULA /64 to this host the same way.
 
 The whole table is replaced atomically (one `nft -f -` script: create, delete, re-create) when
 the address set changes; the agent's exit deletes it, and the next start deletes a table a
@@ -38,10 +42,11 @@ _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 @dataclass(frozen=True)
 class Overlay:
-    """The TAP device and the overlay address it holds (reachable only through it)."""
+    """The TAP device and the overlay addresses it holds (reachable only through it)."""
 
     iface: str
     address: ipaddress.IPv4Address
+    address6: ipaddress.IPv6Address | None = None
 
     def __post_init__(self) -> None:
         if not _IFNAME.fullmatch(self.iface):
@@ -76,7 +81,10 @@ def teardown_script(port: int) -> str:
 
 def _overlay_rule(overlay: Overlay) -> str:
     devices = f'{{ "lo", "{overlay.iface}" }}'
-    return f"    ip daddr {overlay.address} iifname != {devices} counter drop\n"
+    rule = f"    ip daddr {overlay.address} iifname != {devices} counter drop\n"
+    if overlay.address6 is not None:
+        rule += f"    ip6 daddr {overlay.address6} iifname != {devices} counter drop\n"
+    return rule
 
 
 def ruleset(port: int, allowed: Iterable[IPAddress], overlay: Overlay | None = None) -> str:

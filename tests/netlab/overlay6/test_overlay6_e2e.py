@@ -33,6 +33,7 @@ import dns.query
 import pytest
 
 from enclave.netlab import Host, Lab, NatType, Site, Topology
+from tests.support.frames6 import udp6
 from tests.support.ident_frames import (
     ETH_IPV6,
     ND_OPT_TLLA,
@@ -40,7 +41,6 @@ from tests.support.ident_frames import (
     icmp6_na,
     ipv6,
     nd_option,
-    udp,
 )
 from tests.support.lab import Agent, intents_both_ways, platform_lab, start_all
 from tests.support.platform import Platform
@@ -130,19 +130,6 @@ def _ask(host: Host, server: str, name: str) -> list[str]:
     return [rd.to_text() for rrset in reply.answer for rd in rrset]
 
 
-def _udp6(src: str, dst: str, payload: bytes) -> bytes:
-    """IPv6 + UDP with the checksum IPv6 makes mandatory (the receiving kernel checks it)."""
-    body = bytearray(udp(UDP_PORT, UDP_PORT, payload))
-    pseudo = (ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
-              + struct.pack("!IxxxB", len(body), socket.IPPROTO_UDP))
-    data = pseudo + bytes(body) + b"\0" * (len(body) % 2)
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    body[6:8] = struct.pack("!H", (~total & 0xFFFF) or 0xFFFF)
-    return ipv6(src, dst, socket.IPPROTO_UDP, bytes(body))
-
-
 def _dataplane(agent: Agent, peer: str) -> dict[str, Any]:
     row = next(p for p in agent.peers_cli() if p["name"] == peer)
     return dict(row.get("dataplane") or {})
@@ -198,13 +185,14 @@ def test_claiming_another_systems_overlay_ipv6_is_dropped_and_counted(
     raw = m.host.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     raw.bind(("enclave0", 0))
     forged = [
-        eth(v_mac, m_mac, ETH_IPV6, _udp6(t6, v6, b"spoofed")),  # UDP from T's overlay IPv6
+        # UDP from T's overlay IPv6
+        eth(v_mac, m_mac, ETH_IPV6, udp6(t6, v6, UDP_PORT, UDP_PORT, b"spoofed")),
         # unsolicited NA from M's own address: "T's overlay IPv6 is at M's MAC"
         eth(ALL_NODES_MAC, m_mac, ETH_IPV6,
             ipv6(m6, "ff02::1", socket.IPPROTO_ICMPV6,
                  icmp6_na(t6, nd_option(ND_OPT_TLLA, m_mac)))),
     ]
-    honest = eth(v_mac, m_mac, ETH_IPV6, _udp6(m6, v6, b"honest"))
+    honest = eth(v_mac, m_mac, ETH_IPV6, udp6(m6, v6, UDP_PORT, UDP_PORT, b"honest"))
     try:
         for _ in range(ROUNDS):
             for frame in (*forged, honest):
