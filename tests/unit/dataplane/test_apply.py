@@ -62,7 +62,8 @@ def test_keys_install_the_peer_with_its_certified_identity(
     [slot] = plane.native.slots()
     assert plane.peer_addr("pb") == ("198.18.0.2", 51820)
     assert plane.native.identity(slot) == {
-        "ip4": str(ident.overlay_ip), "ip6": [], "routes": ["192.168.10.0/24"]}
+        "ip4": str(ident.overlay_ip), "ip6": [str(ident.overlay_ip6)],  # derived: cert/overlay6
+        "routes": ["192.168.10.0/24"]}
     assert plane.peer_counters("pb")["tx_counter"] == 0
     # the tx key's session is the current one: its rx key reports the tx messages sent
     assert plane.native.activity() == [(slot, 5, 0, 0)]
