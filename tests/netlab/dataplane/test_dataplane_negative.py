@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import nacl.bindings as nb
 import pytest
 
+from enclave.dataplane.engine import PuntMessage
 from enclave.discovery.candidates import PathAddr, Transport
 from enclave.netlab import Lab, Topology
 from enclave.proto.events import PeerKeysUpdated
@@ -109,8 +110,18 @@ def test_forged_malformed_and_unknown_packets(ov: Overlay) -> None:
     init = bytes([MSG_HANDSHAKE_INIT, 0, 0, 0]) + b"not really a handshake"
     s.sendto(init, dst)
     s.sendto(b"", dst)
-    c = b.dp.peer_counters("pa")
     wait_for(lambda: b.dp.global_counters()["rx_datagrams"] >= 6, 3, what="6 datagrams")
+    punted: list[PuntMessage] = []
+
+    # the rx thread counts a datagram as it takes it, then handles it: the last one's punt
+    # may come after the count
+    def punted_datagrams() -> list[PuntMessage]:
+        while (msg := b.dp.read_punt()) is not None:
+            punted.append(msg)
+        got = [m for m in punted if m.kind == fp.PUNT_DATAGRAM]
+        return got if len(got) >= 3 else []
+
+    datagrams = wait_for(punted_datagrams, 10, what="3 DATAGRAM punts")
     c = b.dp.peer_counters("pa")
     g = b.dp.global_counters()
     assert c["rx_decrypt_fail"] == 1
@@ -118,10 +129,6 @@ def test_forged_malformed_and_unknown_packets(ov: Overlay) -> None:
     assert c["rx_frames"] == 0
     assert g["rx_malformed"] == 1
     assert g["rx_unknown_index"] == 1
-    punted = []
-    while (msg := b.dp.read_punt()) is not None:
-        punted.append(msg)
-    datagrams = [m for m in punted if m.kind == fp.PUNT_DATAGRAM]
     assert [m.packet for m in datagrams] == [unknown, init, b""]
     assert all(m.addr == (str(attacker.ip), 40002) for m in datagrams)
     # nothing bad moved the peer's address
@@ -155,10 +162,14 @@ def test_roaming_follows_the_newest_authentic_packet(ov: Overlay) -> None:
     s1 = sender(a, 41000)
     s1.sendto(data_from(ov, a, b, 100, b"from a new port"), dst)
     wait_for(lambda: b.dp.peer_addr("pa") == (str(a.host.ip), 41000), 3, what="roam to :41000")
-    punts = []
-    while (m := b.dp.read_punt()) is not None:
-        punts.append(m)
-    roams = [m for m in punts if m.kind == fp.PUNT_ROAMED]
+    punts: list[PuntMessage] = []
+
+    def roamed() -> list[PuntMessage]:  # (the rx thread moves the address, then punts the news)
+        while (m := b.dp.read_punt()) is not None:
+            punts.append(m)
+        return [m for m in punts if m.kind == fp.PUNT_ROAMED]
+
+    roams = wait_for(roamed, 10, what="the ROAMED punt")
     assert len(roams) == 1 and roams[0].peer == "pa" and roams[0].addr == (str(a.host.ip), 41000)
     # an older (but fresh) counter from elsewhere is delivered, yet does not move the peer
     s2 = sender(a, 41001)
