@@ -95,7 +95,8 @@ def test_keys_reach_the_compiled_data_plane_with_the_certified_identity() -> Non
                                  what="sessions installed in both data planes")
             [slot] = a.dp.native.slots()
             assert a.dp.native.identity(slot) == {
-                "ip4": str(b.ident.overlay_ip), "ip6": [], "routes": []}
+                "ip4": str(b.ident.overlay_ip), "ip6": [str(b.ident.overlay_ip6)],  # derived
+                "routes": []}
             await wait_for_async(lambda: (a.cm.peer(b.name) or {}).get("state") == "connected",
                                  10, what="A connected")
             # a frame from A's TAP to B's MAC crosses sealed by A's loops, opened by B's
