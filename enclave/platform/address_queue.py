@@ -108,6 +108,7 @@ class AddressQueue:
                 if abandoned(entry.conn):
                     self.abandoned += 1
                     entry.conn.close()
+                    limits.room_freed()
                     continue
                 if limits.admit(entry.conn.fileno(), entry.host) is not None:  # cannot happen
                     self._sock.refuse(entry.conn, entry.host, PER_ADDRESS)
@@ -122,6 +123,7 @@ class AddressQueue:
         self._drop(key, entry)
         self._sock.limits.refused[PER_ADDRESS] += 1
         self._sock.refuse(entry.conn, entry.host, PER_ADDRESS)
+        self._sock.limits.room_freed()
 
     def _drop(self, key: str, entry: _Held) -> None:
         waiting = self._held.get(key)

@@ -112,8 +112,9 @@ class ConnectionLimits:
     held: int = 0  # accepted connections waiting for a place of their address (not counted yet)
     per_address: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # reason -> how many
-    # called whenever a counted connection leaves the unauthenticated caps (accept_queue.py
-    # waits for room instead of accepting connections only to close them)
+    # called whenever a counted connection leaves the unauthenticated caps, or a held one
+    # leaves the total (accept_queue.py waits for room instead of accepting connections only
+    # to close them; address_queue.py gives a freed place to a held connection)
     on_room: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -152,6 +153,11 @@ class ConnectionLimits:
         if count_refusal:
             self.refused[reason] += 1
         return reason
+
+    def room_freed(self) -> None:
+        """A place in the total freed outside the counted connections: a held one left without a
+        place (timed out, or its client gave up). Whoever waits for room is told."""
+        self._room()
 
     def authenticated(self, fd: int) -> bool:
         """Connection ``fd`` proved who it is: it leaves the unauthenticated caps."""

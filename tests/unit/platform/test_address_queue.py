@@ -142,3 +142,30 @@ def test_a_client_that_left_while_held_costs_no_handshake(tmp_path: Path) -> Non
             assert site.held.served == 0 and limits.held == 0 and limits.total == 0
 
     asyncio.run(scenario())
+
+
+def test_a_held_connection_that_leaves_frees_its_place_in_the_total(tmp_path: Path) -> None:
+    """A held connection counts in the total (its descriptor): when it leaves without a place
+    (timed out here; a client that gave up likewise), the accept loop, which stopped at a full
+    total, takes the next connection at once, not only when a counted one closes."""
+    async def scenario() -> None:
+        limits = ConnectionLimits(max_total=4, max_unauth=8, max_per_address=1)
+        async with _site(tmp_path, limits, timeout=1.0) as (site, port):
+            first = await asyncio.wait_for(await _tls(port), 10)
+            waiting = [socket.create_connection((LO, port)) for _ in range(2)]
+            try:
+                await wait_for_async(lambda: limits.held == 2, timeout=5, what="held")
+                second = await asyncio.wait_for(await _tls(port, "127.0.0.2"), 10)
+                assert limits.total == limits.max_total  # the accept loop waits for room
+                for sock in waiting:
+                    assert await _closed_by_peer(sock, 5)  # held past the timeout: refused
+            finally:
+                for sock in waiting:
+                    sock.close()
+            assert limits.held == 0 and limits.total == 2
+            third = await asyncio.wait_for(await _tls(port, "127.0.0.3"), 10)
+            assert site.held.served == 0
+            for _r, w in (first, second, third):
+                w.close()
+
+    asyncio.run(scenario())
