@@ -64,8 +64,7 @@ def check_ca_certificate(ca: x509.Certificate, *, now: datetime.datetime) -> Non
         raise CertificateError("CA certificate has no basicConstraints") from None
     if not bc.ca:
         raise CertificateError("CA certificate is not a CA")
-    if not isinstance(ca.public_key(), Ed25519PublicKey):
-        raise CertificateError("CA key must be Ed25519")
+    ca_public_key(ca)
     if not ca.not_valid_before_utc <= now < ca.not_valid_after_utc:
         raise CertificateError("CA certificate expired or not yet valid")
 
@@ -91,8 +90,7 @@ def verify_system_certificate(
     if cert.issuer != ca.subject:
         raise CertificateError("certificate was issued by a different CA (wrong CA)")
     check_ca_certificate(ca, now=now)
-    ca_key = ca.public_key()
-    assert isinstance(ca_key, Ed25519PublicKey)
+    ca_key = ca_public_key(ca)
     try:
         ca_key.verify(cert.signature, cert.tbs_certificate_bytes)
     except InvalidSignature:
