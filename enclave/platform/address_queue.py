@@ -15,7 +15,9 @@ each at its first attempt, instead of being refused and coming back after a back
 
 A held connection costs the node one file descriptor (ConnectionLimits.held counts it in the
 total, which stays below the file limit) and no CPU. It does not count against the caps of
-unauthenticated connections, so what one address holds never keeps another address out.
+unauthenticated connections, so what one address holds never keeps another address out; one
+that leaves without a place (timed out, abandoned) gives its place in the total back
+(ConnectionLimits.room_freed: the accept loop may be waiting for it).
 """
 
 from __future__ import annotations
