@@ -84,6 +84,7 @@ class AddressQueue:
         self._held.setdefault(key, deque()).append(entry)
         self._count += 1
         self._sock.limits.held += 1
+        self._sock.limits.held_from[key] += 1
         return True
 
     def wake(self) -> None:
@@ -112,7 +113,8 @@ class AddressQueue:
                     entry.conn.close()
                     limits.room_freed()
                     continue
-                if limits.admit(entry.conn.fileno(), entry.host) is not None:  # cannot happen
+                if limits.admit(entry.conn.fileno(), entry.host,
+                                held=True) is not None:  # cannot happen
                     self._sock.refuse(entry.conn, entry.host, PER_ADDRESS)
                     continue
                 self._sock.counted(entry.conn)
@@ -138,4 +140,8 @@ class AddressQueue:
             entry.timer.cancel()
             entry.timer = None
         self._count -= 1
-        self._sock.limits.held -= 1
+        limits = self._sock.limits
+        limits.held -= 1
+        limits.held_from[key] -= 1
+        if limits.held_from[key] <= 0:
+            del limits.held_from[key]

@@ -110,6 +110,7 @@ class ConnectionLimits:
     unauth: dict[int, str] = field(default_factory=dict)  # fd -> source key
     auth: set[int] = field(default_factory=set)
     held: int = 0  # accepted connections waiting for a place of their address (not counted yet)
+    held_from: Counter[str] = field(default_factory=Counter)  # source key -> held (FIFO per key)
     per_address: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # reason -> how many
     # called whenever a counted connection leaves the unauthenticated caps, or a held one
@@ -136,15 +137,18 @@ class ConnectionLimits:
         return (self.total - self.held < self.max_total and len(self.unauth) < self.max_unauth
                 and self.per_address[key] < self.max_per_address)
 
-    def admit(self, fd: int, host: str, *, count_refusal: bool = True) -> str | None:
+    def admit(self, fd: int, host: str, *, count_refusal: bool = True,
+              held: bool = False) -> str | None:
         """Count connection ``fd`` from ``host``; None, or why it is refused (then not counted
-        as open; counted in ``refused`` unless ``count_refusal`` is False)."""
+        as open; counted in ``refused`` unless ``count_refusal`` is False). A new connection
+        (not ``held``) of an address with held ones is over its cap: it waits behind them."""
         key = source_key(host)
         if self.total >= self.max_total:
             reason = "connections"
         elif len(self.unauth) >= self.max_unauth:
             reason = "unauthenticated connections"
-        elif self.per_address[key] >= self.max_per_address:
+        elif self.per_address[key] >= self.max_per_address or (
+                not held and self.held_from[key] > 0):
             reason = PER_ADDRESS
         else:
             self.unauth[fd] = key

@@ -169,3 +169,29 @@ def test_a_held_connection_that_leaves_frees_its_place_in_the_total(tmp_path: Pa
                 w.close()
 
     asyncio.run(scenario())
+
+
+def test_a_newcomer_of_an_address_waits_behind_its_held_ones(tmp_path: Path) -> None:
+    """FIFO per address: a place that frees goes to the address's oldest held connection, not
+    to a newer connection of that address that waited in the backlog (here: while the
+    unauthenticated cap in total was reached)."""
+    async def scenario() -> None:
+        limits = ConnectionLimits(max_total=64, max_unauth=2, max_per_address=1)
+        async with _site(tmp_path, limits) as (site, port):
+            first = await asyncio.wait_for(await _tls(port), 10)
+            held = await _tls(port)
+            assert limits.held == 1
+            other = await asyncio.wait_for(await _tls(port, "127.0.0.2"), 10)
+            assert not site.has_room()  # two unauthenticated: the accept loop waits
+            newer = await _tls(port)  # from the held one's address, in the backlog
+            first[1].close()
+            _r, w = await asyncio.wait_for(held, 10)  # the oldest gets the place
+            assert site.held.served == 1 and not newer.done()
+            assert limits.held == 1  # the newer one is held in its turn
+            w.close()
+            _r, w2 = await asyncio.wait_for(newer, 10)
+            assert site.held.served == 2
+            for writer in (w2, other[1]):
+                writer.close()
+
+    asyncio.run(scenario())
