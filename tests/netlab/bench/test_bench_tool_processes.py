@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from enclave.bench import flows, procstat
+from enclave.localport import free_port
 
 
 def test_udp_rate_flow_through_subprocesses() -> None:
@@ -32,19 +33,13 @@ def _free_udp() -> int:
         return int(s.getsockname()[1])
 
 
-def _free_tcp() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
 
 
 @pytest.fixture
 def iperf3_server() -> Iterator[int]:
     place = flows.LocalPlace()
-    port = _free_tcp()
+    port = free_port()
     flows.start_iperf3_server(place, port)
     try:
         yield port
@@ -66,7 +61,7 @@ def test_iperf3_real_output_parses(iperf3_server: int, streams: int, reverse: bo
 
 @needs_iperf3
 def test_iperf3_error_output_is_a_flow_error() -> None:
-    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(_free_tcp()), "-t", "1",
+    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(free_port()), "-t", "1",
                           "--json"], capture_output=True, text=True, timeout=30).stdout
     with pytest.raises(flows.FlowError, match=r"iperf3: .*connect"):
         flows.parse_iperf3(out)
