@@ -33,6 +33,7 @@ from enclave.dataplane import mtu as mtu_mod
 from enclave.dataplane import tap as tapmod
 from enclave.dataplane.tap import TapDevice, TapError
 from tests.support.offload_frames import csum_sum, pseudo
+from tests.support.scratch_ns import scratch_ns
 
 fp = pytest.importorskip("enclave._fastpath")
 
@@ -55,20 +56,9 @@ def _static_neighbour(ns: str, ip: str) -> None:
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("TAP tests need root")
-    name = f"enl-tap-{secrets.token_hex(4)}"
-    _ip("netns", "add", name)
-    try:
-        # no IPv6 on new links: keeps router solicitations / MLD reports off the TAP
-        subprocess.run(
-            ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            check=True,
-            timeout=10,
-        )
+    # no IPv6 on new links: keeps router solicitations / MLD reports off the TAP
+    with scratch_ns("tap", "net.ipv6.conf.default.disable_ipv6=1") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
 def in_netns(name: str, fn: Callable[[], T]) -> T:

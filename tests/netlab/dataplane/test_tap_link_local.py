@@ -5,15 +5,14 @@ from that link-local address (enclave/_fp_ident.pxi)."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from enclave.dataplane.tap import TapDevice
 from tests.support.ident_frames import link_local
+from tests.support.scratch_ns import ns_exec as _in
+from tests.support.scratch_ns import scratch_ns
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
@@ -22,23 +21,11 @@ MAC = "02:00:00:00:00:07"
 ADDR_GEN_MODE_RANDOM = "3"
 
 
-def _in(ns: str, *argv: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], check=True, capture_output=True,
-                          text=True, timeout=10).stdout
-
-
 @pytest.fixture
 def ns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("TAP tests need root")
-    name = f"enl-ll-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        _in(name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=0",
-            f"net.ipv6.conf.default.addr_gen_mode={ADDR_GEN_MODE_RANDOM}")
+    with scratch_ns("ll", "net.ipv6.conf.default.disable_ipv6=0",
+                    f"net.ipv6.conf.default.addr_gen_mode={ADDR_GEN_MODE_RANDOM}") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def _link_locals(ns: str) -> list[str]:

@@ -8,8 +8,6 @@ it stays at TXQUEUELEN_OFFLOAD. Checked in a private namespace through `ip -j li
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 
@@ -17,20 +15,15 @@ import pytest
 
 from enclave.dataplane import tap as tapmod
 from enclave.dataplane.tap import TapDevice
+from tests.support.scratch_ns import scratch_ns
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("TAP tests need root")
-    name = f"enl-txq-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
-    try:
+    with scratch_ns("txq") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
 def _txqlen(ns: str, dev: str) -> int:

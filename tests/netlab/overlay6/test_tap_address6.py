@@ -4,36 +4,23 @@ at once (never "tentative"), since it is certified and unique (enclave/dataplane
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from enclave.dataplane.tap import TapDevice
+from tests.support.scratch_ns import ns_exec as _in
+from tests.support.scratch_ns import scratch_ns
 
 pytestmark = [pytest.mark.netlab, pytest.mark.root]
 
 ADDRESS6 = "fd12:3456:789a::6440:7/64"
 
 
-def _in(ns: str, *argv: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], check=True, capture_output=True,
-                          text=True, timeout=10).stdout
-
-
 @pytest.fixture
 def ns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("TAP tests need root")
-    name = f"enl-a6-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        _in(name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=0")
+    with scratch_ns("a6", "net.ipv6.conf.default.disable_ipv6=0") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def test_overlay_ipv6_is_on_the_tap_without_dad(ns: str) -> None:
