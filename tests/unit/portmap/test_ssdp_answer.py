@@ -120,10 +120,10 @@ def gateway() -> Iterator[Callable[[Replier], int]]:
         return int(gw.getsockname()[1])
 
     yield start
+    for t in threads:  # the reply may still be sending after the search ended: then close
+        t.join(5)
     for s in socks:
         s.close()
-    for t in threads:
-        t.join(5)
 
 
 def _search(port: int, wait_ms: int = 1000) -> tuple[str | None, list[tuple[str, str]]]:
