@@ -228,11 +228,9 @@ class Agent:
                     self.gateway.schedule()
                     if self.options.dns:
                         ident = self.identity
-                        v6 = ident.overlay_interface6
                         self.dns = AgentDns(name, ident.overlay_ip, self.options.interface,
                                             self._verify_peer_cert,
-                                            overlay=(ident.overlay_interface.network,) if v6 is None
-                                            else (ident.overlay_interface.network, v6.network),
+                                            overlay=ident.overlay_networks,
                                             address6=ident.overlay_ip6)
                         await self.dns.start()
             else:

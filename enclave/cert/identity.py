@@ -37,3 +37,10 @@ class SystemIdentity:
         if self.overlay_ip6 is None:
             return None
         return ipaddress.IPv6Interface((self.overlay_ip6, PREFIX_LEN))
+
+    @property
+    def overlay_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The overlay's IPv4 range, and the org's overlay IPv6 /64 when there is one."""
+        v6 = self.overlay_interface6
+        v4 = self.overlay_interface.network
+        return (v4,) if v6 is None else (v4, v6.network)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from enclave.platform.frontdoor import PER_ADDRESS, GuardedSocket, source_key
 
+TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
+
 
 def abandoned(conn: socket.socket) -> bool:
     """The client gave up while its connection waited (its FIN or RST has come: the socket is
@@ -40,8 +42,6 @@ def abandoned(conn: socket.socket) -> bool:
         return True
     return info[0] != TCP_ESTABLISHED
 
-
-TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
 
 
 @dataclass(slots=True, eq=False)

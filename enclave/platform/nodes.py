@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from enclave import __version__
+from enclave.discovery.dualstack import hostport
 from enclave.platform.presence import PRESENCE_TTL
 from enclave.platform.store import Store
 from enclave.platform.store.records import Row
@@ -67,11 +68,6 @@ class Node:
                    None if row["url"] is None else str(row["url"]), str(row["host"]),
                    int(row["pid"]), str(row["version"]), int(row["started_at"]),
                    int(row["seen_at"]), int(row["agents"]))
-
-
-def format_listen(host: str, port: int) -> str:
-    """HOST:PORT, an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def node_url(urls: Sequence[str], listen: tuple[str, int] | None,
@@ -119,7 +115,7 @@ async def resolve_hosts(urls: Sequence[str], timeout: float = RESOLVE_TIMEOUT
 
 def this_node(node_id: str, listen: tuple[str, int] | None, url: str | None, now: int) -> Node:
     """The row of this process (host name, pid and enclave version filled in)."""
-    return Node(node_id, "" if listen is None else format_listen(*listen)[:MAX_TEXT],
+    return Node(node_id, "" if listen is None else hostport(*listen)[:MAX_TEXT],
                 None if url is None else url[:MAX_TEXT], socket.gethostname()[:MAX_TEXT],
                 os.getpid(), __version__, now, now)
 
